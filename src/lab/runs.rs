@@ -1,0 +1,422 @@
+//! Runs: who owns which names, teardown on signals, and the sweep of what
+//! dead runs left behind.
+//!
+//! A lab claims its run id by creating `/run/vpn-passthrough/runs/<id>` with
+//! `O_EXCL`; the record names the owner (pid and start time, so a reused pid
+//! is not mistaken for the owner) and the run directory. Namespaces and
+//! interfaces of the run all start with `vp<id>-`. When the owner is gone,
+//! anything with that prefix is garbage: [`sweep`] kills the processes left in
+//! those namespaces, removes the namespaces and any interface of that prefix
+//! in the current namespace, and deletes the record. Mounts need no sweep: a
+//! host's mounts live in its programs' mount namespaces and end with them.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+use super::error::{LabError, Result};
+use super::names::RunId;
+use super::netns;
+
+/// Where run records live (a tmpfs: records vanish with a reboot, as
+/// namespaces do).
+pub const RUNS_DIR: &str = "/run/vpn-passthrough/runs";
+
+/// What a run record says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The run id.
+    pub id: RunId,
+    /// The owner's pid.
+    pub pid: u32,
+    /// The owner's start time (clock ticks after boot, `/proc/PID/stat` field 22).
+    pub start: u64,
+    /// The run directory (configs, logs).
+    pub dir: PathBuf,
+}
+
+impl RunRecord {
+    /// The record's text.
+    pub fn render(&self) -> String {
+        format!("pid={}\nstart={}\ndir={}\n", self.pid, self.start, self.dir.display())
+    }
+
+    /// Reads a record's text; `None` if it is not one of ours.
+    pub fn parse(id: RunId, text: &str) -> Option<RunRecord> {
+        let (mut pid, mut start, mut dir) = (None, None, None);
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some(("pid", v)) => pid = v.parse().ok(),
+                Some(("start", v)) => start = v.parse().ok(),
+                Some(("dir", v)) => dir = Some(PathBuf::from(v)),
+                _ => {}
+            }
+        }
+        Some(RunRecord { id, pid: pid?, start: start?, dir: dir? })
+    }
+
+    /// Whether the owner is still running (same pid, same start time).
+    pub fn owner_alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// The start time of a process, `None` if there is no such process.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields
+    // after the last ')' are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Claims a fresh run id for a run whose directory will be `dir`.
+pub fn claim(dir_for: impl Fn(RunId) -> PathBuf) -> Result<RunRecord> {
+    let runs = Path::new(RUNS_DIR);
+    fs::create_dir_all(runs).map_err(|e| LabError::io(format!("creating {RUNS_DIR}"), e))?;
+    let pid = std::process::id();
+    let start = start_time(pid).unwrap_or(0);
+    let seed = random_seed();
+    for attempt in 0..256u64 {
+        let id = RunId::from_number(seed.wrapping_add(attempt.wrapping_mul(7919)));
+        let record = RunRecord { id, pid, start, dir: dir_for(id) };
+        let path = runs.join(id.as_str());
+        match fs::File::options().write(true).create_new(true).open(&path) {
+            Ok(mut f) => {
+                f.write_all(record.render().as_bytes())
+                    .map_err(|e| LabError::io(format!("writing {}", path.display()), e))?;
+                return Ok(record);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(LabError::io(format!("creating {}", path.display()), e)),
+        }
+    }
+    Err(LabError::io(
+        format!("claiming a run id in {RUNS_DIR}"),
+        io::Error::other("256 ids in a row are taken; run `vpn-passthrough lab sweep`"),
+    ))
+}
+
+/// Rewrites the run directory of a claimed record (it is known only after
+/// the id is).
+pub fn update(record: &RunRecord) -> Result<()> {
+    let path = Path::new(RUNS_DIR).join(record.id.as_str());
+    fs::write(&path, record.render()).map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}
+
+/// Deletes a run's record.
+pub fn release(id: RunId) {
+    let _ = fs::remove_file(Path::new(RUNS_DIR).join(id.as_str()));
+}
+
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0));
+    h.finish()
+}
+
+/// What a live run has that a signal handler must be able to clean up.
+#[derive(Debug)]
+pub struct Cleanup {
+    id: RunId,
+    dir: PathBuf,
+    state: Mutex<CleanupState>,
+}
+
+#[derive(Debug, Default)]
+struct CleanupState {
+    namespaces: Vec<(String, u64)>,
+    groups: Vec<i32>,
+    done: bool,
+}
+
+impl Cleanup {
+    /// Registers a live run so that SIGINT, SIGTERM and SIGHUP tear it down.
+    pub fn register(id: RunId, dir: PathBuf) -> Arc<Cleanup> {
+        install_signal_teardown();
+        let c = Arc::new(Cleanup { id, dir, state: Mutex::new(CleanupState::default()) });
+        live().lock().unwrap_or_else(|p| p.into_inner()).push(c.clone());
+        c
+    }
+
+    /// Notes a namespace the run created.
+    pub fn add_namespace(&self, name: &str, inode: u64) {
+        self.lock().namespaces.push((name.to_string(), inode));
+    }
+
+    /// Notes a process group the run started.
+    pub fn add_group(&self, pgid: i32) {
+        self.lock().groups.push(pgid);
+    }
+
+    /// The namespace inodes of the run.
+    pub fn inodes(&self) -> Vec<u64> {
+        self.lock().namespaces.iter().map(|(_, i)| *i).collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CleanupState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks the run torn down and forgets it.
+    pub fn finish(&self) {
+        self.lock().done = true;
+        live().lock().unwrap_or_else(|p| p.into_inner()).retain(|c| c.id != self.id);
+        release(self.id);
+    }
+
+    /// Tears down from a signal: processes, namespaces, record. Keeps the
+    /// run directory and says where it is.
+    fn emergency(&self) {
+        let (namespaces, groups) = {
+            let s = self.lock();
+            if s.done {
+                return;
+            }
+            (s.namespaces.clone(), s.groups.clone())
+        };
+        for g in &groups {
+            let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
+        }
+        let inodes: Vec<u64> = namespaces.iter().map(|(_, i)| *i).collect();
+        kill_in_namespaces(&inodes, Duration::from_secs(1));
+        for (name, _) in &namespaces {
+            let _ = netns::remove_by_name(name);
+        }
+        self.finish();
+        eprintln!("lab {}: torn down on signal; run directory kept at {}", self.id, self.dir.display());
+    }
+}
+
+fn live() -> &'static Mutex<Vec<Arc<Cleanup>>> {
+    static LIVE: Mutex<Vec<Arc<Cleanup>>> = Mutex::new(Vec::new());
+    &LIVE
+}
+
+fn install_signal_teardown() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("cannot catch SIGINT/SIGTERM ({e}); a signal will leave the lab to the next sweep");
+                return;
+            }
+        };
+        let spawned = std::thread::Builder::new().name("lab-signals".into()).spawn(move || {
+            if let Some(sig) = signals.forever().next() {
+                let runs: Vec<Arc<Cleanup>> = live().lock().unwrap_or_else(|p| p.into_inner()).clone();
+                for run in runs {
+                    run.emergency();
+                }
+                let _ = signal_hook::low_level::emulate_default_handler(sig);
+                std::process::exit(128 + sig);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!("cannot start the signal thread ({e}); a signal will leave the lab to the next sweep");
+        }
+    });
+}
+
+/// The network namespace inode of a process, `None` for zombies and
+/// processes that are gone.
+pub fn netns_inode_of(pid: u32) -> Option<u64> {
+    let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The processes whose network namespace is one of `inodes`.
+pub fn processes_in(inodes: &[u64]) -> Vec<u32> {
+    if inodes.is_empty() {
+        return Vec::new();
+    }
+    let wanted: HashSet<u64> = inodes.iter().copied().collect();
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| netns_inode_of(*pid).is_some_and(|i| wanted.contains(&i)))
+        .collect()
+}
+
+/// Ends every process inside the namespaces `inodes`: SIGTERM, then SIGKILL
+/// for those still there after `grace`. Returns how many there were.
+pub fn kill_in_namespaces(inodes: &[u64], grace: Duration) -> usize {
+    let first = processes_in(inodes);
+    if first.is_empty() {
+        return 0;
+    }
+    for pid in &first {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGTERM);
+    }
+    let deadline = Instant::now() + grace;
+    let mut left = processes_in(inodes);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        left = processes_in(inodes);
+    }
+    for pid in &left {
+        let _ = kill(Pid::from_raw(*pid as i32), Signal::SIGKILL);
+    }
+    // SIGKILL cannot be refused; wait for the kernel to finish the exits so
+    // the namespaces are really free when this returns.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !processes_in(inodes).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.len()
+}
+
+/// What a sweep removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Runs whose owner was gone.
+    pub runs: Vec<String>,
+    /// Namespaces removed.
+    pub namespaces: Vec<String>,
+    /// Interfaces removed from the current namespace.
+    pub links: Vec<String>,
+    /// Processes ended.
+    pub processes: usize,
+    /// Run directories left for inspection.
+    pub kept_dirs: Vec<PathBuf>,
+}
+
+impl SweepReport {
+    /// Whether the sweep found nothing.
+    pub fn is_empty(&self) -> bool {
+        self.runs.is_empty() && self.namespaces.is_empty() && self.links.is_empty() && self.processes == 0
+    }
+}
+
+/// Removes what runs whose owner is gone left behind: their processes,
+/// namespaces, interfaces of their prefix in this namespace, and records.
+/// Names of ours that no record claims are swept too. Live runs are not
+/// touched. Run directories stay (they hold the logs of what went wrong).
+pub fn sweep() -> Result<SweepReport> {
+    let mut report = SweepReport::default();
+    let mut live_ids = HashSet::new();
+    let mut dead_ids = HashSet::new();
+    if let Ok(dir) = fs::read_dir(RUNS_DIR) {
+        for entry in dir.filter_map(|e| e.ok()) {
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(RunId::parse) else { continue };
+            let record = fs::read_to_string(entry.path()).ok().and_then(|t| RunRecord::parse(id, &t));
+            match record {
+                Some(r) if r.owner_alive() => {
+                    live_ids.insert(id);
+                }
+                // A record being written has no fields yet; give it the
+                // benefit of the doubt unless it is old.
+                None if fresh(&entry.path()) => {
+                    live_ids.insert(id);
+                }
+                other => {
+                    dead_ids.insert(id);
+                    report.runs.push(id.to_string());
+                    if let Some(r) = other {
+                        if r.dir.exists() {
+                            report.kept_dirs.push(r.dir);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let is_garbage = |name: &str| RunId::of_name(name).is_some_and(|id| !live_ids.contains(&id));
+
+    let doomed: Vec<(String, u64)> = netns::list_names()
+        .into_iter()
+        .filter(|n| is_garbage(n))
+        .map(|n| {
+            // An unmounted leftover file has no namespace behind it: inode 0
+            // matches no process.
+            let inode = fs::metadata(netns::netns_path(&n)).map(|m| m.ino()).unwrap_or(0);
+            (n, inode)
+        })
+        .collect();
+    let inodes: Vec<u64> = doomed.iter().map(|(_, i)| *i).collect();
+    report.processes = kill_in_namespaces(&inodes, Duration::from_secs(1));
+    for (name, _) in doomed {
+        netns::remove_by_name(&name)?;
+        report.namespaces.push(name);
+    }
+    for link in local_links().into_iter().filter(|l| is_garbage(l)) {
+        delete_local_link(&link)?;
+        report.links.push(link);
+    }
+    for id in dead_ids {
+        release(id);
+    }
+    Ok(report)
+}
+
+fn fresh(path: &Path) -> bool {
+    fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < Duration::from_secs(10))
+}
+
+/// Interface names of the current network namespace.
+fn local_links() -> Vec<String> {
+    let Ok(dir) = fs::read_dir("/sys/class/net") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect()
+}
+
+fn delete_local_link(name: &str) -> Result<()> {
+    let index_path = format!("/sys/class/net/{name}/ifindex");
+    let Ok(index) = fs::read_to_string(&index_path).map(|s| s.trim().parse::<u32>()) else {
+        return Ok(()); // gone meanwhile
+    };
+    let index = index.map_err(|e| LabError::io(format!("reading {index_path}"), io::Error::other(e)))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| LabError::io("starting a netlink runtime", e))?;
+    rt.block_on(async {
+        let (conn, handle, _) = rtnetlink::new_connection().map_err(|e| LabError::io("opening a netlink socket", e))?;
+        tokio::spawn(conn);
+        handle.link().del(index).execute().await.map_err(|e| LabError::netlink(format!("deleting interface {name}"), e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip() {
+        let id = RunId::parse("q7z").expect("id");
+        let r = RunRecord { id, pid: 4242, start: 987654, dir: PathBuf::from("/tmp/vpn-passthrough-q7z-x") };
+        assert_eq!(RunRecord::parse(id, &r.render()), Some(r));
+        assert_eq!(RunRecord::parse(id, "pid=1\n"), None);
+        assert_eq!(RunRecord::parse(id, "garbage"), None);
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let pid = std::process::id();
+        let start = start_time(pid).expect("own start time");
+        let id = RunId::parse("000").expect("id");
+        assert!(RunRecord { id, pid, start, dir: PathBuf::new() }.owner_alive());
+        assert!(!RunRecord { id, pid, start: start + 1, dir: PathBuf::new() }.owner_alive());
+    }
+
+    #[test]
+    fn our_netns_inode_is_readable() {
+        assert!(netns_inode_of(std::process::id()).is_some());
+        assert_eq!(processes_in(&[]), Vec::<u32>::new());
+    }
+}

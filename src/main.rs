@@ -1,0 +1,188 @@
+//! The `vpn-passthrough` command: a thin shell over the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use vpn_passthrough::bench::{self, Shape};
+use vpn_passthrough::doctor;
+use vpn_passthrough::lab::{Lab, LabError, Topology};
+
+/// Test harness and conformance suite for VPN passthrough on NAT routers.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check what a run needs (privileges, kernel features, VPN daemons) and
+    /// print the command that fixes anything missing.
+    Doctor,
+    /// Build and inspect labs.
+    #[command(subcommand)]
+    Lab(LabCommand),
+    /// Measure the suite's machinery against references, in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum LabCommand {
+    /// Build a client — router — server lab, show it, ping across it (IPv4
+    /// and IPv6), tear it down.
+    Demo {
+        /// Keep the run directory (configs, logs) after teardown.
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Build a lab and keep it up until SIGINT or SIGTERM, for poking around
+    /// with `ip netns exec`.
+    Up {
+        /// A topology file (TOML, see scenarios/topologies/); the demo
+        /// topology when absent.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+    /// Remove what runs whose process is gone left behind: namespaces,
+    /// interfaces, processes, run records.
+    Sweep,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Build and tear down a lab with the engine and with an `ip` command
+    /// script; print both times and the ratio.
+    Lab {
+        /// Number of hosts.
+        #[arg(long, default_value_t = 50)]
+        hosts: usize,
+        /// Topology shape.
+        #[arg(long, value_enum, default_value_t = ShapeArg::Star)]
+        shape: ShapeArg,
+        /// Rounds (the median is reported).
+        #[arg(long, default_value_t = 5)]
+        rounds: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ShapeArg {
+    Star,
+    Chain,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor => return doctor_command(),
+        Command::Lab(LabCommand::Demo { keep }) => demo(keep),
+        Command::Lab(LabCommand::Up { topology }) => up(topology),
+        Command::Lab(LabCommand::Sweep) => sweep(),
+        Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
+            let shape = match shape {
+                ShapeArg::Star => Shape::Star,
+                ShapeArg::Chain => Shape::Chain,
+            };
+            bench::run(shape, hosts, rounds).map(|r| print!("{}", r.render()))
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn doctor_command() -> ExitCode {
+    println!("vpn-passthrough doctor");
+    let checks = doctor::run_all();
+    match doctor::print_report(&checks, &mut std::io::stdout()) {
+        Ok(true) => {
+            println!("everything a run needs is here");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            println!("some prerequisites are missing: run the fix commands above (as root)");
+            ExitCode::FAILURE
+        }
+        Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// client — router — server, IPv4 and IPv6 (scenarios/topologies/three-hosts.toml).
+fn demo_topology() -> Result<Topology, LabError> {
+    Topology::from_toml(include_str!("../scenarios/topologies/three-hosts.toml")).map_err(LabError::Input)
+}
+
+fn demo(keep: bool) -> Result<(), LabError> {
+    doctor::require_tool("ping").map_err(LabError::Missing)?;
+    let start = Instant::now();
+    let lab = Lab::build(&demo_topology()?)?;
+    if keep {
+        lab.keep_dir();
+    }
+    println!("built in {:.1} ms", start.elapsed().as_secs_f64() * 1000.0);
+    print!("{lab}");
+    let client = lab.host("client")?;
+    let server = lab.host("server")?;
+    for target in [server.ipv4(), server.ipv6()].into_iter().flatten() {
+        let out = client.ping(target)?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let rtt = text.lines().find(|l| l.contains("time=")).unwrap_or("reply received").trim();
+        println!("ping client -> server {target}: {rtt}");
+    }
+    let id = lab.run_id();
+    let namespaces = lab.netns_names().len();
+    let start = Instant::now();
+    lab.teardown()?;
+    println!("lab {id} torn down in {:.1} ms: {namespaces} namespaces removed", start.elapsed().as_secs_f64() * 1000.0);
+    Ok(())
+}
+
+fn up(topology: Option<PathBuf>) -> Result<(), LabError> {
+    let topology = match topology {
+        Some(path) => Topology::from_toml_file(&path).map_err(LabError::Input)?,
+        None => demo_topology()?,
+    };
+    let lab = Lab::build(&topology)?;
+    print!("{lab}");
+    println!("lab {} is up; SIGINT or SIGTERM tears it down", lab.run_id());
+    // Teardown on a signal runs on the lab's signal thread, which then ends
+    // the process; this thread only waits.
+    loop {
+        std::thread::park();
+    }
+}
+
+fn sweep() -> Result<(), LabError> {
+    doctor::require_lab_privileges()?;
+    let r = vpn_passthrough::lab::sweep()?;
+    if r.is_empty() {
+        println!("nothing to sweep");
+        return Ok(());
+    }
+    println!(
+        "swept runs {}: {} namespaces, {} interfaces, {} processes",
+        r.runs.join(", "),
+        r.namespaces.len(),
+        r.links.len(),
+        r.processes
+    );
+    for d in r.kept_dirs {
+        println!("  their run directory is still at {}", d.display());
+    }
+    Ok(())
+}
