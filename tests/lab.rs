@@ -1,0 +1,561 @@
+//! Lab engine tests: real namespaces, links and processes. They need root;
+//! without it (or without a program they use) they are reported as ignored
+//! with the reason, and with `VPN_PASSTHROUGH_STRICT=1` (as in CI) a missing
+//! prerequisite is a failure instead.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use vpn_passthrough::doctor;
+use vpn_passthrough::lab::{
+    self, Cmd, EndpointSpec, HostSpec, Lab, LabError, LinkSpec, Proto, RunId, Topology, netns, runs,
+};
+
+/// Set to 1 to fail, not ignore, tests whose prerequisites are missing.
+const STRICT_ENV: &str = "VPN_PASSTHROUGH_STRICT";
+
+type TestResult = Result<(), Failed>;
+
+#[derive(Clone, Copy)]
+enum Need {
+    Root,
+    Tool(&'static str),
+}
+
+fn missing(needs: &[Need]) -> Option<String> {
+    for need in needs {
+        match need {
+            Need::Root => {
+                if doctor::require_lab_privileges().is_err() {
+                    let uid = nix::unistd::geteuid();
+                    return Some(format!(
+                        "needs root: uid {uid} lacks CAP_NET_ADMIN/CAP_SYS_ADMIN; run `ci/test` or `sudo -E cargo test`"
+                    ));
+                }
+            }
+            Need::Tool(name) => {
+                if let Err(m) = doctor::require_tool(name) {
+                    return Some(format!("needs {}: {}", m.what, m.fix));
+                }
+            }
+        }
+    }
+    None
+}
+
+fn lab_test(name: &str, needs: &'static [Need], f: fn() -> TestResult) -> Trial {
+    Trial::ignorable_test(name, move || {
+        if let Some(why) = missing(needs) {
+            if std::env::var(STRICT_ENV).is_ok_and(|v| v == "1") {
+                return Err(format!("prerequisite missing ({STRICT_ENV}=1): {why}").into());
+            }
+            return Ok(Completion::ignored_with(why));
+        }
+        f().map(|()| Completion::Completed)
+    })
+}
+
+const ROOT: &[Need] = &[Need::Root];
+const ROOT_PING: &[Need] = &[Need::Root, Need::Tool("ping")];
+
+fn main() {
+    let args = Arguments::from_args();
+    let trials = vec![
+        lab_test("three_hosts_ping_across_the_router", ROOT_PING, three_hosts_ping_across_the_router),
+        lab_test("without_forwarding_the_router_drops", ROOT_PING, without_forwarding_the_router_drops),
+        lab_test("star_of_hosts_on_a_switch", ROOT_PING, star_of_hosts_on_a_switch),
+        lab_test("chain_routes_end_to_end", ROOT_PING, chain_routes_end_to_end),
+        lab_test("mtu_and_offloads_are_applied", ROOT, mtu_and_offloads_are_applied),
+        lab_test("two_labs_in_one_process", ROOT_PING, two_labs_in_one_process),
+        lab_test("two_processes_at_once", ROOT_PING, two_processes_at_once),
+        lab_test("panic_inside_a_test_leaves_nothing", ROOT, panic_inside_a_test_leaves_nothing),
+        lab_test("sigterm_tears_the_lab_down", ROOT, sigterm_tears_the_lab_down),
+        lab_test(
+            "sweep_removes_what_a_killed_run_left",
+            &[Need::Root, Need::Tool("ip")],
+            sweep_removes_what_a_killed_run_left,
+        ),
+        lab_test("hosts_have_private_run_and_sys", ROOT, hosts_have_private_run_and_sys),
+        lab_test("two_charons_run_at_once", &[Need::Root, Need::Tool("charon")], two_charons_run_at_once),
+        lab_test("readiness_waits_on_real_things", &[Need::Root, Need::Tool("iperf3")], readiness_waits_on_real_things),
+        lab_test("readiness_errors_name_host_program_and_log", ROOT, readiness_errors_name_host_program_and_log),
+        lab_test("a_crash_is_reported_at_teardown", ROOT, a_crash_is_reported_at_teardown),
+        lab_test("a_missing_program_says_what_to_do", ROOT, a_missing_program_says_what_to_do),
+    ];
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Err(e) = nothing_of_ours_left() {
+        eprintln!("after the lab tests: {e}");
+        std::process::exit(101);
+    }
+    conclusion.exit();
+}
+
+/// Runs of this process must all be gone once the tests are over.
+fn nothing_of_ours_left() -> Result<(), String> {
+    let me = std::process::id();
+    let Ok(dir) = std::fs::read_dir(runs::RUNS_DIR) else { return Ok(()) };
+    for entry in dir.filter_map(|e| e.ok()) {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        if text.lines().any(|l| l == format!("pid={me}")) {
+            return Err(format!("run record {} is still there", entry.path().display()));
+        }
+    }
+    Ok(())
+}
+
+/// client — router — server.
+fn three_hosts(forwarding: bool) -> Topology {
+    let router = if forwarding { HostSpec::new("router").forwarding() } else { HostSpec::new("router") };
+    Topology::new()
+        .host(HostSpec::new("client").default_route("10.1.0.1").default_route("fd00:1::1"))
+        .host(router)
+        .host(HostSpec::new("server").default_route("10.2.0.1").default_route("fd00:2::1"))
+        .link(
+            EndpointSpec::new("client", "eth0").addr("10.1.0.2/24").addr("fd00:1::2/64"),
+            EndpointSpec::new("router", "lan").addr("10.1.0.1/24").addr("fd00:1::1/64"),
+        )
+        .link(
+            EndpointSpec::new("router", "wan").addr("10.2.0.1/24").addr("fd00:2::1/64"),
+            EndpointSpec::new("server", "eth0").addr("10.2.0.2/24").addr("fd00:2::2/64"),
+        )
+}
+
+/// Asserts that nothing named for run `id` exists any more and that no
+/// process is left in its namespaces.
+fn assert_gone(id: RunId, inodes: &[u64]) -> TestResult {
+    let prefix = id.prefix();
+    let left: Vec<String> = netns::list_names().into_iter().filter(|n| n.starts_with(&prefix)).collect();
+    if !left.is_empty() {
+        return Err(format!("namespaces of run {id} are still there: {left:?}").into());
+    }
+    let links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).filter(|n| n.starts_with(&prefix)).collect())
+        .unwrap_or_default();
+    if !links.is_empty() {
+        return Err(format!("interfaces of run {id} are still there: {links:?}").into());
+    }
+    let procs = runs::processes_in(inodes);
+    if !procs.is_empty() {
+        return Err(format!("processes {procs:?} are still in the namespaces of run {id}").into());
+    }
+    if PathBuf::from(runs::RUNS_DIR).join(id.as_str()).exists() {
+        return Err(format!("the record of run {id} is still there").into());
+    }
+    Ok(())
+}
+
+fn inodes_of(lab: &Lab) -> Vec<u64> {
+    lab.netns_names()
+        .iter()
+        .filter_map(|n| std::fs::metadata(netns::netns_path(n)).ok())
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .collect()
+}
+
+fn three_hosts_ping_across_the_router() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let id = lab.run_id();
+    let inodes = inodes_of(&lab);
+    assert_eq!(lab.netns_names().len(), 3);
+    for n in lab.netns_names() {
+        if !netns::netns_path(&n).exists() {
+            return Err(format!("{n} is not visible to `ip netns`").into());
+        }
+    }
+    let client = lab.host("client")?;
+    let server = lab.host("server")?;
+    for target in [server.ipv4(), server.ipv6()].into_iter().flatten() {
+        client.ping(target)?;
+    }
+    server.ping(client.ipv4().ok_or("client has no IPv4 address")?)?;
+    lab.teardown()?;
+    assert_gone(id, &inodes)
+}
+
+fn without_forwarding_the_router_drops() -> TestResult {
+    let lab = Lab::build(&three_hosts(false))?;
+    let client = lab.host("client")?;
+    // The router itself answers; beyond it nothing does.
+    client.ping("10.1.0.1".parse()?)?;
+    match client.ping("10.2.0.2".parse()?) {
+        Err(LabError::Failed { .. }) => {}
+        Ok(_) => return Err("ping crossed a router without forwarding".into()),
+        Err(e) => return Err(e.into()),
+    }
+    lab.teardown()?;
+    Ok(())
+}
+
+fn star_of_hosts_on_a_switch() -> TestResult {
+    let lab = Lab::build(&Topology::star(6))?;
+    assert_eq!(lab.netns_names().len(), 7, "six hosts and a switch");
+    let h0 = lab.host("h0")?;
+    for i in [1, 5] {
+        h0.ping(lab.host(&format!("h{i}"))?.ipv4().ok_or("no address")?)?;
+    }
+    lab.teardown()?;
+    Ok(())
+}
+
+fn chain_routes_end_to_end() -> TestResult {
+    let lab = Lab::build(&Topology::chain(5))?;
+    let far = lab.host("h4")?.ipv4().ok_or("no address")?;
+    lab.host("h0")?.ping(far)?;
+    let near = lab.host("h0")?.ipv4().ok_or("no address")?;
+    lab.host("h4")?.ping(near)?;
+    lab.teardown()?;
+    Ok(())
+}
+
+fn mtu_and_offloads_are_applied() -> TestResult {
+    let t = Topology::new()
+        .host("a")
+        .host(HostSpec::new("b").sysctl("net.ipv4.conf.eth0.rp_filter", "2"))
+        .link_spec(
+            LinkSpec::new(("a", "eth0", "10.9.0.1/24"), ("b", "eth0", "10.9.0.2/24")).mtu(1400).without_offloads(),
+        )
+        .link(("a", "eth1", "10.8.0.1/24"), ("b", "eth1", "10.8.0.2/24"));
+    let lab = Lab::build(&t)?;
+    let a = lab.host("a")?;
+    let b = lab.host("b")?;
+    let ifname = a.ifname("eth0")?;
+    let mtu = a.run_ok(Cmd::argv(&["cat", &format!("/sys/class/net/{ifname}/mtu")]))?;
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1400");
+    let mtu = b.run_ok(Cmd::argv(&["cat", &format!("/sys/class/net/{}/mtu", b.ifname("eth1")?)]))?;
+    assert_eq!(String::from_utf8_lossy(&mtu.stdout).trim(), "1500");
+    if a.offloads_on("eth0")? || b.offloads_on("eth0")? {
+        return Err("offloads still on for a link that asked them off".into());
+    }
+    if !a.offloads_on("eth1")? {
+        return Err("offloads off on a link that kept the default".into());
+    }
+    a.disable_offloads("eth1")?;
+    if a.offloads_on("eth1")? {
+        return Err("disable_offloads left them on".into());
+    }
+    let rp = b.run_ok(Cmd::argv(&["cat", &format!("/proc/sys/net/ipv4/conf/{}/rp_filter", b.ifname("eth0")?)]))?;
+    assert_eq!(String::from_utf8_lossy(&rp.stdout).trim(), "2", "per-interface sysctl");
+    lab.teardown()?;
+    Ok(())
+}
+
+fn two_labs_in_one_process() -> TestResult {
+    let build_and_ping = || -> Result<(RunId, Vec<String>), String> {
+        let lab = Lab::build(&three_hosts(true)).map_err(|e| e.to_string())?;
+        let client = lab.host("client").map_err(|e| e.to_string())?;
+        client.ping("10.2.0.2".parse().map_err(|e| format!("{e}"))?).map_err(|e| e.to_string())?;
+        let out = (lab.run_id(), lab.netns_names());
+        lab.teardown().map_err(|e| e.to_string())?;
+        Ok(out)
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(build_and_ping);
+        let b = s.spawn(build_and_ping);
+        (a.join(), b.join())
+    });
+    let a = a.map_err(|_| "first lab panicked")??;
+    let b = b.map_err(|_| "second lab panicked")??;
+    assert_ne!(a.0, b.0, "two labs got the same run id");
+    if a.1.iter().any(|n| b.1.contains(n)) {
+        return Err(format!("namespace names collide: {:?} / {:?}", a.1, b.1).into());
+    }
+    assert_gone(a.0, &[])?;
+    assert_gone(b.0, &[])
+}
+
+fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_vpn-passthrough")
+}
+
+fn two_processes_at_once() -> TestResult {
+    let spawn = || Command::new(binary()).args(["lab", "demo"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn();
+    let (a, b) = (spawn()?, spawn()?);
+    for (name, child) in [("first", a), ("second", b)] {
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            return Err(format!(
+                "{name} `lab demo` failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !text.contains("ping client -> server 10.2.0.2") || !text.contains("torn down") {
+            return Err(format!("{name} `lab demo` printed:\n{text}").into());
+        }
+    }
+    Ok(())
+}
+
+fn panic_inside_a_test_leaves_nothing() -> TestResult {
+    let (tx, rx) = mpsc::channel();
+    let outcome = std::panic::catch_unwind(move || {
+        let lab = Lab::build(&three_hosts(true)).expect("lab builds");
+        let sleeper = lab.host("server").and_then(|h| h.spawn(Cmd::argv(&["sleep", "600"]))).expect("sleep starts");
+        tx.send((lab.run_id(), inodes_of(&lab), lab.dir().to_path_buf(), sleeper.pid())).expect("send");
+        panic!("deliberate panic: the lab must still be torn down");
+    });
+    if outcome.is_ok() {
+        return Err("the closure did not panic".into());
+    }
+    let (id, inodes, dir, pid) = rx.recv_timeout(Duration::from_secs(1))?;
+    assert_gone(id, &inodes)?;
+    if PathBuf::from(format!("/proc/{pid}")).exists() && runs::netns_inode_of(pid).is_some() {
+        return Err(format!("the sleep started in the lab (pid {pid}) survived").into());
+    }
+    if !dir.join("hosts/server/log/sleep.log").exists() {
+        return Err(format!("a panicking lab must keep its run directory; {} is gone", dir.display()).into());
+    }
+    std::fs::remove_dir_all(&dir)?;
+    Ok(())
+}
+
+/// Starts `vpn-passthrough lab up` and returns it with the id it printed.
+fn lab_up() -> Result<(std::process::Child, RunId), Failed> {
+    let mut child = Command::new(binary()).args(["lab", "up"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut id = None;
+    while Instant::now() < deadline {
+        let Ok(line) = rx.recv_timeout(deadline - Instant::now()) else { break };
+        if let Some(rest) = line.strip_prefix("lab ") {
+            if let Some(word) = rest.split_whitespace().next() {
+                id = id.or(RunId::parse(word));
+            }
+        }
+        if line.contains("is up;") {
+            break;
+        }
+    }
+    match id {
+        Some(id) => Ok((child, id)),
+        None => {
+            let _ = child.kill();
+            let _ = child.wait();
+            Err("`lab up` did not report a lab within 20 s".into())
+        }
+    }
+}
+
+fn netns_of(id: RunId) -> Vec<String> {
+    netns::list_names().into_iter().filter(|n| n.starts_with(&id.prefix())).collect()
+}
+
+fn sigterm_tears_the_lab_down() -> TestResult {
+    let (child, id) = lab_up()?;
+    let names = netns_of(id);
+    if names.len() != 3 {
+        return Err(format!("expected 3 namespaces of run {id}, found {names:?}").into());
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM)?;
+    let out = child.wait_with_output()?;
+    if out.status.success() {
+        return Err("`lab up` exited 0 on SIGTERM; expected death by the signal".into());
+    }
+    assert_gone(id, &[])?;
+    // A signal is not a clean end: the run directory stays, and says where.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let kept = stderr
+        .lines()
+        .find_map(|l| l.split_once("run directory kept at ").map(|(_, p)| PathBuf::from(p.trim())))
+        .ok_or_else(|| format!("`lab up` did not say where its run directory is: {stderr}"))?;
+    if !kept.is_dir() {
+        return Err(format!("{} was announced but is not there", kept.display()).into());
+    }
+    std::fs::remove_dir_all(kept)?;
+    Ok(())
+}
+
+fn sweep_removes_what_a_killed_run_left() -> TestResult {
+    let (mut child, id) = lab_up()?;
+    let client = id.netns_name("client");
+    // Something running in the dead run's namespace, as a daemon would be.
+    let mut orphan = Command::new("ip").args(["netns", "exec", &client, "sleep", "600"]).spawn()?;
+    let orphan_pid = orphan.id();
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(netns::netns_path(&client))?);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while runs::netns_inode_of(orphan_pid) != Some(inode) {
+        if Instant::now() > deadline {
+            return Err("the orphan never entered the namespace".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill()?; // SIGKILL: no teardown can run
+    child.wait()?;
+    if netns_of(id).len() != 3 {
+        return Err("a killed run should leave its namespaces for the sweep".into());
+    }
+    let report = lab::sweep()?;
+    let _ = orphan.wait();
+    if !report.runs.contains(&id.to_string()) {
+        return Err(format!("sweep did not name run {id}: {report:?}").into());
+    }
+    if report.processes < 1 {
+        return Err(format!("sweep ended no process: {report:?}").into());
+    }
+    assert_gone(id, &[inode])?;
+    for d in report.kept_dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    Ok(())
+}
+
+fn hosts_have_private_run_and_sys() -> TestResult {
+    let shared = tempfile::tempdir()?;
+    std::fs::write(shared.path().join("marker"), "bound in")?;
+    let t = Topology::new()
+        .host(HostSpec::new("a").bind(shared.path(), "/mnt"))
+        .host("b")
+        .link(("a", "eth0", "10.7.0.1/24"), ("b", "eth0", "10.7.0.2/24"));
+    let lab = Lab::build(&t)?;
+    let (a, b) = (lab.host("a")?, lab.host("b")?);
+    let write_pid = "echo $$ > /run/lab-test.pid; readlink /proc/self/ns/net";
+    let pa = a.run_ok(Cmd::argv(&["sh", "-c", write_pid]))?;
+    let pb = b.run_ok(Cmd::argv(&["sh", "-c", write_pid]))?;
+    assert_ne!(pa.stdout, pb.stdout, "two hosts share a network namespace");
+    let (fa, fb) = (a.run_dir()?.join("lab-test.pid"), b.run_dir()?.join("lab-test.pid"));
+    if !fa.exists() || !fb.exists() || std::fs::read(&fa)? == std::fs::read(&fb)? {
+        return Err("each host must write its own /run".into());
+    }
+    if PathBuf::from("/run/lab-test.pid").exists() {
+        return Err("a host wrote into the machine's /run".into());
+    }
+    let ls = a.run_ok(Cmd::argv(&["ls", "/sys/class/net"]))?;
+    let names = String::from_utf8_lossy(&ls.stdout).to_string();
+    if !names.contains(&a.ifname("eth0")?) || names.lines().count() != 2 {
+        return Err(format!("/sys/class/net in host a should list lo and its eth0, got {names:?}").into());
+    }
+    let marker = a.run_ok(Cmd::argv(&["cat", "/mnt/marker"]))?;
+    assert_eq!(String::from_utf8_lossy(&marker.stdout), "bound in");
+    if b.exec(Cmd::argv(&["cat", "/mnt/marker"]))?.status.success() {
+        return Err("host b sees host a's bind mount".into());
+    }
+    lab.teardown()?;
+    Ok(())
+}
+
+fn two_charons_run_at_once() -> TestResult {
+    let charon = doctor::require_tool("charon")?;
+    let lab = Lab::build(&three_hosts(true))?;
+    let mut started = Vec::new();
+    for name in ["client", "server"] {
+        let host = lab.host(name)?;
+        // A minimal config in the host's own directory; charon's pid file
+        // and vici socket land in the host's /run.
+        let conf = host.write_conf(
+            "strongswan.conf",
+            "charon {\n  load_modular = no\n  load = random nonce openssl pem pkcs1 curl kernel-netlink socket-default vici\n  filelog {\n    stderr { default = 1 }\n  }\n}\n",
+        )?;
+        let p = host
+            .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;
+        started.push((host, p));
+    }
+    for (host, p) in &started {
+        let run = host.run_dir()?;
+        p.wait_for_path(&run.join("charon.pid"), Duration::from_secs(20))?;
+        p.wait_for_path(&run.join("charon.vici"), Duration::from_secs(20))?;
+        let pid: u32 = std::fs::read_to_string(run.join("charon.pid"))?.trim().parse()?;
+        if pid != p.pid() {
+            return Err(format!("host {}: charon.pid says {pid}, charon is {}", host.name(), p.pid()).into());
+        }
+    }
+    if started.iter().any(|(_, p)| p.exit_status().is_some()) {
+        return Err("a charon exited while the other started".into());
+    }
+    lab.teardown()?;
+    Ok(())
+}
+
+fn readiness_waits_on_real_things() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let server = lab.host("server")?;
+    let iperf = server.spawn(Cmd::argv(&["iperf3", "-s", "-p", "5301"]))?;
+    iperf.wait_for_port(Proto::Tcp, 5301, Duration::from_secs(10))?;
+    let client = lab.host("client")?;
+    let out = client.run_ok(Cmd::argv(&["iperf3", "-c", "10.2.0.2", "-p", "5301", "-t", "1", "-J"]))?;
+    if !String::from_utf8_lossy(&out.stdout).contains("\"sum_received\"") {
+        return Err("iperf3 through the router reported no transfer".into());
+    }
+    let logger = server.spawn(Cmd::argv(&["sh", "-c", "echo ready to serve; exec sleep 600"]).label("logger"))?;
+    logger.wait_for_log("ready to serve", Duration::from_secs(5))?;
+    lab.teardown()?;
+    Ok(())
+}
+
+fn readiness_errors_name_host_program_and_log() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let server = lab.host("server")?;
+    let quiet = server.spawn(Cmd::argv(&["sh", "-c", "echo warming up; exec sleep 600"]).label("quiet"))?;
+    let err = quiet.wait_for_log("never printed", Duration::from_millis(300)).err().ok_or("wait did not time out")?;
+    let text = err.to_string();
+    for needle in ["host 'server'", "quiet", "never printed", "warming up", "quiet.log"] {
+        if !text.contains(needle) {
+            return Err(format!("readiness error lacks {needle:?}: {text}").into());
+        }
+    }
+    let dying = server.spawn(Cmd::argv(&["sh", "-c", "echo no port for you >&2; exit 4"]).label("dying"))?;
+    let err = dying.wait_for_port(Proto::Tcp, 7777, Duration::from_secs(10)).err().ok_or("wait succeeded")?;
+    let text = err.to_string();
+    if !text.contains("exited with exit status 4") || !text.contains("no port for you") {
+        return Err(format!("a dead program must be reported at once, with its log: {text}").into());
+    }
+    dying.stop(Duration::from_secs(1))?;
+    lab.teardown()?;
+    Ok(())
+}
+
+fn a_crash_is_reported_at_teardown() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let id = lab.run_id();
+    let server = lab.host("server")?;
+    let p = server.spawn(Cmd::argv(&["sh", "-c", "echo segfault imminent >&2; exit 3"]).label("fragile"))?;
+    p.wait_until("exit", Duration::from_secs(10), || false).err().ok_or("fragile did not exit")?;
+    let dir = lab.dir().to_path_buf();
+    match lab.teardown() {
+        Err(LabError::Crashed(crashes)) => {
+            let c = crashes.first().ok_or("no crash listed")?;
+            if c.host != "server"
+                || c.program != "fragile"
+                || c.status != "exit status 3"
+                || !c.tail.contains("segfault imminent")
+            {
+                return Err(format!("crash report is off: {c:?}").into());
+            }
+        }
+        other => return Err(format!("teardown should report the crash, got {other:?}").into()),
+    }
+    assert_gone(id, &[])?;
+    if !dir.exists() {
+        return Err("the run directory of a lab with a crash must be kept".into());
+    }
+    std::fs::remove_dir_all(dir)?;
+    Ok(())
+}
+
+fn a_missing_program_says_what_to_do() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let err = lab.host("client")?.spawn(Cmd::new("no-such-vpn-daemon")).err().ok_or("spawned a missing program")?;
+    let text = err.to_string();
+    if !text.contains("host 'client'") || !text.contains("no-such-vpn-daemon") || !text.contains("doctor") {
+        return Err(format!("unhelpful error: {text}").into());
+    }
+    match lab.host("nobody") {
+        Err(LabError::NoSuchHost { known, .. }) if known.contains("client") => {}
+        other => return Err(format!("asking for a missing host: {:?}", other.err()).into()),
+    }
+    lab.teardown()?;
+    Ok(())
+}
