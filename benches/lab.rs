@@ -11,7 +11,7 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    if let Err(e) = vpn_passthrough::doctor::require_lab_privileges() {
+    if let Err(e) = vpn_passthrough::prereq::require_lab_privileges() {
         eprintln!("lab benchmark not run: {e}");
         std::process::exit(1);
     }

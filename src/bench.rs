@@ -129,7 +129,7 @@ impl Report {
 pub fn run(shape: Shape, hosts: usize, rounds: usize) -> Result<Report> {
     let topology = shape.topology(hosts);
     let plan = Plan::new(&topology)?;
-    crate::doctor::require_tool("ip").map_err(LabError::Missing)?;
+    crate::prereq::require_tool("ip")?;
     let mut report = Report { shape, hosts, engine: Vec::new(), script: Vec::new() };
     for _ in 0..rounds.max(1) {
         report.engine.push(time_engine(&topology)?);

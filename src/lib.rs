@@ -2,9 +2,10 @@
 //! (PPTP, L2TP, IPsec with and without NAT-T) on NAT routers.
 //!
 //! The [`lab`] module builds virtual topologies of network namespaces and
-//! runs real programs inside them; [`doctor`] says what the machine lacks and
-//! how to fix it; [`bench`] measures the lab engine against a reference.
+//! runs real programs inside them; [`prereq`] and [`doctor`] say what the machine
+//! lacks and how to fix it; [`bench`] measures the lab engine against a reference.
 
 pub mod bench;
 pub mod doctor;
 pub mod lab;
+pub mod prereq;

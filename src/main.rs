@@ -6,8 +6,8 @@ use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use vpn_passthrough::bench::{self, Shape};
-use vpn_passthrough::doctor;
 use vpn_passthrough::lab::{Lab, LabError, Topology};
+use vpn_passthrough::{doctor, prereq};
 
 /// Test harness and conformance suite for VPN passthrough on NAT routers.
 #[derive(Parser)]
@@ -128,7 +128,7 @@ fn demo_topology() -> Result<Topology, LabError> {
 }
 
 fn demo(keep: bool) -> Result<(), LabError> {
-    doctor::require_tool("ping").map_err(LabError::Missing)?;
+    prereq::require_tool("ping")?;
     let start = Instant::now();
     let lab = Lab::build(&demo_topology()?)?;
     if keep {
@@ -168,7 +168,7 @@ fn up(topology: Option<PathBuf>) -> Result<(), LabError> {
 }
 
 fn sweep() -> Result<(), LabError> {
-    doctor::require_lab_privileges()?;
+    prereq::require_lab_privileges()?;
     let r = vpn_passthrough::lab::sweep()?;
     if r.is_empty() {
         println!("nothing to sweep");

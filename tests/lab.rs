@@ -10,10 +10,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Completion, Failed, Trial};
-use vpn_passthrough::doctor;
 use vpn_passthrough::lab::{
     self, Cmd, EndpointSpec, HostSpec, Lab, LabError, LinkSpec, Proto, RunId, Topology, netns, runs,
 };
+use vpn_passthrough::prereq;
 
 /// Set to 1 to fail, not ignore, tests whose prerequisites are missing.
 const STRICT_ENV: &str = "VPN_PASSTHROUGH_STRICT";
@@ -30,7 +30,7 @@ fn missing(needs: &[Need]) -> Option<String> {
     for need in needs {
         match need {
             Need::Root => {
-                if doctor::require_lab_privileges().is_err() {
+                if prereq::require_lab_privileges().is_err() {
                     let uid = nix::unistd::geteuid();
                     return Some(format!(
                         "needs root: uid {uid} lacks CAP_NET_ADMIN/CAP_SYS_ADMIN; run `ci/test` or `sudo -E cargo test`"
@@ -38,7 +38,7 @@ fn missing(needs: &[Need]) -> Option<String> {
                 }
             }
             Need::Tool(name) => {
-                if let Err(m) = doctor::require_tool(name) {
+                if let Err(m) = prereq::require_tool(name) {
                     return Some(format!("needs {}: {}", m.what, m.fix));
                 }
             }
@@ -448,7 +448,7 @@ fn hosts_have_private_run_and_sys() -> TestResult {
 }
 
 fn two_charons_run_at_once() -> TestResult {
-    let charon = doctor::require_tool("charon")?;
+    let charon = prereq::require_tool("charon")?;
     let lab = Lab::build(&three_hosts(true))?;
     let mut started = Vec::new();
     for name in ["client", "server"] {
@@ -457,7 +457,7 @@ fn two_charons_run_at_once() -> TestResult {
         // and vici socket land in the host's /run.
         let conf = host.write_conf(
             "strongswan.conf",
-            "charon {\n  load_modular = no\n  load = random nonce openssl pem pkcs1 curl kernel-netlink socket-default vici\n  filelog {\n    stderr { default = 1 }\n  }\n}\n",
+            "charon {\n  load_modular = no\n  load = random nonce openssl pem pkcs1 kernel-netlink socket-default vici\n  filelog {\n    stderr { default = 1 }\n  }\n}\n",
         )?;
         let p = host
             .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;

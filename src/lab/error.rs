@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::plan::PlanError;
-use crate::doctor::Missing;
+use crate::prereq::Missing;
 
 /// What went wrong while building, using or tearing down a lab.
 #[derive(Debug, thiserror::Error)]
@@ -21,7 +21,7 @@ pub enum LabError {
     Input(String),
     /// Something the lab needs is not on this machine or not allowed.
     #[error("{0}")]
-    Missing(Missing),
+    Missing(#[from] Missing),
     /// A system call or file operation failed.
     #[error("{context}: {source}")]
     Io {

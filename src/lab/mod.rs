@@ -26,6 +26,7 @@
 //! went wrong.
 
 mod error;
+mod host;
 pub mod names;
 mod netlink;
 pub mod netns;
@@ -34,20 +35,17 @@ pub mod plan;
 pub mod process;
 pub mod runs;
 pub mod sandbox;
+mod show;
+mod sysctl;
 pub mod topology;
 
-use std::fmt;
-use std::io::Write;
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
-use ipnet::IpNet;
-
 pub use error::{Crash, LabError, NotReady, Result};
+pub use host::Host;
 pub use names::RunId;
 pub use plan::{NodeKind, Plan, PlanError};
 pub use process::{Cmd, Process, Proto};
@@ -58,6 +56,7 @@ use netns::Namespace;
 use offload::ControlSocket;
 use runs::{Cleanup, RunRecord};
 use sandbox::{HostDirs, Sandbox};
+use sysctl::SysctlStage;
 
 /// Set to `1` to keep every run directory, not only those of failed runs.
 pub const KEEP_ENV: &str = "VPN_PASSTHROUGH_KEEP";
@@ -95,7 +94,7 @@ impl Lab {
     /// namespace, link, address and route. On error nothing is left behind.
     pub fn build(topology: &Topology) -> Result<Lab> {
         let plan = Plan::new(topology)?;
-        crate::doctor::require_lab_privileges()?;
+        crate::prereq::require_lab_privileges()?;
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(LabError::io(
                 "building a lab",
@@ -169,7 +168,7 @@ impl Lab {
                 .map_err(|e| LabError::io(format!("opening a netlink socket in {}", ns.name()), e))?;
             let ctl = ControlSocket::open_here()
                 .map_err(|e| LabError::io(format!("opening a control socket in {}", ns.name()), e))?;
-            apply_sysctls(&plan.nodes[i], run, SysctlStage::Namespace)?;
+            sysctl::apply(&plan.nodes[i], run, SysctlStage::Namespace)?;
             Ok((handle, ctl))
         })?;
 
@@ -185,18 +184,17 @@ impl Lab {
         let per_iface: Vec<&Namespace> = nss
             .iter()
             .zip(&plan.nodes)
-            .filter(|(_, p)| p.sysctls.iter().any(|(k, _)| names_iface(p, k)))
+            .filter(|(_, p)| p.sysctls.iter().any(|(k, _)| sysctl::names_iface(p, k)))
             .map(|(n, _)| *n)
             .collect();
         netns::for_each_inside(&per_iface, |_, ns| {
             let node = plan.nodes.iter().find(|p| run.netns_name(&p.name) == ns.name()).ok_or_else(no_runtime)?;
-            apply_sysctls(node, run, SysctlStage::Interfaces)
+            sysctl::apply(node, run, SysctlStage::Interfaces)
         })?;
         for (node, (_, ctl)) in plan.nodes.iter().zip(&opened) {
             for iface in node.ifaces.iter().filter(|i| !i.offloads) {
-                ctl.disable_offloads(&run.ifname(&iface.local)).map_err(|e| {
-                    LabError::io(format!("{} '{}': turning offloads off", kind_word(node.kind), node.name), e)
-                })?;
+                ctl.disable_offloads(&run.ifname(&iface.local))
+                    .map_err(|e| LabError::io(format!("{}: turning offloads off", node.label()), e))?;
             }
         }
         for (node, (handle, ctl)) in self.nodes.iter_mut().zip(opened) {
@@ -353,13 +351,6 @@ fn no_runtime() -> LabError {
     LabError::io("using the lab", std::io::Error::other("the lab is torn down"))
 }
 
-fn kind_word(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::Host => "host",
-        NodeKind::Switch => "switch",
-    }
-}
-
 fn sweep_once() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| match runs::sweep() {
@@ -373,299 +364,4 @@ fn sweep_once() {
         Ok(_) => {}
         Err(e) => tracing::warn!("sweeping leftovers of dead runs: {e}"),
     });
-}
-
-/// When a sysctl is applied.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum SysctlStage {
-    /// Before the namespace has interfaces: everything that does not name one.
-    Namespace,
-    /// Once its interfaces exist: what names one.
-    Interfaces,
-}
-
-/// Whether a sysctl key names one of the node's interfaces
-/// (`net.ipv4.conf.<iface>.…`).
-fn names_iface(node: &plan::NodePlan, key: &str) -> bool {
-    let parts: Vec<&str> = key.split('.').collect();
-    parts.len() > 4 && parts[2] == "conf" && node.iface(parts[3]).is_some()
-}
-
-/// Applies one stage of a node's sysctls from a thread inside its namespace
-/// (`/proc/sys/net` is the calling thread's namespace's). Every namespace
-/// gets IPv6 duplicate address detection off: lab addresses are unique by
-/// construction, and a tentative link-local address makes a router drop the
-/// first packets it forwards.
-fn apply_sysctls(node: &plan::NodePlan, run: RunId, stage: SysctlStage) -> Result<()> {
-    let mut writes: Vec<(String, String)> = Vec::new();
-    if stage == SysctlStage::Namespace {
-        if Path::new("/proc/sys/net/ipv6").exists() {
-            writes.push(("net.ipv6.conf.all.accept_dad".into(), "0".into()));
-            writes.push(("net.ipv6.conf.default.accept_dad".into(), "0".into()));
-            if node.forwarding {
-                writes.push(("net.ipv6.conf.all.forwarding".into(), "1".into()));
-            }
-        }
-        if node.forwarding {
-            writes.push(("net.ipv4.ip_forward".into(), "1".into()));
-        }
-    }
-    for (key, value) in &node.sysctls {
-        let iface = names_iface(node, key);
-        if iface != (stage == SysctlStage::Interfaces) {
-            continue;
-        }
-        let mut parts: Vec<String> = key.split('.').map(str::to_string).collect();
-        if iface {
-            parts[3] = run.ifname(&parts[3]);
-        }
-        writes.push((parts.join("."), value.clone()));
-    }
-    for (key, value) in writes {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, format!("{value}\n")).map_err(|e| {
-            LabError::io(format!("{} '{}': setting {key} = {value}", kind_word(node.kind), node.name), e)
-        })?;
-    }
-    Ok(())
-}
-
-/// A host of a lab: its names, directories and programs.
-#[derive(Clone, Copy)]
-pub struct Host<'lab> {
-    lab: &'lab Lab,
-    idx: usize,
-}
-
-impl<'lab> Host<'lab> {
-    fn plan(&self) -> &'lab plan::NodePlan {
-        &self.lab.plan.nodes[self.idx]
-    }
-
-    fn parts(&self) -> Result<&'lab HostParts> {
-        let node = self.lab.nodes.get(self.idx).ok_or_else(no_runtime)?;
-        if let Some(parts) = node.host.get() {
-            return Ok(parts);
-        }
-        let name = self.name();
-        let dirs = HostDirs::create(self.lab.dir(), name)?;
-        let file = node.ns.file().map_err(|e| LabError::io(format!("host '{name}': namespace descriptor"), e))?;
-        let sandbox = Sandbox::new(name, file, &dirs.run, &self.plan().binds)?;
-        // Two threads may race here; both made the same directories.
-        let _ = node.host.set(HostParts { dirs, sandbox });
-        node.host.get().ok_or_else(no_runtime)
-    }
-
-    /// The host's name in the topology.
-    pub fn name(&self) -> &'lab str {
-        &self.plan().name
-    }
-
-    /// Its network namespace's name (for `ip netns exec`).
-    pub fn netns(&self) -> String {
-        self.lab.record.id.netns_name(self.name())
-    }
-
-    /// The kernel name of the topology's interface `local`.
-    pub fn ifname(&self, local: &str) -> Result<String> {
-        match self.plan().iface(local) {
-            Some(_) => Ok(self.lab.record.id.ifname(local)),
-            None => Err(LabError::io(
-                format!("host '{}': interface '{local}'", self.name()),
-                std::io::Error::new(std::io::ErrorKind::NotFound, "the topology gives the host no such interface"),
-            )),
-        }
-    }
-
-    /// The addresses of the topology's interface `local`.
-    pub fn addrs(&self, local: &str) -> Vec<IpNet> {
-        self.plan().iface(local).map(|i| self.plan().ifaces[i].addrs.clone()).unwrap_or_default()
-    }
-
-    /// The first IPv4 address of the host (any interface).
-    pub fn ipv4(&self) -> Option<IpAddr> {
-        self.plan().ifaces.iter().flat_map(|i| &i.addrs).map(|a| a.addr()).find(IpAddr::is_ipv4)
-    }
-
-    /// The first IPv6 address of the host (any interface).
-    pub fn ipv6(&self) -> Option<IpAddr> {
-        self.plan().ifaces.iter().flat_map(|i| &i.addrs).map(|a| a.addr()).find(IpAddr::is_ipv6)
-    }
-
-    /// The host's config directory (daemon configs, secrets).
-    pub fn conf_dir(&self) -> Result<&'lab Path> {
-        Ok(&self.parts()?.dirs.conf)
-    }
-
-    /// The directory shown at `/run` inside the host.
-    pub fn run_dir(&self) -> Result<&'lab Path> {
-        Ok(&self.parts()?.dirs.run)
-    }
-
-    /// The directory of the host's program logs.
-    pub fn log_dir(&self) -> Result<&'lab Path> {
-        Ok(&self.parts()?.dirs.log)
-    }
-
-    /// Writes a file into the host's config directory and returns its path.
-    pub fn write_conf(&self, name: &str, contents: &str) -> Result<PathBuf> {
-        let path = self.conf_dir()?.join(name);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| LabError::io(format!("creating {}", parent.display()), e))?;
-        }
-        std::fs::write(&path, contents).map_err(|e| LabError::io(format!("writing {}", path.display()), e))?;
-        Ok(path)
-    }
-
-    /// Starts a long-running program in the host. Its stdout and stderr go
-    /// to `log/<label>.log`; teardown stops its whole process group.
-    pub fn spawn(&self, cmd: Cmd) -> Result<Process> {
-        let parts = self.parts()?;
-        let label = cmd.name();
-        let (log, file) = process::create_log(&parts.dirs.log, &label)
-            .map_err(|e| LabError::io(format!("host '{}': creating the log of {label}", self.name()), e))?;
-        let err_file = file.try_clone().map_err(|e| LabError::io("duplicating a log descriptor", e))?;
-        let sandbox = parts.sandbox.clone();
-        let expr = cmd.expression().stdout_file(file).stderr_file(err_file).before_spawn(move |c| {
-            sandbox.apply(c);
-            Ok(())
-        });
-        let handle = expr.start().map_err(|e| self.start_error(&cmd, e))?;
-        let p = Process::new(self.name(), label, cmd.command_line(), handle, log);
-        self.lab.cleanup.add_group(p.pid() as i32);
-        self.lab.lock_processes().push(p.clone());
-        tracing::debug!("host '{}': started {} (pid {})", self.name(), p.command_line(), p.pid());
-        Ok(p)
-    }
-
-    /// Runs a command to completion in the host and returns its output,
-    /// whatever its exit status; the command and its output are appended to
-    /// `log/exec.log`. Killed past the command's time limit.
-    pub fn exec(&self, cmd: Cmd) -> Result<Output> {
-        let parts = self.parts()?;
-        let sandbox = parts.sandbox.clone();
-        let expr = cmd.expression().before_spawn(move |c| {
-            sandbox.apply(c);
-            Ok(())
-        });
-        let out = process::run_once(self.name(), &cmd, expr).map_err(|e| match e {
-            LabError::Io { source, .. } => self.start_error(&cmd, source),
-            other => other,
-        })?;
-        let mut log = std::fs::File::options().create(true).append(true).open(parts.dirs.log.join("exec.log"));
-        if let Ok(log) = log.as_mut() {
-            let _ = write!(
-                log,
-                "$ {}\n{}{}[{}]\n",
-                cmd.command_line(),
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr),
-                process::describe(out.status)
-            );
-        }
-        Ok(out)
-    }
-
-    /// Runs a command that must succeed; its output is in the error if not.
-    pub fn run_ok(&self, cmd: Cmd) -> Result<Output> {
-        let out = self.exec(cmd.clone())?;
-        if out.status.success() {
-            return Ok(out);
-        }
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let output = if text.trim().is_empty() {
-            String::new()
-        } else {
-            format!(":\n{}", text.trim_end().lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n"))
-        };
-        Err(LabError::Failed {
-            host: self.name().to_string(),
-            command: cmd.command_line(),
-            status: process::describe(out.status),
-            output,
-        })
-    }
-
-    /// Sends one ICMP echo to `target` and requires the reply within 2 s.
-    pub fn ping(&self, target: IpAddr) -> Result<Output> {
-        self.run_ok(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "2", &target.to_string()]))
-    }
-
-    /// Turns off checksum and segmentation offloads on an interface now.
-    pub fn disable_offloads(&self, local: &str) -> Result<()> {
-        let ifname = self.ifname(local)?;
-        let ctl = self.lab.nodes.get(self.idx).and_then(|n| n.ctl.as_ref()).ok_or_else(no_runtime)?;
-        ctl.disable_offloads(&ifname).map_err(|e| LabError::io(format!("host '{}'", self.name()), e))
-    }
-
-    /// Whether tx checksum, TSO or GSO offload is on for an interface.
-    pub fn offloads_on(&self, local: &str) -> Result<bool> {
-        let ifname = self.ifname(local)?;
-        let ctl = self.lab.nodes.get(self.idx).and_then(|n| n.ctl.as_ref()).ok_or_else(no_runtime)?;
-        ctl.offloads_on(&ifname).map_err(|e| LabError::io(format!("host '{}': reading offloads", self.name()), e))
-    }
-
-    fn start_error(&self, cmd: &Cmd, e: std::io::Error) -> LabError {
-        let mut context = format!("host '{}': starting `{}`", self.name(), cmd.command_line());
-        if e.kind() == std::io::ErrorKind::NotFound {
-            context.push_str(" (is it installed? `vpn-passthrough doctor` lists what is missing)");
-        }
-        LabError::io(context, e)
-    }
-}
-
-impl fmt::Display for Lab {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = |k| self.plan.nodes.iter().filter(|n| n.kind == k).count();
-        let n = |k: usize, one: &str, many: &str| if k == 1 { format!("1 {one}") } else { format!("{k} {many}") };
-        writeln!(
-            f,
-            "lab {} — {}, {}, {} — run directory {}",
-            self.record.id,
-            n(count(NodeKind::Host), "host", "hosts"),
-            n(count(NodeKind::Switch), "switch", "switches"),
-            n(self.plan.links.len(), "link", "links"),
-            self.record.dir.display()
-        )?;
-        let width = self.plan.nodes.iter().map(|n| n.name.len()).max().unwrap_or(0);
-        for node in &self.plan.nodes {
-            let mut notes = vec![format!("netns {}", self.record.id.netns_name(&node.name))];
-            if node.kind == NodeKind::Switch {
-                notes.push("switch".into());
-            }
-            if node.forwarding {
-                notes.push("forwarding".into());
-            }
-            writeln!(f, "  {:width$}  {}", node.name, notes.join(", "))?;
-            for iface in &node.ifaces {
-                let addrs: Vec<String> = iface.addrs.iter().map(|a| a.to_string()).collect();
-                let peer = iface
-                    .peer
-                    .map(|(n, i)| format!("── {}:{}", self.plan.nodes[n].name, self.plan.nodes[n].ifaces[i].local))
-                    .unwrap_or_else(|| "(bridge)".into());
-                let mut extra = String::new();
-                if let Some(mtu) = iface.mtu {
-                    extra.push_str(&format!(" mtu {mtu}"));
-                }
-                if !iface.offloads {
-                    extra.push_str(" offloads off");
-                }
-                writeln!(
-                    f,
-                    "  {:width$}    {:<16} {:<22} {peer}{extra}",
-                    "",
-                    self.record.id.ifname(&iface.local),
-                    if addrs.is_empty() { "-".to_string() } else { addrs.join(" ") },
-                )?;
-            }
-            for r in &node.routes {
-                let via = r.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-                let dev =
-                    r.dev.map(|d| format!(" dev {}", self.record.id.ifname(&node.ifaces[d].local))).unwrap_or_default();
-                let dest = if r.dest.prefix_len() == 0 { "default".to_string() } else { r.dest.to_string() };
-                writeln!(f, "  {:width$}    route {dest}{via}{dev}", "")?;
-            }
-        }
-        Ok(())
-    }
 }

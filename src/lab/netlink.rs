@@ -86,7 +86,7 @@ fn with_mtu<T>(b: LinkMessageBuilder<T>, iface: &IfacePlan) -> LinkMessageBuilde
 /// bridge), adds every address, then every route of one node through `h`, a
 /// socket inside the node's namespace.
 pub async fn configure_node(h: &Handle, node: &NodePlan) -> Result<()> {
-    let place = |what: String| format!("{} '{}': {what}", kind_name(node.kind), node.name);
+    let place = |what: String| format!("{}: {what}", node.label());
     let lo = h.link().change(LinkUnspec::new_with_index(1).up().build()).execute();
     lo.await.map_err(|e| LabError::netlink(place("bringing lo up".into()), e))?;
 
@@ -144,11 +144,4 @@ fn route_message(
         b = b.output_interface(index);
     }
     Ok(b.build())
-}
-
-fn kind_name(kind: NodeKind) -> &'static str {
-    match kind {
-        NodeKind::Host => "host",
-        NodeKind::Switch => "switch",
-    }
 }

@@ -217,7 +217,21 @@ impl Plan {
     }
 }
 
+impl fmt::Display for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            NodeKind::Host => "host",
+            NodeKind::Switch => "switch",
+        })
+    }
+}
+
 impl NodePlan {
+    /// "host 'client'" or "switch 'lan'", for messages.
+    pub fn label(&self) -> String {
+        format!("{} '{}'", self.kind, self.name)
+    }
+
     /// The index (in `ifaces`) of the interface called `local`.
     pub fn iface(&self, local: &str) -> Option<usize> {
         self.ifaces.iter().position(|i| i.local == local)

@@ -1,0 +1,170 @@
+//! What a run needs from the machine: root privileges and the programs of
+//! Debian packages, each with the exact command that fixes its absence.
+//!
+//! The lab, the commands and the tests ask here; `vpn-passthrough doctor`
+//! (see [`crate::doctor`]) checks everything at once.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Something a run needs that this machine lacks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Missing {
+    /// What is missing.
+    pub what: String,
+    /// How it showed.
+    pub why: String,
+    /// The command (or step) that fixes it.
+    pub fix: String,
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "missing {}: {}\n  fix: {}", self.what, self.why, self.fix)
+    }
+}
+
+impl std::error::Error for Missing {}
+
+impl Missing {
+    /// Root privileges, with how they showed to be missing.
+    pub fn privileges(why: &str) -> Missing {
+        Missing {
+            what: "root privileges (CAP_NET_ADMIN and CAP_SYS_ADMIN)".into(),
+            why: why.to_string(),
+            fix: "run as root: `sudo -E env \"PATH=$PATH\" vpn-passthrough …`, or `ci/test` for the tests".into(),
+        }
+    }
+}
+
+/// A program or file of a Debian package that some part of the suite runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    /// The name it is known by.
+    pub name: &'static str,
+    /// The Debian package that ships it.
+    pub package: &'static str,
+    /// Where to look, if not on `PATH`.
+    pub paths: &'static [&'static str],
+    /// What the suite uses it for.
+    pub used_for: &'static str,
+}
+
+/// Every external program the suite runs.
+pub const TOOLS: &[Tool] = &[
+    Tool { name: "ip", package: "iproute2", paths: &[], used_for: "the lab benchmark's reference script" },
+    Tool { name: "ping", package: "iputils-ping", paths: &[], used_for: "reachability checks" },
+    Tool { name: "tcpdump", package: "tcpdump", paths: &[], used_for: "packet captures" },
+    Tool { name: "ethtool", package: "ethtool", paths: &[], used_for: "inspecting offloads by hand" },
+    Tool { name: "iperf3", package: "iperf3", paths: &[], used_for: "throughput checks" },
+    Tool { name: "nft", package: "nftables", paths: &[], used_for: "the Linux NAT router" },
+    Tool {
+        name: "charon",
+        package: "strongswan-charon",
+        paths: &["/usr/lib/ipsec/charon"],
+        used_for: "IPsec endpoints",
+    },
+    Tool { name: "swanctl", package: "strongswan-swanctl", paths: &[], used_for: "IPsec endpoints" },
+    Tool {
+        name: "kernel-libipsec",
+        package: "libcharon-extra-plugins",
+        paths: &["/usr/lib/ipsec/plugins/libstrongswan-kernel-libipsec.so"],
+        used_for: "userspace ESP for IPsec endpoints",
+    },
+    Tool { name: "xl2tpd", package: "xl2tpd", paths: &[], used_for: "L2TP endpoints" },
+    Tool { name: "pptpd", package: "pptpd", paths: &[], used_for: "the PPTP server" },
+    Tool { name: "pptp", package: "pptp-linux", paths: &[], used_for: "the PPTP client" },
+];
+
+/// The tool called `name`.
+pub fn tool(name: &str) -> Option<&'static Tool> {
+    TOOLS.iter().find(|t| t.name == name)
+}
+
+impl Tool {
+    /// Where the program is, if it is installed.
+    pub fn locate(&self) -> Option<PathBuf> {
+        if !self.paths.is_empty() {
+            return self.paths.iter().map(PathBuf::from).find(|p| p.exists());
+        }
+        let path = std::env::var("PATH").unwrap_or_default();
+        path.split(':')
+            .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+            .map(|d| Path::new(d).join(self.name))
+            .find(|p| p.is_file())
+    }
+
+    /// The program's path, or what to install.
+    pub fn require(&self) -> Result<PathBuf, Missing> {
+        self.locate().ok_or_else(|| Missing {
+            what: format!("{} ({})", self.name, self.used_for),
+            why: "not installed".into(),
+            fix: format!("apt-get install -y {}   (or `ci/install-deps` for everything)", self.package),
+        })
+    }
+
+    /// The installed package version, as dpkg knows it.
+    pub fn version(&self) -> Option<String> {
+        let out = Command::new("dpkg-query").args(["-W", "-f", "${Version}", self.package]).output().ok()?;
+        let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        (out.status.success() && !v.is_empty()).then_some(v)
+    }
+}
+
+/// The path of a tool of [`TOOLS`], or the advice to install it.
+pub fn require_tool(name: &str) -> Result<PathBuf, Missing> {
+    match tool(name) {
+        Some(t) => t.require(),
+        None => Err(Missing {
+            what: name.to_string(),
+            why: "is not a tool the suite knows".into(),
+            fix: "add it to prereq::TOOLS with its Debian package".into(),
+        }),
+    }
+}
+
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// The effective capability set of this process.
+pub fn effective_caps() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0)
+}
+
+/// Checks the privileges a lab needs: CAP_NET_ADMIN (namespaces, links)
+/// and CAP_SYS_ADMIN (mounts, setns).
+pub fn require_lab_privileges() -> Result<(), Missing> {
+    let caps = effective_caps();
+    let has = |c: u32| caps & (1u64 << c) != 0;
+    if has(CAP_NET_ADMIN) && has(CAP_SYS_ADMIN) {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid();
+    Err(Missing::privileges(&format!("running as uid {uid} without CAP_NET_ADMIN and CAP_SYS_ADMIN")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_names_its_package() {
+        let t = Tool { name: "surely-not-installed-x", package: "pkg-x", paths: &[], used_for: "testing" };
+        let m = t.require().expect_err("not installed");
+        assert!(m.fix.contains("apt-get install -y pkg-x"), "{m}");
+        assert!(m.to_string().contains("surely-not-installed-x (testing)"), "{m}");
+    }
+
+    #[test]
+    fn every_tool_has_a_package() {
+        for t in TOOLS {
+            assert!(!t.package.is_empty() && !t.used_for.is_empty(), "{t:?}");
+        }
+    }
+}
