@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::libc;
 
-use crate::prereq::{Missing, TOOLS, Tool, effective_caps, require_lab_privileges, tool};
+use crate::prereq::{Missing, TOOLS, effective_caps, require_lab_privileges, require_tool};
 
 /// One line of the doctor's report.
 #[derive(Debug, Clone)]
@@ -21,8 +21,20 @@ pub struct Check {
     pub name: String,
     /// Version, or what was seen.
     pub detail: String,
-    /// `None` when the check passed.
+    /// `None` when the check passed or could not run.
     pub missing: Option<Missing>,
+    /// The check could not run (kernel probes need root).
+    pub skipped: bool,
+}
+
+impl Check {
+    fn passed(name: &str, detail: String) -> Check {
+        Check { name: name.into(), detail, missing: None, skipped: false }
+    }
+
+    fn failed(name: &str, missing: Missing) -> Check {
+        Check { name: name.into(), detail: String::new(), missing: Some(missing), skipped: false }
+    }
 }
 
 /// Runs every check. Kernel checks run in throwaway network namespaces that
@@ -30,10 +42,11 @@ pub struct Check {
 pub fn run_all() -> Vec<Check> {
     let mut checks = Vec::new();
     let privileged = require_lab_privileges();
-    checks.push(Check {
-        name: "privileges".into(),
-        detail: format!("uid {}, CapEff {:016x}", nix::unistd::geteuid(), effective_caps()),
-        missing: privileged.as_ref().err().cloned(),
+    checks.push(match &privileged {
+        Ok(()) => {
+            Check::passed("privileges", format!("uid {}, CapEff {:016x}", nix::unistd::geteuid(), effective_caps()))
+        }
+        Err(m) => Check::failed("privileges", m.clone()),
     });
     let ok = privileged.is_ok();
     for (name, probe, fix) in [
@@ -43,26 +56,23 @@ pub fn run_all() -> Vec<Check> {
     ] {
         checks.push(kernel_check(name, ok, probe, fix));
     }
-    checks.push(match tool("nft").map(Tool::require) {
-        Some(Ok(nft)) => kernel_check(
-            "nftables + PPTP conntrack helper",
+    let helper = "nftables + PPTP conntrack helper";
+    checks.push(match require_tool("nft") {
+        Ok(nft) => kernel_check(
+            helper,
             ok,
             move || probe_nft(&nft),
             "use a kernel with CONFIG_NF_TABLES and CONFIG_NF_CONNTRACK_PPTP (modprobe nf_conntrack_pptp)",
         ),
-        Some(Err(m)) => {
-            Check { name: "nftables + PPTP conntrack helper".into(), detail: String::new(), missing: Some(m) }
-        }
-        None => Check { name: "nftables".into(), detail: String::new(), missing: None },
+        Err(m) => Check::failed(helper, m),
     });
     for t in TOOLS {
         checks.push(match t.require() {
-            Ok(path) => Check {
-                name: t.name.into(),
-                detail: format!("{} {}", path.display(), t.version().unwrap_or_else(|| "(version unknown)".into())),
-                missing: None,
-            },
-            Err(m) => Check { name: t.name.into(), detail: String::new(), missing: Some(m) },
+            Ok(path) => Check::passed(
+                t.name,
+                format!("{} {}", path.display(), t.version().unwrap_or_else(|| "(version unknown)".into())),
+            ),
+            Err(m) => Check::failed(t.name, m),
         });
     }
     checks
@@ -70,15 +80,11 @@ pub fn run_all() -> Vec<Check> {
 
 fn kernel_check(name: &str, privileged: bool, probe: impl FnOnce() -> io::Result<String>, fix: &str) -> Check {
     if !privileged {
-        return Check { name: name.into(), detail: "not checked: needs root".into(), missing: None };
+        return Check { name: name.into(), detail: "not checked: needs root".into(), missing: None, skipped: true };
     }
     match probe() {
-        Ok(detail) => Check { name: name.into(), detail, missing: None },
-        Err(e) => Check {
-            name: name.into(),
-            detail: String::new(),
-            missing: Some(Missing { what: name.into(), why: e.to_string(), fix: fix.into() }),
-        },
+        Ok(detail) => Check::passed(name, detail),
+        Err(e) => Check::failed(name, Missing { what: name.into(), why: e.to_string(), fix: fix.into() }),
     }
 }
 
@@ -140,7 +146,7 @@ fn probe_tun() -> io::Result<String> {
 }
 
 fn probe_nft(nft: &Path) -> io::Result<String> {
-    let rules = "table ip probe { ct helper pptp { type \"pptp\" protocol tcp; } }\n";
+    let rules = "table ip probe { ct helper pptp { type \"pptp\" protocol tcp; }; }\n";
     let mut cmd = Command::new(nft);
     cmd.args(["-f", "-"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     // SAFETY: unshare(2) only; the child gets a network namespace of its own.
@@ -171,7 +177,9 @@ fn probe_nft(nft: &Path) -> io::Result<String> {
     if out.status.success() {
         Ok("tables and the \"pptp\" ct helper load".into())
     } else {
-        Err(io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+        // nft quotes the rule under its error; the first line says it all.
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(io::Error::other(err.lines().next().unwrap_or("nft failed").to_string()))
     }
 }
 
@@ -181,6 +189,7 @@ pub fn print_report(checks: &[Check], out: &mut impl io::Write) -> io::Result<bo
     let mut all = true;
     for c in checks {
         match &c.missing {
+            None if c.skipped => writeln!(out, "  --       {:width$}  {}", c.name, c.detail)?,
             None => writeln!(out, "  ok       {:width$}  {}", c.name, c.detail)?,
             Some(m) => {
                 all = false;

@@ -85,6 +85,12 @@ fn main() {
         lab_test("readiness_errors_name_host_program_and_log", ROOT, readiness_errors_name_host_program_and_log),
         lab_test("a_crash_is_reported_at_teardown", ROOT, a_crash_is_reported_at_teardown),
         lab_test("a_missing_program_says_what_to_do", ROOT, a_missing_program_says_what_to_do),
+        lab_test("doctor_finds_everything_a_run_needs", ROOT, doctor_finds_everything_a_run_needs),
+        lab_test(
+            "stubborn_programs_and_their_children_are_killed",
+            ROOT,
+            stubborn_programs_and_their_children_are_killed,
+        ),
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
@@ -523,6 +529,9 @@ fn a_crash_is_reported_at_teardown() -> TestResult {
     let server = lab.host("server")?;
     let p = server.spawn(Cmd::argv(&["sh", "-c", "echo segfault imminent >&2; exit 3"]).label("fragile"))?;
     p.wait_until("exit", Duration::from_secs(10), || false).err().ok_or("fragile did not exit")?;
+    if lab.crashes().len() != 1 {
+        return Err("the crash must show while the lab is up".into());
+    }
     let dir = lab.dir().to_path_buf();
     match lab.teardown() {
         Err(LabError::Crashed(crashes)) => {
@@ -558,4 +567,32 @@ fn a_missing_program_says_what_to_do() -> TestResult {
     }
     lab.teardown()?;
     Ok(())
+}
+
+fn doctor_finds_everything_a_run_needs() -> TestResult {
+    let out = Command::new(binary()).arg("doctor").output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || text.contains("MISSING") {
+        return Err(format!("`vpn-passthrough doctor` found something missing:\n{text}").into());
+    }
+    for check in ["network namespaces", "veth and bridge", "TUN devices", "PPTP conntrack helper", "charon", "xl2tpd"] {
+        if !text.lines().any(|l| l.trim_start().starts_with("ok") && l.contains(check)) {
+            return Err(format!("doctor did not check {check}:\n{text}").into());
+        }
+    }
+    Ok(())
+}
+
+fn stubborn_programs_and_their_children_are_killed() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let id = lab.run_id();
+    let inodes = inodes_of(&lab);
+    let server = lab.host("server")?;
+    // Ignores SIGTERM, and leaves a child in a session of its own (as a
+    // daemon that forks would) that the process group kill cannot reach.
+    let script = "trap '' TERM; setsid sleep 600 & echo forked; while :; do sleep 1; done";
+    let p = server.spawn(Cmd::argv(&["sh", "-c", script]).label("stubborn"))?;
+    p.wait_for_log("forked", Duration::from_secs(5))?;
+    lab.teardown()?;
+    assert_gone(id, &inodes)
 }

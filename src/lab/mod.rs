@@ -284,10 +284,8 @@ impl Lab {
         self.finished = true;
         let processes = std::mem::take(&mut *self.lock_processes());
         let crashes: Vec<Crash> = processes.iter().filter_map(|p| p.crash()).collect();
-        for p in &processes {
-            if let Err(e) = p.stop(process::STOP_GRACE) {
-                tracing::warn!("lab {}: {e}", self.record.id);
-            }
+        if let Err(e) = process::stop_all(&processes, process::STOP_GRACE) {
+            tracing::warn!("lab {}: {e}", self.record.id);
         }
         runs::kill_in_namespaces(&self.cleanup.inodes(), Duration::from_secs(1));
         // Sockets hold their namespace: close them before removing it.

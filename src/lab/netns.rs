@@ -32,12 +32,6 @@ impl Namespace {
         Namespace::wrap(name, ns)
     }
 
-    /// Opens an existing named namespace.
-    pub fn open(name: &str) -> Result<Namespace> {
-        let ns = NetNs::get(name).map_err(|e| ns_error(format!("opening network namespace {name}"), e))?;
-        Namespace::wrap(name, ns)
-    }
-
     fn wrap(name: &str, ns: NetNs) -> Result<Namespace> {
         let inode =
             ns.file().metadata().map_err(|e| LabError::io(format!("reading network namespace {name}"), e))?.ino();
@@ -123,16 +117,6 @@ pub fn for_each_inside<T: Send>(
             .join()
             .unwrap_or_else(|_| Err(LabError::io("a namespace thread panicked", io::Error::other("thread panicked"))))
     })
-}
-
-/// Runs `f` inside one namespace on a dedicated thread.
-pub fn inside<T: Send>(ns: &Namespace, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
-    let mut f = Some(f);
-    let mut out = for_each_inside(&[ns], |_, _| match f.take() {
-        Some(f) => f(),
-        None => Err(LabError::io("namespace closure", io::Error::other("called twice"))),
-    })?;
-    out.pop().ok_or_else(|| LabError::io("namespace closure", io::Error::other("no result")))
 }
 
 fn ns_error(context: String, e: netns_rs::Error) -> LabError {

@@ -247,25 +247,8 @@ impl Process {
     /// Asks it to stop (SIGTERM to its process group, SIGKILL after
     /// `grace`) and returns how it ended. Stopping is not a crash.
     pub fn stop(&self, grace: Duration) -> Result<ExitStatus> {
-        self.0.stopping.store(true, Ordering::SeqCst);
-        if let Some(status) = self.exit_status() {
-            // The leader is gone; its group may not be.
-            let _ = killpg(Pid::from_raw(self.0.pid as i32), Signal::SIGKILL);
-            return Ok(status);
-        }
-        let pgid = Pid::from_raw(self.0.pid as i32);
-        let _ = killpg(pgid, Signal::SIGTERM);
-        let waited = self.0.handle.wait_deadline(Instant::now() + grace);
-        let _ = killpg(pgid, Signal::SIGKILL);
-        let out = match waited {
-            Ok(Some(out)) => out,
-            _ => self
-                .0
-                .handle
-                .wait()
-                .map_err(|e| LabError::io(format!("host '{}': waiting for {}", self.0.host, self.0.label), e))?,
-        };
-        Ok(out.status)
+        let mut statuses = stop_all(std::slice::from_ref(self), grace)?;
+        statuses.pop().ok_or_else(|| LabError::io("stopping a process", io::Error::other("no status")))
     }
 
     /// If it exited with an error without being asked to stop, what to
@@ -286,6 +269,32 @@ impl Process {
             tail: self.log_tail(TAIL_LINES),
         })
     }
+}
+
+/// Stops processes together: SIGTERM to every process group, one shared
+/// `grace` for all of them to exit, then SIGKILL to every group (which also
+/// ends children a leader left behind). Returns their exit statuses in order.
+pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus>> {
+    for p in processes {
+        p.0.stopping.store(true, Ordering::SeqCst);
+        if p.exit_status().is_none() {
+            let _ = killpg(Pid::from_raw(p.0.pid as i32), Signal::SIGTERM);
+        }
+    }
+    let deadline = Instant::now() + grace;
+    for p in processes {
+        let _ = p.0.handle.wait_deadline(deadline);
+    }
+    let mut statuses = Vec::with_capacity(processes.len());
+    for p in processes {
+        let _ = killpg(Pid::from_raw(p.0.pid as i32), Signal::SIGKILL);
+        let out =
+            p.0.handle
+                .wait()
+                .map_err(|e| LabError::io(format!("host '{}': waiting for {}", p.0.host, p.0.label), e))?;
+        statuses.push(out.status);
+    }
+    Ok(statuses)
 }
 
 /// "exit status 1" or "signal 11 (SIGSEGV)".
