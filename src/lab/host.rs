@@ -114,8 +114,9 @@ impl<'lab> Host<'lab> {
             Ok(())
         });
         let handle = expr.start().map_err(|e| self.start_error(&cmd, e))?;
-        let p = Process::new(self.name(), label, cmd.command_line(), handle, log);
-        self.lab.cleanup.add_group(p.pid() as i32);
+        let netns = self.lab.nodes.get(self.idx).map(|n| n.ns.inode()).unwrap_or(0);
+        let p = Process::new(self.name(), &cmd, handle, log, netns)
+            .ok_or_else(|| self.start_error(&cmd, std::io::Error::other("no process id")))?;
         self.lab.lock_processes().push(p.clone());
         tracing::debug!("host '{}': started {} (pid {})", self.name(), p.command_line(), p.pid());
         Ok(p)

@@ -120,6 +120,8 @@ struct Inner {
     command_line: String,
     handle: duct::Handle,
     pid: u32,
+    /// Inode of the host's network namespace.
+    netns: u64,
     log: PathBuf,
     stopping: AtomicBool,
 }
@@ -131,17 +133,19 @@ impl fmt::Debug for Process {
 }
 
 impl Process {
-    pub(crate) fn new(host: &str, label: String, command_line: String, handle: duct::Handle, log: PathBuf) -> Process {
-        let pid = handle.pids().first().copied().unwrap_or(0);
-        Process(Arc::new(Inner {
+    /// Wraps a started program; `None` if duct reports no pid for it.
+    pub(crate) fn new(host: &str, cmd: &Cmd, handle: duct::Handle, log: PathBuf, netns: u64) -> Option<Process> {
+        let pid = handle.pids().first().copied().filter(|&p| p > 0)?;
+        Some(Process(Arc::new(Inner {
             host: host.to_string(),
-            label,
-            command_line,
+            label: cmd.name(),
+            command_line: cmd.command_line(),
             handle,
             pid,
+            netns,
             log,
             stopping: AtomicBool::new(false),
-        }))
+        })))
     }
 
     /// The process id (also its process group and session id).
@@ -272,14 +276,13 @@ impl Process {
 }
 
 /// Stops processes together: SIGTERM to every process group, one shared
-/// `grace` for all of them to exit, then SIGKILL to every group (which also
-/// ends children a leader left behind). Returns their exit statuses in order.
+/// `grace` for all of them to exit, then SIGKILL to what is left of each
+/// group (children a leader left behind included). Returns their exit
+/// statuses in order.
 pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus>> {
     for p in processes {
         p.0.stopping.store(true, Ordering::SeqCst);
-        if p.exit_status().is_none() {
-            let _ = killpg(Pid::from_raw(p.0.pid as i32), Signal::SIGTERM);
-        }
+        p.signal_group(Signal::SIGTERM);
     }
     let deadline = Instant::now() + grace;
     for p in processes {
@@ -287,7 +290,7 @@ pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus
     }
     let mut statuses = Vec::with_capacity(processes.len());
     for p in processes {
-        let _ = killpg(Pid::from_raw(p.0.pid as i32), Signal::SIGKILL);
+        p.signal_group(Signal::SIGKILL);
         let out =
             p.0.handle
                 .wait()
@@ -295,6 +298,22 @@ pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus
         statuses.push(out.status);
     }
     Ok(statuses)
+}
+
+impl Process {
+    /// Signals the process group. While the leader is not reaped its pid
+    /// (the group id) cannot be reused, so `killpg` is safe; once it is,
+    /// the group's remaining members are found by group id *and* the host's
+    /// namespace.
+    fn signal_group(&self, sig: Signal) {
+        if self.exit_status().is_none() {
+            let _ = killpg(Pid::from_raw(self.0.pid as i32), sig);
+            return;
+        }
+        for pid in super::runs::group_members(self.0.pid, self.0.netns) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
+        }
+    }
 }
 
 /// "exit status 1" or "signal 11 (SIGSEGV)".

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use nix::sys::signal::{Signal, kill, killpg};
+use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
 use super::error::{LabError, Result};
@@ -135,7 +135,6 @@ pub struct Cleanup {
 #[derive(Debug, Default)]
 struct CleanupState {
     namespaces: Vec<(String, u64)>,
-    groups: Vec<i32>,
     done: bool,
 }
 
@@ -151,11 +150,6 @@ impl Cleanup {
     /// Notes a namespace the run created.
     pub fn add_namespace(&self, name: &str, inode: u64) {
         self.lock().namespaces.push((name.to_string(), inode));
-    }
-
-    /// Notes a process group the run started.
-    pub fn add_group(&self, pgid: i32) {
-        self.lock().groups.push(pgid);
     }
 
     /// The namespace inodes of the run.
@@ -175,18 +169,16 @@ impl Cleanup {
     }
 
     /// Tears down from a signal: processes, namespaces, record. Keeps the
-    /// run directory and says where it is.
+    /// run directory and says where it is. Every program of a lab runs in one
+    /// of its namespaces, so ending what is in them ends them all.
     fn emergency(&self) {
-        let (namespaces, groups) = {
+        let namespaces = {
             let s = self.lock();
             if s.done {
                 return;
             }
-            (s.namespaces.clone(), s.groups.clone())
+            s.namespaces.clone()
         };
-        for g in &groups {
-            let _ = killpg(Pid::from_raw(*g), Signal::SIGTERM);
-        }
         let inodes: Vec<u64> = namespaces.iter().map(|(_, i)| *i).collect();
         kill_in_namespaces(&inodes, Duration::from_secs(1));
         for (name, _) in &namespaces {
@@ -235,6 +227,21 @@ pub fn netns_inode_of(pid: u32) -> Option<u64> {
     let link = fs::read_link(format!("/proc/{pid}/ns/net")).ok()?;
     let s = link.to_str()?;
     s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// The processes of process group `pgid` inside the namespace `inode`
+/// (a group id alone could have been reused outside the lab).
+pub fn group_members(pgid: u32, inode: u64) -> Vec<u32> {
+    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| process_group(*pid) == Some(pgid) && netns_inode_of(*pid) == Some(inode))
+        .collect()
+}
+
+/// The process group of a process (`/proc/PID/stat` field 5).
+fn process_group(pid: u32) -> Option<u32> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat[stat.rfind(')')? + 1..].split_whitespace().nth(2)?.parse().ok()
 }
 
 /// The processes whose network namespace is one of `inodes`.
