@@ -8,7 +8,6 @@
 //! like a lab's, so an interrupted benchmark is swept like any dead run.
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::lab::plan::{NodeKind, Plan};
@@ -148,7 +147,7 @@ fn time_engine(topology: &Topology) -> Result<Timing> {
 }
 
 fn time_script(plan: &Plan) -> Result<Timing> {
-    let record = runs::claim(|_| PathBuf::new())?;
+    let record = runs::claim()?;
     let (up, down) = ip_script(plan, record.id);
     let result = (|| {
         let build = run_script(&up)?;

@@ -39,7 +39,7 @@ mod show;
 mod sysctl;
 pub mod topology;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
@@ -102,7 +102,7 @@ impl Lab {
             ));
         }
         sweep_once();
-        let mut record = runs::claim(|_| PathBuf::new())?;
+        let mut record = runs::claim()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("vpn-passthrough-{}-", record.id))
             .tempdir()

@@ -77,8 +77,9 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Claims a fresh run id for a run whose directory will be `dir`.
-pub fn claim(dir_for: impl Fn(RunId) -> PathBuf) -> Result<RunRecord> {
+/// Claims a fresh run id for this process. The record's directory is
+/// filled in by [`update`] once the run has one.
+pub fn claim() -> Result<RunRecord> {
     let runs = Path::new(RUNS_DIR);
     fs::create_dir_all(runs).map_err(|e| LabError::io(format!("creating {RUNS_DIR}"), e))?;
     let pid = std::process::id();
@@ -86,7 +87,7 @@ pub fn claim(dir_for: impl Fn(RunId) -> PathBuf) -> Result<RunRecord> {
     let seed = random_seed();
     for attempt in 0..256u64 {
         let id = RunId::from_number(seed.wrapping_add(attempt.wrapping_mul(7919)));
-        let record = RunRecord { id, pid, start, dir: dir_for(id) };
+        let record = RunRecord { id, pid, start, dir: PathBuf::new() };
         let path = runs.join(id.as_str());
         match fs::File::options().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
