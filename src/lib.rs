@@ -8,4 +8,5 @@
 pub mod bench;
 pub mod doctor;
 pub mod lab;
+pub mod nat;
 pub mod prereq;

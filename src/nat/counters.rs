@@ -1,0 +1,180 @@
+//! What the NAT did, counted: packets per protocol and direction, and drops
+//! per named reason.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use super::profile::Protocol;
+use super::wire::WireError;
+
+/// Why a packet was dropped. Each reason has a stable name for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The IPv4 header is not valid.
+    Ipv4(WireError),
+    /// The IPv4 header checksum is wrong.
+    Ipv4Checksum,
+    /// An IPv4 option is malformed.
+    Ipv4BadOption,
+    /// A source-route option (LSRR/SSRR), which routers refuse (RFC 7126).
+    Ipv4SourceRoute,
+    /// The TCP header is not valid.
+    Tcp(WireError),
+    /// The UDP header is not valid.
+    Udp(WireError),
+    /// The ICMP header is not valid.
+    Icmp(WireError),
+    /// An ICMP error quotes a packet the NAT cannot read or did not send.
+    IcmpErrorUnmatched,
+    /// An ICMP type that is neither a query nor an error (redirects,
+    /// router advertisements…), which a NAT does not pass.
+    IcmpUnsupported,
+    /// The TTL ran out here.
+    TtlExceeded,
+    /// Nothing maps this inbound packet to a LAN host.
+    Unsolicited,
+    /// A mapping exists but its filter refuses this remote endpoint.
+    Filtered,
+    /// The mapping table is full (`max_mappings`).
+    TableFull,
+    /// No public port (or ICMP identifier) is free.
+    PortsExhausted,
+    /// The profile blocks the protocol.
+    Blocked,
+    /// The destination is on the side the packet came from, or nowhere.
+    NotRouted,
+    /// Addressed to the NAT itself and not something it answers.
+    ToRouter,
+    /// A fragment whose datagram's first fragment never came.
+    FragmentUnmatched,
+    /// Too many fragments waiting for their first fragment.
+    FragmentQueueFull,
+    /// Removed by the profile's impairment (loss).
+    ImpairedLoss,
+    /// Not an IPv4 or ARP frame (IPv6, VLAN tags, other EtherTypes).
+    NotIpv4,
+    /// An Ethernet frame shorter than its header.
+    Ethernet,
+    /// An ARP packet that is not Ethernet/IPv4 or is truncated.
+    Arp,
+    /// No ARP answer for the next hop.
+    NoNeighbour,
+}
+
+impl DropReason {
+    /// The reason's stable name.
+    pub fn name(&self) -> String {
+        let w = |layer: &str, e: &WireError| {
+            let kind = match e {
+                WireError::Truncated => "truncated",
+                WireError::BadVersion => "bad-version",
+                WireError::BadHeaderLength => "bad-header-length",
+                WireError::BadLength => "bad-length",
+            };
+            format!("{layer}-{kind}")
+        };
+        match self {
+            DropReason::Ipv4(e) => w("ipv4", e),
+            DropReason::Ipv4Checksum => "ipv4-bad-checksum".into(),
+            DropReason::Ipv4BadOption => "ipv4-bad-option".into(),
+            DropReason::Ipv4SourceRoute => "ipv4-source-route".into(),
+            DropReason::Tcp(e) => w("tcp", e),
+            DropReason::Udp(e) => w("udp", e),
+            DropReason::Icmp(e) => w("icmp", e),
+            DropReason::IcmpErrorUnmatched => "icmp-error-unmatched".into(),
+            DropReason::IcmpUnsupported => "icmp-unsupported".into(),
+            DropReason::TtlExceeded => "ttl-exceeded".into(),
+            DropReason::Unsolicited => "unsolicited".into(),
+            DropReason::Filtered => "filtered".into(),
+            DropReason::TableFull => "table-full".into(),
+            DropReason::PortsExhausted => "ports-exhausted".into(),
+            DropReason::Blocked => "blocked-by-profile".into(),
+            DropReason::NotRouted => "not-routed".into(),
+            DropReason::ToRouter => "to-router".into(),
+            DropReason::FragmentUnmatched => "fragment-unmatched".into(),
+            DropReason::FragmentQueueFull => "fragment-queue-full".into(),
+            DropReason::ImpairedLoss => "impaired-loss".into(),
+            DropReason::NotIpv4 => "not-ipv4".into(),
+            DropReason::Ethernet => "ethernet-truncated".into(),
+            DropReason::Arp => "arp-malformed".into(),
+            DropReason::NoNeighbour => "no-neighbour".into(),
+        }
+    }
+}
+
+impl fmt::Display for DropReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+/// Packet counts of one protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ProtocolCounts {
+    /// Translated LAN to WAN.
+    pub outbound: u64,
+    /// Translated WAN to LAN.
+    pub inbound: u64,
+    /// Turned around from LAN to LAN (hairpinning).
+    pub hairpinned: u64,
+    /// Dropped, whatever the reason.
+    pub dropped: u64,
+}
+
+/// All the counters of a NAT.
+#[derive(Debug, Clone, Default)]
+pub struct Counters {
+    protocols: [ProtocolCounts; 6],
+    drops: Vec<(DropReason, u64)>,
+    /// Mappings created.
+    pub mappings_created: u64,
+    /// Mappings expired.
+    pub mappings_expired: u64,
+    /// ICMP messages the NAT answered or generated.
+    pub icmp_generated: u64,
+}
+
+fn slot(p: Protocol) -> usize {
+    Protocol::ALL.iter().position(|x| *x == p).unwrap_or(5)
+}
+
+impl Counters {
+    /// Counts a drop.
+    pub fn drop(&mut self, protocol: Option<Protocol>, reason: DropReason) {
+        if let Some(p) = protocol {
+            self.protocols[slot(p)].dropped += 1;
+        }
+        match self.drops.iter_mut().find(|(r, _)| *r == reason) {
+            Some((_, n)) => *n += 1,
+            None => self.drops.push((reason, 1)),
+        }
+    }
+
+    /// The counts of one protocol.
+    pub fn protocol(&self, p: Protocol) -> ProtocolCounts {
+        self.protocols[slot(p)]
+    }
+
+    /// The counts of one protocol, mutable.
+    pub fn protocol_mut(&mut self, p: Protocol) -> &mut ProtocolCounts {
+        &mut self.protocols[slot(p)]
+    }
+
+    /// How many packets were dropped for `reason`.
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.drops.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n)
+    }
+
+    /// Every drop reason seen, with its count, by name.
+    pub fn drops(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = self.drops.iter().map(|(r, n)| (r.name(), *n)).collect();
+        v.sort();
+        v
+    }
+
+    /// Per-protocol counts by name.
+    pub fn protocols(&self) -> Vec<(&'static str, ProtocolCounts)> {
+        Protocol::ALL.iter().map(|p| (p.name(), self.protocols[slot(*p)])).collect()
+    }
+}

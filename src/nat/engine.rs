@@ -1,0 +1,904 @@
+//! The NAT itself, sans I/O: `(packet, side, now) -> verdict`. It rewrites
+//! the packet in place, keeps its tables, counts everything, and queues the
+//! few packets it makes itself (echo replies, time exceeded, fragments
+//! released late) for [`Nat::poll_transmit`]. No sockets, no clock: time is
+//! an argument, so tests drive it with byte vectors and a fake clock.
+
+use std::collections::VecDeque;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use super::counters::{Counters, DropReason};
+use super::frag::{DatagramKey, Fragments, Rewrite};
+use super::profile::{Profile, Protocol};
+use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
+use super::wire::{checksum, icmp, ipv4, tcp, udp};
+
+/// Which interface a packet came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The private side.
+    Lan,
+    /// The public side.
+    Wan,
+}
+
+/// The state of a packet's TCP/UDP checksum, as the packet I/O layer got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// A complete checksum (or none, for UDP with 0).
+    Full,
+    /// Left to the sender's hardware (Linux CHECKSUM_PARTIAL): the field
+    /// holds the folded pseudo-header sum.
+    Partial,
+}
+
+/// What to do with a packet after [`Nat::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send the (rewritten) packet on `side` to `next_hop`.
+    Forward {
+        /// The interface.
+        side: Side,
+        /// The neighbour to hand it to.
+        next_hop: Ipv4Addr,
+    },
+    /// The NAT kept the packet (a fragment waiting for its first one).
+    Consumed,
+    /// Drop it; the reason is counted.
+    Drop(DropReason),
+}
+
+/// A packet the NAT made or released itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// The interface.
+    pub side: Side,
+    /// The neighbour to hand it to.
+    pub next_hop: Ipv4Addr,
+    /// The IPv4 packet.
+    pub packet: Vec<u8>,
+}
+
+/// Addresses and behaviour of a NAT.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The NAT's LAN address and the LAN's prefix.
+    pub lan: Ipv4Net,
+    /// The NAT's public address and the WAN's prefix.
+    pub wan: Ipv4Net,
+    /// Where WAN traffic off the WAN prefix goes.
+    pub gateway: Option<Ipv4Addr>,
+    /// Behaviour.
+    pub profile: Profile,
+}
+
+/// Fragments that may wait for their first one.
+const MAX_WAITING_FRAGMENTS: usize = 256;
+/// Mappings looked at per [`Nat::handle_timeout`].
+const SWEEP_BUDGET: usize = 4096;
+/// TTL of packets the NAT makes.
+const OWN_TTL: u8 = 64;
+
+/// The NAT.
+pub struct Nat {
+    cfg: Config,
+    lan_addr: [u8; 4],
+    wan_addr: [u8; 4],
+    table: Table,
+    frags: Fragments,
+    counters: Counters,
+    out: VecDeque<Transmit>,
+    ident: u16,
+}
+
+/// The ports (or identifier) of a packet, and where they are.
+#[derive(Clone, Copy)]
+struct Ports {
+    src: u16,
+    dst: u16,
+    /// Offset of the L4 checksum inside the L4 header, if the packet has one
+    /// that covers addresses and ports.
+    checksum_at: Option<usize>,
+    tcp_flags: u8,
+}
+
+impl Nat {
+    /// A NAT with empty tables.
+    pub fn new(cfg: Config) -> Result<Nat, String> {
+        cfg.profile.check()?;
+        if cfg.lan.contains(&cfg.wan.addr()) || cfg.wan.contains(&cfg.lan.addr()) {
+            return Err(format!("the LAN {} and the WAN {} overlap", cfg.lan, cfg.wan));
+        }
+        let frags = Fragments::new(Duration::from_secs(cfg.profile.timeouts.fragment), MAX_WAITING_FRAGMENTS);
+        Ok(Nat {
+            lan_addr: cfg.lan.addr().octets(),
+            wan_addr: cfg.wan.addr().octets(),
+            table: Table::new(&cfg.profile),
+            frags,
+            counters: Counters::default(),
+            out: VecDeque::new(),
+            ident: 0,
+            cfg,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Counts a drop decided outside the core (by the packet I/O layer).
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.counters.drop(None, reason);
+    }
+
+    /// The live mappings.
+    pub fn mappings(&self, now: Duration) -> Vec<MappingInfo> {
+        self.table.snapshot(now)
+    }
+
+    /// How many mappings the table holds.
+    pub fn mapping_count(&self) -> usize {
+        self.table.len()
+    }
+
+    /// A packet the NAT made or released, to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.pop_front()
+    }
+
+    /// Expires mappings and waiting fragments. Call it every second or so.
+    pub fn handle_timeout(&mut self, now: Duration) {
+        self.counters.mappings_expired += self.table.sweep(now, SWEEP_BUDGET) as u64;
+        for _ in 0..self.frags.expire(now) {
+            self.counters.drop(None, DropReason::FragmentUnmatched);
+        }
+    }
+
+    fn drop(&mut self, proto: Option<Protocol>, reason: DropReason) -> Verdict {
+        self.counters.drop(proto, reason);
+        Verdict::Drop(reason)
+    }
+
+    /// Translates an IPv4 packet that arrived on `side`, in place.
+    pub fn process(&mut self, side: Side, pkt: &mut [u8], csum: L4Checksum, now: Duration) -> Verdict {
+        let ip = match ipv4::Packet::new_checked(&*pkt) {
+            Ok(ip) => ip,
+            Err(e) => return self.drop(None, DropReason::Ipv4(e)),
+        };
+        let proto = Protocol::of(ip.protocol());
+        if !ip.verify_checksum() {
+            return self.drop(Some(proto), DropReason::Ipv4Checksum);
+        }
+        if ip.header_len() > ipv4::MIN_HEADER_LEN {
+            if let Err(reason) = check_options(&pkt[ipv4::MIN_HEADER_LEN..ip.header_len()]) {
+                return self.drop(Some(proto), reason);
+            }
+        }
+        if self.cfg.profile.blocked.contains(&proto) {
+            return self.drop(Some(proto), DropReason::Blocked);
+        }
+        let dst = ip.dst_bytes();
+        let ttl = ip.ttl();
+        match side {
+            Side::Lan if dst == self.lan_addr => self.for_router(side, pkt, proto),
+            Side::Lan if dst == self.wan_addr => {
+                if self.cfg.profile.hairpinning && matches!(proto, Protocol::Tcp | Protocol::Udp) {
+                    if ttl <= 1 {
+                        return self.ttl_exceeded(side, pkt, proto);
+                    }
+                    self.hairpin(pkt, proto, csum, now)
+                } else {
+                    self.for_router(side, pkt, proto)
+                }
+            }
+            Side::Lan if self.cfg.lan.contains(&Ipv4Addr::from(dst)) => self.drop(Some(proto), DropReason::NotRouted),
+            Side::Lan => {
+                if ttl <= 1 {
+                    return self.ttl_exceeded(side, pkt, proto);
+                }
+                self.outbound(pkt, proto, csum, now)
+            }
+            Side::Wan if dst == self.wan_addr => {
+                if proto == Protocol::Icmp && is_echo_request(pkt) {
+                    return self.for_router(side, pkt, proto);
+                }
+                if ttl <= 1 {
+                    return self.ttl_exceeded(side, pkt, proto);
+                }
+                self.inbound(pkt, proto, csum, now)
+            }
+            Side::Wan => self.drop(Some(proto), DropReason::NotRouted),
+        }
+    }
+
+    fn next_hop(&self, side: Side, dst: [u8; 4]) -> Option<Ipv4Addr> {
+        let dst = Ipv4Addr::from(dst);
+        match side {
+            Side::Lan => self.cfg.lan.contains(&dst).then_some(dst),
+            Side::Wan if self.cfg.wan.contains(&dst) => Some(dst),
+            Side::Wan => self.cfg.gateway,
+        }
+    }
+
+    fn timeout(&self, proto: Protocol, tcp: TcpState) -> Duration {
+        let t = &self.cfg.profile.timeouts;
+        Duration::from_secs(match (proto, tcp) {
+            (Protocol::Tcp, TcpState::Established) => t.tcp_established,
+            (Protocol::Tcp, _) => t.tcp_transitory,
+            (Protocol::Udp, _) => t.udp,
+            (Protocol::Icmp, _) => t.icmp,
+            _ => t.other,
+        })
+    }
+
+    /// LAN to WAN.
+    fn outbound(&mut self, pkt: &mut [u8], proto: Protocol, csum: L4Checksum, now: Duration) -> Verdict {
+        let ip = ipv4::Packet::new_unchecked(&*pkt);
+        let (hl, total, src, dst) = (ip.header_len(), ip.total_len(), ip.src_bytes(), ip.dst_bytes());
+        let (later_fragment, first_fragment) = (ip.frag_offset() != 0, ip.more_frags() && ip.frag_offset() == 0);
+        let Some(next_hop) = self.next_hop(Side::Wan, dst) else {
+            return self.drop(Some(proto), DropReason::NotRouted);
+        };
+        if later_fragment {
+            // The ports were in the first fragment; only the address changes.
+            let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
+            ip.set_src(self.wan_addr);
+            ip.decrement_ttl();
+            self.counters.protocol_mut(proto).outbound += 1;
+            return Verdict::Forward { side: Side::Wan, next_hop };
+        }
+        let l4 = &pkt[hl..total];
+        match proto {
+            Protocol::Tcp | Protocol::Udp => {
+                let ports = match read_ports(l4, proto, first_fragment) {
+                    Ok(p) => p,
+                    Err(reason) => return self.drop(Some(proto), reason),
+                };
+                let remote = Endpoint::new(dst, ports.dst);
+                let timeout = self.timeout(proto, TcpState::Opening);
+                let id = match self.table.outbound(
+                    ip_proto(proto),
+                    Class::Ported,
+                    Endpoint::new(src, ports.src),
+                    remote,
+                    now,
+                    timeout,
+                ) {
+                    Ok(id) => id,
+                    Err(e) => return self.map_error(proto, e),
+                };
+                self.note_new(id, now);
+                if proto == Protocol::Tcp {
+                    self.track_tcp(id, remote, ports.tcp_flags, true, now);
+                } else {
+                    let t = self.timeout(proto, TcpState::None);
+                    self.table.refresh(id, remote, now, t);
+                }
+                let public = self.table.get(id).map_or(0, |m| m.public_port);
+                rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, public, csum);
+            }
+            Protocol::Icmp => {
+                let msg = match icmp::Message::new_checked(l4) {
+                    Ok(m) => m,
+                    Err(e) => return self.drop(Some(proto), DropReason::Icmp(e)),
+                };
+                if msg.is_error() {
+                    return self.outbound_icmp_error(pkt, next_hop, now);
+                }
+                if !msg.is_query() {
+                    return self.drop(Some(proto), DropReason::IcmpUnsupported);
+                }
+                let ident = msg.ident();
+                let timeout = self.timeout(proto, TcpState::None);
+                let id = match self.table.outbound(
+                    ipv4::PROTO_ICMP,
+                    Class::Ported,
+                    Endpoint::new(src, ident),
+                    Endpoint::new(dst, 0),
+                    now,
+                    timeout,
+                ) {
+                    Ok(id) => id,
+                    Err(e) => return self.map_error(proto, e),
+                };
+                self.note_new(id, now);
+                let public = self.table.get(id).map_or(0, |m| m.public_port);
+                rewrite_icmp_ident(&mut pkt[hl..total], public);
+                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
+            }
+            Protocol::Gre | Protocol::Esp | Protocol::Other => {
+                let timeout = self.timeout(proto, TcpState::None);
+                let number = ip.protocol();
+                let id = match self.table.outbound(
+                    number,
+                    Class::AddressOnly,
+                    Endpoint::new(src, 0),
+                    Endpoint::new(dst, 0),
+                    now,
+                    timeout,
+                ) {
+                    Ok(id) => id,
+                    Err(e) => return self.map_error(proto, e),
+                };
+                self.note_new(id, now);
+                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
+            }
+        }
+        ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
+        self.counters.protocol_mut(proto).outbound += 1;
+        Verdict::Forward { side: Side::Wan, next_hop }
+    }
+
+    /// WAN to LAN, addressed to the public address.
+    fn inbound(&mut self, pkt: &mut [u8], proto: Protocol, csum: L4Checksum, now: Duration) -> Verdict {
+        let ip = ipv4::Packet::new_unchecked(&*pkt);
+        let (hl, total, src) = (ip.header_len(), ip.total_len(), ip.src_bytes());
+        let key = DatagramKey { src, dst: ip.dst_bytes(), proto: ip.protocol(), ident: ip.ident() };
+        let (later_fragment, first_fragment) = (ip.frag_offset() != 0, ip.more_frags() && ip.frag_offset() == 0);
+        if later_fragment {
+            return match self.frags.lookup(&key, now) {
+                Some(rw) => {
+                    let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
+                    ip.set_dst(rw.dst);
+                    ip.decrement_ttl();
+                    self.counters.protocol_mut(proto).inbound += 1;
+                    Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(rw.dst) }
+                }
+                None if self.frags.hold(key, pkt, now) => Verdict::Consumed,
+                None => self.drop(Some(proto), DropReason::FragmentQueueFull),
+            };
+        }
+        let l4 = &pkt[hl..total];
+        let internal = match proto {
+            Protocol::Tcp | Protocol::Udp => {
+                let ports = match read_ports(l4, proto, first_fragment) {
+                    Ok(p) => p,
+                    Err(reason) => return self.drop(Some(proto), reason),
+                };
+                let remote = Endpoint::new(src, ports.src);
+                let id = match self.admit(proto, ip_proto(proto), Class::Ported, ports.dst, remote, now) {
+                    Ok(id) => id,
+                    Err(v) => return v,
+                };
+                if proto == Protocol::Tcp {
+                    self.track_tcp(id, remote, ports.tcp_flags, false, now);
+                } else {
+                    let t = self.timeout(proto, TcpState::None);
+                    self.table.refresh(id, remote, now, t);
+                }
+                let Some(internal) = self.table.get(id).map(|m| m.internal) else {
+                    return self.drop(Some(proto), DropReason::Unsolicited);
+                };
+                rewrite(pkt, hl, Rewritten::Destination, internal.addr, ports, internal.port, csum);
+                internal
+            }
+            Protocol::Icmp => {
+                let msg = match icmp::Message::new_checked(l4) {
+                    Ok(m) => m,
+                    Err(e) => return self.drop(Some(proto), DropReason::Icmp(e)),
+                };
+                if msg.is_error() {
+                    return self.inbound_icmp_error(pkt, now);
+                }
+                if !msg.is_query() || msg.is_request() {
+                    return self.drop(Some(proto), DropReason::IcmpUnsupported);
+                }
+                let remote = Endpoint::new(src, 0);
+                let id = match self.admit(proto, ipv4::PROTO_ICMP, Class::Ported, msg.ident(), remote, now) {
+                    Ok(id) => id,
+                    Err(v) => return v,
+                };
+                let Some(internal) = self.table.get(id).map(|m| m.internal) else {
+                    return self.drop(Some(proto), DropReason::Unsolicited);
+                };
+                rewrite_icmp_ident(&mut pkt[hl..total], internal.port);
+                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(internal.addr);
+                internal
+            }
+            Protocol::Gre | Protocol::Esp | Protocol::Other => {
+                let remote = Endpoint::new(src, 0);
+                let id = match self.admit(proto, ip.protocol(), Class::AddressOnly, 0, remote, now) {
+                    Ok(id) => id,
+                    Err(v) => return v,
+                };
+                let t = self.timeout(proto, TcpState::None);
+                self.table.refresh(id, remote, now, t);
+                let Some(internal) = self.table.get(id).map(|m| m.internal) else {
+                    return self.drop(Some(proto), DropReason::Unsolicited);
+                };
+                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(internal.addr);
+                internal
+            }
+        };
+        ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
+        self.counters.protocol_mut(proto).inbound += 1;
+        if first_fragment {
+            for mut late in self.frags.learn(key, Rewrite { dst: internal.addr }, now) {
+                if let Ok(mut ip) = ipv4::Packet::new_checked(&mut late[..]) {
+                    ip.set_dst(internal.addr);
+                    ip.decrement_ttl();
+                    self.counters.protocol_mut(proto).inbound += 1;
+                    self.out.push_back(Transmit {
+                        side: Side::Lan,
+                        next_hop: Ipv4Addr::from(internal.addr),
+                        packet: late,
+                    });
+                }
+            }
+        }
+        Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(internal.addr) }
+    }
+
+    /// The mapping of an inbound packet, if there is one and its filter
+    /// lets the remote in.
+    fn admit(
+        &mut self,
+        proto: Protocol,
+        number: u8,
+        class: Class,
+        public_port: u16,
+        remote: Endpoint,
+        now: Duration,
+    ) -> Result<u32, Verdict> {
+        let Some(id) = self.table.inbound(number, class, public_port, remote, now) else {
+            return Err(self.drop(Some(proto), DropReason::Unsolicited));
+        };
+        if !self.table.admits(id, remote, now) {
+            return Err(self.drop(Some(proto), DropReason::Filtered));
+        }
+        Ok(id)
+    }
+
+    /// LAN to the public address: to another LAN host through its mapping.
+    fn hairpin(&mut self, pkt: &mut [u8], proto: Protocol, csum: L4Checksum, now: Duration) -> Verdict {
+        let ip = ipv4::Packet::new_unchecked(&*pkt);
+        let (hl, total, src) = (ip.header_len(), ip.total_len(), ip.src_bytes());
+        if ip.is_fragment() {
+            return self.drop(Some(proto), DropReason::NotRouted);
+        }
+        let ports = match read_ports(&pkt[hl..total], proto, false) {
+            Ok(p) => p,
+            Err(reason) => return self.drop(Some(proto), reason),
+        };
+        let number = ip_proto(proto);
+        // The sender's own mapping, as if it talked to the public endpoint.
+        let timeout = self.timeout(proto, TcpState::Opening);
+        let target = Endpoint::new(self.wan_addr, ports.dst);
+        let mine = match self.table.outbound(number, Class::Ported, Endpoint::new(src, ports.src), target, now, timeout)
+        {
+            Ok(id) => id,
+            Err(e) => return self.map_error(proto, e),
+        };
+        self.note_new(mine, now);
+        let my_public = Endpoint::new(self.wan_addr, self.table.get(mine).map_or(0, |m| m.public_port));
+        let id = match self.admit(proto, number, Class::Ported, ports.dst, my_public, now) {
+            Ok(id) => id,
+            Err(v) => return v,
+        };
+        let Some(internal) = self.table.get(id).map(|m| m.internal) else {
+            return self.drop(Some(proto), DropReason::Unsolicited);
+        };
+        let t = self.timeout(proto, TcpState::Established);
+        self.table.refresh(mine, target, now, t);
+        self.table.refresh(id, my_public, now, t);
+        rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, my_public.port, csum);
+        let moved = Ports { src: my_public.port, ..ports };
+        rewrite(pkt, hl, Rewritten::Destination, internal.addr, moved, internal.port, csum);
+        ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
+        self.counters.protocol_mut(proto).hairpinned += 1;
+        Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(internal.addr) }
+    }
+
+    fn note_new(&mut self, id: u32, now: Duration) {
+        if self.table.get(id).is_some_and(|m| m.created_ms == now.as_millis() as u64 && m.remotes.len() == 1) {
+            self.counters.mappings_created += 1;
+            if let Some(m) = self.table.get(id) {
+                tracing::debug!(
+                    "new mapping {} {} -> public port {}",
+                    Protocol::of(m.proto).name(),
+                    m.internal,
+                    m.public_port
+                );
+            }
+        }
+    }
+
+    fn map_error(&mut self, proto: Protocol, e: MapError) -> Verdict {
+        let reason = match e {
+            MapError::TableFull => DropReason::TableFull,
+            MapError::PortsExhausted => DropReason::PortsExhausted,
+        };
+        self.drop(Some(proto), reason)
+    }
+
+    /// Follows a TCP connection's state and sets its session's timeout
+    /// (RFC 5382: long while established, short while opening or closing).
+    fn track_tcp(&mut self, id: u32, remote: Endpoint, flags: u8, outbound: bool, now: Duration) {
+        let old = self.table.tcp_state(id, remote);
+        let new = tcp_next(old, flags, outbound);
+        let deadline = now + self.timeout(Protocol::Tcp, new);
+        self.table.set_tcp(id, remote, new, deadline);
+    }
+
+    /// Packets addressed to the NAT: it answers echo requests, nothing else.
+    fn for_router(&mut self, side: Side, pkt: &mut [u8], proto: Protocol) -> Verdict {
+        if proto != Protocol::Icmp || !is_echo_request(pkt) {
+            return self.drop(Some(proto), DropReason::ToRouter);
+        }
+        let ip = ipv4::Packet::new_unchecked(&*pkt);
+        let (hl, total, src, dst) = (ip.header_len(), ip.total_len(), ip.src_bytes(), ip.dst_bytes());
+        if ip.is_fragment() {
+            return self.drop(Some(proto), DropReason::ToRouter);
+        }
+        let Some(next_hop) = self.next_hop(side, src) else {
+            return self.drop(Some(proto), DropReason::NotRouted);
+        };
+        {
+            let mut msg = icmp::Message::new_unchecked(&mut pkt[hl..total]);
+            let check = checksum::update16(
+                msg.checksum(),
+                u16::from(icmp::ECHO_REQUEST) << 8,
+                u16::from(icmp::ECHO_REPLY) << 8,
+            );
+            msg.set_msg_type(icmp::ECHO_REPLY);
+            // The code byte shares the word; it is unchanged.
+            msg.set_checksum(check);
+        }
+        pkt[12..16].copy_from_slice(&dst);
+        pkt[16..20].copy_from_slice(&src);
+        pkt[8] = OWN_TTL;
+        ipv4::Packet::new_unchecked(&mut *pkt).fill_checksum();
+        self.counters.icmp_generated += 1;
+        Verdict::Forward { side, next_hop }
+    }
+
+    /// Drops a packet whose TTL ran out here and tells its sender (RFC 1812
+    /// §5.3.1), unless it is itself an ICMP error or a later fragment.
+    fn ttl_exceeded(&mut self, side: Side, pkt: &[u8], proto: Protocol) -> Verdict {
+        let ip = ipv4::Packet::new_unchecked(pkt);
+        let quiet = ip.frag_offset() != 0 || (proto == Protocol::Icmp && is_icmp_error(pkt));
+        if !quiet {
+            if let Some(next_hop) = self.next_hop(side, ip.src_bytes()) {
+                let me = match side {
+                    Side::Lan => self.lan_addr,
+                    Side::Wan => self.wan_addr,
+                };
+                let packet = self.icmp_error(me, ip.src_bytes(), icmp::TIME_EXCEEDED, 0, ip.packet());
+                self.out.push_back(Transmit { side, next_hop, packet });
+                self.counters.icmp_generated += 1;
+            }
+        }
+        self.drop(Some(proto), DropReason::TtlExceeded)
+    }
+
+    /// An ICMP error from `src` to `dst` quoting `original` (its header and
+    /// the first 8 bytes of its payload).
+    fn icmp_error(&mut self, src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, original: &[u8]) -> Vec<u8> {
+        let hl = usize::from(original[0] & 0x0f) * 4;
+        let quoted = &original[..original.len().min(hl + 8)];
+        let icmp_len = icmp::HEADER_LEN + quoted.len();
+        let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + icmp_len];
+        self.ident = self.ident.wrapping_add(1);
+        ipv4::emit_header(&mut p, src, dst, ipv4::PROTO_ICMP, icmp_len, OWN_TTL, self.ident);
+        let m = &mut p[ipv4::MIN_HEADER_LEN..];
+        m[0] = kind;
+        m[1] = code;
+        m[icmp::HEADER_LEN..].copy_from_slice(quoted);
+        icmp::Message::new_unchecked(m).fill_checksum();
+        p
+    }
+
+    /// An ICMP error from the WAN about a packet we sent out: the quoted
+    /// packet's source is the public endpoint; it becomes the LAN host's,
+    /// with every checksum kept right (RFC 5508 §4.2).
+    fn inbound_icmp_error(&mut self, pkt: &mut [u8], now: Duration) -> Verdict {
+        let (hl, total) = {
+            let ip = ipv4::Packet::new_unchecked(&*pkt);
+            (ip.header_len(), ip.total_len())
+        };
+        let Some(q) = Quoted::read(&pkt[hl + icmp::HEADER_LEN..total]) else {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        };
+        if q.src != self.wan_addr {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        }
+        let (class, public, remote) = q.keys(Rewritten::Source);
+        let Some(id) = self.table.inbound(q.proto, class, public, remote, now) else {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        };
+        let Some(internal) = self.table.get(id).map(|m| m.internal) else {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        };
+        q.rewrite(&mut pkt[hl + icmp::HEADER_LEN..total], Rewritten::Source, internal);
+        icmp::Message::new_unchecked(&mut pkt[hl..total]).fill_checksum();
+        let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
+        ip.set_dst(internal.addr);
+        ip.decrement_ttl();
+        self.counters.protocol_mut(Protocol::Icmp).inbound += 1;
+        Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(internal.addr) }
+    }
+
+    /// An ICMP error a LAN host sends about a packet it got through us: the
+    /// quoted packet's destination is the LAN host; it becomes the public
+    /// endpoint.
+    fn outbound_icmp_error(&mut self, pkt: &mut [u8], next_hop: Ipv4Addr, now: Duration) -> Verdict {
+        let (hl, total) = {
+            let ip = ipv4::Packet::new_unchecked(&*pkt);
+            (ip.header_len(), ip.total_len())
+        };
+        let Some(q) = Quoted::read(&pkt[hl + icmp::HEADER_LEN..total]) else {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        };
+        let class = q.class();
+        let internal = Endpoint::new(q.dst, if class == Class::Ported { q.dst_port } else { 0 });
+        let remote = Endpoint::new(q.src, if class == Class::Ported { q.src_port } else { 0 });
+        let Some(id) = self.table.find_outbound(q.proto, class, internal, remote, now) else {
+            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
+        };
+        let public = Endpoint::new(self.wan_addr, self.table.get(id).map_or(0, |m| m.public_port));
+        q.rewrite(&mut pkt[hl + icmp::HEADER_LEN..total], Rewritten::Destination, public);
+        icmp::Message::new_unchecked(&mut pkt[hl..total]).fill_checksum();
+        let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
+        ip.set_src(self.wan_addr);
+        ip.decrement_ttl();
+        self.counters.protocol_mut(Protocol::Icmp).outbound += 1;
+        Verdict::Forward { side: Side::Wan, next_hop }
+    }
+}
+
+fn ip_proto(p: Protocol) -> u8 {
+    match p {
+        Protocol::Tcp => ipv4::PROTO_TCP,
+        Protocol::Udp => ipv4::PROTO_UDP,
+        Protocol::Icmp => ipv4::PROTO_ICMP,
+        Protocol::Gre => ipv4::PROTO_GRE,
+        Protocol::Esp => ipv4::PROTO_ESP,
+        Protocol::Other => 0,
+    }
+}
+
+/// Options must be well formed; source routes are refused (RFC 7126).
+fn check_options(opts: &[u8]) -> Result<(), DropReason> {
+    let mut i = 0;
+    while i < opts.len() {
+        match opts[i] {
+            0 => return Ok(()),
+            1 => i += 1,
+            kind => {
+                let len = usize::from(*opts.get(i + 1).ok_or(DropReason::Ipv4BadOption)?);
+                if len < 2 || i + len > opts.len() {
+                    return Err(DropReason::Ipv4BadOption);
+                }
+                if kind == 0x83 || kind == 0x89 {
+                    return Err(DropReason::Ipv4SourceRoute);
+                }
+                i += len;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Result<Ports, DropReason> {
+    if proto == Protocol::Tcp {
+        // A first fragment must still hold the whole header (RFC 1858).
+        let seg = tcp::Segment::new_checked(l4).map_err(DropReason::Tcp)?;
+        return Ok(Ports {
+            src: seg.src_port(),
+            dst: seg.dst_port(),
+            checksum_at: Some(tcp::CHECKSUM_OFFSET),
+            tcp_flags: seg.flags(),
+        });
+    }
+    if first_fragment {
+        if l4.len() < udp::HEADER_LEN {
+            return Err(DropReason::Udp(super::wire::WireError::Truncated));
+        }
+        let (src, dst) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
+        let has_sum = l4[6] != 0 || l4[7] != 0;
+        return Ok(Ports { src, dst, checksum_at: has_sum.then_some(udp::CHECKSUM_OFFSET), tcp_flags: 0 });
+    }
+    let d = udp::Datagram::new_checked(l4).map_err(DropReason::Udp)?;
+    let has_sum = d.checksum() != 0;
+    Ok(Ports {
+        src: d.src_port(),
+        dst: d.dst_port(),
+        checksum_at: has_sum.then_some(udp::CHECKSUM_OFFSET),
+        tcp_flags: 0,
+    })
+}
+
+/// Which endpoint of a packet is rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rewritten {
+    Source,
+    Destination,
+}
+
+/// Rewrites one address and its port, with the IPv4 and L4 checksums.
+fn rewrite(pkt: &mut [u8], hl: usize, which: Rewritten, addr: [u8; 4], ports: Ports, port: u16, csum: L4Checksum) {
+    let (addr_at, port_at, old_port) = match which {
+        Rewritten::Source => (12, 0, ports.src),
+        Rewritten::Destination => (16, 2, ports.dst),
+    };
+    let old_addr = [pkt[addr_at], pkt[addr_at + 1], pkt[addr_at + 2], pkt[addr_at + 3]];
+    if let Some(at) = ports.checksum_at {
+        let at = hl + at;
+        let old = u16::from_be_bytes([pkt[at], pkt[at + 1]]);
+        let new = match csum {
+            L4Checksum::Full => {
+                let c = checksum::update16(checksum::update32(old, old_addr, addr), old_port, port);
+                // UDP sends a computed zero as all ones (0 means "none").
+                if c == 0 && ports.checksum_at == Some(udp::CHECKSUM_OFFSET) { 0xffff } else { c }
+            }
+            // The hardware sums the ports itself; only the pseudo header moves.
+            L4Checksum::Partial => checksum::update_partial32(old, old_addr, addr),
+        };
+        pkt[at..at + 2].copy_from_slice(&new.to_be_bytes());
+    }
+    pkt[hl + port_at..hl + port_at + 2].copy_from_slice(&port.to_be_bytes());
+    let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
+    match which {
+        Rewritten::Source => ip.set_src(addr),
+        Rewritten::Destination => ip.set_dst(addr),
+    }
+}
+
+/// Rewrites an ICMP query's identifier and the ICMP checksum.
+fn rewrite_icmp_ident(icmp_bytes: &mut [u8], ident: u16) {
+    let mut msg = icmp::Message::new_unchecked(icmp_bytes);
+    let check = checksum::update16(msg.checksum(), msg.ident(), ident);
+    msg.set_ident(ident);
+    msg.set_checksum(check);
+}
+
+fn is_echo_request(pkt: &[u8]) -> bool {
+    icmp_type(pkt) == Some(icmp::ECHO_REQUEST)
+}
+
+fn is_icmp_error(pkt: &[u8]) -> bool {
+    matches!(
+        icmp_type(pkt),
+        Some(icmp::DEST_UNREACHABLE | icmp::SOURCE_QUENCH | icmp::TIME_EXCEEDED | icmp::PARAMETER_PROBLEM)
+    )
+}
+
+fn icmp_type(pkt: &[u8]) -> Option<u8> {
+    let ip = ipv4::Packet::new_checked(pkt).ok()?;
+    if ip.protocol() != ipv4::PROTO_ICMP || ip.frag_offset() != 0 {
+        return None;
+    }
+    ip.payload().first().copied()
+}
+
+/// The packet an ICMP error quotes: its IPv4 header and at least 8 bytes of
+/// its payload (RFC 792), whose total length may exceed what is quoted.
+struct Quoted {
+    hl: usize,
+    proto: u8,
+    src: [u8; 4],
+    dst: [u8; 4],
+    src_port: u16,
+    dst_port: u16,
+    len: usize,
+}
+
+impl Quoted {
+    fn read(b: &[u8]) -> Option<Quoted> {
+        if b.len() < ipv4::MIN_HEADER_LEN || b[0] >> 4 != 4 {
+            return None;
+        }
+        let hl = usize::from(b[0] & 0x0f) * 4;
+        if hl < ipv4::MIN_HEADER_LEN || b.len() < hl + 8 {
+            return None;
+        }
+        let proto = b[9];
+        let w = |at: usize| u16::from_be_bytes([b[hl + at], b[hl + at + 1]]);
+        let (src_port, dst_port) = match proto {
+            ipv4::PROTO_TCP | ipv4::PROTO_UDP => (w(0), w(2)),
+            // A quoted ICMP query: its identifier stands for both ports.
+            ipv4::PROTO_ICMP => (w(4), w(4)),
+            _ => (0, 0),
+        };
+        let addr = |at: usize| [b[at], b[at + 1], b[at + 2], b[at + 3]];
+        Some(Quoted { hl, proto, src: addr(12), dst: addr(16), src_port, dst_port, len: b.len() })
+    }
+
+    fn class(&self) -> Class {
+        match self.proto {
+            ipv4::PROTO_TCP | ipv4::PROTO_UDP | ipv4::PROTO_ICMP => Class::Ported,
+            _ => Class::AddressOnly,
+        }
+    }
+
+    /// (class, public port, remote) to find the mapping of a quoted packet
+    /// whose `which` endpoint is the public one.
+    fn keys(&self, which: Rewritten) -> (Class, u16, Endpoint) {
+        let class = self.class();
+        let (public, remote) = match which {
+            Rewritten::Source => (self.src_port, Endpoint::new(self.dst, self.dst_port)),
+            Rewritten::Destination => (self.dst_port, Endpoint::new(self.src, self.src_port)),
+        };
+        match (class, self.proto) {
+            (Class::AddressOnly, _) => (class, 0, Endpoint::new(remote.addr, 0)),
+            (_, ipv4::PROTO_ICMP) => (class, public, Endpoint::new(remote.addr, 0)),
+            _ => (class, public, remote),
+        }
+    }
+
+    /// Rewrites the quoted packet's `which` endpoint to `to`: address,
+    /// port (or ICMP identifier), the quoted IPv4 checksum, and the quoted
+    /// L4 checksum when it is quoted whole.
+    fn rewrite(&self, b: &mut [u8], which: Rewritten, to: Endpoint) {
+        let (addr_at, old_addr) = match which {
+            Rewritten::Source => (12, self.src),
+            Rewritten::Destination => (16, self.dst),
+        };
+        let hl = self.hl;
+        let old_ip_sum = u16::from_be_bytes([b[10], b[11]]);
+        b[addr_at..addr_at + 4].copy_from_slice(&to.addr);
+        let s = checksum::update32(old_ip_sum, old_addr, to.addr);
+        b[10..12].copy_from_slice(&s.to_be_bytes());
+        match (self.class(), self.proto) {
+            (Class::AddressOnly, _) => {}
+            (_, ipv4::PROTO_ICMP) => {
+                let old = self.src_port;
+                b[hl + 4..hl + 6].copy_from_slice(&to.port.to_be_bytes());
+                let at = hl + icmp::CHECKSUM_OFFSET;
+                let c = checksum::update16(u16::from_be_bytes([b[at], b[at + 1]]), old, to.port);
+                b[at..at + 2].copy_from_slice(&c.to_be_bytes());
+            }
+            _ => {
+                let (port_at, old_port) = match which {
+                    Rewritten::Source => (0, self.src_port),
+                    Rewritten::Destination => (2, self.dst_port),
+                };
+                b[hl + port_at..hl + port_at + 2].copy_from_slice(&to.port.to_be_bytes());
+                let sum_at =
+                    hl + if self.proto == ipv4::PROTO_TCP { tcp::CHECKSUM_OFFSET } else { udp::CHECKSUM_OFFSET };
+                if sum_at + 2 <= self.len {
+                    let old = u16::from_be_bytes([b[sum_at], b[sum_at + 1]]);
+                    if !(self.proto == ipv4::PROTO_UDP && old == 0) {
+                        let c = checksum::update16(checksum::update32(old, old_addr, to.addr), old_port, to.port);
+                        b[sum_at..sum_at + 2].copy_from_slice(&c.to_be_bytes());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The next TCP state after a segment with `flags` (RFC 5382 §5 in
+/// spirit: a NAT cannot see everything, so it errs towards keeping state).
+fn tcp_next(state: TcpState, flags: u8, outbound: bool) -> TcpState {
+    if flags & tcp::RST != 0 {
+        return TcpState::Closing;
+    }
+    let fin = flags & tcp::FIN != 0;
+    let syn = flags & tcp::SYN != 0;
+    match state {
+        TcpState::None if syn => TcpState::Opening,
+        TcpState::None => TcpState::Established,
+        TcpState::Opening if !syn && flags & tcp::ACK != 0 && outbound => TcpState::Established,
+        TcpState::Opening => TcpState::Opening,
+        TcpState::Established if fin => {
+            if outbound {
+                TcpState::FinOut
+            } else {
+                TcpState::FinIn
+            }
+        }
+        TcpState::FinOut if fin && !outbound => TcpState::Closing,
+        TcpState::FinIn if fin && outbound => TcpState::Closing,
+        s => s,
+    }
+}

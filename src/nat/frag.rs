@@ -1,0 +1,117 @@
+//! IPv4 fragments: every fragment of a datagram is translated like its
+//! first one (which alone carries the ports). Fragments that arrive before
+//! their first one wait, a bounded number for a bounded time.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+/// Identifies a datagram (RFC 791: source, destination, protocol, ident).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct DatagramKey {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Protocol.
+    pub proto: u8,
+    /// Identification.
+    pub ident: u16,
+}
+
+/// How the fragments of an inbound datagram are rewritten.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The LAN host the first fragment went to.
+    pub dst: [u8; 4],
+}
+
+/// A fragment waiting for its first fragment.
+pub struct Waiting {
+    /// Its datagram.
+    pub key: DatagramKey,
+    /// The bytes.
+    pub packet: Vec<u8>,
+    /// When it gives up.
+    pub deadline: Duration,
+}
+
+/// The fragment state of one direction.
+pub struct Fragments {
+    known: HashMap<DatagramKey, (Rewrite, Duration)>,
+    waiting: VecDeque<Waiting>,
+    max_waiting: usize,
+    timeout: Duration,
+}
+
+impl Fragments {
+    /// Tracks datagrams for `timeout`; at most `max_waiting` fragments wait.
+    pub fn new(timeout: Duration, max_waiting: usize) -> Fragments {
+        Fragments { known: HashMap::new(), waiting: VecDeque::new(), max_waiting, timeout }
+    }
+
+    /// Records how a datagram's first fragment was translated; returns the
+    /// fragments that were waiting for it.
+    pub fn learn(&mut self, key: DatagramKey, rewrite: Rewrite, now: Duration) -> Vec<Vec<u8>> {
+        self.known.insert(key, (rewrite, now + self.timeout));
+        let mut released = Vec::new();
+        self.waiting.retain_mut(|w| {
+            if w.key == key {
+                released.push(std::mem::take(&mut w.packet));
+                false
+            } else {
+                true
+            }
+        });
+        released
+    }
+
+    /// How to rewrite a later fragment, if its first one was seen.
+    pub fn lookup(&self, key: &DatagramKey, now: Duration) -> Option<Rewrite> {
+        self.known.get(key).filter(|(_, deadline)| *deadline > now).map(|(r, _)| *r)
+    }
+
+    /// Keeps a fragment until its first one comes; `false` if too many wait.
+    pub fn hold(&mut self, key: DatagramKey, packet: &[u8], now: Duration) -> bool {
+        if self.waiting.len() >= self.max_waiting {
+            return false;
+        }
+        self.waiting.push_back(Waiting { key, packet: packet.to_vec(), deadline: now + self.timeout });
+        true
+    }
+
+    /// Forgets expired datagrams; returns how many waiting fragments gave up.
+    pub fn expire(&mut self, now: Duration) -> usize {
+        self.known.retain(|_, (_, deadline)| *deadline > now);
+        let before = self.waiting.len();
+        self.waiting.retain(|w| w.deadline > now);
+        before - self.waiting.len()
+    }
+
+    /// How many fragments wait.
+    pub fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(ident: u16) -> DatagramKey {
+        DatagramKey { src: [198, 51, 100, 2], dst: [198, 51, 100, 1], proto: 17, ident }
+    }
+
+    #[test]
+    fn early_fragments_wait_for_their_first_and_no_longer() {
+        let mut f = Fragments::new(Duration::from_secs(5), 2);
+        let t0 = Duration::from_secs(100);
+        assert!(f.hold(key(1), b"late part", t0));
+        assert!(f.hold(key(2), b"other", t0));
+        assert!(!f.hold(key(3), b"one too many", t0));
+        let released = f.learn(key(1), Rewrite { dst: [192, 168, 1, 10] }, t0);
+        assert_eq!(released, vec![b"late part".to_vec()]);
+        assert_eq!(f.lookup(&key(1), t0), Some(Rewrite { dst: [192, 168, 1, 10] }));
+        assert_eq!(f.expire(t0 + Duration::from_secs(6)), 1, "key 2 gave up");
+        assert_eq!(f.lookup(&key(1), t0 + Duration::from_secs(6)), None);
+    }
+}

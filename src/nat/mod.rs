@@ -1,0 +1,22 @@
+//! The Rust NAT: the router under test that the suite judges every other
+//! router against.
+//!
+//! [`engine`] is the NAT itself, sans I/O and deterministic: a packet, the
+//! side it came from and the time go in; a verdict comes out, the packet
+//! rewritten in place. [`wire`] holds the typed header views it reads and
+//! writes, [`table`] its mappings, [`frag`] its fragment tracking,
+//! [`profile`] the behaviours it can be given, [`counters`] what it counts.
+
+pub mod counters;
+pub mod engine;
+pub mod frag;
+pub mod profile;
+pub mod table;
+pub mod wire;
+
+pub use counters::{Counters, DropReason};
+pub use engine::{Config, L4Checksum, Nat, Side, Transmit, Verdict};
+pub use profile::{Behaviour, Profile, Protocol};
+
+#[cfg(test)]
+mod tests;

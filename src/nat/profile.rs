@@ -1,0 +1,339 @@
+//! A NAT's behaviour profile: RFC 4787 mapping and filtering, port
+//! preservation and range, timeouts, table size, blocked protocols, and
+//! impairments (loss, delay, reordering, duplication) per direction, since
+//! the kernel here has no netem. Loadable from TOML; named presets.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// RFC 4787 §4.1 (mapping) and §5 (filtering) behaviours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Behaviour {
+    /// One mapping (or filter) for every remote endpoint.
+    EndpointIndependent,
+    /// Per remote address.
+    AddressDependent,
+    /// Per remote address and port.
+    AddressAndPortDependent,
+}
+
+impl fmt::Display for Behaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Behaviour::EndpointIndependent => "endpoint-independent",
+            Behaviour::AddressDependent => "address-dependent",
+            Behaviour::AddressAndPortDependent => "address-and-port-dependent",
+        })
+    }
+}
+
+/// A protocol the profile can block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+    /// ICMP.
+    Icmp,
+    /// GRE (IP protocol 47).
+    Gre,
+    /// ESP (IP protocol 50).
+    Esp,
+    /// Any other IP protocol.
+    Other,
+}
+
+impl Protocol {
+    /// The protocol of an IP protocol number.
+    pub fn of(number: u8) -> Protocol {
+        match number {
+            6 => Protocol::Tcp,
+            17 => Protocol::Udp,
+            1 => Protocol::Icmp,
+            47 => Protocol::Gre,
+            50 => Protocol::Esp,
+            _ => Protocol::Other,
+        }
+    }
+
+    /// Every protocol, in counter order.
+    pub const ALL: [Protocol; 6] =
+        [Protocol::Tcp, Protocol::Udp, Protocol::Icmp, Protocol::Gre, Protocol::Esp, Protocol::Other];
+
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+            Protocol::Gre => "gre",
+            Protocol::Esp => "esp",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// Idle timeouts in seconds (short values let scenarios watch expiry).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Timeouts {
+    /// UDP mapping (RFC 4787 REQ-5: at least 120 s; 300 recommended).
+    pub udp: u64,
+    /// Established TCP connection (RFC 5382 REQ-5: at least 2 h 4 min).
+    pub tcp_established: u64,
+    /// TCP connection opening or closing (RFC 5382: 4 min).
+    pub tcp_transitory: u64,
+    /// ICMP query mapping (RFC 5508 REQ-1: at least 60 s).
+    pub icmp: u64,
+    /// GRE, ESP and other protocols, mapped by address.
+    pub other: u64,
+    /// Fragments waiting for the first fragment of their datagram.
+    pub fragment: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Timeouts {
+        Timeouts { udp: 300, tcp_established: 7440, tcp_transitory: 240, icmp: 60, other: 300, fragment: 5 }
+    }
+}
+
+impl Timeouts {
+    /// A timeout in seconds as a duration.
+    pub fn secs(v: u64) -> Duration {
+        Duration::from_secs(v)
+    }
+}
+
+/// The public ports a NAT may hand out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortRange {
+    /// Lowest port.
+    pub low: u16,
+    /// Highest port.
+    pub high: u16,
+}
+
+impl Default for PortRange {
+    fn default() -> PortRange {
+        PortRange { low: 1024, high: 65535 }
+    }
+}
+
+impl PortRange {
+    /// Whether `port` is in the range.
+    pub fn contains(&self, port: u16) -> bool {
+        (self.low..=self.high).contains(&port)
+    }
+
+    /// How many ports the range holds.
+    pub fn len(&self) -> u32 {
+        u32::from(self.high) - u32::from(self.low) + 1
+    }
+
+    /// Whether the range is empty (never, once checked).
+    pub fn is_empty(&self) -> bool {
+        self.high < self.low
+    }
+}
+
+/// Impairments of one direction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Impairment {
+    /// Percent of packets dropped.
+    pub loss_percent: f64,
+    /// Fixed delay in milliseconds.
+    pub delay_ms: u64,
+    /// Random extra delay, uniform in 0..=jitter, in milliseconds.
+    pub jitter_ms: u64,
+    /// Percent of packets held back behind the next one.
+    pub reorder_percent: f64,
+    /// Percent of packets sent twice.
+    pub duplicate_percent: f64,
+}
+
+impl Impairment {
+    /// Whether this direction is impaired at all.
+    pub fn is_none(&self) -> bool {
+        *self == Impairment::default()
+    }
+}
+
+/// Impairments per direction.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Impairments {
+    /// LAN to WAN.
+    pub outbound: Impairment,
+    /// WAN to LAN.
+    pub inbound: Impairment,
+    /// Seed of the random choices, so a run can be repeated.
+    pub seed: u64,
+}
+
+/// A whole profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Profile {
+    /// A name for reports.
+    pub name: String,
+    /// Mapping behaviour (RFC 4787 §4.1).
+    pub mapping: Behaviour,
+    /// Filtering behaviour (RFC 4787 §5).
+    pub filtering: Behaviour,
+    /// Keep the internal source port as the public port when it is free.
+    pub port_preservation: bool,
+    /// Public ports to hand out.
+    pub port_range: PortRange,
+    /// Let LAN hosts reach each other through the public address (RFC 4787 REQ-9).
+    pub hairpinning: bool,
+    /// Idle timeouts.
+    pub timeouts: Timeouts,
+    /// Most mappings at once; new flows past it are dropped and counted.
+    pub max_mappings: usize,
+    /// Protocols dropped in both directions.
+    pub blocked: BTreeSet<Protocol>,
+    /// Loss, delay, reordering and duplication.
+    pub impair: Impairments,
+}
+
+impl Default for Profile {
+    fn default() -> Profile {
+        Profile {
+            name: "default".into(),
+            mapping: Behaviour::EndpointIndependent,
+            filtering: Behaviour::AddressAndPortDependent,
+            port_preservation: true,
+            port_range: PortRange::default(),
+            hairpinning: true,
+            timeouts: Timeouts::default(),
+            max_mappings: 65536,
+            blocked: BTreeSet::new(),
+            impair: Impairments::default(),
+        }
+    }
+}
+
+/// The names of the presets.
+pub const PRESETS: &[&str] = &["default", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric"];
+
+impl Profile {
+    /// A named preset: `default` (endpoint-independent mapping,
+    /// address-and-port-dependent filtering, port preservation, hairpinning:
+    /// what RFC 4787 asks with the safest filtering), `full-cone`,
+    /// `restricted-cone`, `port-restricted-cone`, `symmetric`.
+    pub fn preset(name: &str) -> Option<Profile> {
+        use Behaviour::*;
+        let (mapping, filtering) = match name {
+            "default" | "port-restricted-cone" => (EndpointIndependent, AddressAndPortDependent),
+            "full-cone" => (EndpointIndependent, EndpointIndependent),
+            "restricted-cone" => (EndpointIndependent, AddressDependent),
+            "symmetric" => (AddressAndPortDependent, AddressAndPortDependent),
+            _ => return None,
+        };
+        Some(Profile { name: name.to_string(), mapping, filtering, ..Profile::default() })
+    }
+
+    /// Reads a profile from TOML text and checks it.
+    pub fn from_toml(text: &str) -> Result<Profile, String> {
+        let p: Profile = toml::from_str(text).map_err(|e| e.to_string())?;
+        p.check()?;
+        Ok(p)
+    }
+
+    /// A preset name or a TOML file.
+    pub fn load(name_or_path: &str) -> Result<Profile, String> {
+        if let Some(p) = Profile::preset(name_or_path) {
+            return Ok(p);
+        }
+        let path = Path::new(name_or_path);
+        if !path.exists() {
+            return Err(format!("profile '{name_or_path}' is neither a preset ({}) nor a file", PRESETS.join(", ")));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read profile {}: {e}", path.display()))?;
+        Profile::from_toml(&text).map_err(|e| format!("profile {}: {e}", path.display()))
+    }
+
+    /// Checks values that serde cannot.
+    pub fn check(&self) -> Result<(), String> {
+        if self.port_range.is_empty() || self.port_range.low == 0 {
+            return Err(format!(
+                "port_range {}..{} must be a non-empty range of non-zero ports",
+                self.port_range.low, self.port_range.high
+            ));
+        }
+        if self.max_mappings == 0 {
+            return Err("max_mappings must be at least 1".into());
+        }
+        let t = &self.timeouts;
+        if [t.udp, t.tcp_established, t.tcp_transitory, t.icmp, t.other, t.fragment].contains(&0) {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        for (dir, i) in [("outbound", &self.impair.outbound), ("inbound", &self.impair.inbound)] {
+            for (what, v) in [
+                ("loss_percent", i.loss_percent),
+                ("reorder_percent", i.reorder_percent),
+                ("duplicate_percent", i.duplicate_percent),
+            ] {
+                if !(0.0..=100.0).contains(&v) {
+                    return Err(format!("impair.{dir}.{what} = {v} is not a percentage"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presets_differ_where_they_should() {
+        for name in PRESETS {
+            let p = Profile::preset(name).expect("preset exists");
+            p.check().expect("presets are valid");
+        }
+        let sym = Profile::preset("symmetric").expect("symmetric");
+        assert_eq!(sym.mapping, Behaviour::AddressAndPortDependent);
+        assert_eq!(Profile::preset("full-cone").expect("full cone").filtering, Behaviour::EndpointIndependent);
+        assert!(Profile::preset("nope").is_none());
+    }
+
+    #[test]
+    fn toml_profiles_are_checked() {
+        let p = Profile::from_toml(
+            r#"
+            name = "short"
+            mapping = "address-dependent"
+            port_preservation = false
+            port_range = { low = 20000, high = 20009 }
+            blocked = ["gre", "esp"]
+            [timeouts]
+            udp = 5
+            [impair.outbound]
+            loss_percent = 10.0
+            delay_ms = 20
+        "#,
+        )
+        .expect("valid profile");
+        assert_eq!(p.mapping, Behaviour::AddressDependent);
+        assert_eq!(p.timeouts.udp, 5);
+        assert_eq!(p.timeouts.icmp, 60, "unset fields keep their defaults");
+        assert!(p.blocked.contains(&Protocol::Gre));
+        assert_eq!(p.port_range.len(), 10);
+        let bad = Profile::from_toml("[impair.inbound]\nloss_percent = 140.0\n").expect_err("not a percentage");
+        assert!(bad.contains("impair.inbound.loss_percent"), "{bad}");
+        let typo = Profile::from_toml("maping = \"symmetric\"\n").expect_err("typo");
+        assert!(typo.contains("maping"), "{typo}");
+        assert!(Profile::from_toml("[timeouts]\nudp = 0\n").is_err());
+    }
+}

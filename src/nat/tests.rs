@@ -1,0 +1,666 @@
+//! The NAT core driven with byte vectors and a fake clock.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::counters::DropReason;
+use super::engine::{Config, L4Checksum, Nat, Side, Verdict};
+use super::profile::{Behaviour, PortRange, Profile, Protocol};
+use super::wire::{WireError, checksum, icmp, ipv4, tcp};
+
+const C1: [u8; 4] = [192, 168, 1, 10];
+const C2: [u8; 4] = [192, 168, 1, 11];
+const LAN: [u8; 4] = [192, 168, 1, 1];
+const WAN: [u8; 4] = [198, 51, 100, 1];
+const S1: [u8; 4] = [198, 51, 100, 2];
+const S2: [u8; 4] = [198, 51, 100, 3];
+const FAR: [u8; 4] = [203, 0, 113, 9];
+const GW: [u8; 4] = [198, 51, 100, 254];
+
+fn t(secs: u64) -> Duration {
+    Duration::from_secs(1000 + secs)
+}
+
+fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
+    let mut profile = Profile::default();
+    f(&mut profile);
+    Nat::new(Config {
+        lan: "192.168.1.1/24".parse().expect("lan"),
+        wan: "198.51.100.1/24".parse().expect("wan"),
+        gateway: Some(Ipv4Addr::from(GW)),
+        profile,
+    })
+    .expect("valid config")
+}
+
+fn nat() -> Nat {
+    nat_with(|_| {})
+}
+
+fn ip_packet(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+    let mut p = vec![0u8; 20 + l4.len()];
+    ipv4::emit_header(&mut p, src, dst, proto, l4.len(), 64, 0x1234);
+    p[20..].copy_from_slice(l4);
+    p
+}
+
+fn l4_checksum(p: &[u8]) -> u16 {
+    let hl = usize::from(p[0] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
+    let src = [p[12], p[13], p[14], p[15]];
+    let dst = [p[16], p[17], p[18], p[19]];
+    let sum = checksum::pseudo_header(src, dst, p[9], (total - hl) as u16);
+    !checksum::fold(checksum::add(sum, &p[hl..total]))
+}
+
+fn fill_l4_checksum(p: &mut [u8]) {
+    let at = 20 + if p[9] == ipv4::PROTO_TCP { 16 } else { 6 };
+    p[at..at + 2].copy_from_slice(&[0, 0]);
+    let c = l4_checksum(p);
+    p[at..at + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![0u8; 8 + data.len()];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
+    l4[8..].copy_from_slice(data);
+    let mut p = ip_packet(src, dst, ipv4::PROTO_UDP, &l4);
+    fill_l4_checksum(&mut p);
+    p
+}
+
+fn tcp_seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = vec![0u8; 20];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4[4..8].copy_from_slice(&7u32.to_be_bytes());
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    let mut p = ip_packet(src, dst, ipv4::PROTO_TCP, &l4);
+    fill_l4_checksum(&mut p);
+    p
+}
+
+fn echo(src: [u8; 4], dst: [u8; 4], ident: u16, request: bool) -> Vec<u8> {
+    let mut m = vec![0u8; 16];
+    m[0] = if request { icmp::ECHO_REQUEST } else { icmp::ECHO_REPLY };
+    m[4..6].copy_from_slice(&ident.to_be_bytes());
+    m[6..8].copy_from_slice(&1u16.to_be_bytes());
+    m[8..].copy_from_slice(b"pingdata");
+    let c = checksum::of(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ip_packet(src, dst, ipv4::PROTO_ICMP, &m)
+}
+
+/// An ICMP error quoting `about` whole (as Linux does) or its first
+/// `quote` bytes (header + 8, as RFC 792 requires at least).
+fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8], quote: usize) -> Vec<u8> {
+    let quoted = &about[..about.len().min(quote)];
+    let mut m = vec![0u8; 8 + quoted.len()];
+    m[0] = kind;
+    m[1] = code;
+    m[8..].copy_from_slice(quoted);
+    let c = checksum::of(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ip_packet(src, dst, ipv4::PROTO_ICMP, &m)
+}
+
+fn ports(p: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([p[20], p[21]]), u16::from_be_bytes([p[22], p[23]]))
+}
+
+fn addrs(p: &[u8]) -> ([u8; 4], [u8; 4]) {
+    ([p[12], p[13], p[14], p[15]], [p[16], p[17], p[18], p[19]])
+}
+
+fn assert_checksums(p: &[u8]) {
+    let ip = ipv4::Packet::new_checked(p).expect("valid ipv4");
+    assert!(ip.verify_checksum(), "ipv4 header checksum");
+    match ip.protocol() {
+        ipv4::PROTO_TCP | ipv4::PROTO_UDP => assert_eq!(l4_checksum(p), 0, "l4 checksum"),
+        ipv4::PROTO_ICMP => assert_eq!(checksum::of(ip.payload()), 0, "icmp checksum"),
+        _ => {}
+    }
+}
+
+fn forward(side: Side, hop: [u8; 4]) -> Verdict {
+    Verdict::Forward { side, next_hop: Ipv4Addr::from(hop) }
+}
+
+fn out(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
+    nat.process(Side::Lan, p, L4Checksum::Full, now)
+}
+
+fn inb(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
+    nat.process(Side::Wan, p, L4Checksum::Full, now)
+}
+
+#[test]
+fn udp_goes_out_and_its_reply_comes_back() {
+    let mut n = nat();
+    let mut p = udp(C1, 40000, S1, 53, b"query");
+    assert_eq!(out(&mut n, &mut p, t(0)), forward(Side::Wan, S1));
+    assert_eq!(addrs(&p), (WAN, S1));
+    assert_eq!(ports(&p), (40000, 53), "the port is preserved");
+    assert_eq!(p[8], 63, "TTL decremented");
+    assert_checksums(&p);
+
+    let mut r = udp(S1, 53, WAN, 40000, b"answer");
+    assert_eq!(inb(&mut n, &mut r, t(1)), forward(Side::Lan, C1));
+    assert_eq!(addrs(&r), (S1, C1));
+    assert_eq!(ports(&r), (53, 40000));
+    assert_checksums(&r);
+    let c = n.counters().protocol(Protocol::Udp);
+    assert_eq!((c.outbound, c.inbound), (1, 1));
+    assert_eq!(n.counters().mappings_created, 1);
+}
+
+#[test]
+fn off_link_destinations_go_to_the_gateway() {
+    let mut n = nat();
+    let mut p = udp(C1, 40000, FAR, 53, b"q");
+    assert_eq!(out(&mut n, &mut p, t(0)), forward(Side::Wan, GW));
+}
+
+#[test]
+fn unsolicited_inbound_is_dropped_and_counted() {
+    let mut n = nat();
+    let mut p = udp(S1, 53, WAN, 40000, b"hello?");
+    assert_eq!(inb(&mut n, &mut p, t(0)), Verdict::Drop(DropReason::Unsolicited));
+    let mut p = tcp_seg(S1, 5555, WAN, 22, tcp::SYN);
+    assert_eq!(inb(&mut n, &mut p, t(0)), Verdict::Drop(DropReason::Unsolicited));
+    assert_eq!(n.counters().dropped(DropReason::Unsolicited), 2);
+    assert_eq!(n.counters().protocol(Protocol::Tcp).dropped, 1);
+}
+
+fn filtering_case(filtering: Behaviour) -> [bool; 3] {
+    let mut n = nat_with(|p| p.filtering = filtering);
+    out(&mut n, &mut udp(C1, 40000, S1, 3478, b"x"), t(0));
+    let mut ok = |src, sport| {
+        let mut p = udp(src, sport, WAN, 40000, b"y");
+        matches!(inb(&mut n, &mut p, t(1)), Verdict::Forward { .. })
+    };
+    [ok(S1, 3478), ok(S1, 3479), ok(S2, 3478)]
+}
+
+#[test]
+fn each_filtering_behaviour_admits_what_rfc4787_says() {
+    assert_eq!(filtering_case(Behaviour::EndpointIndependent), [true, true, true]);
+    assert_eq!(filtering_case(Behaviour::AddressDependent), [true, true, false]);
+    assert_eq!(filtering_case(Behaviour::AddressAndPortDependent), [true, false, false]);
+}
+
+#[test]
+fn a_filtered_packet_is_counted_apart_from_unsolicited() {
+    let mut n = nat();
+    out(&mut n, &mut udp(C1, 40000, S1, 3478, b"x"), t(0));
+    assert_eq!(inb(&mut n, &mut udp(S2, 3478, WAN, 40000, b"y"), t(1)), Verdict::Drop(DropReason::Filtered));
+    assert_eq!(n.counters().dropped(DropReason::Filtered), 1);
+}
+
+fn mapping_case(mapping: Behaviour) -> (u16, u16, u16, usize) {
+    let mut n = nat_with(|p| {
+        p.mapping = mapping;
+        p.port_preservation = false;
+    });
+    let mut public = |dst, dport| {
+        let mut p = udp(C1, 40000, dst, dport, b"x");
+        out(&mut n, &mut p, t(0));
+        ports(&p).0
+    };
+    let (a, b, c) = (public(S1, 3478), public(S1, 3479), public(S2, 3478));
+    (a, b, c, n.mapping_count())
+}
+
+#[test]
+fn each_mapping_behaviour_reuses_what_rfc4787_says() {
+    let (a, b, c, n) = mapping_case(Behaviour::EndpointIndependent);
+    assert!(a == b && b == c && n == 1, "EIM: one mapping for every destination");
+    let (a, b, c, n) = mapping_case(Behaviour::AddressDependent);
+    assert!(a == b && a != c && n == 2, "ADM: one mapping per destination address");
+    let (a, b, c, n) = mapping_case(Behaviour::AddressAndPortDependent);
+    assert!(a != b && a != c && b != c && n == 3, "APDM: one per destination endpoint");
+}
+
+#[test]
+fn two_clients_on_one_source_port_get_distinct_public_ports() {
+    let mut n = nat();
+    let mut a = udp(C1, 1701, S1, 1701, b"a");
+    let mut b = udp(C2, 1701, S1, 1701, b"b");
+    out(&mut n, &mut a, t(0));
+    out(&mut n, &mut b, t(0));
+    assert_eq!(ports(&a).0, 1701, "the first keeps its port");
+    assert_ne!(ports(&b).0, 1701, "the second cannot");
+    assert!(PortRange::default().contains(ports(&b).0));
+    // Replies find their way to each.
+    let mut ra = udp(S1, 1701, WAN, 1701, b"ra");
+    let mut rb = udp(S1, 1701, WAN, ports(&b).0, b"rb");
+    assert_eq!(inb(&mut n, &mut ra, t(1)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut rb, t(1)), forward(Side::Lan, C2));
+    assert_eq!(ports(&rb).1, 1701);
+}
+
+#[test]
+fn without_port_preservation_ports_come_from_the_range() {
+    let mut n = nat_with(|p| {
+        p.port_preservation = false;
+        p.port_range = PortRange { low: 20000, high: 20001 };
+    });
+    let mut got = Vec::new();
+    for (c, port) in [(C1, 5000), (C2, 5000)] {
+        let mut p = udp(c, port, S1, 53, b"x");
+        assert!(matches!(out(&mut n, &mut p, t(0)), Verdict::Forward { .. }));
+        got.push(ports(&p).0);
+    }
+    got.sort();
+    assert_eq!(got, vec![20000, 20001]);
+    let mut third = udp([192, 168, 1, 12], 5000, S1, 53, b"x");
+    assert_eq!(out(&mut n, &mut third, t(0)), Verdict::Drop(DropReason::PortsExhausted));
+}
+
+#[test]
+fn the_table_has_a_size_limit() {
+    let mut n = nat_with(|p| p.max_mappings = 2);
+    for port in [1000, 1001] {
+        assert!(matches!(out(&mut n, &mut udp(C1, port, S1, 53, b"x"), t(0)), Verdict::Forward { .. }));
+    }
+    assert_eq!(out(&mut n, &mut udp(C1, 1002, S1, 53, b"x"), t(0)), Verdict::Drop(DropReason::TableFull));
+}
+
+#[test]
+fn udp_mappings_expire_after_their_timeout() {
+    let mut n = nat_with(|p| p.timeouts.udp = 30);
+    out(&mut n, &mut udp(C1, 40000, S1, 53, b"x"), t(0));
+    assert!(matches!(inb(&mut n, &mut udp(S1, 53, WAN, 40000, b"y"), t(29)), Verdict::Forward { .. }));
+    // The reply refreshed it: still alive 29 s after the reply.
+    assert!(matches!(inb(&mut n, &mut udp(S1, 53, WAN, 40000, b"y"), t(58)), Verdict::Forward { .. }));
+    n.handle_timeout(t(89));
+    assert_eq!(n.mapping_count(), 0, "swept");
+    assert_eq!(inb(&mut n, &mut udp(S1, 53, WAN, 40000, b"y"), t(89)), Verdict::Drop(DropReason::Unsolicited));
+    assert_eq!(n.counters().mappings_expired, 1);
+}
+
+#[test]
+fn tcp_timeouts_follow_the_connection_state() {
+    let mut n = nat_with(|p| {
+        p.timeouts.tcp_established = 1000;
+        p.timeouts.tcp_transitory = 10;
+    });
+    let go = |n: &mut Nat, side: Side, flags: u8, at: u64| {
+        let mut p = match side {
+            Side::Lan => tcp_seg(C1, 40000, S1, 80, flags),
+            Side::Wan => tcp_seg(S1, 80, WAN, 40000, flags),
+        };
+        n.process(side, &mut p, L4Checksum::Full, t(at))
+    };
+    assert!(matches!(go(&mut n, Side::Lan, tcp::SYN, 0), Verdict::Forward { .. }));
+    assert!(matches!(go(&mut n, Side::Wan, tcp::SYN | tcp::ACK, 1), Verdict::Forward { .. }));
+    assert!(matches!(go(&mut n, Side::Lan, tcp::ACK, 2), Verdict::Forward { .. }));
+    // Established: idle for 500 s is fine.
+    assert!(matches!(go(&mut n, Side::Wan, tcp::ACK, 500), Verdict::Forward { .. }));
+    // Closing: both FINs, then the short timeout applies.
+    assert!(matches!(go(&mut n, Side::Lan, tcp::FIN | tcp::ACK, 501), Verdict::Forward { .. }));
+    assert!(matches!(go(&mut n, Side::Wan, tcp::FIN | tcp::ACK, 502), Verdict::Forward { .. }));
+    assert_eq!(go(&mut n, Side::Wan, tcp::ACK, 520), Verdict::Drop(DropReason::Unsolicited));
+    // A half-open connection (SYN only) also lives only the short time.
+    let mut syn = tcp_seg(C2, 41000, S1, 80, tcp::SYN);
+    out(&mut n, &mut syn, t(600));
+    let mut late = tcp_seg(S1, 80, WAN, 41000, tcp::SYN | tcp::ACK);
+    assert_eq!(inb(&mut n, &mut late, t(611)), Verdict::Drop(DropReason::Unsolicited));
+}
+
+#[test]
+fn tcp_checksums_stay_right_both_ways() {
+    let mut n = nat();
+    let mut p = tcp_seg(C1, 40000, S1, 443, tcp::SYN);
+    out(&mut n, &mut p, t(0));
+    assert_checksums(&p);
+    let mut r = tcp_seg(S1, 443, WAN, 40000, tcp::SYN | tcp::ACK);
+    inb(&mut n, &mut r, t(0));
+    assert_checksums(&r);
+}
+
+#[test]
+fn partial_checksums_move_with_the_pseudo_header_only() {
+    // What a sender with checksum offload hands over: the folded
+    // pseudo-header sum in the TCP checksum field.
+    let mut n = nat_with(|p| p.port_preservation = false);
+    let mut p = tcp_seg(C1, 40000, S1, 443, tcp::ACK);
+    let partial = |p: &[u8]| {
+        let (s, d) = addrs(p);
+        checksum::fold(checksum::pseudo_header(s, d, ipv4::PROTO_TCP, 20))
+    };
+    let field = partial(&p);
+    p[36..38].copy_from_slice(&field.to_be_bytes());
+    n.process(Side::Lan, &mut p, L4Checksum::Partial, t(0));
+    assert_ne!(ports(&p).0, 40000, "the port was rewritten");
+    assert_eq!(u16::from_be_bytes([p[36], p[37]]), partial(&p), "field is the new pseudo-header sum");
+}
+
+#[test]
+fn icmp_echo_is_mapped_by_identifier() {
+    let mut n = nat();
+    let mut a = echo(C1, S1, 7, true);
+    let mut b = echo(C2, S1, 7, true);
+    assert_eq!(out(&mut n, &mut a, t(0)), forward(Side::Wan, S1));
+    out(&mut n, &mut b, t(0));
+    assert_checksums(&a);
+    let (ida, idb) = (u16::from_be_bytes([a[24], a[25]]), u16::from_be_bytes([b[24], b[25]]));
+    assert_ne!(ida, idb, "two hosts with one identifier get two");
+    let mut ra = echo(S1, WAN, ida, false);
+    let mut rb = echo(S1, WAN, idb, false);
+    assert_eq!(inb(&mut n, &mut ra, t(1)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut rb, t(1)), forward(Side::Lan, C2));
+    assert_eq!(u16::from_be_bytes([rb[24], rb[25]]), 7);
+    assert_checksums(&ra);
+    assert_checksums(&rb);
+}
+
+#[test]
+fn the_router_answers_pings_to_its_own_addresses() {
+    let mut n = nat();
+    let mut p = echo(C1, LAN, 9, true);
+    assert_eq!(out(&mut n, &mut p, t(0)), forward(Side::Lan, C1));
+    assert_eq!(p[20], icmp::ECHO_REPLY);
+    assert_eq!(addrs(&p), (LAN, C1));
+    assert_checksums(&p);
+    let mut p = echo(S1, WAN, 9, true);
+    assert_eq!(inb(&mut n, &mut p, t(0)), forward(Side::Wan, S1));
+    assert_checksums(&p);
+    let mut p = udp(C1, 5000, LAN, 53, b"dns?");
+    assert_eq!(out(&mut n, &mut p, t(0)), Verdict::Drop(DropReason::ToRouter));
+}
+
+#[test]
+fn inbound_icmp_errors_reach_the_host_with_every_checksum_right() {
+    let mut n = nat_with(|p| p.port_preservation = false);
+    let mut sent = udp(C1, 40000, S1, 9999, b"anyone?");
+    out(&mut n, &mut sent, t(0));
+    let public = ports(&sent).0;
+    // The server says port unreachable, quoting what it got.
+    let mut err = icmp_error(S1, WAN, icmp::DEST_UNREACHABLE, 3, &sent, usize::MAX);
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1));
+    assert_checksums(&err);
+    let quoted = &err[28..];
+    assert_eq!(addrs(quoted), (C1, S1), "quoted source is the LAN host again");
+    assert_eq!(ports(quoted).0, 40000);
+    assert_ne!(public, 40000);
+    assert!(ipv4::Packet::new_checked(quoted).expect("quoted header").verify_checksum());
+    assert_eq!(l4_checksum(quoted), 0, "quoted UDP checksum kept right");
+}
+
+#[test]
+fn time_exceeded_from_a_router_on_the_way_quotes_tcp() {
+    let mut n = nat();
+    let mut sent = tcp_seg(C1, 40000, FAR, 443, tcp::SYN);
+    out(&mut n, &mut sent, t(0));
+    // An intermediate router (the gateway) reports it, quoting 28 bytes:
+    // the TCP checksum itself is not quoted.
+    let mut err = icmp_error(GW, WAN, icmp::TIME_EXCEEDED, 0, &sent, 28);
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1));
+    assert_checksums(&err);
+    assert_eq!(addrs(&err[28..]), (C1, FAR));
+}
+
+#[test]
+fn errors_about_nothing_we_sent_are_dropped() {
+    let mut n = nat();
+    let stranger = udp(WAN, 7, S1, 9, b"never sent");
+    let mut err = icmp_error(S1, WAN, icmp::DEST_UNREACHABLE, 3, &stranger, usize::MAX);
+    assert_eq!(inb(&mut n, &mut err, t(0)), Verdict::Drop(DropReason::IcmpErrorUnmatched));
+    let mut short = icmp_error(S1, WAN, icmp::DEST_UNREACHABLE, 3, &stranger, 20);
+    assert_eq!(inb(&mut n, &mut short, t(0)), Verdict::Drop(DropReason::IcmpErrorUnmatched));
+}
+
+#[test]
+fn outbound_icmp_errors_quote_the_public_endpoint() {
+    let mut n = nat_with(|p| {
+        p.port_preservation = false;
+        p.filtering = Behaviour::EndpointIndependent;
+    });
+    let mut sent = udp(C1, 40000, S1, 53, b"x");
+    out(&mut n, &mut sent, t(0));
+    let public = ports(&sent).0;
+    let mut got = udp(S1, 53, WAN, public, b"late answer");
+    inb(&mut n, &mut got, t(1));
+    // The host has closed the socket: port unreachable, quoting what it got.
+    let mut err = icmp_error(C1, S1, icmp::DEST_UNREACHABLE, 3, &got, usize::MAX);
+    assert_eq!(out(&mut n, &mut err, t(2)), forward(Side::Wan, S1));
+    assert_checksums(&err);
+    assert_eq!(addrs(&err), (WAN, S1));
+    assert_eq!(addrs(&err[28..]), (S1, WAN));
+    assert_eq!(ports(&err[28..]).1, public);
+    assert_eq!(l4_checksum(&err[28..]), 0);
+}
+
+#[test]
+fn hairpinning_turns_a_packet_to_the_public_address_around() {
+    let mut n = nat_with(|p| {
+        p.filtering = Behaviour::EndpointIndependent;
+        p.port_preservation = false;
+    });
+    let mut c1 = udp(C1, 40000, S1, 3478, b"x");
+    out(&mut n, &mut c1, t(0));
+    let c1_public = ports(&c1).0;
+    let mut p = udp(C2, 50000, WAN, c1_public, b"hi neighbour");
+    assert_eq!(out(&mut n, &mut p, t(1)), forward(Side::Lan, C1));
+    assert_eq!(addrs(&p), (WAN, C1), "the source is C2's public endpoint (RFC 4787 REQ-9)");
+    assert_eq!(ports(&p).1, 40000);
+    assert_checksums(&p);
+    assert_eq!(n.counters().protocol(Protocol::Udp).hairpinned, 1);
+    // Off: the public address is the router's own.
+    let mut off = nat_with(|p| p.hairpinning = false);
+    let mut p = udp(C2, 50000, WAN, c1_public, b"x");
+    assert_eq!(out(&mut off, &mut p, t(1)), Verdict::Drop(DropReason::ToRouter));
+}
+
+fn fragments(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
+    // A UDP datagram of 8 + 24 bytes split after 16 bytes of payload.
+    let whole = udp(src, sport, dst, dport, &[0xab; 24]);
+    let l4 = &whole[20..];
+    let mut first = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[..16]);
+    first[6] = 0x20; // MF
+    let mut second = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[16..]);
+    second[6..8].copy_from_slice(&2u16.to_be_bytes()); // offset 16 bytes
+    for p in [&mut first, &mut second] {
+        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    }
+    (first, second)
+}
+
+#[test]
+fn every_fragment_of_a_datagram_is_translated_alike() {
+    let mut n = nat_with(|p| p.port_preservation = false);
+    let (mut f1, mut f2) = fragments(C1, S1, 500, 500);
+    assert_eq!(out(&mut n, &mut f1, t(0)), forward(Side::Wan, S1));
+    assert_eq!(out(&mut n, &mut f2, t(0)), forward(Side::Wan, S1));
+    assert_eq!(addrs(&f1).0, WAN);
+    assert_eq!(addrs(&f2).0, WAN);
+    let public = ports(&f1).0;
+    // The reassembled datagram's checksum must hold: sum both parts.
+    let mut whole = f1.clone();
+    whole.extend_from_slice(&f2[20..]);
+    let len = whole.len() as u16;
+    whole[2..4].copy_from_slice(&len.to_be_bytes());
+    assert_eq!(l4_checksum(&whole), 0);
+
+    // Inbound, the later fragment first: it waits, then follows the first.
+    let (mut g1, mut g2) = fragments(S1, WAN, 500, public);
+    assert_eq!(inb(&mut n, &mut g2, t(1)), Verdict::Consumed);
+    assert_eq!(inb(&mut n, &mut g1, t(1)), forward(Side::Lan, C1));
+    let released = n.poll_transmit().expect("the waiting fragment");
+    assert_eq!(released.side, Side::Lan);
+    assert_eq!(addrs(&released.packet).1, C1);
+    assert!(ipv4::Packet::new_checked(&released.packet[..]).expect("valid").verify_checksum());
+    assert_eq!(n.poll_transmit(), None);
+}
+
+#[test]
+fn a_lone_later_fragment_gives_up() {
+    let mut n = nat();
+    let (_, mut f2) = fragments(S1, WAN, 500, 500);
+    assert_eq!(inb(&mut n, &mut f2, t(0)), Verdict::Consumed);
+    n.handle_timeout(t(60));
+    assert_eq!(n.counters().dropped(DropReason::FragmentUnmatched), 1);
+}
+
+#[test]
+fn malformed_packets_are_dropped_with_their_reason() {
+    let mut n = nat();
+    let good = udp(C1, 40000, S1, 53, b"fine");
+    let mut cases: Vec<(Vec<u8>, DropReason)> = Vec::new();
+    cases.push((good[..10].to_vec(), DropReason::Ipv4(WireError::Truncated)));
+    let mut b = good.clone();
+    b[0] = 0x43;
+    cases.push((b, DropReason::Ipv4(WireError::BadHeaderLength)));
+    let mut b = good.clone();
+    b[0] = 0x65;
+    cases.push((b, DropReason::Ipv4(WireError::BadVersion)));
+    let mut b = good.clone();
+    b[2..4].copy_from_slice(&500u16.to_be_bytes());
+    cases.push((b, DropReason::Ipv4(WireError::BadLength)));
+    let mut b = good.clone();
+    b[10] ^= 0xff;
+    cases.push((b, DropReason::Ipv4Checksum));
+    let mut b = good.clone();
+    b[24..26].copy_from_slice(&300u16.to_be_bytes()); // UDP length beyond the packet
+    cases.push((b, DropReason::Udp(WireError::BadLength)));
+    let mut b = tcp_seg(C1, 1, S1, 2, tcp::SYN);
+    b[32] = 0x20; // data offset 8 bytes
+    cases.push((b, DropReason::Tcp(WireError::BadHeaderLength)));
+    let mut b = ip_packet(C1, S1, ipv4::PROTO_TCP, &[0; 12]);
+    ipv4::Packet::new_checked(&mut b[..]).expect("valid").fill_checksum();
+    cases.push((b, DropReason::Tcp(WireError::Truncated)));
+    let mut b = ip_packet(C1, S1, ipv4::PROTO_ICMP, &[8, 0, 0]);
+    ipv4::Packet::new_checked(&mut b[..]).expect("valid").fill_checksum();
+    cases.push((b, DropReason::Icmp(WireError::Truncated)));
+    for (mut p, reason) in cases {
+        assert_eq!(out(&mut n, &mut p, t(0)), Verdict::Drop(reason), "{reason}");
+        assert_eq!(n.counters().dropped(reason), 1, "{reason} counted once");
+    }
+}
+
+fn with_options(opts: &[u8]) -> Vec<u8> {
+    let plain = udp(C1, 40000, S1, 53, b"opt");
+    let hl = 20 + opts.len();
+    let mut p = vec![0u8; plain.len() + opts.len()];
+    p[..20].copy_from_slice(&plain[..20]);
+    p[20..hl].copy_from_slice(opts);
+    p[hl..].copy_from_slice(&plain[20..]);
+    p[0] = 0x40 | (hl / 4) as u8;
+    let len = p.len() as u16;
+    p[2..4].copy_from_slice(&len.to_be_bytes());
+    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    p
+}
+
+#[test]
+fn options_pass_unless_malformed_or_source_routed() {
+    let mut n = nat();
+    let mut nops = with_options(&[1, 1, 1, 0]);
+    assert!(matches!(out(&mut n, &mut nops, t(0)), Verdict::Forward { .. }));
+    assert_checksums(&nops);
+    let mut lsrr = with_options(&[0x83, 7, 4, 10, 0, 0, 1, 0]);
+    assert_eq!(out(&mut n, &mut lsrr, t(0)), Verdict::Drop(DropReason::Ipv4SourceRoute));
+    let mut bad = with_options(&[0x44, 40, 5, 0]);
+    assert_eq!(out(&mut n, &mut bad, t(0)), Verdict::Drop(DropReason::Ipv4BadOption));
+}
+
+#[test]
+fn an_expiring_ttl_is_reported_to_the_sender() {
+    let mut n = nat();
+    let mut p = udp(C1, 40000, S1, 33434, b"traceroute");
+    p[8] = 1;
+    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    assert_eq!(out(&mut n, &mut p, t(0)), Verdict::Drop(DropReason::TtlExceeded));
+    let sent = n.poll_transmit().expect("time exceeded");
+    assert_eq!(sent.side, Side::Lan);
+    assert_eq!(addrs(&sent.packet), (LAN, C1));
+    assert_eq!(sent.packet[20], icmp::TIME_EXCEEDED);
+    assert_checksums(&sent.packet);
+}
+
+#[test]
+fn blocked_protocols_are_dropped() {
+    let mut n = nat_with(|p| {
+        p.blocked.insert(Protocol::Udp);
+    });
+    assert_eq!(out(&mut n, &mut udp(C1, 1, S1, 2, b"x"), t(0)), Verdict::Drop(DropReason::Blocked));
+    assert!(matches!(out(&mut n, &mut tcp_seg(C1, 1, S1, 2, tcp::SYN), t(0)), Verdict::Forward { .. }));
+}
+
+#[test]
+fn gre_is_mapped_by_address_and_the_newest_sender_wins() {
+    let mut n = nat();
+    let gre = |src, dst| {
+        let mut p = ip_packet(src, dst, ipv4::PROTO_GRE, &[0x30, 0x01, 0x88, 0x0b, 0, 4, 0, 1, b'p', b'p', b'p', b'p']);
+        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+        p
+    };
+    let mut a = gre(C1, S1);
+    assert_eq!(out(&mut n, &mut a, t(0)), forward(Side::Wan, S1));
+    assert_eq!(addrs(&a).0, WAN);
+    assert_eq!(inb(&mut n, &mut gre(S1, WAN), t(1)), forward(Side::Lan, C1));
+    out(&mut n, &mut gre(C2, S1), t(2));
+    assert_eq!(inb(&mut n, &mut gre(S1, WAN), t(3)), forward(Side::Lan, C2), "the second client takes it over");
+    assert_eq!(inb(&mut n, &mut gre(S2, WAN), t(3)), Verdict::Drop(DropReason::Unsolicited));
+}
+
+#[test]
+fn nothing_routes_back_where_it_came_from() {
+    let mut n = nat();
+    assert_eq!(out(&mut n, &mut udp(C1, 1, C2, 2, b"x"), t(0)), Verdict::Drop(DropReason::NotRouted));
+    assert_eq!(inb(&mut n, &mut udp(S1, 1, S2, 2, b"x"), t(0)), Verdict::Drop(DropReason::NotRouted));
+    assert_eq!(inb(&mut n, &mut udp(S1, 1, C1, 2, b"x"), t(0)), Verdict::Drop(DropReason::NotRouted));
+}
+
+#[test]
+fn the_mapping_dump_lists_live_mappings() {
+    let mut n = nat();
+    out(&mut n, &mut tcp_seg(C1, 40000, S1, 80, tcp::SYN), t(0));
+    out(&mut n, &mut udp(C2, 5000, S1, 53, b"q"), t(0));
+    let dump = n.mappings(t(1));
+    assert_eq!(dump.len(), 2);
+    assert!(dump.iter().any(|m| m.protocol == "tcp" && m.internal == "192.168.1.10:40000"));
+    assert!(dump.iter().any(|m| m.remotes.iter().any(|r| r.contains("opening"))));
+}
+
+#[test]
+fn mutated_packets_never_panic_and_always_get_a_verdict() {
+    // Deterministic xorshift: every run tries the same 30 000 packets.
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let seeds = [
+        udp(C1, 40000, S1, 53, b"seed"),
+        tcp_seg(C1, 40000, S1, 80, tcp::SYN),
+        echo(C1, S1, 3, true),
+        icmp_error(S1, WAN, icmp::DEST_UNREACHABLE, 3, &udp(WAN, 40000, S1, 53, b"q"), usize::MAX),
+        fragments(S1, WAN, 1, 2).1,
+    ];
+    let mut n = nat_with(|p| p.filtering = Behaviour::EndpointIndependent);
+    for i in 0..30_000u64 {
+        let mut p = seeds[(next() % seeds.len() as u64) as usize].clone();
+        for _ in 0..(next() % 4 + 1) {
+            let at = (next() % p.len() as u64) as usize;
+            p[at] = next() as u8;
+        }
+        if next() % 8 == 0 {
+            p.truncate((next() % (p.len() as u64 + 1)) as usize);
+        }
+        let side = if next() % 2 == 0 { Side::Lan } else { Side::Wan };
+        let csum = if next() % 4 == 0 { L4Checksum::Partial } else { L4Checksum::Full };
+        let _ = n.process(side, &mut p, csum, t(i / 100));
+        while n.poll_transmit().is_some() {}
+        if i % 1000 == 0 {
+            n.handle_timeout(t(i / 100));
+        }
+    }
+}

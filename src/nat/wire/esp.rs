@@ -1,0 +1,32 @@
+//! ESP (RFC 4303): the SPI chosen by the receiver and a sequence number.
+
+use super::{WireError, be32};
+
+/// Length of the SPI and sequence number.
+pub const HEADER_LEN: usize = 8;
+
+/// A view of an ESP packet's header.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Checks the length.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        if buffer.as_ref().len() < HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        Ok(Packet { buffer })
+    }
+
+    /// Security Parameters Index.
+    pub fn spi(&self) -> u32 {
+        be32(self.buffer.as_ref(), 0)
+    }
+
+    /// Sequence number.
+    pub fn seq(&self) -> u32 {
+        be32(self.buffer.as_ref(), 4)
+    }
+}

@@ -1,0 +1,264 @@
+//! IPv4 (RFC 791).
+
+use std::net::Ipv4Addr;
+
+use super::checksum;
+use super::{WireError, addr, be16, put16};
+
+/// Protocol number of ICMP.
+pub const PROTO_ICMP: u8 = 1;
+/// Protocol number of TCP.
+pub const PROTO_TCP: u8 = 6;
+/// Protocol number of UDP.
+pub const PROTO_UDP: u8 = 17;
+/// Protocol number of GRE.
+pub const PROTO_GRE: u8 = 47;
+/// Protocol number of ESP.
+pub const PROTO_ESP: u8 = 50;
+/// Length of a header without options.
+pub const MIN_HEADER_LEN: usize = 20;
+
+/// A view of an IPv4 packet. `new_checked` guarantees version 4, a header
+/// length of 20 bytes or more within the buffer, and a total length between
+/// the header length and the buffer length; the buffer may hold trailing
+/// bytes (Ethernet padding), which `payload` excludes.
+#[derive(Debug, Clone, Copy)]
+pub struct Packet<T: AsRef<[u8]>> {
+    buffer: T,
+}
+
+impl<T: AsRef<[u8]>> Packet<T> {
+    /// Wraps bytes already checked by `new_checked` (or built by us);
+    /// accessors on anything shorter panic.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Packet { buffer }
+    }
+
+    /// Checks the header.
+    pub fn new_checked(buffer: T) -> Result<Self, WireError> {
+        let b = buffer.as_ref();
+        if b.len() < MIN_HEADER_LEN {
+            return Err(WireError::Truncated);
+        }
+        if b[0] >> 4 != 4 {
+            return Err(WireError::BadVersion);
+        }
+        let hl = usize::from(b[0] & 0x0f) * 4;
+        if hl < MIN_HEADER_LEN || hl > b.len() {
+            return Err(WireError::BadHeaderLength);
+        }
+        let total = usize::from(be16(b, 2));
+        if total < hl || total > b.len() {
+            return Err(WireError::BadLength);
+        }
+        Ok(Packet { buffer })
+    }
+
+    /// Header length in bytes (IHL × 4).
+    pub fn header_len(&self) -> usize {
+        usize::from(self.buffer.as_ref()[0] & 0x0f) * 4
+    }
+
+    /// Total length field.
+    pub fn total_len(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), 2))
+    }
+
+    /// Identification.
+    pub fn ident(&self) -> u16 {
+        be16(self.buffer.as_ref(), 4)
+    }
+
+    /// Don't Fragment flag.
+    pub fn dont_frag(&self) -> bool {
+        self.buffer.as_ref()[6] & 0x40 != 0
+    }
+
+    /// More Fragments flag.
+    pub fn more_frags(&self) -> bool {
+        self.buffer.as_ref()[6] & 0x20 != 0
+    }
+
+    /// Fragment offset in bytes.
+    pub fn frag_offset(&self) -> usize {
+        usize::from(be16(self.buffer.as_ref(), 6) & 0x1fff) * 8
+    }
+
+    /// Whether this is a fragment (not a whole datagram).
+    pub fn is_fragment(&self) -> bool {
+        self.more_frags() || self.frag_offset() != 0
+    }
+
+    /// Time to live.
+    pub fn ttl(&self) -> u8 {
+        self.buffer.as_ref()[8]
+    }
+
+    /// Protocol of the payload.
+    pub fn protocol(&self) -> u8 {
+        self.buffer.as_ref()[9]
+    }
+
+    /// Header checksum field.
+    pub fn checksum(&self) -> u16 {
+        be16(self.buffer.as_ref(), 10)
+    }
+
+    /// Source address.
+    pub fn src(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.src_bytes())
+    }
+
+    /// Destination address.
+    pub fn dst(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.dst_bytes())
+    }
+
+    /// Source address bytes.
+    pub fn src_bytes(&self) -> [u8; 4] {
+        addr(self.buffer.as_ref(), 12)
+    }
+
+    /// Destination address bytes.
+    pub fn dst_bytes(&self) -> [u8; 4] {
+        addr(self.buffer.as_ref(), 16)
+    }
+
+    /// Whether the header checksum is right.
+    pub fn verify_checksum(&self) -> bool {
+        checksum::fold(checksum::add(0, &self.buffer.as_ref()[..self.header_len()])) == 0xffff
+    }
+
+    /// The payload (up to the total length).
+    pub fn payload(&self) -> &[u8] {
+        &self.buffer.as_ref()[self.header_len()..self.total_len()]
+    }
+
+    /// The header and payload, without trailing padding.
+    pub fn packet(&self) -> &[u8] {
+        &self.buffer.as_ref()[..self.total_len()]
+    }
+}
+
+impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
+    /// Sets the source address, updating the header checksum.
+    pub fn set_src(&mut self, a: [u8; 4]) {
+        self.set_addr(12, a);
+    }
+
+    /// Sets the destination address, updating the header checksum.
+    pub fn set_dst(&mut self, a: [u8; 4]) {
+        self.set_addr(16, a);
+    }
+
+    fn set_addr(&mut self, at: usize, a: [u8; 4]) {
+        let old = addr(self.buffer.as_ref(), at);
+        let check = checksum::update32(self.checksum(), old, a);
+        let b = self.buffer.as_mut();
+        b[at..at + 4].copy_from_slice(&a);
+        put16(b, 10, check);
+    }
+
+    /// Decrements the TTL, updating the header checksum.
+    pub fn decrement_ttl(&mut self) {
+        let b = self.buffer.as_ref();
+        let old = be16(b, 8);
+        let new = old.wrapping_sub(0x0100);
+        let check = checksum::update16(be16(b, 10), old, new);
+        let b = self.buffer.as_mut();
+        put16(b, 8, new);
+        put16(b, 10, check);
+    }
+
+    /// Recomputes the header checksum from scratch.
+    pub fn fill_checksum(&mut self) {
+        let hl = self.header_len();
+        let b = self.buffer.as_mut();
+        put16(b, 10, 0);
+        let c = checksum::of(&b[..hl]);
+        put16(b, 10, c);
+    }
+
+    /// The payload, mutable.
+    pub fn payload_mut(&mut self) -> &mut [u8] {
+        let (hl, total) = (self.header_len(), self.total_len());
+        &mut self.buffer.as_mut()[hl..total]
+    }
+}
+
+/// Writes a 20-byte header (no options, DF clear, checksum filled) into `out`.
+pub fn emit_header(out: &mut [u8], src: [u8; 4], dst: [u8; 4], protocol: u8, payload_len: usize, ttl: u8, ident: u16) {
+    out[0] = 0x45;
+    out[1] = 0;
+    put16(out, 2, (MIN_HEADER_LEN + payload_len) as u16);
+    put16(out, 4, ident);
+    put16(out, 6, 0);
+    out[8] = ttl;
+    out[9] = protocol;
+    put16(out, 10, 0);
+    out[12..16].copy_from_slice(&src);
+    out[16..20].copy_from_slice(&dst);
+    let c = checksum::of(&out[..MIN_HEADER_LEN]);
+    put16(out, 10, c);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header() -> Vec<u8> {
+        let mut b = vec![0u8; 28];
+        emit_header(&mut b, [10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, 8, 64, 7);
+        b
+    }
+
+    #[test]
+    fn a_good_header_reads_back() {
+        let b = header();
+        let p = Packet::new_checked(&b[..]).expect("valid");
+        assert_eq!((p.header_len(), p.total_len(), p.ttl(), p.protocol()), (20, 28, 64, PROTO_UDP));
+        assert_eq!(p.src(), Ipv4Addr::new(10, 1, 0, 2));
+        assert!(p.verify_checksum());
+        assert!(!p.is_fragment());
+    }
+
+    #[test]
+    fn malformed_headers_are_refused_by_kind() {
+        let good = header();
+        assert_eq!(Packet::new_checked(&good[..19]).err(), Some(WireError::Truncated));
+        let mut b = good.clone();
+        b[0] = 0x65;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::BadVersion));
+        let mut b = good.clone();
+        b[0] = 0x44;
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::BadHeaderLength));
+        let mut b = good.clone();
+        b[0] = 0x4f; // 60-byte header in a 28-byte packet
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::BadHeaderLength));
+        let mut b = good.clone();
+        put16(&mut b, 2, 200);
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::BadLength));
+        let mut b = good;
+        put16(&mut b, 2, 12);
+        assert_eq!(Packet::new_checked(&b[..]).err(), Some(WireError::BadLength));
+    }
+
+    #[test]
+    fn setters_keep_the_checksum_right() {
+        let mut b = header();
+        let mut p = Packet::new_checked(&mut b[..]).expect("valid");
+        p.set_src([198, 51, 100, 1]);
+        p.set_dst([192, 168, 1, 10]);
+        p.decrement_ttl();
+        assert!(p.verify_checksum());
+        assert_eq!(p.ttl(), 63);
+    }
+
+    #[test]
+    fn padding_is_not_payload() {
+        let mut b = header();
+        b.extend_from_slice(&[0; 18]);
+        let p = Packet::new_checked(&b[..]).expect("valid with padding");
+        assert_eq!(p.payload().len(), 8);
+    }
+}
