@@ -10,12 +10,15 @@
 pub mod counters;
 pub mod engine;
 pub mod frag;
+pub mod impair;
+pub mod link;
 pub mod profile;
 pub mod table;
 pub mod wire;
 
 pub use counters::{Counters, DropReason};
 pub use engine::{Config, L4Checksum, Nat, Side, Transmit, Verdict};
+pub use link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 pub use profile::{Behaviour, Profile, Protocol};
 
 #[cfg(test)]

@@ -22,6 +22,11 @@ pub struct Frame<T: AsRef<[u8]>> {
 }
 
 impl<T: AsRef<[u8]>> Frame<T> {
+    /// Wraps bytes known to hold a header.
+    pub fn new_unchecked(buffer: T) -> Self {
+        Frame { buffer }
+    }
+
     /// Checks that `buffer` holds at least a header.
     pub fn new_checked(buffer: T) -> Result<Self, WireError> {
         if buffer.as_ref().len() < HEADER_LEN {

@@ -1,0 +1,146 @@
+//! Impairments of one direction, sans I/O: loss, fixed delay with jitter,
+//! reordering and duplication, from a seeded generator so that a run can be
+//! repeated exactly. The kernel here has no netem; the NAT does it itself.
+
+use std::time::Duration;
+
+use super::link::Offload;
+use super::profile::Impairment;
+
+/// Longest a packet held back for reordering waits for a successor.
+const REORDER_HOLD: Duration = Duration::from_millis(50);
+
+struct Scheduled {
+    at: Duration,
+    seq: u64,
+    frame: Vec<u8>,
+    offload: Offload,
+}
+
+/// One direction's impairment queue.
+pub struct Impairer {
+    cfg: Impairment,
+    rng: u64,
+    seq: u64,
+    queue: Vec<Scheduled>,
+    held: Option<Scheduled>,
+}
+
+impl Impairer {
+    /// An impairer with these settings and seed.
+    pub fn new(cfg: Impairment, seed: u64) -> Impairer {
+        Impairer { cfg, rng: seed | 1, seq: 0, queue: Vec::new(), held: None }
+    }
+
+    /// Whether this direction is unimpaired (frames need not come here).
+    pub fn is_none(&self) -> bool {
+        self.cfg.is_none()
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn chance(&mut self, percent: f64) -> bool {
+        percent > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 100.0 < percent
+    }
+
+    fn schedule(&mut self, at: Duration, frame: Vec<u8>, offload: Offload) {
+        self.seq += 1;
+        self.queue.push(Scheduled { at, seq: self.seq, frame, offload });
+    }
+
+    /// Takes a frame; `false` if it is lost.
+    pub fn push(&mut self, frame: Vec<u8>, offload: Offload, now: Duration) -> bool {
+        if self.chance(self.cfg.loss_percent) {
+            return false;
+        }
+        let jitter = if self.cfg.jitter_ms > 0 { self.next() % (self.cfg.jitter_ms + 1) } else { 0 };
+        let at = now + Duration::from_millis(self.cfg.delay_ms + jitter);
+        if self.chance(self.cfg.duplicate_percent) {
+            self.schedule(at, frame.clone(), offload);
+        }
+        if self.held.is_none() && self.chance(self.cfg.reorder_percent) {
+            self.seq += 1;
+            self.held = Some(Scheduled { at: at + REORDER_HOLD, seq: self.seq, frame, offload });
+            return true;
+        }
+        self.schedule(at, frame, offload);
+        if let Some(h) = self.held.take() {
+            // Goes right after the frame that overtook it.
+            self.schedule(at, h.frame, h.offload);
+        }
+        true
+    }
+
+    /// A frame whose time has come.
+    pub fn pop(&mut self, now: Duration) -> Option<(Vec<u8>, Offload)> {
+        if self.held.as_ref().is_some_and(|h| h.at <= now) {
+            if let Some(h) = self.held.take() {
+                self.queue.push(h);
+            }
+        }
+        let i = self.queue.iter().enumerate().filter(|(_, s)| s.at <= now).min_by_key(|(_, s)| (s.at, s.seq))?.0;
+        let s = self.queue.swap_remove(i);
+        Some((s.frame, s.offload))
+    }
+
+    /// When the next frame is due.
+    pub fn next_release(&self) -> Option<Duration> {
+        self.queue.iter().map(|s| s.at).chain(self.held.as_ref().map(|h| h.at)).min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(cfg: Impairment, n: u8) -> Vec<u8> {
+        let mut imp = Impairer::new(cfg, 42);
+        let mut got = Vec::new();
+        let mut now = Duration::ZERO;
+        for i in 0..n {
+            imp.push(vec![i], Offload::NONE, now);
+            now += Duration::from_millis(1);
+            while let Some((f, _)) = imp.pop(now) {
+                got.push(f[0]);
+            }
+        }
+        now += Duration::from_secs(1);
+        while let Some((f, _)) = imp.pop(now) {
+            got.push(f[0]);
+        }
+        got
+    }
+
+    #[test]
+    fn no_impairment_keeps_everything_in_order() {
+        assert_eq!(run(Impairment::default(), 50), (0..50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn loss_reorder_and_duplication_happen_about_as_often_as_asked() {
+        let lossy = run(Impairment { loss_percent: 30.0, ..Default::default() }, 200);
+        assert!((110..170).contains(&lossy.len()), "{} of 200 kept", lossy.len());
+        let dup = run(Impairment { duplicate_percent: 20.0, ..Default::default() }, 200);
+        assert!((220..260).contains(&dup.len()), "{} sent", dup.len());
+        let re = run(Impairment { reorder_percent: 20.0, ..Default::default() }, 200);
+        assert_eq!(re.len(), 200);
+        assert!(re.windows(2).filter(|w| w[0] > w[1]).count() > 10, "some overtaking");
+        // Same seed, same outcome.
+        assert_eq!(re, run(Impairment { reorder_percent: 20.0, ..Default::default() }, 200));
+    }
+
+    #[test]
+    fn delay_holds_frames_until_their_time() {
+        let mut imp = Impairer::new(Impairment { delay_ms: 30, ..Default::default() }, 1);
+        imp.push(vec![1], Offload::NONE, Duration::ZERO);
+        assert!(imp.pop(Duration::from_millis(29)).is_none());
+        assert_eq!(imp.next_release(), Some(Duration::from_millis(30)));
+        assert!(imp.pop(Duration::from_millis(30)).is_some());
+    }
+}
