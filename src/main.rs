@@ -28,6 +28,47 @@ enum Command {
     /// Measure the suite's machinery against references, in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run the Rust NAT on two existing interfaces of this namespace until
+    /// SIGTERM or SIGINT. It owns the addresses it is given: the kernel should
+    /// have none on these interfaces and forward nothing. SIGUSR1 prints the
+    /// mapping table and counters as JSON on stderr; so does `nat-dump`.
+    Nat(NatArgs),
+    /// Print a running NAT's mapping table and counters (JSON) from its
+    /// control socket.
+    NatDump {
+        /// The control socket of the NAT.
+        #[arg(long, default_value = DEFAULT_CONTROL)]
+        control: PathBuf,
+    },
+}
+
+/// Where `nat` listens for `nat-dump` unless told otherwise.
+const DEFAULT_CONTROL: &str = "/run/vpn-passthrough-nat.sock";
+
+#[derive(clap::Args)]
+struct NatArgs {
+    /// The LAN (private) interface.
+    #[arg(long, value_name = "IFACE")]
+    lan: String,
+    /// The NAT's LAN address with the LAN prefix, e.g. 192.168.1.1/24.
+    #[arg(long, value_name = "ADDR/LEN")]
+    lan_addr: ipnet::Ipv4Net,
+    /// The WAN (public) interface.
+    #[arg(long, value_name = "IFACE")]
+    wan: String,
+    /// The NAT's public address with the WAN prefix, e.g. 198.51.100.1/24.
+    #[arg(long, value_name = "ADDR/LEN")]
+    wan_addr: ipnet::Ipv4Net,
+    /// Next hop for WAN destinations outside the WAN prefix.
+    #[arg(long, value_name = "ADDR")]
+    gateway: Option<std::net::Ipv4Addr>,
+    /// A preset (default, full-cone, restricted-cone, port-restricted-cone,
+    /// symmetric) or a TOML profile file.
+    #[arg(long, value_name = "FILE|NAME", default_value = "default")]
+    profile: String,
+    /// Where to listen for `nat-dump`.
+    #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
+    control: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -89,6 +130,8 @@ fn main() -> ExitCode {
         Command::Lab(LabCommand::Demo { keep }) => demo(keep),
         Command::Lab(LabCommand::Up { topology }) => up(topology),
         Command::Lab(LabCommand::Sweep) => sweep(),
+        Command::Nat(args) => nat(args),
+        Command::NatDump { control } => nat_dump(&control),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Shape::Star,
@@ -184,5 +227,57 @@ fn sweep() -> Result<(), LabError> {
     for d in r.kept_dirs {
         println!("  their run directory is still at {}", d.display());
     }
+    Ok(())
+}
+
+fn nat(args: NatArgs) -> Result<(), LabError> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    use vpn_passthrough::nat::{Config, Profile, run};
+
+    prereq::require_packet_sockets()?;
+    let profile = Profile::load(&args.profile).map_err(LabError::Input)?;
+    for iface in [&args.lan, &args.wan] {
+        warn_if_kernel_routes(iface);
+    }
+    let cfg = run::RunConfig {
+        lan_if: args.lan,
+        wan_if: args.wan,
+        nat: Config { lan: args.lan_addr, wan: args.wan_addr, gateway: args.gateway, profile },
+        control: Some(args.control),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let dump = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(sig, stop.clone()).map_err(|e| LabError::io("installing signal handlers", e))?;
+    }
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, dump.clone())
+        .map_err(|e| LabError::io("installing signal handlers", e))?;
+    run::run(cfg, stop, dump).map_err(|e| LabError::io("nat", e))
+}
+
+/// The NAT owns its addresses: kernel addresses or forwarding on its
+/// interfaces would answer and forward beside it.
+fn warn_if_kernel_routes(iface: &str) {
+    if std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|v| v.trim() == "1") {
+        eprintln!(
+            "warning: kernel forwarding is on in this namespace; it forwards beside the NAT (sysctl -w net.ipv4.ip_forward=0)"
+        );
+    }
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        let has_v4 = addrs
+            .filter(|a| a.interface_name == iface)
+            .any(|a| a.address.as_ref().and_then(|s| s.as_sockaddr_in()).is_some());
+        if has_v4 {
+            eprintln!(
+                "warning: {iface} has a kernel IPv4 address; the kernel answers beside the NAT (ip -4 addr flush dev {iface})"
+            );
+        }
+    }
+}
+
+fn nat_dump(control: &std::path::Path) -> Result<(), LabError> {
+    let dump = vpn_passthrough::nat::run::query(control).map_err(|e| LabError::io("asking the NAT", e))?;
+    println!("{}", serde_json::to_string_pretty(&dump).unwrap_or_default());
     Ok(())
 }

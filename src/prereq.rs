@@ -137,6 +137,21 @@ pub fn effective_caps() -> u64 {
         .unwrap_or(0)
 }
 
+const CAP_NET_RAW: u32 = 13;
+
+/// Checks the privilege a packet socket needs (CAP_NET_RAW).
+pub fn require_packet_sockets() -> Result<(), Missing> {
+    if effective_caps() & (1u64 << CAP_NET_RAW) != 0 {
+        return Ok(());
+    }
+    let uid = nix::unistd::geteuid();
+    Err(Missing {
+        what: "CAP_NET_RAW (packet sockets)".into(),
+        why: format!("running as uid {uid} without it"),
+        fix: "run as root, e.g. `sudo vpn-passthrough nat …`".into(),
+    })
+}
+
 /// Checks the privileges a lab needs: CAP_NET_ADMIN (namespaces, links)
 /// and CAP_SYS_ADMIN (mounts, setns).
 pub fn require_lab_privileges() -> Result<(), Missing> {

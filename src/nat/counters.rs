@@ -60,6 +60,8 @@ pub enum DropReason {
     Arp,
     /// No ARP answer for the next hop.
     NoNeighbour,
+    /// The interface's transmit queue was full (or refused the frame).
+    TxQueueFull,
 }
 
 impl DropReason {
@@ -99,6 +101,7 @@ impl DropReason {
             DropReason::Ethernet => "ethernet-truncated".into(),
             DropReason::Arp => "arp-malformed".into(),
             DropReason::NoNeighbour => "no-neighbour".into(),
+            DropReason::TxQueueFull => "tx-queue-full".into(),
         }
     }
 }

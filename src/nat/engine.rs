@@ -273,10 +273,9 @@ impl Nat {
                     now,
                     timeout,
                 ) {
-                    Ok(id) => id,
+                    Ok((id, new)) => self.created(id, new),
                     Err(e) => return self.map_error(proto, e),
                 };
-                self.note_new(id, now);
                 if proto == Protocol::Tcp {
                     self.track_tcp(id, remote, ports.tcp_flags, true, now);
                 } else {
@@ -307,10 +306,9 @@ impl Nat {
                     now,
                     timeout,
                 ) {
-                    Ok(id) => id,
+                    Ok((id, new)) => self.created(id, new),
                     Err(e) => return self.map_error(proto, e),
                 };
-                self.note_new(id, now);
                 let public = self.table.get(id).map_or(0, |m| m.public_port);
                 rewrite_icmp_ident(&mut pkt[hl..total], public);
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
@@ -318,18 +316,18 @@ impl Nat {
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
                 let timeout = self.timeout(proto, TcpState::None);
                 let number = ip.protocol();
-                let id = match self.table.outbound(
+                let made = self.table.outbound(
                     number,
                     Class::AddressOnly,
                     Endpoint::new(src, 0),
                     Endpoint::new(dst, 0),
                     now,
                     timeout,
-                ) {
-                    Ok(id) => id,
+                );
+                match made {
+                    Ok((id, new)) => self.created(id, new),
                     Err(e) => return self.map_error(proto, e),
                 };
-                self.note_new(id, now);
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
         }
@@ -475,10 +473,9 @@ impl Nat {
         let target = Endpoint::new(self.wan_addr, ports.dst);
         let mine = match self.table.outbound(number, Class::Ported, Endpoint::new(src, ports.src), target, now, timeout)
         {
-            Ok(id) => id,
+            Ok((id, new)) => self.created(id, new),
             Err(e) => return self.map_error(proto, e),
         };
-        self.note_new(mine, now);
         let my_public = Endpoint::new(self.wan_addr, self.table.get(mine).map_or(0, |m| m.public_port));
         let id = match self.admit(proto, number, Class::Ported, ports.dst, my_public, now) {
             Ok(id) => id,
@@ -498,8 +495,9 @@ impl Nat {
         Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(internal.addr) }
     }
 
-    fn note_new(&mut self, id: u32, now: Duration) {
-        if self.table.get(id).is_some_and(|m| m.created_ms == now.as_millis() as u64 && m.remotes.len() == 1) {
+    /// Counts and logs a mapping if it is new; returns its slot.
+    fn created(&mut self, id: u32, new: bool) -> u32 {
+        if new {
             self.counters.mappings_created += 1;
             if let Some(m) = self.table.get(id) {
                 tracing::debug!(
@@ -510,6 +508,7 @@ impl Nat {
                 );
             }
         }
+        id
     }
 
     fn map_error(&mut self, proto: Protocol, e: MapError) -> Verdict {

@@ -13,6 +13,8 @@ pub mod frag;
 pub mod impair;
 pub mod link;
 pub mod profile;
+pub mod run;
+pub mod socket;
 pub mod table;
 pub mod wire;
 

@@ -264,7 +264,7 @@ impl Table {
 
     /// The mapping for an outbound packet, made if there is none; the
     /// session with `remote` is created or refreshed to `deadline`.
-    /// Returns the mapping's slot.
+    /// Returns the mapping's slot and whether it is new.
     pub fn outbound(
         &mut self,
         proto: u8,
@@ -273,13 +273,13 @@ impl Table {
         remote: Endpoint,
         now: Duration,
         timeout: Duration,
-    ) -> Result<u32, MapError> {
+    ) -> Result<(u32, bool), MapError> {
         let now_ms = ms(now);
         let key = self.out_key(proto, class, internal, remote);
         if let Some(&id) = self.by_out.get(&key) {
             if self.slots[id as usize].as_ref().is_some_and(|m| m.live(now_ms)) {
                 self.touch(id, remote, now_ms + ms(timeout));
-                return Ok(id);
+                return Ok((id, false));
             }
             self.remove(id);
         }
@@ -319,7 +319,7 @@ impl Table {
         self.by_out.insert(key, id);
         self.by_in.insert(in_key, id);
         self.len += 1;
-        Ok(id)
+        Ok((id, true))
     }
 
     /// Picks a public port: the internal one if preservation is on and it is
