@@ -10,3 +10,5 @@ pub mod doctor;
 pub mod lab;
 pub mod nat;
 pub mod prereq;
+pub mod probe;
+pub mod router;

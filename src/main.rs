@@ -40,6 +40,50 @@ enum Command {
         #[arg(long, default_value = DEFAULT_CONTROL)]
         control: PathBuf,
     },
+    /// Traffic tools for lab hosts: a reflector that tells senders what
+    /// address and port it saw, the asking side, a UDP round-trip timer.
+    #[command(subcommand)]
+    Probe(ProbeCommand),
+}
+
+#[derive(Subcommand)]
+enum ProbeCommand {
+    /// Answer every UDP datagram and TCP connection with `seen ADDR:PORT`.
+    Serve {
+        /// UDP port to serve.
+        #[arg(long)]
+        udp: Option<u16>,
+        /// TCP port to serve.
+        #[arg(long)]
+        tcp: Option<u16>,
+        /// First ask this reflector from the UDP port, opening a NAT mapping
+        /// for it (prints `punched seen ADDR:PORT`).
+        #[arg(long, value_name = "ADDR:PORT")]
+        punch: Option<std::net::SocketAddrV4>,
+    },
+    /// Ask a reflector what it saw of us; prints `seen ADDR:PORT`. Exits 2
+    /// on timeout, 3 when refused (ICMP port unreachable or TCP reset).
+    Ask {
+        /// Ask over UDP (default) or TCP.
+        #[arg(long)]
+        tcp: bool,
+        /// The reflector.
+        target: std::net::SocketAddrV4,
+        /// Local port to send from (0: any).
+        #[arg(long, default_value_t = 0)]
+        from: u16,
+        /// How long to wait for the answer.
+        #[arg(long, default_value_t = 2000)]
+        timeout_ms: u64,
+    },
+    /// Time UDP round trips to a reflector; prints p50 and p99 in µs.
+    Rtt {
+        /// The reflector.
+        target: std::net::SocketAddrV4,
+        /// Round trips.
+        #[arg(long, default_value_t = 1000)]
+        count: usize,
+    },
 }
 
 /// Where `nat` listens for `nat-dump` unless told otherwise.
@@ -132,6 +176,7 @@ fn main() -> ExitCode {
         Command::Lab(LabCommand::Sweep) => sweep(),
         Command::Nat(args) => nat(args),
         Command::NatDump { control } => nat_dump(&control),
+        Command::Probe(cmd) => return probe(cmd),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Shape::Star,
@@ -280,4 +325,41 @@ fn nat_dump(control: &std::path::Path) -> Result<(), LabError> {
     let dump = vpn_passthrough::nat::run::query(control).map_err(|e| LabError::io("asking the NAT", e))?;
     println!("{}", serde_json::to_string_pretty(&dump).unwrap_or_default());
     Ok(())
+}
+
+fn probe(cmd: ProbeCommand) -> ExitCode {
+    use std::time::Duration;
+    use vpn_passthrough::probe::{self, Transport};
+    let fail = |code: u8, e: std::io::Error| {
+        eprintln!("error: {e}");
+        ExitCode::from(code)
+    };
+    match cmd {
+        ProbeCommand::Serve { udp, tcp, punch } => match probe::serve(udp, tcp, punch) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, e),
+        },
+        ProbeCommand::Ask { tcp, target, from, timeout_ms } => {
+            let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+            match probe::ask(transport, target, from, Duration::from_millis(timeout_ms)) {
+                Ok(seen) => {
+                    println!("seen {seen}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                    fail(2, e)
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => fail(3, e),
+                Err(e) => fail(1, e),
+            }
+        }
+        ProbeCommand::Rtt { target, count } => match probe::rtts(target, count, Duration::from_secs(2)) {
+            Ok(v) => {
+                let us = |p| probe::percentile(&v, p).as_secs_f64() * 1e6;
+                println!("rtt p50 {:.1} us p99 {:.1} us over {} round trips", us(50.0), us(99.0), v.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, e),
+        },
+    }
 }

@@ -9,55 +9,15 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use libtest_mimic::{Arguments, Completion, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use vpn_passthrough::lab::{
     self, Cmd, EndpointSpec, HostSpec, Lab, LabError, LinkSpec, Proto, RunId, Topology, netns, runs,
 };
 use vpn_passthrough::prereq;
 
-/// Set to 1 to fail, not ignore, tests whose prerequisites are missing.
-const STRICT_ENV: &str = "VPN_PASSTHROUGH_STRICT";
+mod common;
 
-type TestResult = Result<(), Failed>;
-
-#[derive(Clone, Copy)]
-enum Need {
-    Root,
-    Tool(&'static str),
-}
-
-fn missing(needs: &[Need]) -> Option<String> {
-    for need in needs {
-        match need {
-            Need::Root => {
-                if prereq::require_lab_privileges().is_err() {
-                    let uid = nix::unistd::geteuid();
-                    return Some(format!(
-                        "needs root: uid {uid} lacks CAP_NET_ADMIN/CAP_SYS_ADMIN; run `ci/test` or `sudo -E cargo test`"
-                    ));
-                }
-            }
-            Need::Tool(name) => {
-                if let Err(m) = prereq::require_tool(name) {
-                    return Some(format!("needs {}: {}", m.what, m.fix));
-                }
-            }
-        }
-    }
-    None
-}
-
-fn lab_test(name: &str, needs: &'static [Need], f: fn() -> TestResult) -> Trial {
-    Trial::ignorable_test(name, move || {
-        if let Some(why) = missing(needs) {
-            if std::env::var(STRICT_ENV).is_ok_and(|v| v == "1") {
-                return Err(format!("prerequisite missing ({STRICT_ENV}=1): {why}").into());
-            }
-            return Ok(Completion::ignored_with(why));
-        }
-        f().map(|()| Completion::Completed)
-    })
-}
+use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 
 const ROOT: &[Need] = &[Need::Root];
 const ROOT_PING: &[Need] = &[Need::Root, Need::Tool("ping")];
@@ -98,19 +58,6 @@ fn main() {
         std::process::exit(101);
     }
     conclusion.exit();
-}
-
-/// Runs of this process must all be gone once the tests are over.
-fn nothing_of_ours_left() -> Result<(), String> {
-    let me = std::process::id();
-    let Ok(dir) = std::fs::read_dir(runs::RUNS_DIR) else { return Ok(()) };
-    for entry in dir.filter_map(|e| e.ok()) {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        if text.lines().any(|l| l == format!("pid={me}")) {
-            return Err(format!("run record {} is still there", entry.path().display()));
-        }
-    }
-    Ok(())
 }
 
 /// client — router — server.
