@@ -152,6 +152,22 @@ enum BenchCommand {
         #[arg(long, default_value_t = 5)]
         rounds: usize,
     },
+    /// Move traffic through the Rust NAT and the Linux NAT in the same lab:
+    /// TCP throughput (1 and 4 streams), UDP 64-byte packet rate, round
+    /// trips; print both and the ratios.
+    Nat {
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// Time the NAT core alone: ns per translated packet, memory per
+    /// mapping (resident memory here; `cargo bench --bench nat` counts
+    /// allocations exactly).
+    NatCore {
+        /// Mappings to make for the memory figure.
+        #[arg(long, default_value_t = 1_000_000)]
+        mappings: usize,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -183,6 +199,13 @@ fn main() -> ExitCode {
                 ShapeArg::Chain => Shape::Chain,
             };
             bench::run(shape, hosts, rounds).map(|r| print!("{}", r.render()))
+        }
+        Command::Bench(BenchCommand::Nat { seconds }) => vpn_passthrough::router::own_binary()
+            .and_then(|bin| bench::nat::run(seconds, bin))
+            .map(|r| print!("{}", r.render())),
+        Command::Bench(BenchCommand::NatCore { mappings }) => {
+            let rss = bench::core::resident_bytes;
+            bench::core::run(mappings, Some(&rss)).map(|r| print!("{}", r.render())).map_err(LabError::Input)
         }
     };
     match result {

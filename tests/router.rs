@@ -59,6 +59,7 @@ fn main() {
         checksums_hold,
     ));
     trials.push(lab_test("rust_nat::the_dump_shows_mappings_and_drops", NEEDS, dump_shows_state));
+    trials.push(lab_test("rust_nat::impairments_delay_and_drop", NEEDS, impairments));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
         eprintln!("after the router tests: {e}");
@@ -349,6 +350,42 @@ fn dump_shows_state() -> TestResult {
         nl.lab.host(router::ROUTER)?.run_ok(Cmd::new(binary()).args(&["nat-dump", "--control", "/run/nat.sock"]))?;
     if !String::from_utf8_lossy(&out.stdout).contains("192.168.1.10:5555") {
         return Err("nat-dump does not show the mapping".into());
+    }
+    nl.teardown()?;
+    Ok(())
+}
+
+fn impairments() -> TestResult {
+    // 40 ms each way on the WAN side: a ping's round trip cannot be shorter
+    // than the delay the profile asks for.
+    let nl = build(
+        || {
+            rust_with(|p| {
+                p.impair.outbound.delay_ms = 40;
+                p.impair.inbound.delay_ms = 40;
+            })
+        },
+        1,
+    )?;
+    let out = nl.client(1)?.run_ok(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "3", "198.51.100.2"]))?;
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let times: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.split("time=").nth(1))
+        .filter_map(|t| t.split_whitespace().next()?.parse().ok())
+        .collect();
+    if times.is_empty() || times.iter().any(|t| *t < 80.0) {
+        return Err(format!("round trips {times:?} ms are shorter than the 80 ms the profile adds:\n{text}").into());
+    }
+    nl.teardown()?;
+    // Total loss outbound: nothing gets out, and the NAT counts it.
+    let nl = build(|| rust_with(|p| p.impair.outbound.loss_percent = 100.0), 1)?;
+    if nl.client(1)?.ping(router::server_addr().into()).is_ok() {
+        return Err("a ping crossed a NAT that loses everything".into());
+    }
+    let lost = nl.router.dropped(&nl.lab, "impaired-loss")?.unwrap_or(0);
+    if lost == 0 {
+        return Err("the NAT did not count the packets it lost on purpose".into());
     }
     nl.teardown()?;
     Ok(())

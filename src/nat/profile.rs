@@ -309,6 +309,17 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_example_profile_loads() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("name = \"lossy symmetric\"").expect("the README has the example");
+        let text = &readme[start..];
+        let text = &text[..text.find("```").expect("the example ends")];
+        let p = Profile::from_toml(text).expect("the README's profile is valid");
+        assert_eq!(p.mapping, Behaviour::AddressAndPortDependent);
+        assert_eq!(p.impair.outbound.delay_ms, 20);
+    }
+
+    #[test]
     fn toml_profiles_are_checked() {
         let p = Profile::from_toml(
             r#"
