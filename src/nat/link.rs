@@ -70,10 +70,13 @@ struct Waiting {
     tries: u32,
 }
 
+/// Looked up for every forwarded frame: keyed with the table's fast hasher.
+type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<super::table::FxHasher>>;
+
 #[derive(Default)]
 struct Neighbours {
-    known: HashMap<Ipv4Addr, ([u8; 6], Duration)>,
-    waiting: HashMap<Ipv4Addr, Waiting>,
+    known: FxMap<Ipv4Addr, ([u8; 6], Duration)>,
+    waiting: FxMap<Ipv4Addr, Waiting>,
 }
 
 /// The NAT with its two links.

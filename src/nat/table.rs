@@ -276,12 +276,9 @@ impl Table {
     ) -> Result<(u32, bool), MapError> {
         let now_ms = ms(now);
         let key = self.out_key(proto, class, internal, remote);
-        if let Some(&id) = self.by_out.get(&key) {
-            if self.slots[id as usize].as_ref().is_some_and(|m| m.live(now_ms)) {
-                self.touch(id, remote, now_ms + ms(timeout));
-                return Ok((id, false));
-            }
-            self.remove(id);
+        if let Some(id) = self.by_out.get(&key).copied().and_then(|id| self.if_live(id, now_ms)) {
+            self.touch(id, remote, now_ms + ms(timeout));
+            return Ok((id, false));
         }
         if self.len >= self.max {
             return Err(MapError::TableFull);
@@ -334,14 +331,7 @@ impl Table {
     ) -> Result<u16, MapError> {
         let free = |t: &mut Table, port: u16| {
             let k = t.in_key(proto, class, port, remote);
-            match t.by_in.get(&k).copied() {
-                None => true,
-                Some(id) if !t.slots[id as usize].as_ref().is_some_and(|m| m.live(now_ms)) => {
-                    t.remove(id);
-                    true
-                }
-                Some(_) => false,
-            }
+            t.by_in.get(&k).copied().and_then(|id| t.if_live(id, now_ms)).is_none()
         };
         if self.preserve && wanted != 0 && free(self, wanted) {
             return Ok(wanted);
@@ -369,7 +359,12 @@ impl Table {
     ) -> Option<u32> {
         let key = self.out_key(proto, class, internal, remote);
         let id = *self.by_out.get(&key)?;
-        if self.slots[id as usize].as_ref().is_some_and(|m| m.live(ms(now))) {
+        self.if_live(id, ms(now))
+    }
+
+    /// `id` if its mapping is live; an expired one is removed on the way.
+    fn if_live(&mut self, id: u32, now_ms: u64) -> Option<u32> {
+        if self.slots.get(id as usize).is_some_and(|m| m.as_ref().is_some_and(|m| m.live(now_ms))) {
             Some(id)
         } else {
             self.remove(id);
@@ -389,12 +384,7 @@ impl Table {
     ) -> Option<u32> {
         let key = self.in_key(proto, class, public_port, remote);
         let id = *self.by_in.get(&key)?;
-        if self.slots[id as usize].as_ref().is_some_and(|m| m.live(ms(now))) {
-            Some(id)
-        } else {
-            self.remove(id);
-            None
-        }
+        self.if_live(id, ms(now))
     }
 
     /// Whether the mapping's filter lets `remote` in (RFC 4787 §5).
