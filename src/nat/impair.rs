@@ -4,31 +4,29 @@
 
 use std::time::Duration;
 
-use super::link::Offload;
 use super::profile::Impairment;
 
 /// Longest a packet held back for reordering waits for a successor.
 const REORDER_HOLD: Duration = Duration::from_millis(50);
 
-struct Scheduled {
+struct Scheduled<T> {
     at: Duration,
     seq: u64,
-    frame: Vec<u8>,
-    offload: Offload,
+    item: T,
 }
 
-/// One direction's impairment queue.
-pub struct Impairer {
+/// One direction's impairment queue of items (frames with their metadata).
+pub struct Impairer<T> {
     cfg: Impairment,
     rng: u64,
     seq: u64,
-    queue: Vec<Scheduled>,
-    held: Option<Scheduled>,
+    queue: Vec<Scheduled<T>>,
+    held: Option<Scheduled<T>>,
 }
 
-impl Impairer {
+impl<T: Clone> Impairer<T> {
     /// An impairer with these settings and seed.
-    pub fn new(cfg: Impairment, seed: u64) -> Impairer {
+    pub fn new(cfg: Impairment, seed: u64) -> Impairer<T> {
         Impairer { cfg, rng: seed | 1, seq: 0, queue: Vec::new(), held: None }
     }
 
@@ -49,44 +47,43 @@ impl Impairer {
         percent > 0.0 && (self.next() >> 11) as f64 / (1u64 << 53) as f64 * 100.0 < percent
     }
 
-    fn schedule(&mut self, at: Duration, frame: Vec<u8>, offload: Offload) {
+    fn schedule(&mut self, at: Duration, item: T) {
         self.seq += 1;
-        self.queue.push(Scheduled { at, seq: self.seq, frame, offload });
+        self.queue.push(Scheduled { at, seq: self.seq, item });
     }
 
-    /// Takes a frame; `false` if it is lost.
-    pub fn push(&mut self, frame: Vec<u8>, offload: Offload, now: Duration) -> bool {
+    /// Takes an item; `false` if it is lost.
+    pub fn push(&mut self, item: T, now: Duration) -> bool {
         if self.chance(self.cfg.loss_percent) {
             return false;
         }
         let jitter = if self.cfg.jitter_ms > 0 { self.next() % (self.cfg.jitter_ms + 1) } else { 0 };
         let at = now + Duration::from_millis(self.cfg.delay_ms + jitter);
         if self.chance(self.cfg.duplicate_percent) {
-            self.schedule(at, frame.clone(), offload);
+            self.schedule(at, item.clone());
         }
         if self.held.is_none() && self.chance(self.cfg.reorder_percent) {
             self.seq += 1;
-            self.held = Some(Scheduled { at: at + REORDER_HOLD, seq: self.seq, frame, offload });
+            self.held = Some(Scheduled { at: at + REORDER_HOLD, seq: self.seq, item });
             return true;
         }
-        self.schedule(at, frame, offload);
+        self.schedule(at, item);
         if let Some(h) = self.held.take() {
-            // Goes right after the frame that overtook it.
-            self.schedule(at, h.frame, h.offload);
+            // Goes right after the item that overtook it.
+            self.schedule(at, h.item);
         }
         true
     }
 
-    /// A frame whose time has come.
-    pub fn pop(&mut self, now: Duration) -> Option<(Vec<u8>, Offload)> {
+    /// An item whose time has come.
+    pub fn pop(&mut self, now: Duration) -> Option<T> {
         if self.held.as_ref().is_some_and(|h| h.at <= now) {
             if let Some(h) = self.held.take() {
                 self.queue.push(h);
             }
         }
         let i = self.queue.iter().enumerate().filter(|(_, s)| s.at <= now).min_by_key(|(_, s)| (s.at, s.seq))?.0;
-        let s = self.queue.swap_remove(i);
-        Some((s.frame, s.offload))
+        Some(self.queue.swap_remove(i).item)
     }
 
     /// When the next frame is due.
@@ -104,15 +101,15 @@ mod tests {
         let mut got = Vec::new();
         let mut now = Duration::ZERO;
         for i in 0..n {
-            imp.push(vec![i], Offload::NONE, now);
+            imp.push(i, now);
             now += Duration::from_millis(1);
-            while let Some((f, _)) = imp.pop(now) {
-                got.push(f[0]);
+            while let Some(f) = imp.pop(now) {
+                got.push(f);
             }
         }
         now += Duration::from_secs(1);
-        while let Some((f, _)) = imp.pop(now) {
-            got.push(f[0]);
+        while let Some(f) = imp.pop(now) {
+            got.push(f);
         }
         got
     }
@@ -138,7 +135,7 @@ mod tests {
     #[test]
     fn delay_holds_frames_until_their_time() {
         let mut imp = Impairer::new(Impairment { delay_ms: 30, ..Default::default() }, 1);
-        imp.push(vec![1], Offload::NONE, Duration::ZERO);
+        imp.push(1u8, Duration::ZERO);
         assert!(imp.pop(Duration::from_millis(29)).is_none());
         assert_eq!(imp.next_release(), Some(Duration::from_millis(30)));
         assert!(imp.pop(Duration::from_millis(30)).is_some());

@@ -85,7 +85,7 @@ pub struct Link {
     lan: Interface,
     wan: Interface,
     neighbours: [Neighbours; 2],
-    impair: [Impairer; 2],
+    impair: [Impairer<(Vec<u8>, Offload)>; 2],
     out: VecDeque<OutFrame>,
 }
 
@@ -185,7 +185,7 @@ impl Link {
     }
 
     fn impaired(&mut self, side: Side, frame: Vec<u8>, offload: Offload, now: Duration) {
-        if !self.impair[slot(side)].push(frame, offload, now) {
+        if !self.impair[slot(side)].push((frame, offload), now) {
             self.nat.count_drop(DropReason::ImpairedLoss);
         }
         self.release_impaired(now);
