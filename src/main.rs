@@ -31,7 +31,8 @@ enum Command {
     /// Run the Rust NAT on two existing interfaces of this namespace until
     /// SIGTERM or SIGINT. It owns the addresses it is given: the kernel should
     /// have none on these interfaces and forward nothing. SIGUSR1 prints the
-    /// mapping table and counters as JSON on stderr; so does `nat-dump`.
+    /// mapping table and counters as JSON on stderr; `nat-dump` reads the
+    /// same from the control socket.
     Nat(NatArgs),
     /// Print a running NAT's mapping table and counters (JSON) from its
     /// control socket.
