@@ -66,8 +66,11 @@ impl Namespace {
     /// Unmounts and deletes `/run/netns/NAME`. The kernel frees the namespace
     /// (and the interfaces in it) once no process and no descriptor holds it.
     pub fn remove(self) -> Result<()> {
-        let name = self.name.clone();
-        self.ns.remove().map_err(|e| ns_error(format!("removing network namespace {name}"), e))
+        let Namespace { name, ns, .. } = self;
+        // Close our descriptor, then unmount; a namespace a concurrent sweep
+        // already removed is not an error.
+        drop(ns);
+        remove_by_name(&name)
     }
 }
 

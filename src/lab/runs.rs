@@ -312,6 +312,11 @@ impl SweepReport {
 /// Names of ours that no record claims are swept too. Live runs are not
 /// touched. Run directories stay (they hold the logs of what went wrong).
 pub fn sweep() -> Result<SweepReport> {
+    // Names first, records second: a run creates its record before any
+    // name, so every name listed here has its record by the time records
+    // are read (or its run has finished and removed both).
+    let names = netns::list_names();
+    let links = local_links();
     let mut report = SweepReport::default();
     let mut live_ids = HashSet::new();
     let mut dead_ids = HashSet::new();
@@ -343,7 +348,7 @@ pub fn sweep() -> Result<SweepReport> {
     }
     let is_garbage = |name: &str| RunId::of_name(name).is_some_and(|id| !live_ids.contains(&id));
 
-    let doomed: Vec<(String, u64)> = netns::list_names()
+    let doomed: Vec<(String, u64)> = names
         .into_iter()
         .filter(|n| is_garbage(n))
         .map(|n| {
@@ -359,7 +364,7 @@ pub fn sweep() -> Result<SweepReport> {
         netns::remove_by_name(&name)?;
         report.namespaces.push(name);
     }
-    for link in local_links().into_iter().filter(|l| is_garbage(l)) {
+    for link in links.into_iter().filter(|l| is_garbage(l)) {
         delete_local_link(&link)?;
         report.links.push(link);
     }
