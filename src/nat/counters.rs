@@ -40,6 +40,9 @@ pub enum DropReason {
     TableFull,
     /// No public port (or ICMP identifier) is free.
     PortsExhausted,
+    /// Another LAN host already talks this address-only protocol to the
+    /// same server and keeps it.
+    RemoteTaken,
     /// The profile blocks the protocol.
     Blocked,
     /// The destination is on the side the packet came from, or nowhere.
@@ -62,6 +65,19 @@ pub enum DropReason {
     NoNeighbour,
     /// The interface's transmit queue was full (or refused the frame).
     TxQueueFull,
+    /// PPTP traffic while the profile turns PPTP passthrough off.
+    PptpOff,
+    /// A PPTP control message that is not one (length, cookie, type).
+    PptpMalformed,
+    /// A PPTP control segment after a gap in the stream (TCP sends the
+    /// missing bytes again; this one follows them).
+    PptpOutOfOrder,
+    /// A Call ID whose first byte left in an earlier segment could not be
+    /// rewritten (the control-port Call ID choice only).
+    PptpSplitField,
+    /// Enhanced GRE from the WAN with a Call ID no live call of that server
+    /// has (or from a host that is not the server).
+    PptpGreUnmatched,
 }
 
 impl DropReason {
@@ -91,6 +107,7 @@ impl DropReason {
             DropReason::Filtered => "filtered".into(),
             DropReason::TableFull => "table-full".into(),
             DropReason::PortsExhausted => "ports-exhausted".into(),
+            DropReason::RemoteTaken => "remote-taken".into(),
             DropReason::Blocked => "blocked-by-profile".into(),
             DropReason::NotRouted => "not-routed".into(),
             DropReason::ToRouter => "to-router".into(),
@@ -102,6 +119,11 @@ impl DropReason {
             DropReason::Arp => "arp-malformed".into(),
             DropReason::NoNeighbour => "no-neighbour".into(),
             DropReason::TxQueueFull => "tx-queue-full".into(),
+            DropReason::PptpOff => "pptp-off".into(),
+            DropReason::PptpMalformed => "pptp-control-malformed".into(),
+            DropReason::PptpOutOfOrder => "pptp-control-out-of-order".into(),
+            DropReason::PptpSplitField => "pptp-call-id-split".into(),
+            DropReason::PptpGreUnmatched => "pptp-gre-unmatched".into(),
         }
     }
 }

@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use super::alg::pptp::{CallInfo, Control, Direction, Patch, Pptp};
 use super::counters::{Counters, DropReason};
 use super::frag::{DatagramKey, Fragments, Rewrite};
-use super::profile::{Profile, Protocol};
+use super::profile::{PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::translate::{
     Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, read_ports, rewrite, rewrite_icmp_ident,
 };
-use super::wire::{checksum, icmp, ipv4, tcp};
+use super::wire::{checksum, gre, icmp, ipv4, tcp};
 
 /// Which interface a packet came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -95,7 +96,11 @@ pub struct Nat {
     counters: Counters,
     out: VecDeque<Transmit>,
     ident: u16,
+    pptp: Pptp,
 }
+
+/// The PPTP control port.
+const PPTP_PORT: u16 = 1723;
 
 impl Nat {
     /// A NAT with empty tables.
@@ -105,7 +110,11 @@ impl Nat {
             return Err(format!("the LAN {} and the WAN {} overlap", cfg.lan, cfg.wan));
         }
         let frags = Fragments::new(Duration::from_secs(cfg.profile.timeouts.fragment), MAX_WAITING_FRAGMENTS);
+        let t = &cfg.profile.timeouts;
+        let pptp =
+            Pptp::new(cfg.profile.pptp_call_ids, Duration::from_secs(t.other), Duration::from_secs(t.tcp_established));
         Ok(Nat {
+            pptp,
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
             table: Table::new(&cfg.profile),
@@ -147,9 +156,15 @@ impl Nat {
         self.out.pop_front()
     }
 
+    /// What the ALGs know, for the dump.
+    pub fn alg_state(&self) -> AlgState {
+        AlgState { pptp_calls: self.pptp.snapshot() }
+    }
+
     /// Expires mappings and waiting fragments. Call it every second or so.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.counters.mappings_expired += self.table.sweep(now, SWEEP_BUDGET) as u64;
+        self.pptp.expire(now);
         for _ in 0..self.frags.expire(now) {
             self.counters.drop(None, DropReason::FragmentUnmatched);
         }
@@ -255,6 +270,9 @@ impl Nat {
                     Ok(p) => p,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };
+                if let Some(reason) = self.passthrough_off(proto, ports.dst) {
+                    return self.drop(Some(proto), reason);
+                }
                 let remote = Endpoint::new(dst, ports.dst);
                 let timeout = self.timeout(proto, TcpState::Opening);
                 let id = match self.table.outbound(
@@ -276,6 +294,15 @@ impl Nat {
                 }
                 let public = self.table.get(id).map_or(0, |m| m.public_port);
                 rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, public, csum);
+                if proto == Protocol::Tcp && ports.dst == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
+                    let control = Control { client: Endpoint::new(src, ports.src), server: dst, public_port: public };
+                    if let Err(reason) = self.pptp_segment(Direction::Out, control, pkt, hl, total, csum, now) {
+                        return self.drop(Some(proto), reason);
+                    }
+                    if self.table.tcp_state(id, remote) == TcpState::Closing {
+                        self.pptp.close(control);
+                    }
+                }
             }
             Protocol::Icmp => {
                 let msg = match icmp::Message::new_checked(l4) {
@@ -303,6 +330,17 @@ impl Nat {
                 };
                 let public = self.table.get(id).map_or(0, |m| m.public_port);
                 rewrite_icmp_ident(&mut pkt[hl..total], public);
+                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
+            }
+            Protocol::Gre if self.cfg.profile.pptp == PptpMode::Off => {
+                return self.drop(Some(proto), DropReason::PptpOff);
+            }
+            Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
+                // Enhanced GRE carries the server's Call ID out: only the
+                // address changes.
+                if let Some(call) = pptp_gre(l4) {
+                    self.pptp.outbound_gre(src, dst, call, now);
+                }
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
@@ -354,6 +392,9 @@ impl Nat {
                     Ok(p) => p,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };
+                if let Some(reason) = self.passthrough_off(proto, ports.src) {
+                    return self.drop(Some(proto), reason);
+                }
                 let remote = Endpoint::new(src, ports.src);
                 let id = match self.admit(proto, ip_proto(proto), Class::Ported, ports.dst, remote, now) {
                     Ok(id) => id,
@@ -369,6 +410,15 @@ impl Nat {
                     return self.drop(Some(proto), DropReason::Unsolicited);
                 };
                 rewrite(pkt, hl, Rewritten::Destination, internal.addr, ports, internal.port, csum);
+                if proto == Protocol::Tcp && ports.src == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
+                    let control = Control { client: internal, server: src, public_port: ports.dst };
+                    if let Err(reason) = self.pptp_segment(Direction::In, control, pkt, hl, total, csum, now) {
+                        return self.drop(Some(proto), reason);
+                    }
+                    if self.table.tcp_state(id, remote) == TcpState::Closing {
+                        self.pptp.close(control);
+                    }
+                }
                 internal
             }
             Protocol::Icmp => {
@@ -393,6 +443,20 @@ impl Nat {
                 rewrite_icmp_ident(&mut pkt[hl..total], internal.port);
                 ipv4::Packet::new_unchecked(&mut *pkt).set_dst(internal.addr);
                 internal
+            }
+            Protocol::Gre if self.cfg.profile.pptp == PptpMode::Off => {
+                return self.drop(Some(proto), DropReason::PptpOff);
+            }
+            Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
+                let call = pptp_gre(l4).unwrap_or(0);
+                let Some((client, lan_call)) = self.pptp.inbound_gre(src, call, now) else {
+                    return self.drop(Some(proto), DropReason::PptpGreUnmatched);
+                };
+                if let Ok(mut gre) = gre::Packet::new_checked(&mut pkt[hl..total]) {
+                    gre.set_call_id(lan_call);
+                }
+                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(client);
+                Endpoint::new(client, 0)
             }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
                 let remote = Endpoint::new(src, 0);
@@ -503,10 +567,41 @@ impl Nat {
         id
     }
 
+    /// A passthrough the profile turns off, by the port a packet uses.
+    fn passthrough_off(&self, proto: Protocol, port: u16) -> Option<DropReason> {
+        let p = &self.cfg.profile;
+        match (proto, port) {
+            (Protocol::Tcp, PPTP_PORT) if p.pptp == PptpMode::Off => Some(DropReason::PptpOff),
+            _ => None,
+        }
+    }
+
+    /// Runs a PPTP control segment through the ALG.
+    #[allow(clippy::too_many_arguments)]
+    fn pptp_segment(
+        &mut self,
+        dir: Direction,
+        control: Control,
+        pkt: &mut [u8],
+        hl: usize,
+        total: usize,
+        csum: L4Checksum,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        let (seq, data_at, syn) = match tcp::Segment::new_checked(&pkt[hl..total]) {
+            Ok(seg) => (seg.seq(), hl + seg.header_len(), seg.flags() & tcp::SYN != 0),
+            Err(e) => return Err(DropReason::Tcp(e)),
+        };
+        let patch =
+            Patch { l4_start: hl, checksum_at: (csum == L4Checksum::Full).then_some(hl + tcp::CHECKSUM_OFFSET) };
+        self.pptp.segment(dir, control, &mut pkt[..total], data_at, seq, syn, patch, now)
+    }
+
     fn map_error(&mut self, proto: Protocol, e: MapError) -> Verdict {
         let reason = match e {
             MapError::TableFull => DropReason::TableFull,
             MapError::PortsExhausted => DropReason::PortsExhausted,
+            MapError::RemoteTaken => DropReason::RemoteTaken,
         };
         self.drop(Some(proto), reason)
     }
@@ -681,4 +776,17 @@ fn tcp_next(state: TcpState, flags: u8, outbound: bool) -> TcpState {
         TcpState::FinIn if fin && outbound => TcpState::Closing,
         s => s,
     }
+}
+
+/// The Call ID of an enhanced (PPTP) GRE packet, if it is one.
+fn pptp_gre(l4: &[u8]) -> Option<u16> {
+    let g = gre::Packet::new_checked(l4).ok()?;
+    (g.version() == 1 && g.protocol() == gre::PROTO_PPP).then(|| g.call_id())
+}
+
+/// What the ALGs know, for the dump.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlgState {
+    /// PPTP calls.
+    pub pptp_calls: Vec<CallInfo>,
 }

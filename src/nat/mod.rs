@@ -7,6 +7,7 @@
 //! writes, [`table`] its mappings, [`frag`] its fragment tracking,
 //! [`profile`] the behaviours it can be given, [`counters`] what it counts.
 
+pub mod alg;
 pub mod counters;
 pub mod engine;
 pub mod frag;

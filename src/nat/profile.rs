@@ -32,6 +32,69 @@ impl fmt::Display for Behaviour {
     }
 }
 
+/// What the NAT does for PPTP (TCP 1723 and enhanced GRE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PptpMode {
+    /// TCP 1723 and GRE are dropped (counted).
+    Off,
+    /// TCP 1723 is plain NAPT; GRE is translated by address only and goes
+    /// back to the last LAN host that sent GRE to that server.
+    Naive,
+    /// A Call ID ALG: the control stream is parsed, Call IDs are rewritten
+    /// so that every call to a server is unique, GRE comes back by Call ID.
+    CallId,
+}
+
+/// How the PPTP ALG picks the public Call ID of a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CallIdChoice {
+    /// Unique per server and public address, the LAN host's own when free.
+    Unique,
+    /// The control connection's public TCP port, as Linux's nf_nat_pptp
+    /// does: one call per control connection.
+    ControlPort,
+}
+
+/// What the NAT does for L2TP (UDP 1701).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum L2tpMode {
+    /// UDP 1701 is dropped (counted).
+    Off,
+    /// Plain NAPT: a second client sourcing from 1701 gets another port.
+    Naive,
+    /// Clients keep public port 1701; inbound is told apart by the Tunnel
+    /// ID each client assigned; the LNS may answer from another port.
+    TunnelId,
+}
+
+/// What the NAT does for IPsec (IKE on 500 and 4500, ESP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpsecMode {
+    /// UDP 500, UDP 4500 and ESP are dropped (counted).
+    Off,
+    /// IKE is NAPT'd; raw ESP goes by address (one client per server).
+    Naive,
+    /// IKE keeps port 500 and is told apart by the initiator's SPI; raw ESP
+    /// is told apart by SPI, learned as servers first answer.
+    Spi,
+}
+
+/// Who gets an address-only protocol's packets when two LAN hosts talk it
+/// to the same server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SharedRemote {
+    /// The last host to send (cheap firmware).
+    NewestWins,
+    /// The first host keeps it until it expires; the second host's packets
+    /// are dropped (Linux conntrack without a helper).
+    OldestKeeps,
+}
+
 /// A protocol the profile can block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -203,6 +266,19 @@ pub struct Profile {
     pub blocked: BTreeSet<Protocol>,
     /// Loss, delay, reordering and duplication.
     pub impair: Impairments,
+    /// PPTP passthrough.
+    pub pptp: PptpMode,
+    /// How the PPTP ALG picks public Call IDs.
+    pub pptp_call_ids: CallIdChoice,
+    /// L2TP passthrough.
+    pub l2tp: L2tpMode,
+    /// IPsec passthrough.
+    pub ipsec: IpsecMode,
+    /// NAT traversal (IKE and ESP on UDP 4500); `false` drops UDP 4500.
+    pub nat_t: bool,
+    /// GRE, ESP and other protocols without ports: who gets a server's
+    /// packets when two LAN hosts talk to it.
+    pub shared_remote: SharedRemote,
 }
 
 impl Default for Profile {
@@ -218,28 +294,71 @@ impl Default for Profile {
             max_mappings: 65536,
             blocked: BTreeSet::new(),
             impair: Impairments::default(),
+            pptp: PptpMode::CallId,
+            pptp_call_ids: CallIdChoice::Unique,
+            l2tp: L2tpMode::TunnelId,
+            ipsec: IpsecMode::Spi,
+            nat_t: true,
+            shared_remote: SharedRemote::NewestWins,
         }
     }
 }
 
 /// The names of the presets.
-pub const PRESETS: &[&str] = &["default", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric"];
+pub const PRESETS: &[&str] = &[
+    "default",
+    "full-cone",
+    "restricted-cone",
+    "port-restricted-cone",
+    "symmetric",
+    "passthrough-off",
+    "naive",
+    "full",
+    "linux-like",
+];
 
 impl Profile {
-    /// A named preset: `default` (endpoint-independent mapping,
-    /// address-and-port-dependent filtering, port preservation, hairpinning:
-    /// what RFC 4787 asks with the safest filtering), `full-cone`,
-    /// `restricted-cone`, `port-restricted-cone`, `symmetric`.
+    /// A named preset. Behaviour presets: `default` (endpoint-independent
+    /// mapping, address-and-port-dependent filtering, port preservation,
+    /// hairpinning, full passthrough: what RFC 4787 asks with the safest
+    /// filtering), `full-cone`, `restricted-cone`, `port-restricted-cone`,
+    /// `symmetric`. Passthrough presets, on the default behaviour:
+    /// `passthrough-off`, `naive` (what cheap firmware does), `full` (every
+    /// ALG), `linux-like` (what the Linux kernel does: a PPTP ALG with one
+    /// call per control connection, nothing for L2TP or ESP).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
+        let base = Profile { name: name.to_string(), ..Profile::default() };
         let (mapping, filtering) = match name {
-            "default" | "port-restricted-cone" => (EndpointIndependent, AddressAndPortDependent),
+            "default" | "port-restricted-cone" | "full" => (EndpointIndependent, AddressAndPortDependent),
             "full-cone" => (EndpointIndependent, EndpointIndependent),
             "restricted-cone" => (EndpointIndependent, AddressDependent),
             "symmetric" => (AddressAndPortDependent, AddressAndPortDependent),
+            "passthrough-off" => {
+                return Some(Profile {
+                    pptp: PptpMode::Off,
+                    l2tp: L2tpMode::Off,
+                    ipsec: IpsecMode::Off,
+                    nat_t: false,
+                    ..base
+                });
+            }
+            "naive" => {
+                return Some(Profile { pptp: PptpMode::Naive, l2tp: L2tpMode::Naive, ipsec: IpsecMode::Naive, ..base });
+            }
+            "linux-like" => {
+                return Some(Profile {
+                    pptp: PptpMode::CallId,
+                    pptp_call_ids: CallIdChoice::ControlPort,
+                    l2tp: L2tpMode::Naive,
+                    ipsec: IpsecMode::Naive,
+                    shared_remote: SharedRemote::OldestKeeps,
+                    ..base
+                });
+            }
             _ => return None,
         };
-        Some(Profile { name: name.to_string(), mapping, filtering, ..Profile::default() })
+        Some(Profile { mapping, filtering, ..base })
     }
 
     /// Reads a profile from TOML text and checks it.
@@ -303,6 +422,15 @@ mod tests {
             p.check().expect("presets are valid");
         }
         let sym = Profile::preset("symmetric").expect("symmetric");
+        let linux = Profile::preset("linux-like").expect("linux-like");
+        assert_eq!(
+            (linux.pptp, linux.pptp_call_ids, linux.l2tp),
+            (PptpMode::CallId, CallIdChoice::ControlPort, L2tpMode::Naive)
+        );
+        let off = Profile::preset("passthrough-off").expect("off");
+        assert!(off.pptp == PptpMode::Off && off.ipsec == IpsecMode::Off && !off.nat_t);
+        let full = Profile::preset("full").expect("full");
+        assert_eq!((full.pptp, full.l2tp, full.ipsec), (PptpMode::CallId, L2tpMode::TunnelId, IpsecMode::Spi));
         assert_eq!(sym.mapping, Behaviour::AddressAndPortDependent);
         assert_eq!(Profile::preset("full-cone").expect("full cone").filtering, Behaviour::EndpointIndependent);
         assert!(Profile::preset("nope").is_none());
@@ -328,6 +456,10 @@ mod tests {
             port_preservation = false
             port_range = { low = 20000, high = 20009 }
             blocked = ["gre", "esp"]
+            pptp = "naive"
+            l2tp = "off"
+            ipsec = "spi"
+            nat_t = false
             [timeouts]
             udp = 5
             [impair.outbound]
@@ -340,6 +472,7 @@ mod tests {
         assert_eq!(p.timeouts.udp, 5);
         assert_eq!(p.timeouts.icmp, 60, "unset fields keep their defaults");
         assert!(p.blocked.contains(&Protocol::Gre));
+        assert_eq!((p.pptp, p.l2tp, p.ipsec, p.nat_t), (PptpMode::Naive, L2tpMode::Off, IpsecMode::Spi, false));
         assert_eq!(p.port_range.len(), 10);
         let bad = Profile::from_toml("[impair.inbound]\nloss_percent = 140.0\n").expect_err("not a percentage");
         assert!(bad.contains("impair.inbound.loss_percent"), "{bad}");

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use super::profile::{Behaviour, Profile};
+use super::profile::{Behaviour, Profile, SharedRemote};
 
 /// A fast hasher for small fixed keys (FxHash): the table is on the
 /// per-packet path and its keys come from our own packets' headers.
@@ -177,12 +177,16 @@ pub enum MapError {
     TableFull,
     /// No free public port.
     PortsExhausted,
+    /// An address-only protocol's remote is another LAN host's, which
+    /// keeps it ([`SharedRemote::OldestKeeps`]).
+    RemoteTaken,
 }
 
 /// The table.
 pub struct Table {
     mapping: Behaviour,
     filtering: Behaviour,
+    shared_remote: SharedRemote,
     preserve: bool,
     low: u16,
     high: u16,
@@ -221,6 +225,7 @@ impl Table {
         Table {
             mapping: profile.mapping,
             filtering: profile.filtering,
+            shared_remote: profile.shared_remote,
             preserve: profile.port_preservation,
             low: profile.port_range.low,
             high: profile.port_range.high,
@@ -289,9 +294,14 @@ impl Table {
         };
         let in_key = self.in_key(proto, class, public_port, remote);
         if class == Class::AddressOnly {
-            // The newest LAN host to talk to this remote takes its packets.
-            if let Some(&old) = self.by_in.get(&in_key) {
-                self.remove(old);
+            if let Some(old) = self.by_in.get(&in_key).copied().and_then(|id| self.if_live(id, now_ms)) {
+                match self.shared_remote {
+                    // The newest LAN host to talk to this remote takes its packets.
+                    SharedRemote::NewestWins => {
+                        self.remove(old);
+                    }
+                    SharedRemote::OldestKeeps => return Err(MapError::RemoteTaken),
+                }
             }
         }
         let m = Mapping {

@@ -8,20 +8,20 @@ use super::engine::{Config, L4Checksum, Nat, Side, Verdict};
 use super::profile::{Behaviour, PortRange, Profile, Protocol};
 use super::wire::{WireError, checksum, icmp, ipv4, tcp};
 
-const C1: [u8; 4] = [192, 168, 1, 10];
-const C2: [u8; 4] = [192, 168, 1, 11];
-const LAN: [u8; 4] = [192, 168, 1, 1];
-const WAN: [u8; 4] = [198, 51, 100, 1];
-const S1: [u8; 4] = [198, 51, 100, 2];
-const S2: [u8; 4] = [198, 51, 100, 3];
-const FAR: [u8; 4] = [203, 0, 113, 9];
-const GW: [u8; 4] = [198, 51, 100, 254];
+pub(crate) const C1: [u8; 4] = [192, 168, 1, 10];
+pub(crate) const C2: [u8; 4] = [192, 168, 1, 11];
+pub(crate) const LAN: [u8; 4] = [192, 168, 1, 1];
+pub(crate) const WAN: [u8; 4] = [198, 51, 100, 1];
+pub(crate) const S1: [u8; 4] = [198, 51, 100, 2];
+pub(crate) const S2: [u8; 4] = [198, 51, 100, 3];
+pub(crate) const FAR: [u8; 4] = [203, 0, 113, 9];
+pub(crate) const GW: [u8; 4] = [198, 51, 100, 254];
 
-fn t(secs: u64) -> Duration {
+pub(crate) fn t(secs: u64) -> Duration {
     Duration::from_secs(1000 + secs)
 }
 
-fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
+pub(crate) fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
     let mut profile = Profile::default();
     f(&mut profile);
     Nat::new(Config {
@@ -33,18 +33,18 @@ fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
     .expect("valid config")
 }
 
-fn nat() -> Nat {
+pub(crate) fn nat() -> Nat {
     nat_with(|_| {})
 }
 
-fn ip_packet(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
+pub(crate) fn ip_packet(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
     let mut p = vec![0u8; 20 + l4.len()];
     ipv4::emit_header(&mut p, src, dst, proto, l4.len(), 64, 0x1234);
     p[20..].copy_from_slice(l4);
     p
 }
 
-fn l4_checksum(p: &[u8]) -> u16 {
+pub(crate) fn l4_checksum(p: &[u8]) -> u16 {
     let hl = usize::from(p[0] & 0x0f) * 4;
     let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
     let src = [p[12], p[13], p[14], p[15]];
@@ -53,14 +53,14 @@ fn l4_checksum(p: &[u8]) -> u16 {
     !checksum::fold(checksum::add(sum, &p[hl..total]))
 }
 
-fn fill_l4_checksum(p: &mut [u8]) {
+pub(crate) fn fill_l4_checksum(p: &mut [u8]) {
     let at = 20 + if p[9] == ipv4::PROTO_TCP { 16 } else { 6 };
     p[at..at + 2].copy_from_slice(&[0, 0]);
     let c = l4_checksum(p);
     p[at..at + 2].copy_from_slice(&c.to_be_bytes());
 }
 
-fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
+pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
     let mut l4 = vec![0u8; 8 + data.len()];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
     l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -71,7 +71,7 @@ fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u
     p
 }
 
-fn tcp_seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
+pub(crate) fn tcp_seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
     let mut l4 = vec![0u8; 20];
     l4[0..2].copy_from_slice(&sport.to_be_bytes());
     l4[2..4].copy_from_slice(&dport.to_be_bytes());
@@ -84,7 +84,7 @@ fn tcp_seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec
     p
 }
 
-fn echo(src: [u8; 4], dst: [u8; 4], ident: u16, request: bool) -> Vec<u8> {
+pub(crate) fn echo(src: [u8; 4], dst: [u8; 4], ident: u16, request: bool) -> Vec<u8> {
     let mut m = vec![0u8; 16];
     m[0] = if request { icmp::ECHO_REQUEST } else { icmp::ECHO_REPLY };
     m[4..6].copy_from_slice(&ident.to_be_bytes());
@@ -97,7 +97,7 @@ fn echo(src: [u8; 4], dst: [u8; 4], ident: u16, request: bool) -> Vec<u8> {
 
 /// An ICMP error quoting `about` whole (as Linux does) or its first
 /// `quote` bytes (header + 8, as RFC 792 requires at least).
-fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8], quote: usize) -> Vec<u8> {
+pub(crate) fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8], quote: usize) -> Vec<u8> {
     let quoted = &about[..about.len().min(quote)];
     let mut m = vec![0u8; 8 + quoted.len()];
     m[0] = kind;
@@ -108,15 +108,15 @@ fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8], quot
     ip_packet(src, dst, ipv4::PROTO_ICMP, &m)
 }
 
-fn ports(p: &[u8]) -> (u16, u16) {
+pub(crate) fn ports(p: &[u8]) -> (u16, u16) {
     (u16::from_be_bytes([p[20], p[21]]), u16::from_be_bytes([p[22], p[23]]))
 }
 
-fn addrs(p: &[u8]) -> ([u8; 4], [u8; 4]) {
+pub(crate) fn addrs(p: &[u8]) -> ([u8; 4], [u8; 4]) {
     ([p[12], p[13], p[14], p[15]], [p[16], p[17], p[18], p[19]])
 }
 
-fn assert_checksums(p: &[u8]) {
+pub(crate) fn assert_checksums(p: &[u8]) {
     let ip = ipv4::Packet::new_checked(p).expect("valid ipv4");
     assert!(ip.verify_checksum(), "ipv4 header checksum");
     match ip.protocol() {
@@ -126,15 +126,15 @@ fn assert_checksums(p: &[u8]) {
     }
 }
 
-fn forward(side: Side, hop: [u8; 4]) -> Verdict {
+pub(crate) fn forward(side: Side, hop: [u8; 4]) -> Verdict {
     Verdict::Forward { side, next_hop: Ipv4Addr::from(hop) }
 }
 
-fn out(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
+pub(crate) fn out(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
     nat.process(Side::Lan, p, L4Checksum::Full, now)
 }
 
-fn inb(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
+pub(crate) fn inb(nat: &mut Nat, p: &mut [u8], now: Duration) -> Verdict {
     nat.process(Side::Wan, p, L4Checksum::Full, now)
 }
 
@@ -457,7 +457,7 @@ fn hairpinning_turns_a_packet_to_the_public_address_around() {
     assert_eq!(out(&mut off, &mut p, t(1)), Verdict::Drop(DropReason::ToRouter));
 }
 
-fn fragments(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
+pub(crate) fn fragments(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
     // A UDP datagram of 8 + 24 bytes split after 16 bytes of payload.
     let whole = udp(src, sport, dst, dport, &[0xab; 24]);
     let l4 = &whole[20..];
@@ -596,7 +596,8 @@ fn blocked_protocols_are_dropped() {
 fn gre_is_mapped_by_address_and_the_newest_sender_wins() {
     let mut n = nat();
     let gre = |src, dst| {
-        let mut p = ip_packet(src, dst, ipv4::PROTO_GRE, &[0x30, 0x01, 0x88, 0x0b, 0, 4, 0, 1, b'p', b'p', b'p', b'p']);
+        // Plain GRE (version 0, IPv4 inside): no ALG knows it.
+        let mut p = ip_packet(src, dst, ipv4::PROTO_GRE, &[0x00, 0x00, 0x08, 0x00, b'i', b'p', b'v', b'4']);
         ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
         p
     };

@@ -10,6 +10,7 @@ pub mod ethernet;
 pub mod gre;
 pub mod icmp;
 pub mod ipv4;
+pub mod pptp;
 pub mod tcp;
 pub mod udp;
 

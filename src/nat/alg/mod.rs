@@ -1,0 +1,7 @@
+//! Application-level gateways: what a NAT must understand of PPTP, L2TP
+//! and IPsec to let more than one LAN host use them with one server.
+
+pub mod pptp;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,517 @@
+//! The PPTP ALG (RFC 2637): Call IDs made unique per server, GRE back by
+//! Call ID.
+//!
+//! Each side of a PPTP call picks its own Call ID, and enhanced GRE carries
+//! the *receiver's*. Two LAN hosts calling one server may pick the same
+//! Call ID (pptp-linux picks the lowest free one), so the server's GRE for
+//! both would carry the same key. The ALG parses both directions of every
+//! control connection on TCP 1723 and rewrites the LAN host's Call ID to a
+//! public one that is unique for the server wherever it appears: as the
+//! sender's own Call ID going out, as the Peer's Call ID coming back. GRE
+//! from the server is then delivered by its key.
+//!
+//! The control stream is parsed byte by byte, so a message may span TCP
+//! segments and several may share one; retransmitted bytes are rewritten
+//! as they were the first time. A public Call ID keeps the LAN host's high
+//! byte, so rewriting changes only the low byte and a field split between
+//! two segments is still rewritten (the high byte passes unchanged, the low
+//! byte is decided when it arrives). Linux's nf_nat_pptp instead uses the
+//! control connection's public TCP port as the Call ID (one call per
+//! control connection) and expects each message in one segment; the
+//! [`CallIdChoice::ControlPort`] choice reproduces it for comparison.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::nat::counters::DropReason;
+use crate::nat::profile::CallIdChoice;
+use crate::nat::table::Endpoint;
+use crate::nat::wire::pptp as msg;
+
+/// A control connection: the LAN endpoint, the server, and the public TCP
+/// port the NAT gave it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Control {
+    /// The LAN host's endpoint.
+    pub client: Endpoint,
+    /// The server's address.
+    pub server: [u8; 4],
+    /// The control connection's public TCP port.
+    pub public_port: u16,
+}
+
+/// Which way a segment goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// LAN to WAN.
+    Out,
+    /// WAN to LAN.
+    In,
+}
+
+/// A call through the NAT.
+#[derive(Debug, Clone)]
+struct Call {
+    control: Control,
+    lan_call: u16,
+    public_call: u16,
+    server_call: Option<u16>,
+    last_seen: Duration,
+}
+
+/// A call as the dump shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CallInfo {
+    /// The LAN host.
+    pub client: String,
+    /// The server.
+    pub server: String,
+    /// The LAN host's Call ID.
+    pub lan_call_id: u16,
+    /// The Call ID the server sees.
+    pub public_call_id: u16,
+    /// The server's Call ID, once known.
+    pub server_call_id: Option<u16>,
+}
+
+/// Recent rewrites kept per stream, for retransmissions.
+const REMEMBERED_REWRITES: usize = 64;
+
+/// One direction of a control connection, parsed byte by byte.
+#[derive(Debug, Default)]
+struct Stream {
+    next_seq: Option<u32>,
+    pos: usize,
+    head: [u8; msg::HEADER_LEN],
+    len: usize,
+    ctrl_type: u16,
+    /// The high byte of the Call ID field being read, and where it is in
+    /// the current segment (if it is in it).
+    high: Option<(u8, Option<usize>)>,
+    /// The server's own Call ID read earlier in the current message.
+    server_own: Option<u16>,
+    /// The public Call ID written earlier in the current message.
+    public: Option<u16>,
+    broken: bool,
+    rewrites: VecDeque<(u32, u8)>,
+}
+
+#[derive(Debug, Default)]
+struct ControlState {
+    out: Stream,
+    inb: Stream,
+    last_seen: Duration,
+}
+
+/// What the PPTP ALG knows.
+pub struct Pptp {
+    choice: CallIdChoice,
+    call_timeout: Duration,
+    control_timeout: Duration,
+    controls: HashMap<Control, ControlState>,
+    /// By (server, public Call ID): what inbound GRE is looked up by.
+    calls: HashMap<([u8; 4], u16), Call>,
+    /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
+    by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
+}
+
+/// Where a patched byte's checksum lives, and how to update it.
+#[derive(Debug, Clone, Copy)]
+pub struct Patch {
+    /// Offset of the TCP header in the packet.
+    pub l4_start: usize,
+    /// Offset of the TCP checksum in the packet, if it is complete (a
+    /// checksum left to hardware covers the payload by itself).
+    pub checksum_at: Option<usize>,
+}
+
+impl Pptp {
+    /// An empty ALG.
+    pub fn new(choice: CallIdChoice, call_timeout: Duration, control_timeout: Duration) -> Pptp {
+        Pptp {
+            choice,
+            call_timeout,
+            control_timeout,
+            controls: HashMap::new(),
+            calls: HashMap::new(),
+            by_server_call: HashMap::new(),
+        }
+    }
+
+    /// How many calls are up.
+    pub fn calls(&self) -> usize {
+        self.calls.len()
+    }
+
+    /// Handles a TCP segment of a control connection whose headers the NAT
+    /// has already translated: rewrites Call IDs in its payload
+    /// (`pkt[payload_at..]`, first byte at sequence number `seq`). A SYN
+    /// tells where the stream starts.
+    #[allow(clippy::too_many_arguments)]
+    pub fn segment(
+        &mut self,
+        dir: Direction,
+        control: Control,
+        pkt: &mut [u8],
+        payload_at: usize,
+        seq: u32,
+        syn: bool,
+        patch: Patch,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        let state = self.controls.entry(control).or_default();
+        state.last_seen = now;
+        if syn {
+            let s = match dir {
+                Direction::Out => &mut state.out,
+                Direction::In => &mut state.inb,
+            };
+            s.next_seq = Some(seq.wrapping_add(1));
+        }
+        if payload_at >= pkt.len() {
+            return Ok(());
+        }
+        let mut stream = std::mem::take(match dir {
+            Direction::Out => &mut state.out,
+            Direction::In => &mut state.inb,
+        });
+        let result = self.feed(&mut stream, dir, control, pkt, payload_at, seq, patch, now);
+        if let Some(state) = self.controls.get_mut(&control) {
+            match dir {
+                Direction::Out => state.out = stream,
+                Direction::In => state.inb = stream,
+            }
+        }
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn feed(
+        &mut self,
+        s: &mut Stream,
+        dir: Direction,
+        control: Control,
+        pkt: &mut [u8],
+        payload_at: usize,
+        seq: u32,
+        patch: Patch,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        if s.broken {
+            return Err(DropReason::PptpMalformed);
+        }
+        let len = (pkt.len() - payload_at) as u32;
+        let next = *s.next_seq.get_or_insert(seq);
+        let ahead = seq.wrapping_sub(next) as i32;
+        if ahead > 0 {
+            // A gap: the bytes before this segment were never seen. TCP
+            // sends them again; this one follows in order.
+            return Err(DropReason::PptpOutOfOrder);
+        }
+        // Bytes already seen (a retransmission): rewrite them as before.
+        let seen = (-ahead) as u32;
+        for i in 0..seen.min(len) {
+            let at_seq = seq.wrapping_add(i);
+            if let Some(&(_, b)) = s.rewrites.iter().find(|(q, _)| *q == at_seq) {
+                patch_byte(pkt, payload_at + i as usize, b, patch);
+            }
+        }
+        for i in seen..len {
+            let at = payload_at + i as usize;
+            self.byte(s, dir, control, pkt, at, seq.wrapping_add(i), patch, now)?;
+        }
+        if len > seen {
+            s.next_seq = Some(seq.wrapping_add(len));
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn byte(
+        &mut self,
+        s: &mut Stream,
+        dir: Direction,
+        control: Control,
+        pkt: &mut [u8],
+        at: usize,
+        at_seq: u32,
+        patch: Patch,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        let b = pkt[at];
+        let pos = s.pos;
+        if pos < msg::HEADER_LEN {
+            s.head[pos] = b;
+            if pos == 1 {
+                s.len = usize::from(u16::from_be_bytes([s.head[0], s.head[1]]));
+                if !(16..=msg::MAX_LEN).contains(&s.len) {
+                    s.broken = true;
+                    return Err(DropReason::PptpMalformed);
+                }
+            }
+            if pos == msg::HEADER_LEN - 1 {
+                let h = &s.head;
+                let kind = u16::from_be_bytes([h[2], h[3]]);
+                let magic = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+                s.ctrl_type = u16::from_be_bytes([h[8], h[9]]);
+                let fits =
+                    msg::fields(s.ctrl_type).is_some_and(|f| f.own.into_iter().chain(f.peer).all(|o| o + 2 <= s.len));
+                if kind != msg::CONTROL_MESSAGE || magic != msg::MAGIC || !fits {
+                    s.broken = true;
+                    return Err(DropReason::PptpMalformed);
+                }
+                s.server_own = None;
+                s.public = None;
+            }
+        } else if let Some(f) = msg::fields(s.ctrl_type) {
+            let own = f.own == Some(pos) || f.own == Some(pos.wrapping_sub(1));
+            let peer = f.peer == Some(pos) || f.peer == Some(pos.wrapping_sub(1));
+            let first = f.own == Some(pos) || f.peer == Some(pos);
+            if (own || peer) && first {
+                s.high = Some((b, Some(at)));
+            } else if own || peer {
+                let (hi, hi_at) = s.high.take().unwrap_or((0, None));
+                let value = u16::from_be_bytes([hi, b]);
+                let new = if own {
+                    self.own_call_id(s, dir, control, value, now)
+                } else {
+                    self.peer_call_id(s, dir, control, value)
+                };
+                if let Some(new) = new {
+                    let [nh, nl] = new.to_be_bytes();
+                    if nh != hi {
+                        match hi_at {
+                            Some(hat) => {
+                                patch_byte(pkt, hat, nh, patch);
+                                remember(s, at_seq.wrapping_sub(1), nh);
+                            }
+                            // The high byte left in an earlier segment.
+                            None => return Err(DropReason::PptpSplitField),
+                        }
+                    }
+                    if nl != b {
+                        patch_byte(pkt, at, nl, patch);
+                        remember(s, at_seq, nl);
+                    }
+                }
+            }
+        }
+        s.pos += 1;
+        if s.pos >= msg::HEADER_LEN && s.pos >= s.len {
+            self.message_end(s, dir, control);
+            s.pos = 0;
+            s.len = 0;
+        }
+        Ok(())
+    }
+
+    /// The sender's own Call ID: the LAN host's going out (made public),
+    /// the server's coming in (noted).
+    fn own_call_id(
+        &mut self,
+        s: &mut Stream,
+        dir: Direction,
+        control: Control,
+        value: u16,
+        now: Duration,
+    ) -> Option<u16> {
+        match dir {
+            Direction::Out => {
+                let public = match s.ctrl_type {
+                    // Messages that start a call.
+                    msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value, now)),
+                    // Clearing or disconnecting: the public ID it already has.
+                    _ => self.find_public(control, value),
+                };
+                s.public = public;
+                public
+            }
+            Direction::In => {
+                s.server_own = Some(value);
+                None
+            }
+        }
+    }
+
+    /// The receiver's Call ID: the server's going out (noted for the call
+    /// the message set up), the LAN host's coming in (made private again).
+    fn peer_call_id(&mut self, s: &mut Stream, dir: Direction, control: Control, value: u16) -> Option<u16> {
+        match dir {
+            Direction::Out => {
+                if let Some(public) = s.public {
+                    self.note_server_call(control, public, value);
+                }
+                None
+            }
+            Direction::In => {
+                let call = self.calls.get(&(control.server, value)).filter(|c| c.control == control)?;
+                let lan = call.lan_call;
+                if let Some(server_call) = s.server_own.take() {
+                    self.note_server_call(control, value, server_call);
+                }
+                Some(lan)
+            }
+        }
+    }
+
+    fn note_server_call(&mut self, control: Control, public: u16, server_call: u16) {
+        if let Some(call) = self.calls.get_mut(&(control.server, public)).filter(|c| c.control == control) {
+            call.server_call = Some(server_call);
+            self.by_server_call.insert((control.server, server_call, control.client.addr), public);
+        }
+    }
+
+    /// What happens when a message is complete: a call ends with its
+    /// Call-Disconnect-Notify, all of a control connection's calls with
+    /// Stop-Control-Connection.
+    fn message_end(&mut self, s: &mut Stream, dir: Direction, control: Control) {
+        match s.ctrl_type {
+            msg::CDN => {
+                let public = match dir {
+                    // The server hung up: its own Call ID names the call.
+                    Direction::In => s
+                        .server_own
+                        .take()
+                        .and_then(|sc| self.by_server_call.get(&(control.server, sc, control.client.addr)).copied()),
+                    // The LAN host (a PAC) hung up: its Call ID was just made public.
+                    Direction::Out => s.public.take(),
+                };
+                if let Some(p) = public {
+                    self.remove_call(control.server, p);
+                }
+            }
+            msg::STOP_CCRQ | msg::STOP_CCRP => self.close(control),
+            _ => {}
+        }
+    }
+
+    fn find_public(&self, control: Control, lan_call: u16) -> Option<u16> {
+        self.calls.values().find(|c| c.control == control && c.lan_call == lan_call).map(|c| c.public_call)
+    }
+
+    /// The public Call ID of the LAN host's call `lan_call`, made if new.
+    fn public_for(&mut self, control: Control, lan_call: u16, now: Duration) -> u16 {
+        if let Some(p) = self.find_public(control, lan_call) {
+            if let Some(c) = self.calls.get_mut(&(control.server, p)) {
+                c.last_seen = now;
+            }
+            return p;
+        }
+        let taken = |p: u16| self.calls.contains_key(&(control.server, p));
+        let public = match self.choice {
+            CallIdChoice::ControlPort => control.public_port,
+            CallIdChoice::Unique => {
+                let base = lan_call & 0xff00;
+                std::iter::once(lan_call)
+                    .chain((0..=0xffu16).map(|lo| base | lo))
+                    .find(|p| !taken(*p))
+                    .unwrap_or(lan_call)
+            }
+        };
+        let call = Call { control, lan_call, public_call: public, server_call: None, last_seen: now };
+        // With the control port as Call ID a second call finds the first in
+        // place: like Linux, its GRE then reaches the first call.
+        self.calls.entry((control.server, public)).or_insert(call);
+        public
+    }
+
+    fn remove_call(&mut self, server: [u8; 4], public: u16) {
+        if let Some(c) = self.calls.remove(&(server, public)) {
+            if let Some(sc) = c.server_call {
+                self.by_server_call.remove(&(server, sc, c.control.client.addr));
+            }
+        }
+    }
+
+    /// The control connection ended (FIN, RST, timeout): its calls end too.
+    pub fn close(&mut self, control: Control) {
+        self.controls.remove(&control);
+        let ended: Vec<u16> = self.calls.values().filter(|c| c.control == control).map(|c| c.public_call).collect();
+        for p in ended {
+            self.remove_call(control.server, p);
+        }
+    }
+
+    /// GRE from a LAN host to a server, keyed with the server's Call ID:
+    /// keeps the call alive.
+    pub fn outbound_gre(&mut self, client: [u8; 4], server: [u8; 4], server_call: u16, now: Duration) {
+        if let Some(p) = self.by_server_call.get(&(server, server_call, client)).copied() {
+            if let Some(c) = self.calls.get_mut(&(server, p)) {
+                c.last_seen = now;
+            }
+        }
+    }
+
+    /// GRE from `server` keyed with a public Call ID: the LAN host and the
+    /// Call ID it knows, if a live call has them. Nothing from anyone else.
+    pub fn inbound_gre(&mut self, server: [u8; 4], public_call: u16, now: Duration) -> Option<([u8; 4], u16)> {
+        let c = self.calls.get_mut(&(server, public_call))?;
+        c.last_seen = now;
+        Some((c.control.client.addr, c.lan_call))
+    }
+
+    /// Forgets idle calls and control connections.
+    pub fn expire(&mut self, now: Duration) {
+        let idle_controls: Vec<Control> =
+            self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
+        for c in idle_controls {
+            self.close(c);
+        }
+        let idle: Vec<([u8; 4], u16)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.last_seen + self.call_timeout <= now && !self.controls.contains_key(&c.control))
+            .map(|(k, _)| *k)
+            .collect();
+        for (server, p) in idle {
+            self.remove_call(server, p);
+        }
+    }
+
+    /// The calls, for the dump.
+    pub fn snapshot(&self) -> Vec<CallInfo> {
+        let mut v: Vec<CallInfo> = self
+            .calls
+            .values()
+            .map(|c| CallInfo {
+                client: c.control.client.to_string(),
+                server: std::net::Ipv4Addr::from(c.control.server).to_string(),
+                lan_call_id: c.lan_call,
+                public_call_id: c.public_call,
+                server_call_id: c.server_call,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.server, a.public_call_id).cmp(&(&b.server, b.public_call_id)));
+        v
+    }
+}
+
+fn remember(s: &mut Stream, seq: u32, byte: u8) {
+    if s.rewrites.len() >= REMEMBERED_REWRITES {
+        s.rewrites.pop_front();
+    }
+    s.rewrites.push_back((seq, byte));
+}
+
+/// Changes one payload byte and the TCP checksum that covers it.
+pub fn patch_byte(pkt: &mut [u8], at: usize, new: u8, patch: Patch) {
+    let old = pkt[at];
+    if old == new {
+        return;
+    }
+    pkt[at] = new;
+    if let Some(c) = patch.checksum_at {
+        // The byte's 16-bit word, aligned from the start of the TCP header.
+        let even = (at - patch.l4_start) % 2 == 0;
+        let (old_word, new_word) = if even {
+            (u16::from_be_bytes([old, 0]), u16::from_be_bytes([new, 0]))
+        } else {
+            (u16::from(old), u16::from(new))
+        };
+        let check = u16::from_be_bytes([pkt[c], pkt[c + 1]]);
+        let updated = crate::nat::wire::checksum::update16(check, old_word, new_word);
+        pkt[c..c + 2].copy_from_slice(&updated.to_be_bytes());
+    }
+}

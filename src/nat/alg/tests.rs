@@ -1,0 +1,407 @@
+//! The passthrough ALGs driven with byte vectors: PPTP control messages
+//! and enhanced GRE through the NAT, in every mode.
+
+use crate::nat::counters::DropReason;
+use crate::nat::engine::{L4Checksum, Nat, Side, Verdict};
+use crate::nat::profile::{CallIdChoice, PptpMode, Profile};
+use crate::nat::tests::{
+    C1, C2, S1, S2, WAN, addrs, assert_checksums, forward, inb, ip_packet, nat_with, out, ports, t,
+};
+use crate::nat::wire::{checksum, ipv4, pptp as msg, tcp};
+
+const PPTP: u16 = 1723;
+
+/// A TCP segment carrying `payload` with sequence number `seq`.
+fn seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut l4 = vec![0u8; 20 + payload.len()];
+    l4[0..2].copy_from_slice(&sport.to_be_bytes());
+    l4[2..4].copy_from_slice(&dport.to_be_bytes());
+    l4[4..8].copy_from_slice(&seq.to_be_bytes());
+    l4[12] = 5 << 4;
+    l4[13] = flags;
+    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
+    l4[20..].copy_from_slice(payload);
+    let mut p = ip_packet(src, dst, ipv4::PROTO_TCP, &l4);
+    let sum = checksum::pseudo_header(src, dst, 6, l4.len() as u16);
+    let c = !checksum::fold(checksum::add(sum, &p[20..]));
+    p[36..38].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+/// Enhanced GRE with `call` in the key, optionally with sequence and
+/// acknowledgment numbers.
+fn gre(src: [u8; 4], dst: [u8; 4], call: u16, seq: bool, ack: bool) -> Vec<u8> {
+    let mut g = vec![0x20, 0x01, 0x88, 0x0b, 0, 4, 0, 0];
+    g[6..8].copy_from_slice(&call.to_be_bytes());
+    if seq {
+        g[0] |= 0x10;
+        g.extend_from_slice(&7u32.to_be_bytes());
+    }
+    if ack {
+        g[1] |= 0x80;
+        g.extend_from_slice(&3u32.to_be_bytes());
+    }
+    g.extend_from_slice(b"ppp!");
+    let mut p = ip_packet(src, dst, ipv4::PROTO_GRE, &g);
+    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    p
+}
+
+fn gre_call(p: &[u8]) -> u16 {
+    u16::from_be_bytes([p[26], p[27]])
+}
+
+fn field(p: &[u8], at: usize) -> u16 {
+    let data = 40 + at;
+    u16::from_be_bytes([p[data], p[data + 1]])
+}
+
+/// A control connection of one client, with its sequence numbers.
+struct Conn {
+    client: [u8; 4],
+    port: u16,
+    server: [u8; 4],
+    out_seq: u32,
+    in_seq: u32,
+    public_port: u16,
+}
+
+impl Conn {
+    fn open(n: &mut Nat, client: [u8; 4], port: u16, server: [u8; 4]) -> Conn {
+        let mut syn = seg(client, port, server, PPTP, 99, tcp::SYN, b"");
+        assert!(matches!(out(n, &mut syn, t(0)), Verdict::Forward { .. }));
+        let public_port = ports(&syn).0;
+        let mut synack = seg(server, PPTP, WAN, public_port, 499, tcp::SYN | tcp::ACK, b"");
+        assert!(matches!(inb(n, &mut synack, t(0)), Verdict::Forward { .. }));
+        Conn { client, port, server, out_seq: 100, in_seq: 500, public_port }
+    }
+
+    /// Sends `payload` from the client; returns the segment as it left.
+    fn send(&mut self, n: &mut Nat, payload: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut p = seg(self.client, self.port, self.server, PPTP, self.out_seq, tcp::ACK, payload);
+        self.out_seq += payload.len() as u32;
+        let v = out(n, &mut p, t(1));
+        (v, p)
+    }
+
+    /// Sends `payload` from the server; returns the segment as it arrived.
+    fn recv(&mut self, n: &mut Nat, payload: &[u8]) -> (Verdict, Vec<u8>) {
+        let mut p = seg(self.server, PPTP, WAN, self.public_port, self.in_seq, tcp::ACK, payload);
+        self.in_seq += payload.len() as u32;
+        let v = inb(n, &mut p, t(1));
+        (v, p)
+    }
+}
+
+fn full() -> Nat {
+    nat_with(|_| {})
+}
+
+/// Sets up a call: the client asks (OCRQ with `call`), the server answers
+/// (OCRP with its own `server_call`). Returns the public Call ID.
+fn call(n: &mut Nat, c: &mut Conn, call: u16, server_call: u16) -> u16 {
+    let (v, sent) = c.send(n, &msg::emit(msg::OCRQ, Some(call), None));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_checksums(&sent);
+    let public = field(&sent, 12);
+    let (v, got) = c.recv(n, &msg::emit(msg::OCRP, Some(server_call), Some(public)));
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_checksums(&got);
+    assert_eq!(field(&got, 14), call, "the Peer's Call ID is the client's own again");
+    assert_eq!(field(&got, 12), server_call, "the server's Call ID is left alone");
+    public
+}
+
+#[test]
+fn two_clients_with_one_call_id_get_two_public_ones_and_their_own_gre() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let mut b = Conn::open(&mut n, C2, 40000, S1);
+    let pa = call(&mut n, &mut a, 0, 0x100);
+    let pb = call(&mut n, &mut b, 0, 0x101);
+    assert_eq!(pa, 0, "the first keeps its Call ID");
+    assert_ne!(pb, 0, "the second cannot");
+    assert_eq!(pb & 0xff00, 0, "a public Call ID keeps the high byte");
+    for (public, client) in [(pa, C1), (pb, C2)] {
+        let mut g = gre(S1, WAN, public, true, true);
+        assert_eq!(inb(&mut n, &mut g, t(2)), forward(Side::Lan, client));
+        assert_eq!(gre_call(&g), 0, "the key is the client's Call ID again");
+        assert_checksums(&g);
+    }
+    // Outbound GRE keeps the server's Call ID and changes only the address.
+    let mut g = gre(C2, S1, 0x101, false, false);
+    assert_eq!(out(&mut n, &mut g, t(2)), forward(Side::Wan, S1));
+    assert_eq!((addrs(&g).0, gre_call(&g)), (WAN, 0x101));
+    assert_eq!(n.alg_state().pptp_calls.len(), 2);
+}
+
+#[test]
+fn three_clients_colliding_all_come_through() {
+    let mut n = full();
+    let clients = [C1, C2, [192, 168, 1, 12]];
+    let mut publics = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let mut conn = Conn::open(&mut n, *c, 40000 + i as u16, S1);
+        publics.push(call(&mut n, &mut conn, 1, 0x200 + i as u16));
+    }
+    publics.sort();
+    publics.dedup();
+    assert_eq!(publics.len(), 3);
+    for (i, c) in clients.iter().enumerate() {
+        let p = n.alg_state().pptp_calls.iter().find(|x| x.client.starts_with(&ipv4str(*c))).map(|x| x.public_call_id);
+        let mut g = gre(S1, WAN, p.expect("a call"), false, true);
+        assert_eq!(inb(&mut n, &mut g, t(3)), forward(Side::Lan, *c), "client {i}");
+        assert_eq!(gre_call(&g), 1);
+    }
+}
+
+fn ipv4str(a: [u8; 4]) -> String {
+    format!("{}.{}.{}.{}:", a[0], a[1], a[2], a[3])
+}
+
+#[test]
+fn a_message_split_inside_its_call_id_is_still_rewritten() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 0x0005, 1);
+    // A second client with the same Call ID: its OCRQ arrives in three
+    // segments, the Call ID's two bytes in different ones.
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let m = msg::emit(msg::OCRQ, Some(0x0005), None);
+    let (v1, s1) = b.send(&mut n, &m[..13]);
+    let (v2, s2) = b.send(&mut n, &m[13..60]);
+    let (v3, s3) = b.send(&mut n, &m[60..]);
+    for (v, s) in [(v1, &s1), (v2, &s2), (v3, &s3)] {
+        assert!(matches!(v, Verdict::Forward { .. }));
+        assert_checksums(s);
+    }
+    assert_eq!(s1[40 + 12], 0x00, "the high byte passes unchanged");
+    assert_ne!(s2[40], 0x05, "the low byte is rewritten in the next segment");
+    let public = u16::from_be_bytes([0x00, s2[40]]);
+    let (_, got) = b.recv(&mut n, &msg::emit(msg::OCRP, Some(2), Some(public)));
+    assert_eq!(field(&got, 14), 0x0005);
+}
+
+#[test]
+fn messages_sharing_a_segment_are_all_parsed() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 7, 1);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let mut both = msg::emit(msg::ECHO_RQ, None, None);
+    both.extend(msg::emit(msg::OCRQ, Some(7), None));
+    let (v, sent) = b.send(&mut n, &both);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_ne!(field(&sent, 16 + 12), 7, "the OCRQ after the echo was rewritten");
+    assert_checksums(&sent);
+}
+
+#[test]
+fn a_retransmission_is_rewritten_as_the_first_time() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 3, 1);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let m = msg::emit(msg::OCRQ, Some(3), None);
+    let (_, first) = b.send(&mut n, &m);
+    b.out_seq -= m.len() as u32;
+    let (v, again) = b.send(&mut n, &m);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(field(&again, 12), field(&first, 12));
+    assert_checksums(&again);
+}
+
+#[test]
+fn a_segment_after_a_gap_waits_for_the_gap() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    a.out_seq += 50; // 50 bytes that never came
+    let (v, _) = a.send(&mut n, &msg::emit(msg::OCRQ, Some(1), None));
+    assert_eq!(v, Verdict::Drop(DropReason::PptpOutOfOrder));
+}
+
+#[test]
+fn incoming_calls_and_every_message_with_a_call_id() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 9, 0x300);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    // The server calls in: ICRQ (its Call ID), ICRP (the client's, made
+    // public), ICCN (the client's again, made private).
+    let (v, _) = b.recv(&mut n, &msg::emit(msg::ICRQ, Some(0x301), None));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    let (_, icrp) = b.send(&mut n, &msg::emit(msg::ICRP, Some(9), Some(0x301)));
+    let public = field(&icrp, 12);
+    assert_ne!(public, 9, "call 9 is taken at this server");
+    assert_eq!(field(&icrp, 14), 0x301);
+    for t in [msg::ICCN, msg::WEN, msg::SLI] {
+        let (v, got) = b.recv(&mut n, &msg::emit(t, None, Some(public)));
+        assert!(matches!(v, Verdict::Forward { .. }), "{}", msg::name(t));
+        assert_eq!(field(&got, 12), 9, "{} names the client's own Call ID", msg::name(t));
+        assert_checksums(&got);
+    }
+    let (_, wen) = b.send(&mut n, &msg::emit(msg::SLI, None, Some(0x301)));
+    assert_eq!(field(&wen, 12), 0x301, "the server's Call ID goes out untouched");
+    let (_, ccrq) = b.send(&mut n, &msg::emit(msg::CCRQ, Some(9), None));
+    assert_eq!(field(&ccrq, 12), public, "clearing names the public Call ID");
+    // The server's CDN ends the call: its GRE is no longer let in.
+    b.recv(&mut n, &msg::emit(msg::CDN, Some(0x301), None));
+    let mut g = gre(S1, WAN, public, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(4)), Verdict::Drop(DropReason::PptpGreUnmatched));
+    assert_eq!(n.alg_state().pptp_calls.len(), 1, "the other client's call remains");
+}
+
+#[test]
+fn several_calls_share_one_control_connection() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p0 = call(&mut n, &mut a, 0, 0x10);
+    let p1 = call(&mut n, &mut a, 1, 0x11);
+    assert_ne!(p0, p1);
+    for (p, lan) in [(p0, 0), (p1, 1)] {
+        let mut g = gre(S1, WAN, p, false, false);
+        assert_eq!(inb(&mut n, &mut g, t(2)), forward(Side::Lan, C1));
+        assert_eq!(gre_call(&g), lan);
+    }
+}
+
+#[test]
+fn linux_like_call_ids_allow_one_call_per_control_connection() {
+    let mut n = nat_with(|p| {
+        p.pptp_call_ids = CallIdChoice::ControlPort;
+        p.port_preservation = false;
+    });
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p0 = call(&mut n, &mut a, 0, 0x10);
+    assert_eq!(p0, a.public_port, "the Call ID is the control connection's public port");
+    let (_, sent) = a.send(&mut n, &msg::emit(msg::OCRQ, Some(1), None));
+    assert_eq!(field(&sent, 12), p0, "a second call gets the same public Call ID");
+    let mut g = gre(S1, WAN, p0, false, false);
+    inb(&mut n, &mut g, t(2));
+    assert_eq!(gre_call(&g), 0, "so the second call's GRE reaches the first call");
+}
+
+#[test]
+fn stop_control_connection_and_reset_end_every_call() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p = call(&mut n, &mut a, 4, 0x40);
+    a.recv(&mut n, &msg::emit(msg::STOP_CCRQ, None, None));
+    assert!(n.alg_state().pptp_calls.is_empty());
+    let mut g = gre(S1, WAN, p, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(2)), Verdict::Drop(DropReason::PptpGreUnmatched));
+
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    call(&mut n, &mut b, 5, 0x50);
+    let mut rst = seg(C2, 40001, S1, PPTP, b.out_seq, tcp::RST, b"");
+    out(&mut n, &mut rst, t(3));
+    assert!(n.alg_state().pptp_calls.is_empty(), "a reset control connection ends its calls");
+}
+
+#[test]
+fn idle_calls_expire() {
+    let mut n = nat_with(|p| {
+        p.timeouts.other = 30;
+        p.timeouts.tcp_established = 60;
+    });
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 4, 0x40);
+    n.handle_timeout(t(100));
+    assert!(n.alg_state().pptp_calls.is_empty());
+}
+
+#[test]
+fn spoofed_gre_from_anyone_but_the_server_gets_nothing() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p = call(&mut n, &mut a, 0, 0x10);
+    let mut spoof = gre(S2, WAN, p, false, false);
+    assert_eq!(inb(&mut n, &mut spoof, t(2)), Verdict::Drop(DropReason::PptpGreUnmatched));
+    let mut guess = gre(S1, WAN, p.wrapping_add(1), false, false);
+    assert_eq!(inb(&mut n, &mut guess, t(2)), Verdict::Drop(DropReason::PptpGreUnmatched));
+    assert_eq!(n.counters().dropped(DropReason::PptpGreUnmatched), 2);
+}
+
+#[test]
+fn malformed_control_messages_are_dropped_and_counted() {
+    let good = msg::emit(msg::OCRQ, Some(1), None);
+    let mut cases: Vec<Vec<u8>> = Vec::new();
+    let mut bad_magic = good.clone();
+    bad_magic[4] ^= 0xff;
+    cases.push(bad_magic);
+    let mut short_len = good.clone();
+    short_len[0..2].copy_from_slice(&3u16.to_be_bytes());
+    cases.push(short_len);
+    let mut huge_len = good.clone();
+    huge_len[0..2].copy_from_slice(&60000u16.to_be_bytes());
+    cases.push(huge_len);
+    let mut bad_type = good.clone();
+    bad_type[8..10].copy_from_slice(&99u16.to_be_bytes());
+    cases.push(bad_type);
+    let mut not_control = good.clone();
+    not_control[2..4].copy_from_slice(&2u16.to_be_bytes());
+    cases.push(not_control);
+    let mut too_short_for_fields = msg::emit(msg::OCRP, Some(1), Some(2));
+    too_short_for_fields[0..2].copy_from_slice(&14u16.to_be_bytes());
+    cases.push(too_short_for_fields);
+    for (i, m) in cases.iter().enumerate() {
+        let mut n = full();
+        let mut a = Conn::open(&mut n, C1, 40000, S1);
+        let (v, _) = a.send(&mut n, m);
+        assert_eq!(v, Verdict::Drop(DropReason::PptpMalformed), "case {i}");
+        assert_eq!(n.counters().dropped(DropReason::PptpMalformed), 1, "case {i}");
+    }
+}
+
+#[test]
+fn off_drops_pptp_and_naive_hands_gre_to_the_last_sender() {
+    let mut off = nat_with(|p| p.pptp = PptpMode::Off);
+    let mut syn = seg(C1, 40000, S1, PPTP, 1, tcp::SYN, b"");
+    assert_eq!(out(&mut off, &mut syn, t(0)), Verdict::Drop(DropReason::PptpOff));
+    assert_eq!(out(&mut off, &mut gre(C1, S1, 1, false, false), t(0)), Verdict::Drop(DropReason::PptpOff));
+    assert_eq!(inb(&mut off, &mut gre(S1, WAN, 1, false, false), t(0)), Verdict::Drop(DropReason::PptpOff));
+
+    let mut naive = nat_with(|p| p.pptp = PptpMode::Naive);
+    let mut a = Conn::open(&mut naive, C1, 40000, S1);
+    let (_, sent) = a.send(&mut naive, &msg::emit(msg::OCRQ, Some(0), None));
+    assert_eq!(field(&sent, 12), 0, "naive: the Call ID goes out as it is");
+    out(&mut naive, &mut gre(C1, S1, 0x10, false, false), t(1));
+    out(&mut naive, &mut gre(C2, S1, 0x11, false, false), t(1));
+    let mut g = gre(S1, WAN, 0, false, false);
+    assert_eq!(inb(&mut naive, &mut g, t(2)), forward(Side::Lan, C2), "the last sender gets the first client's GRE");
+}
+
+#[test]
+fn partial_checksums_are_left_to_the_hardware() {
+    // A control segment whose checksum is left to hardware: the Call ID
+    // changes, the field (a pseudo-header sum) only follows the addresses.
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 0, 1);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let m = msg::emit(msg::OCRQ, Some(0), None);
+    let mut p = seg(C2, 40001, S1, PPTP, b.out_seq, tcp::ACK, &m);
+    let pseudo = |p: &[u8]| {
+        let (s, d) = addrs(p);
+        checksum::fold(checksum::pseudo_header(s, d, 6, (p.len() - 20) as u16))
+    };
+    let f = pseudo(&p);
+    p[36..38].copy_from_slice(&f.to_be_bytes());
+    let v = n.process(Side::Lan, &mut p, L4Checksum::Partial, t(1));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_ne!(field(&p, 12), 0);
+    assert_eq!(u16::from_be_bytes([p[36], p[37]]), pseudo(&p));
+    b.out_seq += m.len() as u32;
+}
+
+#[test]
+fn the_dump_names_calls() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 6, 0x66);
+    let calls = n.alg_state().pptp_calls;
+    assert_eq!(calls.len(), 1);
+    assert_eq!((calls[0].lan_call_id, calls[0].server_call_id), (6, Some(0x66)));
+    assert!(calls[0].client.starts_with("192.168.1.10:"));
+    let _ = Profile::default();
+}
