@@ -3,7 +3,7 @@
 
 use crate::nat::counters::DropReason;
 use crate::nat::engine::{L4Checksum, Nat, Side, Verdict};
-use crate::nat::profile::{CallIdChoice, PptpMode, Profile};
+use crate::nat::profile::{CallIdChoice, PptpMode};
 use crate::nat::tests::{
     C1, C2, S1, S2, WAN, addrs, assert_checksums, forward, inb, ip_packet, nat_with, out, ports, t,
 };
@@ -378,7 +378,7 @@ fn partial_checksums_are_left_to_the_hardware() {
     let mut n = full();
     let mut a = Conn::open(&mut n, C1, 40000, S1);
     call(&mut n, &mut a, 0, 1);
-    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let b = Conn::open(&mut n, C2, 40001, S1);
     let m = msg::emit(msg::OCRQ, Some(0), None);
     let mut p = seg(C2, 40001, S1, PPTP, b.out_seq, tcp::ACK, &m);
     let pseudo = |p: &[u8]| {
@@ -391,7 +391,6 @@ fn partial_checksums_are_left_to_the_hardware() {
     assert!(matches!(v, Verdict::Forward { .. }));
     assert_ne!(field(&p, 12), 0);
     assert_eq!(u16::from_be_bytes([p[36], p[37]]), pseudo(&p));
-    b.out_seq += m.len() as u32;
 }
 
 #[test]
@@ -403,5 +402,4 @@ fn the_dump_names_calls() {
     assert_eq!(calls.len(), 1);
     assert_eq!((calls[0].lan_call_id, calls[0].server_call_id), (6, Some(0x66)));
     assert!(calls[0].client.starts_with("192.168.1.10:"));
-    let _ = Profile::default();
 }
