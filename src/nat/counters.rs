@@ -78,6 +78,29 @@ pub enum DropReason {
     /// Enhanced GRE from the WAN with a Call ID no live call of that server
     /// has (or from a host that is not the server).
     PptpGreUnmatched,
+    /// L2TP traffic while the profile turns L2TP passthrough off.
+    L2tpOff,
+    /// Not an L2TPv2 message (header, length or AVPs).
+    L2tpMalformed,
+    /// L2TP from the WAN naming a tunnel no client of that server has.
+    L2tpUnknownTunnel,
+    /// A hidden Assigned Tunnel ID AVP, which the NAT cannot read.
+    L2tpHiddenTunnelId,
+    /// IKE or ESP while the profile turns IPsec passthrough off.
+    IpsecOff,
+    /// UDP 4500 while the profile turns NAT traversal off.
+    NatTOff,
+    /// Not an IKE message.
+    IkeMalformed,
+    /// IKE from the WAN for an initiator SPI no client used with that server.
+    IkeUnknownSpi,
+    /// A second client used an initiator SPI another client already uses
+    /// with the same server.
+    IkeSpiTaken,
+    /// ESP shorter than its SPI and sequence number.
+    EspMalformed,
+    /// ESP from the WAN with an SPI no client has and no client waiting.
+    EspUnknownSpi,
 }
 
 impl DropReason {
@@ -124,6 +147,17 @@ impl DropReason {
             DropReason::PptpOutOfOrder => "pptp-control-out-of-order".into(),
             DropReason::PptpSplitField => "pptp-call-id-split".into(),
             DropReason::PptpGreUnmatched => "pptp-gre-unmatched".into(),
+            DropReason::L2tpOff => "l2tp-off".into(),
+            DropReason::L2tpMalformed => "l2tp-malformed".into(),
+            DropReason::L2tpUnknownTunnel => "l2tp-unknown-tunnel".into(),
+            DropReason::L2tpHiddenTunnelId => "l2tp-hidden-tunnel-id".into(),
+            DropReason::IpsecOff => "ipsec-off".into(),
+            DropReason::NatTOff => "nat-t-off".into(),
+            DropReason::IkeMalformed => "ike-malformed".into(),
+            DropReason::IkeUnknownSpi => "ike-unknown-spi".into(),
+            DropReason::IkeSpiTaken => "ike-spi-taken".into(),
+            DropReason::EspMalformed => "esp-malformed".into(),
+            DropReason::EspUnknownSpi => "esp-unknown-spi".into(),
         }
     }
 }
@@ -158,6 +192,12 @@ pub struct Counters {
     pub mappings_expired: u64,
     /// ICMP messages the NAT answered or generated.
     pub icmp_generated: u64,
+    /// Inbound ESP SPIs bound to a client while several clients waited
+    /// for the same server (see `alg::ipsec`).
+    pub esp_ambiguous_bindings: u64,
+    /// L2TP Tunnel IDs rewritten because two clients of one server
+    /// assigned the same one.
+    pub l2tp_tunnel_ids_rewritten: u64,
 }
 
 fn slot(p: Protocol) -> usize {

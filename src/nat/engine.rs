@@ -10,15 +10,18 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use super::alg::pptp::{CallInfo, Control, Direction, Patch, Pptp};
+use super::alg::ipsec::{Ipsec, SaInfo};
+use super::alg::l2tp::{L2tp, TunnelInfo};
+use super::alg::pptp::{CallInfo, Control, Direction, Pptp};
 use super::counters::{Counters, DropReason};
 use super::frag::{DatagramKey, Fragments, Rewrite};
-use super::profile::{PptpMode, Profile, Protocol};
+use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::translate::{
-    Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, read_ports, rewrite, rewrite_icmp_ident,
+    Patch, Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, patch_u16, read_ports, rewrite,
+    rewrite_icmp_ident,
 };
-use super::wire::{checksum, gre, icmp, ipv4, tcp};
+use super::wire::{checksum, esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
 
 /// Which interface a packet came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,6 +100,8 @@ pub struct Nat {
     out: VecDeque<Transmit>,
     ident: u16,
     pptp: Pptp,
+    l2tp: L2tp,
+    ipsec: Ipsec,
 }
 
 /// The PPTP control port.
@@ -113,8 +118,12 @@ impl Nat {
         let t = &cfg.profile.timeouts;
         let pptp =
             Pptp::new(cfg.profile.pptp_call_ids, Duration::from_secs(t.other), Duration::from_secs(t.tcp_established));
+        let l2tp = L2tp::new(Duration::from_secs(t.udp));
+        let ipsec = Ipsec::new(Duration::from_secs(t.other));
         Ok(Nat {
             pptp,
+            l2tp,
+            ipsec,
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
             table: Table::new(&cfg.profile),
@@ -158,13 +167,19 @@ impl Nat {
 
     /// What the ALGs know, for the dump.
     pub fn alg_state(&self) -> AlgState {
-        AlgState { pptp_calls: self.pptp.snapshot() }
+        AlgState {
+            pptp_calls: self.pptp.snapshot(),
+            l2tp_tunnels: self.l2tp.snapshot(),
+            ipsec_sas: self.ipsec.snapshot(),
+        }
     }
 
     /// Expires mappings and waiting fragments. Call it every second or so.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.counters.mappings_expired += self.table.sweep(now, SWEEP_BUDGET) as u64;
         self.pptp.expire(now);
+        self.l2tp.expire(now);
+        self.ipsec.expire(now);
         for _ in 0..self.frags.expire(now) {
             self.counters.drop(None, DropReason::FragmentUnmatched);
         }
@@ -273,6 +288,13 @@ impl Nat {
                 if let Some(reason) = self.passthrough_off(proto, ports.dst) {
                     return self.drop(Some(proto), reason);
                 }
+                if proto == Protocol::Udp {
+                    match self.udp_alg_out(pkt, hl, total, src, dst, ports, csum, now) {
+                        Some(Ok(())) => return self.sent_out(pkt, proto, next_hop),
+                        Some(Err(reason)) => return self.drop(Some(proto), reason),
+                        None => {}
+                    }
+                }
                 let remote = Endpoint::new(dst, ports.dst);
                 let timeout = self.timeout(proto, TcpState::Opening);
                 let id = match self.table.outbound(
@@ -343,6 +365,16 @@ impl Nat {
                 }
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
+            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Off => {
+                return self.drop(Some(proto), DropReason::IpsecOff);
+            }
+            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Spi => {
+                let Ok(e) = esp::Packet::new_checked(l4) else {
+                    return self.drop(Some(proto), DropReason::EspMalformed);
+                };
+                self.ipsec.esp_outbound(src, dst, e.spi(), now);
+                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
+            }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
                 let timeout = self.timeout(proto, TcpState::None);
                 let number = ip.protocol();
@@ -361,6 +393,11 @@ impl Nat {
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
         }
+        self.sent_out(pkt, proto, next_hop)
+    }
+
+    /// The end of every outbound translation: TTL, count, forward.
+    fn sent_out(&mut self, pkt: &mut [u8], proto: Protocol, next_hop: Ipv4Addr) -> Verdict {
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).outbound += 1;
         Verdict::Forward { side: Side::Wan, next_hop }
@@ -394,6 +431,13 @@ impl Nat {
                 };
                 if let Some(reason) = self.passthrough_off(proto, ports.src) {
                     return self.drop(Some(proto), reason);
+                }
+                if proto == Protocol::Udp {
+                    match self.udp_alg_in(pkt, hl, total, src, ports, csum, now) {
+                        Some(Ok(internal)) => return self.sent_in(pkt, proto, internal, key, first_fragment, now),
+                        Some(Err(reason)) => return self.drop(Some(proto), reason),
+                        None => {}
+                    }
                 }
                 let remote = Endpoint::new(src, ports.src);
                 let id = match self.admit(proto, ip_proto(proto), Class::Ported, ports.dst, remote, now) {
@@ -458,6 +502,23 @@ impl Nat {
                 ipv4::Packet::new_unchecked(&mut *pkt).set_dst(client);
                 Endpoint::new(client, 0)
             }
+            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Off => {
+                return self.drop(Some(proto), DropReason::IpsecOff);
+            }
+            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Spi => {
+                let Ok(e) = esp::Packet::new_checked(l4) else {
+                    return self.drop(Some(proto), DropReason::EspMalformed);
+                };
+                let target = match self.ipsec.esp_inbound(src, e.spi(), now) {
+                    Ok(t) => t,
+                    Err(reason) => return self.drop(Some(proto), reason),
+                };
+                if target.ambiguous {
+                    self.counters.esp_ambiguous_bindings += 1;
+                }
+                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(target.client);
+                Endpoint::new(target.client, 0)
+            }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
                 let remote = Endpoint::new(src, 0);
                 let id = match self.admit(proto, ip.protocol(), Class::AddressOnly, 0, remote, now) {
@@ -473,6 +534,20 @@ impl Nat {
                 internal
             }
         };
+        self.sent_in(pkt, proto, internal, key, first_fragment, now)
+    }
+
+    /// The end of every inbound translation: TTL, count, the datagram's
+    /// waiting fragments released, forward.
+    fn sent_in(
+        &mut self,
+        pkt: &mut [u8],
+        proto: Protocol,
+        internal: Endpoint,
+        key: DatagramKey,
+        first_fragment: bool,
+        now: Duration,
+    ) -> Verdict {
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).inbound += 1;
         if first_fragment {
@@ -567,13 +642,93 @@ impl Nat {
         id
     }
 
-    /// A passthrough the profile turns off, by the port a packet uses.
+    /// A passthrough the profile turns off, by the server's port.
     fn passthrough_off(&self, proto: Protocol, port: u16) -> Option<DropReason> {
         let p = &self.cfg.profile;
         match (proto, port) {
             (Protocol::Tcp, PPTP_PORT) if p.pptp == PptpMode::Off => Some(DropReason::PptpOff),
+            (Protocol::Udp, l2tp::PORT) if p.l2tp == L2tpMode::Off => Some(DropReason::L2tpOff),
+            (Protocol::Udp, ike::PORT | ike::NAT_T_PORT) if p.ipsec == IpsecMode::Off => Some(DropReason::IpsecOff),
+            (Protocol::Udp, ike::NAT_T_PORT) if !p.nat_t => Some(DropReason::NatTOff),
             _ => None,
         }
+    }
+
+    /// UDP the L2TP or IPsec ALG owns, from the LAN: the client keeps its
+    /// port (1701, 500) and the ALG learns what tells it apart. `None`: not
+    /// the ALGs' business.
+    #[allow(clippy::too_many_arguments)]
+    fn udp_alg_out(
+        &mut self,
+        pkt: &mut [u8],
+        hl: usize,
+        total: usize,
+        src: [u8; 4],
+        dst: [u8; 4],
+        ports: Ports,
+        csum: L4Checksum,
+        now: Duration,
+    ) -> Option<Result<(), DropReason>> {
+        let p = &self.cfg.profile;
+        let payload_at = hl + udp::HEADER_LEN;
+        let l2tp_flow = p.l2tp == L2tpMode::TunnelId
+            && ports.src == l2tp::PORT
+            && (ports.dst == l2tp::PORT || self.l2tp.has_tunnel(src, dst));
+        let ike_flow = p.ipsec == IpsecMode::Spi && ports.src == ike::PORT && ports.dst == ike::PORT;
+        if l2tp_flow {
+            let r = match self.l2tp.outbound(src, dst, &pkt[payload_at..total], now) {
+                Ok(r) => r,
+                Err(reason) => return Some(Err(reason)),
+            };
+            if let Some((at, _, new)) = r.field {
+                patch_u16(pkt, payload_at + at, new, udp_patch(hl, ports, csum));
+                self.counters.l2tp_tunnel_ids_rewritten += 1;
+            }
+        } else if ike_flow {
+            if let Err(reason) = self.ipsec.ike_outbound(src, dst, &pkt[payload_at..total], now) {
+                return Some(Err(reason));
+            }
+        } else {
+            return None;
+        }
+        rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, ports.src, csum);
+        Some(Ok(()))
+    }
+
+    /// UDP to a port an ALG owns (1701, 500), from the WAN: the LAN host
+    /// its ALG names.
+    #[allow(clippy::too_many_arguments)]
+    fn udp_alg_in(
+        &mut self,
+        pkt: &mut [u8],
+        hl: usize,
+        total: usize,
+        src: [u8; 4],
+        ports: Ports,
+        csum: L4Checksum,
+        now: Duration,
+    ) -> Option<Result<Endpoint, DropReason>> {
+        let p = &self.cfg.profile;
+        let payload_at = hl + udp::HEADER_LEN;
+        let client = if p.l2tp == L2tpMode::TunnelId && ports.dst == l2tp::PORT {
+            let r = match self.l2tp.inbound(src, ports.src, &pkt[payload_at..total], now) {
+                Ok(r) => r,
+                Err(reason) => return Some(Err(reason)),
+            };
+            if let Some((at, _, new)) = r.field {
+                patch_u16(pkt, payload_at + at, new, udp_patch(hl, ports, csum));
+            }
+            r.client
+        } else if p.ipsec == IpsecMode::Spi && ports.dst == ike::PORT {
+            match self.ipsec.ike_inbound(src, &pkt[payload_at..total], now) {
+                Ok(c) => c,
+                Err(reason) => return Some(Err(reason)),
+            }
+        } else {
+            return None;
+        };
+        rewrite(pkt, hl, Rewritten::Destination, client, ports, ports.dst, csum);
+        Some(Ok(Endpoint::new(client, ports.dst)))
     }
 
     /// Runs a PPTP control segment through the ALG.
@@ -592,8 +747,11 @@ impl Nat {
             Ok(seg) => (seg.seq(), hl + seg.header_len(), seg.flags() & tcp::SYN != 0),
             Err(e) => return Err(DropReason::Tcp(e)),
         };
-        let patch =
-            Patch { l4_start: hl, checksum_at: (csum == L4Checksum::Full).then_some(hl + tcp::CHECKSUM_OFFSET) };
+        let patch = Patch {
+            l4_start: hl,
+            checksum_at: (csum == L4Checksum::Full).then_some(hl + tcp::CHECKSUM_OFFSET),
+            udp: false,
+        };
         self.pptp.segment(dir, control, &mut pkt[..total], data_at, seq, syn, patch, now)
     }
 
@@ -789,4 +947,17 @@ fn pptp_gre(l4: &[u8]) -> Option<u16> {
 pub struct AlgState {
     /// PPTP calls.
     pub pptp_calls: Vec<CallInfo>,
+    /// L2TP tunnels.
+    pub l2tp_tunnels: Vec<TunnelInfo>,
+    /// IKE SAs on port 500 and ESP SPIs.
+    pub ipsec_sas: Vec<SaInfo>,
+}
+
+/// How a UDP payload change reaches the UDP checksum.
+fn udp_patch(hl: usize, ports: Ports, csum: L4Checksum) -> Patch {
+    let checksum_at = match (csum, ports.checksum_at) {
+        (L4Checksum::Full, Some(at)) => Some(hl + at),
+        _ => None,
+    };
+    Patch { l4_start: hl, checksum_at, udp: true }
 }

@@ -17,7 +17,7 @@ pub mod profile;
 pub mod run;
 pub mod socket;
 pub mod table;
-mod translate;
+pub(crate) mod translate;
 pub mod wire;
 
 pub use counters::{Counters, DropReason};

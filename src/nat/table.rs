@@ -198,6 +198,8 @@ pub struct Table {
     len: usize,
     sweep_cursor: usize,
     next_port: u32,
+    /// Public ports an ALG owns (L2TP's 1701, IKE's 500): never handed out.
+    reserved: Vec<u16>,
 }
 
 /// A mapping as reports show it.
@@ -237,6 +239,16 @@ impl Table {
             len: 0,
             sweep_cursor: 0,
             next_port: 0,
+            reserved: {
+                let mut r = Vec::new();
+                if profile.l2tp == super::profile::L2tpMode::TunnelId {
+                    r.push(super::wire::l2tp::PORT);
+                }
+                if profile.ipsec == super::profile::IpsecMode::Spi {
+                    r.push(super::wire::ike::PORT);
+                }
+                r
+            },
         }
     }
 
@@ -340,6 +352,9 @@ impl Table {
         now_ms: u64,
     ) -> Result<u16, MapError> {
         let free = |t: &mut Table, port: u16| {
+            if proto == 17 && t.reserved.contains(&port) {
+                return false;
+            }
             let k = t.in_key(proto, class, port, remote);
             t.by_in.get(&k).copied().and_then(|id| t.if_live(id, now_ms)).is_none()
         };

@@ -228,19 +228,19 @@ fn each_mapping_behaviour_reuses_what_rfc4787_says() {
 #[test]
 fn two_clients_on_one_source_port_get_distinct_public_ports() {
     let mut n = nat();
-    let mut a = udp(C1, 1701, S1, 1701, b"a");
-    let mut b = udp(C2, 1701, S1, 1701, b"b");
+    let mut a = udp(C1, 5000, S1, 5000, b"a");
+    let mut b = udp(C2, 5000, S1, 5000, b"b");
     out(&mut n, &mut a, t(0));
     out(&mut n, &mut b, t(0));
-    assert_eq!(ports(&a).0, 1701, "the first keeps its port");
-    assert_ne!(ports(&b).0, 1701, "the second cannot");
+    assert_eq!(ports(&a).0, 5000, "the first keeps its port");
+    assert_ne!(ports(&b).0, 5000, "the second cannot");
     assert!(PortRange::default().contains(ports(&b).0));
     // Replies find their way to each.
-    let mut ra = udp(S1, 1701, WAN, 1701, b"ra");
-    let mut rb = udp(S1, 1701, WAN, ports(&b).0, b"rb");
+    let mut ra = udp(S1, 5000, WAN, 5000, b"ra");
+    let mut rb = udp(S1, 5000, WAN, ports(&b).0, b"rb");
     assert_eq!(inb(&mut n, &mut ra, t(1)), forward(Side::Lan, C1));
     assert_eq!(inb(&mut n, &mut rb, t(1)), forward(Side::Lan, C2));
-    assert_eq!(ports(&rb).1, 1701);
+    assert_eq!(ports(&rb).1, 5000);
 }
 
 #[test]
@@ -474,7 +474,7 @@ pub(crate) fn fragments(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> (
 #[test]
 fn every_fragment_of_a_datagram_is_translated_alike() {
     let mut n = nat_with(|p| p.port_preservation = false);
-    let (mut f1, mut f2) = fragments(C1, S1, 500, 500);
+    let (mut f1, mut f2) = fragments(C1, S1, 5500, 5500);
     assert_eq!(out(&mut n, &mut f1, t(0)), forward(Side::Wan, S1));
     assert_eq!(out(&mut n, &mut f2, t(0)), forward(Side::Wan, S1));
     assert_eq!(addrs(&f1).0, WAN);
@@ -488,7 +488,7 @@ fn every_fragment_of_a_datagram_is_translated_alike() {
     assert_eq!(l4_checksum(&whole), 0);
 
     // Inbound, the later fragment first: it waits, then follows the first.
-    let (mut g1, mut g2) = fragments(S1, WAN, 500, public);
+    let (mut g1, mut g2) = fragments(S1, WAN, 5500, public);
     assert_eq!(inb(&mut n, &mut g2, t(1)), Verdict::Consumed);
     assert_eq!(inb(&mut n, &mut g1, t(1)), forward(Side::Lan, C1));
     let released = n.poll_transmit().expect("the waiting fragment");

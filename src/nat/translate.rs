@@ -11,7 +11,7 @@ use super::wire::{checksum, icmp, ipv4, tcp, udp};
 
 /// The ports (or identifier) of a packet, and where they are.
 #[derive(Clone, Copy)]
-pub(super) struct Ports {
+pub(crate) struct Ports {
     pub(super) src: u16,
     pub(super) dst: u16,
     /// Offset of the L4 checksum inside the L4 header, if the packet has one
@@ -21,7 +21,7 @@ pub(super) struct Ports {
 }
 
 /// Options must be well formed; source routes are refused (RFC 7126).
-pub(super) fn check_options(opts: &[u8]) -> Result<(), DropReason> {
+pub(crate) fn check_options(opts: &[u8]) -> Result<(), DropReason> {
     let mut i = 0;
     while i < opts.len() {
         match opts[i] {
@@ -42,7 +42,7 @@ pub(super) fn check_options(opts: &[u8]) -> Result<(), DropReason> {
     Ok(())
 }
 
-pub(super) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Result<Ports, DropReason> {
+pub(crate) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Result<Ports, DropReason> {
     if proto == Protocol::Tcp {
         // A first fragment must still hold the whole header (RFC 1858).
         let seg = tcp::Segment::new_checked(l4).map_err(DropReason::Tcp)?;
@@ -73,13 +73,13 @@ pub(super) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Re
 
 /// Which endpoint of a packet is rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Rewritten {
+pub(crate) enum Rewritten {
     Source,
     Destination,
 }
 
 /// Rewrites one address and its port, with the IPv4 and L4 checksums.
-pub(super) fn rewrite(
+pub(crate) fn rewrite(
     pkt: &mut [u8],
     hl: usize,
     which: Rewritten,
@@ -116,18 +116,18 @@ pub(super) fn rewrite(
 }
 
 /// Rewrites an ICMP query's identifier and the ICMP checksum.
-pub(super) fn rewrite_icmp_ident(icmp_bytes: &mut [u8], ident: u16) {
+pub(crate) fn rewrite_icmp_ident(icmp_bytes: &mut [u8], ident: u16) {
     let mut msg = icmp::Message::new_unchecked(icmp_bytes);
     let check = checksum::update16(msg.checksum(), msg.ident(), ident);
     msg.set_ident(ident);
     msg.set_checksum(check);
 }
 
-pub(super) fn is_echo_request(pkt: &[u8]) -> bool {
+pub(crate) fn is_echo_request(pkt: &[u8]) -> bool {
     icmp_type(pkt) == Some(icmp::ECHO_REQUEST)
 }
 
-pub(super) fn is_icmp_error(pkt: &[u8]) -> bool {
+pub(crate) fn is_icmp_error(pkt: &[u8]) -> bool {
     matches!(
         icmp_type(pkt),
         Some(icmp::DEST_UNREACHABLE | icmp::SOURCE_QUENCH | icmp::TIME_EXCEEDED | icmp::PARAMETER_PROBLEM)
@@ -144,7 +144,7 @@ fn icmp_type(pkt: &[u8]) -> Option<u8> {
 
 /// The packet an ICMP error quotes: its IPv4 header and at least 8 bytes of
 /// its payload (RFC 792), whose total length may exceed what is quoted.
-pub(super) struct Quoted {
+pub(crate) struct Quoted {
     pub(super) hl: usize,
     pub(super) proto: u8,
     pub(super) src: [u8; 4],
@@ -237,4 +237,47 @@ impl Quoted {
             }
         }
     }
+}
+
+/// Where the checksum of a changed payload byte lives.
+#[derive(Debug, Clone, Copy)]
+pub struct Patch {
+    /// Offset of the L4 header in the packet.
+    pub l4_start: usize,
+    /// Offset of the L4 checksum in the packet, if it is complete (a
+    /// checksum left to hardware, or a UDP checksum of 0, covers nothing
+    /// here).
+    pub checksum_at: Option<usize>,
+    /// UDP: a computed 0 is sent as all ones.
+    pub udp: bool,
+}
+
+/// Changes one payload byte and the checksum that covers it.
+pub fn patch_byte(pkt: &mut [u8], at: usize, new: u8, patch: Patch) {
+    let old = pkt[at];
+    if old == new {
+        return;
+    }
+    pkt[at] = new;
+    if let Some(c) = patch.checksum_at {
+        // The byte's 16-bit word, aligned from the start of the L4 header.
+        let (old_word, new_word) = if (at - patch.l4_start) % 2 == 0 {
+            (u16::from(old) << 8, u16::from(new) << 8)
+        } else {
+            (u16::from(old), u16::from(new))
+        };
+        let check = u16::from_be_bytes([pkt[c], pkt[c + 1]]);
+        let mut updated = checksum::update16(check, old_word, new_word);
+        if patch.udp && updated == 0 {
+            updated = 0xffff;
+        }
+        pkt[c..c + 2].copy_from_slice(&updated.to_be_bytes());
+    }
+}
+
+/// Changes a 16-bit payload field (aligned or not) and its checksum.
+pub fn patch_u16(pkt: &mut [u8], at: usize, new: u16, patch: Patch) {
+    let [hi, lo] = new.to_be_bytes();
+    patch_byte(pkt, at, hi, patch);
+    patch_byte(pkt, at + 1, lo, patch);
 }

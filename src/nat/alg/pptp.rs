@@ -28,6 +28,7 @@ use serde::Serialize;
 use crate::nat::counters::DropReason;
 use crate::nat::profile::CallIdChoice;
 use crate::nat::table::Endpoint;
+use crate::nat::translate::{Patch, patch_byte};
 use crate::nat::wire::pptp as msg;
 
 /// A control connection: the LAN endpoint, the server, and the public TCP
@@ -115,16 +116,6 @@ pub struct Pptp {
     calls: HashMap<([u8; 4], u16), Call>,
     /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
     by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
-}
-
-/// Where a patched byte's checksum lives, and how to update it.
-#[derive(Debug, Clone, Copy)]
-pub struct Patch {
-    /// Offset of the TCP header in the packet.
-    pub l4_start: usize,
-    /// Offset of the TCP checksum in the packet, if it is complete (a
-    /// checksum left to hardware covers the payload by itself).
-    pub checksum_at: Option<usize>,
 }
 
 impl Pptp {
@@ -493,25 +484,4 @@ fn remember(s: &mut Stream, seq: u32, byte: u8) {
         s.rewrites.pop_front();
     }
     s.rewrites.push_back((seq, byte));
-}
-
-/// Changes one payload byte and the TCP checksum that covers it.
-pub fn patch_byte(pkt: &mut [u8], at: usize, new: u8, patch: Patch) {
-    let old = pkt[at];
-    if old == new {
-        return;
-    }
-    pkt[at] = new;
-    if let Some(c) = patch.checksum_at {
-        // The byte's 16-bit word, aligned from the start of the TCP header.
-        let even = (at - patch.l4_start) % 2 == 0;
-        let (old_word, new_word) = if even {
-            (u16::from_be_bytes([old, 0]), u16::from_be_bytes([new, 0]))
-        } else {
-            (u16::from(old), u16::from(new))
-        };
-        let check = u16::from_be_bytes([pkt[c], pkt[c + 1]]);
-        let updated = crate::nat::wire::checksum::update16(check, old_word, new_word);
-        pkt[c..c + 2].copy_from_slice(&updated.to_be_bytes());
-    }
 }

@@ -403,3 +403,312 @@ fn the_dump_names_calls() {
     assert_eq!((calls[0].lan_call_id, calls[0].server_call_id), (6, Some(0x66)));
     assert!(calls[0].client.starts_with("192.168.1.10:"));
 }
+
+// ---- L2TP -------------------------------------------------------------
+
+use crate::nat::profile::{IpsecMode, L2tpMode};
+use crate::nat::tests::{assert_checksums as checksums_ok, udp};
+use crate::nat::wire::{ike, l2tp};
+
+const C3: [u8; 4] = [192, 168, 1, 12];
+
+fn l2tp_out(n: &mut Nat, client: [u8; 4], server: [u8; 4], dport: u16, m: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut p = udp(client, l2tp::PORT, server, dport, m);
+    let v = out(n, &mut p, t(1));
+    (v, p)
+}
+
+fn l2tp_in(n: &mut Nat, server: [u8; 4], sport: u16, m: &[u8]) -> (Verdict, Vec<u8>) {
+    let mut p = udp(server, sport, WAN, l2tp::PORT, m);
+    let v = inb(n, &mut p, t(1));
+    (v, p)
+}
+
+fn sccrq(tunnel: u16) -> Vec<u8> {
+    l2tp::emit_control(0, 0, l2tp::SCCRQ, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, tunnel)])
+}
+
+fn sccrp(to: u16, own: u16) -> Vec<u8> {
+    l2tp::emit_control(to, 0, l2tp::SCCRP, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, own)])
+}
+
+/// The Assigned Tunnel ID AVP of an SCCRQ as it left (offset in the UDP
+/// payload: header 12, message type AVP 8, then 6 of AVP header).
+fn assigned(p: &[u8]) -> u16 {
+    let at = 28 + 12 + 8 + 6;
+    u16::from_be_bytes([p[at], p[at + 1]])
+}
+
+fn header_tunnel(p: &[u8]) -> u16 {
+    l2tp::Message::new_checked(&p[28..]).expect("l2tp").tunnel_id()
+}
+
+#[test]
+fn l2tp_clients_keep_port_1701_and_are_told_apart_by_tunnel_id() {
+    let mut n = full();
+    let (va, a) = l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x100));
+    let (vb, b) = l2tp_out(&mut n, C2, S1, l2tp::PORT, &sccrq(0x200));
+    assert!(matches!(va, Verdict::Forward { .. }) && matches!(vb, Verdict::Forward { .. }));
+    assert_eq!((ports(&a).0, ports(&b).0), (l2tp::PORT, l2tp::PORT), "both keep 1701");
+    checksums_ok(&a);
+    for (tunnel, client) in [(0x100, C1), (0x200, C2)] {
+        let (v, got) = l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(tunnel, 0x900));
+        assert_eq!(v, forward(Side::Lan, client));
+        assert_eq!(header_tunnel(&got), tunnel);
+        checksums_ok(&got);
+    }
+    // Data both ways, with and without the length field.
+    for with_length in [true, false] {
+        let (v, got) = l2tp_in(&mut n, S1, l2tp::PORT, &l2tp::emit_data(0x200, 1, with_length, b"ppp"));
+        assert_eq!(v, forward(Side::Lan, C2));
+        checksums_ok(&got);
+        let (v, sent) = l2tp_out(&mut n, C2, S1, l2tp::PORT, &l2tp::emit_data(0x900, 2, with_length, b"ppp"));
+        assert!(matches!(v, Verdict::Forward { .. }));
+        assert_eq!(header_tunnel(&sent), 0x900, "the server's Tunnel ID goes out as it is");
+    }
+    assert_eq!(n.alg_state().l2tp_tunnels.len(), 2);
+}
+
+#[test]
+fn l2tp_clients_with_one_tunnel_id_are_made_distinct() {
+    let mut n = full();
+    let clients = [C1, C2, C3];
+    let mut public = Vec::new();
+    for c in clients {
+        let (v, sent) = l2tp_out(&mut n, c, S1, l2tp::PORT, &sccrq(5));
+        assert!(matches!(v, Verdict::Forward { .. }));
+        checksums_ok(&sent);
+        public.push(assigned(&sent));
+    }
+    assert_eq!(public[0], 5);
+    assert!(public[1] != 5 && public[2] != 5 && public[1] != public[2] && public.iter().all(|p| *p != 0));
+    for (p, c) in public.iter().zip(clients) {
+        let (v, got) = l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(*p, 0x77));
+        assert_eq!(v, forward(Side::Lan, c));
+        assert_eq!(header_tunnel(&got), 5, "each client sees its own Tunnel ID");
+        checksums_ok(&got);
+    }
+    assert_eq!(n.counters().l2tp_tunnel_ids_rewritten, 2);
+}
+
+#[test]
+fn an_lns_may_answer_from_a_new_port() {
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    let (v, _) = l2tp_in(&mut n, S1, 40000, &sccrp(0x10, 0x20));
+    assert_eq!(v, forward(Side::Lan, C1));
+    let (v, sent) = l2tp_out(&mut n, C1, S1, 40000, &l2tp::emit_control(0x20, 0, l2tp::SCCCN, &[]));
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(ports(&sent), (l2tp::PORT, 40000), "the client keeps 1701 towards the new port");
+    assert!(n.alg_state().l2tp_tunnels[0].server.ends_with(":40000"));
+}
+
+#[test]
+fn stop_ccn_ends_a_tunnel_and_strangers_get_nothing() {
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    let (v, _) = l2tp_in(&mut n, S2, l2tp::PORT, &sccrp(0x10, 1));
+    assert_eq!(v, Verdict::Drop(DropReason::L2tpUnknownTunnel), "same Tunnel ID from another host");
+    let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &l2tp::emit_data(0x11, 0, false, b"x"));
+    assert_eq!(v, Verdict::Drop(DropReason::L2tpUnknownTunnel), "a tunnel nobody has");
+    let stop = l2tp::emit_control(0x10, 0, l2tp::STOP_CCN, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, 0x20)]);
+    let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &stop);
+    assert_eq!(v, forward(Side::Lan, C1));
+    assert!(n.alg_state().l2tp_tunnels.is_empty());
+    let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &l2tp::emit_data(0x10, 0, false, b"x"));
+    assert_eq!(v, Verdict::Drop(DropReason::L2tpUnknownTunnel));
+}
+
+#[test]
+fn malformed_l2tp_is_dropped_and_counted() {
+    let good = sccrq(1);
+    let mut v3 = good.clone();
+    v3[1] = 3;
+    let mut bad_avp = good.clone();
+    bad_avp[12..14].copy_from_slice(&(0x8000u16 | 2).to_be_bytes());
+    let mut hidden = good.clone();
+    hidden[20] |= 0x40; // H bit on the Assigned Tunnel ID AVP
+    for (m, reason) in [
+        (v3, DropReason::L2tpMalformed),
+        (good[..5].to_vec(), DropReason::L2tpMalformed),
+        (bad_avp, DropReason::L2tpMalformed),
+        (hidden, DropReason::L2tpHiddenTunnelId),
+    ] {
+        let mut n = full();
+        let (v, _) = l2tp_out(&mut n, C1, S1, l2tp::PORT, &m);
+        assert_eq!(v, Verdict::Drop(reason));
+        assert_eq!(n.counters().dropped(reason), 1);
+    }
+}
+
+#[test]
+fn l2tp_off_drops_and_naive_breaks_the_second_client() {
+    let mut off = nat_with(|p| p.l2tp = L2tpMode::Off);
+    assert_eq!(l2tp_out(&mut off, C1, S1, l2tp::PORT, &sccrq(1)).0, Verdict::Drop(DropReason::L2tpOff));
+
+    let mut naive = nat_with(|p| p.l2tp = L2tpMode::Naive);
+    let (_, a) = l2tp_out(&mut naive, C1, S1, l2tp::PORT, &sccrq(1));
+    let (_, b) = l2tp_out(&mut naive, C2, S1, l2tp::PORT, &sccrq(2));
+    assert_eq!(ports(&a).0, l2tp::PORT);
+    assert_ne!(ports(&b).0, l2tp::PORT, "naive: the second client is moved off 1701");
+    // A server that answers to 1701 whatever the port: C2's answer reaches C1.
+    let (v, _) = l2tp_in(&mut naive, S1, l2tp::PORT, &sccrp(2, 9));
+    assert_eq!(v, forward(Side::Lan, C1));
+}
+
+// ---- IPsec ------------------------------------------------------------
+
+fn ike_out(n: &mut Nat, client: [u8; 4], sport: u16, server: [u8; 4], dport: u16, spi: u64) -> (Verdict, Vec<u8>) {
+    let mut p = udp(client, sport, server, dport, &ike::emit(spi, 0, b"sa-init"));
+    let v = out(n, &mut p, t(1));
+    (v, p)
+}
+
+fn ike_in(n: &mut Nat, server: [u8; 4], dport: u16, spi: u64) -> Verdict {
+    let mut p = udp(server, ike::PORT, WAN, dport, &ike::emit(spi, 0xabc, b"sa-init-reply"));
+    let v = inb(n, &mut p, t(1));
+    if matches!(v, Verdict::Forward { .. }) {
+        checksums_ok(&p);
+    }
+    v
+}
+
+fn esp(src: [u8; 4], dst: [u8; 4], spi: u32) -> Vec<u8> {
+    let mut body = spi.to_be_bytes().to_vec();
+    body.extend_from_slice(&1u32.to_be_bytes());
+    body.extend_from_slice(b"ciphertext");
+    let mut p = ip_packet(src, dst, ipv4::PROTO_ESP, &body);
+    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    p
+}
+
+#[test]
+fn ike_clients_keep_port_500_and_are_told_apart_by_initiator_spi() {
+    let mut n = full();
+    let (_, a) = ike_out(&mut n, C1, 500, S1, 500, 0xaaaa);
+    let (_, b) = ike_out(&mut n, C2, 500, S1, 500, 0xbbbb);
+    let (_, c) = ike_out(&mut n, C3, 500, S1, 500, 0xcccc);
+    assert!([&a, &b, &c].iter().all(|p| ports(p).0 == 500), "all keep 500");
+    assert_eq!(ike_in(&mut n, S1, 500, 0xbbbb), forward(Side::Lan, C2));
+    assert_eq!(ike_in(&mut n, S1, 500, 0xaaaa), forward(Side::Lan, C1));
+    assert_eq!(ike_in(&mut n, S1, 500, 0xcccc), forward(Side::Lan, C3));
+    assert_eq!(ike_in(&mut n, S1, 500, 0xdddd), Verdict::Drop(DropReason::IkeUnknownSpi));
+    assert_eq!(ike_in(&mut n, S2, 500, 0xaaaa), Verdict::Drop(DropReason::IkeUnknownSpi), "another host");
+    let (v, _) = ike_out(&mut n, C2, 500, S1, 500, 0xaaaa);
+    assert_eq!(v, Verdict::Drop(DropReason::IkeSpiTaken));
+    assert_eq!(n.alg_state().ipsec_sas.iter().filter(|s| s.kind == "ike").count(), 3);
+}
+
+#[test]
+fn nat_t_on_4500_is_plain_napt_refreshed_by_keepalives() {
+    let mut n = nat_with(|p| p.timeouts.udp = 20);
+    let (_, a) = ike_out(&mut n, C1, 4500, S1, 4500, 1);
+    let (_, b) = ike_out(&mut n, C2, 4500, S1, 4500, 2);
+    assert_eq!(ports(&a).0, 4500);
+    assert_ne!(ports(&b).0, 4500, "the second client gets another port");
+    // NAT-T keepalives (one 0xFF byte) every 15 s keep the mapping past its 20 s timeout.
+    for s in [15, 30, 45] {
+        let mut k = udp(C2, 4500, S1, 4500, &[0xff]);
+        assert!(matches!(out(&mut n, &mut k, t(s)), Verdict::Forward { .. }));
+    }
+    let mut reply = udp(S1, 4500, WAN, ports(&b).0, &[0, 0, 0, 0, 1, 2, 3, 4]);
+    assert_eq!(inb(&mut n, &mut reply, t(50)), forward(Side::Lan, C2));
+    let mut no_nat_t = nat_with(|p| p.nat_t = false);
+    assert_eq!(ike_out(&mut no_nat_t, C1, 4500, S1, 4500, 1).0, Verdict::Drop(DropReason::NatTOff));
+    assert!(matches!(ike_out(&mut no_nat_t, C1, 500, S1, 500, 1).0, Verdict::Forward { .. }));
+}
+
+#[test]
+fn esp_spis_are_learned_as_the_server_first_answers() {
+    let mut n = full();
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 0x1001), t(1)), forward(Side::Wan, S1));
+    let mut back = esp(S1, WAN, 0x2001);
+    assert_eq!(inb(&mut n, &mut back, t(1)), forward(Side::Lan, C1));
+    assert_checksums(&back);
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(2));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(2)), forward(Side::Lan, C2));
+    // Both keep working by SPI, in any order.
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(3)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(3)), forward(Side::Lan, C2));
+    assert_eq!(n.counters().esp_ambiguous_bindings, 0);
+}
+
+#[test]
+fn simultaneous_esp_starts_are_resolved_first_come_first_served_and_counted() {
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(2));
+    out(&mut n, &mut esp(C3, S1, 0x1003), t(3));
+    // The server's answers: each unknown SPI goes to the longest waiter.
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(4)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(4)), forward(Side::Lan, C2));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2003), t(4)), forward(Side::Lan, C3));
+    assert_eq!(n.counters().esp_ambiguous_bindings, 2, "two of the three were guesses");
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2004), t(4)), Verdict::Drop(DropReason::EspUnknownSpi));
+}
+
+#[test]
+fn esp_rekeying_keeps_working() {
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    inb(&mut n, &mut esp(S1, WAN, 0x2001), t(1));
+    // Rekey: new SPIs both ways; the old pair still works meanwhile.
+    out(&mut n, &mut esp(C1, S1, 0x1011), t(10));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(10)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2011), t(11)), forward(Side::Lan, C1));
+}
+
+#[test]
+fn spoofed_esp_from_a_stranger_gets_nothing() {
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    inb(&mut n, &mut esp(S1, WAN, 0x2001), t(1));
+    assert_eq!(inb(&mut n, &mut esp(S2, WAN, 0x2001), t(2)), Verdict::Drop(DropReason::EspUnknownSpi));
+    let mut short = ip_packet(S1, WAN, ipv4::PROTO_ESP, &[0, 0, 1]);
+    ipv4::Packet::new_checked(&mut short[..]).expect("valid").fill_checksum();
+    assert_eq!(inb(&mut n, &mut short, t(2)), Verdict::Drop(DropReason::EspMalformed));
+}
+
+#[test]
+fn ipsec_off_naive_and_linux_like() {
+    let mut off = nat_with(|p| p.ipsec = IpsecMode::Off);
+    assert_eq!(out(&mut off, &mut esp(C1, S1, 1), t(1)), Verdict::Drop(DropReason::IpsecOff));
+    assert_eq!(ike_out(&mut off, C1, 500, S1, 500, 1).0, Verdict::Drop(DropReason::IpsecOff));
+    assert_eq!(ike_out(&mut off, C1, 4500, S1, 4500, 1).0, Verdict::Drop(DropReason::IpsecOff));
+
+    // Naive: ESP by address, the last sender takes the server's ESP.
+    let mut naive = nat_with(|p| p.ipsec = IpsecMode::Naive);
+    out(&mut naive, &mut esp(C1, S1, 1), t(1));
+    out(&mut naive, &mut esp(C2, S1, 2), t(1));
+    assert_eq!(inb(&mut naive, &mut esp(S1, WAN, 9), t(2)), forward(Side::Lan, C2));
+    let (_, a) = ike_out(&mut naive, C1, 500, S1, 500, 1);
+    let (_, b) = ike_out(&mut naive, C2, 500, S1, 500, 2);
+    assert_ne!(ports(&a).0, ports(&b).0, "naive: IKE is plain NAPT");
+
+    // Linux-like: the first host keeps the server; the second's ESP is dropped.
+    let mut linux = nat_with(|p| *p = crate::nat::profile::Profile::preset("linux-like").expect("preset"));
+    out(&mut linux, &mut esp(C1, S1, 1), t(1));
+    assert_eq!(out(&mut linux, &mut esp(C2, S1, 2), t(1)), Verdict::Drop(DropReason::RemoteTaken));
+    assert_eq!(inb(&mut linux, &mut esp(S1, WAN, 9), t(2)), forward(Side::Lan, C1));
+}
+
+#[test]
+fn fragmented_ike_follows_its_first_fragment() {
+    // An IKE_AUTH with certificates: the server's answer comes in two
+    // fragments, the second first.
+    let mut n = full();
+    ike_out(&mut n, C1, 500, S1, 500, 0x5151);
+    let whole = udp(S1, ike::PORT, WAN, ike::PORT, &ike::emit(0x5151, 7, &[0x42; 1200]));
+    let l4 = &whole[20..];
+    let mut first = ip_packet(S1, WAN, ipv4::PROTO_UDP, &l4[..800]);
+    first[6] = 0x20;
+    let mut second = ip_packet(S1, WAN, ipv4::PROTO_UDP, &l4[800..]);
+    second[6..8].copy_from_slice(&100u16.to_be_bytes());
+    for p in [&mut first, &mut second] {
+        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+    }
+    assert_eq!(inb(&mut n, &mut second, t(2)), Verdict::Consumed);
+    assert_eq!(inb(&mut n, &mut first, t(2)), forward(Side::Lan, C1));
+    let late = n.poll_transmit().expect("the waiting fragment");
+    assert_eq!(addrs(&late.packet).1, C1);
+}

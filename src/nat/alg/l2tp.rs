@@ -1,0 +1,238 @@
+//! The L2TP ALG (RFC 2661): every client keeps public port 1701; inbound is
+//! told apart by Tunnel ID.
+//!
+//! L2TP clients send from UDP 1701 to an LNS's 1701, and some LNSs answer to
+//! 1701 whatever port the NAT gave the client, so port translation alone
+//! breaks as soon as two clients dial one server. Here clients keep 1701;
+//! each L2TP header carries the *receiver's* Tunnel ID, and a client's is
+//! learned from the Assigned Tunnel ID AVP of its SCCRQ. When two clients of
+//! one server assign the same Tunnel ID, the second one's is rewritten (in
+//! the SCCRQ and StopCCN that carry it) and restored in the headers coming
+//! back. An LNS may answer from another port (RFC 2661 §8.1): answers are
+//! accepted from the server's address on any port, and only for live
+//! tunnels of that server.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::nat::counters::DropReason;
+use crate::nat::wire::l2tp::{self, Message};
+
+#[derive(Debug, Clone)]
+struct Tunnel {
+    client: [u8; 4],
+    server: [u8; 4],
+    lan_tunnel: u16,
+    public_tunnel: u16,
+    server_tunnel: Option<u16>,
+    server_port: u16,
+    last_seen: Duration,
+    stopping: bool,
+}
+
+/// A tunnel as the dump shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TunnelInfo {
+    /// The LAN host.
+    pub client: String,
+    /// The LNS and the port it answers from.
+    pub server: String,
+    /// The Tunnel ID the client assigned.
+    pub lan_tunnel_id: u16,
+    /// The Tunnel ID the server sees.
+    pub public_tunnel_id: u16,
+    /// The server's Tunnel ID, once known.
+    pub server_tunnel_id: Option<u16>,
+}
+
+/// What the L2TP ALG knows.
+pub struct L2tp {
+    timeout: Duration,
+    /// By (server, public Tunnel ID): what inbound is looked up by.
+    tunnels: HashMap<([u8; 4], u16), Tunnel>,
+}
+
+/// What the NAT must change in a packet the ALG let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The LAN host (inbound) — the destination to write.
+    pub client: [u8; 4],
+    /// A 16-bit field of the UDP payload to change: (offset, old, new).
+    pub field: Option<(usize, u16, u16)>,
+}
+
+impl L2tp {
+    /// An empty ALG whose tunnels live `timeout` without traffic.
+    pub fn new(timeout: Duration) -> L2tp {
+        L2tp { timeout, tunnels: HashMap::new() }
+    }
+
+    /// Whether a LAN host has a live tunnel with `server` (its packets to
+    /// any port of the server are L2TP).
+    pub fn has_tunnel(&self, client: [u8; 4], server: [u8; 4]) -> bool {
+        self.tunnels.values().any(|t| t.client == client && t.server == server)
+    }
+
+    /// A datagram from `client`:1701 to `server` (UDP payload given):
+    /// learns and rewrites its Assigned Tunnel ID when it sets up or stops a
+    /// tunnel.
+    pub fn outbound(
+        &mut self,
+        client: [u8; 4],
+        server: [u8; 4],
+        payload: &[u8],
+        now: Duration,
+    ) -> Result<Rewrite, DropReason> {
+        let m = checked(payload)?;
+        let mut rewrite = Rewrite { client, field: None };
+        if m.is_control() {
+            let kind = m.message_type();
+            if let Some(k @ (l2tp::SCCRQ | l2tp::STOP_CCN)) = kind {
+                let avp = assigned_tunnel(&m)?;
+                let lan = u16::from_be_bytes([payload[avp], payload[avp + 1]]);
+                let public = if k == l2tp::SCCRQ {
+                    self.open(client, server, lan, now)
+                } else {
+                    let t = self
+                        .tunnels
+                        .values_mut()
+                        .find(|t| t.client == client && t.server == server && t.lan_tunnel == lan);
+                    match t {
+                        Some(t) => {
+                            t.stopping = true;
+                            t.public_tunnel
+                        }
+                        None => lan,
+                    }
+                };
+                if public != lan {
+                    rewrite.field = Some((avp, lan, public));
+                }
+            }
+        }
+        // Anything from the client keeps its tunnels with this server alive.
+        for t in self.tunnels.values_mut().filter(|t| t.client == client && t.server == server) {
+            t.last_seen = now;
+        }
+        Ok(rewrite)
+    }
+
+    fn open(&mut self, client: [u8; 4], server: [u8; 4], lan: u16, now: Duration) -> u16 {
+        if let Some(t) = self.tunnels.values().find(|t| t.client == client && t.server == server && t.lan_tunnel == lan)
+        {
+            return t.public_tunnel;
+        }
+        let taken = |p: u16| self.tunnels.contains_key(&(server, p));
+        // Tunnel ID 0 means "none yet" in L2TP: never hand it out.
+        let public = std::iter::once(lan)
+            .chain((1..=u16::MAX).map(|i| lan.wrapping_add(i)))
+            .find(|p| *p != 0 && !taken(*p))
+            .unwrap_or(lan);
+        self.tunnels.insert(
+            (server, public),
+            Tunnel {
+                client,
+                server,
+                lan_tunnel: lan,
+                public_tunnel: public,
+                server_tunnel: None,
+                server_port: l2tp::PORT,
+                last_seen: now,
+                stopping: false,
+            },
+        );
+        public
+    }
+
+    /// A datagram from `server`:`port` to the public port 1701: the LAN
+    /// host whose tunnel its header names, with the Tunnel ID restored.
+    pub fn inbound(
+        &mut self,
+        server: [u8; 4],
+        port: u16,
+        payload: &[u8],
+        now: Duration,
+    ) -> Result<Rewrite, DropReason> {
+        let m = checked(payload)?;
+        let public = m.tunnel_id();
+        let t = self.tunnels.get_mut(&(server, public)).ok_or(DropReason::L2tpUnknownTunnel)?;
+        t.last_seen = now;
+        t.server_port = port;
+        let kind = if m.is_control() { m.message_type() } else { None };
+        if kind == Some(l2tp::SCCRP) {
+            if let Ok(avp) = assigned_tunnel(&m) {
+                t.server_tunnel = Some(u16::from_be_bytes([payload[avp], payload[avp + 1]]));
+            }
+        }
+        let rewrite = Rewrite {
+            client: t.client,
+            field: (t.lan_tunnel != public).then_some((m.tunnel_id_at(), public, t.lan_tunnel)),
+        };
+        if kind == Some(l2tp::STOP_CCN) {
+            self.tunnels.remove(&(server, public));
+        }
+        Ok(rewrite)
+    }
+
+    /// Forgets idle tunnels, and stopped ones once their StopCCN is out.
+    pub fn expire(&mut self, now: Duration) {
+        let timeout = self.timeout;
+        self.tunnels
+            .retain(|_, t| t.last_seen + timeout > now && !(t.stopping && t.last_seen + Duration::from_secs(5) <= now));
+    }
+
+    /// How many tunnels are up.
+    pub fn len(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Whether no tunnel is up.
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
+    }
+
+    /// The tunnels, for the dump.
+    pub fn snapshot(&self) -> Vec<TunnelInfo> {
+        let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+        let mut v: Vec<TunnelInfo> = self
+            .tunnels
+            .values()
+            .map(|t| TunnelInfo {
+                client: ip(t.client),
+                server: format!("{}:{}", ip(t.server), t.server_port),
+                lan_tunnel_id: t.lan_tunnel,
+                public_tunnel_id: t.public_tunnel,
+                server_tunnel_id: t.server_tunnel,
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.server, a.public_tunnel_id).cmp(&(&b.server, b.public_tunnel_id)));
+        v
+    }
+}
+
+/// An L2TP message whose header, and AVPs if it is a control message, are
+/// well formed; a control message other than an empty acknowledgment
+/// (ZLB) must start with its Message Type AVP.
+fn checked(payload: &[u8]) -> Result<Message<&[u8]>, DropReason> {
+    let m = Message::new_checked(payload).map_err(|_| DropReason::L2tpMalformed)?;
+    if m.is_control() && !m.is_empty() && (m.avps().any(|a| a.is_err()) || m.message_type().is_none()) {
+        return Err(DropReason::L2tpMalformed);
+    }
+    Ok(m)
+}
+
+/// The offset of the Assigned Tunnel ID value in a control message.
+fn assigned_tunnel(m: &Message<&[u8]>) -> Result<usize, DropReason> {
+    for avp in m.avps() {
+        let avp = avp.map_err(|_| DropReason::L2tpMalformed)?;
+        if avp.vendor == 0 && avp.kind == l2tp::AVP_ASSIGNED_TUNNEL_ID {
+            if avp.hidden || avp.value_len != 2 {
+                return Err(DropReason::L2tpHiddenTunnelId);
+            }
+            return Ok(avp.value_at);
+        }
+    }
+    Err(DropReason::L2tpMalformed)
+}
