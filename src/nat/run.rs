@@ -14,7 +14,7 @@ use nix::libc;
 use serde::Serialize;
 
 use super::counters::{DropReason, ProtocolCounts};
-use super::engine::{Config, L4Checksum, Nat, Side};
+use super::engine::{AlgState, Config, L4Checksum, Nat, Side};
 use super::link::{FrameVerdict, Interface, Link, Offload};
 use super::socket::{PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use super::table::MappingInfo;
@@ -53,8 +53,14 @@ pub struct Dump {
     pub mappings_created: u64,
     /// Mappings expired since start.
     pub mappings_expired: u64,
+    /// Inbound ESP SPIs given to one of several waiting clients.
+    pub esp_ambiguous_bindings: u64,
+    /// L2TP Tunnel IDs rewritten to keep two clients of a server apart.
+    pub l2tp_tunnel_ids_rewritten: u64,
     /// The live mappings.
     pub mappings: Vec<MappingInfo>,
+    /// What the passthrough ALGs hold: PPTP calls, L2TP tunnels, IPsec SAs.
+    pub passthrough: AlgState,
 }
 
 impl Dump {
@@ -67,7 +73,10 @@ impl Dump {
             drops: c.drops(),
             mappings_created: c.mappings_created,
             mappings_expired: c.mappings_expired,
+            esp_ambiguous_bindings: c.esp_ambiguous_bindings,
+            l2tp_tunnel_ids_rewritten: c.l2tp_tunnel_ids_rewritten,
             mappings: nat.mappings(now),
+            passthrough: nat.alg_state(),
         }
     }
 }

@@ -639,12 +639,31 @@ fn mutated_packets_never_panic_and_always_get_a_verdict() {
         state ^= state << 17;
         state
     };
+    let pptp_call = {
+        let mut p = tcp_seg(C1, 40000, S1, 1723, tcp::ACK);
+        p.extend_from_slice(&crate::nat::wire::pptp::emit(crate::nat::wire::pptp::OCRQ, Some(0), None));
+        let len = p.len() as u16;
+        p[2..4].copy_from_slice(&len.to_be_bytes());
+        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+        p
+    };
+    let l2tp_start = crate::nat::wire::l2tp::emit_control(0, 0, crate::nat::wire::l2tp::SCCRQ, &[(9, 5)]);
+    let esp_in = {
+        let mut p = ip_packet(S1, WAN, ipv4::PROTO_ESP, &[0, 0, 0x20, 1, 0, 0, 0, 1, 9, 9]);
+        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+        p
+    };
     let seeds = [
         udp(C1, 40000, S1, 53, b"seed"),
         tcp_seg(C1, 40000, S1, 80, tcp::SYN),
         echo(C1, S1, 3, true),
         icmp_error(S1, WAN, icmp::DEST_UNREACHABLE, 3, &udp(WAN, 40000, S1, 53, b"q"), usize::MAX),
         fragments(S1, WAN, 1, 2).1,
+        pptp_call,
+        udp(C1, 1701, S1, 1701, &l2tp_start),
+        udp(S1, 1701, WAN, 1701, &l2tp_start),
+        udp(C1, 500, S1, 500, &crate::nat::wire::ike::emit(7, 0, b"x")),
+        esp_in,
     ];
     let mut n = nat_with(|p| p.filtering = Behaviour::EndpointIndependent);
     for i in 0..30_000u64 {

@@ -154,12 +154,14 @@ impl Pptp {
     ) -> Result<(), DropReason> {
         let state = self.controls.entry(control).or_default();
         state.last_seen = now;
+        // A SYN takes a sequence number: its data (if any) starts after it.
+        let seq = if syn { seq.wrapping_add(1) } else { seq };
         if syn {
             let s = match dir {
                 Direction::Out => &mut state.out,
                 Direction::In => &mut state.inb,
             };
-            s.next_seq = Some(seq.wrapping_add(1));
+            s.next_seq = Some(seq);
         }
         if payload_at >= pkt.len() {
             return Ok(());
@@ -202,7 +204,7 @@ impl Pptp {
             return Err(DropReason::PptpOutOfOrder);
         }
         // Bytes already seen (a retransmission): rewrite them as before.
-        let seen = (-ahead) as u32;
+        let seen = next.wrapping_sub(seq);
         for i in 0..seen.min(len) {
             let at_seq = seq.wrapping_add(i);
             if let Some(&(_, b)) = s.rewrites.iter().find(|(q, _)| *q == at_seq) {
