@@ -712,3 +712,171 @@ fn fragmented_ike_follows_its_first_fragment() {
     let late = n.poll_transmit().expect("the waiting fragment");
     assert_eq!(addrs(&late.packet).1, C1);
 }
+
+// ---- Three clients colliding, in every mode ------------------------------
+
+use crate::nat::profile::Profile;
+
+/// Where the server's traffic for each of three colliding clients ends
+/// up: `Some(i)` for client i, `None` for dropped.
+type Outcome = [Option<usize>; 3];
+
+const CLIENTS: [[u8; 4]; 3] = [C1, C2, C3];
+
+fn landed(v: Verdict) -> Option<usize> {
+    match v {
+        Verdict::Forward { side: Side::Lan, next_hop } => CLIENTS.iter().position(|c| next_hop.octets() == *c),
+        _ => None,
+    }
+}
+
+/// Three PPTP clients, each with Call ID 0 on its own control connection;
+/// the server answers each call's GRE with the Call ID it was told.
+fn pptp_collision(profile: Profile) -> Outcome {
+    let mut n = nat_with(|p| *p = profile);
+    let mut told = Vec::new();
+    for (i, c) in CLIENTS.iter().enumerate() {
+        let mut syn = seg(*c, 40000, S1, PPTP, 99, tcp::SYN, b"");
+        if !matches!(out(&mut n, &mut syn, t(0)), Verdict::Forward { .. }) {
+            told.push(None);
+            continue;
+        }
+        let public_port = ports(&syn).0;
+        let mut synack = seg(S1, PPTP, WAN, public_port, 499, tcp::SYN | tcp::ACK, b"");
+        inb(&mut n, &mut synack, t(0));
+        let mut conn = Conn { client: *c, port: 40000, server: S1, out_seq: 100, in_seq: 500, public_port };
+        let (_, sent) = conn.send(&mut n, &msg::emit(msg::OCRQ, Some(0), None));
+        let public = field(&sent, 12);
+        conn.recv(&mut n, &msg::emit(msg::OCRP, Some(0x100 + i as u16), Some(public)));
+        let mut g = gre(*c, S1, 0x100 + i as u16, false, false);
+        out(&mut n, &mut g, t(1));
+        told.push(Some(public));
+    }
+    let mut outcome = [None; 3];
+    for (i, public) in told.iter().enumerate() {
+        if let Some(p) = public {
+            let mut g = gre(S1, WAN, *p, false, false);
+            outcome[i] = landed(inb(&mut n, &mut g, t(2)));
+        }
+    }
+    outcome
+}
+
+#[test]
+fn pptp_collisions_in_every_mode() {
+    let preset = |name| Profile::preset(name).expect("preset");
+    assert_eq!(pptp_collision(preset("passthrough-off")), [None, None, None], "off: nothing passes");
+    assert_eq!(pptp_collision(preset("naive")), [Some(2), Some(2), Some(2)], "naive: the last sender gets all GRE");
+    assert_eq!(pptp_collision(preset("full")), [Some(0), Some(1), Some(2)], "call-id: each gets its own");
+    assert_eq!(
+        pptp_collision(preset("linux-like")),
+        [Some(0), Some(1), Some(2)],
+        "linux-like: one call per control connection is enough here"
+    );
+}
+
+/// Three L2TP clients from port 1701 with Tunnel ID 5 each; a server that
+/// answers every SCCRQ to port 1701 with the Tunnel ID it received.
+fn l2tp_collision(profile: Profile) -> Outcome {
+    let mut n = nat_with(|p| *p = profile);
+    let mut told = Vec::new();
+    for c in CLIENTS {
+        let (v, sent) = l2tp_out(&mut n, c, S1, l2tp::PORT, &sccrq(5));
+        told.push(matches!(v, Verdict::Forward { .. }).then(|| assigned(&sent)));
+    }
+    let mut outcome = [None; 3];
+    for (i, t) in told.iter().enumerate() {
+        if let Some(t) = t {
+            outcome[i] = landed(l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(*t, 0x50 + i as u16)).0);
+        }
+    }
+    outcome
+}
+
+#[test]
+fn l2tp_collisions_in_every_mode() {
+    let preset = |name| Profile::preset(name).expect("preset");
+    assert_eq!(l2tp_collision(preset("passthrough-off")), [None, None, None]);
+    assert_eq!(
+        l2tp_collision(preset("naive")),
+        [Some(0), Some(0), Some(0)],
+        "naive: the others were moved off 1701, and the server answers to 1701"
+    );
+    assert_eq!(l2tp_collision(preset("full")), [Some(0), Some(1), Some(2)], "tunnel-id: each gets its own");
+}
+
+#[test]
+fn l2tp_sessions_follow_their_tunnel() {
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(5));
+    let (_, sent) = l2tp_out(&mut n, C2, S1, l2tp::PORT, &sccrq(5));
+    let public = assigned(&sent);
+    l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(public, 0x99));
+    // C2 starts a session (to the server's tunnel) and the server answers
+    // (to C2's public tunnel): C2 sees its own Tunnel ID.
+    let icrq = l2tp::emit_control(0x99, 0, l2tp::ICRQ, &[(l2tp::AVP_ASSIGNED_SESSION_ID, 7)]);
+    let (v, sent) = l2tp_out(&mut n, C2, S1, l2tp::PORT, &icrq);
+    assert!(matches!(v, Verdict::Forward { .. }));
+    assert_eq!(header_tunnel(&sent), 0x99);
+    let icrp = l2tp::emit_control(public, 7, l2tp::ICRP, &[(l2tp::AVP_ASSIGNED_SESSION_ID, 70)]);
+    let (v, got) = l2tp_in(&mut n, S1, l2tp::PORT, &icrp);
+    assert_eq!(v, forward(Side::Lan, C2));
+    assert_eq!(header_tunnel(&got), 5);
+    checksums_ok(&got);
+}
+
+/// Three clients starting ESP with one server at once (no NAT-T); the
+/// server answers each with a new SPI, in the order they started.
+fn esp_collision(profile: Profile) -> Outcome {
+    let mut n = nat_with(|p| *p = profile);
+    for (i, c) in CLIENTS.iter().enumerate() {
+        out(&mut n, &mut esp(*c, S1, 0x1000 + i as u32), t(1 + i as u64));
+    }
+    let mut outcome = [None; 3];
+    for (i, o) in outcome.iter_mut().enumerate() {
+        *o = landed(inb(&mut n, &mut esp(S1, WAN, 0x2000 + i as u32), t(5)));
+    }
+    outcome
+}
+
+#[test]
+fn esp_collisions_in_every_mode() {
+    let preset = |name| Profile::preset(name).expect("preset");
+    assert_eq!(esp_collision(preset("passthrough-off")), [None, None, None]);
+    assert_eq!(esp_collision(preset("naive")), [Some(2), Some(2), Some(2)], "naive: the last sender gets all");
+    assert_eq!(
+        esp_collision(preset("linux-like")),
+        [Some(0), Some(0), Some(0)],
+        "linux-like: the first keeps the server"
+    );
+    assert_eq!(
+        esp_collision(preset("full")),
+        [Some(0), Some(1), Some(2)],
+        "spi: first come, first served (the answers come in the order the clients started)"
+    );
+}
+
+/// Three IKE clients from port 500.
+fn ike_collision(profile: Profile) -> Outcome {
+    let mut n = nat_with(|p| *p = profile);
+    let mut public = Vec::new();
+    for (i, c) in CLIENTS.iter().enumerate() {
+        let (v, sent) = ike_out(&mut n, *c, 500, S1, 500, 0xa0 + i as u64);
+        public.push(matches!(v, Verdict::Forward { .. }).then(|| ports(&sent).0));
+    }
+    let mut outcome = [None; 3];
+    for (i, p) in public.iter().enumerate() {
+        if let Some(p) = p {
+            outcome[i] = landed(ike_in(&mut n, S1, *p, 0xa0 + i as u64));
+        }
+    }
+    outcome
+}
+
+#[test]
+fn ike_collisions_in_every_mode() {
+    let preset = |name| Profile::preset(name).expect("preset");
+    assert_eq!(ike_collision(preset("passthrough-off")), [None, None, None]);
+    assert_eq!(ike_collision(preset("naive")), [Some(0), Some(1), Some(2)], "naive: NAPT gives each a port");
+    assert_eq!(ike_collision(preset("full")), [Some(0), Some(1), Some(2)], "spi: all on 500, told apart by SPI");
+}
