@@ -357,18 +357,18 @@ impl Pptp {
     }
 
     /// What happens when a message is complete: a call ends with its
-    /// Call-Disconnect-Notify, all of a control connection's calls with
-    /// Stop-Control-Connection.
+    /// Call-Clear-Request or Call-Disconnect-Notify, all of a control
+    /// connection's calls with Stop-Control-Connection.
     fn message_end(&mut self, s: &mut Stream, dir: Direction, control: Control) {
         match s.ctrl_type {
-            msg::CDN => {
+            msg::CCRQ | msg::CDN => {
                 let public = match dir {
                     // The server hung up: its own Call ID names the call.
                     Direction::In => s
                         .server_own
                         .take()
                         .and_then(|sc| self.by_server_call.get(&(control.server, sc, control.client.addr)).copied()),
-                    // The LAN host (a PAC) hung up: its Call ID was just made public.
+                    // The LAN host hung up: its Call ID was just made public.
                     Direction::Out => s.public.take(),
                 };
                 if let Some(p) = public {

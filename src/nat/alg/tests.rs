@@ -244,11 +244,23 @@ fn incoming_calls_and_every_message_with_a_call_id() {
     assert_eq!(field(&wen, 12), 0x301, "the server's Call ID goes out untouched");
     let (_, ccrq) = b.send(&mut n, &msg::emit(msg::CCRQ, Some(9), None));
     assert_eq!(field(&ccrq, 12), public, "clearing names the public Call ID");
-    // The server's CDN ends the call: its GRE is no longer let in.
-    b.recv(&mut n, &msg::emit(msg::CDN, Some(0x301), None));
+    // Clearing ends the call: its GRE is no longer let in.
     let mut g = gre(S1, WAN, public, false, false);
     assert_eq!(inb(&mut n, &mut g, t(4)), Verdict::Drop(DropReason::PptpGreUnmatched));
     assert_eq!(n.alg_state().pptp_calls.len(), 1, "the other client's call remains");
+    // The server's CDN that answers it passes, naming only its own Call ID.
+    let (v, _) = b.recv(&mut n, &msg::emit(msg::CDN, Some(0x301), None));
+    assert!(matches!(v, Verdict::Forward { .. }));
+}
+
+#[test]
+fn a_server_disconnect_ends_the_call() {
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p = call(&mut n, &mut a, 3, 0x33);
+    a.recv(&mut n, &msg::emit(msg::CDN, Some(0x33), None));
+    let mut g = gre(S1, WAN, p, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(4)), Verdict::Drop(DropReason::PptpGreUnmatched));
 }
 
 #[test]
