@@ -160,6 +160,9 @@ enum BenchCommand {
         /// Seconds per measurement.
         #[arg(long, default_value_t = 3)]
         seconds: u64,
+        /// Rounds per router (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
     },
     /// Time the NAT core alone: ns per translated packet, memory per
     /// mapping (resident memory here; `cargo bench --bench nat` counts
@@ -201,8 +204,8 @@ fn main() -> ExitCode {
             };
             bench::run(shape, hosts, rounds).map(|r| print!("{}", r.render()))
         }
-        Command::Bench(BenchCommand::Nat { seconds }) => vpn_passthrough::router::own_binary()
-            .and_then(|bin| bench::nat::run(seconds, bin))
+        Command::Bench(BenchCommand::Nat { seconds, rounds }) => vpn_passthrough::router::own_binary()
+            .and_then(|bin| bench::nat::run(seconds, rounds, bin))
             .map(|r| print!("{}", r.render())),
         Command::Bench(BenchCommand::NatCore { mappings }) => {
             let rss = bench::core::resident_bytes;

@@ -29,11 +29,13 @@ pub struct Figures {
     pub rtt_p99_us: f64,
 }
 
-/// Both routers' figures.
+/// Both routers' figures (medians over the rounds).
 #[derive(Debug, Clone)]
 pub struct NatBenchReport {
     /// Seconds per measurement.
     pub seconds: u64,
+    /// Rounds; each figure is the median.
+    pub rounds: usize,
     /// The Rust NAT.
     pub rust: Figures,
     /// The Linux NAT, the reference.
@@ -45,7 +47,10 @@ impl NatBenchReport {
     pub fn render(&self) -> String {
         let (r, l) = (&self.rust, &self.linux);
         let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
-        let mut s = format!("nat benchmark: {} s per measurement, end hosts with default offloads\n", self.seconds);
+        let mut s = format!(
+            "nat benchmark: {} s per measurement, median of {} rounds, end hosts with default offloads\n",
+            self.seconds, self.rounds
+        );
         let _ = writeln!(s, "  {:<26} {:>12} {:>12} {:>9}", "", "rust-nat", "linux-nat", "rust/linux");
         for (what, a, b, unit) in [
             ("tcp, 1 stream", r.tcp1_gbps, l.tcp1_gbps, "Gbit/s"),
@@ -76,12 +81,36 @@ impl NatBenchReport {
     }
 }
 
-/// Measures both routers, `seconds` per measurement.
-pub fn run(seconds: u64, binary: std::path::PathBuf) -> Result<NatBenchReport> {
+/// Measures both routers, `seconds` per measurement, `rounds` times each
+/// (alternating), and keeps the medians.
+pub fn run(seconds: u64, rounds: usize, binary: std::path::PathBuf) -> Result<NatBenchReport> {
     crate::prereq::require_tool("iperf3")?;
     let rust = RustNat { profile: Profile::default(), binary: binary.clone() };
     let linux = LinuxNat { pptp_helper: true };
-    Ok(NatBenchReport { seconds, rust: measure(&rust, seconds, &binary)?, linux: measure(&linux, seconds, &binary)? })
+    let (mut r, mut l) = (Vec::new(), Vec::new());
+    for _ in 0..rounds.max(1) {
+        r.push(measure(&rust, seconds, &binary)?);
+        l.push(measure(&linux, seconds, &binary)?);
+    }
+    Ok(NatBenchReport { seconds, rounds: rounds.max(1), rust: median(&r), linux: median(&l) })
+}
+
+/// The median of each figure on its own.
+fn median(v: &[Figures]) -> Figures {
+    let m = |f: fn(&Figures) -> f64| {
+        let mut xs: Vec<f64> = v.iter().map(f).collect();
+        xs.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+        xs.get(xs.len() / 2).copied().unwrap_or(0.0)
+    };
+    Figures {
+        router: v.first().map(|f| f.router.clone()).unwrap_or_default(),
+        tcp1_gbps: m(|f| f.tcp1_gbps),
+        tcp4_gbps: m(|f| f.tcp4_gbps),
+        udp64_pps: m(|f| f.udp64_pps),
+        udp64_loss: m(|f| f.udp64_loss),
+        rtt_p50_us: m(|f| f.rtt_p50_us),
+        rtt_p99_us: m(|f| f.rtt_p99_us),
+    }
 }
 
 fn measure(router: &dyn RouterUnderTest, seconds: u64, binary: &std::path::Path) -> Result<Figures> {
