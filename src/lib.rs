@@ -12,3 +12,4 @@ pub mod nat;
 pub mod prereq;
 pub mod probe;
 pub mod router;
+pub mod vpn;

@@ -77,6 +77,18 @@ enum ProbeCommand {
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
     },
+    /// Move bytes over TCP to a reflector (or from it, with --reverse);
+    /// prints how many arrived.
+    Transfer {
+        /// The reflector's TCP port.
+        target: std::net::SocketAddrV4,
+        /// How many bytes.
+        #[arg(long, default_value_t = 1_000_000)]
+        bytes: u64,
+        /// Have the reflector send.
+        #[arg(long)]
+        reverse: bool,
+    },
     /// Time UDP round trips to a reflector; prints p50 and p99 in µs.
     Rtt {
         /// The reflector.
@@ -377,6 +389,15 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
                     fail(2, e)
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => fail(3, e),
+                Err(e) => fail(1, e),
+            }
+        }
+        ProbeCommand::Transfer { target, bytes, reverse } => {
+            match probe::transfer(target, bytes, reverse, Duration::from_secs(30)) {
+                Ok(n) => {
+                    println!("{} {n} bytes", if reverse { "received" } else { "delivered" });
+                    if n == bytes { ExitCode::SUCCESS } else { ExitCode::from(4) }
+                }
                 Err(e) => fail(1, e),
             }
         }

@@ -75,6 +75,7 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "xl2tpd", package: "xl2tpd", paths: &[], used_for: "L2TP endpoints" },
     Tool { name: "pptpd", package: "pptpd", paths: &[], used_for: "the PPTP server" },
     Tool { name: "pptp", package: "pptp-linux", paths: &[], used_for: "the PPTP client" },
+    Tool { name: "openssl", package: "openssl", paths: &[], used_for: "test certificates for IPsec" },
 ];
 
 /// The tool called `name`.

@@ -3,7 +3,7 @@
 //! the asking side, and a UDP round-trip timer. They are how a test learns
 //! what a NAT did to a flow, end to end.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
@@ -62,14 +62,8 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: Option<SocketAddrV4>) ->
             s.spawn(move || {
                 for stream in listener.incoming() {
                     match stream {
-                        Ok(mut st) => {
-                            let peer = st.peer_addr();
-                            let _ = st.set_read_timeout(Some(Duration::from_secs(5)));
-                            let mut line = String::new();
-                            let _ = BufReader::new(&st).read_line(&mut line);
-                            if let Ok(peer) = peer {
-                                let _ = st.write_all(answer(peer).as_bytes());
-                            }
+                        Ok(st) => {
+                            std::thread::spawn(move || serve_tcp(st));
                         }
                         Err(e) => eprintln!("tcp: {e}"),
                     }
@@ -78,6 +72,58 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: Option<SocketAddrV4>) ->
         }
     });
     Ok(())
+}
+
+/// One TCP connection to the reflector: `sink N` reads N bytes and
+/// answers `got N`; `source N` sends N bytes; anything else gets `seen`.
+fn serve_tcp(mut st: TcpStream) {
+    let _ = st.set_read_timeout(Some(Duration::from_secs(30)));
+    let peer = st.peer_addr();
+    let mut reader = BufReader::new(match st.try_clone() {
+        Ok(s) => s,
+        Err(_) => return,
+    });
+    let mut line = String::new();
+    if reader.read_line(&mut line).is_err() {
+        return;
+    }
+    let mut words = line.split_whitespace();
+    let n: u64 = words.clone().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
+    match words.next() {
+        Some("sink") => {
+            let got = io::copy(&mut reader.take(n), &mut io::sink()).unwrap_or(0);
+            let _ = st.write_all(format!("got {got}\n").as_bytes());
+        }
+        Some("source") => {
+            let _ = io::copy(&mut io::repeat(0x5a).take(n), &mut st);
+        }
+        _ => {
+            if let Ok(peer) = peer {
+                let _ = st.write_all(answer(peer).as_bytes());
+            }
+        }
+    }
+}
+
+/// Sends `bytes` to a reflector over TCP (or has it send them, with
+/// `reverse`) and returns how many arrived on the receiving side.
+pub fn transfer(target: SocketAddrV4, bytes: u64, reverse: bool, timeout: Duration) -> io::Result<u64> {
+    let mut st = TcpStream::connect_timeout(&target.into(), timeout)?;
+    st.set_read_timeout(Some(timeout))?;
+    st.set_write_timeout(Some(timeout))?;
+    if reverse {
+        st.write_all(format!("source {bytes}\n").as_bytes())?;
+        io::copy(&mut (&st).take(bytes), &mut io::sink())
+    } else {
+        st.write_all(format!("sink {bytes}\n").as_bytes())?;
+        io::copy(&mut io::repeat(0xa5).take(bytes), &mut st)?;
+        let mut line = String::new();
+        BufReader::new(&st).read_line(&mut line)?;
+        line.trim()
+            .strip_prefix("got ")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("not a sink's answer: {line:?}")))
+    }
 }
 
 fn fmt_port(p: Option<u16>) -> String {

@@ -9,7 +9,7 @@
 //!
 //! ```text
 //!   c1 192.168.1.10 ─┐
-//!   c2 192.168.1.11 ─┼─ lan ─── lan [router] wan ─── eth0 server
+//!   c2 192.168.1.11 ─┼─ lan ─── lan [router] wan ─── eth0 server (lo 10.10.0.1)
 //!   …                ─┘          192.168.1.1   198.51.100.1   198.51.100.2
 //! ```
 
@@ -44,6 +44,11 @@ pub fn wan_addr() -> Ipv4Net {
 /// The server's address.
 pub fn server_addr() -> Ipv4Addr {
     Ipv4Addr::new(198, 51, 100, 2)
+}
+
+/// The server's inner address, on its loopback: what tunnels reach.
+pub fn server_inner() -> Ipv4Addr {
+    Ipv4Addr::new(10, 10, 0, 1)
 }
 
 /// Client `i`'s address (clients are numbered from 1).
@@ -238,7 +243,7 @@ pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
         (EndpointSpec::new(ROUTER, LAN_IF), EndpointSpec::new(ROUTER, WAN_IF), HostSpec::new(ROUTER))
     };
     t.host(host)
-        .host(SERVER)
+        .host(HostSpec::new(SERVER).loopback(&format!("{}/32", server_inner())))
         .link_spec(LinkSpec::new(lan_end, "lan"))
         .link(wan_end, EndpointSpec::new(SERVER, "eth0").addr(&format!("{}/24", server_addr())))
 }

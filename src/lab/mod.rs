@@ -61,8 +61,9 @@ use sysctl::SysctlStage;
 /// Set to `1` to keep every run directory, not only those of failed runs.
 pub const KEEP_ENV: &str = "VPN_PASSTHROUGH_KEEP";
 
-/// A built lab. Dropping it tears it down; [`Lab::teardown`] does the same
-/// and also reports programs that crashed.
+/// A built lab. Dropping it tears it down (and keeps the run directory, as
+/// an early drop means something went wrong); [`Lab::teardown`] tears it
+/// down, removes the run directory and reports programs that crashed.
 pub struct Lab {
     record: RunRecord,
     plan: Plan,
@@ -317,7 +318,12 @@ impl Lab {
 }
 
 impl Drop for Lab {
+    /// A lab dropped without [`Lab::teardown`] went out of scope early (an
+    /// error or a panic): its run directory is kept for the logs.
     fn drop(&mut self) {
+        if !self.finished {
+            self.keep.store(true, Ordering::SeqCst);
+        }
         if let Err(e) = self.finish() {
             eprintln!("lab {}: {e}", self.record.id);
         }

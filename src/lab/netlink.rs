@@ -91,6 +91,14 @@ pub async fn configure_node(h: &Handle, node: &NodePlan) -> Result<()> {
     lo.await.map_err(|e| LabError::netlink(place("bringing lo up".into()), e))?;
 
     let mut steps: Vec<BoxFuture<'_, Result<()>>> = Vec::new();
+    for net in &node.loopback {
+        let mut req = h.address().add(1, net.addr(), net.prefix_len());
+        if net.addr().is_ipv6() {
+            req.message_mut().header.flags |= AddressHeaderFlags::Nodad;
+        }
+        let context = place(format!("adding address {net} to lo"));
+        steps.push(async move { req.execute().await.map_err(|e| LabError::netlink(context, e)) }.boxed());
+    }
     for iface in node.ifaces.iter().filter(|i| i.is_veth_peer) {
         let mut msg = LinkUnspec::new_with_index(iface.index).up();
         if node.kind == NodeKind::Switch {

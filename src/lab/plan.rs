@@ -66,6 +66,8 @@ pub struct NodePlan {
     pub sysctls: Vec<(String, String)>,
     /// Bind mounts of the host sandbox.
     pub binds: Vec<BindSpec>,
+    /// Addresses of the loopback interface.
+    pub loopback: Vec<IpNet>,
 }
 
 /// One interface.
@@ -143,6 +145,7 @@ impl Plan {
                 routes: Vec::new(),
                 sysctls: Vec::new(),
                 binds: Vec::new(),
+                loopback: Vec::new(),
             };
             if kind == NodeKind::Switch {
                 node.ifaces.push(IfacePlan {
@@ -195,6 +198,14 @@ impl Plan {
                     problems.push(format!("{place}: sysctl '{key}' {why}"));
                 }
                 node.sysctls.push((key.clone(), value.clone()));
+            }
+            for a in &spec.loopback {
+                match a.parse::<IpNet>() {
+                    Ok(net) => node.loopback.push(net),
+                    Err(_) => {
+                        problems.push(format!("{place}: loopback address '{a}' is not an address with prefix length"))
+                    }
+                }
             }
             for bind in &spec.binds {
                 if !bind.source.is_absolute() || !bind.target.is_absolute() {

@@ -59,6 +59,10 @@ pub struct HostSpec {
     /// Bind mounts in the host's private mount namespace.
     #[serde(default)]
     pub binds: Vec<BindSpec>,
+    /// Addresses on the host's loopback interface (an inner address a
+    /// tunnel reaches), with prefix length.
+    #[serde(default)]
+    pub loopback: Vec<String>,
 }
 
 /// One switch (a bridge). Hosts attach to it with links that name it.
@@ -240,6 +244,7 @@ impl HostSpec {
             routes: Vec::new(),
             sysctls: BTreeMap::new(),
             binds: Vec::new(),
+            loopback: Vec::new(),
         }
     }
 
@@ -263,6 +268,12 @@ impl HostSpec {
     /// Sets a `net.*` sysctl in the host's namespace.
     pub fn sysctl(mut self, key: &str, value: &str) -> HostSpec {
         self.sysctls.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Adds an address to the host's loopback interface.
+    pub fn loopback(mut self, addr: &str) -> HostSpec {
+        self.loopback.push(addr.to_string());
         self
     }
 

@@ -1,0 +1,6 @@
+//! Real VPN endpoints in lab hosts: one module per daemon renders its
+//! config into the host's config directory, starts it, waits until it is
+//! ready and reports tunnel state.
+
+pub mod strongswan;
+pub mod vici;

@@ -1,0 +1,327 @@
+//! strongSwan in lab hosts: charon with `kernel-libipsec` (userspace ESP
+//! over a TUN device: this kernel has no ESP) and `kernel-netlink`, driven
+//! with swanctl over the host's own vici socket, tunnel state read over
+//! vici.
+//!
+//! Each host's config lives in its config directory; charon's hard-coded
+//! `/run/charon.pid` and `/run/charon.vici` land in the host's private
+//! `/run`, so any number of hosts run charon at once.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lab::{Cmd, Host, LabError, Process, Result};
+
+use super::vici::{self, IkeSa, Vici};
+
+/// Where Debian installs charon.
+pub const CHARON: &str = "/usr/lib/ipsec/charon";
+
+/// Plugins charon loads: crypto through OpenSSL (with `kdf`, which it needs
+/// for its PRFs), certificates, userspace ESP, netlink, vici.
+const CHARON_PLUGINS: &str = "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf aes sha1 sha2 hmac gmp attr kernel-libipsec kernel-netlink socket-default vici";
+const SWANCTL_PLUGINS: &str = "random openssl pem pkcs1 pkcs8 x509 pubkey";
+
+/// IKE version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IkeVersion {
+    /// IKEv1 (main mode).
+    V1,
+    /// IKEv2.
+    V2,
+}
+
+impl IkeVersion {
+    fn number(self) -> u8 {
+        match self {
+            IkeVersion::V1 => 1,
+            IkeVersion::V2 => 2,
+        }
+    }
+}
+
+/// How the peers authenticate.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    /// A pre-shared key.
+    Psk(String),
+    /// Certificates of a test CA: this end's certificate and key, and the
+    /// CA that signed the other end's.
+    Cert {
+        /// The CA certificate.
+        ca: PathBuf,
+        /// This end's certificate.
+        cert: PathBuf,
+        /// This end's private key.
+        key: PathBuf,
+    },
+}
+
+/// A road-warrior client: gets a virtual IP from the server's pool and a
+/// tunnel to the server's inner network.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Connection name (also the CHILD_SA's parent).
+    pub name: String,
+    /// IKE version.
+    pub version: IkeVersion,
+    /// Authentication.
+    pub auth: Auth,
+    /// This client's identity.
+    pub id: String,
+    /// The server's identity.
+    pub server_id: String,
+    /// The server's public address.
+    pub server: Ipv4Addr,
+    /// The server's inner network.
+    pub remote_ts: String,
+    /// Let IKE fragment at the IP layer (no IKEv2 fragmentation), so that
+    /// large IKE_AUTH messages cross the NAT as IP fragments.
+    pub ip_fragments: bool,
+}
+
+/// A road-warrior server: hands out virtual IPs, tunnels to its inner
+/// network.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// IKE version.
+    pub version: IkeVersion,
+    /// Authentication.
+    pub auth: Auth,
+    /// The server's identity.
+    pub id: String,
+    /// The server's address.
+    pub addr: Ipv4Addr,
+    /// The inner network clients reach.
+    pub local_ts: String,
+    /// The virtual IP pool.
+    pub pool: String,
+    /// See [`ClientConfig::ip_fragments`].
+    pub ip_fragments: bool,
+}
+
+/// The CHILD_SA name both ends use.
+pub const CHILD: &str = "net";
+
+/// strongswan.conf for a host: `keepalive` is the NAT-T keepalive interval.
+pub fn strongswan_conf(keepalive: Duration) -> String {
+    format!(
+        "charon {{\n  load_modular = no\n  load = {CHARON_PLUGINS}\n  port = 500\n  port_nat_t = 4500\n  keep_alive = {}s\n  install_routes = yes\n  install_virtual_ip = yes\n  filelog {{\n    stderr {{\n      default = 1\n      ike = 2\n      cfg = 2\n      time_format = %T\n    }}\n  }}\n}}\nswanctl {{\n  load = {SWANCTL_PLUGINS}\n}}\n",
+        keepalive.as_secs().max(1)
+    )
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The swanctl directory layout beside swanctl.conf holds certificates
+/// (`x509/`, `x509ca/`) and keys (`private/`): names are relative to it.
+fn auth_block(auth: &Auth, id: &str) -> String {
+    match auth {
+        Auth::Psk(_) => format!("auth = psk\n      id = {id}"),
+        Auth::Cert { cert, .. } => format!("auth = pubkey\n      certs = {}\n      id = {id}", file_name(cert)),
+    }
+}
+
+fn remote_block(auth: &Auth, id: Option<&str>) -> String {
+    let id = id.map(|i| format!("\n      id = {i}")).unwrap_or_default();
+    match auth {
+        Auth::Psk(_) => format!("auth = psk{id}"),
+        Auth::Cert { ca, .. } => format!("auth = pubkey\n      cacerts = {}{id}", file_name(ca)),
+    }
+}
+
+fn secrets(auth: &Auth) -> String {
+    match auth {
+        Auth::Psk(secret) => format!("secrets {{\n  ike-any {{\n    secret = \"{secret}\"\n  }}\n}}\n"),
+        Auth::Cert { .. } => String::new(),
+    }
+}
+
+/// swanctl.conf of a client.
+pub fn client_conf(c: &ClientConfig) -> String {
+    let mut s = String::from("connections {\n");
+    let _ = write!(
+        s,
+        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
+        name = c.name,
+        v = c.version.number(),
+        server = c.server,
+        frag = if c.ip_fragments { "no" } else { "yes" },
+        local = auth_block(&c.auth, &c.id),
+        remote = remote_block(&c.auth, Some(&c.server_id)),
+        ts = c.remote_ts,
+    );
+    s.push_str(&secrets(&c.auth));
+    s
+}
+
+/// swanctl.conf of a server.
+pub fn server_conf(c: &ServerConfig) -> String {
+    let mut s = String::from("connections {\n");
+    let _ = write!(
+        s,
+        "  rw {{\n    version = {v}\n    local_addrs = {addr}\n    pools = rw\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        local_ts = {ts}\n      }}\n    }}\n  }}\n}}\npools {{\n  rw {{\n    addrs = {pool}\n  }}\n}}\n",
+        v = c.version.number(),
+        addr = c.addr,
+        frag = if c.ip_fragments { "no" } else { "yes" },
+        local = auth_block(&c.auth, &c.id),
+        remote = remote_block(&c.auth, None),
+        ts = c.local_ts,
+        pool = c.pool,
+    );
+    s.push_str(&secrets(&c.auth));
+    s
+}
+
+/// charon running in a host.
+pub struct Charon<'lab> {
+    host: Host<'lab>,
+    process: Process,
+    strongswan_conf: PathBuf,
+    vici: PathBuf,
+}
+
+impl<'lab> Charon<'lab> {
+    /// Writes the host's strongswan.conf, starts charon, waits for its vici
+    /// socket.
+    pub fn start(host: Host<'lab>, keepalive: Duration) -> Result<Charon<'lab>> {
+        let charon = crate::prereq::require_tool("charon")?;
+        crate::prereq::require_tool("kernel-libipsec")?;
+        crate::prereq::require_tool("swanctl")?;
+        let conf = host.write_conf("strongswan.conf", &strongswan_conf(keepalive))?;
+        let process = host
+            .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;
+        let vici = host.run_dir()?.join("charon.vici");
+        process.wait_for_path(&vici, Duration::from_secs(15))?;
+        Ok(Charon { host, process, strongswan_conf: conf, vici })
+    }
+
+    /// The charon process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    fn swanctl(&self, args: &[&str], timeout: Duration) -> Result<String> {
+        let out = self.host.run_ok(
+            Cmd::new("swanctl")
+                .args(args)
+                .env("STRONGSWAN_CONF", self.strongswan_conf.to_string_lossy())
+                .timeout(timeout)
+                .label("swanctl"),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Loads a swanctl.conf (written to the host's config directory), with
+    /// the certificates and key `auth` names copied beside it.
+    pub fn load(&self, swanctl_conf: &str, auth: &Auth) -> Result<()> {
+        if let Auth::Cert { ca, cert, key } = auth {
+            let dir = self.host.conf_dir()?;
+            for (sub, file) in [("x509ca", ca), ("x509", cert), ("private", key)] {
+                let to = dir.join(sub).join(file_name(file));
+                std::fs::create_dir_all(dir.join(sub))
+                    .and_then(|_| std::fs::copy(file, &to))
+                    .map_err(|e| LabError::io(format!("copying {} to {}", file.display(), to.display()), e))?;
+            }
+        }
+        let path = self.host.write_conf("swanctl.conf", swanctl_conf)?;
+        self.swanctl(&["--load-all", "--noprompt", "--file", &path.to_string_lossy()], Duration::from_secs(15))?;
+        Ok(())
+    }
+
+    /// Brings a CHILD_SA up and waits for it (swanctl returns when charon
+    /// has an answer); then checks the state over vici.
+    pub fn initiate(&self, child: &str, timeout: Duration) -> Result<IkeSa> {
+        let secs = timeout.as_secs().max(1).to_string();
+        self.swanctl(&["--initiate", "--child", child, "--timeout", &secs], timeout + Duration::from_secs(5))?;
+        self.wait_for_child(child, timeout)
+    }
+
+    /// The IKE_SAs charon has, over vici.
+    pub fn sas(&self) -> Result<Vec<IkeSa>> {
+        let mut v =
+            Vici::connect(&self.vici).map_err(|e| LabError::io(format!("host '{}': vici", self.host.name()), e))?;
+        let (events, _) = v
+            .streamed("list-sas", "list-sa")
+            .map_err(|e| LabError::io(format!("host '{}': listing SAs", self.host.name()), e))?;
+        Ok(vici::ike_sas(&events))
+    }
+
+    /// Waits until an IKE_SA is established with `child` installed.
+    pub fn wait_for_child(&self, child: &str, timeout: Duration) -> Result<IkeSa> {
+        let mut found = None;
+        self.process.wait_until(&format!("install CHILD_SA {child}"), timeout, || {
+            found = self.sas().ok().and_then(|sas| {
+                sas.into_iter().find(|sa| {
+                    sa.state == "ESTABLISHED" && sa.children.iter().any(|c| c.name == child && c.state == "INSTALLED")
+                })
+            });
+            found.is_some()
+        })?;
+        found.ok_or_else(|| LabError::Input(format!("host '{}': {child} vanished", self.host.name())))
+    }
+}
+
+/// A throwaway CA and host certificates, made with openssl in `dir`.
+pub struct TestPki {
+    /// The CA certificate.
+    pub ca: PathBuf,
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// Makes a CA (RSA 3072, so that IKE_AUTH messages are large).
+    pub fn new(dir: &Path) -> Result<TestPki> {
+        crate::prereq::require_tool("openssl")?;
+        std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+        let ca = dir.join("ca.crt");
+        openssl(
+            dir,
+            &["req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2"],
+            &["-subj", "/CN=vpn-passthrough test CA"],
+        )?;
+        Ok(TestPki { ca, dir: dir.to_path_buf() })
+    }
+
+    /// A certificate and key for identity `name` (a DNS name in the SAN).
+    pub fn issue(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
+        let (key, csr, crt, ext) =
+            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{name}\n"))
+            .map_err(|e| LabError::io("writing a certificate extension file", e))?;
+        openssl(
+            &self.dir,
+            &["req", "-newkey", "rsa:3072", "-nodes", "-keyout", &key, "-out", &csr],
+            &["-subj", &format!("/CN={name}")],
+        )?;
+        openssl(
+            &self.dir,
+            &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt],
+            &["-days", "2", "-extfile", &ext],
+        )?;
+        Ok((self.dir.join(crt), self.dir.join(key)))
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str], more: &[&str]) -> Result<()> {
+    let out = duct::cmd("openssl", args.iter().chain(more))
+        .dir(dir)
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| LabError::io("running openssl", e))?;
+    if !out.status.success() {
+        return Err(LabError::Failed {
+            host: "(this machine)".into(),
+            command: format!("openssl {}", args.join(" ")),
+            status: crate::lab::process::describe(out.status),
+            output: format!(":\n{}", String::from_utf8_lossy(&out.stderr)),
+        });
+    }
+    Ok(())
+}
