@@ -676,7 +676,8 @@ impl Nat {
             && (ports.dst == l2tp::PORT || self.l2tp.has_tunnel(src, dst));
         let ike_flow = p.ipsec == IpsecMode::Spi && ports.src == ike::PORT && ports.dst == ike::PORT;
         if l2tp_flow {
-            let r = match self.l2tp.outbound(src, dst, &pkt[payload_at..total], now) {
+            let whole = !ipv4::Packet::new_unchecked(&*pkt).more_frags();
+            let r = match self.l2tp.outbound(src, dst, &pkt[payload_at..total], whole, now) {
                 Ok(r) => r,
                 Err(reason) => return Some(Err(reason)),
             };
@@ -711,7 +712,8 @@ impl Nat {
         let p = &self.cfg.profile;
         let payload_at = hl + udp::HEADER_LEN;
         let client = if p.l2tp == L2tpMode::TunnelId && ports.dst == l2tp::PORT {
-            let r = match self.l2tp.inbound(src, ports.src, &pkt[payload_at..total], now) {
+            let whole = !ipv4::Packet::new_unchecked(&*pkt).more_frags();
+            let r = match self.l2tp.inbound(src, ports.src, &pkt[payload_at..total], whole, now) {
                 Ok(r) => r,
                 Err(reason) => return Some(Err(reason)),
             };

@@ -75,17 +75,19 @@ impl L2tp {
         self.tunnels.values().any(|t| t.client == client && t.server == server)
     }
 
-    /// A datagram from `client`:1701 to `server` (UDP payload given):
-    /// learns and rewrites its Assigned Tunnel ID when it sets up or stops a
-    /// tunnel.
+    /// A datagram from `client`:1701 to `server` (UDP payload given, or
+    /// only its start when `whole` is false: the first fragment of a larger
+    /// datagram): learns and rewrites its Assigned Tunnel ID when it sets up
+    /// or stops a tunnel.
     pub fn outbound(
         &mut self,
         client: [u8; 4],
         server: [u8; 4],
         payload: &[u8],
+        whole: bool,
         now: Duration,
     ) -> Result<Rewrite, DropReason> {
-        let m = checked(payload)?;
+        let m = checked(payload, whole)?;
         let mut rewrite = Rewrite { client, field: None };
         if m.is_control() {
             let kind = m.message_type();
@@ -146,16 +148,18 @@ impl L2tp {
         public
     }
 
-    /// A datagram from `server`:`port` to the public port 1701: the LAN
-    /// host whose tunnel its header names, with the Tunnel ID restored.
+    /// A datagram from `server`:`port` to the public port 1701 (`whole` as
+    /// for [`L2tp::outbound`]): the LAN host whose tunnel its header names,
+    /// with the Tunnel ID restored.
     pub fn inbound(
         &mut self,
         server: [u8; 4],
         port: u16,
         payload: &[u8],
+        whole: bool,
         now: Duration,
     ) -> Result<Rewrite, DropReason> {
-        let m = checked(payload)?;
+        let m = checked(payload, whole)?;
         let public = m.tunnel_id();
         let t = self.tunnels.get_mut(&(server, public)).ok_or(DropReason::L2tpUnknownTunnel)?;
         t.last_seen = now;
@@ -215,8 +219,9 @@ impl L2tp {
 /// An L2TP message whose header, and AVPs if it is a control message, are
 /// well formed; a control message other than an empty acknowledgment
 /// (ZLB) must start with its Message Type AVP.
-fn checked(payload: &[u8]) -> Result<Message<&[u8]>, DropReason> {
-    let m = Message::new_checked(payload).map_err(|_| DropReason::L2tpMalformed)?;
+fn checked(payload: &[u8], whole: bool) -> Result<Message<&[u8]>, DropReason> {
+    let m = if whole { Message::new_checked(payload) } else { Message::new_checked_prefix(payload) };
+    let m = m.map_err(|_| DropReason::L2tpMalformed)?;
     if m.is_control() && !m.is_empty() && (m.avps().any(|a| a.is_err()) || m.message_type().is_none()) {
         return Err(DropReason::L2tpMalformed);
     }

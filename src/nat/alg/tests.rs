@@ -725,6 +725,43 @@ fn fragmented_ike_follows_its_first_fragment() {
     assert_eq!(addrs(&late.packet).1, C1);
 }
 
+#[test]
+fn fragmented_l2tp_data_with_a_length_field_is_translated_both_ways() {
+    // xl2tpd sets the L bit on data messages; a full-size PPP frame makes
+    // the datagram larger than the path MTU, so its first fragment holds a
+    // length field that reaches past the fragment.
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(5));
+    l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(5, 0x99));
+    let data = |tunnel: u16| {
+        let mut m = vec![0x40, 0x02];
+        m.extend_from_slice(&(6 + 2 + 1400u16).to_be_bytes());
+        m.extend_from_slice(&tunnel.to_be_bytes());
+        m.extend_from_slice(&7u16.to_be_bytes());
+        m.extend_from_slice(&[0xff, 0x03]);
+        m.extend(std::iter::repeat_n(0x21, 1400));
+        m
+    };
+    let fragments = |whole: Vec<u8>, src, dst| {
+        let l4 = &whole[20..];
+        let mut first = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[..1200]);
+        first[6] = 0x20;
+        let mut second = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[1200..]);
+        second[6..8].copy_from_slice(&150u16.to_be_bytes());
+        for p in [&mut first, &mut second] {
+            ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
+        }
+        (first, second)
+    };
+    let (mut first, mut second) = fragments(udp(C1, l2tp::PORT, S1, l2tp::PORT, &data(0x99)), C1, S1);
+    assert!(matches!(out(&mut n, &mut first, t(2)), Verdict::Forward { side: Side::Wan, .. }));
+    assert!(matches!(out(&mut n, &mut second, t(2)), Verdict::Forward { side: Side::Wan, .. }));
+    let (mut first, mut second) = fragments(udp(S1, l2tp::PORT, WAN, l2tp::PORT, &data(5)), S1, WAN);
+    assert_eq!(inb(&mut n, &mut first, t(2)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut second, t(2)), forward(Side::Lan, C1));
+    assert_eq!(n.counters().drops(), Vec::<(String, u64)>::new());
+}
+
 // ---- Three clients colliding, in every mode ------------------------------
 
 use crate::nat::profile::Profile;

@@ -46,6 +46,17 @@ pub struct Message<T: AsRef<[u8]>> {
 impl<B: AsRef<[u8]>> Message<B> {
     /// Checks the header.
     pub fn new_checked(buffer: B) -> Result<Self, WireError> {
+        Message::check(buffer, false)
+    }
+
+    /// Checks the header of a message of which `buffer` holds only the
+    /// start (the first fragment of a larger datagram): the length field
+    /// may reach past it.
+    pub fn new_checked_prefix(buffer: B) -> Result<Self, WireError> {
+        Message::check(buffer, true)
+    }
+
+    fn check(buffer: B, prefix: bool) -> Result<Self, WireError> {
         let b = buffer.as_ref();
         if b.len() < 6 {
             return Err(WireError::Truncated);
@@ -64,7 +75,7 @@ impl<B: AsRef<[u8]>> Message<B> {
         }
         if m.has_length() {
             let field = usize::from(be16(m.buffer.as_ref(), 2));
-            if field > len || field < m.header_len() {
+            if (field > len && !prefix) || field < m.header_len() {
                 return Err(WireError::BadLength);
             }
         }
