@@ -9,6 +9,7 @@ pub mod bench;
 pub mod doctor;
 pub mod lab;
 pub mod nat;
+pub mod ppp;
 pub mod prereq;
 pub mod probe;
 pub mod router;

@@ -230,7 +230,7 @@ pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
     for i in 1..=clients {
         let name = client(i);
         t = t
-            .host(HostSpec::new(&name).default_route(&gw))
+            .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(&name).default_route(&gw)))
             .link(EndpointSpec::new(&name, "eth0").addr(&format!("{}/24", client_addr(i))), "lan");
     }
     let (lan_end, wan_end, host) = if router.kernel_routes() {
@@ -243,7 +243,7 @@ pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
         (EndpointSpec::new(ROUTER, LAN_IF), EndpointSpec::new(ROUTER, WAN_IF), HostSpec::new(ROUTER))
     };
     t.host(host)
-        .host(HostSpec::new(SERVER).loopback(&format!("{}/32", server_inner())))
+        .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(SERVER).loopback(&format!("{}/32", server_inner()))))
         .link_spec(LinkSpec::new(lan_end, "lan"))
         .link(wan_end, EndpointSpec::new(SERVER, "eth0").addr(&format!("{}/24", server_addr())))
 }
@@ -290,21 +290,28 @@ impl NatLab {
 /// is the binary, or the binary beside (or one directory above) it, as
 /// cargo lays out tests.
 pub fn own_binary() -> Result<PathBuf> {
-    if let Some(p) = std::env::var_os("VPN_PASSTHROUGH_BIN") {
+    our_binary("vpn-passthrough", "VPN_PASSTHROUGH_BIN")
+}
+
+/// One of this crate's binaries, `name`: the path in `$env` if set, this
+/// program if it is that binary, or the binary beside (or one directory
+/// above) this program.
+pub fn our_binary(name: &str, env: &str) -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os(env) {
         return Ok(PathBuf::from(p));
     }
     let exe = std::env::current_exe().map_err(|e| LabError::io("finding this program", e))?;
-    if exe.file_name().is_some_and(|n| n == "vpn-passthrough") {
+    if exe.file_name().is_some_and(|n| n == name) {
         return Ok(exe);
     }
     let dir = exe.parent().map(PathBuf::from).unwrap_or_default();
-    for candidate in [dir.join("vpn-passthrough"), dir.join("../vpn-passthrough")] {
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     Err(LabError::Input(format!(
-        "cannot find the vpn-passthrough binary near {}: build it (`cargo build`) or set VPN_PASSTHROUGH_BIN",
+        "cannot find the {name} binary near {}: build it (`cargo build --bins`) or set {env}",
         exe.display()
     )))
 }

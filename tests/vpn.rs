@@ -7,15 +7,21 @@ use std::time::Duration;
 
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Failed, Trial};
+use std::net::Ipv4Addr;
 use vpn_passthrough::lab::{Cmd, Host, Proto};
 use vpn_passthrough::nat::Profile;
 use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
+
+use vpn_passthrough::ppp::session::AuthProto;
+use vpn_passthrough::vpn::pppd::PppAuth;
 use vpn_passthrough::vpn::strongswan::{
     Auth, Charon, ClientConfig, IkeVersion, ServerConfig, TestPki, client_conf, server_conf,
 };
+use vpn_passthrough::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
 
 const IPSEC: &[Need] =
     &[Need::Root, Need::Tool("charon"), Need::Tool("swanctl"), Need::Tool("kernel-libipsec"), Need::Tool("nft")];
+const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft")];
 const IPSEC_CERTS: &[Need] = &[
     Need::Root,
     Need::Tool("charon"),
@@ -38,6 +44,8 @@ fn linux() -> Result<Box<dyn RouterUnderTest>, String> {
 
 fn main() {
     let args = Arguments::from_args();
+    // SAFETY: set before any thread starts.
+    unsafe { std::env::set_var("VPN_PASSTHROUGH_PPPD", env!("CARGO_BIN_EXE_vpn-passthrough-pppd")) };
     let routers: [(&str, Make); 2] = [("rust_nat", rust_full), ("linux_nat", linux)];
     let mut trials: Vec<Trial> = Vec::new();
     for (name, make) in routers {
@@ -46,6 +54,7 @@ fn main() {
             ipsec(make, IkeVersion::V2, true)
         }));
         trials.push(lab_test(&format!("{name}::ipsec_ikev1_psk"), IPSEC, move || ipsec(make, IkeVersion::V1, false)));
+        trials.push(lab_test(&format!("{name}::l2tp"), L2TP, move || l2tp(make)));
     }
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
@@ -108,14 +117,50 @@ fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
     if !sa.nat_any {
         return Err(format!("IKE did not see the NAT: {sa:?}").into());
     }
-    through_tunnel(&client, &server)?;
+    through_tunnel(&client, &server, router::server_inner())?;
     nl.teardown()?;
     Ok(())
 }
 
-/// A ping and 1 MB each way to the server's inner address.
-fn through_tunnel(client: &Host<'_>, server: &Host<'_>) -> Result<(), Failed> {
-    let inner = router::server_inner().to_string();
+const PPP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
+
+/// xl2tpd LAC to xl2tpd LNS, CHAP, our PPP peer on both ends.
+fn l2tp(make: Make) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let (client, server) = (nl.client(1)?, nl.server()?);
+    let lns = Xl2tpd::lns(
+        server,
+        &LnsConfig {
+            listen: router::server_addr(),
+            local_ip: PPP_SERVER,
+            range: (Ipv4Addr::new(10, 97, 0, 100), Ipv4Addr::new(10, 97, 0, 199)),
+            auth: PppAuth::server(AuthProto::ChapMd5, "lns", "lab secret"),
+        },
+    )?;
+    let lac = Xl2tpd::lac(
+        client,
+        &LacConfig {
+            name: "server".into(),
+            lns: router::server_addr(),
+            port: L2TP_PORT,
+            auth: PppAuth::client("client1", "lab secret"),
+        },
+    )?;
+    let link = lac.connect("server", Duration::from_secs(20))?;
+    if link.peer != PPP_SERVER {
+        return Err(format!("the client's PPP link goes to {} (want {PPP_SERVER})", link.peer).into());
+    }
+    lns.wait_for_link(link.local, Duration::from_secs(5))?;
+    through_tunnel(&client, &server, PPP_SERVER)?;
+    nl.teardown()?;
+    Ok(())
+}
+
+/// A ping and 1 MB each way to `inner`, an address of the server that
+/// only the tunnel reaches.
+fn through_tunnel(client: &Host<'_>, server: &Host<'_>, inner: Ipv4Addr) -> Result<(), Failed> {
+    let inner = inner.to_string();
     client.run_ok(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "3", &inner]))?;
     let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
     let reflector = server.spawn(Cmd::new(bin).args(&["probe", "serve", "--tcp", "7300"]).label("reflector"))?;

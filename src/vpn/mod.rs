@@ -2,5 +2,7 @@
 //! config into the host's config directory, starts it, waits until it is
 //! ready and reports tunnel state.
 
+pub mod pppd;
 pub mod strongswan;
 pub mod vici;
+pub mod xl2tpd;

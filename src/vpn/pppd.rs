@@ -1,0 +1,159 @@
+//! The PPP side of PPTP and L2TP endpoints: where the daemons find our
+//! PPP peer (`/usr/sbin/pppd` inside lab hosts), the option files they hand
+//! it, and the `pppN` links it brings up, read from the host's interfaces.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::lab::{Cmd, Host, HostSpec, LabError, Process, Result};
+use crate::ppp::session::AuthProto;
+
+/// Where xl2tpd and the pptp client look for pppd; lab hosts see our PPP
+/// peer there.
+pub const PPPD: &str = "/usr/sbin/pppd";
+
+/// Our PPP peer binary: `$VPN_PASSTHROUGH_PPPD` or beside this program.
+pub fn ppp_binary() -> Result<PathBuf> {
+    crate::router::our_binary("vpn-passthrough-pppd", "VPN_PASSTHROUGH_PPPD")
+}
+
+/// `spec` with our PPP peer bind-mounted over [`PPPD`], when both exist;
+/// hosts that never run a PPP daemon lose nothing by it.
+pub fn with_ppp_peer(spec: HostSpec) -> HostSpec {
+    match ppp_binary() {
+        Ok(bin) if Path::new(PPPD).is_file() => spec.bind(bin, PPPD),
+        _ => spec,
+    }
+}
+
+/// Checks that `host` runs our PPP peer as pppd: the kernel has no PPP, so
+/// the real pppd would fail every call.
+pub fn require_ppp_peer(host: &Host<'_>) -> Result<()> {
+    let out = host.exec(Cmd::argv(&[PPPD, "--version"]).label("pppd-version"))?;
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    if text.contains("vpn-passthrough-pppd") {
+        return Ok(());
+    }
+    Err(LabError::Input(format!(
+        "host '{}': {PPPD} is not the vpn-passthrough PPP peer ({}); build it with `cargo build --bins` \
+         and give the host a bind of it over {PPPD} (vpn::pppd::with_ppp_peer)",
+        host.name(),
+        text.lines().next().unwrap_or("no output").trim()
+    )))
+}
+
+/// PPP authentication for one end.
+#[derive(Debug, Clone, Default)]
+pub struct PppAuth {
+    /// What this end requires of its peer.
+    pub require: Option<AuthProto>,
+    /// The name this end authenticates with.
+    pub user: String,
+    /// The shared secret.
+    pub secret: String,
+}
+
+impl PppAuth {
+    /// A client that authenticates as `user` with `secret`.
+    pub fn client(user: &str, secret: &str) -> PppAuth {
+        PppAuth { require: None, user: user.into(), secret: secret.into() }
+    }
+
+    /// A server that requires `proto` and knows `secret`.
+    pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppAuth {
+        PppAuth { require: Some(proto), user: name.into(), secret: secret.into() }
+    }
+}
+
+fn quote(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+/// An options file for our PPP peer: authentication, echoes, and its log
+/// in `log_dir` (`pppd.log`, one line prefix per process).
+pub fn options_file(auth: &PppAuth, log_dir: &Path) -> String {
+    let mut s = String::from("# PPP options for vpn-passthrough-pppd\n");
+    match auth.require {
+        Some(AuthProto::ChapMd5) => s.push_str("require-chap\n"),
+        Some(AuthProto::Pap) => s.push_str("require-pap\n"),
+        None => s.push_str("noauth\n"),
+    }
+    let _ = writeln!(s, "name {}", quote(&auth.user));
+    let _ = writeln!(s, "password {}", quote(&auth.secret));
+    s.push_str("lcp-echo-interval 10\nlcp-echo-failure 3\n");
+    let _ = writeln!(s, "logfile {}", quote(&log_dir.join("pppd.log").to_string_lossy()));
+    s
+}
+
+/// A PPP link a host has up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PppLink {
+    /// The interface (`pppN`).
+    pub ifname: String,
+    /// This end's address.
+    pub local: Ipv4Addr,
+    /// The peer's address.
+    pub peer: Ipv4Addr,
+}
+
+/// The `pppN` links `host` has, with their addresses, from `ip -j addr`.
+pub fn ppp_links(host: &Host<'_>) -> Result<Vec<PppLink>> {
+    let out = host.run_ok(Cmd::argv(&["ip", "-j", "-4", "addr", "show"]).label("ip-addr"))?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|e| LabError::Input(format!("host '{}': `ip -j addr` gave no JSON: {e}", host.name())))?;
+    let mut links = Vec::new();
+    for iface in v.as_array().into_iter().flatten() {
+        let Some(name) = iface["ifname"].as_str().filter(|n| n.starts_with("ppp")) else { continue };
+        for a in iface["addr_info"].as_array().into_iter().flatten() {
+            let local = a["local"].as_str().and_then(|s| s.parse().ok());
+            let peer = a["address"].as_str().and_then(|s| s.parse().ok());
+            if let (Some(local), Some(peer)) = (local, peer) {
+                links.push(PppLink { ifname: name.to_string(), local, peer });
+            }
+        }
+    }
+    Ok(links)
+}
+
+/// Waits until `host` has a PPP link to `peer` (any peer if `None`); the
+/// error names `daemon` and carries the last lines of its log and of the
+/// host's `pppd.log`.
+pub fn wait_for_link(host: &Host<'_>, daemon: &Process, peer: Option<Ipv4Addr>, timeout: Duration) -> Result<PppLink> {
+    let deadline = Instant::now() + timeout;
+    let mut found = None;
+    let res = daemon.wait_until(
+        &format!("bring a PPP link up to {}", peer.map_or("its peer".into(), |p| p.to_string())),
+        timeout,
+        || {
+            found = ppp_links(host).ok().and_then(|l| l.into_iter().find(|l| peer.is_none_or(|p| l.peer == p)));
+            found.is_some() || Instant::now() >= deadline
+        },
+    );
+    match (res, found) {
+        (_, Some(link)) => Ok(link),
+        (Err(e), None) => Err(with_ppp_log(host, e)),
+        (Ok(()), None) => Err(with_ppp_log(
+            host,
+            LabError::Input(format!(
+                "host '{}': {} did not bring a PPP link up within {timeout:?}; its log {}:\n{}",
+                host.name(),
+                daemon.label(),
+                daemon.log_path().display(),
+                daemon.log_tail(20)
+            )),
+        )),
+    }
+}
+
+/// `e` with the last lines of the host's `pppd.log` after it.
+pub fn with_ppp_log(host: &Host<'_>, e: LabError) -> LabError {
+    let Ok(dir) = host.log_dir() else { return e };
+    let log = dir.join("pppd.log");
+    let tail = crate::lab::process::tail(&log, 15);
+    if tail.trim().is_empty() {
+        return e;
+    }
+    LabError::Input(format!("{e}\nlast lines of {}:\n{tail}", log.display()))
+}
