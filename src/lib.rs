@@ -6,6 +6,7 @@
 //! lacks and how to fix it; [`bench`] measures the lab engine against a reference.
 
 pub mod bench;
+pub mod capture;
 pub mod doctor;
 pub mod lab;
 pub mod nat;

@@ -260,7 +260,17 @@ pub struct NatLab {
 impl NatLab {
     /// Builds the lab and starts the router.
     pub fn build(router: &dyn RouterUnderTest, clients: usize) -> Result<NatLab> {
-        let lab = Lab::build(&nat_topology(router, clients))?;
+        NatLab::build_with(router, clients, |t| t)
+    }
+
+    /// Builds the lab from [`nat_topology`] as `change` leaves it (extra
+    /// bind mounts, sysctls, routes), and starts the router.
+    pub fn build_with(
+        router: &dyn RouterUnderTest,
+        clients: usize,
+        change: impl FnOnce(Topology) -> Topology,
+    ) -> Result<NatLab> {
+        let lab = Lab::build(&change(nat_topology(router, clients)))?;
         let running = router.start(&lab)?;
         Ok(NatLab { lab, router: running, clients })
     }

@@ -8,12 +8,14 @@ use std::time::Duration;
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::net::Ipv4Addr;
+use vpn_passthrough::capture::Capture;
 use vpn_passthrough::lab::{Cmd, Host, Proto};
 use vpn_passthrough::nat::Profile;
 use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
 
 use vpn_passthrough::ppp::session::AuthProto;
-use vpn_passthrough::vpn::pppd::PppAuth;
+use vpn_passthrough::vpn::pppd::PppConfig;
+use vpn_passthrough::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
 use vpn_passthrough::vpn::strongswan::{
     Auth, Charon, ClientConfig, IkeVersion, ServerConfig, TestPki, client_conf, server_conf,
 };
@@ -22,6 +24,9 @@ use vpn_passthrough::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
 const IPSEC: &[Need] =
     &[Need::Root, Need::Tool("charon"), Need::Tool("swanctl"), Need::Tool("kernel-libipsec"), Need::Tool("nft")];
 const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft")];
+const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft")];
+const PPTP_CAPTURE: &[Need] =
+    &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
 const IPSEC_CERTS: &[Need] = &[
     Need::Root,
     Need::Tool("charon"),
@@ -35,6 +40,11 @@ type Make = fn() -> Result<Box<dyn RouterUnderTest>, String>;
 
 fn rust_full() -> Result<Box<dyn RouterUnderTest>, String> {
     let profile = Profile::preset("full").ok_or("no full preset")?;
+    Ok(Box::new(RustNat { profile, binary: env!("CARGO_BIN_EXE_vpn-passthrough").into() }))
+}
+
+fn rust_naive() -> Result<Box<dyn RouterUnderTest>, String> {
+    let profile = Profile::preset("naive").ok_or("no naive preset")?;
     Ok(Box::new(RustNat { profile, binary: env!("CARGO_BIN_EXE_vpn-passthrough").into() }))
 }
 
@@ -55,6 +65,14 @@ fn main() {
         }));
         trials.push(lab_test(&format!("{name}::ipsec_ikev1_psk"), IPSEC, move || ipsec(make, IkeVersion::V1, false)));
         trials.push(lab_test(&format!("{name}::l2tp"), L2TP, move || l2tp(make)));
+        trials.push(lab_test(&format!("{name}::pptp"), PPTP, move || pptp(make)));
+    }
+    for (name, make, both) in
+        [("rust_nat", rust_full as Make, true), ("rust_nat_naive", rust_naive, false), ("linux_nat", linux, true)]
+    {
+        trials.push(lab_test(&format!("{name}::pptp_two_clients_one_call_id"), PPTP_CAPTURE, move || {
+            pptp_two_clients(make, both)
+        }));
     }
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
@@ -135,7 +153,7 @@ fn l2tp(make: Make) -> TestResult {
             listen: router::server_addr(),
             local_ip: PPP_SERVER,
             range: (Ipv4Addr::new(10, 97, 0, 100), Ipv4Addr::new(10, 97, 0, 199)),
-            auth: PppAuth::server(AuthProto::ChapMd5, "lns", "lab secret"),
+            ppp: PppConfig::server(AuthProto::ChapMd5, "lns", "lab secret"),
         },
     )?;
     let lac = Xl2tpd::lac(
@@ -144,7 +162,7 @@ fn l2tp(make: Make) -> TestResult {
             name: "server".into(),
             lns: router::server_addr(),
             port: L2TP_PORT,
-            auth: PppAuth::client("client1", "lab secret"),
+            ppp: PppConfig::client("client1", "lab secret"),
         },
     )?;
     let link = lac.connect("server", Duration::from_secs(20))?;
@@ -153,6 +171,123 @@ fn l2tp(make: Make) -> TestResult {
     }
     lns.wait_for_link(link.local, Duration::from_secs(5))?;
     through_tunnel(&client, &server, PPP_SERVER)?;
+    nl.teardown()?;
+    Ok(())
+}
+
+const PPTP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+
+fn pptpd_config() -> PptpdConfig {
+    PptpdConfig {
+        listen: router::server_addr(),
+        local_ip: PPTP_SERVER,
+        range: (Ipv4Addr::new(10, 98, 0, 100), Ipv4Addr::new(10, 98, 0, 199)),
+        ppp: PppConfig::server(AuthProto::ChapMd5, "pptpd", "lab secret"),
+    }
+}
+
+/// The pptp client to pptpd, CHAP, our PPP peer on both ends.
+fn pptp(make: Make) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let (client, server) = (nl.client(1)?, nl.server()?);
+    let pptpd = Pptpd::start(server, &pptpd_config())?;
+    let call = PptpClient::start(client, router::server_addr(), &PppConfig::client("client1", "lab secret"))?;
+    let link = call.wait_for_link(Duration::from_secs(20))?;
+    if link.peer != PPTP_SERVER {
+        return Err(format!("the client's PPP link goes to {} (want {PPTP_SERVER})", link.peer).into());
+    }
+    pptpd.wait_for_link(link.local, Duration::from_secs(5))?;
+    through_tunnel(&client, &server, PPTP_SERVER)?;
+    nl.teardown()?;
+    Ok(())
+}
+
+/// Two pptp clients behind the NAT call one server, both with the same
+/// Call ID on the LAN: pptp draws its Call ID from `/dev/random`, which
+/// both client hosts see as the same constant bytes. With
+/// `both_work` the NAT must keep them apart (both tunnels carry pings both
+/// ways); without, the collision must show: the server's GRE for the first
+/// client reaches the second.
+fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
+    let router = make()?;
+    let entropy = tempfile::NamedTempFile::new()?;
+    std::fs::write(entropy.path(), [0x5a; 4096])?;
+    let nl = NatLab::build_with(router.as_ref(), 2, |mut t| {
+        for h in t.hosts.iter_mut().filter(|h| h.name.starts_with('c')) {
+            *h = h.clone().bind(entropy.path(), "/dev/random");
+        }
+        t
+    })?;
+    let rt = nl.lab.host(router::ROUTER)?;
+    let (lan, wan) = (Capture::start(&rt, router::LAN_IF, "lan")?, Capture::start(&rt, router::WAN_IF, "wan")?);
+    let server = nl.server()?;
+    // No LCP echoes: which client sent GRE last is then up to the test.
+    let pptpd = Pptpd::start(server, &PptpdConfig { ppp: pptpd_config().ppp.quiet(), ..pptpd_config() })?;
+    let mut links = Vec::new();
+    let mut calls = Vec::new();
+    for i in 1..=2 {
+        let call = PptpClient::start(
+            nl.client(i)?,
+            router::server_addr(),
+            &PppConfig::client(&format!("client{i}"), "lab secret"),
+        )?;
+        let link = call.wait_for_link(Duration::from_secs(20))?;
+        pptpd.wait_for_link(link.local, Duration::from_secs(5))?;
+        links.push(link);
+        calls.push(call);
+    }
+    let lan_calls = lan.facts()?;
+    let (c1, c2) = (router::client_addr(1), router::client_addr(2));
+    let ids = (lan_calls.pptp_outgoing_calls(Some(c1)), lan_calls.pptp_outgoing_calls(Some(c2)));
+    if ids.0.is_empty() || ids.0 != ids.1 {
+        return Err(
+            format!("the clients were meant to share a Call ID on the LAN: c1 {:?}, c2 {:?}", ids.0, ids.1).into()
+        );
+    }
+    // The second client sends last; then the server reaches each client's
+    // tunnel address.
+    let ping =
+        |host: &Host<'_>, to: Ipv4Addr| host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]));
+    let c2_out = ping(&nl.client(2)?, PPTP_SERVER)?;
+    let to_c1 = ping(&server, links[0].local)?;
+    let to_c2 = ping(&server, links[1].local)?;
+    let c1_out = ping(&nl.client(1)?, PPTP_SERVER)?;
+    let (lan, wan) = (lan.stop()?, wan.stop()?);
+    let public_calls = wan.pptp_outgoing_calls(None);
+    let ok = |o: &std::process::Output| o.status.success();
+    if both_work {
+        if !(ok(&c2_out) && ok(&to_c1) && ok(&to_c2) && ok(&c1_out)) {
+            return Err(format!(
+                "both tunnels should carry pings: c2→server {}, server→c1 {}, server→c2 {}, c1→server {}",
+                ok(&c2_out),
+                ok(&to_c1),
+                ok(&to_c2),
+                ok(&c1_out)
+            )
+            .into());
+        }
+        if public_calls.len() != 2 || public_calls[0] == public_calls[1] {
+            return Err(format!("the NAT should give the calls distinct Call IDs on the WAN: {public_calls:?}").into());
+        }
+    } else {
+        if !ok(&c2_out) || !ok(&to_c2) {
+            return Err("the second client's tunnel should work".into());
+        }
+        if ok(&to_c1) {
+            return Err("the server reached the first client's tunnel although both share one Call ID".into());
+        }
+        let reached = lan.gre_carrying_to(links[0].local);
+        if !reached.contains(&c2) {
+            return Err(
+                format!("GRE for the first client's tunnel should have gone to c2; it went to {reached:?}").into()
+            );
+        }
+        if public_calls.len() != 2 || public_calls[0] != public_calls[1] {
+            return Err(format!("a naive NAT leaves both Call IDs as they are: {public_calls:?}").into());
+        }
+    }
+    drop(calls);
     nl.teardown()?;
     Ok(())
 }

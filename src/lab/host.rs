@@ -44,6 +44,18 @@ impl<'lab> Host<'lab> {
         &self.plan().name
     }
 
+    /// Runs `f` on a thread inside the host's network namespace (for
+    /// sockets and interface queries that need no program of their own).
+    pub fn inside<T: Send>(&self, f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+        let node = self.lab.nodes.get(self.idx).ok_or_else(no_runtime)?;
+        let mut f = Some(f);
+        let mut out = super::netns::for_each_inside(&[&node.ns], |_, _| match f.take() {
+            Some(f) => f(),
+            None => Err(no_runtime()),
+        })?;
+        out.pop().ok_or_else(no_runtime)
+    }
+
     /// Its network namespace's name (for `ip netns exec`).
     pub fn netns(&self) -> String {
         self.lab.record.id.netns_name(self.name())

@@ -26,4 +26,4 @@ pub use link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 pub use profile::{Behaviour, Profile, Protocol};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

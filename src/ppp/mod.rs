@@ -209,7 +209,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(4096);
     let mut stopping: Option<Instant> = None;
-    let mut dropped = (0u64, 0u64);
+    let mut dropped = (0u64, 0u64, 0u64);
     let mut exit = 1;
     loop {
         while let Some(ev) = session.poll_event() {
@@ -299,15 +299,20 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
             // Drain what is queued, a bounded batch per wakeup.
             for _ in 0..64 {
                 match t.file().read(&mut buf) {
-                    Ok(n) if n > 0 => session.send_ip(&buf[..n]),
+                    // Only IPv4 was negotiated; anything else stays here.
+                    Ok(n) if n > 0 && buf[0] >> 4 == 4 => session.send_ip(&buf[..n]),
+                    Ok(n) if n > 0 => dropped.2 += 1,
                     _ => break,
                 }
             }
         }
         session.handle_timeout(clock.elapsed());
     }
-    if dropped != (0, 0) {
-        log.line(&format!("dropped {} frames to a full line, {} packets to the interface", dropped.0, dropped.1));
+    if dropped != (0, 0, 0) {
+        log.line(&format!(
+            "dropped {} frames to a full line, {} packets to the interface, {} non-IPv4 packets from it",
+            dropped.0, dropped.1, dropped.2
+        ));
     }
     log.line("exiting");
     Ok(exit)

@@ -60,6 +60,9 @@ impl Tun {
             // SAFETY: each SIOCSIF* request reads the ifreq we pass.
             check(unsafe { libc::ioctl(s.as_raw_fd(), request, &mut r) }).map(|_| ())
         };
+        // IPCP gave the link IPv4 only: no link-local address, no router
+        // solicitations for a link that cannot carry them.
+        let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{name}/disable_ipv6"), "1");
         set(libc::SIOCSIFADDR, &|r| r.ifr_ifru.ifru_addr = sockaddr(local))?;
         set(libc::SIOCSIFDSTADDR, &|r| r.ifr_ifru.ifru_dstaddr = sockaddr(remote))?;
         set(libc::SIOCSIFNETMASK, &|r| r.ifr_ifru.ifru_netmask = sockaddr(Ipv4Addr::BROADCAST))?;

@@ -3,6 +3,7 @@
 //! ready and reports tunnel state.
 
 pub mod pppd;
+pub mod pptp;
 pub mod strongswan;
 pub mod vici;
 pub mod xl2tpd;

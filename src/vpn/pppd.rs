@@ -44,26 +44,33 @@ pub fn require_ppp_peer(host: &Host<'_>) -> Result<()> {
     )))
 }
 
-/// PPP authentication for one end.
+/// What one end's PPP peer is told: authentication and LCP echoes.
 #[derive(Debug, Clone, Default)]
-pub struct PppAuth {
+pub struct PppConfig {
     /// What this end requires of its peer.
     pub require: Option<AuthProto>,
     /// The name this end authenticates with.
     pub user: String,
     /// The shared secret.
     pub secret: String,
+    /// Seconds between LCP Echo-Requests (0: none).
+    pub echo_interval: u32,
 }
 
-impl PppAuth {
+impl PppConfig {
     /// A client that authenticates as `user` with `secret`.
-    pub fn client(user: &str, secret: &str) -> PppAuth {
-        PppAuth { require: None, user: user.into(), secret: secret.into() }
+    pub fn client(user: &str, secret: &str) -> PppConfig {
+        PppConfig { require: None, user: user.into(), secret: secret.into(), echo_interval: 10 }
     }
 
     /// A server that requires `proto` and knows `secret`.
-    pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppAuth {
-        PppAuth { require: Some(proto), user: name.into(), secret: secret.into() }
+    pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppConfig {
+        PppConfig { require: Some(proto), user: name.into(), secret: secret.into(), echo_interval: 10 }
+    }
+
+    /// The same without LCP echoes: the link sends nothing unless IP does.
+    pub fn quiet(self) -> PppConfig {
+        PppConfig { echo_interval: 0, ..self }
     }
 }
 
@@ -73,16 +80,18 @@ fn quote(s: &str) -> String {
 
 /// An options file for our PPP peer: authentication, echoes, and its log
 /// in `log_dir` (`pppd.log`, one line prefix per process).
-pub fn options_file(auth: &PppAuth, log_dir: &Path) -> String {
+pub fn options_file(ppp: &PppConfig, log_dir: &Path) -> String {
     let mut s = String::from("# PPP options for vpn-passthrough-pppd\n");
-    match auth.require {
+    match ppp.require {
         Some(AuthProto::ChapMd5) => s.push_str("require-chap\n"),
         Some(AuthProto::Pap) => s.push_str("require-pap\n"),
         None => s.push_str("noauth\n"),
     }
-    let _ = writeln!(s, "name {}", quote(&auth.user));
-    let _ = writeln!(s, "password {}", quote(&auth.secret));
-    s.push_str("lcp-echo-interval 10\nlcp-echo-failure 3\n");
+    let _ = writeln!(s, "name {}", quote(&ppp.user));
+    let _ = writeln!(s, "password {}", quote(&ppp.secret));
+    if ppp.echo_interval > 0 {
+        let _ = writeln!(s, "lcp-echo-interval {}\nlcp-echo-failure 3", ppp.echo_interval);
+    }
     let _ = writeln!(s, "logfile {}", quote(&log_dir.join("pppd.log").to_string_lossy()));
     s
 }
@@ -98,23 +107,22 @@ pub struct PppLink {
     pub peer: Ipv4Addr,
 }
 
-/// The `pppN` links `host` has, with their addresses, from `ip -j addr`.
+/// The `pppN` links `host` has, with their addresses, as the kernel lists
+/// them inside the host's namespace.
 pub fn ppp_links(host: &Host<'_>) -> Result<Vec<PppLink>> {
-    let out = host.run_ok(Cmd::argv(&["ip", "-j", "-4", "addr", "show"]).label("ip-addr"))?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .map_err(|e| LabError::Input(format!("host '{}': `ip -j addr` gave no JSON: {e}", host.name())))?;
-    let mut links = Vec::new();
-    for iface in v.as_array().into_iter().flatten() {
-        let Some(name) = iface["ifname"].as_str().filter(|n| n.starts_with("ppp")) else { continue };
-        for a in iface["addr_info"].as_array().into_iter().flatten() {
-            let local = a["local"].as_str().and_then(|s| s.parse().ok());
-            let peer = a["address"].as_str().and_then(|s| s.parse().ok());
-            if let (Some(local), Some(peer)) = (local, peer) {
-                links.push(PppLink { ifname: name.to_string(), local, peer });
-            }
-        }
-    }
-    Ok(links)
+    host.inside(|| {
+        let addrs = nix::ifaddrs::getifaddrs()
+            .map_err(|e| LabError::io(format!("host '{}': listing interface addresses", host.name()), e.into()))?;
+        let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| a.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()));
+        Ok(addrs
+            .filter(|a| a.interface_name.starts_with("ppp"))
+            .filter_map(|a| {
+                let local = v4(a.address)?;
+                let peer = v4(a.destination)?;
+                Some(PppLink { ifname: a.interface_name, local, peer })
+            })
+            .collect())
+    })
 }
 
 /// Waits until `host` has a PPP link to `peer` (any peer if `None`); the

@@ -12,7 +12,7 @@ use std::time::Duration;
 use crate::lab::{Cmd, Host, LabError, Process, Proto, Result};
 use crate::ppp::session::AuthProto;
 
-use super::pppd::{self, PppAuth, PppLink};
+use super::pppd::{self, PppConfig, PppLink};
 
 /// The L2TP port.
 pub const L2TP_PORT: u16 = 1701;
@@ -26,8 +26,8 @@ pub struct LnsConfig {
     pub local_ip: Ipv4Addr,
     /// Addresses handed to clients, first to last.
     pub range: (Ipv4Addr, Ipv4Addr),
-    /// PPP authentication.
-    pub auth: PppAuth,
+    /// What its PPP peer is told.
+    pub ppp: PppConfig,
 }
 
 /// A LAC (the client end), dialling one LNS.
@@ -39,8 +39,8 @@ pub struct LacConfig {
     pub lns: Ipv4Addr,
     /// The UDP port xl2tpd sends from (1701 like most clients, or another).
     pub port: u16,
-    /// PPP authentication.
-    pub auth: PppAuth,
+    /// What its PPP peer is told.
+    pub ppp: PppConfig,
 }
 
 fn yes(b: bool) -> &'static str {
@@ -56,12 +56,12 @@ pub fn lns_conf(c: &LnsConfig, pppoptfile: &str) -> String {
         c.listen
     );
     let _ = writeln!(s, "[lns default]\nip range = {}-{}\nlocal ip = {}", c.range.0, c.range.1, c.local_ip);
-    let chap = c.auth.require == Some(AuthProto::ChapMd5);
-    let pap = c.auth.require == Some(AuthProto::Pap);
-    let _ = writeln!(s, "require authentication = {}", yes(c.auth.require.is_some()));
+    let chap = c.ppp.require == Some(AuthProto::ChapMd5);
+    let pap = c.ppp.require == Some(AuthProto::Pap);
+    let _ = writeln!(s, "require authentication = {}", yes(c.ppp.require.is_some()));
     let _ = writeln!(s, "require chap = {}\nrefuse chap = {}", yes(chap), yes(!chap));
     let _ = writeln!(s, "require pap = {}\nrefuse pap = {}", yes(pap), yes(!pap));
-    let _ = writeln!(s, "name = {}\npppoptfile = {pppoptfile}\nlength bit = yes", c.auth.user);
+    let _ = writeln!(s, "name = {}\npppoptfile = {pppoptfile}\nlength bit = yes", c.ppp.user);
     s
 }
 
@@ -71,7 +71,7 @@ pub fn lac_conf(c: &LacConfig, pppoptfile: &str) -> String {
     let _ = writeln!(s, "[global]\nport = {}\naccess control = no\ndebug tunnel = yes\n", c.port);
     let _ = writeln!(s, "[lac {}]\nlns = {}\nredial = no\nautodial = no", c.name, c.lns);
     let _ =
-        writeln!(s, "require authentication = no\nname = {}\npppoptfile = {pppoptfile}\nlength bit = yes", c.auth.user);
+        writeln!(s, "require authentication = no\nname = {}\npppoptfile = {pppoptfile}\nlength bit = yes", c.ppp.user);
     s
 }
 
@@ -83,10 +83,10 @@ pub struct Xl2tpd<'lab> {
 }
 
 impl<'lab> Xl2tpd<'lab> {
-    fn start(host: Host<'lab>, label: &str, conf: &str, auth: &PppAuth, port: u16) -> Result<Xl2tpd<'lab>> {
+    fn start(host: Host<'lab>, label: &str, conf: &str, ppp: &PppConfig, port: u16) -> Result<Xl2tpd<'lab>> {
         let xl2tpd = crate::prereq::require_tool("xl2tpd")?;
         pppd::require_ppp_peer(&host)?;
-        let options = host.write_conf(&format!("options.{label}"), &pppd::options_file(auth, host.log_dir()?))?;
+        let options = host.write_conf(&format!("options.{label}"), &pppd::options_file(ppp, host.log_dir()?))?;
         let conf = conf.replace("@PPPOPTFILE@", &options.to_string_lossy());
         let conf_path = host.write_conf("xl2tpd.conf", &conf)?;
         let secrets = host.write_conf("l2tp-secrets", "")?;
@@ -104,12 +104,12 @@ impl<'lab> Xl2tpd<'lab> {
 
     /// Starts an LNS and waits until it listens.
     pub fn lns(host: Host<'lab>, c: &LnsConfig) -> Result<Xl2tpd<'lab>> {
-        Xl2tpd::start(host, "xl2tpd-lns", &lns_conf(c, "@PPPOPTFILE@"), &c.auth, L2TP_PORT)
+        Xl2tpd::start(host, "xl2tpd-lns", &lns_conf(c, "@PPPOPTFILE@"), &c.ppp, L2TP_PORT)
     }
 
     /// Starts a LAC (not yet connected).
     pub fn lac(host: Host<'lab>, c: &LacConfig) -> Result<Xl2tpd<'lab>> {
-        Xl2tpd::start(host, "xl2tpd-lac", &lac_conf(c, "@PPPOPTFILE@"), &c.auth, c.port)
+        Xl2tpd::start(host, "xl2tpd-lac", &lac_conf(c, "@PPPOPTFILE@"), &c.ppp, c.port)
     }
 
     /// The xl2tpd process.

@@ -1,0 +1,59 @@
+//! Packet captures in lab hosts: tcpdump writes a pcap file per interface
+//! into the host's log directory (kept with the run when a test fails), and
+//! our own code reads it back ([`pcap`]) into typed facts ([`facts`]).
+
+pub mod facts;
+pub mod pcap;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lab::{Cmd, Host, LabError, Process, Result};
+
+pub use facts::{Facts, Seen, What};
+
+/// tcpdump capturing one interface of a host.
+pub struct Capture {
+    process: Process,
+    path: PathBuf,
+}
+
+impl Capture {
+    /// Starts tcpdump on the topology interface `iface` of `host`, IPv4
+    /// only, every byte of every packet, into `log/<label>.pcap`; returns
+    /// once tcpdump listens.
+    pub fn start(host: &Host<'_>, iface: &str, label: &str) -> Result<Capture> {
+        let tcpdump = crate::prereq::require_tool("tcpdump")?;
+        let ifname = host.ifname(iface)?;
+        let path = host.log_dir()?.join(format!("{label}.pcap"));
+        let cmd = Cmd::new(tcpdump.to_string_lossy())
+            .args(&["-i", &ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w", &path.to_string_lossy(), "ip"])
+            .label(label);
+        let process = host.spawn(cmd)?;
+        process.wait_for_log("listening on", Duration::from_secs(10))?;
+        Ok(Capture { process, path })
+    }
+
+    /// The pcap file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads what has been captured so far.
+    pub fn facts(&self) -> Result<Facts> {
+        read(&self.path)
+    }
+
+    /// Stops tcpdump (it flushes on SIGTERM) and reads the whole capture.
+    pub fn stop(self) -> Result<Facts> {
+        self.process.stop(Duration::from_secs(5))?;
+        read(&self.path)
+    }
+}
+
+/// Reads a pcap file into facts.
+pub fn read(path: &Path) -> Result<Facts> {
+    let bytes = std::fs::read(path).map_err(|e| LabError::io(format!("reading capture {}", path.display()), e))?;
+    let p = pcap::parse(&bytes).map_err(|e| LabError::Input(format!("capture {}: {e}", path.display())))?;
+    Ok(Facts::from_pcap(&p))
+}

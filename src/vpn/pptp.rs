@@ -1,0 +1,118 @@
+//! PPTP in lab hosts: pptpd as the server (its `ppp` option names our PPP
+//! peer) and the pptp client (which runs `/usr/sbin/pppd`, our PPP peer
+//! inside lab hosts), each call a `pppN` link.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use crate::lab::{Cmd, Host, Process, Proto, Result};
+
+use super::pppd::{self, PppConfig, PppLink};
+
+/// The PPTP control port.
+pub const PPTP_PORT: u16 = 1723;
+
+/// A pptpd server.
+#[derive(Debug, Clone)]
+pub struct PptpdConfig {
+    /// The address to listen on.
+    pub listen: Ipv4Addr,
+    /// The server's PPP address.
+    pub local_ip: Ipv4Addr,
+    /// Addresses handed to clients, first to last (same /24).
+    pub range: (Ipv4Addr, Ipv4Addr),
+    /// What its PPP peer is told.
+    pub ppp: PppConfig,
+}
+
+/// pptpd.conf.
+pub fn pptpd_conf(c: &PptpdConfig, ppp: &str, options: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "ppp {ppp}\noption {options}\nlisten {}\nlocalip {}", c.listen, c.local_ip);
+    let (first, last) = (c.range.0.octets(), c.range.1.octets());
+    let _ = writeln!(s, "remoteip {}-{}", c.range.0, last[3].max(first[3]));
+    s
+}
+
+/// pptpd running in a host.
+pub struct Pptpd<'lab> {
+    host: Host<'lab>,
+    process: Process,
+}
+
+impl<'lab> Pptpd<'lab> {
+    /// Writes the config, starts pptpd in the foreground, waits for TCP 1723.
+    pub fn start(host: Host<'lab>, c: &PptpdConfig) -> Result<Pptpd<'lab>> {
+        let pptpd = crate::prereq::require_tool("pptpd")?;
+        let ppp = pppd::ppp_binary()?;
+        let options = host.write_conf("options.pptpd", &pppd::options_file(&c.ppp, host.log_dir()?))?;
+        let conf = host.write_conf("pptpd.conf", &pptpd_conf(c, &ppp.to_string_lossy(), &options.to_string_lossy()))?;
+        let pid = host.run_dir()?.join("pptpd.pid");
+        let cmd = Cmd::new(pptpd.to_string_lossy())
+            .args(&["--fg", "--debug", "--conf", &conf.to_string_lossy(), "--pidfile", &pid.to_string_lossy()])
+            .label("pptpd");
+        let process = host.spawn(cmd)?;
+        process.wait_for_port(Proto::Tcp, PPTP_PORT, Duration::from_secs(10))?;
+        Ok(Pptpd { host, process })
+    }
+
+    /// The pptpd process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// The PPP links the server has up, one per call.
+    pub fn links(&self) -> Result<Vec<PppLink>> {
+        pppd::ppp_links(&self.host)
+    }
+
+    /// Waits until the server has a PPP link to `peer`.
+    pub fn wait_for_link(&self, peer: Ipv4Addr, timeout: Duration) -> Result<PppLink> {
+        pppd::wait_for_link(&self.host, &self.process, Some(peer), timeout)
+    }
+}
+
+/// The pptp client running in a host: one call to one server.
+pub struct PptpClient<'lab> {
+    host: Host<'lab>,
+    process: Process,
+}
+
+impl<'lab> PptpClient<'lab> {
+    /// Starts pptp towards `server` (it runs our PPP peer for the call).
+    pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
+        let pptp = crate::prereq::require_tool("pptp")?;
+        pppd::require_ppp_peer(&host)?;
+        let options = host.write_conf("options.pptp", &pppd::options_file(ppp, host.log_dir()?))?;
+        std::fs::create_dir_all(host.run_dir()?.join("pptp"))
+            .map_err(|e| crate::lab::LabError::io("creating the pptp socket directory", e))?;
+        let cmd = Cmd::new(pptp.to_string_lossy())
+            .arg(server.to_string())
+            .args(&["--nohostroute", "--debug", "--loglevel", "2", "--logstring", host.name()])
+            .args(&["file", &options.to_string_lossy()])
+            .label("pptp");
+        let process = host.spawn(cmd)?;
+        Ok(PptpClient { host, process })
+    }
+
+    /// The pptp process.
+    pub fn process(&self) -> &Process {
+        &self.process
+    }
+
+    /// Waits for the call's PPP link.
+    pub fn wait_for_link(&self, timeout: Duration) -> Result<PppLink> {
+        pppd::wait_for_link(&self.host, &self.process, None, timeout)
+    }
+
+    /// The PPP links this host has up.
+    pub fn links(&self) -> Result<Vec<PppLink>> {
+        pppd::ppp_links(&self.host)
+    }
+
+    /// Hangs up: stops pptp (and so its PPP peer).
+    pub fn stop(&self) -> Result<()> {
+        self.process.stop(Duration::from_secs(5)).map(|_| ())
+    }
+}
