@@ -45,6 +45,68 @@ enum Command {
     /// address and port it saw, the asking side, a UDP round-trip timer.
     #[command(subcommand)]
     Probe(ProbeCommand),
+    /// Scripted VPN peers for lab hosts: raw ESP flows, a hostile WAN host,
+    /// an L2TP LNS that answers from a new port.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Subcommand)]
+enum PeerCommand {
+    /// Answer ESP SPI requests on UDP 500 and echo ESP back after a delay.
+    EspServer {
+        /// How long to hold each echo.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
+    },
+    /// Ask a server for SPIs on UDP 500, then send ESP and count echoes.
+    /// Exits 0 when every packet came back, 5 when some did not.
+    Esp {
+        /// The ESP server.
+        server: std::net::Ipv4Addr,
+        /// Our SPI (the server sends to it).
+        #[arg(long, value_parser = parse_u32)]
+        spi: u32,
+        /// The IKE initiator SPI.
+        #[arg(long, value_parser = parse_u64, default_value = "1")]
+        ike_spi: u64,
+        /// ESP packets to send.
+        #[arg(long, default_value_t = 3)]
+        count: u32,
+        /// How long to wait for each echo.
+        #[arg(long, default_value_t = 2000)]
+        wait_ms: u64,
+    },
+    /// Send spoofed GRE, ESP, L2TP, IKE and NAT-T packets at an address.
+    Hostile {
+        /// The NAT's public address.
+        target: std::net::Ipv4Addr,
+        /// Rounds of seven packets.
+        #[arg(long, default_value_t = 64)]
+        rounds: u16,
+    },
+    /// An L2TP LNS that answers each SCCRQ from a new UDP port.
+    L2tpLns {
+        /// The port of the first tunnel's answers.
+        #[arg(long, default_value_t = 40000)]
+        first_port: u16,
+    },
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("'{s}' is not a 32-bit number: {e}"))
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("'{s}' is not a 64-bit number: {e}"))
 }
 
 #[derive(Subcommand)]
@@ -209,6 +271,7 @@ fn main() -> ExitCode {
         Command::Nat(args) => nat(args),
         Command::NatDump { control } => nat_dump(&control),
         Command::Probe(cmd) => return probe(cmd),
+        Command::Peer(cmd) => return peer(cmd),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Shape::Star,
@@ -409,5 +472,30 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
             }
             Err(e) => fail(1, e),
         },
+    }
+}
+
+fn peer(cmd: PeerCommand) -> ExitCode {
+    use std::time::Duration;
+    use vpn_passthrough::vpn::scripted;
+    let done = |r: std::io::Result<()>| match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    match cmd {
+        PeerCommand::EspServer { delay_ms } => done(scripted::esp_server(Duration::from_millis(delay_ms))),
+        PeerCommand::Esp { server, spi, ike_spi, count, wait_ms } => {
+            let client = scripted::EspClient { server, ike_spi, spi, count, wait: Duration::from_millis(wait_ms) };
+            match client.run() {
+                Ok(r) if r.echoed == r.sent => ExitCode::SUCCESS,
+                Ok(_) => ExitCode::from(5),
+                Err(e) => done(Err(e)),
+            }
+        }
+        PeerCommand::Hostile { target, rounds } => done(scripted::hostile(target, rounds).map(|_| ())),
+        PeerCommand::L2tpLns { first_port } => done(scripted::l2tp_lns_new_port(first_port)),
     }
 }

@@ -16,6 +16,7 @@ use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
 use vpn_passthrough::ppp::session::AuthProto;
 use vpn_passthrough::vpn::pppd::PppConfig;
 use vpn_passthrough::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
+use vpn_passthrough::vpn::scripted::{EspReport, parse_esp_report};
 use vpn_passthrough::vpn::strongswan::{
     Auth, Charon, ClientConfig, IkeVersion, ServerConfig, TestPki, client_conf, server_conf,
 };
@@ -27,6 +28,8 @@ const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft")];
 const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft")];
 const PPTP_CAPTURE: &[Need] =
     &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
+const ROOT: &[Need] = &[Need::Root];
+const ROOT_CAPTURE: &[Need] = &[Need::Root, Need::Tool("tcpdump")];
 const IPSEC_CERTS: &[Need] = &[
     Need::Root,
     Need::Tool("charon"),
@@ -44,7 +47,15 @@ fn rust_full() -> Result<Box<dyn RouterUnderTest>, String> {
 }
 
 fn rust_naive() -> Result<Box<dyn RouterUnderTest>, String> {
-    let profile = Profile::preset("naive").ok_or("no naive preset")?;
+    rust_preset("naive")
+}
+
+fn rust_off() -> Result<Box<dyn RouterUnderTest>, String> {
+    rust_preset("passthrough-off")
+}
+
+fn rust_preset(name: &str) -> Result<Box<dyn RouterUnderTest>, String> {
+    let profile = Profile::preset(name).ok_or(format!("no {name} preset"))?;
     Ok(Box::new(RustNat { profile, binary: env!("CARGO_BIN_EXE_vpn-passthrough").into() }))
 }
 
@@ -72,6 +83,21 @@ fn main() {
     {
         trials.push(lab_test(&format!("{name}::pptp_two_clients_one_call_id"), PPTP_CAPTURE, move || {
             pptp_two_clients(make, both)
+        }));
+    }
+    for (name, make, outcome) in [
+        ("rust_nat", rust_full as Make, EspOutcome::Delivered),
+        ("rust_nat_naive", rust_naive, EspOutcome::Delivered),
+        ("rust_nat_off", rust_off, EspOutcome::Blocked),
+    ] {
+        trials.push(lab_test(&format!("{name}::raw_esp_one_client"), ROOT, move || raw_esp_one(make, outcome)));
+    }
+    for (name, make, outcome) in [
+        ("rust_nat", rust_full as Make, EspOutcome::Delivered),
+        ("rust_nat_naive", rust_naive, EspOutcome::LastSenderGetsAll),
+    ] {
+        trials.push(lab_test(&format!("{name}::raw_esp_two_clients_at_once"), ROOT_CAPTURE, move || {
+            raw_esp_two(make, outcome)
         }));
     }
     let conclusion = libtest_mimic::run(&args, trials);
@@ -288,6 +314,107 @@ fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
         }
     }
     drop(calls);
+    nl.teardown()?;
+    Ok(())
+}
+
+/// What a router is meant to do with raw ESP flows.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum EspOutcome {
+    /// Every echo reaches the client that sent.
+    Delivered,
+    /// Nothing gets through.
+    Blocked,
+    /// The server's ESP goes to whichever client sent last.
+    LastSenderGetsAll,
+}
+
+fn esp_server(nl: &NatLab, delay_ms: u64) -> Result<vpn_passthrough::lab::Process, Failed> {
+    let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
+    let cmd = Cmd::new(bin).args(&["peer", "esp-server", "--delay-ms", &delay_ms.to_string()]).label("esp-server");
+    let p = nl.server()?.spawn(cmd)?;
+    p.wait_for_log("listening", Duration::from_secs(5))?;
+    Ok(p)
+}
+
+fn esp_client(nl: &NatLab, i: usize, spi: u32, count: u32) -> Result<vpn_passthrough::lab::Process, Failed> {
+    let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
+    let server = router::server_addr().to_string();
+    let cmd = Cmd::new(bin)
+        .args(&["peer", "esp", &server, "--spi", &format!("{spi:#x}"), "--ike-spi", &i.to_string()])
+        .args(&["--count", &count.to_string(), "--wait-ms", "3000"])
+        .label(format!("esp-client{i}"));
+    Ok(nl.client(i)?.spawn(cmd)?)
+}
+
+/// The client's summary; a client that lost echoes exits non-zero, which
+/// is an outcome here, not a crash.
+fn esp_report(p: &vpn_passthrough::lab::Process) -> Result<EspReport, Failed> {
+    p.wait_for_log("esp: sent", Duration::from_secs(30))?;
+    p.stop(Duration::from_secs(2))?;
+    let text = std::fs::read_to_string(p.log_path())?;
+    parse_esp_report(&text).ok_or_else(|| format!("no summary from {} in:\n{text}", p.label()).into())
+}
+
+/// One scripted raw-ESP client: three packets, each echoed back.
+fn raw_esp_one(make: Make, outcome: EspOutcome) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let _server = esp_server(&nl, 0)?;
+    let client = esp_client(&nl, 1, 0x1001, 3)?;
+    match outcome {
+        EspOutcome::Blocked => {
+            let err = client.wait_for_log("esp: sent", Duration::from_secs(15)).err();
+            client.stop(Duration::from_secs(2))?;
+            let tail = client.log_tail(5);
+            if err.is_none() || !tail.contains("no IKE answer") {
+                return Err(format!("IKE and ESP should be blocked; the client says:\n{tail}").into());
+            }
+        }
+        _ => {
+            let r = esp_report(&client)?;
+            if (r.sent, r.echoed, r.foreign) != (3, 3, 0) {
+                return Err(format!("every ESP echo should come back: {r:?}").into());
+            }
+        }
+    }
+    nl.teardown()?;
+    Ok(())
+}
+
+/// Two scripted raw-ESP clients start at once: the second sends before
+/// the server's (delayed) echo of the first comes back through the NAT.
+fn raw_esp_two(make: Make, outcome: EspOutcome) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 2)?;
+    let lan = Capture::start(&nl.lab.host(router::ROUTER)?, router::LAN_IF, "lan")?;
+    let _server = esp_server(&nl, 800)?;
+    let (spi1, spi2) = (0x1001u32, 0x1002u32);
+    let first = esp_client(&nl, 1, spi1, 1)?;
+    first.wait_for_log("sent seq 1", Duration::from_secs(10))?;
+    let second = esp_client(&nl, 2, spi2, 1)?;
+    let (r1, r2) = (esp_report(&first)?, esp_report(&second)?);
+    let lan = lan.stop()?;
+    let (c1, c2) = (router::client_addr(1), router::client_addr(2));
+    let to = |c| lan.esp_spis(None, Some(c));
+    match outcome {
+        EspOutcome::Delivered => {
+            if (r1.echoed, r2.echoed, r1.foreign + r2.foreign) != (1, 1, 0) {
+                return Err(format!("each client should get its own echo: {r1:?} {r2:?}").into());
+            }
+            if !to(c1).contains(&spi1) || to(c1).contains(&spi2) || !to(c2).contains(&spi2) || to(c2).contains(&spi1) {
+                return Err(format!("ESP by SPI on the LAN: to c1 {:?}, to c2 {:?}", to(c1), to(c2)).into());
+            }
+        }
+        _ => {
+            if r1.echoed != 0 || r2.echoed != 1 || r2.foreign == 0 {
+                return Err(format!("the first client's echo should reach the second: {r1:?} {r2:?}").into());
+            }
+            if !to(c2).contains(&spi1) {
+                return Err(format!("ESP for c1's SPI should have gone to c2 on the LAN: to c2 {:?}", to(c2)).into());
+            }
+        }
+    }
     nl.teardown()?;
     Ok(())
 }

@@ -27,7 +27,8 @@ impl Capture {
         let ifname = host.ifname(iface)?;
         let path = host.log_dir()?.join(format!("{label}.pcap"));
         let cmd = Cmd::new(tcpdump.to_string_lossy())
-            .args(&["-i", &ifname, "-n", "-U", "-s", "0", "-Z", "root", "-w", &path.to_string_lossy(), "ip"])
+            .args(&["-i", &ifname, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root"])
+            .args(&["-w", &path.to_string_lossy(), "ip"])
             .label(label);
         let process = host.spawn(cmd)?;
         process.wait_for_log("listening on", Duration::from_secs(10))?;

@@ -4,6 +4,7 @@
 
 pub mod pppd;
 pub mod pptp;
+pub mod scripted;
 pub mod strongswan;
 pub mod vici;
 pub mod xl2tpd;
