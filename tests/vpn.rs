@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::net::Ipv4Addr;
-use vpn_passthrough::capture::Capture;
+use vpn_passthrough::capture::{Capture, What};
 use vpn_passthrough::lab::{Cmd, Host, Proto};
 use vpn_passthrough::nat::Profile;
 use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
@@ -28,6 +28,15 @@ const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft")];
 const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft")];
 const PPTP_CAPTURE: &[Need] =
     &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
+const L2TP_IPSEC: &[Need] = &[
+    Need::Root,
+    Need::Tool("xl2tpd"),
+    Need::Tool("charon"),
+    Need::Tool("swanctl"),
+    Need::Tool("kernel-libipsec"),
+    Need::Tool("nft"),
+    Need::Tool("tcpdump"),
+];
 const ROOT: &[Need] = &[Need::Root];
 const ROOT_CAPTURE: &[Need] = &[Need::Root, Need::Tool("tcpdump")];
 const IPSEC_CERTS: &[Need] = &[
@@ -76,6 +85,7 @@ fn main() {
         }));
         trials.push(lab_test(&format!("{name}::ipsec_ikev1_psk"), IPSEC, move || ipsec(make, IkeVersion::V1, false)));
         trials.push(lab_test(&format!("{name}::l2tp"), L2TP, move || l2tp(make)));
+        trials.push(lab_test(&format!("{name}::l2tp_over_ipsec"), L2TP_IPSEC, move || l2tp_over_ipsec(make)));
         trials.push(lab_test(&format!("{name}::pptp"), PPTP, move || pptp(make)));
     }
     for (name, make, both) in
@@ -113,6 +123,22 @@ fn main() {
 fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
     let router = make()?;
     let nl = NatLab::build(router.as_ref(), 1)?;
+    let (_server, _client) = ipsec_up(&nl, version, certs, None)?;
+    through_tunnel(&nl.client(1)?, &nl.server()?, router::server_inner())?;
+    nl.teardown()?;
+    Ok(())
+}
+
+/// charon on the server and on client 1, a CHILD_SA between them. With
+/// `only`, both ends narrow the tunnel to that protocol and port (e.g.
+/// `udp/1701`) of the server's inner address; otherwise it covers the inner
+/// network.
+fn ipsec_up<'l>(
+    nl: &'l NatLab,
+    version: IkeVersion,
+    certs: bool,
+    only: Option<&str>,
+) -> Result<(Charon<'l>, Charon<'l>), Failed> {
     let (client, server) = (nl.client(1)?, nl.server()?);
     let (client_auth, server_auth) = if certs {
         let pki = TestPki::new(&nl.lab.dir().join("pki"))?;
@@ -127,6 +153,11 @@ fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
         (psk.clone(), psk)
     };
     let (cid, sid) = if certs { ("client1.lab", "server.lab") } else { ("client1", "server") };
+    let inner = match only {
+        Some(p) => format!("{}/32[{p}]", router::server_inner()),
+        None => "10.10.0.0/24".to_string(),
+    };
+    let narrowed = only.map(|p| format!("dynamic[{p}]"));
     let srv = Charon::start(server, Duration::from_secs(20))?;
     srv.load(
         &server_conf(&ServerConfig {
@@ -134,7 +165,8 @@ fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
             auth: server_auth.clone(),
             id: sid.into(),
             addr: router::server_addr(),
-            local_ts: "10.10.0.0/24".into(),
+            local_ts: inner.clone(),
+            remote_ts: narrowed.clone(),
             pool: "10.99.0.0/24".into(),
             ip_fragments: certs,
         }),
@@ -149,7 +181,8 @@ fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
             id: cid.into(),
             server_id: sid.into(),
             server: router::server_addr(),
-            remote_ts: "10.10.0.0/24".into(),
+            remote_ts: inner,
+            local_ts: narrowed,
             ip_fragments: certs,
         }),
         &client_auth,
@@ -161,36 +194,62 @@ fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
     if !sa.nat_any {
         return Err(format!("IKE did not see the NAT: {sa:?}").into());
     }
-    through_tunnel(&client, &server, router::server_inner())?;
+    Ok((srv, cli))
+}
+
+/// L2TP inside IPsec: the CHILD_SA carries only UDP 1701 between the
+/// client's virtual IP and the server's inner address, where the LNS
+/// listens; the WAN sees IKE and ESP in UDP 4500, never L2TP.
+fn l2tp_over_ipsec(make: Make) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let wan = Capture::start(&nl.lab.host(router::ROUTER)?, router::WAN_IF, "wan")?;
+    let (_server, _client) = ipsec_up(&nl, IkeVersion::V2, false, Some("udp/1701"))?;
+    let (client, server) = (nl.client(1)?, nl.server()?);
+    // PPP frames must fit libipsec's tunnel (MTU 1400) once wrapped in L2TP.
+    let mut lns = lns_config(router::server_inner());
+    lns.ppp = lns.ppp.mtu(1280);
+    let mut lac = lac_config(router::server_inner());
+    lac.ppp = lac.ppp.mtu(1280);
+    let _lns = Xl2tpd::lns(server, &lns)?;
+    let lac = Xl2tpd::lac(client, &lac)?;
+    lac.connect("server", Duration::from_secs(20))?;
+    through_tunnel(&client, &server, PPP_SERVER)?;
+    let wan = wan.stop()?;
+    let l2tp_in_clear = wan.count(None, None, |w| matches!(w, What::L2tp { .. }));
+    let esp_in_udp = wan.count(None, None, |w| matches!(w, What::Esp { ports: Some(_), .. }));
+    if l2tp_in_clear != 0 || esp_in_udp == 0 {
+        return Err(format!(
+            "the WAN should carry ESP in UDP only: {l2tp_in_clear} L2TP packets in clear, {esp_in_udp} ESP-in-UDP"
+        )
+        .into());
+    }
     nl.teardown()?;
     Ok(())
 }
 
 const PPP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
 
+fn lns_config(listen: Ipv4Addr) -> LnsConfig {
+    LnsConfig {
+        listen,
+        local_ip: PPP_SERVER,
+        range: (Ipv4Addr::new(10, 97, 0, 100), Ipv4Addr::new(10, 97, 0, 199)),
+        ppp: PppConfig::server(AuthProto::ChapMd5, "lns", "lab secret"),
+    }
+}
+
+fn lac_config(lns: Ipv4Addr) -> LacConfig {
+    LacConfig { name: "server".into(), lns, port: L2TP_PORT, ppp: PppConfig::client("client1", "lab secret") }
+}
+
 /// xl2tpd LAC to xl2tpd LNS, CHAP, our PPP peer on both ends.
 fn l2tp(make: Make) -> TestResult {
     let router = make()?;
     let nl = NatLab::build(router.as_ref(), 1)?;
     let (client, server) = (nl.client(1)?, nl.server()?);
-    let lns = Xl2tpd::lns(
-        server,
-        &LnsConfig {
-            listen: router::server_addr(),
-            local_ip: PPP_SERVER,
-            range: (Ipv4Addr::new(10, 97, 0, 100), Ipv4Addr::new(10, 97, 0, 199)),
-            ppp: PppConfig::server(AuthProto::ChapMd5, "lns", "lab secret"),
-        },
-    )?;
-    let lac = Xl2tpd::lac(
-        client,
-        &LacConfig {
-            name: "server".into(),
-            lns: router::server_addr(),
-            port: L2TP_PORT,
-            ppp: PppConfig::client("client1", "lab secret"),
-        },
-    )?;
+    let lns = Xl2tpd::lns(server, &lns_config(router::server_addr()))?;
+    let lac = Xl2tpd::lac(client, &lac_config(router::server_addr()))?;
     let link = lac.connect("server", Duration::from_secs(20))?;
     if link.peer != PPP_SERVER {
         return Err(format!("the client's PPP link goes to {} (want {PPP_SERVER})", link.peer).into());

@@ -55,17 +55,25 @@ pub struct PppConfig {
     pub secret: String,
     /// Seconds between LCP Echo-Requests (0: none).
     pub echo_interval: u32,
+    /// MRU and MTU of the link, when the path below cannot take 1500-byte
+    /// frames (PPP inside L2TP inside IPsec).
+    pub mtu: Option<u16>,
 }
 
 impl PppConfig {
     /// A client that authenticates as `user` with `secret`.
     pub fn client(user: &str, secret: &str) -> PppConfig {
-        PppConfig { require: None, user: user.into(), secret: secret.into(), echo_interval: 10 }
+        PppConfig { require: None, user: user.into(), secret: secret.into(), echo_interval: 10, mtu: None }
     }
 
     /// A server that requires `proto` and knows `secret`.
     pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppConfig {
-        PppConfig { require: Some(proto), user: name.into(), secret: secret.into(), echo_interval: 10 }
+        PppConfig { require: Some(proto), user: name.into(), secret: secret.into(), echo_interval: 10, mtu: None }
+    }
+
+    /// The same with frames of at most `mtu` bytes both ways.
+    pub fn mtu(self, mtu: u16) -> PppConfig {
+        PppConfig { mtu: Some(mtu), ..self }
     }
 
     /// The same without LCP echoes: the link sends nothing unless IP does.
@@ -89,6 +97,9 @@ pub fn options_file(ppp: &PppConfig, log_dir: &Path) -> String {
     }
     let _ = writeln!(s, "name {}", quote(&ppp.user));
     let _ = writeln!(s, "password {}", quote(&ppp.secret));
+    if let Some(mtu) = ppp.mtu {
+        let _ = writeln!(s, "mtu {mtu}\nmru {mtu}");
+    }
     if ppp.echo_interval > 0 {
         let _ = writeln!(s, "lcp-echo-interval {}\nlcp-echo-failure 3", ppp.echo_interval);
     }

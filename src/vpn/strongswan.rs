@@ -77,6 +77,9 @@ pub struct ClientConfig {
     pub server: Ipv4Addr,
     /// The server's inner network.
     pub remote_ts: String,
+    /// This end's traffic selector, if not the whole virtual IP
+    /// (`dynamic[udp/1701]` for L2TP over IPsec).
+    pub local_ts: Option<String>,
     /// Let IKE fragment at the IP layer (no IKEv2 fragmentation), so that
     /// large IKE_AUTH messages cross the NAT as IP fragments.
     pub ip_fragments: bool,
@@ -96,6 +99,8 @@ pub struct ServerConfig {
     pub addr: Ipv4Addr,
     /// The inner network clients reach.
     pub local_ts: String,
+    /// The clients' traffic selector, if not their whole virtual IPs.
+    pub remote_ts: Option<String>,
     /// The virtual IP pool.
     pub pool: String,
     /// See [`ClientConfig::ip_fragments`].
@@ -146,7 +151,7 @@ pub fn client_conf(c: &ClientConfig) -> String {
     let mut s = String::from("connections {\n");
     let _ = write!(
         s,
-        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
+        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}{local_ts}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
         name = c.name,
         v = c.version.number(),
         server = c.server,
@@ -154,6 +159,7 @@ pub fn client_conf(c: &ClientConfig) -> String {
         local = auth_block(&c.auth, &c.id),
         remote = remote_block(&c.auth, Some(&c.server_id)),
         ts = c.remote_ts,
+        local_ts = c.local_ts.as_ref().map(|t| format!("\n        local_ts = {t}")).unwrap_or_default(),
     );
     s.push_str(&secrets(&c.auth));
     s
@@ -164,13 +170,14 @@ pub fn server_conf(c: &ServerConfig) -> String {
     let mut s = String::from("connections {\n");
     let _ = write!(
         s,
-        "  rw {{\n    version = {v}\n    local_addrs = {addr}\n    pools = rw\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        local_ts = {ts}\n      }}\n    }}\n  }}\n}}\npools {{\n  rw {{\n    addrs = {pool}\n  }}\n}}\n",
+        "  rw {{\n    version = {v}\n    local_addrs = {addr}\n    pools = rw\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        local_ts = {ts}{remote_ts}\n      }}\n    }}\n  }}\n}}\npools {{\n  rw {{\n    addrs = {pool}\n  }}\n}}\n",
         v = c.version.number(),
         addr = c.addr,
         frag = if c.ip_fragments { "no" } else { "yes" },
         local = auth_block(&c.auth, &c.id),
         remote = remote_block(&c.auth, None),
         ts = c.local_ts,
+        remote_ts = c.remote_ts.as_ref().map(|t| format!("\n        remote_ts = {t}")).unwrap_or_default(),
         pool = c.pool,
     );
     s.push_str(&secrets(&c.auth));
