@@ -26,6 +26,8 @@ use crate::nat::Profile;
 pub const ROUTER: &str = "router";
 /// The server host's name.
 pub const SERVER: &str = "server";
+/// A second WAN host, beside the server, that is nobody's VPN peer.
+pub const INTRUDER: &str = "intruder";
 /// The router's LAN interface (topology name).
 pub const LAN_IF: &str = "lan";
 /// The router's WAN interface (topology name).
@@ -49,6 +51,11 @@ pub fn server_addr() -> Ipv4Addr {
 /// The server's inner address, on its loopback: what tunnels reach.
 pub fn server_inner() -> Ipv4Addr {
     Ipv4Addr::new(10, 10, 0, 1)
+}
+
+/// The intruder's address.
+pub fn intruder_addr() -> Ipv4Addr {
+    Ipv4Addr::new(198, 51, 100, 66)
 }
 
 /// Client `i`'s address (clients are numbered from 1).
@@ -246,6 +253,23 @@ pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
         .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(SERVER).loopback(&format!("{}/32", server_inner()))))
         .link_spec(LinkSpec::new(lan_end, "lan"))
         .link(wan_end, EndpointSpec::new(SERVER, "eth0").addr(&format!("{}/24", server_addr())))
+}
+
+/// `t`, a [`nat_topology`], with the WAN on a switch and the intruder on
+/// it beside the server.
+pub fn with_intruder(mut t: Topology) -> Topology {
+    let mut server_end = None;
+    for l in &mut t.links {
+        if l.b.node == SERVER && l.a.node == ROUTER {
+            server_end = Some(std::mem::replace(&mut l.b, EndpointSpec::from("wan")));
+        }
+    }
+    let Some(server_end) = server_end else { return t };
+    let intruder_end = EndpointSpec::new(INTRUDER, "eth0").addr(&format!("{}/24", intruder_addr()));
+    t.switch("wan")
+        .host(HostSpec::new(INTRUDER))
+        .link_spec(LinkSpec::new(server_end, "wan").without_offloads())
+        .link_spec(LinkSpec::new(intruder_end, "wan").without_offloads())
 }
 
 /// A lab with a router under test running in it.

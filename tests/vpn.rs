@@ -37,6 +37,7 @@ const L2TP_IPSEC: &[Need] = &[
     Need::Tool("nft"),
     Need::Tool("tcpdump"),
 ];
+const L2TP_CAPTURE: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft"), Need::Tool("tcpdump")];
 const ROOT: &[Need] = &[Need::Root];
 const ROOT_CAPTURE: &[Need] = &[Need::Root, Need::Tool("tcpdump")];
 const IPSEC_CERTS: &[Need] = &[
@@ -108,6 +109,22 @@ fn main() {
     ] {
         trials.push(lab_test(&format!("{name}::raw_esp_two_clients_at_once"), ROOT_CAPTURE, move || {
             raw_esp_two(make, outcome)
+        }));
+    }
+    for (name, make) in [
+        ("rust_nat", rust_full as Make),
+        ("rust_nat_naive", rust_naive),
+        ("rust_nat_off", rust_off),
+        ("linux_nat", linux),
+    ] {
+        trials
+            .push(lab_test(&format!("{name}::hostile_wan_host_gets_nothing_in"), ROOT_CAPTURE, move || hostile(make)));
+    }
+    for (name, make, delivered) in
+        [("rust_nat", rust_full as Make, true), ("rust_nat_naive", rust_naive, false), ("linux_nat", linux, false)]
+    {
+        trials.push(lab_test(&format!("{name}::l2tp_lns_answering_from_a_new_port"), L2TP_CAPTURE, move || {
+            lns_new_port(make, delivered)
         }));
     }
     let conclusion = libtest_mimic::run(&args, trials);
@@ -478,9 +495,95 @@ fn raw_esp_two(make: Make, outcome: EspOutcome) -> TestResult {
     Ok(())
 }
 
+/// The intruder, a WAN host that is not the server, sends spoofed GRE,
+/// ESP, L2TP, IKE and NAT-T at the NAT's public address: nothing of it may
+/// reach the LAN.
+fn hostile(make: Make) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build_with(router.as_ref(), 1, router::with_intruder)?;
+    let rt = nl.lab.host(router::ROUTER)?;
+    let (lan, wan) = (Capture::start(&rt, router::LAN_IF, "lan")?, Capture::start(&rt, router::WAN_IF, "wan")?);
+    let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
+    let public = router::wan_addr().addr().to_string();
+    let intruder_host = nl.lab.host(router::INTRUDER)?;
+    // Resolve the NAT's address first: packets sent while ARP is pending
+    // would be lost before they ever reach it. (A router may well ignore
+    // the ping itself; the ARP exchange is what counts.)
+    intruder_host.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &public]))?;
+    let out = intruder_host.run_ok(Cmd::new(bin).args(&["peer", "hostile", &public, "--rounds", "32"]))?;
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    // The client still reaches the server afterwards: the NAT is alive.
+    nl.client(1)?.ping(router::server_addr().into())?;
+    let (lan, wan) = (lan.stop()?, wan.stop()?);
+    let intruder = router::intruder_addr();
+    let arrived = wan.count(Some(intruder), None, |w| !matches!(w, What::Icmp { .. }));
+    if arrived < 32 * 7 {
+        return Err(format!("the WAN saw {arrived} of the intruder's packets ({said})").into());
+    }
+    if lan.capture_drops + wan.capture_drops > 0 {
+        return Err(format!("the captures lost packets (LAN {}, WAN {})", lan.capture_drops, wan.capture_drops).into());
+    }
+    let leaked: Vec<_> = lan.packets.iter().filter(|p| p.src == intruder).collect();
+    if !leaked.is_empty() {
+        return Err(format!("{} of the intruder's packets reached the LAN, e.g. {:?}", leaked.len(), leaked[0]).into());
+    }
+    nl.teardown()?;
+    Ok(())
+}
+
+/// An LNS that answers the client's SCCRQ from UDP port 40000, not 1701:
+/// the SCCRP reaches the client only through a NAT that follows L2TP
+/// tunnels rather than ports.
+fn lns_new_port(make: Make, delivered: bool) -> TestResult {
+    let router = make()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let lan = Capture::start(&nl.lab.host(router::ROUTER)?, router::LAN_IF, "lan")?;
+    let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
+    let lns =
+        nl.server()?.spawn(Cmd::new(bin).args(&["peer", "l2tp-lns", "--first-port", "40000"]).label("l2tp-lns"))?;
+    lns.wait_for_log("listening", Duration::from_secs(5))?;
+    let lac = Xl2tpd::lac(nl.client(1)?, &lac_config(router::server_addr()))?;
+    lac.dial("server")?;
+    lns.wait_for_log("answered from port 40000", Duration::from_secs(10))?;
+    let c1 = router::client_addr(1);
+    let sccrp = |f: &vpn_passthrough::capture::Facts| {
+        f.count(Some(router::server_addr()), Some(c1), |w| {
+            matches!(w, What::L2tp { sport: 40000, dport: 1701, control: Some(2), .. })
+        })
+    };
+    if delivered {
+        lac.process().wait_until("receive the SCCRP from port 40000", Duration::from_secs(5), || {
+            lan.facts().is_ok_and(|f| sccrp(&f) > 0)
+        })?;
+    } else {
+        // xl2tpd sends its SCCRQ again when no answer came: by then the
+        // first SCCRP has long crossed the NAT, or been dropped.
+        lac.process().wait_until("send its SCCRQ again", Duration::from_secs(10), || {
+            lan.facts()
+                .is_ok_and(|f| f.count(Some(c1), None, |w| matches!(w, What::L2tp { control: Some(1), .. })) >= 2)
+        })?;
+        let seen = sccrp(&lan.facts()?);
+        if seen != 0 {
+            return Err(
+                format!("{seen} SCCRP from port 40000 reached the client through a NAT that should drop them").into()
+            );
+        }
+    }
+    lan.stop()?;
+    nl.teardown()?;
+    Ok(())
+}
+
 /// A ping and 1 MB each way to `inner`, an address of the server that
-/// only the tunnel reaches.
+/// only the tunnel reaches. A failure carries both hosts' logs.
 fn through_tunnel(client: &Host<'_>, server: &Host<'_>, inner: Ipv4Addr) -> Result<(), Failed> {
+    traffic(client, server, inner).map_err(|e| {
+        format!("{}\n{}\n{}", e.message().unwrap_or("traffic failed"), client.log_tails(10), server.log_tails(10))
+            .into()
+    })
+}
+
+fn traffic(client: &Host<'_>, server: &Host<'_>, inner: Ipv4Addr) -> Result<(), Failed> {
     let inner = inner.to_string();
     client.run_ok(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "3", &inner]))?;
     let bin = env!("CARGO_BIN_EXE_vpn-passthrough");

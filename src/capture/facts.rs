@@ -131,6 +131,9 @@ pub struct Facts {
     pub packets: Vec<Seen>,
     /// Records that were not IPv4 (ARP, IPv6).
     pub not_ipv4: usize,
+    /// Packets the kernel dropped before the capture read them: a fact
+    /// that something did *not* cross holds only when this is 0.
+    pub capture_drops: u64,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {

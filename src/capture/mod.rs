@@ -27,7 +27,9 @@ impl Capture {
         let ifname = host.ifname(iface)?;
         let path = host.log_dir()?.join(format!("{label}.pcap"));
         let cmd = Cmd::new(tcpdump.to_string_lossy())
-            .args(&["-i", &ifname, "-n", "-U", "--immediate-mode", "-s", "0", "-Z", "root"])
+            // Headers are what the facts need; short snapshots and a 16 MB
+            // ring keep bursts of small packets from being dropped.
+            .args(&["-i", &ifname, "-n", "-U", "--immediate-mode", "-s", "2048", "-B", "16384", "-Z", "root"])
             .args(&["-w", &path.to_string_lossy(), "ip"])
             .label(label);
         let process = host.spawn(cmd)?;
@@ -45,11 +47,26 @@ impl Capture {
         read(&self.path)
     }
 
-    /// Stops tcpdump (it flushes on SIGTERM) and reads the whole capture.
+    /// Stops tcpdump (it flushes on SIGTERM) and reads the whole capture,
+    /// with the count of packets the kernel dropped before tcpdump read
+    /// them (tcpdump's own statistics).
     pub fn stop(self) -> Result<Facts> {
         self.process.stop(Duration::from_secs(5))?;
-        read(&self.path)
+        let mut facts = read(&self.path)?;
+        let log = std::fs::read_to_string(self.process.log_path()).unwrap_or_default();
+        facts.capture_drops = kernel_drops(&log);
+        Ok(facts)
     }
+}
+
+/// The "N packets dropped by kernel" of tcpdump's closing statistics.
+fn kernel_drops(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| {
+            l.strip_suffix(" packets dropped by kernel").or_else(|| l.strip_suffix(" packet dropped by kernel"))
+        })
+        .filter_map(|n| n.trim().parse::<u64>().ok())
+        .sum()
 }
 
 /// Reads a pcap file into facts.
@@ -57,4 +74,16 @@ pub fn read(path: &Path) -> Result<Facts> {
     let bytes = std::fs::read(path).map_err(|e| LabError::io(format!("reading capture {}", path.display()), e))?;
     let p = pcap::parse(&bytes).map_err(|e| LabError::Input(format!("capture {}: {e}", path.display())))?;
     Ok(Facts::from_pcap(&p))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tcpdump_statistics_give_the_kernel_drops() {
+        let log =
+            "listening on x\n142 packets captured\n228 packets received by filter\n86 packets dropped by kernel\n";
+        assert_eq!(super::kernel_drops(log), 86);
+        assert_eq!(super::kernel_drops("1 packet dropped by kernel\n"), 1);
+        assert_eq!(super::kernel_drops("tcpdump: listening\n"), 0);
+    }
 }

@@ -30,12 +30,16 @@ impl<'lab> Host<'lab> {
         if let Some(parts) = node.host.get() {
             return Ok(parts);
         }
+        let _making = node.making.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(parts) = node.host.get() {
+            return Ok(parts);
+        }
         let name = self.name();
         let dirs = HostDirs::create(self.lab.dir(), name)?;
         let file = node.ns.file().map_err(|e| LabError::io(format!("host '{name}': namespace descriptor"), e))?;
         let sandbox = Sandbox::new(name, file, &dirs.run, &self.plan().binds)?;
-        // Two threads may race here; both made the same directories.
-        let _ = node.host.set(HostParts { dirs, sandbox });
+        let _syslog = super::syslog::SyslogSink::start(name, &dirs.run, &dirs.log)?;
+        let _ = node.host.set(HostParts { dirs, sandbox, _syslog });
         node.host.get().ok_or_else(no_runtime)
     }
 
@@ -100,6 +104,23 @@ impl<'lab> Host<'lab> {
     /// The directory of the host's program logs.
     pub fn log_dir(&self) -> Result<&'lab Path> {
         Ok(&self.parts()?.dirs.log)
+    }
+
+    /// The last `lines` lines of every log of the host (its programs,
+    /// `exec.log`, `syslog.log`, `pppd.log`), each under its path: what a
+    /// failure message shows so that nobody has to go looking.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let Ok(dir) = self.log_dir() else { return String::new() };
+        let Ok(entries) = std::fs::read_dir(dir) else { return String::new() };
+        let mut logs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "log") && p.metadata().is_ok_and(|m| m.len() > 0))
+            .collect();
+        logs.sort();
+        logs.iter()
+            .map(|p| format!("host '{}': last lines of {}:\n{}", self.name(), p.display(), process::tail(p, lines)))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Writes a file into the host's config directory and returns its path.

@@ -37,6 +37,7 @@ pub mod runs;
 pub mod sandbox;
 mod show;
 mod sysctl;
+pub mod syslog;
 pub mod topology;
 
 use std::path::Path;
@@ -83,11 +84,15 @@ struct Node {
     /// Directories and sandbox of a host, made when first needed: a lab
     /// whose hosts run nothing writes nothing to disk.
     host: std::sync::OnceLock<HostParts>,
+    /// Held while `host` is made, so that it is made once.
+    making: std::sync::Mutex<()>,
 }
 
 struct HostParts {
     dirs: HostDirs,
     sandbox: Sandbox,
+    /// Receives the host's syslog until the lab is dropped.
+    _syslog: syslog::SyslogSink,
 }
 
 impl Lab {
@@ -151,7 +156,13 @@ impl Lab {
                 self.cleanup.add_namespace(ns.name(), ns.inode());
             }
             let ns = ns?;
-            self.nodes.push(Node { ns, netlink: None, ctl: None, host: std::sync::OnceLock::new() });
+            self.nodes.push(Node {
+                ns,
+                netlink: None,
+                ctl: None,
+                host: std::sync::OnceLock::new(),
+                making: std::sync::Mutex::new(()),
+            });
         }
         tracing::debug!("lab {run}: {} namespaces created in {:?}", self.nodes.len(), t.elapsed());
         let t = std::time::Instant::now();

@@ -4,8 +4,10 @@
 //! unshares its mount namespace (slave to the machine's, so nothing it mounts
 //! leaks out), mounts a sysfs of the host's namespace on `/sys`, shows the
 //! host's own directory at `/run` (and `/var/run` where that is not a link to
-//! it), applies the host's bind mounts, and starts a new session so that the
-//! whole process group can be signalled at teardown.
+//! it), gives it a `/dev` of its own (the machine's devices through an
+//! overlay, a private pty instance, and `/dev/log` linked to the host's
+//! syslog socket), applies the host's bind mounts, and starts a new session
+//! so that the whole process group can be signalled at teardown.
 //!
 //! Every program of one host gets the same view, so they share `/run` (a
 //! charon and its swanctl meet at `/run/charon.vici`) while two hosts never
@@ -106,6 +108,7 @@ impl Sandbox {
             if self.var_run_too {
                 check(libc::mount(self.run_dir.as_ptr(), c"/var/run".as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
             }
+            own_dev()?;
             for b in self.binds.iter() {
                 check(libc::mount(b.source.as_ptr(), b.target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
                 if b.read_only {
@@ -117,6 +120,62 @@ impl Sandbox {
         }
         Ok(())
     }
+}
+
+/// Where the overlay's writable layer is mounted inside a host, briefly.
+const DEV_LAYER: &std::ffi::CStr = c"/run/.dev";
+
+/// Gives the child a `/dev` of the host's own: an overlay whose lower layer
+/// is the machine's `/dev` (every device stays reachable) and whose upper
+/// layer is a fresh tmpfs, so that `/dev/log` can be a link to the host's
+/// syslog socket without touching the machine; a private devpts instance
+/// (the machine's is under the overlay) and a private `/dev/shm`. A kernel
+/// without overlayfs keeps the machine's `/dev` and loses only the syslog.
+///
+/// # Safety
+/// Runs between fork and exec: system calls on static strings only.
+unsafe fn own_dev() -> io::Result<()> {
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
+    }
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: static NUL-terminated strings; see the function's contract.
+    unsafe {
+        if libc::mount(c"tmpfs".as_ptr(), DEV_LAYER.as_ptr(), c"tmpfs".as_ptr(), 0, c"mode=0755".as_ptr().cast()) < 0 {
+            return Ok(());
+        }
+        libc::mkdir(c"/run/.dev/upper".as_ptr(), 0o755);
+        libc::mkdir(c"/run/.dev/work".as_ptr(), 0o755);
+        let layered = libc::mount(
+            c"overlay".as_ptr(),
+            c"/dev".as_ptr(),
+            c"overlay".as_ptr(),
+            0,
+            c"lowerdir=/dev,upperdir=/run/.dev/upper,workdir=/run/.dev/work".as_ptr().cast(),
+        ) == 0;
+        // The overlay holds its layer; the mount point can go.
+        libc::umount2(DEV_LAYER.as_ptr(), libc::MNT_DETACH);
+        if !layered {
+            return Ok(());
+        }
+        check(libc::mount(
+            c"devpts".as_ptr(),
+            c"/dev/pts".as_ptr(),
+            c"devpts".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            c"newinstance,ptmxmode=0666,mode=0620".as_ptr().cast(),
+        ))?;
+        libc::mount(
+            c"shm".as_ptr(),
+            c"/dev/shm".as_ptr(),
+            c"tmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV,
+            none.cast(),
+        );
+        libc::unlink(c"/dev/log".as_ptr());
+        libc::symlink(c"/run/log.sock".as_ptr(), c"/dev/log".as_ptr());
+    }
+    Ok(())
 }
 
 /// The directories of one host inside the run directory.
@@ -131,11 +190,11 @@ pub struct HostDirs {
 }
 
 impl HostDirs {
-    /// Creates `<run_dir>/hosts/<host>/{conf,run,run/lock,log}`.
+    /// Creates `<run_dir>/hosts/<host>/{conf,run,run/lock,run/.dev,log}`.
     pub fn create(run_dir: &Path, host: &str) -> Result<HostDirs> {
         let base = run_dir.join("hosts").join(host);
         let dirs = HostDirs { conf: base.join("conf"), run: base.join("run"), log: base.join("log") };
-        for d in [&dirs.conf, &dirs.run.join("lock"), &dirs.log] {
+        for d in [&dirs.conf, &dirs.run.join("lock"), &dirs.run.join(".dev"), &dirs.log] {
             std::fs::create_dir_all(d).map_err(|e| LabError::io(format!("creating {}", d.display()), e))?;
         }
         Ok(dirs)

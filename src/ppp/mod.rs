@@ -41,7 +41,16 @@ struct Log {
 
 impl Log {
     fn line(&mut self, msg: &str) {
-        let line = format!("{}: {msg}\n", self.tag);
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let secs = now.as_secs() % 86400;
+        let line = format!(
+            "{:02}:{:02}:{:02}.{:03} {}: {msg}\n",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60,
+            now.subsec_millis(),
+            self.tag
+        );
         if self.stderr {
             let _ = io::stderr().write_all(line.as_bytes());
         }
@@ -107,6 +116,7 @@ fn open_line(opts: &Options) -> io::Result<Line> {
     };
     make_raw(read.as_raw_fd());
     set_nonblocking(read.as_raw_fd())?;
+    set_nonblocking(write.as_raw_fd())?;
     Ok(Line { read, write })
 }
 
@@ -117,30 +127,92 @@ fn random_u32() -> u32 {
     if n == 4 { u32::from_ne_bytes(b) | 1 } else { std::process::id() | 1 }
 }
 
-/// Writes a whole frame to a non-blocking descriptor, waiting a little for
-/// room; a link that stays full drops the frame, as a serial line would.
-fn write_frame(fd: BorrowedFd<'_>, mut data: &[u8]) -> io::Result<bool> {
-    let deadline = Instant::now() + Duration::from_millis(200);
-    while !data.is_empty() {
-        // SAFETY: write from a live slice.
-        let n = unsafe { libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len()) };
-        if n >= 0 {
-            data = &data[n as usize..];
+/// Frames read from the line wait here for the session. A reader thread
+/// fills it as fast as the line delivers: the programs on the other side of
+/// the pty (pptp, xl2tpd) treat a full pty as a fatal error, so the line
+/// must never back up behind the session.
+struct Inbox {
+    queue: std::sync::Mutex<InboxState>,
+    /// Written (one byte) when the queue gains something.
+    wake: UnixStream,
+}
+
+#[derive(Default)]
+struct InboxState {
+    frames: std::collections::VecDeque<Result<Vec<u8>, hdlc::FrameError>>,
+    /// Frames dropped because the session fell this far behind.
+    overflow: u64,
+    /// The line closed (EOF or hangup).
+    closed: bool,
+}
+
+/// How many frames may wait for the session before new ones are dropped.
+const INBOX_LIMIT: usize = 4096;
+/// How many bytes may wait for the line before new frames are dropped.
+const OUTBOX_LIMIT: usize = 1 << 20;
+
+fn read_line(fd: RawFd, inbox: &Inbox) {
+    let mut decoder = hdlc::Decoder::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+        // SAFETY: one pollfd that outlives the call.
+        if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
+            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        // SAFETY: read into our buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) {
+                continue;
+            }
+            break;
+        }
+        if n == 0 {
+            break;
+        }
+        let frames = decoder.feed(&buf[..n as usize]);
+        if frames.is_empty() {
             continue;
         }
-        let e = io::Error::last_os_error();
-        match e.kind() {
-            io::ErrorKind::Interrupted => {}
-            io::ErrorKind::WouldBlock if Instant::now() < deadline => {
-                let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one pollfd that outlives the call.
-                unsafe { libc::poll(&mut p, 1, 20) };
+        if let Ok(mut q) = inbox.queue.lock() {
+            for f in frames {
+                if q.frames.len() < INBOX_LIMIT {
+                    q.frames.push_back(f);
+                } else {
+                    q.overflow += 1;
+                }
             }
-            io::ErrorKind::WouldBlock => return Ok(false),
-            _ => return Err(e),
         }
+        let _ = (&inbox.wake).write(&[1]);
     }
-    Ok(true)
+    if let Ok(mut q) = inbox.queue.lock() {
+        q.closed = true;
+    }
+    let _ = (&inbox.wake).write(&[0]);
+}
+
+/// Writes what it can of `pending` to the non-blocking line.
+fn flush(fd: BorrowedFd<'_>, pending: &mut std::collections::VecDeque<u8>) -> io::Result<()> {
+    while !pending.is_empty() {
+        let (a, _) = pending.as_slices();
+        // SAFETY: write from a live slice.
+        let n = unsafe { libc::write(fd.as_raw_fd(), a.as_ptr().cast(), a.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            return match e.kind() {
+                io::ErrorKind::WouldBlock => Ok(()),
+                io::ErrorKind::Interrupted => continue,
+                _ => Err(e),
+            };
+        }
+        pending.drain(..n as usize);
+    }
+    Ok(())
 }
 
 /// Runs the PPP peer with pppd's arguments (without the program name).
@@ -204,21 +276,31 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     let clock = Instant::now();
     let mut session = Session::new(cfg);
     session.start(clock.elapsed());
-    let mut decoder = hdlc::Decoder::new();
+    let (wake_read, wake_write) = UnixStream::pair()?;
+    wake_read.set_nonblocking(true)?;
+    let inbox = std::sync::Arc::new(Inbox { queue: Default::default(), wake: wake_write });
+    let reader_fd = line.read.as_raw_fd();
+    let reader_inbox = inbox.clone();
+    // The reader lives as long as the line; the process exits with it.
+    std::thread::Builder::new().name("line".into()).spawn(move || read_line(reader_fd, &reader_inbox))?;
     let mut tun: Option<Tun> = None;
     let mut buf = vec![0u8; 65536];
     let mut out = Vec::with_capacity(4096);
+    let mut outbox: std::collections::VecDeque<u8> = std::collections::VecDeque::new();
     let mut stopping: Option<Instant> = None;
     let mut dropped = (0u64, 0u64, 0u64);
     let mut exit = 1;
+    let mut closed = false;
     loop {
         while let Some(ev) = session.poll_event() {
             match ev {
                 Event::Send(frame, accm) => {
                     out.clear();
                     hdlc::encode(&frame, accm, &mut out);
-                    if !write_frame(line.write.as_fd(), &out)? {
+                    if outbox.len() + out.len() > OUTBOX_LIMIT {
                         dropped.0 += 1;
+                    } else {
+                        outbox.extend(&out);
                     }
                 }
                 Event::Up { local, remote, mtu } => {
@@ -240,7 +322,21 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
                 }
             }
         }
+        flush(line.write.as_fd(), &mut outbox)?;
         if session.is_dead() {
+            // Let the last Terminate-Ack reach the line.
+            let deadline = Instant::now() + Duration::from_millis(500);
+            while !outbox.is_empty() && Instant::now() < deadline {
+                let mut p = libc::pollfd { fd: line.write.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+                // SAFETY: one pollfd that outlives the call.
+                unsafe { libc::poll(&mut p, 1, 50) };
+                flush(line.write.as_fd(), &mut outbox)?;
+            }
+            break;
+        }
+        if closed {
+            log.line("hangup: the line closed");
+            exit = i32::from(stopping.is_none());
             break;
         }
         if stopping.is_some_and(|t| t.elapsed() > TERMINATE_GRACE) {
@@ -250,9 +346,11 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
         }
         let now = clock.elapsed();
         let timeout = session.next_timeout().map_or(1000, |t| t.saturating_sub(now).as_millis().min(1000) as i32);
+        let line_events = if outbox.is_empty() { 0 } else { libc::POLLOUT };
         let mut pfds = vec![
-            libc::pollfd { fd: line.read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: wake_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: sig_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: line.write.as_raw_fd(), events: line_events, revents: 0 },
         ];
         if let Some(t) = &tun {
             pfds.push(libc::pollfd { fd: t.file().as_raw_fd(), events: libc::POLLIN, revents: 0 });
@@ -277,24 +375,23 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
             }
         }
         if pfds[0].revents != 0 {
-            // SAFETY: read into our buffer.
-            let n = unsafe { libc::read(line.read.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n == 0 || (n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EIO)) {
-                log.line("hangup: the line closed");
-                exit = i32::from(stopping.is_none());
-                break;
-            }
-            if n > 0 {
-                for frame in decoder.feed(&buf[..n as usize]) {
-                    match frame {
-                        Ok(f) => session.on_frame(&f, now),
-                        Err(e) => log.line(&format!("dropped a frame: {e:?}")),
-                    }
+            let mut b = [0u8; 256];
+            while (&wake_read).read(&mut b).is_ok_and(|n| n > 0) {}
+            let (frames, overflow, was_closed) = match inbox.queue.lock() {
+                Ok(mut q) => (std::mem::take(&mut q.frames), std::mem::take(&mut q.overflow), q.closed),
+                Err(_) => (Default::default(), 0, true),
+            };
+            dropped.0 += overflow;
+            for frame in frames {
+                match frame {
+                    Ok(f) => session.on_frame(&f, now),
+                    Err(e) => log.line(&format!("dropped a frame: {e:?}")),
                 }
             }
+            closed = was_closed;
         }
         if let Some(t) = &tun
-            && pfds.get(2).is_some_and(|p| p.revents != 0)
+            && pfds.get(3).is_some_and(|p| p.revents != 0)
         {
             // Drain what is queued, a bounded batch per wakeup.
             for _ in 0..64 {
@@ -310,7 +407,8 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     }
     if dropped != (0, 0, 0) {
         log.line(&format!(
-            "dropped {} frames to a full line, {} packets to the interface, {} non-IPv4 packets from it",
+            "dropped {} frames the line or the session could not take, {} packets to the interface, \
+             {} non-IPv4 packets from it",
             dropped.0, dropped.1, dropped.2
         ));
     }

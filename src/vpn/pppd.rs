@@ -166,13 +166,12 @@ pub fn wait_for_link(host: &Host<'_>, daemon: &Process, peer: Option<Ipv4Addr>, 
     }
 }
 
-/// `e` with the last lines of the host's `pppd.log` after it.
+/// `e` with the last lines of the host's logs after it (its daemons,
+/// `pppd.log`, `syslog.log`).
 pub fn with_ppp_log(host: &Host<'_>, e: LabError) -> LabError {
-    let Ok(dir) = host.log_dir() else { return e };
-    let log = dir.join("pppd.log");
-    let tail = crate::lab::process::tail(&log, 15);
-    if tail.trim().is_empty() {
+    let tails = host.log_tails(12);
+    if tails.is_empty() {
         return e;
     }
-    LabError::Input(format!("{e}\nlast lines of {}:\n{tail}", log.display()))
+    LabError::Input(format!("{e}\n{tails}"))
 }

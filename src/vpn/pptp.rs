@@ -26,6 +26,23 @@ pub struct PptpdConfig {
     pub ppp: PppConfig,
 }
 
+/// Drops the ICMP protocol-unreachable errors `host` would send about GRE.
+///
+/// pptpd and pptp carry GRE on raw sockets here (the kernel has no PPTP
+/// module), and under load this kernel sometimes hands a GRE packet to no
+/// raw socket although one is open for it (the host's `IpInUnknownProtos`
+/// counter grows while the call runs). It then answers the peer with a
+/// protocol-unreachable, and the peer's raw socket reports that error on
+/// its next read, which pptpd and pptp treat as the end of the call. A
+/// kernel PPTP stack never sends those; this rule keeps the lab from
+/// sending them either. The packet itself is lost, as on any lossy link.
+pub fn quiet_gre_unreachables(host: &Host<'_>) -> Result<()> {
+    let rules = "table ip vpn_passthrough_gre {\n  chain out {\n    type filter hook output priority filter; policy accept;\n    icmp type destination-unreachable icmp code prot-unreachable drop\n  }\n}\n";
+    let file = host.write_conf("gre-unreachables.nft", rules)?;
+    host.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]).label("nft"))?;
+    Ok(())
+}
+
 /// pptpd.conf.
 pub fn pptpd_conf(c: &PptpdConfig, ppp: &str, options: &str) -> String {
     let mut s = String::new();
@@ -46,6 +63,7 @@ impl<'lab> Pptpd<'lab> {
     pub fn start(host: Host<'lab>, c: &PptpdConfig) -> Result<Pptpd<'lab>> {
         let pptpd = crate::prereq::require_tool("pptpd")?;
         let ppp = pppd::ppp_binary()?;
+        quiet_gre_unreachables(&host)?;
         let options = host.write_conf("options.pptpd", &pppd::options_file(&c.ppp, host.log_dir()?))?;
         let conf = host.write_conf("pptpd.conf", &pptpd_conf(c, &ppp.to_string_lossy(), &options.to_string_lossy()))?;
         let pid = host.run_dir()?.join("pptpd.pid");
@@ -84,6 +102,7 @@ impl<'lab> PptpClient<'lab> {
     pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
         let pptp = crate::prereq::require_tool("pptp")?;
         pppd::require_ppp_peer(&host)?;
+        quiet_gre_unreachables(&host)?;
         let options = host.write_conf("options.pptp", &pppd::options_file(ppp, host.log_dir()?))?;
         std::fs::create_dir_all(host.run_dir()?.join("pptp"))
             .map_err(|e| crate::lab::LabError::io("creating the pptp socket directory", e))?;

@@ -129,8 +129,13 @@ impl<'lab> Xl2tpd<'lab> {
 
     /// Dials the LNS of LAC `name` and waits for the PPP link.
     pub fn connect(&self, name: &str, timeout: Duration) -> Result<PppLink> {
-        self.control(&format!("c {name}"))?;
+        self.dial(name)?;
         pppd::wait_for_link(&self.host, &self.process, None, timeout)
+    }
+
+    /// Dials the LNS of LAC `name` and returns at once.
+    pub fn dial(&self, name: &str) -> Result<()> {
+        self.control(&format!("c {name}"))
     }
 
     /// Hangs up LAC `name`.
