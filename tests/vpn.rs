@@ -127,6 +127,7 @@ fn main() {
             lns_new_port(make, delivered)
         }));
     }
+    trials.push(lab_test("a_daemon_that_dies_is_named_with_its_log", L2TP, daemon_that_dies));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
         eprintln!("after the vpn tests: {e}");
@@ -570,6 +571,24 @@ fn lns_new_port(make: Make, delivered: bool) -> TestResult {
         }
     }
     lan.stop()?;
+    nl.teardown()?;
+    Ok(())
+}
+
+/// An LNS told to listen on an address its host does not have exits at
+/// once: the error names the host and the daemon and quotes its log.
+fn daemon_that_dies() -> TestResult {
+    let router = linux()?;
+    let nl = NatLab::build(router.as_ref(), 1)?;
+    let Err(e) = Xl2tpd::lns(nl.server()?, &lns_config(Ipv4Addr::new(203, 0, 113, 9))) else {
+        return Err("xl2tpd started on an address its host does not have".into());
+    };
+    let text = e.to_string();
+    for needle in ["host 'server'", "xl2tpd-lns", "Unable to bind socket"] {
+        if !text.contains(needle) {
+            return Err(format!("the error should name {needle:?}: {text}").into());
+        }
+    }
     nl.teardown()?;
     Ok(())
 }

@@ -33,7 +33,7 @@ impl Capture {
             .args(&["-w", &path.to_string_lossy(), "ip"])
             .label(label);
         let process = host.spawn(cmd)?;
-        process.wait_for_log("listening on", Duration::from_secs(10))?;
+        process.or_stop(process.wait_for_log("listening on", Duration::from_secs(10)))?;
         Ok(Capture { process, path })
     }
 

@@ -248,6 +248,16 @@ impl Process {
         })
     }
 
+    /// `r`, after stopping the process if `r` is an error: for a readiness
+    /// check whose error already tells the whole story, so that teardown
+    /// does not report the same death again.
+    pub fn or_stop<T>(&self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            let _ = self.stop(Duration::from_secs(2));
+        }
+        r
+    }
+
     /// Asks it to stop (SIGTERM to its process group, SIGKILL after
     /// `grace`) and returns how it ended. Stopping is not a crash.
     pub fn stop(&self, grace: Duration) -> Result<ExitStatus> {

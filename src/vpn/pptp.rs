@@ -71,7 +71,7 @@ impl<'lab> Pptpd<'lab> {
             .args(&["--fg", "--debug", "--conf", &conf.to_string_lossy(), "--pidfile", &pid.to_string_lossy()])
             .label("pptpd");
         let process = host.spawn(cmd)?;
-        process.wait_for_port(Proto::Tcp, PPTP_PORT, Duration::from_secs(10))?;
+        process.or_stop(process.wait_for_port(Proto::Tcp, PPTP_PORT, Duration::from_secs(10)))?;
         Ok(Pptpd { host, process })
     }
 

@@ -203,7 +203,7 @@ impl<'lab> Charon<'lab> {
         let process = host
             .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;
         let vici = host.run_dir()?.join("charon.vici");
-        process.wait_for_path(&vici, Duration::from_secs(15))?;
+        process.or_stop(process.wait_for_path(&vici, Duration::from_secs(15)))?;
         Ok(Charon { host, process, strongswan_conf: conf, vici })
     }
 

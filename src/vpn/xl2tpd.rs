@@ -97,8 +97,8 @@ impl<'lab> Xl2tpd<'lab> {
             .args(&["-p", &run.join("xl2tpd.pid").to_string_lossy(), "-C", &control.to_string_lossy()])
             .label(label);
         let process = host.spawn(cmd)?;
-        process.wait_for_port(Proto::Udp, port, Duration::from_secs(10))?;
-        process.wait_for_path(&control, Duration::from_secs(10))?;
+        process.or_stop(process.wait_for_port(Proto::Udp, port, Duration::from_secs(10)))?;
+        process.or_stop(process.wait_for_path(&control, Duration::from_secs(10)))?;
         Ok(Xl2tpd { host, process, control })
     }
 
