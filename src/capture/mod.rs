@@ -23,13 +23,18 @@ impl Capture {
     /// only, every byte of every packet, into `log/<label>.pcap`; returns
     /// once tcpdump listens.
     pub fn start(host: &Host<'_>, iface: &str, label: &str) -> Result<Capture> {
+        Capture::start_on(host, &host.ifname(iface)?, label)
+    }
+
+    /// Starts tcpdump as [`Capture::start`] does, on the kernel interface
+    /// `ifname` of `host`.
+    pub fn start_on(host: &Host<'_>, ifname: &str, label: &str) -> Result<Capture> {
         let tcpdump = crate::prereq::require_tool("tcpdump")?;
-        let ifname = host.ifname(iface)?;
         let path = host.log_dir()?.join(format!("{label}.pcap"));
         let cmd = Cmd::new(tcpdump.to_string_lossy())
             // Headers are what the facts need; short snapshots and a 16 MB
             // ring keep bursts of small packets from being dropped.
-            .args(&["-i", &ifname, "-n", "-U", "--immediate-mode", "-s", "2048", "-B", "16384", "-Z", "root"])
+            .args(&["-i", ifname, "-n", "-U", "--immediate-mode", "-s", "2048", "-B", "16384", "-Z", "root"])
             .args(&["-w", &path.to_string_lossy(), "ip"])
             .label(label);
         let process = host.spawn(cmd)?;

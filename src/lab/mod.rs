@@ -40,6 +40,7 @@ mod sysctl;
 pub mod syslog;
 pub mod topology;
 
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -75,6 +76,12 @@ pub struct Lab {
     processes: Mutex<Vec<Process>>,
     keep: AtomicBool,
     finished: bool,
+    /// Interfaces of the builder's namespace joined to switches: (name,
+    /// node index), and that namespace, to give them back.
+    adopted: Vec<(String, usize)>,
+    home_ns: Option<std::fs::File>,
+    /// (switch, interface) pairs the topology asks to adopt.
+    ports: Vec<(String, String)>,
 }
 
 struct Node {
@@ -137,6 +144,9 @@ impl Lab {
             processes: Mutex::new(Vec::new()),
             keep: AtomicBool::new(std::env::var(KEEP_ENV).is_ok_and(|v| v == "1")),
             finished: false,
+            adopted: Vec::new(),
+            home_ns: None,
+            ports: topology.switches.iter().filter_map(|s| Some((s.name.clone(), s.adopt.clone()?))).collect(),
         };
         // From here on, dropping `lab` removes whatever exists.
         lab.rt = Some(rt?);
@@ -188,6 +198,18 @@ impl Lab {
         let t = std::time::Instant::now();
         let root = netlink::connect(&rt).map_err(|e| LabError::io("opening a netlink socket", e))?;
         runtime.block_on(netlink::create_links(&root, plan, run, &nss))?;
+        let adopt: Vec<(String, usize)> =
+            self.ports.iter().filter_map(|(switch, iface)| plan.node(switch).map(|i| (iface.clone(), i))).collect();
+        if !adopt.is_empty() {
+            let home = std::fs::File::open("/proc/self/ns/net")
+                .map_err(|e| LabError::io("opening this namespace to give adopted interfaces back", e))?;
+            self.home_ns = Some(home);
+        }
+        for (iface, i) in adopt {
+            let context = format!("switch '{}': taking in interface '{iface}' of this namespace", plan.nodes[i].name);
+            runtime.block_on(netlink::move_link(&root, &iface, nss[i].raw_fd(), context))?;
+            self.adopted.push((iface, i));
+        }
         drop(root);
         tracing::debug!("lab {run}: {} links created in {:?}", plan.links.len(), t.elapsed());
         let t = std::time::Instant::now();
@@ -212,6 +234,11 @@ impl Lab {
         for (node, (handle, ctl)) in self.nodes.iter_mut().zip(opened) {
             node.netlink = Some(handle);
             node.ctl = Some(ctl);
+        }
+        for (iface, i) in &self.adopted {
+            let h = self.nodes[*i].netlink.as_ref().ok_or_else(no_runtime)?;
+            let context = format!("switch '{}': joining '{iface}' to the bridge", self.plan.nodes[*i].name);
+            runtime.block_on(netlink::join_bridge(h, iface, self.plan.nodes[*i].ifaces[0].index, context))?;
         }
         let plan = &self.plan;
         let configure = self.nodes.iter().zip(&plan.nodes).filter_map(|(n, p)| {
@@ -267,6 +294,15 @@ impl Lab {
         }
     }
 
+    /// A switch of the lab, to run programs in its namespace (a capture
+    /// on one of its ports).
+    pub fn switch_host(&self, name: &str) -> Result<Host<'_>> {
+        match self.plan.node(name) {
+            Some(idx) if self.plan.nodes[idx].kind == NodeKind::Switch => Ok(Host { lab: self, idx }),
+            _ => Err(LabError::Input(format!("lab {} has no switch '{name}'", self.record.id))),
+        }
+    }
+
     /// Keeps the run directory after teardown (it is kept anyway when a
     /// program crashed or the lab is dropped during a panic).
     pub fn keep_dir(&self) {
@@ -300,6 +336,7 @@ impl Lab {
             tracing::warn!("lab {}: {e}", self.record.id);
         }
         runs::kill_in_namespaces(&self.cleanup.inodes(), Duration::from_secs(1));
+        self.give_back_ports();
         // Sockets hold their namespace: close them before removing it.
         for node in &mut self.nodes {
             node.netlink = None;
@@ -325,6 +362,22 @@ impl Lab {
             return Err(LabError::Crashed(crashes));
         }
         first_error.map_or(Ok(()), Err)
+    }
+}
+
+impl Lab {
+    /// Moves adopted interfaces back to the namespace the lab was built in
+    /// (a deleted namespace would give a physical NIC back by itself, but
+    /// would destroy a virtual one).
+    fn give_back_ports(&mut self) {
+        let (Some(home), Some(rt)) = (&self.home_ns, &self.rt) else { return };
+        for (iface, i) in std::mem::take(&mut self.adopted) {
+            let Some(h) = self.nodes.get(i).and_then(|n| n.netlink.as_ref()) else { continue };
+            let context = format!("giving interface '{iface}' back");
+            if let Err(e) = rt.block_on(netlink::move_link(h, &iface, home.as_raw_fd(), context)) {
+                tracing::warn!("lab {}: {e}", self.record.id);
+            }
+        }
     }
 }
 

@@ -75,6 +75,20 @@ pub async fn create_links(root: &Handle, plan: &Plan, run: RunId, nss: &[&Namesp
     Ok(())
 }
 
+/// Moves the interface `name` from the namespace of `from` (a socket
+/// there) into the namespace `to` (an open namespace file).
+pub async fn move_link(from: &Handle, name: &str, to: std::os::fd::RawFd, context: String) -> Result<()> {
+    let msg = LinkUnspec::new_with_name(name).setns_by_fd(to).build();
+    from.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e))
+}
+
+/// Joins the interface `name` to the bridge with index `bridge` and brings
+/// it up.
+pub async fn join_bridge(h: &Handle, name: &str, bridge: u32, context: String) -> Result<()> {
+    let msg = LinkUnspec::new_with_name(name).controller(bridge).up().build();
+    h.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e))
+}
+
 fn with_mtu<T>(b: LinkMessageBuilder<T>, iface: &IfacePlan) -> LinkMessageBuilder<T> {
     match iface.mtu {
         Some(mtu) => b.mtu(mtu),

@@ -71,6 +71,11 @@ pub struct HostSpec {
 pub struct SwitchSpec {
     /// The switch's name; shares the namespace of names with hosts.
     pub name: String,
+    /// An existing interface of the namespace the lab is built in (a NIC
+    /// wired to a real router) to join to the switch for the lab's life;
+    /// it is given back at teardown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<String>,
 }
 
 /// A veth pair between two endpoints.
@@ -163,7 +168,14 @@ impl Topology {
 
     /// Adds a switch.
     pub fn switch(mut self, name: &str) -> Topology {
-        self.switches.push(SwitchSpec { name: name.to_string() });
+        self.switches.push(SwitchSpec { name: name.to_string(), adopt: None });
+        self
+    }
+
+    /// Adds a switch that also joins `iface`, an existing interface of the
+    /// namespace the lab is built in (a NIC wired to a real router).
+    pub fn switch_with_port(mut self, name: &str, iface: &str) -> Topology {
+        self.switches.push(SwitchSpec { name: name.to_string(), adopt: Some(iface.to_string()) });
         self
     }
 
