@@ -76,6 +76,13 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "pptpd", package: "pptpd", paths: &[], used_for: "the PPTP server" },
     Tool { name: "pptp", package: "pptp-linux", paths: &[], used_for: "the PPTP client" },
     Tool { name: "openssl", package: "openssl", paths: &[], used_for: "test certificates for IPsec" },
+    Tool {
+        name: "conntrack",
+        package: "conntrack",
+        paths: &[],
+        used_for: "rebooting the Linux NAT (flushing its connections)",
+    },
+    Tool { name: "chromium", package: "chromium", paths: &[], used_for: "checking that the HTML report renders" },
 ];
 
 /// The tool called `name`.

@@ -77,7 +77,37 @@ pub trait RouterUnderTest: Send + Sync {
     fn kernel_routes(&self) -> bool;
     /// Starts the router in the lab's router host and waits until it is
     /// ready.
-    fn start(&self, lab: &Lab) -> Result<RunningRouter>;
+    fn start(&self, lab: &Lab, shape: &Shape) -> Result<RunningRouter>;
+    /// Reboots a running router: every mapping and every tracked call,
+    /// tunnel and SA is forgotten, the configuration stays.
+    fn reboot(&self, lab: &Lab, running: &mut RunningRouter, shape: &Shape) -> Result<()>;
+    /// Gives a running router another profile (state is lost, as when a
+    /// real router applies new settings).
+    fn change_profile(
+        &self,
+        _lab: &Lab,
+        _running: &mut RunningRouter,
+        _shape: &Shape,
+        _profile: Profile,
+    ) -> Result<()> {
+        Err(LabError::Input(format!("{} has no profiles to change", self.name())))
+    }
+    /// Where the router's two sides are captured: the host and kernel
+    /// interface on the LAN side, then on the WAN side.
+    fn capture_points<'l>(&self, lab: &'l Lab) -> Result<[(Host<'l>, String); 2]> {
+        let host = lab.host(ROUTER)?;
+        let (lan, wan) = (host.ifname(LAN_IF)?, host.ifname(WAN_IF)?);
+        Ok([(host, lan), (host, wan)])
+    }
+    /// The router's own LAN and WAN addressing, when the lab must follow
+    /// it (a real router); `None` when the lab chooses.
+    fn addressing(&self) -> Option<(Ipv4Net, Ipv4Net)> {
+        None
+    }
+    /// The lab this router is tested in.
+    fn topology(&self, shape: &Shape) -> Topology {
+        shaped_topology(self.kernel_routes(), shape)
+    }
 }
 
 /// A router that is running in a lab.
@@ -126,6 +156,17 @@ impl RunningRouter {
         ))
     }
 
+    /// Stops the router's process, if it has one.
+    pub fn stop(&mut self) -> Result<()> {
+        if let Some(p) = self.process.take() {
+            p.stop(Duration::from_secs(3))?;
+        }
+        if let Some(c) = self.control.take() {
+            let _ = std::fs::remove_file(c);
+        }
+        Ok(())
+    }
+
     /// The router's process, if it has one.
     pub fn process(&self) -> Option<&Process> {
         self.process.as_ref()
@@ -157,7 +198,7 @@ impl RouterUnderTest for RustNat {
         false
     }
 
-    fn start(&self, lab: &Lab) -> Result<RunningRouter> {
+    fn start(&self, lab: &Lab, shape: &Shape) -> Result<RunningRouter> {
         let host = lab.host(ROUTER)?;
         let (lan, wan) = (host.ifname(LAN_IF)?, host.ifname(WAN_IF)?);
         // The kernel of the router host must not see the NAT's traffic: a
@@ -175,14 +216,26 @@ impl RouterUnderTest for RustNat {
         let control = host.run_dir()?.join("nat.sock");
         let p = host.spawn(
             Cmd::new(self.binary.to_string_lossy())
-                .args(&["nat", "--lan", &lan, "--lan-addr", &lan_addr().to_string(), "--wan", &wan])
-                .args(&["--wan-addr", &wan_addr().to_string(), "--profile", &profile.to_string_lossy()])
+                .args(&["nat", "--lan", &lan, "--lan-addr", &shape.lan.to_string(), "--wan", &wan])
+                .args(&["--wan-addr", &shape.wan().to_string(), "--profile", &profile.to_string_lossy()])
                 .args(&["--control", "/run/nat.sock"])
                 .env("RUST_LOG", "info")
                 .label("nat"),
         )?;
         p.wait_for_path(&control, Duration::from_secs(10))?;
         Ok(RunningRouter { name: self.name(), process: Some(p), control: Some(control) })
+    }
+
+    fn reboot(&self, lab: &Lab, running: &mut RunningRouter, shape: &Shape) -> Result<()> {
+        running.stop()?;
+        *running = self.start(lab, shape)?;
+        Ok(())
+    }
+
+    fn change_profile(&self, lab: &Lab, running: &mut RunningRouter, shape: &Shape, profile: Profile) -> Result<()> {
+        running.stop()?;
+        *running = RustNat { profile, binary: self.binary.clone() }.start(lab, shape)?;
+        Ok(())
     }
 }
 
@@ -219,7 +272,7 @@ impl RouterUnderTest for LinuxNat {
         true
     }
 
-    fn start(&self, lab: &Lab) -> Result<RunningRouter> {
+    fn start(&self, lab: &Lab, _shape: &Shape) -> Result<RunningRouter> {
         crate::prereq::require_tool("nft")?;
         let host = lab.host(ROUTER)?;
         let rules = self.ruleset(&host.ifname(LAN_IF)?, &host.ifname(WAN_IF)?);
@@ -227,32 +280,246 @@ impl RouterUnderTest for LinuxNat {
         host.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]))?;
         Ok(RunningRouter { name: self.name(), process: None, control: None })
     }
+
+    /// The kernel forgets its connections (`conntrack -F`); the ruleset
+    /// stays, as it would across a reboot.
+    fn reboot(&self, lab: &Lab, _running: &mut RunningRouter, _shape: &Shape) -> Result<()> {
+        crate::prereq::require_tool("conntrack")?;
+        lab.host(ROUTER)?.run_ok(Cmd::argv(&["conntrack", "-F"]))?;
+        Ok(())
+    }
+}
+
+/// The shape of a NAT lab: how many hosts sit on each side of the router,
+/// and how the LAN is addressed.
+///
+/// Clients are `c1…` at the LAN's `.10` up, the router at the LAN prefix's
+/// address, servers `server`, `server2`… at `198.51.100.2` up (each with an
+/// inner address `10.10.0.j` on its loopback). With `double_nat`, the
+/// clients sit on a LAN of their own (`10.20.0.0/24`) behind a second NAT,
+/// `home` (a Linux NAT at the router's LAN `.2`). With more than one server
+/// or an intruder, the WAN is a switch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shape {
+    /// Client hosts.
+    pub clients: usize,
+    /// Server hosts on the WAN.
+    pub servers: usize,
+    /// The router's LAN address and the LAN prefix.
+    pub lan: Ipv4Net,
+    /// The router's public address and the WAN prefix.
+    pub wan: Ipv4Net,
+    /// The clients are behind a second NAT on the router's LAN.
+    pub double_nat: bool,
+    /// A WAN host that is nobody's peer ([`INTRUDER`]).
+    pub intruder: bool,
+}
+
+/// The second NAT's host name in a double-NAT [`Shape`].
+pub const HOME: &str = "home";
+
+impl Shape {
+    /// `clients` clients, one server, the default LAN.
+    pub fn new(clients: usize) -> Shape {
+        Shape { clients, servers: 1, lan: lan_addr(), wan: wan_addr(), double_nat: false, intruder: false }
+    }
+
+    /// The prefix and gateway of the LAN the clients are on.
+    pub fn client_lan(&self) -> Ipv4Net {
+        if self.double_nat { Ipv4Net::new(Ipv4Addr::new(10, 20, 0, 1), 24).unwrap_or_default() } else { self.lan }
+    }
+
+    /// Client `i`'s address (clients are numbered from 1).
+    pub fn client_addr(&self, i: usize) -> Ipv4Addr {
+        nth(self.client_lan(), 9 + i as u32)
+    }
+
+    /// The address the router sees client `i` as: its own, or the second
+    /// NAT's.
+    pub fn seen_as(&self, i: usize) -> Ipv4Addr {
+        if self.double_nat { self.home_addr() } else { self.client_addr(i) }
+    }
+
+    /// The second NAT's address on the router's LAN.
+    pub fn home_addr(&self) -> Ipv4Addr {
+        nth(self.lan, 2)
+    }
+
+    /// Server `j`'s host name (servers are numbered from 1).
+    pub fn server_name(&self, j: usize) -> String {
+        if j == 1 { SERVER.to_string() } else { format!("{SERVER}{j}") }
+    }
+
+    /// Server `j`'s address: the WAN's `.2` up, passing over the router's.
+    pub fn server_addr(&self, j: usize) -> Ipv4Addr {
+        (2..).map(|n| nth(self.wan, n)).filter(|a| *a != self.wan.addr()).nth(j - 1).unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+
+    /// Server `j`'s inner address, on its loopback: what tunnels reach.
+    pub fn server_inner(&self, j: usize) -> Ipv4Addr {
+        Ipv4Addr::new(10, 10, 0, j as u8)
+    }
+
+    /// The router's public address and the WAN prefix.
+    pub fn wan(&self) -> Ipv4Net {
+        self.wan
+    }
+
+    fn wan_switch(&self) -> bool {
+        self.servers > 1 || self.intruder
+    }
+}
+
+/// The `n`th address of `net`'s network.
+fn nth(net: Ipv4Net, n: u32) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + n)
+}
+
+/// A real router wired to two NICs of this machine: client hosts sit on
+/// a switch with its LAN port, servers on a switch with its WAN port. The
+/// suite cannot configure, reboot or count it.
+#[derive(Debug, Clone)]
+pub struct ExternalRouter {
+    /// The NIC wired to the router's LAN.
+    pub lan_port: String,
+    /// The NIC wired to the router's WAN.
+    pub wan_port: String,
+    /// The router's LAN address and prefix (the clients' gateway).
+    pub lan: Ipv4Net,
+    /// The router's WAN address and prefix (servers are put beside it).
+    pub wan: Ipv4Net,
+}
+
+impl RouterUnderTest for ExternalRouter {
+    fn name(&self) -> String {
+        format!("external router (LAN {} on {}, WAN {} on {})", self.lan, self.lan_port, self.wan, self.wan_port)
+    }
+
+    fn kernel_routes(&self) -> bool {
+        true
+    }
+
+    fn start(&self, lab: &Lab, shape: &Shape) -> Result<RunningRouter> {
+        // Ready when the first client reaches the router's LAN address.
+        let gateway = if shape.double_nat { lab.host(HOME)? } else { lab.host(&client(1))? };
+        let addr = shape.lan.addr().to_string();
+        let ready = (0..20).any(|_| {
+            gateway.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &addr])).is_ok_and(|o| o.status.success())
+        });
+        if !ready {
+            return Err(LabError::Input(format!(
+                "{}: no answer from the router's LAN address {addr} on {}: check the cabling and --lan",
+                self.name(),
+                self.lan_port
+            )));
+        }
+        Ok(RunningRouter { name: self.name(), process: None, control: None })
+    }
+
+    fn reboot(&self, _lab: &Lab, _running: &mut RunningRouter, _shape: &Shape) -> Result<()> {
+        Err(LabError::Input(format!("{}: the suite cannot reboot an external router", self.name())))
+    }
+
+    fn addressing(&self) -> Option<(Ipv4Net, Ipv4Net)> {
+        Some((self.lan, self.wan))
+    }
+
+    fn topology(&self, shape: &Shape) -> Topology {
+        placed_topology(Placement::External { lan_port: &self.lan_port, wan_port: &self.wan_port }, shape)
+    }
+
+    fn capture_points<'l>(&self, lab: &'l Lab) -> Result<[(Host<'l>, String); 2]> {
+        Ok([(lab.switch_host("lan")?, self.lan_port.clone()), (lab.switch_host("wan")?, self.wan_port.clone())])
+    }
+}
+
+/// Where the router under test is.
+enum Placement<'a> {
+    /// In the lab's router host; with kernel addresses and forwarding, or
+    /// without (a userspace router).
+    Host { kernel_routes: bool },
+    /// Outside, reached through two NICs joined to the lab's switches.
+    External { lan_port: &'a str, wan_port: &'a str },
 }
 
 /// The clients — router — server topology for `router` with `clients`
 /// clients.
 pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
-    let gw = lan_addr().addr().to_string();
-    let mut t = Topology::new().switch("lan");
-    for i in 1..=clients {
+    shaped_topology(router.kernel_routes(), &Shape::new(clients))
+}
+
+/// The topology of `shape`; `kernel_routes` gives the router host its
+/// addresses and forwarding (a kernel router), or leaves both to the
+/// router's own program.
+pub fn shaped_topology(kernel_routes: bool, shape: &Shape) -> Topology {
+    placed_topology(Placement::Host { kernel_routes }, shape)
+}
+
+fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
+    let mut t = match placement {
+        Placement::External { lan_port, .. } => Topology::new().switch_with_port("lan", lan_port),
+        Placement::Host { .. } => Topology::new().switch("lan"),
+    };
+    let client_switch = if shape.double_nat {
+        let home_lan = shape.client_lan().to_string();
+        t = t
+            .switch("homelan")
+            .host(HostSpec::new(HOME).forwarding().default_route(&shape.lan.addr().to_string()))
+            .link(
+                EndpointSpec::new(HOME, "wan0").addr(&format!("{}/{}", shape.home_addr(), shape.lan.prefix_len())),
+                "lan",
+            )
+            .link(EndpointSpec::new(HOME, "lan0").addr(&home_lan), "homelan");
+        "homelan"
+    } else {
+        "lan"
+    };
+    let gw = shape.client_lan().addr().to_string();
+    for i in 1..=shape.clients {
         let name = client(i);
+        let addr = format!("{}/{}", shape.client_addr(i), shape.client_lan().prefix_len());
         t = t
             .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(&name).default_route(&gw)))
-            .link(EndpointSpec::new(&name, "eth0").addr(&format!("{}/24", client_addr(i))), "lan");
+            .link(EndpointSpec::new(&name, "eth0").addr(&addr), client_switch);
     }
-    let (lan_end, wan_end, host) = if router.kernel_routes() {
-        (
-            EndpointSpec::new(ROUTER, LAN_IF).addr(&lan_addr().to_string()),
-            EndpointSpec::new(ROUTER, WAN_IF).addr(&wan_addr().to_string()),
-            HostSpec::new(ROUTER).forwarding(),
-        )
-    } else {
-        (EndpointSpec::new(ROUTER, LAN_IF), EndpointSpec::new(ROUTER, WAN_IF), HostSpec::new(ROUTER))
+    let server_end = |j: usize| {
+        EndpointSpec::new(&shape.server_name(j), "eth0").addr(&format!(
+            "{}/{}",
+            shape.server_addr(j),
+            shape.wan().prefix_len()
+        ))
     };
-    t.host(host)
-        .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(SERVER).loopback(&format!("{}/32", server_inner()))))
-        .link_spec(LinkSpec::new(lan_end, "lan"))
-        .link(wan_end, EndpointSpec::new(SERVER, "eth0").addr(&format!("{}/24", server_addr())))
+    for j in 1..=shape.servers {
+        let spec = HostSpec::new(&shape.server_name(j)).loopback(&format!("{}/32", shape.server_inner(j)));
+        t = t.host(crate::vpn::pppd::with_ppp_peer(spec));
+    }
+    match placement {
+        Placement::External { wan_port, .. } => t = t.switch_with_port("wan", wan_port),
+        Placement::Host { kernel_routes } => {
+            let (lan_end, wan_end, host) = if kernel_routes {
+                (
+                    EndpointSpec::new(ROUTER, LAN_IF).addr(&shape.lan.to_string()),
+                    EndpointSpec::new(ROUTER, WAN_IF).addr(&shape.wan().to_string()),
+                    HostSpec::new(ROUTER).forwarding(),
+                )
+            } else {
+                (EndpointSpec::new(ROUTER, LAN_IF), EndpointSpec::new(ROUTER, WAN_IF), HostSpec::new(ROUTER))
+            };
+            t = t.host(host).link_spec(LinkSpec::new(lan_end, "lan"));
+            if !shape.wan_switch() {
+                return t.link(wan_end, server_end(1));
+            }
+            t = t.switch("wan").link_spec(LinkSpec::new(wan_end, "wan"));
+        }
+    }
+    for j in 1..=shape.servers {
+        t = t.link_spec(LinkSpec::new(server_end(j), "wan").without_offloads());
+    }
+    if shape.intruder {
+        let intruder_end = EndpointSpec::new(INTRUDER, "eth0").addr(&format!("{}/24", intruder_addr()));
+        t = t.host(HostSpec::new(INTRUDER)).link_spec(LinkSpec::new(intruder_end, "wan").without_offloads());
+    }
+    t
 }
 
 /// `t`, a [`nat_topology`], with the WAN on a switch and the intruder on
@@ -278,7 +545,8 @@ pub struct NatLab {
     pub lab: Lab,
     /// The router.
     pub router: RunningRouter,
-    clients: usize,
+    /// Its shape.
+    pub shape: Shape,
 }
 
 impl NatLab {
@@ -294,9 +562,25 @@ impl NatLab {
         clients: usize,
         change: impl FnOnce(Topology) -> Topology,
     ) -> Result<NatLab> {
-        let lab = Lab::build(&change(nat_topology(router, clients)))?;
-        let running = router.start(&lab)?;
-        Ok(NatLab { lab, router: running, clients })
+        NatLab::build_shaped(router, &Shape::new(clients), change)
+    }
+
+    /// Builds the lab of `shape` as `change` leaves it, starts the second
+    /// NAT of a double-NAT shape, then the router.
+    pub fn build_shaped(
+        router: &dyn RouterUnderTest,
+        shape: &Shape,
+        change: impl FnOnce(Topology) -> Topology,
+    ) -> Result<NatLab> {
+        let lab = Lab::build(&change(router.topology(shape)))?;
+        if shape.double_nat {
+            let home = lab.host(HOME)?;
+            let rules = LinuxNat { pptp_helper: true }.ruleset(&home.ifname("lan0")?, &home.ifname("wan0")?);
+            let file = home.write_conf("home.nft", &rules)?;
+            home.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]))?;
+        }
+        let running = router.start(&lab, shape)?;
+        Ok(NatLab { lab, router: running, shape: shape.clone() })
     }
 
     /// Client `i` (from 1).
@@ -306,12 +590,17 @@ impl NatLab {
 
     /// How many clients the LAN has.
     pub fn clients(&self) -> usize {
-        self.clients
+        self.shape.clients
     }
 
     /// The server.
     pub fn server(&self) -> Result<Host<'_>> {
         self.lab.host(SERVER)
+    }
+
+    /// Server `j` (from 1).
+    pub fn server_n(&self, j: usize) -> Result<Host<'_>> {
+        self.lab.host(&self.shape.server_name(j))
     }
 
     /// Stops the router and tears the lab down.

@@ -347,8 +347,11 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
 /// and for each tunnel opens a socket on `first_port + n`, from which it
 /// sends the SCCRP (with its own Assigned Tunnel ID) and echoes every later
 /// message of that tunnel (data comes back as data to the client's Tunnel
-/// and Session IDs). Runs until killed; prints `listening` when bound.
-pub fn l2tp_lns_new_port(first_port: u16) -> io::Result<()> {
+/// and Session IDs). With `first_port` 1701 it answers from its main
+/// socket; with `to_port`, it sends every answer to that port of the
+/// client's address rather than to the port the SCCRQ came from (as some
+/// LNSs do). Runs until killed; prints `listening` when bound.
+pub fn l2tp_lns_new_port(first_port: u16, to_port: Option<u16>) -> io::Result<()> {
     let main = UdpSocket::bind(("0.0.0.0", l2tp::PORT))?;
     main.set_nonblocking(true)?;
     say(&format!("listening udp/{} (answers from {first_port} on)", l2tp::PORT));
@@ -373,7 +376,15 @@ pub fn l2tp_lns_new_port(first_port: u16) -> io::Result<()> {
                 });
                 let Some(client_tunnel) = client_tunnel else { continue };
                 let ours = 0x4000 + tunnels.len() as u16;
-                let sock = UdpSocket::bind(("0.0.0.0", first_port + tunnels.len() as u16))?;
+                let sock = if first_port == l2tp::PORT {
+                    main.try_clone()?
+                } else {
+                    UdpSocket::bind(("0.0.0.0", first_port + tunnels.len() as u16))?
+                };
+                let from = match to_port {
+                    Some(p) => SocketAddr::new(from.ip(), p),
+                    None => from,
+                };
                 sock.set_nonblocking(true)?;
                 let port = sock.local_addr()?.port();
                 let sccrp = l2tp::emit_control(client_tunnel, 0, l2tp::SCCRP, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, ours)]);
@@ -383,7 +394,7 @@ pub fn l2tp_lns_new_port(first_port: u16) -> io::Result<()> {
             }
         }
         for (i, fd) in fds.iter().enumerate().skip(1) {
-            if fd.revents == 0 {
+            if fd.revents == 0 || first_port == l2tp::PORT {
                 continue;
             }
             let (sock, client, client_tunnel) = &tunnels[i - 1];

@@ -248,6 +248,14 @@ impl<'lab> Charon<'lab> {
         self.wait_for_child(child, timeout)
     }
 
+    /// Rekeys the IKE_SA `ike` and its CHILD_SA `child` (new SPIs both), and
+    /// waits until the CHILD_SA is installed again.
+    pub fn rekey(&self, ike: &str, child: &str, timeout: Duration) -> Result<IkeSa> {
+        self.swanctl(&["--rekey", "--ike", ike], timeout)?;
+        self.swanctl(&["--rekey", "--child", child], timeout)?;
+        self.wait_for_child(child, timeout)
+    }
+
     /// The IKE_SAs charon has, over vici.
     pub fn sas(&self) -> Result<Vec<IkeSa>> {
         let mut v =

@@ -117,13 +117,20 @@ impl<'lab> Xl2tpd<'lab> {
         &self.process
     }
 
+    /// Writes a command to the control FIFO. xl2tpd creates the FIFO
+    /// before it opens it (and reopens it after each command): until it
+    /// reads, opening for writing fails with ENXIO, so that is waited out.
     fn control(&self, line: &str) -> Result<()> {
         let what = format!("host '{}': writing {line:?} to xl2tpd's control file", self.host.name());
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(nix::libc::O_NONBLOCK)
-            .open(&self.control)
-            .map_err(|e| LabError::io(&what, e))?;
+        let open = || std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK).open(&self.control);
+        let mut opened = open();
+        if matches!(&opened, Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO)) {
+            let _ = self.process.wait_until("read its control file", Duration::from_secs(5), || {
+                opened = open();
+                opened.is_ok()
+            });
+        }
+        let mut f = opened.map_err(|e| LabError::io(&what, e))?;
         f.write_all(format!("{line}\n").as_bytes()).map_err(|e| LabError::io(&what, e))
     }
 
