@@ -14,4 +14,5 @@ pub mod ppp;
 pub mod prereq;
 pub mod probe;
 pub mod router;
+pub mod scenario;
 pub mod vpn;

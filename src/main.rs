@@ -49,6 +49,65 @@ enum Command {
     /// an L2TP LNS that answers from a new port.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Play scenario files against a router under test, print the matrix
+    /// (family × case × mode or router), write the report. Exits 1 when an
+    /// expectation is not met.
+    Run(RunArgs),
+    /// List the scenarios and the test each one becomes per router.
+    List {
+        /// Scenario files or directories (default: scenarios/).
+        paths: Vec<PathBuf>,
+    },
+    /// Show a scenario: its story, what each router is expected to do, its
+    /// lab drawn.
+    Show {
+        /// A scenario file, or its name (`pptp::same-call-id`).
+        scenario: String,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Scenario files or directories (default: scenarios/).
+    paths: Vec<PathBuf>,
+    /// The router under test: `rust` (our NAT in every mode a file
+    /// lists), `linux` (the kernel's NAT), `both`, or `external` (a real
+    /// router wired to --lan-port and --wan-port).
+    #[arg(long, value_enum, default_value_t = RouterArg::Rust)]
+    router: RouterArg,
+    /// External router: the NIC wired to its LAN (joined to the clients'
+    /// switch for the run, given back after).
+    #[arg(long, required_if_eq("router", "external"))]
+    lan_port: Option<String>,
+    /// External router: the NIC wired to its WAN (joined to the servers'
+    /// switch).
+    #[arg(long, required_if_eq("router", "external"))]
+    wan_port: Option<String>,
+    /// External router: its LAN address and prefix; clients get addresses
+    /// in it from .10 up and use it as their gateway.
+    #[arg(long, default_value = "192.168.1.1/24")]
+    lan: ipnet::Ipv4Net,
+    /// External router: its WAN address and prefix; servers get addresses
+    /// beside it from .2 up.
+    #[arg(long, default_value = "198.51.100.1/24")]
+    wan: ipnet::Ipv4Net,
+    /// Only scenarios whose name (`family::case::router`) contains this.
+    #[arg(long)]
+    filter: Option<String>,
+    /// Scenarios played at once (each has its own lab).
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// The report directory.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RouterArg {
+    Rust,
+    Linux,
+    Both,
+    External,
 }
 
 #[derive(Subcommand)]
@@ -85,11 +144,15 @@ enum PeerCommand {
         #[arg(long, default_value_t = 64)]
         rounds: u16,
     },
-    /// An L2TP LNS that answers each SCCRQ from a new UDP port.
+    /// An L2TP LNS that answers each SCCRQ from a new UDP port (or from
+    /// 1701), optionally always to one port of the client.
     L2tpLns {
-        /// The port of the first tunnel's answers.
+        /// The port of the first tunnel's answers (1701: the main socket).
         #[arg(long, default_value_t = 40000)]
         first_port: u16,
+        /// Send answers to this port, whatever port the SCCRQ came from.
+        #[arg(long)]
+        to_port: Option<u16>,
     },
 }
 
@@ -202,10 +265,24 @@ enum LabCommand {
     /// Build a lab and keep it up until SIGINT or SIGTERM, for poking around
     /// with `ip netns exec`.
     Up {
+        /// A scenario (file or name, `pptp::same-call-id`): its lab with the
+        /// router under test running, no VPN endpoints started.
+        scenario: Option<String>,
         /// A topology file (TOML, see scenarios/topologies/); the demo
-        /// topology when absent.
-        #[arg(long)]
+        /// topology when neither is given.
+        #[arg(long, conflicts_with = "scenario")]
         topology: Option<PathBuf>,
+        /// With a scenario: the router, `rust` or `linux`.
+        #[arg(long, value_enum, default_value_t = RouterArg::Rust)]
+        router: RouterArg,
+        /// With a scenario and the Rust NAT: the passthrough mode.
+        #[arg(long, default_value = "full")]
+        mode: String,
+    },
+    /// Tear down labs that `lab up` keeps (all of them, or the run given).
+    Down {
+        /// A run id, as `lab up` printed it.
+        run: Option<String>,
     },
     /// Remove what runs whose process is gone left behind: namespaces,
     /// interfaces, processes, run records.
@@ -266,12 +343,17 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Doctor => return doctor_command(),
         Command::Lab(LabCommand::Demo { keep }) => demo(keep),
-        Command::Lab(LabCommand::Up { topology }) => up(topology),
+        Command::Lab(LabCommand::Up { scenario: Some(name), router, mode, .. }) => up_scenario(&name, router, &mode),
+        Command::Lab(LabCommand::Up { topology, .. }) => up(topology),
+        Command::Lab(LabCommand::Down { run }) => down(run.as_deref()),
         Command::Lab(LabCommand::Sweep) => sweep(),
         Command::Nat(args) => nat(args),
         Command::NatDump { control } => nat_dump(&control),
         Command::Probe(cmd) => return probe(cmd),
         Command::Peer(cmd) => return peer(cmd),
+        Command::Run(args) => return run_scenarios(args),
+        Command::List { paths } => list(paths),
+        Command::Show { scenario } => show(&scenario),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Shape::Star,
@@ -355,6 +437,211 @@ fn up(topology: Option<PathBuf>) -> Result<(), LabError> {
     loop {
         std::thread::park();
     }
+}
+
+fn scenario_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
+    if !paths.is_empty() {
+        return paths;
+    }
+    let here = PathBuf::from("scenarios");
+    vec![if here.is_dir() { here } else { vpn_passthrough::scenario::default_dir() }]
+}
+
+fn run_scenarios(args: RunArgs) -> ExitCode {
+    use vpn_passthrough::scenario::{self, Status, report, suite};
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    let mut scenarios = match scenario::load(&scenario_paths(args.paths)) {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = prereq::require_lab_privileges() {
+        return fail(e.to_string());
+    }
+    let binary = match vpn_passthrough::router::own_binary() {
+        Ok(b) => b,
+        Err(e) => return fail(e.to_string()),
+    };
+    let routers = match args.router {
+        RouterArg::Rust => suite::Routers::Rust,
+        RouterArg::Linux => suite::Routers::Linux,
+        RouterArg::Both => suite::Routers::Both,
+        RouterArg::External => suite::Routers::External(vpn_passthrough::router::ExternalRouter {
+            lan_port: args.lan_port.clone().unwrap_or_default(),
+            wan_port: args.wan_port.clone().unwrap_or_default(),
+            lan: args.lan,
+            wan: args.wan,
+        }),
+    };
+    if let Some(f) = &args.filter {
+        scenarios.retain(|s| routers.targets(s).iter().any(|t| format!("{}::{}", s.id, t.label()).contains(f)));
+    }
+    let total: usize = scenarios.iter().map(|s| routers.targets(s).len()).sum();
+    eprintln!(
+        "playing {} scenario files, {total} runs, against {}, {} at a time",
+        scenarios.len(),
+        routers.name(),
+        args.jobs
+    );
+    let started = Instant::now();
+    let progress = |n: usize, total: usize, o: &scenario::Outcome| {
+        let width = 30;
+        let filled = n * width / total.max(1);
+        eprintln!(
+            "[{}{}] {n:>3}/{total} {:>5}  {} ({:.1} s)",
+            "#".repeat(filled),
+            " ".repeat(width - filled),
+            o.status.word(),
+            o.name,
+            o.seconds
+        );
+        if o.status == Status::Fail {
+            for line in o.failure().lines().take(6) {
+                eprintln!("      {line}");
+            }
+        }
+    };
+    let mut outcomes = suite::run_all(&scenarios, &routers, &binary, args.jobs, &progress);
+    if let Some(f) = &args.filter {
+        outcomes.retain(|o| o.name.contains(f));
+    }
+    print!("{}", report::matrix_text(&outcomes));
+    println!("in {:.0} s", started.elapsed().as_secs_f64());
+    let dir = args.report.unwrap_or_else(suite::default_report_dir);
+    match report::write(&dir, &outcomes, &routers.name()) {
+        Ok(()) => println!("report: {}", dir.join("index.html").display()),
+        Err(e) => return fail(e),
+    }
+    if outcomes.iter().any(|o| o.status == Status::Fail) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
+fn list(paths: Vec<PathBuf>) -> Result<(), LabError> {
+    use vpn_passthrough::scenario::{self, suite};
+    let scenarios = scenario::load(&scenario_paths(paths)).map_err(LabError::Input)?;
+    for s in &scenarios {
+        let targets: Vec<String> = suite::Routers::Both.targets(s).iter().map(|t| t.label()).collect();
+        println!("{:<45} {}  [{}]", s.id, s.path.display(), targets.join(" "));
+    }
+    println!("{} scenario files", scenarios.len());
+    Ok(())
+}
+
+fn show(name: &str) -> Result<(), LabError> {
+    use vpn_passthrough::scenario::{self, Scenario, suite};
+    let path = PathBuf::from(name);
+    let s = if path.is_file() {
+        Scenario::load(&path).map_err(LabError::Input)?
+    } else {
+        let all = scenario::load(&scenario_paths(Vec::new())).map_err(LabError::Input)?;
+        let known: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
+        all.into_iter()
+            .find(|s| s.id == name)
+            .ok_or_else(|| LabError::Input(format!("no scenario {name}: give a file or one of {}", known.join(", "))))?
+    };
+    print!("{}", s.render());
+    for t in suite::Routers::Both.targets(&s) {
+        if let Some(e) = s.expect(t) {
+            println!("  {:<12} {}", t.label(), e.summary());
+        }
+    }
+    Ok(())
+}
+
+fn find_scenario(name: &str) -> Result<vpn_passthrough::scenario::Scenario, LabError> {
+    use vpn_passthrough::scenario::{self, Scenario};
+    let path = PathBuf::from(name);
+    if path.is_file() {
+        return Scenario::load(&path).map_err(LabError::Input);
+    }
+    let all = scenario::load(&scenario_paths(Vec::new())).map_err(LabError::Input)?;
+    let known: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
+    all.into_iter()
+        .find(|s| s.id == name)
+        .ok_or_else(|| LabError::Input(format!("no scenario {name}: give a file or one of {}", known.join(", "))))
+}
+
+/// Builds a scenario's lab with its router running and keeps it, printing
+/// a line per host to paste into a shell.
+fn up_scenario(name: &str, router: RouterArg, mode: &str) -> Result<(), LabError> {
+    use vpn_passthrough::router::{LinuxNat, NatLab, RouterUnderTest, RustNat};
+    use vpn_passthrough::scenario::Mode;
+    let s = find_scenario(name)?;
+    let router: Box<dyn RouterUnderTest> = match router {
+        RouterArg::Linux => Box::new(LinuxNat { pptp_helper: true }),
+        RouterArg::Rust => {
+            let m = Mode::ALL
+                .into_iter()
+                .find(|m| m.name() == mode)
+                .ok_or_else(|| LabError::Input(format!("--mode {mode}: allowed: off, naive, full")))?;
+            Box::new(RustNat::new(s.profile(m).map_err(LabError::Input)?)?)
+        }
+        _ => return Err(LabError::Input("lab up plays the rust or linux router".into())),
+    };
+    let nl = NatLab::build_shaped(router.as_ref(), &s.file.topology.shape(), |t| t)?;
+    print!("{}", nl.lab);
+    println!("# {} with {}; paste into a shell:", s.id, router.name());
+    for name in nl.lab.netns_names() {
+        let host = name.split_once('-').map(|(_, h)| h).unwrap_or(&name).to_uppercase().replace('-', "_");
+        println!("export {host}=\"ip netns exec {name}\"");
+    }
+    println!(
+        "# then e.g. $C1 ping {}; `vpn-passthrough lab down {}` (or SIGINT) tears it down",
+        nl.shape.server_addr(1),
+        nl.lab.run_id()
+    );
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Sends SIGTERM to the `lab up` processes that own runs (or `run`), and
+/// waits until their records are gone.
+fn down(run: Option<&str>) -> Result<(), LabError> {
+    use vpn_passthrough::lab::RunId;
+    use vpn_passthrough::lab::runs::{RUNS_DIR, RunRecord};
+    prereq::require_lab_privileges()?;
+    let mut stopped = Vec::new();
+    for entry in std::fs::read_dir(RUNS_DIR).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if run.is_some_and(|r| r != file) {
+            continue;
+        }
+        let Some(id) = RunId::parse(&file) else { continue };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let Some(record) = RunRecord::parse(id, &text) else { continue };
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", record.pid)).unwrap_or_default();
+        let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let is_up = args.windows(2).any(|w| w[0] == "lab" && w[1] == "up");
+        if !record.owner_alive() || !is_up {
+            continue;
+        }
+        let pid = nix::unistd::Pid::from_raw(record.pid as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| LabError::io(format!("stopping lab up (pid {})", record.pid), e.into()))?;
+        stopped.push(entry.path());
+        println!("lab {file}: stopping (pid {})", record.pid);
+    }
+    if stopped.is_empty() {
+        println!(
+            "{}",
+            match run {
+                Some(r) => format!("no lab up owns run {r}"),
+                None => "no lab up is running".into(),
+            }
+        );
+        return Ok(());
+    }
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while stopped.iter().any(|p| p.exists()) {
+        if Instant::now() > deadline {
+            return Err(LabError::Input("lab up did not finish tearing down within 15 s; try `lab sweep`".into()));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    println!("torn down");
+    Ok(())
 }
 
 fn sweep() -> Result<(), LabError> {
@@ -496,6 +783,6 @@ fn peer(cmd: PeerCommand) -> ExitCode {
             }
         }
         PeerCommand::Hostile { target, rounds } => done(scripted::hostile(target, rounds).map(|_| ())),
-        PeerCommand::L2tpLns { first_port } => done(scripted::l2tp_lns_new_port(first_port)),
+        PeerCommand::L2tpLns { first_port, to_port } => done(scripted::l2tp_lns_new_port(first_port, to_port)),
     }
 }

@@ -1,0 +1,892 @@
+//! Scenario files: what each key means is documented in
+//! `scenarios/README.md`; this module reads them and says precisely what
+//! is wrong with a broken one (file, line, key, what is allowed).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::nat::Profile;
+use crate::router::Shape;
+
+/// A VPN family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Family {
+    /// PPTP: pptp to pptpd, our PPP peer on both ends.
+    Pptp,
+    /// L2TP: an xl2tpd LAC to an xl2tpd LNS.
+    L2tp,
+    /// L2TP inside an IKEv2 CHILD_SA narrowed to udp/1701.
+    L2tpIpsec,
+    /// IKEv2 with NAT-T (strongSwan).
+    Ikev2,
+    /// IKEv1 main mode with NAT-T (strongSwan).
+    Ikev1,
+    /// Raw ESP (IP protocol 50) between scripted peers.
+    Esp,
+}
+
+impl Family {
+    /// Every family, in report order.
+    pub const ALL: [Family; 6] =
+        [Family::Pptp, Family::L2tp, Family::L2tpIpsec, Family::Ikev2, Family::Ikev1, Family::Esp];
+
+    /// The name used in files and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Pptp => "pptp",
+            Family::L2tp => "l2tp",
+            Family::L2tpIpsec => "l2tp-ipsec",
+            Family::Ikev2 => "ikev2",
+            Family::Ikev1 => "ikev1",
+            Family::Esp => "esp",
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A passthrough mode of the Rust NAT: the preset a scenario runs it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// `passthrough-off`.
+    Off,
+    /// `naive`: what cheap firmware does.
+    Naive,
+    /// `full`: every ALG.
+    Full,
+}
+
+impl Mode {
+    /// Every mode.
+    pub const ALL: [Mode; 3] = [Mode::Off, Mode::Naive, Mode::Full];
+
+    /// The name used in files and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Off => "off",
+            Mode::Naive => "naive",
+            Mode::Full => "full",
+        }
+    }
+
+    /// The Rust NAT preset.
+    pub fn preset(self) -> &'static str {
+        match self {
+            Mode::Off => "passthrough-off",
+            Mode::Naive => "naive",
+            Mode::Full => "full",
+        }
+    }
+}
+
+fn all_modes() -> Vec<Mode> {
+    Mode::ALL.to_vec()
+}
+
+/// A scenario file as written.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    /// The VPN family.
+    pub family: Family,
+    /// The case name; the file's name without `.toml` when absent.
+    #[serde(default)]
+    pub case: Option<String>,
+    /// One or two sentences for the report.
+    pub description: String,
+    /// The Rust NAT modes this story is played in.
+    #[serde(default = "all_modes")]
+    pub modes: Vec<Mode>,
+    /// Hosts and addressing.
+    #[serde(default)]
+    pub topology: TopologyDoc,
+    /// Profile fields laid over each mode's preset (Rust NAT only).
+    #[serde(default)]
+    pub router: toml::Table,
+    /// Options of the VPN endpoints.
+    #[serde(default)]
+    pub endpoints: Endpoints,
+    /// What happens, in order.
+    #[serde(rename = "step")]
+    pub steps: Vec<Step>,
+    /// What must be seen: keys `off`, `naive`, `full`, `rust` (every mode
+    /// without its own), `linux`, `external`.
+    pub expect: BTreeMap<String, Expect>,
+}
+
+/// Hosts and addressing.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopologyDoc {
+    /// Clients behind the router.
+    pub clients: usize,
+    /// Servers on the WAN; clients are spread over them in turn.
+    pub servers: usize,
+    /// The router's LAN address and prefix.
+    pub lan: Ipv4Net,
+    /// Clients behind a second (Linux) NAT on the router's LAN.
+    pub double_nat: bool,
+    /// A hostile WAN host beside the servers.
+    pub intruder: bool,
+}
+
+impl Default for TopologyDoc {
+    fn default() -> TopologyDoc {
+        let s = Shape::new(1);
+        TopologyDoc { clients: s.clients, servers: s.servers, lan: s.lan, double_nat: false, intruder: false }
+    }
+}
+
+impl TopologyDoc {
+    /// The lab shape.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            clients: self.clients,
+            servers: self.servers,
+            lan: self.lan,
+            wan: crate::router::wan_addr(),
+            double_nat: self.double_nat,
+            intruder: self.intruder,
+        }
+    }
+}
+
+/// IPsec authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpsecAuth {
+    /// A pre-shared key.
+    #[default]
+    Psk,
+    /// Certificates from a throwaway CA (large IKE_AUTH messages, IP
+    /// fragments through the NAT).
+    Certificates,
+}
+
+/// The L2TP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Lns {
+    /// xl2tpd.
+    #[default]
+    Xl2tpd,
+    /// A scripted LNS that sends every answer from port 1701 to port 1701,
+    /// whatever port the SCCRQ came from.
+    #[serde(rename = "replies-to-1701")]
+    RepliesTo1701,
+    /// A scripted LNS that answers each tunnel from a new port (40000 up).
+    NewPort,
+}
+
+/// Options of the VPN endpoints.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Endpoints {
+    /// Seconds a client may take to bring its tunnel up.
+    pub connect_timeout_s: u64,
+    /// PPTP: every client draws the same Call ID.
+    pub same_call_id: bool,
+    /// IPsec: authentication.
+    pub auth: IpsecAuth,
+    /// IPsec: NAT-T keepalive interval of the clients, seconds.
+    pub keepalive_s: u64,
+    /// L2TP: the server.
+    pub lns: Lns,
+    /// Raw ESP: how long the server holds each echo, ms (clients that start
+    /// "at once" send before the first echo returns).
+    pub esp_delay_ms: u64,
+    /// Clamp the TCP MSS every client and server advertises (splits PPTP
+    /// control messages over several segments); 0 leaves it.
+    pub mss: u16,
+}
+
+impl Default for Endpoints {
+    fn default() -> Endpoints {
+        Endpoints {
+            connect_timeout_s: 10,
+            same_call_id: false,
+            auth: IpsecAuth::Psk,
+            keepalive_s: 20,
+            lns: Lns::Xl2tpd,
+            esp_delay_ms: 0,
+            mss: 0,
+        }
+    }
+}
+
+/// Which clients a step is for: every client when absent.
+pub type Clients = Option<Vec<usize>>;
+
+/// A traffic direction through a tunnel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    /// Client to server.
+    Out,
+    /// Server to client.
+    In,
+}
+
+fn both_directions() -> Vec<Direction> {
+    vec![Direction::Out, Direction::In]
+}
+
+fn traffic_name() -> String {
+    "traffic".into()
+}
+
+/// One step of a story.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Step {
+    /// Clients bring their tunnels up, one after the other; a tunnel that
+    /// does not come up is an observation, not an error.
+    Connect {
+        /// Which clients.
+        #[serde(default)]
+        clients: Clients,
+    },
+    /// Clients take their tunnels down.
+    Disconnect {
+        /// Which clients.
+        #[serde(default)]
+        clients: Clients,
+    },
+    /// Pings through each client's tunnel: every client's `out` first, in
+    /// order, then every client's `in`.
+    Traffic {
+        /// Which clients.
+        #[serde(default)]
+        clients: Clients,
+        /// Which directions.
+        #[serde(default = "both_directions")]
+        directions: Vec<Direction>,
+        /// The name expectations refer to.
+        #[serde(default = "traffic_name")]
+        name: String,
+    },
+    /// Nothing happens for a while.
+    Wait {
+        /// Seconds.
+        seconds: f64,
+    },
+    /// IPsec clients rekey their IKE SA and CHILD_SA.
+    Rekey {
+        /// Which clients.
+        #[serde(default)]
+        clients: Clients,
+    },
+    /// The router reboots: its mappings and tracked calls are gone.
+    Reboot,
+    /// A client's LAN link goes down.
+    LinkDown {
+        /// The client.
+        client: usize,
+    },
+    /// A client's LAN link comes back.
+    LinkUp {
+        /// The client.
+        client: usize,
+    },
+    /// The router gets another passthrough mode (Rust NAT: a restart with
+    /// that preset).
+    Profile {
+        /// The mode.
+        mode: Mode,
+    },
+    /// The intruder sends spoofed GRE, ESP, L2TP, IKE and NAT-T at the
+    /// router's public address.
+    Hostile {
+        /// Rounds of 7 packets.
+        #[serde(default = "default_rounds")]
+        rounds: u16,
+    },
+}
+
+fn default_rounds() -> u16 {
+    32
+}
+
+impl Step {
+    /// The step's kind, as written.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Connect { .. } => "connect",
+            Step::Disconnect { .. } => "disconnect",
+            Step::Traffic { .. } => "traffic",
+            Step::Wait { .. } => "wait",
+            Step::Rekey { .. } => "rekey",
+            Step::Reboot => "reboot",
+            Step::LinkDown { .. } => "link-down",
+            Step::LinkUp { .. } => "link-up",
+            Step::Profile { .. } => "profile",
+            Step::Hostile { .. } => "hostile",
+        }
+    }
+}
+
+/// A tunnel's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TunnelState {
+    /// Established.
+    Up,
+    /// Not established (never, or no more).
+    Down,
+}
+
+/// What crossed a tunnel in a traffic step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Both directions.
+    Both,
+    /// Client to server only.
+    Out,
+    /// Server to client only.
+    In,
+    /// Neither.
+    None,
+}
+
+/// The story's verdict for one router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The VPN works through this router.
+    #[default]
+    Works,
+    /// It breaks, and the expectations say exactly how: an expected failure.
+    Breaks,
+}
+
+/// What must be seen for one router kind. Every key is optional; each one
+/// given is checked.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// Whether the VPN works (`works`) or breaks as expected (`breaks`).
+    #[serde(default)]
+    pub outcome: Verdict,
+    /// Why, for the report (required with `breaks`).
+    #[serde(default)]
+    pub why: Option<String>,
+    /// Skip this router kind, with the reason.
+    #[serde(default)]
+    pub skip: Option<String>,
+    /// Each client's tunnel after the last connect (in client order).
+    #[serde(default)]
+    pub tunnels: Option<Vec<TunnelState>>,
+    /// What crossed each client's tunnel in the traffic step named
+    /// `traffic` (in client order).
+    #[serde(default)]
+    pub traffic: Option<Vec<Delivery>>,
+    /// The same for other traffic steps, by name.
+    #[serde(default)]
+    pub traffic_at: BTreeMap<String, Vec<Delivery>>,
+    /// Raw ESP: whether each client received echoes meant for another.
+    #[serde(default)]
+    pub foreign: Option<Vec<bool>>,
+    /// On the LAN, traffic for one client's tunnel reached another:
+    /// `{ c1 = "c2" }` (PPTP GRE by inner address, ESP by SPI).
+    #[serde(default)]
+    pub misdelivered: BTreeMap<String, String>,
+    /// PPTP: the Call IDs of the Outgoing-Call-Requests differ between LAN
+    /// and WAN.
+    #[serde(default)]
+    pub call_ids_rewritten: Option<bool>,
+    /// PPTP: the clients' Call IDs on the LAN are all different.
+    #[serde(default)]
+    pub lan_call_ids_distinct: Option<bool>,
+    /// PPTP: the calls' Call IDs on the WAN are all different.
+    #[serde(default)]
+    pub wan_call_ids_distinct: Option<bool>,
+    /// How many public source ports the router used towards a server
+    /// port: `{ "udp/500" = 1 }`.
+    #[serde(default)]
+    pub public_ports: BTreeMap<String, usize>,
+    /// L2TP: whether an SCCRP reached each client on the LAN.
+    #[serde(default)]
+    pub l2tp_answered: Option<Vec<bool>>,
+    /// Whether any packet from the intruder reached the LAN.
+    #[serde(default)]
+    pub intruder_reached_lan: Option<bool>,
+    /// Rust NAT drop counters by reason: `"0"`, `">0"` or a number.
+    #[serde(default)]
+    pub counters: BTreeMap<String, String>,
+}
+
+impl Expect {
+    /// The expectation in one line.
+    pub fn summary(&self) -> String {
+        let mut parts = vec![match self.outcome {
+            Verdict::Works => "works".to_string(),
+            Verdict::Breaks => format!("breaks ({})", self.why.as_deref().unwrap_or("")),
+        }];
+        if let Some(r) = &self.skip {
+            return format!("skipped: {r}");
+        }
+        let join = |v: Vec<String>| v.join(" ");
+        if let Some(t) = &self.tunnels {
+            parts.push(format!("tunnels {}", join(t.iter().map(|s| format!("{s:?}").to_lowercase()).collect())));
+        }
+        if let Some(t) = &self.traffic {
+            parts.push(format!("traffic {}", join(t.iter().map(|s| format!("{s:?}").to_lowercase()).collect())));
+        }
+        for (name, t) in &self.traffic_at {
+            parts.push(format!("{name}: {}", join(t.iter().map(|s| format!("{s:?}").to_lowercase()).collect())));
+        }
+        parts.join("; ")
+    }
+}
+
+/// One scenario: a file played against one router kind (and, for the
+/// Rust NAT, one mode).
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file.
+    pub path: PathBuf,
+    /// `family::case`.
+    pub id: String,
+    /// The case.
+    pub case: String,
+    /// What the file says.
+    pub file: ScenarioFile,
+}
+
+/// A router kind a scenario is played against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum Target {
+    /// The Rust NAT in a mode.
+    Rust(Mode),
+    /// The Linux kernel's NAT.
+    Linux,
+    /// A real router on two NICs.
+    External,
+}
+
+impl Target {
+    /// The last part of a test name: `rust-full`, `linux`, `external`.
+    pub fn label(self) -> String {
+        match self {
+            Target::Rust(m) => format!("rust-{}", m.name()),
+            Target::Linux => "linux".into(),
+            Target::External => "external".into(),
+        }
+    }
+
+    /// The matrix column: the mode, or the router kind.
+    pub fn column(self) -> String {
+        match self {
+            Target::Rust(m) => m.name().into(),
+            Target::Linux => "linux".into(),
+            Target::External => "external".into(),
+        }
+    }
+}
+
+impl Scenario {
+    /// Reads and checks a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: cannot read the scenario: {e}", path.display()))?;
+        Scenario::parse(path, &text)
+    }
+
+    /// Reads and checks scenario text that came from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<Scenario, String> {
+        let file: ScenarioFile = toml::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+        let case = match &file.case {
+            Some(c) => c.clone(),
+            None => path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default(),
+        };
+        let s = Scenario { path: path.to_path_buf(), id: format!("{}::{case}", file.family), case, file };
+        s.check(text)?;
+        Ok(s)
+    }
+
+    /// The router kinds this file is played against, in order.
+    pub fn targets(&self) -> Vec<Target> {
+        let mut t: Vec<Target> = self.file.modes.iter().map(|m| Target::Rust(*m)).collect();
+        t.push(Target::Linux);
+        t
+    }
+
+    /// What must be seen with `target`.
+    pub fn expect(&self, target: Target) -> Option<&Expect> {
+        let e = &self.file.expect;
+        match target {
+            Target::Rust(m) => e.get(m.name()).or_else(|| e.get("rust")),
+            Target::Linux => e.get("linux"),
+            Target::External => e.get("external").or_else(|| e.get("full")).or_else(|| e.get("rust")),
+        }
+    }
+
+    /// The Rust NAT's profile in `mode`: the preset with the file's
+    /// `[router]` fields laid over it.
+    pub fn profile(&self, mode: Mode) -> Result<Profile, String> {
+        let preset = Profile::preset(mode.preset()).ok_or_else(|| format!("no preset {}", mode.preset()))?;
+        if self.file.router.is_empty() {
+            return Ok(preset);
+        }
+        let mut base = toml::Table::try_from(&preset).map_err(|e| e.to_string())?;
+        merge(&mut base, &self.file.router);
+        let mut p: Profile = base
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("{}: [router]: {}", self.path.display(), e.message()))?;
+        p.name = format!("{} + scenario", mode.preset());
+        Ok(p)
+    }
+
+    /// The story in a few lines: name, file, description, the lab drawn,
+    /// the steps.
+    pub fn render(&self) -> String {
+        let f = &self.file;
+        let steps: Vec<&str> = f.steps.iter().map(Step::kind).collect();
+        let modes: Vec<&str> = f.modes.iter().map(|m| m.name()).collect();
+        format!(
+            "{}\n  file: {}\n  {}\n\n{}\n  steps: {}\n  Rust NAT modes: {}\n  expected:\n",
+            self.id,
+            self.path.display(),
+            f.description,
+            super::report::topology_text(&f.topology.shape(), |i| self.server_of(i)),
+            steps.join(" → "),
+            modes.join(", ")
+        )
+    }
+
+    /// The server client `i` talks to.
+    pub fn server_of(&self, i: usize) -> usize {
+        (i - 1) % self.file.topology.servers.max(1) + 1
+    }
+
+    fn check(&self, text: &str) -> Result<(), String> {
+        let f = &self.file;
+        let at = |path: &[&str], msg: String| -> String {
+            let line = locate(text, path).map(|l| format!(":{l}")).unwrap_or_default();
+            format!("{}{line}: {}: {msg}", self.path.display(), path.join("."))
+        };
+        let t = &f.topology;
+        if !(1..=16).contains(&t.clients) {
+            return Err(at(&["topology", "clients"], format!("{} clients; allowed: 1 to 16", t.clients)));
+        }
+        if !(1..=8).contains(&t.servers) {
+            return Err(at(&["topology", "servers"], format!("{} servers; allowed: 1 to 8", t.servers)));
+        }
+        if t.lan.prefix_len() > 26 || t.lan.addr() == t.lan.network() {
+            return Err(at(
+                &["topology", "lan"],
+                format!("{}: give the router's address with a prefix of /26 or shorter, e.g. 192.168.1.1/24", t.lan),
+            ));
+        }
+        if f.modes.is_empty() {
+            return Err(at(&["modes"], "no modes; allowed: off, naive, full".into()));
+        }
+        if f.steps.is_empty() {
+            return Err(at(&["step"], "no steps: a story needs at least a connect".into()));
+        }
+        let client_ok = |c: usize| (1..=t.clients).contains(&c);
+        for (n, step) in f.steps.iter().enumerate() {
+            let where_ = format!("step {} ({})", n + 1, step.kind());
+            let bad =
+                |c: usize| at(&["step"], format!("{where_}: client {c}; this topology has clients 1 to {}", t.clients));
+            match step {
+                Step::Connect { clients } | Step::Disconnect { clients } | Step::Rekey { clients } => {
+                    if let Some(c) = clients.iter().flatten().find(|c| !client_ok(**c)) {
+                        return Err(bad(*c));
+                    }
+                }
+                Step::Traffic { clients, directions, .. } => {
+                    if let Some(c) = clients.iter().flatten().find(|c| !client_ok(**c)) {
+                        return Err(bad(*c));
+                    }
+                    if directions.is_empty() {
+                        return Err(at(&["step"], format!("{where_}: no directions; allowed: out, in")));
+                    }
+                }
+                Step::LinkDown { client } | Step::LinkUp { client } if !client_ok(*client) => {
+                    return Err(bad(*client));
+                }
+                Step::Wait { seconds } if !(0.0..=300.0).contains(seconds) => {
+                    return Err(at(&["step"], format!("{where_}: {seconds} s; allowed: 0 to 300")));
+                }
+                Step::Hostile { .. } if !t.intruder => {
+                    return Err(at(&["step"], format!("{where_}: needs `intruder = true` in [topology]")));
+                }
+                _ => {}
+            }
+        }
+        const KEYS: [&str; 6] = ["off", "naive", "full", "rust", "linux", "external"];
+        for key in f.expect.keys() {
+            if !KEYS.contains(&key.as_str()) {
+                return Err(at(&["expect", key], format!("unknown router kind; allowed: {}", KEYS.join(", "))));
+            }
+        }
+        for target in self.targets() {
+            if self.expect(target).is_none() {
+                let key = target.column();
+                return Err(at(
+                    &["expect"],
+                    format!("nothing expected for `{key}`: add [expect.{key}] (or [expect.rust] for every mode)"),
+                ));
+            }
+        }
+        let names: Vec<&str> = f
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Traffic { name, .. } => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        for (key, e) in &f.expect {
+            let per_client = |field: &str, len: Option<usize>| -> Result<(), String> {
+                match len {
+                    Some(n) if n != t.clients => Err(at(
+                        &["expect", key, field],
+                        format!("{n} entries for {} clients: give one per client", t.clients),
+                    )),
+                    _ => Ok(()),
+                }
+            };
+            per_client("tunnels", e.tunnels.as_ref().map(Vec::len))?;
+            per_client("traffic", e.traffic.as_ref().map(Vec::len))?;
+            per_client("foreign", e.foreign.as_ref().map(Vec::len))?;
+            per_client("l2tp_answered", e.l2tp_answered.as_ref().map(Vec::len))?;
+            if e.traffic.is_some() && !names.contains(&"traffic") {
+                return Err(at(&["expect", key, "traffic"], "no traffic step is named `traffic`".into()));
+            }
+            for (name, v) in &e.traffic_at {
+                if !names.contains(&name.as_str()) {
+                    return Err(at(
+                        &["expect", key, "traffic_at"],
+                        format!("no traffic step is named `{name}`; the steps are named {names:?}"),
+                    ));
+                }
+                per_client("traffic_at", Some(v.len()))?;
+            }
+            if e.outcome == Verdict::Breaks && e.why.is_none() && e.skip.is_none() {
+                return Err(at(&["expect", key, "outcome"], "`breaks` needs a `why` for the report".into()));
+            }
+            for (from, to) in &e.misdelivered {
+                for c in [from, to] {
+                    if client_number(c).is_none_or(|n| !client_ok(n)) {
+                        return Err(at(
+                            &["expect", key, "misdelivered"],
+                            format!("`{c}`: name clients c1 to c{}", t.clients),
+                        ));
+                    }
+                }
+            }
+            for port in e.public_ports.keys() {
+                if parse_port(port).is_none() {
+                    return Err(at(
+                        &["expect", key, "public_ports"],
+                        format!("`{port}`: write a protocol and port, e.g. \"udp/500\""),
+                    ));
+                }
+            }
+            for (name, want) in &e.counters {
+                if matches!(key.as_str(), "linux" | "external") {
+                    return Err(at(&["expect", key, "counters"], "counters are the Rust NAT's only".into()));
+                }
+                if parse_count(want).is_none() {
+                    return Err(at(
+                        &["expect", key, "counters", name],
+                        format!("`{want}`; allowed: \"0\", \">0\" or a number"),
+                    ));
+                }
+            }
+        }
+        for m in &f.modes {
+            self.profile(*m).map_err(|e| at(&["router"], e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `c3` → 3.
+pub fn client_number(name: &str) -> Option<usize> {
+    name.strip_prefix('c')?.parse().ok()
+}
+
+/// `"udp/500"` → (17, 500).
+pub fn parse_port(s: &str) -> Option<(u8, u16)> {
+    let (proto, port) = s.split_once('/')?;
+    let proto = match proto {
+        "udp" => 17,
+        "tcp" => 6,
+        _ => return None,
+    };
+    Some((proto, port.parse().ok()?))
+}
+
+/// A counter expectation: `Some(None)` for `>0`, `Some(Some(n))` for a
+/// number.
+pub fn parse_count(s: &str) -> Option<Option<u64>> {
+    if s.trim() == ">0" {
+        return Some(None);
+    }
+    s.trim().parse().ok().map(Some)
+}
+
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// A TOML error as `file:line:column: message`, with the offending line.
+fn syntax_error(path: &Path, text: &str, e: &toml::de::Error) -> String {
+    let Some(span) = e.span() else { return format!("{}: {}", path.display(), e.message()) };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    let source = text.lines().nth(line - 1).unwrap_or("");
+    format!("{}:{line}:{col}: {}\n    {source}", path.display(), e.message().trim_end())
+}
+
+/// The line of the key at `path` (`["expect", "naive", "tunnels"]`): the
+/// table header and the key below it, or the header alone.
+fn locate(text: &str, path: &[&str]) -> Option<usize> {
+    let mut table: Vec<String> = Vec::new();
+    let mut header_line = None;
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim();
+        if let Some(h) = l.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            table = h.split('.').map(|s| s.trim().to_string()).collect();
+        } else if let Some(h) = l.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = h.split('.').map(|s| s.trim().trim_matches('"').to_string()).collect();
+        } else if let Some((key, _)) = l.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            let mut full = table.clone();
+            full.push(key.to_string());
+            if full.len() >= path.len() && full.iter().zip(path).all(|(a, b)| a == b) {
+                return Some(n + 1);
+            }
+            continue;
+        } else {
+            continue;
+        }
+        if table.len() <= path.len() && table.iter().zip(path).all(|(a, b)| a == b) && !table.is_empty() {
+            header_line = header_line.or(Some(n + 1));
+            if table.len() == path.len() {
+                return Some(n + 1);
+            }
+        }
+    }
+    header_line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+family = "pptp"
+description = "one client"
+
+[[step]]
+do = "connect"
+
+[[step]]
+do = "traffic"
+
+[expect.rust]
+tunnels = ["up"]
+traffic = ["both"]
+
+[expect.off]
+outcome = "breaks"
+why = "GRE is dropped"
+tunnels = ["down"]
+
+[expect.linux]
+tunnels = ["up"]
+"#;
+
+    fn parse(text: &str) -> Result<Scenario, String> {
+        Scenario::parse(Path::new("scenarios/pptp/one-client.toml"), text)
+    }
+
+    #[test]
+    fn a_good_file_loads_with_its_targets_and_expectations() {
+        let s = parse(GOOD).expect("loads");
+        assert_eq!(s.id, "pptp::one-client");
+        assert_eq!(s.targets().len(), 4);
+        assert_eq!(s.expect(Target::Rust(Mode::Off)).map(|e| e.outcome), Some(Verdict::Breaks));
+        assert_eq!(s.expect(Target::Rust(Mode::Naive)).map(|e| e.outcome), Some(Verdict::Works));
+        assert!(s.expect(Target::Linux).is_some());
+    }
+
+    #[test]
+    fn an_unknown_key_names_file_line_and_what_is_allowed() {
+        let text = GOOD.replace("tunnels = [\"up\"]\ntraffic", "tunnel = [\"up\"]\ntraffic");
+        let e = parse(&text).expect_err("unknown key");
+        assert!(e.starts_with("scenarios/pptp/one-client.toml:12:1:"), "{e}");
+        assert!(e.contains("unknown field `tunnel`") && e.contains("tunnels"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_value_names_the_allowed_ones() {
+        let e = parse(&GOOD.replace("family = \"pptp\"", "family = \"wireguard\"")).expect_err("bad family");
+        assert!(e.contains(":2:") && e.contains("pptp") && e.contains("l2tp-ipsec"), "{e}");
+        let e = parse(&GOOD.replace("do = \"traffic\"", "do = \"dance\"")).expect_err("bad step");
+        assert!(e.contains(":9:") && e.contains("dance") && e.contains("reboot"), "{e}");
+    }
+
+    #[test]
+    fn semantic_mistakes_point_at_their_key() {
+        let e = parse(&GOOD.replace("traffic = [\"both\"]", "traffic = [\"both\", \"both\"]")).expect_err("length");
+        assert!(e.contains(":13: expect.rust.traffic: 2 entries for 1 clients"), "{e}");
+        let e = parse(&GOOD.replace("[expect.linux]\ntunnels = [\"up\"]\n", "")).expect_err("no linux");
+        assert!(e.contains("nothing expected for `linux`"), "{e}");
+        let e = parse(&GOOD.replace("why = \"GRE is dropped\"\n", "")).expect_err("breaks without why");
+        assert!(e.contains(":16: expect.off.outcome"), "{e}");
+        let e = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nclients = [3]")).expect_err("client");
+        assert!(e.contains("client 3; this topology has clients 1 to 1"), "{e}");
+        let e = parse(&format!("{GOOD}\n[expect.linux.counters]\nx = \"0\"\n")).expect_err("dup or counters");
+        assert!(e.contains("linux"), "{e}");
+    }
+
+    #[test]
+    fn the_readme_example_loads() {
+        let readme = include_str!("../../scenarios/README.md");
+        let start = readme.find("```toml\n").expect("the README has an example") + 8;
+        let text = &readme[start..];
+        let text = &text[..text.find("```").expect("the example ends")];
+        let s = Scenario::parse(Path::new("scenarios/pptp/same-call-id.toml"), text).expect("the example is valid");
+        assert_eq!(s.targets().len(), 4);
+    }
+
+    #[test]
+    fn router_fields_lay_over_the_preset_and_bad_ones_are_named() {
+        let s =
+            parse(&GOOD.replace(
+                "[[step]]\ndo = \"connect\"",
+                "[router]\ntimeouts = { udp = 4 }\n\n[[step]]\ndo = \"connect\"",
+            ))
+            .expect("loads");
+        let p = s.profile(Mode::Naive).expect("profile");
+        assert_eq!(p.timeouts.udp, 4);
+        assert_eq!(p.pptp, crate::nat::profile::PptpMode::Naive);
+        let e = parse(&GOOD.replace("[[step]]\ndo = \"connect\"", "[router]\nwarp = 9\n\n[[step]]\ndo = \"connect\""))
+            .expect_err("bad field");
+        assert!(e.contains("router") && e.contains("warp"), "{e}");
+    }
+}

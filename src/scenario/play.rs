@@ -1,0 +1,816 @@
+//! Plays one scenario against one router: builds its lab, starts the
+//! router and the VPN endpoints, runs the steps, captures both sides of the
+//! router, and checks what was seen against what the file expects.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::expect::{self, Check, Observed};
+use super::format::{Delivery, Direction, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, Verdict};
+use super::ladder::{self, Rung};
+use crate::capture::{Capture, Facts};
+use crate::lab::{Cmd, Host, Lab, LabError, Process, Result};
+use crate::ppp::session::AuthProto;
+use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
+use crate::vpn::pppd::{PppConfig, PppLink};
+use crate::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
+use crate::vpn::scripted::parse_esp_report;
+use crate::vpn::strongswan::{
+    Auth, CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, TestPki, client_conf, server_conf,
+};
+use crate::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
+
+const SECRET: &str = "lab secret";
+/// The IPsec client's connection name.
+const IKE_NAME: &str = "home";
+
+/// How a played scenario ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Everything expected was seen, and the VPN works.
+    Pass,
+    /// Everything expected was seen, and the VPN breaks as expected.
+    ExpectedFailure,
+    /// Something expected was not seen, or the run itself failed.
+    Fail,
+    /// Not played, with the reason.
+    Skipped,
+}
+
+impl Status {
+    /// A short word for the matrix.
+    pub fn word(self) -> &'static str {
+        match self {
+            Status::Pass => "pass",
+            Status::ExpectedFailure => "xfail",
+            Status::Fail => "FAIL",
+            Status::Skipped => "skip",
+        }
+    }
+}
+
+/// One scenario played against one router.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    /// `family::case::target`.
+    pub name: String,
+    /// The family.
+    pub family: Family,
+    /// The case.
+    pub case: String,
+    /// The router kind and mode.
+    pub target: Target,
+    /// The file.
+    pub file: PathBuf,
+    /// The file's description.
+    pub description: String,
+    /// How it ended.
+    pub status: Status,
+    /// Why a `breaks` verdict is expected, or why it was skipped.
+    pub why: Option<String>,
+    /// Each expectation and what was seen.
+    pub checks: Vec<Check>,
+    /// What went wrong outside the expectations (a lab that did not build,
+    /// a daemon that did not start), with log lines.
+    pub error: Option<String>,
+    /// Wall time.
+    pub seconds: f64,
+    /// The run directory, kept when the scenario failed (logs, pcaps).
+    pub kept: Option<PathBuf>,
+    /// What crossed the router, LAN and WAN side by side.
+    pub ladder: Vec<Rung>,
+    /// The lab's shape, for the topology drawing.
+    #[serde(skip)]
+    pub shape: Shape,
+}
+
+impl Outcome {
+    /// The failure text for a test runner: failed checks, the error, and
+    /// where the logs are.
+    pub fn failure(&self) -> String {
+        let mut s = String::new();
+        for c in self.checks.iter().filter(|c| !c.ok) {
+            s.push_str(&format!("expected {}: {}, saw {}\n", c.what, c.expected, c.seen));
+        }
+        if let Some(e) = &self.error {
+            s.push_str(e);
+            s.push('\n');
+        }
+        if let Some(k) = &self.kept {
+            s.push_str(&format!("logs and captures kept in {}\n", k.display()));
+        }
+        s
+    }
+}
+
+impl Outcome {
+    /// A failed outcome with nothing seen yet.
+    pub fn blank(scenario: &Scenario, target: Target) -> Outcome {
+        Outcome {
+            name: format!("{}::{}", scenario.id, target.label()),
+            family: scenario.file.family,
+            case: scenario.case.clone(),
+            target,
+            file: scenario.path.clone(),
+            description: scenario.file.description.clone(),
+            status: Status::Fail,
+            why: None,
+            checks: Vec::new(),
+            error: None,
+            seconds: 0.0,
+            kept: None,
+            ladder: Vec::new(),
+            shape: scenario.file.topology.shape(),
+        }
+    }
+}
+
+/// Plays `scenario` against `router` as `target`.
+pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -> Outcome {
+    let started = Instant::now();
+    let mut shape = scenario.file.topology.shape();
+    if let Some((lan, wan)) = router.addressing() {
+        (shape.lan, shape.wan) = (lan, wan);
+    }
+    let mut out = Outcome::blank(scenario, target);
+    out.shape = shape.clone();
+    let Some(expect) = scenario.expect(target) else {
+        out.error = Some(format!("{}: nothing expected for {}", scenario.path.display(), target.label()));
+        return out;
+    };
+    if let Some(reason) = &expect.skip {
+        out.status = Status::Skipped;
+        out.why = Some(reason.clone());
+        return out;
+    }
+    out.why = expect.why.clone();
+    let judge = |o: &Observed| expect::evaluate(scenario, expect, o, router_kind_is_rust(target));
+    match run(scenario, target, router, &shape, &judge) {
+        Ok((observed, checks, kept)) => {
+            out.checks = checks;
+            out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
+            let failed = out.checks.iter().any(|c| !c.ok);
+            out.status = match (failed, expect.outcome) {
+                (true, _) => Status::Fail,
+                (false, Verdict::Works) => Status::Pass,
+                (false, Verdict::Breaks) => Status::ExpectedFailure,
+            };
+            if failed {
+                out.error = Some(observed.logs.clone());
+                out.kept = kept;
+            }
+        }
+        Err((e, kept)) => {
+            out.error = Some(e);
+            out.kept = kept;
+        }
+    }
+    out.seconds = started.elapsed().as_secs_f64();
+    out
+}
+
+fn router_kind_is_rust(target: Target) -> bool {
+    matches!(target, Target::Rust(_))
+}
+
+type RunResult = std::result::Result<(Observed, Vec<Check>, Option<PathBuf>), (String, Option<PathBuf>)>;
+
+/// Builds the lab, plays the steps, judges what was seen, tears down. The
+/// run directory (logs, pcaps) is kept when a check failed or the run did.
+fn run(
+    scenario: &Scenario,
+    target: Target,
+    router: &dyn RouterUnderTest,
+    shape: &Shape,
+    judge: &dyn Fn(&Observed) -> Vec<Check>,
+) -> RunResult {
+    let entropy = tempfile::NamedTempFile::new().map_err(|e| (format!("a temporary file: {e}"), None))?;
+    std::fs::write(entropy.path(), [0x5a; 4096]).map_err(|e| (format!("a temporary file: {e}"), None))?;
+    let same_call_id = scenario.file.endpoints.same_call_id;
+    let nl = NatLab::build_shaped(router, shape, |mut t| {
+        if same_call_id {
+            for h in t.hosts.iter_mut().filter(|h| h.name.starts_with('c')) {
+                *h = h.clone().bind(entropy.path(), "/dev/random");
+            }
+        }
+        t
+    })
+    .map_err(|e| (e.to_string(), None))?;
+    let dir = nl.lab.dir().to_path_buf();
+    let NatLab { lab, router: running, shape } = nl;
+    let (observed, logs) = {
+        let mut player = Player::new(scenario, target, router, &lab, running, shape);
+        let observed = player.play().and_then(|()| player.observe());
+        let logs = player.logs();
+        // A client program that gave up (no IKE answer, a call refused) is
+        // an outcome the expectations judge, not a crash.
+        player.stop_clients();
+        (observed, logs)
+    };
+    let checks = observed.as_ref().map(judge).unwrap_or_default();
+    if observed.is_err() || checks.iter().any(|c| !c.ok) {
+        lab.keep_dir();
+    }
+    let teardown = lab.teardown();
+    match (observed, teardown) {
+        (Ok(mut o), Ok(())) => {
+            o.logs = logs;
+            let kept = checks.iter().any(|c| !c.ok).then_some(dir);
+            Ok((o, checks, kept))
+        }
+        (Err(e), _) => Err((format!("{e}\n{logs}"), Some(dir))),
+        (Ok(_), Err(e)) => Err((format!("teardown: {e}\n{logs}"), Some(dir))),
+    }
+}
+
+/// A server's VPN endpoint.
+enum Server<'l> {
+    Pptpd(Pptpd<'l>),
+    Lns(Xl2tpd<'l>),
+    Scripted(Process),
+    Charon(Charon<'l>, Option<Xl2tpd<'l>>),
+}
+
+/// A client's VPN endpoint.
+enum Client<'l> {
+    Pptp(PptpClient<'l>),
+    Lac(Xl2tpd<'l>),
+    Charon(Charon<'l>, Option<Xl2tpd<'l>>),
+    Esp(Process),
+}
+
+impl Server<'_> {
+    fn processes(&self) -> Vec<&Process> {
+        match self {
+            Server::Pptpd(d) => vec![d.process()],
+            Server::Lns(l) => vec![l.process()],
+            Server::Scripted(p) => vec![p],
+            Server::Charon(c, l) => std::iter::once(c.process()).chain(l.iter().map(|l| l.process())).collect(),
+        }
+    }
+}
+
+impl Client<'_> {
+    fn processes(&self) -> Vec<&Process> {
+        match self {
+            Client::Pptp(c) => vec![c.process()],
+            Client::Lac(l) => vec![l.process()],
+            Client::Charon(c, l) => std::iter::once(c.process()).chain(l.iter().map(|l| l.process())).collect(),
+            Client::Esp(p) => vec![p],
+        }
+    }
+}
+
+/// A client's tunnel as the steps left it.
+#[derive(Default)]
+struct Tunnel {
+    up: bool,
+    /// The client's address inside the tunnel.
+    local: Option<Ipv4Addr>,
+    /// The server's address inside the tunnel.
+    remote: Option<Ipv4Addr>,
+    /// Why it is down.
+    note: Option<String>,
+}
+
+struct Player<'s, 'l> {
+    s: &'s Scenario,
+    target: Target,
+    router: &'s dyn RouterUnderTest,
+    lab: &'l Lab,
+    running: RunningRouter,
+    shape: Shape,
+    servers: BTreeMap<usize, Server<'l>>,
+    clients: BTreeMap<usize, Client<'l>>,
+    tunnels: Vec<Tunnel>,
+    traffic: BTreeMap<String, Vec<Delivery>>,
+    foreign: Vec<bool>,
+    captures: Vec<Capture>,
+    pki: Option<TestPki>,
+}
+
+impl<'s, 'l> Player<'s, 'l> {
+    fn new(
+        s: &'s Scenario,
+        target: Target,
+        router: &'s dyn RouterUnderTest,
+        lab: &'l Lab,
+        running: RunningRouter,
+        shape: Shape,
+    ) -> Player<'s, 'l> {
+        let n = s.file.topology.clients;
+        Player {
+            s,
+            target,
+            router,
+            lab,
+            running,
+            shape,
+            servers: BTreeMap::new(),
+            clients: BTreeMap::new(),
+            tunnels: (0..n).map(|_| Tunnel::default()).collect(),
+            traffic: BTreeMap::new(),
+            foreign: vec![false; n],
+            captures: Vec::new(),
+            pki: None,
+        }
+    }
+
+    fn host(&self, name: &str) -> Result<Host<'l>> {
+        self.lab.host(name)
+    }
+
+    fn play(&mut self) -> Result<()> {
+        if self.s.file.endpoints.mss > 0 {
+            self.clamp_mss(self.s.file.endpoints.mss)?;
+        }
+        let [(lan_host, lan_if), (wan_host, wan_if)] = self.router.capture_points(self.lab)?;
+        let lan = Capture::start_on(&lan_host, &lan_if, "lan")?;
+        let wan = Capture::start_on(&wan_host, &wan_if, "wan")?;
+        self.captures = vec![lan, wan];
+        for step in self.s.file.steps.clone() {
+            self.step(&step)?;
+            self.servers_alive()?;
+        }
+        Ok(())
+    }
+
+    /// A server daemon that exited during the story fails the scenario,
+    /// with its last log lines.
+    fn servers_alive(&self) -> Result<()> {
+        for p in self.servers.values().flat_map(|s| s.processes()) {
+            if let Some(status) = p.exit_status() {
+                return Err(LabError::Input(format!(
+                    "host '{}': {} exited during the scenario ({}); last lines of {}:\n{}",
+                    p.host(),
+                    p.label(),
+                    crate::lab::process::describe(status),
+                    p.log_path().display(),
+                    p.log_tail(10)
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn clients_of(&self, which: &Option<Vec<usize>>) -> Vec<usize> {
+        which.clone().unwrap_or_else(|| (1..=self.s.file.topology.clients).collect())
+    }
+
+    fn step(&mut self, step: &Step) -> Result<()> {
+        match step {
+            Step::Connect { clients } => {
+                for i in self.clients_of(clients) {
+                    self.connect(i)?;
+                }
+                if self.s.file.family == Family::L2tp && self.s.file.endpoints.lns != Lns::Xl2tpd {
+                    self.settle_scripted_lns()?;
+                }
+            }
+            Step::Disconnect { clients } => {
+                for i in self.clients_of(clients) {
+                    if let Some(c) = self.clients.remove(&i) {
+                        for p in c.processes() {
+                            p.stop(Duration::from_secs(3))?;
+                        }
+                    }
+                    self.tunnels[i - 1] = Tunnel { note: Some("disconnected".into()), ..Tunnel::default() };
+                }
+            }
+            Step::Traffic { clients, directions, name } => {
+                let clients = self.clients_of(clients);
+                let result = self.traffic(&clients, directions)?;
+                self.traffic.insert(name.clone(), result);
+            }
+            Step::Wait { seconds } => std::thread::sleep(Duration::from_secs_f64(*seconds)),
+            Step::Rekey { clients } => {
+                for i in self.clients_of(clients) {
+                    if let Some(Client::Charon(c, _)) = self.clients.get(&i)
+                        && self.tunnels[i - 1].up
+                        && let Err(e) = c.rekey(IKE_NAME, CHILD, self.connect_timeout())
+                    {
+                        self.tunnels[i - 1].up = false;
+                        self.tunnels[i - 1].note = Some(format!("rekey failed: {e}"));
+                    }
+                }
+            }
+            Step::Reboot => {
+                self.router.reboot(self.lab, &mut self.running, &self.shape)?;
+            }
+            Step::LinkDown { client } | Step::LinkUp { client } => {
+                let host = self.host(&router::client(*client))?;
+                let state = if matches!(step, Step::LinkDown { .. }) { "down" } else { "up" };
+                host.run_ok(Cmd::argv(&["ip", "link", "set", "dev", &host.ifname("eth0")?, state]))?;
+            }
+            Step::Profile { mode } => {
+                let profile = self.s.profile(*mode).map_err(LabError::Input)?;
+                self.router.change_profile(self.lab, &mut self.running, &self.shape, profile)?;
+            }
+            Step::Hostile { rounds } => {
+                let bin = router::own_binary()?;
+                let intruder = self.host(router::INTRUDER)?;
+                let public = self.shape.wan().addr().to_string();
+                // Resolve the router's address first: packets sent while ARP
+                // is pending would be lost before they reach it.
+                intruder.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &public]))?;
+                intruder.run_ok(Cmd::new(bin.to_string_lossy()).args(&[
+                    "peer",
+                    "hostile",
+                    &public,
+                    "--rounds",
+                    &rounds.to_string(),
+                ]))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.s.file.endpoints.connect_timeout_s)
+    }
+
+    fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    fn ensure_server(&mut self, j: usize) -> Result<()> {
+        if self.servers.contains_key(&j) {
+            return Ok(());
+        }
+        let host = self.host(&self.shape().server_name(j))?;
+        let addr = self.shape().server_addr(j);
+        let inner = self.shape().server_inner(j);
+        let e = &self.s.file.endpoints;
+        let server = match self.s.file.family {
+            Family::Pptp => Server::Pptpd(Pptpd::start(
+                host,
+                &PptpdConfig {
+                    listen: addr,
+                    local_ip: Ipv4Addr::new(10, 98, j as u8, 1),
+                    range: (Ipv4Addr::new(10, 98, j as u8, 100), Ipv4Addr::new(10, 98, j as u8, 199)),
+                    ppp: PppConfig::server(AuthProto::ChapMd5, "pptpd", SECRET).quiet(),
+                },
+            )?),
+            Family::L2tp => match e.lns {
+                Lns::Xl2tpd => Server::Lns(Xl2tpd::lns(host, &lns_config(addr, j, false))?),
+                Lns::RepliesTo1701 | Lns::NewPort => {
+                    let bin = router::own_binary()?;
+                    let mut cmd = Cmd::new(bin.to_string_lossy()).args(&["peer", "l2tp-lns"]).label("l2tp-lns");
+                    cmd = match e.lns {
+                        Lns::RepliesTo1701 => cmd.args(&["--first-port", "1701", "--to-port", "1701"]),
+                        _ => cmd.args(&["--first-port", "40000"]),
+                    };
+                    let p = host.spawn(cmd)?;
+                    p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
+                    Server::Scripted(p)
+                }
+            },
+            Family::Esp => {
+                let bin = router::own_binary()?;
+                let p = host.spawn(
+                    Cmd::new(bin.to_string_lossy())
+                        .args(&["peer", "esp-server", "--delay-ms", &e.esp_delay_ms.to_string()])
+                        .label("esp-server"),
+                )?;
+                p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
+                Server::Scripted(p)
+            }
+            Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
+                let l2tp = self.s.file.family == Family::L2tpIpsec;
+                let auth = self.auth(&format!("server{j}.lab"))?;
+                let charon = Charon::start(host, Duration::from_secs(20))?;
+                charon.load(
+                    &server_conf(&ServerConfig {
+                        version: self.ike_version(),
+                        auth: auth.clone(),
+                        id: self.ike_id("server", j),
+                        addr,
+                        local_ts: if l2tp { format!("{inner}/32[udp/1701]") } else { format!("{inner}/32") },
+                        remote_ts: l2tp.then(|| "dynamic[udp/1701]".to_string()),
+                        pool: format!("10.99.{j}.0/24"),
+                        ip_fragments: e.auth == IpsecAuth::Certificates,
+                    }),
+                    &auth,
+                )?;
+                let lns = if l2tp { Some(Xl2tpd::lns(host, &lns_config(inner, j, true))?) } else { None };
+                Server::Charon(charon, lns)
+            }
+        };
+        self.servers.insert(j, server);
+        Ok(())
+    }
+
+    fn ike_version(&self) -> IkeVersion {
+        if self.s.file.family == Family::Ikev1 { IkeVersion::V1 } else { IkeVersion::V2 }
+    }
+
+    fn ike_id(&self, role: &str, n: usize) -> String {
+        match self.s.file.endpoints.auth {
+            IpsecAuth::Psk => format!("{role}{n}"),
+            IpsecAuth::Certificates => format!("{role}{n}.lab"),
+        }
+    }
+
+    fn auth(&mut self, name: &str) -> Result<Auth> {
+        if self.s.file.endpoints.auth == IpsecAuth::Psk {
+            return Ok(Auth::Psk(SECRET.into()));
+        }
+        if self.pki.is_none() {
+            self.pki = Some(TestPki::new(&self.lab.dir().join("pki"))?);
+        }
+        let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
+        let (cert, key) = pki.issue(name)?;
+        Ok(Auth::Cert { ca: pki.ca.clone(), cert, key })
+    }
+
+    /// Brings client `i`'s tunnel up; a tunnel that does not come up is
+    /// noted with the daemon's last log lines.
+    fn connect(&mut self, i: usize) -> Result<()> {
+        let j = self.s.server_of(i);
+        self.ensure_server(j)?;
+        let host = self.host(&router::client(i))?;
+        let timeout = self.connect_timeout();
+        let server_addr = self.shape().server_addr(j);
+        let inner = self.shape().server_inner(j);
+        let mut tunnel = Tunnel::default();
+        let e = self.s.file.endpoints.clone();
+        let client = match self.s.file.family {
+            Family::Pptp => {
+                let call =
+                    PptpClient::start(host, server_addr, &PppConfig::client(&format!("client{i}"), SECRET).quiet())?;
+                match call.wait_for_link(timeout) {
+                    Ok(link) => {
+                        self.server_link(j, &link)?;
+                        tunnel = up(&link);
+                    }
+                    Err(err) => tunnel.note = Some(err.to_string()),
+                }
+                Client::Pptp(call)
+            }
+            Family::L2tp => {
+                let lac = Xl2tpd::lac(host, &lac_config(server_addr, i, false))?;
+                if e.lns == Lns::Xl2tpd {
+                    match lac.connect("server", timeout) {
+                        Ok(link) => {
+                            self.server_link(j, &link)?;
+                            tunnel = up(&link);
+                        }
+                        Err(err) => tunnel.note = Some(err.to_string()),
+                    }
+                } else {
+                    lac.dial("server")?;
+                    tunnel.note = Some("a scripted LNS answers the tunnel only".into());
+                }
+                Client::Lac(lac)
+            }
+            Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
+                let l2tp = self.s.file.family == Family::L2tpIpsec;
+                let auth = self.auth(&format!("client{i}.lab"))?;
+                let charon = Charon::start(host, Duration::from_secs(e.keepalive_s))?;
+                charon.load(
+                    &client_conf(&ClientConfig {
+                        name: IKE_NAME.into(),
+                        version: self.ike_version(),
+                        auth: auth.clone(),
+                        id: self.ike_id("client", i),
+                        server_id: self.ike_id("server", j),
+                        server: server_addr,
+                        remote_ts: if l2tp { format!("{inner}/32[udp/1701]") } else { format!("{inner}/32") },
+                        local_ts: l2tp.then(|| "dynamic[udp/1701]".to_string()),
+                        ip_fragments: e.auth == IpsecAuth::Certificates,
+                    }),
+                    &auth,
+                )?;
+                let mut lac = None;
+                match charon.initiate(CHILD, timeout) {
+                    Ok(sa) if l2tp => {
+                        let l = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
+                        match l.connect("server", timeout) {
+                            Ok(link) => {
+                                self.server_link(j, &link)?;
+                                tunnel = up(&link);
+                            }
+                            Err(err) => tunnel.note = Some(format!("IPsec up ({sa:?}), L2TP not: {err}")),
+                        }
+                        lac = Some(l);
+                    }
+                    Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
+                        Some(vip) => tunnel = Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
+                        None => tunnel.note = Some(format!("no virtual IP: {sa:?}")),
+                    },
+                    Err(err) => tunnel.note = Some(err.to_string()),
+                }
+                Client::Charon(charon, lac)
+            }
+            Family::Esp => {
+                let bin = router::own_binary()?;
+                let p = host.spawn(
+                    Cmd::new(bin.to_string_lossy())
+                        .args(&["peer", "esp", &server_addr.to_string(), "--spi", &format!("{:#x}", esp_spi(i))])
+                        .args(&["--ike-spi", &i.to_string(), "--count", "1", "--wait-ms", "3000"])
+                        .label("esp-client"),
+                )?;
+                // The next client starts once this one's first ESP left: "at
+                // once", before the server's echo comes back.
+                match p.wait_for_log("sent seq 1", timeout) {
+                    Ok(()) => tunnel = Tunnel { up: true, ..Tunnel::default() },
+                    Err(err) => tunnel.note = Some(err.to_string()),
+                }
+                Client::Esp(p)
+            }
+        };
+        self.clients.insert(i, client);
+        self.tunnels[i - 1] = tunnel;
+        Ok(())
+    }
+
+    /// Waits until the server's daemon has the client's link too.
+    fn server_link(&self, j: usize, link: &PppLink) -> Result<()> {
+        let t = Duration::from_secs(5);
+        match self.servers.get(&j) {
+            Some(Server::Pptpd(d)) => d.wait_for_link(link.local, t).map(|_| ()),
+            Some(Server::Lns(d)) | Some(Server::Charon(_, Some(d))) => d.wait_for_link(link.local, t).map(|_| ()),
+            _ => Ok(()),
+        }
+    }
+
+    /// A scripted LNS answers each SCCRQ; waits until it answered every
+    /// client, then until the captures hold as many answers.
+    fn settle_scripted_lns(&self) -> Result<()> {
+        let n = self.s.file.topology.clients;
+        let Some(Server::Scripted(lns)) = self.servers.get(&1) else { return Ok(()) };
+        // A router that drops the SCCRQs leaves the LNS silent: that is an
+        // outcome, judged by the expectations.
+        let _ = lns.wait_until(&format!("answer {n} SCCRQs"), self.connect_timeout(), || {
+            std::fs::read_to_string(lns.log_path()).is_ok_and(|t| t.matches("answered").count() >= n)
+        });
+        let lan = &self.captures[0];
+        let sccrp =
+            |f: &Facts| f.count(None, None, |w| matches!(w, crate::capture::What::L2tp { control: Some(2), .. }));
+        // An answer the router drops never shows; this waits only as long
+        // as it takes the captures to catch up with the ones it passes.
+        let _ = lns.wait_until("pass its answers to the LAN", Duration::from_secs(2), || {
+            lan.facts().is_ok_and(|f| sccrp(&f) >= n)
+        });
+        Ok(())
+    }
+
+    /// Every client's `out` first, in order, then every client's `in`, last
+    /// client first: the order that shows which client a router hands a
+    /// shared server's packets to.
+    fn traffic(&mut self, clients: &[usize], directions: &[Direction]) -> Result<Vec<Delivery>> {
+        let n = self.s.file.topology.clients;
+        let mut out = vec![false; n];
+        let mut inb = vec![false; n];
+        if self.s.file.family == Family::Esp {
+            for &i in clients {
+                let Some(Client::Esp(p)) = self.clients.get(&i) else { continue };
+                let _ = p.wait_for_log("esp: sent", Duration::from_secs(30));
+                let text = std::fs::read_to_string(p.log_path()).unwrap_or_default();
+                if let Some(r) = parse_esp_report(&text) {
+                    let all = r.sent > 0 && r.echoed == r.sent;
+                    out[i - 1] = all;
+                    inb[i - 1] = all;
+                    self.foreign[i - 1] = r.foreign > 0;
+                }
+            }
+        } else {
+            for dir in [Direction::Out, Direction::In] {
+                if !directions.contains(&dir) {
+                    continue;
+                }
+                // Inbound, the last client first: the one a router favours
+                // is checked before strays meant for others reach it.
+                let order: Vec<usize> = match dir {
+                    Direction::Out => clients.to_vec(),
+                    Direction::In => clients.iter().rev().copied().collect(),
+                };
+                for i in order {
+                    let t = &self.tunnels[i - 1];
+                    let (Some(local), Some(remote), true) = (t.local, t.remote, t.up) else { continue };
+                    let ok = match dir {
+                        Direction::Out => ping(&self.host(&router::client(i))?, remote)?,
+                        Direction::In => ping(&self.host(&self.shape().server_name(self.s.server_of(i)))?, local)?,
+                    };
+                    match dir {
+                        Direction::Out => out[i - 1] = ok,
+                        Direction::In => inb[i - 1] = ok,
+                    }
+                }
+            }
+        }
+        Ok((0..n)
+            .map(|k| match (out[k], inb[k]) {
+                (true, true) => Delivery::Both,
+                (true, false) => Delivery::Out,
+                (false, true) => Delivery::In,
+                (false, false) => Delivery::None,
+            })
+            .collect())
+    }
+
+    /// Every client and server advertises `mss`, so that the other side
+    /// sends TCP segments no larger.
+    fn clamp_mss(&self, mss: u16) -> Result<()> {
+        let shape = self.shape().clone();
+        let names: Vec<String> =
+            (1..=shape.clients).map(router::client).chain((1..=shape.servers).map(|j| shape.server_name(j))).collect();
+        for name in names {
+            let host = self.host(&name)?;
+            let rules = format!(
+                "table inet mss {{\n  chain out {{\n    type filter hook output priority mangle;\n    tcp flags syn tcp option maxseg size set {mss}\n  }}\n}}\n"
+            );
+            let file = host.write_conf("mss.nft", &rules)?;
+            host.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]))?;
+        }
+        Ok(())
+    }
+
+    /// Stops the captures and collects what the steps left.
+    fn observe(&mut self) -> Result<Observed> {
+        let mut caps = std::mem::take(&mut self.captures).into_iter();
+        let (lan, wan) = match (caps.next(), caps.next()) {
+            (Some(l), Some(w)) => (l.stop()?, w.stop()?),
+            _ => return Err(LabError::Input("the captures were not started".into())),
+        };
+        let mut counters = BTreeMap::new();
+        if router_kind_is_rust(self.target) {
+            let names: Vec<String> =
+                self.s.expect(self.target).map(|e| e.counters.keys().cloned().collect()).unwrap_or_default();
+            for name in names {
+                let n = self.running.dropped(self.lab, &name)?.unwrap_or(0);
+                counters.insert(name, n);
+            }
+        }
+        Ok(Observed {
+            shape: self.shape.clone(),
+            tunnels: self.tunnels.iter().map(|t| if t.up { TunnelState::Up } else { TunnelState::Down }).collect(),
+            notes: self.tunnels.iter().map(|t| t.note.clone()).collect(),
+            links: self.tunnels.iter().map(|t| t.local).collect(),
+            traffic: self.traffic.clone(),
+            foreign: self.foreign.clone(),
+            lan,
+            wan,
+            counters,
+            logs: String::new(),
+        })
+    }
+
+    fn stop_clients(&mut self) {
+        for c in std::mem::take(&mut self.clients).into_values() {
+            for p in c.processes() {
+                let _ = p.stop(Duration::from_secs(3));
+            }
+        }
+    }
+
+    /// The last log lines of every client and server.
+    fn logs(&self) -> String {
+        let shape = self.shape().clone();
+        let mut names: Vec<String> = (1..=shape.clients).map(router::client).collect();
+        names.extend((1..=shape.servers).map(|j| shape.server_name(j)));
+        names.push(router::ROUTER.into());
+        names
+            .iter()
+            .filter_map(|n| self.host(n).ok())
+            .map(|h| h.log_tails(8))
+            .filter(|t| !t.trim().is_empty())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+fn up(link: &PppLink) -> Tunnel {
+    Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None }
+}
+
+/// The SPI raw-ESP client `i` asks the server to send with.
+pub fn esp_spi(i: usize) -> u32 {
+    0x1000 + i as u32
+}
+
+fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
+    let out = host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]))?;
+    Ok(out.status.success())
+}
+
+fn lns_config(listen: Ipv4Addr, j: usize, over_ipsec: bool) -> LnsConfig {
+    let ppp = PppConfig::server(AuthProto::ChapMd5, "lns", SECRET).quiet();
+    LnsConfig {
+        listen,
+        local_ip: Ipv4Addr::new(10, 97, j as u8, 1),
+        range: (Ipv4Addr::new(10, 97, j as u8, 100), Ipv4Addr::new(10, 97, j as u8, 199)),
+        // PPP frames must fit libipsec's tunnel once wrapped in L2TP.
+        ppp: if over_ipsec { ppp.mtu(1280) } else { ppp },
+    }
+}
+
+fn lac_config(lns: Ipv4Addr, i: usize, over_ipsec: bool) -> LacConfig {
+    let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
+    LacConfig { name: "server".into(), lns, port: L2TP_PORT, ppp: if over_ipsec { ppp.mtu(1280) } else { ppp } }
+}

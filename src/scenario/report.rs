@@ -1,0 +1,348 @@
+//! Reports of a suite run: the matrix in a terminal, and a report
+//! directory with `junit.xml`, `report.json`, `index.html` (the matrix, a
+//! topology drawing and a packet ladder per scenario) and, for every
+//! failure, the scenario's logs and pcap files.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::format::Family;
+use super::play::{Outcome, Status};
+use crate::router::{self, Shape};
+
+/// The matrix as text: one row per family and case, one column per
+/// router kind or mode.
+pub fn matrix_text(outcomes: &[Outcome]) -> String {
+    let (rows, cols, cells) = matrix(outcomes);
+    let width = rows.iter().map(|(f, c)| f.name().len() + c.len() + 2).max().unwrap_or(10).max(8);
+    let mut s = format!("{:width$}", "scenario");
+    for c in &cols {
+        let _ = write!(s, "  {c:>8}");
+    }
+    s.push('\n');
+    for (f, c) in &rows {
+        let _ = write!(s, "{:width$}", format!("{f}::{c}"));
+        for col in &cols {
+            let word = cells.get(&(*f, c.clone(), col.clone())).map(|s| s.word()).unwrap_or("-");
+            let _ = write!(s, "  {word:>8}");
+        }
+        s.push('\n');
+    }
+    let count = |st: Status| outcomes.iter().filter(|o| o.status == st).count();
+    let _ = writeln!(
+        s,
+        "{} scenarios: {} pass, {} expected failures, {} FAIL, {} skipped",
+        outcomes.len(),
+        count(Status::Pass),
+        count(Status::ExpectedFailure),
+        count(Status::Fail),
+        count(Status::Skipped)
+    );
+    s
+}
+
+type Cells = BTreeMap<(Family, String, String), Status>;
+
+fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells) {
+    let order = ["off", "naive", "full", "linux", "external"];
+    let mut rows = BTreeSet::new();
+    let mut cols = BTreeSet::new();
+    let mut cells = BTreeMap::new();
+    for o in outcomes {
+        let col = o.target.column();
+        rows.insert((o.family, o.case.clone()));
+        cols.insert(order.iter().position(|c| *c == col).unwrap_or(9));
+        cells.insert((o.family, o.case.clone(), col), o.status);
+    }
+    let cols = cols.into_iter().filter_map(|k| order.get(k).map(|s| s.to_string())).collect();
+    (rows.into_iter().collect(), cols, cells)
+}
+
+/// Writes the report directory: `junit.xml`, `report.json`, `index.html`,
+/// and `failures/NAME/` with the kept logs and captures of each failure.
+pub fn write(dir: &Path, outcomes: &[Outcome], router: &str) -> Result<(), String> {
+    let io = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
+    let json = serde_json::json!({ "router": router, "outcomes": outcomes });
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
+        .map_err(|e| io("report.json", e))?;
+    std::fs::write(dir.join("junit.xml"), junit(outcomes)).map_err(|e| io("junit.xml", e))?;
+    for o in outcomes.iter().filter(|o| o.status == Status::Fail) {
+        if let Some(kept) = &o.kept {
+            let to = dir.join("failures").join(o.name.replace("::", "."));
+            copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
+        }
+    }
+    std::fs::write(dir.join("index.html"), html(outcomes, router)).map_err(|e| io("index.html", e))?;
+    Ok(())
+}
+
+/// Copies each host's `log/` (daemon logs, syslog, pcaps).
+fn copy_logs(hosts: &Path, to: &Path) -> std::io::Result<()> {
+    let Ok(entries) = std::fs::read_dir(hosts) else { return Ok(()) };
+    for host in entries.flatten() {
+        let log = host.path().join("log");
+        let Ok(files) = std::fs::read_dir(&log) else { continue };
+        let dest = to.join(host.file_name());
+        std::fs::create_dir_all(&dest)?;
+        for f in files.flatten() {
+            if f.path().is_file() {
+                std::fs::copy(f.path(), dest.join(f.file_name()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// JUnit XML: one testsuite per family, one testcase per outcome.
+pub fn junit(outcomes: &[Outcome]) -> String {
+    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"vpn-passthrough\">\n");
+    for family in Family::ALL {
+        let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.family == family).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let failures = mine.iter().filter(|o| o.status == Status::Fail).count();
+        let skipped = mine.iter().filter(|o| o.status == Status::Skipped).count();
+        let time: f64 = mine.iter().map(|o| o.seconds).sum();
+        let _ = writeln!(
+            s,
+            "  <testsuite name=\"{family}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">",
+            mine.len()
+        );
+        for o in mine {
+            let _ = write!(
+                s,
+                "    <testcase classname=\"{family}.{}\" name=\"{}\" time=\"{:.3}\">",
+                esc(&o.case),
+                esc(&o.target.label()),
+                o.seconds
+            );
+            match o.status {
+                Status::Fail => {
+                    let _ = write!(s, "<failure message=\"expectations not met\">{}</failure>", esc(&o.failure()));
+                }
+                Status::Skipped => {
+                    let _ = write!(s, "<skipped message=\"{}\"/>", esc(o.why.as_deref().unwrap_or("")));
+                }
+                Status::ExpectedFailure => {
+                    let _ = write!(
+                        s,
+                        "<system-out>expected failure, as asserted: {}</system-out>",
+                        esc(o.why.as_deref().unwrap_or(""))
+                    );
+                }
+                Status::Pass => {}
+            }
+            s.push_str("</testcase>\n");
+        }
+        s.push_str("  </testsuite>\n");
+    }
+    s.push_str("</testsuites>\n");
+    s
+}
+
+/// The HTML page: the matrix, then one section per outcome.
+pub fn html(outcomes: &[Outcome], router: &str) -> String {
+    let (rows, cols, cells) = matrix(outcomes);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>VPN passthrough report</title>\n<style>\n\
+body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}\n\
+td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{background:#d9f2d9}} .xfail{{background:#fff2cc}}\n\
+.FAIL{{background:#f8c8c8;font-weight:bold}} .skip{{background:#eee}} pre{{background:#f6f6f6;padding:.5em;overflow:auto}}\n\
+.ladder td{{font-family:monospace;font-size:.85em}} section{{margin-top:2em;border-top:1px solid #ddd}}\n\
+</style></head><body>\n<h1>VPN passthrough report</h1>\n<p>Router under test: <b>{}</b>. {} scenarios. \
+<b>pass</b>: the VPN works and everything expected was seen; <b>xfail</b>: the VPN breaks exactly as expected for this router; \
+<b>FAIL</b>: an expectation was not met.</p>\n",
+        esc(router),
+        outcomes.len()
+    );
+    s.push_str("<table id=\"matrix\"><thead><tr><th>family</th><th>case</th>");
+    for c in &cols {
+        let _ = write!(s, "<th>{}</th>", esc(c));
+    }
+    s.push_str("</tr></thead><tbody>\n");
+    for (f, c) in &rows {
+        let _ = write!(s, "<tr><td>{f}</td><td>{}</td>", esc(c));
+        for col in &cols {
+            match cells.get(&(*f, c.clone(), col.clone())) {
+                Some(st) => {
+                    let anchor = format!("{f}.{c}.{col}");
+                    let _ = write!(s, "<td class=\"{0}\"><a href=\"#{1}\">{0}</a></td>", st.word(), esc(&anchor));
+                }
+                None => s.push_str("<td>-</td>"),
+            }
+        }
+        s.push_str("</tr>\n");
+    }
+    s.push_str("</tbody></table>\n");
+    let mut ordered: Vec<&Outcome> = outcomes.iter().collect();
+    ordered.sort_by_key(|o| (o.family, o.case.clone(), o.target));
+    for o in ordered {
+        let anchor = format!("{}.{}.{}", o.family, o.case, o.target.column());
+        let _ = write!(
+            s,
+            "<section id=\"{}\"><h2>{} <span class=\"{}\">{}</span></h2>\n<p>{}</p>\n",
+            esc(&anchor),
+            esc(&o.name),
+            o.status.word(),
+            o.status.word(),
+            esc(&o.description)
+        );
+        if let Some(why) = &o.why {
+            let _ = writeln!(s, "<p><i>{}</i></p>", esc(why));
+        }
+        s.push_str(&topology_svg(&o.shape));
+        if !o.checks.is_empty() {
+            s.push_str("<table><tr><th>expectation</th><th>expected</th><th>seen</th><th></th></tr>\n");
+            for c in &o.checks {
+                let _ = writeln!(
+                    s,
+                    "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    if c.ok { "pass" } else { "FAIL" },
+                    esc(&c.what),
+                    esc(&c.expected),
+                    esc(&c.seen),
+                    if c.ok { "ok" } else { "not met" }
+                );
+            }
+            s.push_str("</table>\n");
+        }
+        if o.status == Status::Fail {
+            let _ = writeln!(
+                s,
+                "<pre>{}</pre><p>Logs and captures: <code>failures/{}</code></p>",
+                esc(&o.failure()),
+                esc(&o.name.replace("::", "."))
+            );
+        }
+        if !o.ladder.is_empty() {
+            s.push_str("<details><summary>What crossed the router</summary><table class=\"ladder\"><tr><th>ms</th><th></th><th>LAN side</th><th>WAN side</th></tr>\n");
+            for r in &o.ladder {
+                let arrow = match r.dir {
+                    "out" => "→",
+                    "in" => "←",
+                    _ => "",
+                };
+                let _ = writeln!(
+                    s,
+                    "<tr><td>{:.1}</td><td>{arrow}</td><td>{}</td><td>{}</td></tr>",
+                    r.ms,
+                    esc(r.lan.as_deref().unwrap_or("")),
+                    esc(r.wan.as_deref().unwrap_or("(not seen)"))
+                );
+            }
+            s.push_str("</table></details>\n");
+        }
+        s.push_str("</section>\n");
+    }
+    s.push_str("</body></html>\n");
+    s
+}
+
+/// The lab as text: each client, the router, each server, and which
+/// server each client calls.
+pub fn topology_text(shape: &Shape, server_of: impl Fn(usize) -> usize) -> String {
+    let mut s = String::new();
+    let behind = if shape.double_nat {
+        format!(" behind {} {} (a second NAT)", router::HOME, shape.home_addr())
+    } else {
+        String::new()
+    };
+    for i in 1..=shape.clients {
+        let j = server_of(i);
+        let _ = writeln!(
+            s,
+            "  {:<4} {:<15}{behind} ──▶ {} {}",
+            router::client(i),
+            shape.client_addr(i).to_string(),
+            shape.server_name(j),
+            shape.server_addr(j)
+        );
+    }
+    let _ = writeln!(s, "  through the router under test: LAN {} | WAN {}", shape.lan, shape.wan());
+    for j in 1..=shape.servers {
+        let _ = writeln!(
+            s,
+            "  {:<8} {:<15} inner {}",
+            shape.server_name(j),
+            shape.server_addr(j).to_string(),
+            shape.server_inner(j)
+        );
+    }
+    if shape.intruder {
+        let _ = writeln!(
+            s,
+            "  {:<8} {:<15} (hostile, nobody's peer)",
+            router::INTRUDER,
+            router::intruder_addr().to_string()
+        );
+    }
+    s
+}
+
+/// The lab as an SVG drawing: clients (behind the second NAT if any), the
+/// router, the servers and the intruder.
+pub fn topology_svg(shape: &Shape) -> String {
+    let rows = shape.clients.max(shape.servers + usize::from(shape.intruder)).max(1);
+    let h = 30 + rows * 44;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"topology\" width=\"720\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n"
+    );
+    let router_y = h / 2;
+    let box_ = |s: &mut String, x: usize, y: usize, label: &str, sub: &str, fill: &str| {
+        let _ = writeln!(
+            s,
+            "<rect x=\"{}\" y=\"{}\" width=\"130\" height=\"34\" rx=\"5\" fill=\"{fill}\" stroke=\"#555\"/><text x=\"{}\" y=\"{}\">{}</text><text x=\"{}\" y=\"{}\" fill=\"#555\">{}</text>",
+            x,
+            y - 17,
+            x + 6,
+            y - 3,
+            esc(label),
+            x + 6,
+            y + 12,
+            esc(sub)
+        );
+    };
+    let line = |s: &mut String, x1: usize, y1: usize, x2: usize, y2: usize| {
+        let _ = writeln!(s, "<line x1=\"{x1}\" y1=\"{y1}\" x2=\"{x2}\" y2=\"{y2}\" stroke=\"#888\"/>");
+    };
+    let client_x = if shape.double_nat { 10 } else { 60 };
+    let gateway_x = if shape.double_nat { 190 } else { 300 };
+    for i in 1..=shape.clients {
+        let y = 30 + (i - 1) * 44 + 10;
+        line(&mut s, client_x + 130, y, gateway_x, router_y);
+        box_(&mut s, client_x, y, &router::client(i), &shape.client_addr(i).to_string(), "#e8f0fe");
+    }
+    if shape.double_nat {
+        line(&mut s, 320, router_y, 300, router_y);
+        box_(&mut s, 190, router_y, router::HOME, &format!("{} (second NAT)", shape.home_addr()), "#f3e8fd");
+    }
+    box_(
+        &mut s,
+        300,
+        router_y,
+        "router under test",
+        &format!("{} | {}", shape.lan.addr(), shape.wan().addr()),
+        "#fde8e8",
+    );
+    let mut wan_hosts: Vec<(String, String)> =
+        (1..=shape.servers).map(|j| (shape.server_name(j), shape.server_addr(j).to_string())).collect();
+    if shape.intruder {
+        wan_hosts.push((router::INTRUDER.into(), router::intruder_addr().to_string()));
+    }
+    for (k, (name, addr)) in wan_hosts.iter().enumerate() {
+        let y = 30 + k * 44 + 10;
+        line(&mut s, 430, router_y, 560, y);
+        box_(&mut s, 560, y, name, addr, if name == router::INTRUDER { "#fbe3d0" } else { "#e6f4ea" });
+    }
+    s.push_str("</svg>\n");
+    s
+}

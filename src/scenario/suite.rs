@@ -1,0 +1,137 @@
+//! Playing many scenarios: which routers each is played against, how each
+//! router is made, and a pool of workers (each scenario has its own lab, so
+//! they run side by side).
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::format::{Scenario, Target};
+use super::play::{Outcome, play};
+use crate::router::{ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
+
+/// The routers a run plays scenarios against.
+#[derive(Debug, Clone)]
+pub enum Routers {
+    /// The Rust NAT, in every mode each file lists.
+    Rust,
+    /// The Linux kernel's NAT.
+    Linux,
+    /// Both.
+    Both,
+    /// A real router on two NICs.
+    External(ExternalRouter),
+}
+
+impl Routers {
+    /// A short name for reports.
+    pub fn name(&self) -> String {
+        match self {
+            Routers::Rust => "rust (Rust NAT, every mode)".into(),
+            Routers::Linux => "linux (Linux kernel NAT)".into(),
+            Routers::Both => "rust and linux".into(),
+            Routers::External(e) => e.name(),
+        }
+    }
+
+    /// The targets `s` is played against.
+    pub fn targets(&self, s: &Scenario) -> Vec<Target> {
+        let all = s.targets();
+        match self {
+            Routers::Rust => all.into_iter().filter(|t| matches!(t, Target::Rust(_))).collect(),
+            Routers::Linux => vec![Target::Linux],
+            Routers::Both => all,
+            Routers::External(_) => vec![Target::External],
+        }
+    }
+}
+
+/// The router for `target`, with `binary` as the Rust NAT's program.
+pub fn router_for(
+    s: &Scenario,
+    target: Target,
+    routers: &Routers,
+    binary: &std::path::Path,
+) -> Result<Box<dyn RouterUnderTest>, String> {
+    Ok(match (target, routers) {
+        (Target::Rust(mode), _) => Box::new(RustNat { profile: s.profile(mode)?, binary: binary.to_path_buf() }),
+        (Target::Linux, _) => Box::new(LinuxNat { pptp_helper: true }),
+        (Target::External, Routers::External(e)) => Box::new(e.clone()),
+        (Target::External, _) => return Err("no external router was given (--lan-port, --wan-port)".into()),
+    })
+}
+
+/// Plays `s` against `target`; a router that cannot be made is a failed
+/// outcome.
+pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path) -> Outcome {
+    if target == Target::External
+        && let Some(why) = needs_control(s)
+    {
+        let mut o = Outcome::blank(s, target);
+        o.status = super::play::Status::Skipped;
+        o.why = Some(format!("{why}, which the suite cannot do to an external router"));
+        return o;
+    }
+    match router_for(s, target, routers, binary) {
+        Ok(r) => play(s, target, r.as_ref()),
+        Err(e) => {
+            let mut o = Outcome::blank(s, target);
+            o.error = Some(e);
+            o
+        }
+    }
+}
+
+/// What a scenario needs to do to its router, if anything: change its
+/// profile, or reboot it.
+pub fn needs_control(s: &Scenario) -> Option<&'static str> {
+    use super::format::Step;
+    if !s.file.router.is_empty() || s.file.steps.iter().any(|st| matches!(st, Step::Profile { .. })) {
+        return Some("it needs a router profile change");
+    }
+    if s.file.steps.iter().any(|st| matches!(st, Step::Reboot)) {
+        return Some("it reboots the router");
+    }
+    if s.file.topology.lan != super::format::TopologyDoc::default().lan {
+        return Some("it needs the router's LAN on another prefix");
+    }
+    None
+}
+
+/// Plays every scenario against its targets on `jobs` workers; `progress`
+/// hears of each outcome as it lands. Outcomes come back in input order.
+pub fn run_all(
+    scenarios: &[Scenario],
+    routers: &Routers,
+    binary: &std::path::Path,
+    jobs: usize,
+    progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
+) -> Vec<Outcome> {
+    let work: Vec<(&Scenario, Target)> =
+        scenarios.iter().flat_map(|s| routers.targets(s).into_iter().map(move |t| (s, t))).collect();
+    let next = AtomicUsize::new(0);
+    let done = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((s, t)) = work.get(k) else { break };
+                    let o = play_one(s, *t, routers, binary);
+                    let n = done.fetch_add(1, Ordering::SeqCst) + 1;
+                    progress(n, work.len(), &o);
+                    if let Ok(mut r) = results.lock() {
+                        r[k] = Some(o);
+                    }
+                }
+            });
+        }
+    });
+    results.into_inner().unwrap_or_default().into_iter().flatten().collect()
+}
+
+/// The default report directory.
+pub fn default_report_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("vpn-passthrough-report")
+}

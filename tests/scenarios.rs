@@ -1,0 +1,275 @@
+//! The conformance suite: every scenario file under `scenarios/`, played
+//! against the Rust NAT in each mode the file lists and against the Linux
+//! NAT, one trial each (`pptp::two-clients-same-server::rust-naive`).
+//! Expected failures are asserted like everything else.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::{Need, TestResult, lab_test, nothing_of_ours_left};
+use libtest_mimic::{Arguments, Trial};
+use vpn_passthrough::scenario::format::{Family, Lns, Step};
+use vpn_passthrough::scenario::{self, Scenario, Status, Target, suite};
+
+const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
+const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft"), Need::Tool("tcpdump")];
+const IPSEC: &[Need] = &[
+    Need::Root,
+    Need::Tool("charon"),
+    Need::Tool("swanctl"),
+    Need::Tool("kernel-libipsec"),
+    Need::Tool("nft"),
+    Need::Tool("tcpdump"),
+    Need::Tool("openssl"),
+];
+const L2TP_IPSEC: &[Need] = &[
+    Need::Root,
+    Need::Tool("xl2tpd"),
+    Need::Tool("charon"),
+    Need::Tool("swanctl"),
+    Need::Tool("kernel-libipsec"),
+    Need::Tool("nft"),
+    Need::Tool("tcpdump"),
+];
+const ESP: &[Need] = &[Need::Root, Need::Tool("nft"), Need::Tool("tcpdump")];
+const REBOOT: &[Need] = &[Need::Root, Need::Tool("conntrack")];
+const EXTERNAL: &[Need] = &[
+    Need::Root,
+    Need::Tool("ip"),
+    Need::Tool("nft"),
+    Need::Tool("tcpdump"),
+    Need::Tool("pptpd"),
+    Need::Tool("pptp"),
+    Need::Tool("charon"),
+    Need::Tool("swanctl"),
+    Need::Tool("kernel-libipsec"),
+];
+const REPORT: &[Need] = &[Need::Root, Need::Tool("tcpdump"), Need::Tool("nft"), Need::Tool("chromium")];
+
+fn needs(s: &Scenario) -> &'static [Need] {
+    match s.file.family {
+        Family::Pptp => PPTP,
+        Family::L2tp if s.file.endpoints.lns != Lns::Xl2tpd => ESP,
+        Family::L2tp => L2TP,
+        Family::L2tpIpsec => L2TP_IPSEC,
+        Family::Ikev2 | Family::Ikev1 => IPSEC,
+        Family::Esp => ESP,
+    }
+}
+
+fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_vpn-passthrough"))
+}
+
+fn main() {
+    let mut args = Arguments::from_args();
+    // Scenarios spend most of their time waiting on daemons and timeouts:
+    // more of them than cores run well side by side.
+    args.test_threads = args.test_threads.or(Some(4));
+    // SAFETY: set before any thread starts.
+    unsafe {
+        std::env::set_var("VPN_PASSTHROUGH_PPPD", env!("CARGO_BIN_EXE_vpn-passthrough-pppd"));
+        std::env::set_var("VPN_PASSTHROUGH_BIN", env!("CARGO_BIN_EXE_vpn-passthrough"));
+    }
+    let mut trials = Vec::new();
+    match scenario::load(&[scenario::default_dir()]) {
+        Ok(scenarios) => {
+            for s in scenarios {
+                for target in suite::Routers::Both.targets(&s) {
+                    let name = format!("{}::{}", s.id, target.label());
+                    let reboots = s.file.steps.iter().any(|st| matches!(st, Step::Reboot));
+                    let need = if reboots && target == Target::Linux { both(needs(&s), REBOOT) } else { needs(&s) };
+                    let s = s.clone();
+                    trials.push(lab_test(&name, need, move || play(&s, target)));
+                }
+            }
+        }
+        Err(e) => trials.push(Trial::test("the scenario files load", move || Err(e.into()))),
+    }
+    trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
+    trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
+    trials.push(lab_test("external::a_router_on_two_ports", EXTERNAL, external_router));
+    let conclusion = libtest_mimic::run(&args, trials);
+    if let Err(e) = nothing_of_ours_left() {
+        eprintln!("after the scenario suite: {e}");
+        std::process::exit(101);
+    }
+    conclusion.exit();
+}
+
+fn both(a: &'static [Need], b: &'static [Need]) -> &'static [Need] {
+    Box::leak(a.iter().chain(b).copied().collect::<Vec<_>>().into_boxed_slice())
+}
+
+fn play(s: &Scenario, target: Target) -> TestResult {
+    let o = suite::play_one(s, target, &suite::Routers::Both, &binary());
+    match o.status {
+        Status::Pass | Status::ExpectedFailure => Ok(()),
+        Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
+        Status::Fail => Err(o.failure().into()),
+    }
+}
+
+/// Every kind of mistake names the file, the line and the key.
+fn broken_file() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "family = \"pptp\"\ndescription = \"x\"\n\n[[step]]\ndo = \"connect\"\n\n[expect.rust]\ntunnels = [\"sideways\"]\n",
+    )?;
+    let Err(e) = scenario::load(&[dir.path().to_path_buf()]) else {
+        return Err("a tunnel state of `sideways` was accepted".into());
+    };
+    for needle in [path.to_string_lossy().as_ref(), ":8:", "sideways", "up", "down"] {
+        if !e.contains(needle) {
+            return Err(format!("the error should contain {needle:?}: {e}").into());
+        }
+    }
+    Ok(())
+}
+
+/// Plays two quick scenarios, writes the report, and has headless
+/// Chromium render `index.html`: the DOM it builds must hold the matrix
+/// with a row per scenario and a topology drawing per outcome.
+fn report_renders() -> TestResult {
+    let scenarios = scenario::load(&[scenario::default_dir().join("esp")])?;
+    let pick: Vec<Scenario> =
+        scenarios.into_iter().filter(|s| s.case == "one-client" || s.case == "two-clients-same-server").collect();
+    if pick.len() != 2 {
+        return Err(
+            format!("expected the esp one-client and two-clients-same-server scenarios, found {}", pick.len()).into()
+        );
+    }
+    let routers = suite::Routers::Rust;
+    let outcomes = suite::run_all(&pick, &routers, &binary(), 2, &|_, _, _| {});
+    let dir = tempfile::tempdir()?;
+    scenario::report::write(dir.path(), &outcomes, &routers.name())?;
+    let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
+    let profile = tempfile::tempdir()?;
+    let out = std::process::Command::new(chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", dir.path().join("index.html").display()))
+        .output()?;
+    let dom = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !dom.contains("<table id=\"matrix\">") {
+        return Err(format!(
+            "chromium did not render the matrix ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).lines().take(10).collect::<Vec<_>>().join("\n")
+        )
+        .into());
+    }
+    let rows = dom.matches("<tr><td>esp</td>").count();
+    let drawings = dom.matches("<svg").count();
+    if rows != 2 || drawings != outcomes.len() {
+        return Err(format!(
+            "the rendered page has {rows} esp rows (want 2) and {drawings} drawings (want {})",
+            outcomes.len()
+        )
+        .into());
+    }
+    for f in ["junit.xml", "report.json"] {
+        if !dir.path().join(f).is_file() {
+            return Err(format!("the report has no {f}").into());
+        }
+    }
+    Ok(())
+}
+
+/// A stand-in for a real router: a namespace outside any lab, running the
+/// kernel's NAT, wired by two veth pairs whose other ends sit in this
+/// namespace, as a real router's cables sit in two NICs.
+struct BoxRouter {
+    ns: String,
+    lan_port: String,
+    wan_port: String,
+}
+
+impl BoxRouter {
+    fn build() -> Result<BoxRouter, String> {
+        let id = std::process::id() % 100_000;
+        let b = BoxRouter { ns: format!("xr{id}-box"), lan_port: format!("xr{id}l"), wan_port: format!("xr{id}w") };
+        let ip = |args: &[&str]| -> Result<(), String> {
+            let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        ip(&["netns", "add", &b.ns])?;
+        ip(&["link", "add", &b.lan_port, "type", "veth", "peer", "name", "lan", "netns", &b.ns])?;
+        ip(&["link", "add", &b.wan_port, "type", "veth", "peer", "name", "wan", "netns", &b.ns])?;
+        for (dev, addr) in [("lan", "192.168.1.1/24"), ("wan", "198.51.100.1/24")] {
+            ip(&["-n", &b.ns, "addr", "add", addr, "dev", dev])?;
+            ip(&["-n", &b.ns, "link", "set", dev, "up"])?;
+        }
+        ip(&["-n", &b.ns, "link", "set", "lo", "up"])?;
+        let rules = vpn_passthrough::router::LinuxNat { pptp_helper: true }.ruleset("lan", "wan");
+        let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+        std::fs::write(file.path(), rules).map_err(|e| e.to_string())?;
+        let sysctl = ["netns", "exec", &b.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"];
+        ip(&sysctl)?;
+        ip(&["netns", "exec", &b.ns, "nft", "-f", &file.path().to_string_lossy()])?;
+        Ok(b)
+    }
+
+    fn port_is_home(&self, port: &str) -> bool {
+        std::process::Command::new("ip").args(["link", "show", port]).output().is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for BoxRouter {
+    fn drop(&mut self) {
+        // Deleting the namespace destroys both veth pairs.
+        let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+/// Scenarios against `--router external`, played through the stand-in:
+/// tunnels of three families come up and carry traffic, a scenario that
+/// needs to reboot the router is skipped with its reason, and both ports
+/// are back in this namespace afterwards.
+fn external_router() -> TestResult {
+    let b = BoxRouter::build()?;
+    let routers = suite::Routers::External(vpn_passthrough::router::ExternalRouter {
+        lan_port: b.lan_port.clone(),
+        wan_port: b.wan_port.clone(),
+        lan: "192.168.1.1/24".parse()?,
+        wan: "198.51.100.1/24".parse()?,
+    });
+    let dir = scenario::default_dir();
+    let files: Vec<PathBuf> =
+        ["pptp/one-client.toml", "ikev2/one-client.toml", "esp/one-client.toml", "pptp/nat-reboot.toml"]
+            .iter()
+            .map(|f| dir.join(f))
+            .collect();
+    let scenarios = scenario::load(&files)?;
+    // One lab at a time: every lab adopts the same two ports.
+    let outcomes = suite::run_all(&scenarios, &routers, &binary(), 1, &|_, _, _| {});
+    let mut problems = Vec::new();
+    for o in &outcomes {
+        let want = if o.case == "nat-reboot" { Status::Skipped } else { Status::Pass };
+        if o.status != want {
+            problems.push(format!("{}: {:?} (want {want:?})\n{}", o.name, o.status, o.failure()));
+        }
+    }
+    if let Some(o) = outcomes.iter().find(|o| o.case == "nat-reboot")
+        && !o.why.as_deref().is_some_and(|w| w.contains("reboots the router"))
+    {
+        problems.push(format!("the skipped scenario should say why: {:?}", o.why));
+    }
+    for port in [&b.lan_port, &b.wan_port] {
+        if !b.port_is_home(port) {
+            problems.push(format!("{port} was not given back to this namespace"));
+        }
+    }
+    if outcomes.len() != 4 || !problems.is_empty() {
+        return Err(format!("{} outcomes; {}", outcomes.len(), problems.join("\n")).into());
+    }
+    Ok(())
+}
