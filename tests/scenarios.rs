@@ -90,6 +90,8 @@ fn main() {
     trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
     trials.push(lab_test("external::a_router_on_two_ports", EXTERNAL, external_router));
+    trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
+    trials.push(lab_test("crash::a_server_daemon_that_dies_fails_with_its_log", PPTP, daemon_crash));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
         eprintln!("after the scenario suite: {e}");
@@ -271,5 +273,136 @@ fn external_router() -> TestResult {
     if outcomes.len() != 4 || !problems.is_empty() {
         return Err(format!("{} outcomes; {}", outcomes.len(), problems.join("\n")).into());
     }
+    Ok(())
+}
+
+/// The lab that `vpn-passthrough run` (process `pid`) builds, once the
+/// file `ready` exists in its run directory.
+fn lab_of(pid: u32, ready: &str) -> Option<(vpn_passthrough::lab::RunId, PathBuf)> {
+    use std::time::{Duration, Instant};
+    use vpn_passthrough::lab::{RunId, runs};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        for entry in std::fs::read_dir(runs::RUNS_DIR).into_iter().flatten().flatten() {
+            let Some(id) = RunId::parse(&entry.file_name().to_string_lossy()) else { continue };
+            let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            if let Some(r) = runs::RunRecord::parse(id, &text)
+                && r.pid == pid
+                && r.dir.join(ready).is_file()
+            {
+                return Some((id, r.dir));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// A server daemon killed in the middle of a scenario: the run fails,
+/// naming the host and the daemon, with its last log lines.
+fn daemon_crash() -> TestResult {
+    use std::os::unix::fs::MetadataExt;
+    use vpn_passthrough::lab::netns;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("crash.toml");
+    std::fs::write(
+        &file,
+        "family = \"pptp\"\ndescription = \"pptpd dies while the tunnel idles\"\nmodes = [\"full\"]\n\n\
+         [[step]]\ndo = \"connect\"\n\n[[step]]\ndo = \"wait\"\nseconds = 4\n\n[[step]]\ndo = \"traffic\"\n\n\
+         [expect.rust]\ntunnels = [\"up\"]\ntraffic = [\"both\"]\n\n[expect.linux]\nskip = \"one router is enough\"\n",
+    )?;
+    let report = dir.path().join("report");
+    let child = std::process::Command::new(binary())
+        .args(["run", &file.to_string_lossy(), "--report", &report.to_string_lossy()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let Some((id, _)) = lab_of(child.id(), "hosts/c1/log/pptp.log") else {
+        return Err("the run did not start a lab with a dialling client within 20 s".into());
+    };
+    // The tunnel is up once the wait step runs; then kill pptpd.
+    let server_ns = std::fs::metadata(netns::netns_path(&id.netns_name("server")))?.ino();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut killed = false;
+    while !killed && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        for p in std::fs::read_dir("/proc")?.flatten() {
+            let cmd = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+            let in_server = std::fs::metadata(p.path().join("ns/net")).is_ok_and(|m| m.ino() == server_ns);
+            let pppd_up = std::fs::read_to_string(p.path().join("comm")).is_ok_and(|c| c.trim() == "pptpd");
+            if in_server && pppd_up && cmd.split(|b| *b == 0).any(|a| a.ends_with(b"pptpd")) {
+                let pid: i32 = p.file_name().to_string_lossy().parse()?;
+                let has_link =
+                    std::fs::read_to_string(format!("/proc/{pid}/net/dev")).is_ok_and(|d| d.contains("ppp0"));
+                if has_link {
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL)?;
+                    killed = true;
+                    break;
+                }
+            }
+        }
+    }
+    let out = child.wait_with_output()?;
+    if !killed {
+        return Err("pptpd was never seen with a link to kill".into());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        return Err(format!("the run passed although pptpd died: {stderr}").into());
+    }
+    let json = std::fs::read_to_string(report.join("report.json"))?;
+    for needle in ["host 'server'", "pptpd exited during the scenario", "last lines of"] {
+        if !json.contains(needle) {
+            return Err(format!("the report should say {needle:?}: {json}").into());
+        }
+    }
+    Ok(())
+}
+
+/// `vpn-passthrough run` interrupted with SIGINT (Ctrl-C) while a scenario
+/// is under way: the process ends, and its lab is gone — namespaces, run
+/// record and every program.
+fn interrupted() -> TestResult {
+    use std::time::{Duration, Instant};
+    use vpn_passthrough::lab::{netns, runs};
+    let report = tempfile::tempdir()?;
+    let file = scenario::default_dir().join("pptp/two-clients-same-server.toml");
+    let mut child = std::process::Command::new(binary())
+        .args(["run", &file.to_string_lossy(), "--filter", "rust-off", "--jobs", "1", "--report"])
+        .arg(report.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    // Wait until the child's lab exists and a client is dialling (the
+    // router, pptpd and pptp all run).
+    let Some((id, dir)) = lab_of(pid, "hosts/c1/log/pptp.log") else {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("the run did not start a lab with a dialling client within 20 s".into());
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGINT)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return Err("the run did not end within 20 s of SIGINT".into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    if status.success() {
+        return Err("an interrupted run exited 0".into());
+    }
+    let left: Vec<String> = netns::list_names().into_iter().filter(|n| n.starts_with(&id.prefix())).collect();
+    if !left.is_empty() {
+        return Err(format!("namespaces left after SIGINT: {left:?}").into());
+    }
+    if std::path::Path::new(runs::RUNS_DIR).join(id.as_str()).exists() {
+        return Err(format!("the run record of {id} is left").into());
+    }
+    let _ = std::fs::remove_dir_all(dir);
     Ok(())
 }
