@@ -94,8 +94,9 @@ struct RunArgs {
     /// Only scenarios whose name (`family::case::router`) contains this.
     #[arg(long)]
     filter: Option<String>,
-    /// Scenarios played at once (each has its own lab).
-    #[arg(long, default_value_t = 4)]
+    /// Scenarios played at once (each has its own lab; most of their time
+    /// is spent waiting on daemons and timeouts, so more than cores).
+    #[arg(long, default_value_t = 8)]
     jobs: usize,
     /// The report directory.
     #[arg(long)]
@@ -540,7 +541,7 @@ fn show(name: &str) -> Result<(), LabError> {
             .find(|s| s.id == name)
             .ok_or_else(|| LabError::Input(format!("no scenario {name}: give a file or one of {}", known.join(", "))))?
     };
-    print!("{}", s.render());
+    print!("{}", vpn_passthrough::scenario::report::describe(&s));
     for t in suite::Routers::Both.targets(&s) {
         if let Some(e) = s.expect(t) {
             println!("  {:<12} {}", t.label(), e.summary());

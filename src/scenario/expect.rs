@@ -5,8 +5,7 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::format::{Delivery, Expect, Family, Scenario, TunnelState, client_number, parse_count, parse_port};
-use super::play::esp_spi;
+use super::format::{Delivery, Expect, Family, Scenario, TunnelState, client_number, esp_spi, parse_count, parse_port};
 use crate::capture::{Facts, What};
 use crate::router::{self, Shape};
 

@@ -548,23 +548,6 @@ impl Scenario {
         Ok(p)
     }
 
-    /// The story in a few lines: name, file, description, the lab drawn,
-    /// the steps.
-    pub fn render(&self) -> String {
-        let f = &self.file;
-        let steps: Vec<&str> = f.steps.iter().map(Step::kind).collect();
-        let modes: Vec<&str> = f.modes.iter().map(|m| m.name()).collect();
-        format!(
-            "{}\n  file: {}\n  {}\n\n{}\n  steps: {}\n  Rust NAT modes: {}\n  expected:\n",
-            self.id,
-            self.path.display(),
-            f.description,
-            super::report::topology_text(&f.topology.shape(), |i| self.server_of(i)),
-            steps.join(" → "),
-            modes.join(", ")
-        )
-    }
-
     /// The server client `i` talks to.
     pub fn server_of(&self, i: usize) -> usize {
         (i - 1) % self.file.topology.servers.max(1) + 1
@@ -713,6 +696,11 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// The SPI raw-ESP client `i` asks the server to send with.
+pub fn esp_spi(i: usize) -> u32 {
+    0x1000 + i as u32
 }
 
 /// `c3` → 3.

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::expect::{self, Check, Observed};
-use super::format::{Delivery, Direction, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, Verdict};
+use super::format::{
+    Delivery, Direction, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, Verdict, esp_spi,
+};
 use super::ladder::{self, Rung};
 use crate::capture::{Capture, Facts};
 use crate::lab::{Cmd, Host, Lab, LabError, Process, Result};
@@ -787,11 +789,6 @@ impl<'s, 'l> Player<'s, 'l> {
 
 fn up(link: &PppLink) -> Tunnel {
     Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None }
-}
-
-/// The SPI raw-ESP client `i` asks the server to send with.
-pub fn esp_spi(i: usize) -> u32 {
-    0x1000 + i as u32
 }
 
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {

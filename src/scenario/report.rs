@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::format::Family;
+use super::format::{Family, Scenario, Step};
 use super::play::{Outcome, Status};
 use crate::router::{self, Shape};
 
@@ -245,6 +245,23 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{backgro
     }
     s.push_str("</body></html>\n");
     s
+}
+
+/// A scenario in a few lines: name, file, description, the lab drawn,
+/// the steps, the modes.
+pub fn describe(sc: &Scenario) -> String {
+    let f = &sc.file;
+    let steps: Vec<&str> = f.steps.iter().map(Step::kind).collect();
+    let modes: Vec<&str> = f.modes.iter().map(|m| m.name()).collect();
+    format!(
+        "{}\n  file: {}\n  {}\n\n{}\n  steps: {}\n  Rust NAT modes: {}\n  expected:\n",
+        sc.id,
+        sc.path.display(),
+        f.description,
+        topology_text(&f.topology.shape(), |i| sc.server_of(i)),
+        steps.join(" → "),
+        modes.join(", ")
+    )
 }
 
 /// The lab as text: each client, the router, each server, and which
