@@ -406,8 +406,15 @@ impl<'s, 'l> Player<'s, 'l> {
             }
             Step::LinkDown { client } | Step::LinkUp { client } => {
                 let host = self.host(&router::client(*client))?;
-                let state = if matches!(step, Step::LinkDown { .. }) { "down" } else { "up" };
-                host.run_ok(Cmd::argv(&["ip", "link", "set", "dev", &host.ifname("eth0")?, state]))?;
+                let up = matches!(step, Step::LinkUp { .. });
+                let dev = host.ifname("eth0")?;
+                host.run_ok(Cmd::argv(&["ip", "link", "set", "dev", &dev, if up { "up" } else { "down" }]))?;
+                if up {
+                    // The kernel dropped the default route with the link;
+                    // a DHCP client would put it back.
+                    let gw = self.shape.client_lan().addr().to_string();
+                    host.run_ok(Cmd::argv(&["ip", "route", "replace", "default", "via", &gw, "dev", &dev]))?;
+                }
             }
             Step::Profile { mode } => {
                 let profile = self.s.profile(*mode).map_err(LabError::Input)?;
