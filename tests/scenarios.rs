@@ -7,32 +7,12 @@ mod common;
 
 use std::path::PathBuf;
 
+use common::needs::{CAPTURE as ESP, IPSEC, L2TP, L2TP_IPSEC, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::scenario::format::{Family, Lns, Step};
 use vpn_passthrough::scenario::{self, Scenario, Status, Target, suite};
 
-const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
-const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft"), Need::Tool("tcpdump")];
-const IPSEC: &[Need] = &[
-    Need::Root,
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("tcpdump"),
-    Need::Tool("openssl"),
-];
-const L2TP_IPSEC: &[Need] = &[
-    Need::Root,
-    Need::Tool("xl2tpd"),
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("tcpdump"),
-];
-const ESP: &[Need] = &[Need::Root, Need::Tool("nft"), Need::Tool("tcpdump")];
 const REBOOT: &[Need] = &[Need::Root, Need::Tool("conntrack")];
 const EXTERNAL: &[Need] = &[
     Need::Root,

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::needs::{CAPTURE, IPSEC, L2TP, L2TP_IPSEC, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::net::Ipv4Addr;
@@ -22,32 +23,7 @@ use vpn_passthrough::vpn::strongswan::{
 };
 use vpn_passthrough::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
 
-const IPSEC: &[Need] =
-    &[Need::Root, Need::Tool("charon"), Need::Tool("swanctl"), Need::Tool("kernel-libipsec"), Need::Tool("nft")];
-const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft")];
-const PPTP: &[Need] = &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft")];
-const PPTP_CAPTURE: &[Need] =
-    &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
-const L2TP_IPSEC: &[Need] = &[
-    Need::Root,
-    Need::Tool("xl2tpd"),
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("tcpdump"),
-];
-const L2TP_CAPTURE: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft"), Need::Tool("tcpdump")];
 const ROOT: &[Need] = &[Need::Root];
-const ROOT_CAPTURE: &[Need] = &[Need::Root, Need::Tool("tcpdump")];
-const IPSEC_CERTS: &[Need] = &[
-    Need::Root,
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("openssl"),
-];
 
 type Make = fn() -> Result<Box<dyn RouterUnderTest>, String>;
 
@@ -81,7 +57,7 @@ fn main() {
     let mut trials: Vec<Trial> = Vec::new();
     for (name, make) in routers {
         trials.push(lab_test(&format!("{name}::ipsec_ikev2_psk"), IPSEC, move || ipsec(make, IkeVersion::V2, false)));
-        trials.push(lab_test(&format!("{name}::ipsec_ikev2_certificates"), IPSEC_CERTS, move || {
+        trials.push(lab_test(&format!("{name}::ipsec_ikev2_certificates"), IPSEC, move || {
             ipsec(make, IkeVersion::V2, true)
         }));
         trials.push(lab_test(&format!("{name}::ipsec_ikev1_psk"), IPSEC, move || ipsec(make, IkeVersion::V1, false)));
@@ -92,7 +68,7 @@ fn main() {
     for (name, make, both) in
         [("rust_nat", rust_full as Make, true), ("rust_nat_naive", rust_naive, false), ("linux_nat", linux, true)]
     {
-        trials.push(lab_test(&format!("{name}::pptp_two_clients_one_call_id"), PPTP_CAPTURE, move || {
+        trials.push(lab_test(&format!("{name}::pptp_two_clients_one_call_id"), PPTP, move || {
             pptp_two_clients(make, both)
         }));
     }
@@ -107,7 +83,7 @@ fn main() {
         ("rust_nat", rust_full as Make, EspOutcome::Delivered),
         ("rust_nat_naive", rust_naive, EspOutcome::LastSenderGetsAll),
     ] {
-        trials.push(lab_test(&format!("{name}::raw_esp_two_clients_at_once"), ROOT_CAPTURE, move || {
+        trials.push(lab_test(&format!("{name}::raw_esp_two_clients_at_once"), CAPTURE, move || {
             raw_esp_two(make, outcome)
         }));
     }
@@ -117,13 +93,12 @@ fn main() {
         ("rust_nat_off", rust_off),
         ("linux_nat", linux),
     ] {
-        trials
-            .push(lab_test(&format!("{name}::hostile_wan_host_gets_nothing_in"), ROOT_CAPTURE, move || hostile(make)));
+        trials.push(lab_test(&format!("{name}::hostile_wan_host_gets_nothing_in"), CAPTURE, move || hostile(make)));
     }
     for (name, make, delivered) in
         [("rust_nat", rust_full as Make, true), ("rust_nat_naive", rust_naive, false), ("linux_nat", linux, false)]
     {
-        trials.push(lab_test(&format!("{name}::l2tp_lns_answering_from_a_new_port"), L2TP_CAPTURE, move || {
+        trials.push(lab_test(&format!("{name}::l2tp_lns_answering_from_a_new_port"), L2TP, move || {
             lns_new_port(make, delivered)
         }));
     }

@@ -1,6 +1,8 @@
 //! What the lab and router suites share: prerequisites that make a test
 //! ignored with its reason (or failed under VPN_PASSTHROUGH_STRICT=1).
 
+pub mod needs;
+
 use libtest_mimic::{Completion, Failed, Trial};
 use vpn_passthrough::prereq;
 
