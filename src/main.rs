@@ -454,7 +454,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         eprintln!("error: {e}");
         ExitCode::FAILURE
     };
-    let mut scenarios = match scenario::load(&scenario_paths(args.paths)) {
+    let scenarios = match scenario::load(&scenario_paths(args.paths)) {
         Ok(s) => s,
         Err(e) => return fail(e),
     };
@@ -476,16 +476,8 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             wan: args.wan,
         }),
     };
-    if let Some(f) = &args.filter {
-        scenarios.retain(|s| routers.targets(s).iter().any(|t| format!("{}::{}", s.id, t.label()).contains(f)));
-    }
-    let total: usize = scenarios.iter().map(|s| routers.targets(s).len()).sum();
-    eprintln!(
-        "playing {} scenario files, {total} runs, against {}, {} at a time",
-        scenarios.len(),
-        routers.name(),
-        args.jobs
-    );
+    let work = suite::work(&scenarios, &routers, args.filter.as_deref());
+    eprintln!("playing {} runs against {}, {} at a time", work.len(), routers.name(), args.jobs);
     let started = Instant::now();
     let progress = |n: usize, total: usize, o: &scenario::Outcome| {
         let width = 30;
@@ -504,10 +496,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             }
         }
     };
-    let mut outcomes = suite::run_all(&scenarios, &routers, &binary, args.jobs, &progress);
-    if let Some(f) = &args.filter {
-        outcomes.retain(|o| o.name.contains(f));
-    }
+    let outcomes = suite::run_all(&work, &routers, &binary, args.jobs, &progress);
     print!("{}", report::matrix_text(&outcomes));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);
@@ -519,10 +508,9 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
 }
 
 fn list(paths: Vec<PathBuf>) -> Result<(), LabError> {
-    use vpn_passthrough::scenario::{self, suite};
-    let scenarios = scenario::load(&scenario_paths(paths)).map_err(LabError::Input)?;
+    let scenarios = vpn_passthrough::scenario::load(&scenario_paths(paths)).map_err(LabError::Input)?;
     for s in &scenarios {
-        let targets: Vec<String> = suite::Routers::Both.targets(s).iter().map(|t| t.label()).collect();
+        let targets: Vec<String> = s.targets().iter().map(|t| t.label()).collect();
         println!("{:<45} {}  [{}]", s.id, s.path.display(), targets.join(" "));
     }
     println!("{} scenario files", scenarios.len());
@@ -530,19 +518,9 @@ fn list(paths: Vec<PathBuf>) -> Result<(), LabError> {
 }
 
 fn show(name: &str) -> Result<(), LabError> {
-    use vpn_passthrough::scenario::{self, Scenario, suite};
-    let path = PathBuf::from(name);
-    let s = if path.is_file() {
-        Scenario::load(&path).map_err(LabError::Input)?
-    } else {
-        let all = scenario::load(&scenario_paths(Vec::new())).map_err(LabError::Input)?;
-        let known: Vec<String> = all.iter().map(|s| s.id.clone()).collect();
-        all.into_iter()
-            .find(|s| s.id == name)
-            .ok_or_else(|| LabError::Input(format!("no scenario {name}: give a file or one of {}", known.join(", "))))?
-    };
+    let s = find_scenario(name)?;
     print!("{}", vpn_passthrough::scenario::report::describe(&s));
-    for t in suite::Routers::Both.targets(&s) {
+    for t in s.targets() {
         if let Some(e) = s.expect(t) {
             println!("  {:<12} {}", t.label(), e.summary());
         }
@@ -566,20 +544,20 @@ fn find_scenario(name: &str) -> Result<vpn_passthrough::scenario::Scenario, LabE
 /// Builds a scenario's lab with its router running and keeps it, printing
 /// a line per host to paste into a shell.
 fn up_scenario(name: &str, router: RouterArg, mode: &str) -> Result<(), LabError> {
-    use vpn_passthrough::router::{LinuxNat, NatLab, RouterUnderTest, RustNat};
-    use vpn_passthrough::scenario::Mode;
+    use vpn_passthrough::router::{NatLab, own_binary};
+    use vpn_passthrough::scenario::{Mode, Target, suite};
     let s = find_scenario(name)?;
-    let router: Box<dyn RouterUnderTest> = match router {
-        RouterArg::Linux => Box::new(LinuxNat { pptp_helper: true }),
-        RouterArg::Rust => {
-            let m = Mode::ALL
+    let target = match router {
+        RouterArg::Linux => Target::Linux,
+        RouterArg::Rust => Target::Rust(
+            Mode::ALL
                 .into_iter()
                 .find(|m| m.name() == mode)
-                .ok_or_else(|| LabError::Input(format!("--mode {mode}: allowed: off, naive, full")))?;
-            Box::new(RustNat::new(s.profile(m).map_err(LabError::Input)?)?)
-        }
+                .ok_or_else(|| LabError::Input(format!("--mode {mode}: allowed: off, naive, full")))?,
+        ),
         _ => return Err(LabError::Input("lab up plays the rust or linux router".into())),
     };
+    let router = suite::router_for(&s, target, &suite::Routers::Both, &own_binary()?).map_err(LabError::Input)?;
     let nl = NatLab::build_shaped(router.as_ref(), &s.file.topology.shape(), |t| t)?;
     print!("{}", nl.lab);
     println!("# {} with {}; paste into a shell:", s.id, router.name());

@@ -141,6 +141,12 @@ impl RunningRouter {
     /// How many packets the Rust NAT dropped for `reason` (by name); `None`
     /// for routers that do not count by reason.
     pub fn dropped(&self, lab: &Lab, reason: &str) -> Result<Option<u64>> {
+        Ok(self.drops(lab)?.map(|d| d.get(reason).copied().unwrap_or(0)))
+    }
+
+    /// Every drop counter of the Rust NAT by reason, from one dump; `None`
+    /// for routers that do not count by reason.
+    pub fn drops(&self, lab: &Lab) -> Result<Option<std::collections::BTreeMap<String, u64>>> {
         if self.control.is_none() {
             return Ok(None);
         }
@@ -150,9 +156,8 @@ impl RunningRouter {
             drops
                 .iter()
                 .filter_map(|d| d.as_array())
-                .find(|d| d.first().and_then(|n| n.as_str()) == Some(reason))
-                .and_then(|d| d.get(1).and_then(|n| n.as_u64()))
-                .unwrap_or(0),
+                .filter_map(|d| Some((d.first()?.as_str()?.to_string(), d.get(1)?.as_u64()?)))
+                .collect(),
         ))
     }
 
@@ -217,7 +222,7 @@ impl RouterUnderTest for RustNat {
         let p = host.spawn(
             Cmd::new(self.binary.to_string_lossy())
                 .args(&["nat", "--lan", &lan, "--lan-addr", &shape.lan.to_string(), "--wan", &wan])
-                .args(&["--wan-addr", &shape.wan().to_string(), "--profile", &profile.to_string_lossy()])
+                .args(&["--wan-addr", &shape.wan.to_string(), "--profile", &profile.to_string_lossy()])
                 .args(&["--control", "/run/nat.sock"])
                 .env("RUST_LOG", "info")
                 .label("nat"),
@@ -345,6 +350,11 @@ impl Shape {
         nth(self.lan, 2)
     }
 
+    /// The hosts VPN endpoints run on: the clients, then the servers.
+    pub fn endpoint_hosts(&self) -> Vec<String> {
+        (1..=self.clients).map(client).chain((1..=self.servers).map(|j| self.server_name(j))).collect()
+    }
+
     /// Server `j`'s host name (servers are numbered from 1).
     pub fn server_name(&self, j: usize) -> String {
         if j == 1 { SERVER.to_string() } else { format!("{SERVER}{j}") }
@@ -358,11 +368,6 @@ impl Shape {
     /// Server `j`'s inner address, on its loopback: what tunnels reach.
     pub fn server_inner(&self, j: usize) -> Ipv4Addr {
         Ipv4Addr::new(10, 10, 0, j as u8)
-    }
-
-    /// The router's public address and the WAN prefix.
-    pub fn wan(&self) -> Ipv4Net {
-        self.wan
     }
 
     fn wan_switch(&self) -> bool {
@@ -442,12 +447,6 @@ enum Placement<'a> {
     External { lan_port: &'a str, wan_port: &'a str },
 }
 
-/// The clients — router — server topology for `router` with `clients`
-/// clients.
-pub fn nat_topology(router: &dyn RouterUnderTest, clients: usize) -> Topology {
-    shaped_topology(router.kernel_routes(), &Shape::new(clients))
-}
-
 /// The topology of `shape`; `kernel_routes` gives the router host its
 /// addresses and forwarding (a kernel router), or leaves both to the
 /// router's own program.
@@ -486,7 +485,7 @@ fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
         EndpointSpec::new(&shape.server_name(j), "eth0").addr(&format!(
             "{}/{}",
             shape.server_addr(j),
-            shape.wan().prefix_len()
+            shape.wan.prefix_len()
         ))
     };
     for j in 1..=shape.servers {
@@ -499,7 +498,7 @@ fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
             let (lan_end, wan_end, host) = if kernel_routes {
                 (
                     EndpointSpec::new(ROUTER, LAN_IF).addr(&shape.lan.to_string()),
-                    EndpointSpec::new(ROUTER, WAN_IF).addr(&shape.wan().to_string()),
+                    EndpointSpec::new(ROUTER, WAN_IF).addr(&shape.wan.to_string()),
                     HostSpec::new(ROUTER).forwarding(),
                 )
             } else {
@@ -522,23 +521,6 @@ fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
     t
 }
 
-/// `t`, a [`nat_topology`], with the WAN on a switch and the intruder on
-/// it beside the server.
-pub fn with_intruder(mut t: Topology) -> Topology {
-    let mut server_end = None;
-    for l in &mut t.links {
-        if l.b.node == SERVER && l.a.node == ROUTER {
-            server_end = Some(std::mem::replace(&mut l.b, EndpointSpec::from("wan")));
-        }
-    }
-    let Some(server_end) = server_end else { return t };
-    let intruder_end = EndpointSpec::new(INTRUDER, "eth0").addr(&format!("{}/24", intruder_addr()));
-    t.switch("wan")
-        .host(HostSpec::new(INTRUDER))
-        .link_spec(LinkSpec::new(server_end, "wan").without_offloads())
-        .link_spec(LinkSpec::new(intruder_end, "wan").without_offloads())
-}
-
 /// A lab with a router under test running in it.
 pub struct NatLab {
     /// The lab.
@@ -555,7 +537,7 @@ impl NatLab {
         NatLab::build_with(router, clients, |t| t)
     }
 
-    /// Builds the lab from [`nat_topology`] as `change` leaves it (extra
+    /// Builds the lab of [`Shape::new`]`(clients)` as `change` leaves it (extra
     /// bind mounts, sysctls, routes), and starts the router.
     pub fn build_with(
         router: &dyn RouterUnderTest,
@@ -596,11 +578,6 @@ impl NatLab {
     /// The server.
     pub fn server(&self) -> Result<Host<'_>> {
         self.lab.host(SERVER)
-    }
-
-    /// Server `j` (from 1).
-    pub fn server_n(&self, j: usize) -> Result<Host<'_>> {
-        self.lab.host(&self.shape.server_name(j))
     }
 
     /// Stops the router and tears the lab down.

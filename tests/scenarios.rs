@@ -63,7 +63,7 @@ fn main() {
                     .into_iter()
                     .filter(|t| s.expect(*t).is_some_and(|e| e.skip.is_none()));
                 for target in played.collect::<Vec<_>>() {
-                    let name = format!("{}::{}", s.id, target.label());
+                    let name = s.name(target);
                     let reboots = s.file.steps.iter().any(|st| matches!(st, Step::Reboot));
                     let need = if reboots && target == Target::Linux { both(needs(&s), REBOOT) } else { needs(&s) };
                     let s = s.clone();
@@ -131,7 +131,7 @@ fn report_renders() -> TestResult {
         );
     }
     let routers = suite::Routers::Rust;
-    let outcomes = suite::run_all(&pick, &routers, &binary(), 2, &|_, _, _| {});
+    let outcomes = suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, &|_, _, _| {});
     let dir = tempfile::tempdir()?;
     scenario::report::write(dir.path(), &outcomes, &routers.name())?;
     let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
@@ -238,7 +238,7 @@ fn external_router() -> TestResult {
             .collect();
     let scenarios = scenario::load(&files)?;
     // One lab at a time: every lab adopts the same two ports.
-    let outcomes = suite::run_all(&scenarios, &routers, &binary(), 1, &|_, _, _| {});
+    let outcomes = suite::run_all(&suite::work(&scenarios, &routers, None), &routers, &binary(), 1, &|_, _, _| {});
     let mut problems = Vec::new();
     for o in &outcomes {
         let want = if o.case == "nat-reboot" { Status::Skipped } else { Status::Pass };

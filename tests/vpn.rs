@@ -476,7 +476,7 @@ fn raw_esp_two(make: Make, outcome: EspOutcome) -> TestResult {
 /// reach the LAN.
 fn hostile(make: Make) -> TestResult {
     let router = make()?;
-    let nl = NatLab::build_with(router.as_ref(), 1, router::with_intruder)?;
+    let nl = NatLab::build_shaped(router.as_ref(), &router::Shape { intruder: true, ..router::Shape::new(1) }, |t| t)?;
     let rt = nl.lab.host(router::ROUTER)?;
     let (lan, wan) = (Capture::start(&rt, router::LAN_IF, "lan")?, Capture::start(&rt, router::WAN_IF, "wan")?);
     let bin = env!("CARGO_BIN_EXE_vpn-passthrough");

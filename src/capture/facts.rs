@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::nat::wire::{ethernet, gre, ike, ipv4, l2tp, pptp};
+use crate::nat::wire::{esp, ethernet, gre, ike, ipv4, l2tp, pptp};
 
 use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, Pcap};
 
@@ -180,10 +180,9 @@ pub fn classify(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, What)> {
             .filter(|g| g.version() == 1 && g.has_key())
             .map(|g| What::Gre { call_id: g.call_id(), inner: l4.get(g.header_len()..).and_then(ppp_ipv4) })
             .unwrap_or(other),
-        ipv4::PROTO_ESP => match (be32(l4, 0), be32(l4, 4)) {
-            (Some(spi), Some(seq)) => What::Esp { ports: None, spi, seq },
-            _ => other,
-        },
+        ipv4::PROTO_ESP => {
+            esp::Packet::new_checked(l4).map(|e| What::Esp { ports: None, spi: e.spi(), seq: e.seq() }).unwrap_or(other)
+        }
         ipv4::PROTO_ICMP => match l4 {
             [kind, code, ..] => What::Icmp { kind: *kind, code: *code },
             _ => other,
@@ -239,8 +238,8 @@ fn udp(l4: &[u8]) -> Option<What> {
         if data.len() >= 8 && be32(data, 0) == Some(0) {
             return ike_message(sport, dport, &data[4..]).or(Some(What::Udp { sport, dport }));
         }
-        if let (Some(spi), Some(seq)) = (be32(data, 0), be32(data, 4)) {
-            return Some(What::Esp { ports: Some((sport, dport)), spi, seq });
+        if let Ok(e) = esp::Packet::new_checked(data) {
+            return Some(What::Esp { ports: Some((sport, dport)), spi: e.spi(), seq: e.seq() });
         }
     }
     if ports(ike::PORT)

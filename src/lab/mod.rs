@@ -80,8 +80,6 @@ pub struct Lab {
     /// node index), and that namespace, to give them back.
     adopted: Vec<(String, usize)>,
     home_ns: Option<std::fs::File>,
-    /// (switch, interface) pairs the topology asks to adopt.
-    ports: Vec<(String, String)>,
 }
 
 struct Node {
@@ -146,7 +144,6 @@ impl Lab {
             finished: false,
             adopted: Vec::new(),
             home_ns: None,
-            ports: topology.switches.iter().filter_map(|s| Some((s.name.clone(), s.adopt.clone()?))).collect(),
         };
         // From here on, dropping `lab` removes whatever exists.
         lab.rt = Some(rt?);
@@ -199,7 +196,7 @@ impl Lab {
         let root = netlink::connect(&rt).map_err(|e| LabError::io("opening a netlink socket", e))?;
         runtime.block_on(netlink::create_links(&root, plan, run, &nss))?;
         let adopt: Vec<(String, usize)> =
-            self.ports.iter().filter_map(|(switch, iface)| plan.node(switch).map(|i| (iface.clone(), i))).collect();
+            plan.nodes.iter().enumerate().filter_map(|(i, n)| Some((n.adopt.clone()?, i))).collect();
         if !adopt.is_empty() {
             let home = std::fs::File::open("/proc/self/ns/net")
                 .map_err(|e| LabError::io("opening this namespace to give adopted interfaces back", e))?;
@@ -234,11 +231,6 @@ impl Lab {
         for (node, (handle, ctl)) in self.nodes.iter_mut().zip(opened) {
             node.netlink = Some(handle);
             node.ctl = Some(ctl);
-        }
-        for (iface, i) in &self.adopted {
-            let h = self.nodes[*i].netlink.as_ref().ok_or_else(no_runtime)?;
-            let context = format!("switch '{}': joining '{iface}' to the bridge", self.plan.nodes[*i].name);
-            runtime.block_on(netlink::join_bridge(h, iface, self.plan.nodes[*i].ifaces[0].index, context))?;
         }
         let plan = &self.plan;
         let configure = self.nodes.iter().zip(&plan.nodes).filter_map(|(n, p)| {

@@ -82,13 +82,6 @@ pub async fn move_link(from: &Handle, name: &str, to: std::os::fd::RawFd, contex
     from.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e))
 }
 
-/// Joins the interface `name` to the bridge with index `bridge` and brings
-/// it up.
-pub async fn join_bridge(h: &Handle, name: &str, bridge: u32, context: String) -> Result<()> {
-    let msg = LinkUnspec::new_with_name(name).controller(bridge).up().build();
-    h.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e))
-}
-
 fn with_mtu<T>(b: LinkMessageBuilder<T>, iface: &IfacePlan) -> LinkMessageBuilder<T> {
     match iface.mtu {
         Some(mtu) => b.mtu(mtu),
@@ -112,6 +105,13 @@ pub async fn configure_node(h: &Handle, node: &NodePlan) -> Result<()> {
         }
         let context = place(format!("adding address {net} to lo"));
         steps.push(async move { req.execute().await.map_err(|e| LabError::netlink(context, e)) }.boxed());
+    }
+    if let Some(port) = &node.adopt {
+        let msg = LinkUnspec::new_with_name(port).controller(node.ifaces[0].index).up().build();
+        let context = place(format!("joining adopted interface '{port}' to the bridge"));
+        steps.push(
+            async move { h.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e)) }.boxed(),
+        );
     }
     for iface in node.ifaces.iter().filter(|i| i.is_veth_peer) {
         let mut msg = LinkUnspec::new_with_index(iface.index).up();

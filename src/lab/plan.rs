@@ -68,6 +68,9 @@ pub struct NodePlan {
     pub binds: Vec<BindSpec>,
     /// Addresses of the loopback interface.
     pub loopback: Vec<IpNet>,
+    /// A switch's port that is an existing interface of the namespace the
+    /// lab is built in (moved in, joined to the bridge, given back).
+    pub adopt: Option<String>,
 }
 
 /// One interface.
@@ -128,9 +131,9 @@ impl Plan {
         let mut nodes: Vec<NodePlan> = Vec::new();
         let mut by_name: HashMap<String, usize> = HashMap::new();
 
-        let hosts = topology.hosts.iter().map(|h| (h.name.as_str(), NodeKind::Host));
-        let switches = topology.switches.iter().map(|s| (s.name.as_str(), NodeKind::Switch));
-        for (name, kind) in hosts.chain(switches) {
+        let hosts = topology.hosts.iter().map(|h| (h.name.as_str(), NodeKind::Host, None));
+        let switches = topology.switches.iter().map(|s| (s.name.as_str(), NodeKind::Switch, s.adopt.clone()));
+        for (name, kind, adopt) in hosts.chain(switches) {
             if let Err(why) = check_node_name(name) {
                 problems.push(format!("name '{name}' {why}"));
             }
@@ -146,7 +149,13 @@ impl Plan {
                 sysctls: Vec::new(),
                 binds: Vec::new(),
                 loopback: Vec::new(),
+                adopt,
             };
+            if let Some(port) = &node.adopt
+                && (port.is_empty() || port.len() > 15)
+            {
+                problems.push(format!("switch '{name}': '{port}' is not an interface name (1 to 15 bytes)"));
+            }
             if kind == NodeKind::Switch {
                 node.ifaces.push(IfacePlan {
                     local: BRIDGE_IFNAME.into(),

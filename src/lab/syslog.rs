@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
 
 use super::error::{LabError, Result};
 
@@ -24,6 +23,8 @@ pub const LOG_NAME: &str = "syslog.log";
 /// The receiving end of one host's syslog.
 pub struct SyslogSink {
     stop: Arc<AtomicBool>,
+    /// The socket, to wake the thread from its `recv` when the sink ends.
+    sock: UnixDatagram,
     thread: Option<JoinHandle<()>>,
     log: PathBuf,
 }
@@ -53,7 +54,7 @@ impl SyslogSink {
         let _ = std::fs::remove_file(&path);
         let what = |e| LabError::io(format!("host '{host}': syslog socket {}", path.display()), e);
         let sock = UnixDatagram::bind(&path).map_err(what)?;
-        sock.set_read_timeout(Some(Duration::from_millis(200))).map_err(what)?;
+        let reader = sock.try_clone().map_err(what)?;
         let log = log_dir.join(LOG_NAME);
         let mut file = File::options()
             .create(true)
@@ -66,18 +67,20 @@ impl SyslogSink {
             .name(format!("syslog-{host}"))
             .spawn(move || {
                 let mut buf = vec![0u8; 8192];
+                // What is queued is read first; after the shutdown in
+                // `drop`, recv returns at once.
                 loop {
-                    match sock.recv(&mut buf) {
-                        Ok(n) => {
+                    match reader.recv(&mut buf) {
+                        Ok(n) if n > 0 => {
                             let _ = file.write_all(line(&buf[..n]).as_bytes());
                         }
-                        Err(_) if flag.load(Ordering::SeqCst) => break,
-                        Err(_) => {}
+                        _ if flag.load(Ordering::SeqCst) => break,
+                        _ => {}
                     }
                 }
             })
             .map_err(|e| LabError::io(format!("host '{host}': starting the syslog thread"), e))?;
-        Ok(SyslogSink { stop, thread: Some(thread), log })
+        Ok(SyslogSink { stop, sock, thread: Some(thread), log })
     }
 
     /// The log file.
@@ -89,6 +92,7 @@ impl SyslogSink {
 impl Drop for SyslogSink {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

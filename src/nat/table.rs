@@ -13,7 +13,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use super::profile::{Behaviour, Profile, SharedRemote};
+use super::profile::{Behaviour, IpsecMode, L2tpMode, Profile, SharedRemote};
+use super::wire::{ike, ipv4, l2tp};
 
 /// A fast hasher for small fixed keys (FxHash): the table is on the
 /// per-packet path and its keys come from our own packets' headers.
@@ -241,11 +242,11 @@ impl Table {
             next_port: 0,
             reserved: {
                 let mut r = Vec::new();
-                if profile.l2tp == super::profile::L2tpMode::TunnelId {
-                    r.push(super::wire::l2tp::PORT);
+                if profile.l2tp == L2tpMode::TunnelId {
+                    r.push(l2tp::PORT);
                 }
-                if profile.ipsec == super::profile::IpsecMode::Spi {
-                    r.push(super::wire::ike::PORT);
+                if profile.ipsec == IpsecMode::Spi {
+                    r.push(ike::PORT);
                 }
                 r
             },
@@ -352,7 +353,7 @@ impl Table {
         now_ms: u64,
     ) -> Result<u16, MapError> {
         let free = |t: &mut Table, port: u16| {
-            if proto == 17 && t.reserved.contains(&port) {
+            if proto == ipv4::PROTO_UDP && t.reserved.contains(&port) {
                 return false;
             }
             let k = t.in_key(proto, class, port, remote);

@@ -70,7 +70,7 @@ fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
-fn set_nonblocking(fd: RawFd) -> io::Result<()> {
+pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own.
     let flags = check(unsafe { libc::fcntl(fd, libc::F_GETFL) })?;
     // SAFETY: as above.
@@ -316,9 +316,9 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
                         dropped.1 += 1;
                     }
                 }
-                Event::Down(why) => {
+                Event::Down { why, clean } => {
                     log.line(&format!("link down: {why}"));
-                    exit = i32::from(!why.contains("terminated"));
+                    exit = i32::from(!clean);
                 }
             }
         }

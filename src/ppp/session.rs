@@ -119,8 +119,14 @@ pub enum Event {
     },
     /// An IPv4 packet from the peer.
     Ip(Vec<u8>),
-    /// The link is finished, for this reason.
-    Down(String),
+    /// The link is finished, for this reason; `clean` when it ended by
+    /// LCP Terminate (either side's), not by a failure.
+    Down {
+        /// Why.
+        why: String,
+        /// Ended by Terminate.
+        clean: bool,
+    },
 }
 
 /// One negotiation layer's state.
@@ -293,10 +299,20 @@ impl Session {
         self.events.push_back(Event::Send(f, accm));
     }
 
+    /// The link failed.
     fn down(&mut self, why: impl Into<String>) {
+        self.end(why.into(), false);
+    }
+
+    /// The link ended by LCP Terminate.
+    fn terminated(&mut self, why: &str) {
+        self.end(why.into(), true);
+    }
+
+    fn end(&mut self, why: String, clean: bool) {
         if self.phase != Phase::Dead {
             self.phase = Phase::Dead;
-            self.events.push_back(Event::Down(why.into()));
+            self.events.push_back(Event::Down { why, clean });
         }
     }
 
@@ -378,9 +394,9 @@ impl Session {
             }
             TERM_REQ => {
                 self.send(PROTO_LCP, control(TERM_ACK, id, &[]));
-                self.down("the peer terminated the link");
+                self.terminated("the peer terminated the link");
             }
-            TERM_ACK if self.phase == Phase::Terminate => self.down("link terminated"),
+            TERM_ACK if self.phase == Phase::Terminate => self.terminated("link terminated"),
             ECHO_REQ if self.lcp.open() => {
                 let mut reply = self.cfg.magic.to_be_bytes().to_vec();
                 reply.extend_from_slice(data.get(4..).unwrap_or_default());
@@ -747,7 +763,7 @@ impl Session {
         let due = |t: Option<Duration>| t.is_some_and(|t| t <= now);
         if due(self.term_next) {
             if self.term_tries >= 2 {
-                self.down("link terminated (no Terminate-Ack)");
+                self.terminated("link terminated (no Terminate-Ack)");
                 return;
             }
             self.term_tries += 1;
@@ -897,7 +913,7 @@ mod tests {
                                 }
                             }
                             Event::Ip(p) => self.seen[side].1.push(p),
-                            Event::Down(why) => self.seen[side].2.push(why),
+                            Event::Down { why, .. } => self.seen[side].2.push(why),
                             up => self.seen[side].0.push(up),
                         }
                     }
@@ -1068,7 +1084,7 @@ mod tests {
         for _ in 0..4 {
             w.now += Duration::from_secs(5);
             w.a.handle_timeout(w.now);
-            while w.a.poll_event().is_some_and(|e| !matches!(e, Event::Down(_))) {}
+            while w.a.poll_event().is_some_and(|e| !matches!(e, Event::Down { .. })) {}
         }
         assert!(w.a.is_dead());
     }

@@ -74,9 +74,7 @@ impl Tun {
         let flags = unsafe { r.ifr_ifru.ifru_flags }
             | (libc::IFF_UP | libc::IFF_RUNNING | libc::IFF_POINTOPOINT) as libc::c_short;
         set(libc::SIOCSIFFLAGS, &|r| r.ifr_ifru.ifru_flags = flags)?;
-        let flags = file.as_raw_fd();
-        // SAFETY: F_SETFL on our own descriptor.
-        check(unsafe { libc::fcntl(flags, libc::F_SETFL, libc::O_NONBLOCK) })?;
+        super::set_nonblocking(file.as_raw_fd())?;
         Ok(Tun { file, name })
     }
 

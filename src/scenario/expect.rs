@@ -31,8 +31,6 @@ pub struct Observed {
     pub wan: Facts,
     /// Rust NAT drop counters asked for.
     pub counters: BTreeMap<String, u64>,
-    /// Every host's last log lines.
-    pub logs: String,
 }
 
 /// One expectation and what was seen.
@@ -115,7 +113,7 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, rust: bool) -> Vec<Check
     }
     for (port, want) in &e.public_ports {
         let Some((proto, dport)) = parse_port(port) else { continue };
-        let ports = public_ports(&o.wan, o.shape.wan().addr(), proto, dport);
+        let ports = public_ports(&o.wan, o.shape.wan.addr(), proto, dport);
         let mut c = check(format!("public source ports towards {port}"), want, ports.len());
         c.seen = format!("{} ({ports:?})", c.seen);
         checks.push(c);

@@ -515,6 +515,12 @@ impl Scenario {
         Ok(s)
     }
 
+    /// The test name of this scenario against `target`:
+    /// `family::case::target`.
+    pub fn name(&self, target: Target) -> String {
+        format!("{}::{}", self.id, target.label())
+    }
+
     /// The router kinds this file is played against, in order.
     pub fn targets(&self) -> Vec<Target> {
         let mut t: Vec<Target> = self.file.modes.iter().map(|m| Target::Rust(*m)).collect();

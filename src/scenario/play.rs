@@ -114,7 +114,7 @@ impl Outcome {
     /// A failed outcome with nothing seen yet.
     pub fn blank(scenario: &Scenario, target: Target) -> Outcome {
         Outcome {
-            name: format!("{}::{}", scenario.id, target.label()),
+            name: scenario.name(target),
             family: scenario.file.family,
             case: scenario.case.clone(),
             target,
@@ -135,12 +135,10 @@ impl Outcome {
 /// Plays `scenario` against `router` as `target`.
 pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -> Outcome {
     let started = Instant::now();
-    let mut shape = scenario.file.topology.shape();
-    if let Some((lan, wan)) = router.addressing() {
-        (shape.lan, shape.wan) = (lan, wan);
-    }
     let mut out = Outcome::blank(scenario, target);
-    out.shape = shape.clone();
+    if let Some((lan, wan)) = router.addressing() {
+        (out.shape.lan, out.shape.wan) = (lan, wan);
+    }
     let Some(expect) = scenario.expect(target) else {
         out.error = Some(format!("{}: nothing expected for {}", scenario.path.display(), target.label()));
         return out;
@@ -152,8 +150,8 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
     }
     out.why = expect.why.clone();
     let judge = |o: &Observed| expect::evaluate(scenario, expect, o, router_kind_is_rust(target));
-    match run(scenario, target, router, &shape, &judge) {
-        Ok((observed, checks, kept)) => {
+    match run(scenario, target, router, &out.shape.clone(), &judge) {
+        Ok((observed, checks, kept, logs)) => {
             out.checks = checks;
             out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
             let failed = out.checks.iter().any(|c| !c.ok);
@@ -163,7 +161,7 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
                 (false, Verdict::Breaks) => Status::ExpectedFailure,
             };
             if failed {
-                out.error = Some(observed.logs.clone());
+                out.error = Some(logs);
                 out.kept = kept;
             }
         }
@@ -180,7 +178,9 @@ fn router_kind_is_rust(target: Target) -> bool {
     matches!(target, Target::Rust(_))
 }
 
-type RunResult = std::result::Result<(Observed, Vec<Check>, Option<PathBuf>), (String, Option<PathBuf>)>;
+/// What was seen, its checks, and on failure the kept run directory and
+/// the hosts' last log lines; or why the run itself failed.
+type RunResult = std::result::Result<(Observed, Vec<Check>, Option<PathBuf>, String), (String, Option<PathBuf>)>;
 
 /// Builds the lab, plays the steps, judges what was seen, tears down. The
 /// run directory (logs, pcaps) is kept when a check failed or the run did.
@@ -205,26 +205,23 @@ fn run(
     .map_err(|e| (e.to_string(), None))?;
     let dir = nl.lab.dir().to_path_buf();
     let NatLab { lab, router: running, shape } = nl;
-    let (observed, logs) = {
+    let (observed, checks, failed, logs) = {
         let mut player = Player::new(scenario, target, router, &lab, running, shape);
         let observed = player.play().and_then(|()| player.observe());
-        let logs = player.logs();
+        let checks = observed.as_ref().map(judge).unwrap_or_default();
+        let failed = observed.is_err() || checks.iter().any(|c| !c.ok);
+        let logs = if failed { player.logs() } else { String::new() };
         // A client program that gave up (no IKE answer, a call refused) is
         // an outcome the expectations judge, not a crash.
         player.stop_clients();
-        (observed, logs)
+        (observed, checks, failed, logs)
     };
-    let checks = observed.as_ref().map(judge).unwrap_or_default();
-    if observed.is_err() || checks.iter().any(|c| !c.ok) {
+    if failed {
         lab.keep_dir();
     }
     let teardown = lab.teardown();
     match (observed, teardown) {
-        (Ok(mut o), Ok(())) => {
-            o.logs = logs;
-            let kept = checks.iter().any(|c| !c.ok).then_some(dir);
-            Ok((o, checks, kept))
-        }
+        (Ok(o), Ok(())) => Ok((o, checks, failed.then_some(dir), logs)),
         (Err(e), _) => Err((format!("{e}\n{logs}"), Some(dir))),
         (Ok(_), Err(e)) => Err((format!("teardown: {e}\n{logs}"), Some(dir))),
     }
@@ -423,7 +420,7 @@ impl<'s, 'l> Player<'s, 'l> {
             Step::Hostile { rounds } => {
                 let bin = router::own_binary()?;
                 let intruder = self.host(router::INTRUDER)?;
-                let public = self.shape.wan().addr().to_string();
+                let public = self.shape.wan.addr().to_string();
                 // Resolve the router's address first: packets sent while ARP
                 // is pending would be lost before they reach it.
                 intruder.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &public]))?;
@@ -491,6 +488,7 @@ impl<'s, 'l> Player<'s, 'l> {
             }
             Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
                 let l2tp = self.s.file.family == Family::L2tpIpsec;
+                let (inner_ts, client_ts) = ipsec_selectors(inner, l2tp);
                 let auth = self.auth(&format!("server{j}.lab"))?;
                 let charon = Charon::start(host, Duration::from_secs(20))?;
                 charon.load(
@@ -499,8 +497,8 @@ impl<'s, 'l> Player<'s, 'l> {
                         auth: auth.clone(),
                         id: self.ike_id("server", j),
                         addr,
-                        local_ts: if l2tp { format!("{inner}/32[udp/1701]") } else { format!("{inner}/32") },
-                        remote_ts: l2tp.then(|| "dynamic[udp/1701]".to_string()),
+                        local_ts: inner_ts,
+                        remote_ts: client_ts,
                         pool: format!("10.99.{j}.0/24"),
                         ip_fragments: e.auth == IpsecAuth::Certificates,
                     }),
@@ -552,25 +550,13 @@ impl<'s, 'l> Player<'s, 'l> {
             Family::Pptp => {
                 let call =
                     PptpClient::start(host, server_addr, &PppConfig::client(&format!("client{i}"), SECRET).quiet())?;
-                match call.wait_for_link(timeout) {
-                    Ok(link) => {
-                        self.server_link(j, &link)?;
-                        tunnel = up(&link);
-                    }
-                    Err(err) => tunnel.note = Some(err.to_string()),
-                }
+                tunnel = self.linked(j, call.wait_for_link(timeout))?;
                 Client::Pptp(call)
             }
             Family::L2tp => {
                 let lac = Xl2tpd::lac(host, &lac_config(server_addr, i, false))?;
                 if e.lns == Lns::Xl2tpd {
-                    match lac.connect("server", timeout) {
-                        Ok(link) => {
-                            self.server_link(j, &link)?;
-                            tunnel = up(&link);
-                        }
-                        Err(err) => tunnel.note = Some(err.to_string()),
-                    }
+                    tunnel = self.linked(j, lac.connect("server", timeout))?;
                 } else {
                     lac.dial("server")?;
                     tunnel.note = Some("a scripted LNS answers the tunnel only".into());
@@ -579,6 +565,7 @@ impl<'s, 'l> Player<'s, 'l> {
             }
             Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
                 let l2tp = self.s.file.family == Family::L2tpIpsec;
+                let (inner_ts, client_ts) = ipsec_selectors(inner, l2tp);
                 let auth = self.auth(&format!("client{i}.lab"))?;
                 let charon = Charon::start(host, Duration::from_secs(e.keepalive_s))?;
                 charon.load(
@@ -589,8 +576,8 @@ impl<'s, 'l> Player<'s, 'l> {
                         id: self.ike_id("client", i),
                         server_id: self.ike_id("server", j),
                         server: server_addr,
-                        remote_ts: if l2tp { format!("{inner}/32[udp/1701]") } else { format!("{inner}/32") },
-                        local_ts: l2tp.then(|| "dynamic[udp/1701]".to_string()),
+                        remote_ts: inner_ts,
+                        local_ts: client_ts,
                         ip_fragments: e.auth == IpsecAuth::Certificates,
                     }),
                     &auth,
@@ -599,13 +586,9 @@ impl<'s, 'l> Player<'s, 'l> {
                 match charon.initiate(CHILD, timeout) {
                     Ok(sa) if l2tp => {
                         let l = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
-                        match l.connect("server", timeout) {
-                            Ok(link) => {
-                                self.server_link(j, &link)?;
-                                tunnel = up(&link);
-                            }
-                            Err(err) => tunnel.note = Some(format!("IPsec up ({sa:?}), L2TP not: {err}")),
-                        }
+                        let link = l.connect("server", timeout);
+                        let link = link.map_err(|err| LabError::Input(format!("IPsec up ({sa:?}), L2TP not: {err}")));
+                        tunnel = self.linked(j, link)?;
                         lac = Some(l);
                     }
                     Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
@@ -636,6 +619,18 @@ impl<'s, 'l> Player<'s, 'l> {
         self.clients.insert(i, client);
         self.tunnels[i - 1] = tunnel;
         Ok(())
+    }
+
+    /// The tunnel a PPP link makes, once server `j`'s daemon has it too;
+    /// a link that did not come up is a tunnel down, with the reason.
+    fn linked(&self, j: usize, link: Result<PppLink>) -> Result<Tunnel> {
+        match link {
+            Ok(link) => {
+                self.server_link(j, &link)?;
+                Ok(Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None })
+            }
+            Err(err) => Ok(Tunnel { note: Some(err.to_string()), ..Tunnel::default() }),
+        }
     }
 
     /// Waits until the server's daemon has the client's link too.
@@ -726,10 +721,7 @@ impl<'s, 'l> Player<'s, 'l> {
     /// Every client and server advertises `mss`, so that the other side
     /// sends TCP segments no larger.
     fn clamp_mss(&self, mss: u16) -> Result<()> {
-        let shape = self.shape().clone();
-        let names: Vec<String> =
-            (1..=shape.clients).map(router::client).chain((1..=shape.servers).map(|j| shape.server_name(j))).collect();
-        for name in names {
+        for name in self.shape.endpoint_hosts() {
             let host = self.host(&name)?;
             let rules = format!(
                 "table inet mss {{\n  chain out {{\n    type filter hook output priority mangle;\n    tcp flags syn tcp option maxseg size set {mss}\n  }}\n}}\n"
@@ -748,12 +740,12 @@ impl<'s, 'l> Player<'s, 'l> {
             _ => return Err(LabError::Input("the captures were not started".into())),
         };
         let mut counters = BTreeMap::new();
-        if router_kind_is_rust(self.target) {
-            let names: Vec<String> =
-                self.s.expect(self.target).map(|e| e.counters.keys().cloned().collect()).unwrap_or_default();
-            for name in names {
-                let n = self.running.dropped(self.lab, &name)?.unwrap_or(0);
-                counters.insert(name, n);
+        let wanted = self.s.expect(self.target).map(|e| &e.counters).filter(|c| !c.is_empty());
+        if let Some(wanted) = wanted
+            && let Some(all) = self.running.drops(self.lab)?
+        {
+            for name in wanted.keys() {
+                counters.insert(name.clone(), all.get(name).copied().unwrap_or(0));
             }
         }
         Ok(Observed {
@@ -766,7 +758,6 @@ impl<'s, 'l> Player<'s, 'l> {
             lan,
             wan,
             counters,
-            logs: String::new(),
         })
     }
 
@@ -780,9 +771,7 @@ impl<'s, 'l> Player<'s, 'l> {
 
     /// The last log lines of every client and server.
     fn logs(&self) -> String {
-        let shape = self.shape().clone();
-        let mut names: Vec<String> = (1..=shape.clients).map(router::client).collect();
-        names.extend((1..=shape.servers).map(|j| shape.server_name(j)));
+        let mut names = self.shape.endpoint_hosts();
         names.push(router::ROUTER.into());
         names
             .iter()
@@ -794,8 +783,14 @@ impl<'s, 'l> Player<'s, 'l> {
     }
 }
 
-fn up(link: &PppLink) -> Tunnel {
-    Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None }
+/// The CHILD_SA's traffic selectors: the server's inner address, and the
+/// client's side when narrowed. L2TP over IPsec narrows both to udp/1701.
+fn ipsec_selectors(inner: Ipv4Addr, l2tp: bool) -> (String, Option<String>) {
+    if l2tp {
+        (format!("{inner}/32[udp/1701]"), Some("dynamic[udp/1701]".into()))
+    } else {
+        (format!("{inner}/32"), None)
+    }
 }
 
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {

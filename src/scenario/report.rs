@@ -284,7 +284,7 @@ pub fn topology_text(shape: &Shape, server_of: impl Fn(usize) -> usize) -> Strin
             shape.server_addr(j)
         );
     }
-    let _ = writeln!(s, "  through the router under test: LAN {} | WAN {}", shape.lan, shape.wan());
+    let _ = writeln!(s, "  through the router under test: LAN {} | WAN {}", shape.lan, shape.wan);
     for j in 1..=shape.servers {
         let _ = writeln!(
             s,
@@ -347,7 +347,7 @@ pub fn topology_svg(shape: &Shape) -> String {
         300,
         router_y,
         "router under test",
-        &format!("{} | {}", shape.lan.addr(), shape.wan().addr()),
+        &format!("{} | {}", shape.lan.addr(), shape.wan.addr()),
         "#fde8e8",
     );
     let mut wan_hosts: Vec<(String, String)> =

@@ -98,17 +98,25 @@ pub fn needs_control(s: &Scenario) -> Option<&'static str> {
     None
 }
 
-/// Plays every scenario against its targets on `jobs` workers; `progress`
+/// Every scenario with each target `routers` plays it against, those
+/// whose test name contains `filter` (all without one).
+pub fn work<'a>(scenarios: &'a [Scenario], routers: &Routers, filter: Option<&str>) -> Vec<(&'a Scenario, Target)> {
+    scenarios
+        .iter()
+        .flat_map(|s| routers.targets(s).into_iter().map(move |t| (s, t)))
+        .filter(|(s, t)| filter.is_none_or(|f| s.name(*t).contains(f)))
+        .collect()
+}
+
+/// Plays each (scenario, target) of `work` on `jobs` workers; `progress`
 /// hears of each outcome as it lands. Outcomes come back in input order.
 pub fn run_all(
-    scenarios: &[Scenario],
+    work: &[(&Scenario, Target)],
     routers: &Routers,
     binary: &std::path::Path,
     jobs: usize,
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
-    let work: Vec<(&Scenario, Target)> =
-        scenarios.iter().flat_map(|s| routers.targets(s).into_iter().map(move |t| (s, t))).collect();
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);

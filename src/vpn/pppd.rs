@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::lab::{Cmd, Host, HostSpec, LabError, Process, Result};
 use crate::ppp::session::AuthProto;
@@ -121,49 +121,39 @@ pub struct PppLink {
 /// The `pppN` links `host` has, with their addresses, as the kernel lists
 /// them inside the host's namespace.
 pub fn ppp_links(host: &Host<'_>) -> Result<Vec<PppLink>> {
-    host.inside(|| {
-        let addrs = nix::ifaddrs::getifaddrs()
-            .map_err(|e| LabError::io(format!("host '{}': listing interface addresses", host.name()), e.into()))?;
-        let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| a.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()));
-        Ok(addrs
-            .filter(|a| a.interface_name.starts_with("ppp"))
-            .filter_map(|a| {
-                let local = v4(a.address)?;
-                let peer = v4(a.destination)?;
-                Some(PppLink { ifname: a.interface_name, local, peer })
-            })
-            .collect())
-    })
+    host.inside(|| links_here(host.name()))
+}
+
+/// The `pppN` links of the namespace the calling thread is in.
+fn links_here(host: &str) -> Result<Vec<PppLink>> {
+    let addrs = nix::ifaddrs::getifaddrs()
+        .map_err(|e| LabError::io(format!("host '{host}': listing interface addresses"), e.into()))?;
+    let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| a.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()));
+    Ok(addrs
+        .filter(|a| a.interface_name.starts_with("ppp"))
+        .filter_map(|a| {
+            let local = v4(a.address)?;
+            let peer = v4(a.destination)?;
+            Some(PppLink { ifname: a.interface_name, local, peer })
+        })
+        .collect())
 }
 
 /// Waits until `host` has a PPP link to `peer` (any peer if `None`); the
 /// error names `daemon` and carries the last lines of its log and of the
-/// host's `pppd.log`.
+/// host's `pppd.log`. The wait runs inside the host's namespace.
 pub fn wait_for_link(host: &Host<'_>, daemon: &Process, peer: Option<Ipv4Addr>, timeout: Duration) -> Result<PppLink> {
-    let deadline = Instant::now() + timeout;
-    let mut found = None;
-    let res = daemon.wait_until(
-        &format!("bring a PPP link up to {}", peer.map_or("its peer".into(), |p| p.to_string())),
-        timeout,
-        || {
-            found = ppp_links(host).ok().and_then(|l| l.into_iter().find(|l| peer.is_none_or(|p| l.peer == p)));
-            found.is_some() || Instant::now() >= deadline
-        },
-    );
-    match (res, found) {
-        (_, Some(link)) => Ok(link),
-        (Err(e), None) => Err(with_ppp_log(host, e)),
-        (Ok(()), None) => Err(with_ppp_log(
-            host,
-            LabError::Input(format!(
-                "host '{}': {} did not bring a PPP link up within {timeout:?}; its log {}:\n{}",
-                host.name(),
-                daemon.label(),
-                daemon.log_path().display(),
-                daemon.log_tail(20)
-            )),
-        )),
-    }
+    let what = format!("bring a PPP link up to {}", peer.map_or("its peer".into(), |p| p.to_string()));
+    let name = host.name();
+    host.inside(|| {
+        let mut found = None;
+        daemon.wait_until(&what, timeout, || {
+            found = links_here(name).ok().and_then(|l| l.into_iter().find(|l| peer.is_none_or(|p| l.peer == p)));
+            found.is_some()
+        })?;
+        found.ok_or_else(|| LabError::Input(format!("host '{name}': the PPP link vanished")))
+    })
+    .map_err(|e| with_ppp_log(host, e))
 }
 
 /// `e` with the last lines of the host's logs after it (its daemons,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::nat::wire::{ike, l2tp};
+use crate::nat::wire::{esp, ike, l2tp};
 
 /// What the ESP client puts before its SPI in the IKE body.
 const ASK: &[u8] = b"ESP-SPI ";
@@ -122,9 +122,8 @@ pub fn esp_packet(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
 }
 
 fn esp_fields(p: &[u8]) -> Option<(u32, u32, &[u8])> {
-    let spi = u32::from_be_bytes(p.get(0..4)?.try_into().ok()?);
-    let seq = u32::from_be_bytes(p.get(4..8)?.try_into().ok()?);
-    Some((spi, seq, &p[8..]))
+    let esp = esp::Packet::new_checked(p).ok()?;
+    Some((esp.spi(), esp.seq(), &p[esp::HEADER_LEN..]))
 }
 
 /// The ESP server: answers IKE-like requests on UDP 500 and echoes ESP
@@ -135,7 +134,7 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
     udp.set_nonblocking(true)?;
     let raw = RawSocket::open(50)?;
     say("listening udp/500 esp");
-    // Server SPI -> (client SPI, IKE initiator SPI).
+    // Server SPI -> client SPI; IKE initiator SPI -> server SPI.
     let mut sessions: HashMap<u32, u32> = HashMap::new();
     let mut by_initiator: HashMap<u64, u32> = HashMap::new();
     let mut next_spi = 0x5000_0001u32;
@@ -334,9 +333,8 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
         udp.send_to(&l2tp::emit_data(id, 1, true, b"\xff\x03\x00\x21spoofed"), to(l2tp::PORT))?;
         udp.send_to(&l2tp::emit_control(id, 0, l2tp::HELLO, &[]), to(l2tp::PORT))?;
         udp.send_to(&ike::emit(u64::from(id) << 16 | 1, 0, b"spoofed"), to(ike::PORT))?;
-        let mut nat_t = esp_packet(u32::from(id) | 0x0200_0000, 1, b"spoofed");
+        let nat_t = esp_packet(u32::from(id) | 0x0200_0000, 1, b"spoofed");
         udp.send_to(&nat_t, to(ike::NAT_T_PORT))?;
-        nat_t.truncate(0);
         sent += 7;
     }
     say(&format!("hostile: sent {sent} packets to {target}"));

@@ -114,10 +114,6 @@ impl Ipsec {
         if fresh && !self.waiting.iter().any(|w| w.client == client && w.server == server) {
             self.waiting.push(Waiting { client, server, since: now });
         }
-        for sa in self.esp_in.values_mut().filter(|sa| sa.client == client) {
-            // Outbound traffic keeps the SA pair alive.
-            sa.last_seen = sa.last_seen.max(now);
-        }
     }
 
     /// ESP from `server` with SPI `spi`: its client, learned now if the SPI
@@ -127,15 +123,16 @@ impl Ipsec {
             sa.last_seen = now;
             return Ok(EspTarget { client: sa.client, ambiguous: false });
         }
-        let candidates = self.waiting.iter().filter(|w| w.server == server).count();
-        let i = self
+        // Those waiting for this server, and the one that waited longest.
+        let (candidates, oldest) = self
             .waiting
             .iter()
             .enumerate()
             .filter(|(_, w)| w.server == server)
-            .min_by_key(|(_, w)| w.since)
-            .map(|(i, _)| i)
-            .ok_or(DropReason::EspUnknownSpi)?;
+            .fold((0, None::<(usize, Duration)>), |(n, oldest), (i, w)| {
+                (n + 1, Some(oldest.filter(|o| o.1 <= w.since).unwrap_or((i, w.since))))
+            });
+        let (i, _) = oldest.ok_or(DropReason::EspUnknownSpi)?;
         let w = self.waiting.remove(i);
         self.esp_in.insert((server, spi), Sa { client: w.client, last_seen: now });
         Ok(EspTarget { client: w.client, ambiguous: candidates > 1 })
@@ -145,7 +142,14 @@ impl Ipsec {
     pub fn expire(&mut self, now: Duration) {
         let t = self.timeout;
         self.ike.retain(|_, sa| sa.last_seen + t > now);
-        self.esp_in.retain(|_, sa| sa.last_seen + t > now);
+        // A client's outbound ESP keeps its inbound SAs alive too: when did
+        // each client last send?
+        let mut sent: HashMap<[u8; 4], Duration> = HashMap::new();
+        for (&(client, _, _), &seen) in &self.esp_out {
+            let last = sent.entry(client).or_default();
+            *last = (*last).max(seen);
+        }
+        self.esp_in.retain(|_, sa| sa.last_seen.max(sent.get(&sa.client).copied().unwrap_or_default()) + t > now);
         self.esp_out.retain(|_, seen| *seen + t > now);
         self.waiting.retain(|w| w.since + t > now);
     }

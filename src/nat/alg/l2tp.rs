@@ -52,6 +52,16 @@ pub struct L2tp {
     timeout: Duration,
     /// By (server, public Tunnel ID): what inbound is looked up by.
     tunnels: HashMap<([u8; 4], u16), Tunnel>,
+    /// By (client, server): how many tunnels the pair has, and when the
+    /// client last sent to the server (which keeps them all alive).
+    peers: HashMap<([u8; 4], [u8; 4]), Peer>,
+}
+
+/// A client and server with tunnels between them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Peer {
+    tunnels: usize,
+    last_out: Duration,
 }
 
 /// What the NAT must change in a packet the ALG let through.
@@ -66,13 +76,13 @@ pub struct Rewrite {
 impl L2tp {
     /// An empty ALG whose tunnels live `timeout` without traffic.
     pub fn new(timeout: Duration) -> L2tp {
-        L2tp { timeout, tunnels: HashMap::new() }
+        L2tp { timeout, tunnels: HashMap::new(), peers: HashMap::new() }
     }
 
     /// Whether a LAN host has a live tunnel with `server` (its packets to
     /// any port of the server are L2TP).
     pub fn has_tunnel(&self, client: [u8; 4], server: [u8; 4]) -> bool {
-        self.tunnels.values().any(|t| t.client == client && t.server == server)
+        self.peers.contains_key(&(client, server))
     }
 
     /// A datagram from `client`:1701 to `server` (UDP payload given, or
@@ -115,8 +125,8 @@ impl L2tp {
             }
         }
         // Anything from the client keeps its tunnels with this server alive.
-        for t in self.tunnels.values_mut().filter(|t| t.client == client && t.server == server) {
-            t.last_seen = now;
+        if let Some(p) = self.peers.get_mut(&(client, server)) {
+            p.last_out = now;
         }
         Ok(rewrite)
     }
@@ -132,6 +142,7 @@ impl L2tp {
             .chain((1..=u16::MAX).map(|i| lan.wrapping_add(i)))
             .find(|p| *p != 0 && !taken(*p))
             .unwrap_or(lan);
+        self.peers.entry((client, server)).or_default().tunnels += 1;
         self.tunnels.insert(
             (server, public),
             Tunnel {
@@ -174,8 +185,10 @@ impl L2tp {
             client: t.client,
             field: (t.lan_tunnel != public).then_some((m.tunnel_id_at(), public, t.lan_tunnel)),
         };
-        if kind == Some(l2tp::STOP_CCN) {
-            self.tunnels.remove(&(server, public));
+        if kind == Some(l2tp::STOP_CCN)
+            && let Some(t) = self.tunnels.remove(&(server, public))
+        {
+            self.forget(&t);
         }
         Ok(rewrite)
     }
@@ -183,18 +196,33 @@ impl L2tp {
     /// Forgets idle tunnels, and stopped ones once their StopCCN is out.
     pub fn expire(&mut self, now: Duration) {
         let timeout = self.timeout;
-        self.tunnels
-            .retain(|_, t| t.last_seen + timeout > now && !(t.stopping && t.last_seen + Duration::from_secs(5) <= now));
+        let peers = &self.peers;
+        let gone: Vec<([u8; 4], u16)> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| {
+                let out = peers.get(&(t.client, t.server)).map_or(Duration::ZERO, |p| p.last_out);
+                let seen = t.last_seen.max(out);
+                seen + timeout <= now || (t.stopping && seen + Duration::from_secs(5) <= now)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(t) = self.tunnels.remove(&k) {
+                self.forget(&t);
+            }
+        }
     }
 
-    /// How many tunnels are up.
-    pub fn len(&self) -> usize {
-        self.tunnels.len()
-    }
-
-    /// Whether no tunnel is up.
-    pub fn is_empty(&self) -> bool {
-        self.tunnels.is_empty()
+    /// One tunnel fewer between its client and server.
+    fn forget(&mut self, t: &Tunnel) {
+        let key = (t.client, t.server);
+        if let Some(p) = self.peers.get_mut(&key) {
+            p.tunnels -= 1;
+            if p.tunnels == 0 {
+                self.peers.remove(&key);
+            }
+        }
     }
 
     /// The tunnels, for the dump.

@@ -155,8 +155,9 @@ impl Pptp {
         let state = self.controls.entry(control).or_default();
         state.last_seen = now;
         // A SYN takes a sequence number: its data (if any) starts after it.
-        let seq = if syn { seq.wrapping_add(1) } else { seq };
+        let mut seq = seq;
         if syn {
+            seq = seq.wrapping_add(1);
             let s = match dir {
                 Direction::Out => &mut state.out,
                 Direction::In => &mut state.inb,

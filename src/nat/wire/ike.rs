@@ -2,7 +2,7 @@
 //! same layout): the initiator's SPI (IKEv1: cookie) comes first and stays
 //! the same for the whole IKE SA.
 
-use super::{WireError, be32};
+use super::WireError;
 
 /// IKE's UDP port.
 pub const PORT: u16 = 500;
@@ -40,21 +40,6 @@ impl<T: AsRef<[u8]>> Message<T> {
     pub fn responder_spi(&self) -> u64 {
         let b = self.buffer.as_ref();
         u64::from_be_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]])
-    }
-
-    /// Major version.
-    pub fn major_version(&self) -> u8 {
-        self.buffer.as_ref()[17] >> 4
-    }
-
-    /// Exchange type.
-    pub fn exchange_type(&self) -> u8 {
-        self.buffer.as_ref()[18]
-    }
-
-    /// Message ID.
-    pub fn message_id(&self) -> u32 {
-        be32(self.buffer.as_ref(), 20)
     }
 }
 

@@ -70,7 +70,7 @@ impl<B: AsRef<[u8]>> Message<B> {
         if m.is_control() && (flags & L == 0 || flags & S == 0 || flags & O != 0) {
             return Err(WireError::BadHeaderLength);
         }
-        if m.ids_at() + 4 > len {
+        if m.tunnel_id_at() + 4 > len {
             return Err(WireError::Truncated);
         }
         if m.has_length() {
@@ -95,29 +95,25 @@ impl<B: AsRef<[u8]>> Message<B> {
         self.buffer.as_ref()[0] & L != 0
     }
 
-    fn ids_at(&self) -> usize {
-        if self.has_length() { 4 } else { 2 }
-    }
-
-    /// Offset of the Tunnel ID.
+    /// Offset of the Tunnel ID (the Session ID follows it).
     pub fn tunnel_id_at(&self) -> usize {
-        self.ids_at()
+        if self.has_length() { 4 } else { 2 }
     }
 
     /// The receiver's Tunnel ID.
     pub fn tunnel_id(&self) -> u16 {
-        be16(self.buffer.as_ref(), self.ids_at())
+        be16(self.buffer.as_ref(), self.tunnel_id_at())
     }
 
     /// The receiver's Session ID.
     pub fn session_id(&self) -> u16 {
-        be16(self.buffer.as_ref(), self.ids_at() + 2)
+        be16(self.buffer.as_ref(), self.tunnel_id_at() + 2)
     }
 
     /// Header length (with Ns/Nr and the offset pad when present).
     pub fn header_len(&self) -> usize {
         let b = self.buffer.as_ref();
-        let mut len = self.ids_at() + 4;
+        let mut len = self.tunnel_id_at() + 4;
         if b[0] & S != 0 {
             len += 4;
         }
