@@ -91,22 +91,39 @@ pub fn tool(name: &str) -> Option<&'static Tool> {
 }
 
 impl Tool {
-    /// Where the program is, if it is installed.
-    pub fn locate(&self) -> Option<PathBuf> {
+    /// Every place the program or file may be.
+    fn candidates(&self) -> Vec<PathBuf> {
         if !self.paths.is_empty() {
-            return self.paths.iter().map(PathBuf::from).find(|p| p.exists());
+            return self.paths.iter().map(PathBuf::from).collect();
         }
         let path = std::env::var("PATH").unwrap_or_default();
         path.split(':')
             .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
             .map(|d| Path::new(d).join(self.name))
-            .find(|p| p.is_file())
+            .collect()
     }
 
-    /// The program's path, or what to install.
+    /// Where the program is, if it is installed and usable.
+    pub fn locate(&self) -> Option<PathBuf> {
+        self.candidates().into_iter().find(|p| usable(p))
+    }
+
+    /// The program's path, or what to do: install it, or make it
+    /// executable again.
     pub fn require(&self) -> Result<PathBuf, Missing> {
-        self.locate().ok_or_else(|| Missing {
-            what: format!("{} ({})", self.name, self.used_for),
+        if let Some(p) = self.locate() {
+            return Ok(p);
+        }
+        let what = format!("{} ({})", self.name, self.used_for);
+        if let Some(p) = self.candidates().into_iter().find(|p| p.is_file()) {
+            return Err(Missing {
+                what,
+                why: format!("{} is not executable", p.display()),
+                fix: format!("chmod +x {}   (or apt-get install --reinstall -y {})", p.display(), self.package),
+            });
+        }
+        Err(Missing {
+            what,
             why: "not installed".into(),
             fix: format!("apt-get install -y {}   (or `ci/install-deps` for everything)", self.package),
         })
@@ -118,6 +135,15 @@ impl Tool {
         let v = String::from_utf8_lossy(&out.stdout).trim().to_string();
         (out.status.success() && !v.is_empty()).then_some(v)
     }
+}
+
+/// A file that is there and, unless it is a plugin (loaded, not run),
+/// executable.
+fn usable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::metadata(p) else { return false };
+    let executable = p.extension().is_some_and(|e| e == "so") || meta.permissions().mode() & 0o111 != 0;
+    meta.is_file() && executable
 }
 
 /// The path of a tool of [`TOOLS`], or the advice to install it.
@@ -182,6 +208,22 @@ mod tests {
         let m = t.require().expect_err("not installed");
         assert!(m.fix.contains("apt-get install -y pkg-x"), "{m}");
         assert!(m.to_string().contains("surely-not-installed-x (testing)"), "{m}");
+    }
+
+    #[test]
+    fn a_tool_that_is_not_executable_says_how_to_fix_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("tool-x");
+        std::fs::write(&file, "#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path: &'static str = Box::leak(file.to_string_lossy().into_owned().into_boxed_str());
+        let paths: &'static [&'static str] = Box::leak(vec![path].into_boxed_slice());
+        let t = Tool { name: "tool-x", package: "pkg-x", paths, used_for: "testing" };
+        let m = t.require().expect_err("not executable");
+        assert!(m.why.contains("not executable") && m.fix.contains("chmod +x"), "{m}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(t.require().expect("executable"), file);
     }
 
     #[test]

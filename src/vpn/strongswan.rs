@@ -19,9 +19,48 @@ use super::vici::{self, IkeSa, Vici};
 /// Where Debian installs charon.
 pub const CHARON: &str = "/usr/lib/ipsec/charon";
 
-/// Plugins charon loads: crypto through OpenSSL (with `kdf`, which it needs
-/// for its PRFs), certificates, userspace ESP, netlink, vici.
-const CHARON_PLUGINS: &str = "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf aes sha1 sha2 hmac gmp attr kernel-libipsec kernel-netlink socket-default vici";
+/// Plugins charon loads: crypto through OpenSSL and strongSwan's own (with
+/// `kdf`, which it needs for its PRFs), certificates, userspace ESP,
+/// netlink, vici.
+const CHARON_PLUGINS: &str = "random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf aes gcm sha1 sha2 hmac gmp attr kernel-libipsec kernel-netlink socket-default vici";
+
+/// The IKE proposals every config names: an AEAD suite, then a CBC+HMAC
+/// one. Named, so that what two hosts negotiate does not depend on which
+/// plugins happen to be installed; both ends list the same, so the AEAD
+/// suite wins wherever [`missing_crypto`] finds nothing missing.
+pub const IKE_PROPOSALS: &str = "aes256gcm16-prfsha256-modp2048, aes256-sha256-modp2048";
+/// IKEv1 has no AEAD suites for its IKE SA: the CBC+HMAC one alone.
+pub const IKEV1_PROPOSALS: &str = "aes256-sha256-modp2048";
+/// The ESP proposals every CHILD_SA names: AEAD, then CBC+HMAC.
+pub const ESP_PROPOSALS: &str = "aes256gcm16, aes256-sha256";
+
+/// A plugin the named proposals need, and the Debian package it comes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CryptoPlugin {
+    /// What it provides for the proposals.
+    pub provides: &'static str,
+    /// Plugins that provide it (any one will do).
+    pub any_of: &'static [&'static str],
+    /// The Debian package that ships the first of them.
+    pub package: &'static str,
+}
+
+/// What [`IKE_PROPOSALS`] and [`ESP_PROPOSALS`] need loaded in charon.
+pub const CRYPTO_PLUGINS: &[CryptoPlugin] = &[
+    CryptoPlugin { provides: "AES-GCM (AEAD)", any_of: &["gcm", "openssl"], package: "libstrongswan-standard-plugins" },
+    CryptoPlugin { provides: "AES-CBC", any_of: &["aes", "openssl"], package: "libstrongswan" },
+    CryptoPlugin { provides: "SHA-256 and HMAC", any_of: &["sha2", "openssl"], package: "libstrongswan" },
+    CryptoPlugin { provides: "HMAC", any_of: &["hmac", "openssl"], package: "libstrongswan" },
+    CryptoPlugin { provides: "MODP Diffie-Hellman", any_of: &["gmp", "openssl"], package: "libstrongswan" },
+    CryptoPlugin { provides: "PRF+ key derivation", any_of: &["kdf"], package: "libstrongswan" },
+    CryptoPlugin { provides: "userspace ESP", any_of: &["kernel-libipsec"], package: "libcharon-extra-plugins" },
+];
+
+/// The crypto plugins the named proposals need that are not among
+/// `loaded` (as charon lists them).
+pub fn missing_crypto(loaded: &[String]) -> Vec<CryptoPlugin> {
+    CRYPTO_PLUGINS.iter().filter(|c| !c.any_of.iter().any(|p| loaded.iter().any(|l| l == p))).copied().collect()
+}
 const SWANCTL_PLUGINS: &str = "random openssl pem pkcs1 pkcs8 x509 pubkey";
 
 /// IKE version.
@@ -38,6 +77,14 @@ impl IkeVersion {
         match self {
             IkeVersion::V1 => 1,
             IkeVersion::V2 => 2,
+        }
+    }
+
+    /// The IKE proposals a config of this version names.
+    pub fn proposals(self) -> &'static str {
+        match self {
+            IkeVersion::V1 => IKEV1_PROPOSALS,
+            IkeVersion::V2 => IKE_PROPOSALS,
         }
     }
 }
@@ -151,9 +198,10 @@ pub fn client_conf(c: &ClientConfig) -> String {
     let mut s = String::from("connections {\n");
     let _ = write!(
         s,
-        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}{local_ts}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
+        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}{local_ts}\n        esp_proposals = {ESP_PROPOSALS}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
         name = c.name,
         v = c.version.number(),
+        ike = c.version.proposals(),
         server = c.server,
         frag = if c.ip_fragments { "no" } else { "yes" },
         local = auth_block(&c.auth, &c.id),
@@ -170,8 +218,9 @@ pub fn server_conf(c: &ServerConfig) -> String {
     let mut s = String::from("connections {\n");
     let _ = write!(
         s,
-        "  rw {{\n    version = {v}\n    local_addrs = {addr}\n    pools = rw\n    fragmentation = {frag}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        local_ts = {ts}{remote_ts}\n      }}\n    }}\n  }}\n}}\npools {{\n  rw {{\n    addrs = {pool}\n  }}\n}}\n",
+        "  rw {{\n    version = {v}\n    local_addrs = {addr}\n    pools = rw\n    fragmentation = {frag}\n    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        local_ts = {ts}{remote_ts}\n        esp_proposals = {ESP_PROPOSALS}\n      }}\n    }}\n  }}\n}}\npools {{\n  rw {{\n    addrs = {pool}\n  }}\n}}\n",
         v = c.version.number(),
+        ike = c.version.proposals(),
         addr = c.addr,
         frag = if c.ip_fragments { "no" } else { "yes" },
         local = auth_block(&c.auth, &c.id),
@@ -203,8 +252,14 @@ impl<'lab> Charon<'lab> {
         let process = host
             .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;
         let vici = host.run_dir()?.join("charon.vici");
-        process.or_stop(process.wait_for_path(&vici, Duration::from_secs(15)))?;
-        Ok(Charon { host, process, strongswan_conf: conf, vici })
+        // The socket file appears at bind(), before charon listens: ready
+        // once a connection is taken.
+        process.or_stop(
+            process.wait_until("answer on its vici socket", Duration::from_secs(15), || Vici::connect(&vici).is_ok()),
+        )?;
+        let charon = Charon { host, process, strongswan_conf: conf, vici };
+        charon.require_crypto()?;
+        Ok(charon)
     }
 
     /// The charon process.
@@ -256,6 +311,35 @@ impl<'lab> Charon<'lab> {
         self.wait_for_child(child, timeout)
     }
 
+    /// The plugins charon really loaded, over vici (`stats`).
+    pub fn plugins(&self) -> Result<Vec<String>> {
+        let what = || format!("host '{}': charon's plugins", self.host.name());
+        let stats =
+            Vici::connect(&self.vici).and_then(|mut v| v.request("stats")).map_err(|e| LabError::io(what(), e))?;
+        Ok(stats.list("plugins").map(<[String]>::to_vec).unwrap_or_default())
+    }
+
+    /// Fails, naming the package, when charon lacks a plugin the named
+    /// proposals need.
+    pub fn require_crypto(&self) -> Result<()> {
+        let missing = missing_crypto(&self.plugins()?);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let what: Vec<String> = missing
+            .iter()
+            .map(|c| format!("{} ({}; package {})", c.provides, c.any_of.join(" or "), c.package))
+            .collect();
+        let mut packages: Vec<&str> = missing.iter().map(|c| c.package).collect();
+        packages.dedup();
+        Err(LabError::Input(format!(
+            "host '{}': charon loaded no plugin for {}; fix: apt-get install -y {}   (or `ci/install-deps`)",
+            self.host.name(),
+            what.join(", "),
+            packages.join(" ")
+        )))
+    }
+
     /// The IKE_SAs charon has, over vici.
     pub fn sas(&self) -> Result<Vec<IkeSa>> {
         let mut v =
@@ -282,21 +366,56 @@ impl<'lab> Charon<'lab> {
 }
 
 /// A throwaway CA and host certificates, made with openssl in `dir`.
+///
+/// Keys are RSA 3072, so that IKE_AUTH messages are large (they cross the
+/// router as IP fragments). Generating one takes most of a second, so a
+/// process makes two — the CA's and one that every host certificate
+/// carries — and each PKI only signs.
 pub struct TestPki {
     /// The CA certificate.
     pub ca: PathBuf,
     dir: PathBuf,
 }
 
+/// The CA's and the hosts' private keys (PEM), made once per process.
+fn pki_keys() -> Result<&'static (String, String)> {
+    static KEYS: std::sync::OnceLock<std::result::Result<(String, String), String>> = std::sync::OnceLock::new();
+    let made = KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory for keys: {e}"))?;
+        let keygen = |name: &str| {
+            duct::cmd!("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", name)
+                .dir(dir.path())
+                .stdout_capture()
+                .stderr_capture()
+                .unchecked()
+                .start()
+                .map_err(|e| format!("running openssl: {e}"))
+        };
+        // Both at once: each is CPU-bound on one core.
+        let (ca, host) = (keygen("ca.key")?, keygen("host.key")?);
+        for (handle, name) in [(ca, "ca.key"), (host, "host.key")] {
+            let out = handle.wait().map_err(|e| format!("openssl genpkey: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("openssl genpkey {name}: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            }
+        }
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).map_err(|e| format!("{name}: {e}"));
+        Ok((read("ca.key")?, read("host.key")?))
+    });
+    made.as_ref().map_err(|e| LabError::Input(format!("making the test PKI's keys: {e}")))
+}
+
 impl TestPki {
-    /// Makes a CA (RSA 3072, so that IKE_AUTH messages are large).
+    /// Makes a CA.
     pub fn new(dir: &Path) -> Result<TestPki> {
         crate::prereq::require_tool("openssl")?;
+        let (ca_key, _) = pki_keys()?;
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
+        write_key(&dir.join("ca.key"), ca_key)?;
         let ca = dir.join("ca.crt");
         openssl(
             dir,
-            &["req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2"],
+            &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2"],
             &["-subj", "/CN=vpn-passthrough test CA"],
         )?;
         Ok(TestPki { ca, dir: dir.to_path_buf() })
@@ -308,11 +427,8 @@ impl TestPki {
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
         std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{name}\n"))
             .map_err(|e| LabError::io("writing a certificate extension file", e))?;
-        openssl(
-            &self.dir,
-            &["req", "-newkey", "rsa:3072", "-nodes", "-keyout", &key, "-out", &csr],
-            &["-subj", &format!("/CN={name}")],
-        )?;
+        write_key(&self.dir.join(&key), &pki_keys()?.1)?;
+        openssl(&self.dir, &["req", "-new", "-key", &key, "-out", &csr], &["-subj", &format!("/CN={name}")])?;
         openssl(
             &self.dir,
             &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt],
@@ -320,6 +436,18 @@ impl TestPki {
         )?;
         Ok((self.dir.join(crt), self.dir.join(key)))
     }
+}
+
+fn write_key(path: &Path, pem: &str) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
+        .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
 }
 
 fn openssl(dir: &Path, args: &[&str], more: &[&str]) -> Result<()> {

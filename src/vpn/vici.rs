@@ -190,6 +190,16 @@ impl Vici {
         Ok((kind, name, decode(body)?))
     }
 
+    /// Runs a command that answers with one response (`stats`, `version`).
+    pub fn request(&mut self, command: &str) -> io::Result<Section> {
+        self.send(&packet(CMD_REQUEST, command, &[]))?;
+        match self.recv()? {
+            (CMD_RESPONSE, _, msg) => Ok(msg),
+            (CMD_UNKNOWN, _, _) => Err(bad(&format!("charon has no command {command}"))),
+            (other, _, _) => Err(bad(&format!("unexpected packet {other}"))),
+        }
+    }
+
     /// Runs a command that streams `event`s before its response; returns
     /// the events' messages and the response.
     pub fn streamed(&mut self, command: &str, event: &str) -> io::Result<(Vec<Section>, Section)> {
