@@ -136,6 +136,10 @@ enum PeerCommand {
         /// How long to wait for each echo.
         #[arg(long, default_value_t = 2000)]
         wait_ms: u64,
+        /// Send the packets this many ms apart, so the flow lasts about
+        /// count × interval (0: each once the previous one was echoed).
+        #[arg(long, default_value_t = 0)]
+        interval_ms: u64,
     },
     /// Send spoofed GRE, ESP, L2TP, IKE and NAT-T packets at an address.
     Hostile {
@@ -146,7 +150,8 @@ enum PeerCommand {
         rounds: u16,
     },
     /// An L2TP LNS that answers each SCCRQ from a new UDP port (or from
-    /// 1701), optionally always to one port of the client.
+    /// 1701), optionally always to one port of the client, and keeps each
+    /// tunnel up (ZLB acks, never StopCCN; no calls).
     L2tpLns {
         /// The port of the first tunnel's answers (1701: the main socket).
         #[arg(long, default_value_t = 40000)]
@@ -339,6 +344,9 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour only on a terminal: lab hosts send this to log files,
+        // which end up in reports.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -382,17 +390,40 @@ fn main() -> ExitCode {
 fn doctor_command() -> ExitCode {
     println!("vpn-passthrough doctor");
     let checks = doctor::run_all();
-    match doctor::print_report(&checks, &mut std::io::stdout()) {
-        Ok(true) => {
-            println!("everything a run needs is here");
+    let present = match doctor::print_report(&checks, &mut std::io::stdout()) {
+        Ok(all) => all,
+        Err(_) => return ExitCode::FAILURE,
+    };
+    // The preflight needs the lab's privileges; without them the report
+    // above already says so.
+    let works =
+        prereq::require_lab_privileges().is_err() || preflight_report("preflight (each family on a direct link)");
+    match (present, works) {
+        (true, true) => {
+            println!("everything a run needs is here, and every VPN family works in the lab");
             ExitCode::SUCCESS
         }
-        Ok(false) => {
+        (false, _) => {
             println!("some prerequisites are missing: run the fix commands above (as root)");
             ExitCode::FAILURE
         }
-        Err(_) => ExitCode::FAILURE,
+        (true, false) => {
+            println!("a VPN family does not work in the lab: see its line above");
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// Runs every family's preflight at once and prints a line per family and
+/// the wall time; returns whether all work.
+fn preflight_report(title: &str) -> bool {
+    use vpn_passthrough::scenario::preflight;
+    let (reports, seconds) = preflight::run_all();
+    println!("{title}, {seconds:.1} s:");
+    for r in &reports {
+        println!("  {}", r.line());
+    }
+    reports.iter().all(|r| r.failure.is_none())
 }
 
 /// client — router — server, IPv4 and IPv6 (scenarios/topologies/three-hosts.toml).
@@ -477,6 +508,19 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         }),
     };
     let work = suite::work(&scenarios, &routers, args.filter.as_deref());
+    {
+        use vpn_passthrough::scenario::preflight;
+        let started = Instant::now();
+        let mut items: Vec<preflight::Item> =
+            work.iter().flat_map(|(s, _)| preflight::Item::of(s.file.family)).collect();
+        items.dedup();
+        items = preflight::Item::all().into_iter().filter(|i| items.contains(i)).collect();
+        let reports = preflight::run(&items);
+        eprintln!("preflight of {} families on a direct link: {:.1} s", reports.len(), started.elapsed().as_secs_f64());
+        for r in reports.iter().filter(|r| r.failure.is_some()) {
+            eprintln!("  {}", r.line());
+        }
+    }
     eprintln!("playing {} runs against {}, {} at a time", work.len(), routers.name(), args.jobs);
     let started = Instant::now();
     let progress = |n: usize, total: usize, o: &scenario::Outcome| {
@@ -490,10 +534,8 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             o.name,
             o.seconds
         );
-        if o.status == Status::Fail {
-            for line in o.failure().lines().take(6) {
-                eprintln!("      {line}");
-            }
+        if let Some(line) = o.summary() {
+            eprintln!("      {line}");
         }
     };
     let outcomes = suite::run_all(&work, &routers, &binary, args.jobs, &progress);
@@ -504,7 +546,14 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         Ok(()) => println!("report: {}", dir.join("index.html").display()),
         Err(e) => return fail(e),
     }
-    if outcomes.iter().any(|o| o.status == Status::Fail) { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+    // 1: the router failed; 2: only lab errors, nothing judged against it.
+    if outcomes.iter().any(|o| o.status == Status::Fail) {
+        ExitCode::FAILURE
+    } else if outcomes.iter().any(|o| o.status == Status::Error) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn list(paths: Vec<PathBuf>) -> Result<(), LabError> {
@@ -753,8 +802,15 @@ fn peer(cmd: PeerCommand) -> ExitCode {
     };
     match cmd {
         PeerCommand::EspServer { delay_ms } => done(scripted::esp_server(Duration::from_millis(delay_ms))),
-        PeerCommand::Esp { server, spi, ike_spi, count, wait_ms } => {
-            let client = scripted::EspClient { server, ike_spi, spi, count, wait: Duration::from_millis(wait_ms) };
+        PeerCommand::Esp { server, spi, ike_spi, count, wait_ms, interval_ms } => {
+            let client = scripted::EspClient {
+                server,
+                ike_spi,
+                spi,
+                count,
+                wait: Duration::from_millis(wait_ms),
+                interval: Duration::from_millis(interval_ms),
+            };
             match client.run() {
                 Ok(r) if r.echoed == r.sent => ExitCode::SUCCESS,
                 Ok(_) => ExitCode::from(5),

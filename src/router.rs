@@ -438,6 +438,41 @@ impl RouterUnderTest for ExternalRouter {
     }
 }
 
+/// No router at all: the first client and the first server on one direct
+/// link, each with a route to the other's prefix over it. The preflight
+/// plays each VPN family here to prove the lab's own daemons work before a
+/// router is judged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Direct;
+
+impl RouterUnderTest for Direct {
+    fn name(&self) -> String {
+        "no router (a direct link)".into()
+    }
+
+    fn kernel_routes(&self) -> bool {
+        true
+    }
+
+    fn start(&self, _lab: &Lab, _shape: &Shape) -> Result<RunningRouter> {
+        Ok(RunningRouter { name: self.name(), process: None, control: None })
+    }
+
+    fn reboot(&self, _lab: &Lab, _running: &mut RunningRouter, _shape: &Shape) -> Result<()> {
+        Err(LabError::Input("a direct link has no router to reboot".into()))
+    }
+
+    fn topology(&self, shape: &Shape) -> Topology {
+        direct_topology(shape)
+    }
+
+    fn capture_points<'l>(&self, lab: &'l Lab) -> Result<[(Host<'l>, String); 2]> {
+        let (c, s) = (lab.host(&client(1))?, lab.host(SERVER)?);
+        let (ci, si) = (c.ifname("eth0")?, s.ifname("eth0")?);
+        Ok([(c, ci), (s, si)])
+    }
+}
+
 /// Where the router under test is.
 enum Placement<'a> {
     /// In the lab's router host; with kernel addresses and forwarding, or
@@ -519,6 +554,19 @@ fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
         t = t.host(HostSpec::new(INTRUDER)).link_spec(LinkSpec::new(intruder_end, "wan").without_offloads());
     }
     t
+}
+
+/// Client 1 and server 1 of `shape`, cabled to each other.
+fn direct_topology(shape: &Shape) -> Topology {
+    let (c, s) = (client(1), shape.server_name(1));
+    let client = HostSpec::new(&c).route_dev(&shape.wan.trunc().to_string(), "eth0");
+    let server = HostSpec::new(&s)
+        .loopback(&format!("{}/32", shape.server_inner(1)))
+        .route_dev(&shape.client_lan().trunc().to_string(), "eth0");
+    Topology::new().host(crate::vpn::pppd::with_ppp_peer(client)).host(crate::vpn::pppd::with_ppp_peer(server)).link(
+        EndpointSpec::new(&c, "eth0").addr(&format!("{}/{}", shape.client_addr(1), shape.client_lan().prefix_len())),
+        EndpointSpec::new(&s, "eth0").addr(&format!("{}/{}", shape.server_addr(1), shape.wan.prefix_len())),
+    )
 }
 
 /// A lab with a router under test running in it.

@@ -25,6 +25,17 @@ const EXTERNAL: &[Need] = &[
     Need::Tool("swanctl"),
     Need::Tool("kernel-libipsec"),
 ];
+const PREFLIGHT: &[Need] = &[
+    Need::Root,
+    Need::Tool("pptpd"),
+    Need::Tool("pptp"),
+    Need::Tool("xl2tpd"),
+    Need::Tool("charon"),
+    Need::Tool("swanctl"),
+    Need::Tool("kernel-libipsec"),
+    Need::Tool("openssl"),
+    Need::Tool("tcpdump"),
+];
 const REPORT: &[Need] = &[Need::Root, Need::Tool("tcpdump"), Need::Tool("nft"), Need::Tool("chromium")];
 
 fn needs(s: &Scenario) -> &'static [Need] {
@@ -74,6 +85,7 @@ fn main() {
         Err(e) => trials.push(Trial::test("the scenario files load", move || Err(e.into()))),
     }
     trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
+    trials.push(lab_test("preflight::every_family_works_on_a_direct_link", PREFLIGHT, preflight));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
     trials.push(lab_test("external::a_router_on_two_ports", EXTERNAL, external_router));
     trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
@@ -95,8 +107,22 @@ fn play(s: &Scenario, target: Target) -> TestResult {
     match o.status {
         Status::Pass | Status::ExpectedFailure => Ok(()),
         Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
-        Status::Fail => Err(o.failure().into()),
+        // `failure()` opens a lab error with "lab error:".
+        Status::Fail | Status::Error => Err(o.failure().into()),
     }
+}
+
+/// Every family comes up on a direct link between two lab hosts (the
+/// preflight `run`, `doctor` and every scenario trial rely on).
+fn preflight() -> TestResult {
+    use vpn_passthrough::scenario::preflight;
+    let (reports, seconds) = preflight::run_all();
+    eprintln!("preflight of {} families: {seconds:.1} s", reports.len());
+    let failed: Vec<String> = reports.iter().filter(|r| r.failure.is_some()).map(|r| r.line()).collect();
+    if reports.len() != preflight::Item::all().len() || !failed.is_empty() {
+        return Err(format!("{} reports; failed:\n{}", reports.len(), failed.join("\n")).into());
+    }
+    Ok(())
 }
 
 /// Every kind of mistake names the file, the line and the key.

@@ -24,6 +24,9 @@ pub struct Seen {
     pub dst: Ipv4Addr,
     /// What it carried.
     pub what: What,
+    /// Bytes of transport payload: after the TCP or UDP header, or the
+    /// whole IP payload of other protocols (as the IP header states it).
+    pub payload: u16,
 }
 
 /// What a packet carried.
@@ -192,6 +195,23 @@ pub fn classify(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, What)> {
     Some((src, dst, what))
 }
 
+/// The transport payload length an IPv4 packet's headers state (TCP and
+/// UDP headers taken off in first fragments and whole datagrams).
+fn payload_len(packet: &[u8]) -> u16 {
+    if packet.len() < 20 {
+        return 0;
+    }
+    let ip = ipv4::Packet::new_unchecked(packet);
+    let ip_payload = ip.total_len().saturating_sub(ip.header_len());
+    let transport = match ip.protocol() {
+        _ if ip.frag_offset() != 0 => 0,
+        ipv4::PROTO_TCP => packet.get(ip.header_len() + 12).map_or(0, |b| usize::from(b >> 4) * 4),
+        ipv4::PROTO_UDP => 8,
+        _ => 0,
+    };
+    u16::try_from(ip_payload.saturating_sub(transport)).unwrap_or(u16::MAX)
+}
+
 /// The addresses of the IPv4 packet in a PPP frame (address and control
 /// fields and a two-byte protocol, either possibly compressed).
 fn ppp_ipv4(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
@@ -261,7 +281,10 @@ impl Facts {
         let mut f = Facts::default();
         for r in &p.records {
             match ipv4_of(p.linktype, &r.data).and_then(classify) {
-                Some((src, dst, what)) => f.packets.push(Seen { time: r.time, src, dst, what }),
+                Some((src, dst, what)) => {
+                    let payload = ipv4_of(p.linktype, &r.data).map(payload_len).unwrap_or(0);
+                    f.packets.push(Seen { time: r.time, src, dst, what, payload })
+                }
                 None => f.not_ipv4 += 1,
             }
         }

@@ -277,6 +277,13 @@ impl HostSpec {
         self
     }
 
+    /// Adds a route to `to` (a prefix) straight out of interface `dev`, no
+    /// gateway: the destinations are on that link.
+    pub fn route_dev(mut self, to: &str, dev: &str) -> HostSpec {
+        self.routes.push(RouteSpec { to: to.to_string(), via: None, dev: Some(dev.to_string()) });
+        self
+    }
+
     /// Sets a `net.*` sysctl in the host's namespace.
     pub fn sysctl(mut self, key: &str, value: &str) -> HostSpec {
         self.sysctls.insert(key.to_string(), value.to_string());

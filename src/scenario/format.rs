@@ -162,7 +162,7 @@ impl TopologyDoc {
 }
 
 /// IPsec authentication.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IpsecAuth {
     /// A pre-shared key.
@@ -205,6 +205,11 @@ pub struct Endpoints {
     /// Raw ESP: how long the server holds each echo, ms (clients that start
     /// "at once" send before the first echo returns).
     pub esp_delay_ms: u64,
+    /// Raw ESP: packets each client's flow sends.
+    pub esp_packets: u32,
+    /// Raw ESP: ms between a flow's packets (a flow that must outlast a
+    /// later step, such as the intruder's spray).
+    pub esp_interval_ms: u64,
     /// Clamp the TCP MSS every client and server advertises (splits PPTP
     /// control messages over several segments); 0 leaves it.
     pub mss: u16,
@@ -219,6 +224,8 @@ impl Default for Endpoints {
             keepalive_s: 20,
             lns: Lns::Xl2tpd,
             esp_delay_ms: 0,
+            esp_packets: 1,
+            esp_interval_ms: 0,
             mss: 0,
         }
     }
@@ -473,6 +480,8 @@ pub enum Target {
     Linux,
     /// A real router on two NICs.
     External,
+    /// No router: a direct link (the preflight).
+    Direct,
 }
 
 impl Target {
@@ -482,6 +491,7 @@ impl Target {
             Target::Rust(m) => format!("rust-{}", m.name()),
             Target::Linux => "linux".into(),
             Target::External => "external".into(),
+            Target::Direct => "direct".into(),
         }
     }
 
@@ -489,8 +499,7 @@ impl Target {
     pub fn column(self) -> String {
         match self {
             Target::Rust(m) => m.name().into(),
-            Target::Linux => "linux".into(),
-            Target::External => "external".into(),
+            other => other.label(),
         }
     }
 }
@@ -535,6 +544,7 @@ impl Scenario {
             Target::Rust(m) => e.get(m.name()).or_else(|| e.get("rust")),
             Target::Linux => e.get("linux"),
             Target::External => e.get("external").or_else(|| e.get("full")).or_else(|| e.get("rust")),
+            Target::Direct => e.get("direct"),
         }
     }
 
@@ -580,6 +590,16 @@ impl Scenario {
         }
         if f.modes.is_empty() {
             return Err(at(&["modes"], "no modes; allowed: off, naive, full".into()));
+        }
+        let e = &f.endpoints;
+        if !(1..=1000).contains(&e.esp_packets) || u64::from(e.esp_packets) * e.esp_interval_ms > 20_000 {
+            return Err(at(
+                &["endpoints", "esp_packets"],
+                format!(
+                    "{} packets {} ms apart; allowed: 1 to 1000 packets, a flow of at most 20 s",
+                    e.esp_packets, e.esp_interval_ms
+                ),
+            ));
         }
         if f.steps.is_empty() {
             return Err(at(&["step"], "no steps: a story needs at least a connect".into()));

@@ -116,7 +116,13 @@ mod tests {
     use std::time::Duration;
 
     fn seen(ms: u64, src: [u8; 4], dst: [u8; 4], what: What) -> Seen {
-        Seen { time: Duration::from_millis(1000 + ms), src: Ipv4Addr::from(src), dst: Ipv4Addr::from(dst), what }
+        Seen {
+            time: Duration::from_millis(1000 + ms),
+            src: Ipv4Addr::from(src),
+            dst: Ipv4Addr::from(dst),
+            what,
+            payload: 0,
+        }
     }
 
     #[test]

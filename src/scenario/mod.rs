@@ -6,6 +6,7 @@ pub mod expect;
 pub mod format;
 pub mod ladder;
 pub mod play;
+pub mod preflight;
 pub mod report;
 pub mod suite;
 

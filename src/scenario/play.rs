@@ -38,8 +38,13 @@ pub enum Status {
     Pass,
     /// Everything expected was seen, and the VPN breaks as expected.
     ExpectedFailure,
-    /// Something expected was not seen, or the run itself failed.
+    /// Something expected was not seen: the router is to blame.
     Fail,
+    /// The run could not judge the router: the lab did not work (a family's
+    /// preflight failed, a daemon would not start or died, a step failed
+    /// for a reason that does not depend on the router) or did not produce
+    /// the situation the story needs (a premise not met).
+    Error,
     /// Not played, with the reason.
     Skipped,
 }
@@ -51,6 +56,7 @@ impl Status {
             Status::Pass => "pass",
             Status::ExpectedFailure => "xfail",
             Status::Fail => "FAIL",
+            Status::Error => "ERROR",
             Status::Skipped => "skip",
         }
     }
@@ -77,9 +83,12 @@ pub struct Outcome {
     pub why: Option<String>,
     /// Each expectation and what was seen.
     pub checks: Vec<Check>,
-    /// What went wrong outside the expectations (a lab that did not build,
-    /// a daemon that did not start), with log lines.
+    /// Why the run could not judge the router (a lab that did not build, a
+    /// daemon that did not start, a premise not met).
     pub error: Option<String>,
+    /// The last log lines of every endpoint and the router, when the
+    /// outcome is not as expected.
+    pub logs: Option<String>,
     /// Wall time.
     pub seconds: f64,
     /// The run directory, kept when the scenario failed (logs, pcaps).
@@ -92,12 +101,38 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The failure text for a test runner: failed checks, the error, and
-    /// where the logs are.
+    /// The outcome in one line, when it is not as expected: the first unmet
+    /// expectation (`tunnel c1: expected up, saw down (reason)`) or the lab
+    /// error, with how many more there are.
+    pub fn summary(&self) -> Option<String> {
+        match self.status {
+            Status::Error => {
+                let e = self.error.as_deref().unwrap_or("the run could not judge the router");
+                Some(format!("lab error: {}", e.lines().next().unwrap_or_default()))
+            }
+            Status::Fail => {
+                let failed: Vec<&Check> = self.checks.iter().filter(|c| !c.ok).collect();
+                let first = failed.first()?;
+                let more = match failed.len() {
+                    1 => String::new(),
+                    n => format!(" (and {} more)", n - 1),
+                };
+                Some(format!("{}{more}", first.line()))
+            }
+            _ => None,
+        }
+    }
+
+    /// The failure text for a test runner: the unmet expectations or the
+    /// lab error, where the logs are, then the logs.
     pub fn failure(&self) -> String {
         let mut s = String::new();
+        if self.status == Status::Error {
+            s.push_str("lab error: ");
+        }
         for c in self.checks.iter().filter(|c| !c.ok) {
-            s.push_str(&format!("expected {}: {}, saw {}\n", c.what, c.expected, c.seen));
+            s.push_str(&c.line());
+            s.push('\n');
         }
         if let Some(e) = &self.error {
             s.push_str(e);
@@ -106,12 +141,17 @@ impl Outcome {
         if let Some(k) = &self.kept {
             s.push_str(&format!("logs and captures kept in {}\n", k.display()));
         }
+        if let Some(l) = &self.logs {
+            s.push_str(l);
+            s.push('\n');
+        }
         s
     }
 }
 
 impl Outcome {
-    /// A failed outcome with nothing seen yet.
+    /// An outcome with nothing seen yet: a lab error until the run says
+    /// otherwise.
     pub fn blank(scenario: &Scenario, target: Target) -> Outcome {
         Outcome {
             name: scenario.name(target),
@@ -120,10 +160,11 @@ impl Outcome {
             target,
             file: scenario.path.clone(),
             description: scenario.file.description.clone(),
-            status: Status::Fail,
+            status: Status::Error,
             why: None,
             checks: Vec::new(),
             error: None,
+            logs: None,
             seconds: 0.0,
             kept: None,
             ladder: Vec::new(),
@@ -149,24 +190,30 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
         return out;
     }
     out.why = expect.why.clone();
-    let judge = |o: &Observed| expect::evaluate(scenario, expect, o, router_kind_is_rust(target));
+    let judge = |o: &Observed| expect::evaluate(scenario, expect, o, target);
     match run(scenario, target, router, &out.shape.clone(), &judge) {
         Ok((observed, checks, kept, logs)) => {
             out.checks = checks;
             out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
+            let premise = out.checks.iter().find(|c| c.premise && !c.ok);
             let failed = out.checks.iter().any(|c| !c.ok);
-            out.status = match (failed, expect.outcome) {
-                (true, _) => Status::Fail,
-                (false, Verdict::Works) => Status::Pass,
-                (false, Verdict::Breaks) => Status::ExpectedFailure,
+            out.status = match (premise, failed, expect.outcome) {
+                (Some(p), _, _) => {
+                    out.error = Some(format!("the lab did not produce the story's premise: {}", p.line()));
+                    Status::Error
+                }
+                (None, true, _) => Status::Fail,
+                (None, false, Verdict::Works) => Status::Pass,
+                (None, false, Verdict::Breaks) => Status::ExpectedFailure,
             };
             if failed {
-                out.error = Some(logs);
+                out.logs = Some(logs);
                 out.kept = kept;
             }
         }
-        Err((e, kept)) => {
+        Err((e, logs, kept)) => {
             out.error = Some(e);
+            out.logs = Some(logs).filter(|l| !l.trim().is_empty());
             out.kept = kept;
         }
     }
@@ -174,13 +221,10 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
     out
 }
 
-fn router_kind_is_rust(target: Target) -> bool {
-    matches!(target, Target::Rust(_))
-}
-
 /// What was seen, its checks, and on failure the kept run directory and
-/// the hosts' last log lines; or why the run itself failed.
-type RunResult = std::result::Result<(Observed, Vec<Check>, Option<PathBuf>, String), (String, Option<PathBuf>)>;
+/// the hosts' last log lines; or why the run itself failed, with the logs.
+type RunResult =
+    std::result::Result<(Observed, Vec<Check>, Option<PathBuf>, String), (String, String, Option<PathBuf>)>;
 
 /// Builds the lab, plays the steps, judges what was seen, tears down. The
 /// run directory (logs, pcaps) is kept when a check failed or the run did.
@@ -191,8 +235,10 @@ fn run(
     shape: &Shape,
     judge: &dyn Fn(&Observed) -> Vec<Check>,
 ) -> RunResult {
-    let entropy = tempfile::NamedTempFile::new().map_err(|e| (format!("a temporary file: {e}"), None))?;
-    std::fs::write(entropy.path(), [0x5a; 4096]).map_err(|e| (format!("a temporary file: {e}"), None))?;
+    let entropy =
+        tempfile::NamedTempFile::new().map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
+    std::fs::write(entropy.path(), [0x5a; 4096])
+        .map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
     let same_call_id = scenario.file.endpoints.same_call_id;
     let nl = NatLab::build_shaped(router, shape, |mut t| {
         if same_call_id {
@@ -202,7 +248,7 @@ fn run(
         }
         t
     })
-    .map_err(|e| (e.to_string(), None))?;
+    .map_err(|e| (e.to_string(), String::new(), None))?;
     let dir = nl.lab.dir().to_path_buf();
     let NatLab { lab, router: running, shape } = nl;
     let (observed, checks, failed, logs) = {
@@ -222,8 +268,8 @@ fn run(
     let teardown = lab.teardown();
     match (observed, teardown) {
         (Ok(o), Ok(())) => Ok((o, checks, failed.then_some(dir), logs)),
-        (Err(e), _) => Err((format!("{e}\n{logs}"), Some(dir))),
-        (Ok(_), Err(e)) => Err((format!("teardown: {e}\n{logs}"), Some(dir))),
+        (Err(e), _) => Err((e.to_string(), logs, Some(dir))),
+        (Ok(_), Err(e)) => Err((format!("teardown: {e}"), logs, Some(dir))),
     }
 }
 
@@ -604,7 +650,8 @@ impl<'s, 'l> Player<'s, 'l> {
                 let p = host.spawn(
                     Cmd::new(bin.to_string_lossy())
                         .args(&["peer", "esp", &server_addr.to_string(), "--spi", &format!("{:#x}", esp_spi(i))])
-                        .args(&["--ike-spi", &i.to_string(), "--count", "1", "--wait-ms", "3000"])
+                        .args(&["--ike-spi", &i.to_string(), "--count", &e.esp_packets.to_string()])
+                        .args(&["--interval-ms", &e.esp_interval_ms.to_string(), "--wait-ms", "3000"])
                         .label("esp-client"),
                 )?;
                 // The next client starts once this one's first ESP left: "at
@@ -616,6 +663,9 @@ impl<'s, 'l> Player<'s, 'l> {
                 Client::Esp(p)
             }
         };
+        if let Some(note) = tunnel.note.take() {
+            tunnel.note = Some(explain_down(&note, &client));
+        }
         self.clients.insert(i, client);
         self.tunnels[i - 1] = tunnel;
         Ok(())
@@ -719,10 +769,13 @@ impl<'s, 'l> Player<'s, 'l> {
     }
 
     /// Every client and server advertises `mss`, so that the other side
-    /// sends TCP segments no larger.
+    /// sends TCP segments no larger, and sends without segmentation
+    /// offloads: with them a TCP sender hands the stack one large packet
+    /// that crosses veths and the router whole, whatever the MSS.
     fn clamp_mss(&self, mss: u16) -> Result<()> {
         for name in self.shape.endpoint_hosts() {
             let host = self.host(&name)?;
+            host.disable_offloads("eth0")?;
             let rules = format!(
                 "table inet mss {{\n  chain out {{\n    type filter hook output priority mangle;\n    tcp flags syn tcp option maxseg size set {mss}\n  }}\n}}\n"
             );
@@ -781,6 +834,25 @@ impl<'s, 'l> Player<'s, 'l> {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// Why a client's tunnel is down, in one line: the line of the error or of
+/// the client's daemon logs that explains it, else the error's first line.
+fn explain_down(note: &str, client: &Client<'_>) -> String {
+    let logs: Vec<(String, String)> = client
+        .processes()
+        .iter()
+        .map(|p| (p.label().to_string(), std::fs::read_to_string(p.log_path()).unwrap_or_default()))
+        .collect();
+    if let Some(line) = crate::vpn::diagnose::explain(note) {
+        return line;
+    }
+    for (label, text) in &logs {
+        if let Some(line) = crate::vpn::diagnose::explain(text) {
+            return format!("{label}: {line}");
+        }
+    }
+    note.lines().next().unwrap_or_default().to_string()
 }
 
 /// The CHILD_SA's traffic selectors: the server's inner address, and the

@@ -24,27 +24,33 @@ pub fn matrix_text(outcomes: &[Outcome]) -> String {
     for (f, c) in &rows {
         let _ = write!(s, "{:width$}", format!("{f}::{c}"));
         for col in &cols {
-            let word = cells.get(&(*f, c.clone(), col.clone())).map(|s| s.word()).unwrap_or("-");
+            let word = cells.get(&(*f, c.clone(), col.clone())).map(|o| o.status.word()).unwrap_or("-");
             let _ = write!(s, "  {word:>8}");
         }
         s.push('\n');
     }
     let count = |st: Status| outcomes.iter().filter(|o| o.status == st).count();
+    for o in outcomes {
+        if let Some(line) = o.summary() {
+            let _ = writeln!(s, "{:>5}  {}: {line}", o.status.word(), o.name);
+        }
+    }
     let _ = writeln!(
         s,
-        "{} scenarios: {} pass, {} expected failures, {} FAIL, {} skipped",
+        "{} scenarios: {} pass, {} expected failures, {} FAIL, {} ERROR (lab), {} skipped",
         outcomes.len(),
         count(Status::Pass),
         count(Status::ExpectedFailure),
         count(Status::Fail),
+        count(Status::Error),
         count(Status::Skipped)
     );
     s
 }
 
-type Cells = BTreeMap<(Family, String, String), Status>;
+type Cells<'o> = BTreeMap<(Family, String, String), &'o Outcome>;
 
-fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells) {
+fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells<'_>) {
     let order = ["off", "naive", "full", "linux", "external"];
     let mut rows = BTreeSet::new();
     let mut cols = BTreeSet::new();
@@ -53,7 +59,7 @@ fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells) {
         let col = o.target.column();
         rows.insert((o.family, o.case.clone()));
         cols.insert(order.iter().position(|c| *c == col).unwrap_or(9));
-        cells.insert((o.family, o.case.clone(), col), o.status);
+        cells.insert((o.family, o.case.clone(), col), o);
     }
     let cols = cols.into_iter().filter_map(|k| order.get(k).map(|s| s.to_string())).collect();
     (rows.into_iter().collect(), cols, cells)
@@ -68,7 +74,12 @@ pub fn write(dir: &Path, outcomes: &[Outcome], router: &str) -> Result<(), Strin
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| io("report.json", e))?;
     std::fs::write(dir.join("junit.xml"), junit(outcomes)).map_err(|e| io("junit.xml", e))?;
-    for o in outcomes.iter().filter(|o| o.status == Status::Fail) {
+    // Only this run's failures.
+    match std::fs::remove_dir_all(dir.join("failures")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("clearing failures/", e)),
+        _ => {}
+    }
+    for o in outcomes.iter().filter(|o| matches!(o.status, Status::Fail | Status::Error)) {
         if let Some(kept) = &o.kept {
             let to = dir.join("failures").join(o.name.replace("::", "."));
             copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
@@ -95,56 +106,57 @@ fn copy_logs(hosts: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Text made safe for HTML: colour codes and characters XML forbids
+/// removed, markup escaped.
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    quick_junit::XmlString::new(s)
+        .into_string()
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }
 
-/// JUnit XML: one testsuite per family, one testcase per outcome.
+/// JUnit XML: one testsuite per family, one testcase per outcome; a FAIL
+/// is a `<failure>`, a lab error an `<error>`. Written by `quick-junit`,
+/// which escapes markup and drops colour codes and characters XML forbids.
 pub fn junit(outcomes: &[Outcome]) -> String {
-    let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"vpn-passthrough\">\n");
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("vpn-passthrough");
     for family in Family::ALL {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.family == family).collect();
         if mine.is_empty() {
             continue;
         }
-        let failures = mine.iter().filter(|o| o.status == Status::Fail).count();
-        let skipped = mine.iter().filter(|o| o.status == Status::Skipped).count();
-        let time: f64 = mine.iter().map(|o| o.seconds).sum();
-        let _ = writeln!(
-            s,
-            "  <testsuite name=\"{family}\" tests=\"{}\" failures=\"{failures}\" skipped=\"{skipped}\" time=\"{time:.3}\">",
-            mine.len()
-        );
+        let mut suite = TestSuite::new(family.name());
         for o in mine {
-            let _ = write!(
-                s,
-                "    <testcase classname=\"{family}.{}\" name=\"{}\" time=\"{:.3}\">",
-                esc(&o.case),
-                esc(&o.target.label()),
-                o.seconds
-            );
-            match o.status {
-                Status::Fail => {
-                    let _ = write!(s, "<failure message=\"expectations not met\">{}</failure>", esc(&o.failure()));
-                }
+            let status = match o.status {
+                Status::Pass => TestCaseStatus::success(),
+                Status::ExpectedFailure => TestCaseStatus::success(),
                 Status::Skipped => {
-                    let _ = write!(s, "<skipped message=\"{}\"/>", esc(o.why.as_deref().unwrap_or("")));
+                    let mut st = TestCaseStatus::skipped();
+                    st.set_message(o.why.as_deref().unwrap_or(""));
+                    st
                 }
-                Status::ExpectedFailure => {
-                    let _ = write!(
-                        s,
-                        "<system-out>expected failure, as asserted: {}</system-out>",
-                        esc(o.why.as_deref().unwrap_or(""))
-                    );
+                Status::Fail | Status::Error => {
+                    let kind = if o.status == Status::Fail { NonSuccessKind::Failure } else { NonSuccessKind::Error };
+                    let mut st = TestCaseStatus::non_success(kind);
+                    st.set_message(o.summary().unwrap_or_default());
+                    st.set_description(o.failure());
+                    st
                 }
-                Status::Pass => {}
+            };
+            let mut case = TestCase::new(o.target.label(), status);
+            case.set_classname(format!("{family}.{}", o.case));
+            case.set_time(std::time::Duration::from_secs_f64(o.seconds.max(0.0)));
+            if o.status == Status::ExpectedFailure {
+                case.set_system_out(format!("expected failure, as asserted: {}", o.why.as_deref().unwrap_or("")));
             }
-            s.push_str("</testcase>\n");
+            suite.add_test_case(case);
         }
-        s.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
-    s.push_str("</testsuites>\n");
-    s
+    report.to_string().unwrap_or_else(|e| format!("<?xml version=\"1.0\"?><testsuites><!-- {e} --></testsuites>"))
 }
 
 /// The HTML page: the matrix, then one section per outcome.
@@ -156,11 +168,14 @@ pub fn html(outcomes: &[Outcome], router: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>VPN passthrough report</title>\n<style>\n\
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}\n\
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{background:#d9f2d9}} .xfail{{background:#fff2cc}}\n\
-.FAIL{{background:#f8c8c8;font-weight:bold}} .skip{{background:#eee}} pre{{background:#f6f6f6;padding:.5em;overflow:auto}}\n\
+.FAIL{{background:#f8c8c8;font-weight:bold}} .ERROR{{background:#d9d2f2;font-weight:bold}} .skip{{background:#eee}}\n\
+td small{{display:block;font-weight:normal;max-width:28em}} pre{{background:#f6f6f6;padding:.5em;overflow:auto}}\n\
 .ladder td{{font-family:monospace;font-size:.85em}} section{{margin-top:2em;border-top:1px solid #ddd}}\n\
 </style></head><body>\n<h1>VPN passthrough report</h1>\n<p>Router under test: <b>{}</b>. {} scenarios. \
 <b>pass</b>: the VPN works and everything expected was seen; <b>xfail</b>: the VPN breaks exactly as expected for this router; \
-<b>FAIL</b>: an expectation was not met.</p>\n",
+<b>FAIL</b>: the router did not do what was expected; \
+<b>ERROR</b>: the lab could not judge the router (a family's preflight failed, a daemon would not start or died, \
+the story's premise did not happen) &mdash; fix the lab and run again.</p>\n",
         esc(router),
         outcomes.len()
     );
@@ -173,9 +188,15 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{backgro
         let _ = write!(s, "<tr><td>{f}</td><td>{}</td>", esc(c));
         for col in &cols {
             match cells.get(&(*f, c.clone(), col.clone())) {
-                Some(st) => {
+                Some(o) => {
                     let anchor = format!("{f}.{c}.{col}");
-                    let _ = write!(s, "<td class=\"{0}\"><a href=\"#{1}\">{0}</a></td>", st.word(), esc(&anchor));
+                    let line = o.summary().map(|l| format!("<small>{}</small>", esc(&l))).unwrap_or_default();
+                    let _ = write!(
+                        s,
+                        "<td class=\"{0}\"><a href=\"#{1}\">{0}</a>{line}</td>",
+                        o.status.word(),
+                        esc(&anchor)
+                    );
                 }
                 None => s.push_str("<td>-</td>"),
             }
@@ -207,21 +228,28 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{backgro
                     s,
                     "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     if c.ok { "pass" } else { "FAIL" },
-                    esc(&c.what),
+                    esc(&if c.premise { format!("premise: {}", c.what) } else { c.what.clone() }),
                     esc(&c.expected),
-                    esc(&c.seen),
+                    esc(&c.reason.as_ref().map(|r| format!("{} ({r})", c.seen)).unwrap_or_else(|| c.seen.clone())),
                     if c.ok { "ok" } else { "not met" }
                 );
             }
             s.push_str("</table>\n");
         }
-        if o.status == Status::Fail {
-            let _ = writeln!(
-                s,
-                "<pre>{}</pre><p>Logs and captures: <code>failures/{}</code></p>",
-                esc(&o.failure()),
-                esc(&o.name.replace("::", "."))
-            );
+        if let Some(line) = o.summary() {
+            let _ = writeln!(s, "<p class=\"{}\">{}</p>", o.status.word(), esc(&line));
+        }
+        if let Some(e) = o.error.as_deref().filter(|_| o.status == Status::Error) {
+            let _ = writeln!(s, "<details><summary>The lab error in full</summary><pre>{}</pre></details>", esc(e));
+        }
+        if matches!(o.status, Status::Fail | Status::Error) {
+            if let Some(logs) = &o.logs {
+                let _ = writeln!(s, "<details><summary>Last log lines</summary><pre>{}</pre></details>", esc(logs));
+            }
+            if o.kept.is_some() {
+                let _ =
+                    writeln!(s, "<p>Logs and captures: <code>failures/{}</code></p>", esc(&o.name.replace("::", ".")));
+            }
         }
         if !o.ladder.is_empty() {
             s.push_str("<details><summary>What crossed the router</summary><table class=\"ladder\"><tr><th>ms</th><th></th><th>LAN side</th><th>WAN side</th></tr>\n");
@@ -362,4 +390,93 @@ pub fn topology_svg(shape: &Shape) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::expect::Check;
+    use crate::scenario::format::{Mode, Target};
+
+    fn outcome(case: &str, target: Target, status: Status) -> Outcome {
+        let scenario = Scenario::parse(
+            Path::new("x/pptp/t.toml"),
+            "family = \"pptp\"\ndescription = \"d\"\n[[step]]\ndo = \"connect\"\n[expect.rust]\n[expect.linux]\n",
+        )
+        .expect("scenario");
+        let mut o = Outcome::blank(&scenario, target);
+        o.case = case.into();
+        o.name = format!("pptp::{case}::{}", target.label());
+        o.status = status;
+        o
+    }
+
+    /// One outcome of each kind; the FAIL and the ERROR quote a log with
+    /// colour codes and a control character, as daemons' logs have.
+    fn outcomes() -> Vec<Outcome> {
+        let colour = "\u{1b}[31mERROR\u{1b}[0m charon \u{7} gave up <&>";
+        let mut fail = outcome("a", Target::Rust(Mode::Full), Status::Fail);
+        fail.checks = vec![Check {
+            what: "tunnel c1".into(),
+            expected: "up".into(),
+            seen: "down".into(),
+            ok: false,
+            reason: Some("charon: received NO_PROPOSAL_CHOSEN notify".into()),
+            premise: false,
+        }];
+        fail.logs = Some(colour.into());
+        let mut error = outcome("a", Target::Linux, Status::Error);
+        error.error = Some(format!("the pptp preflight failed: {colour}"));
+        let mut skip = outcome("b", Target::Linux, Status::Skipped);
+        skip.why = Some("not here".into());
+        let mut xfail = outcome("b", Target::Rust(Mode::Off), Status::ExpectedFailure);
+        xfail.why = Some("off drops it".into());
+        vec![fail, error, outcome("c", Target::Rust(Mode::Naive), Status::Pass), skip, xfail]
+    }
+
+    #[test]
+    fn the_matrix_shows_each_outcome_and_a_line_per_problem() {
+        let text = matrix_text(&outcomes());
+        for word in ["FAIL", "ERROR", "pass", "skip", "xfail"] {
+            assert!(text.contains(word), "{word} missing:\n{text}");
+        }
+        assert!(
+            text.contains(
+                "pptp::a::rust-full: tunnel c1: expected up, saw down (charon: received NO_PROPOSAL_CHOSEN notify)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("pptp::a::linux: lab error: the pptp preflight failed"), "{text}");
+        assert!(text.contains("1 FAIL, 1 ERROR (lab)"), "{text}");
+    }
+
+    #[test]
+    fn junit_is_strict_xml_with_a_failure_and_an_error() {
+        let xml = junit(&outcomes());
+        let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("not well-formed: {e}\n{xml}"));
+        let count = |tag: &str| doc.descendants().filter(|n| n.has_tag_name(tag)).count();
+        assert_eq!((count("testcase"), count("failure"), count("error"), count("skipped")), (5, 1, 1, 1), "{xml}");
+        let failure = doc.descendants().find(|n| n.has_tag_name("failure")).expect("failure");
+        assert_eq!(
+            failure.attribute("message"),
+            Some("tunnel c1: expected up, saw down (charon: received NO_PROPOSAL_CHOSEN notify)")
+        );
+        assert!(!xml.contains('\u{1b}') && !xml.contains('\u{7}'), "colour codes or control characters left: {xml}");
+    }
+
+    #[test]
+    fn json_and_html_say_error() {
+        let all = outcomes();
+        let json = serde_json::to_value(&all).expect("json");
+        assert_eq!(json[1]["status"], "error");
+        assert_eq!(json[0]["status"], "fail");
+        let html = html(&all, "test");
+        assert!(html.contains("<td class=\"ERROR\">"), "no ERROR cell");
+        assert!(html.contains("lab error: the pptp preflight failed"), "no one-line summary");
+        // Logs go in a collapsed block, never into the check table.
+        let table = html.split("<table><tr><th>expectation").nth(1).and_then(|t| t.split("</table>").next());
+        assert!(table.is_some_and(|t| !t.contains("gave up")), "a log line in the check table");
+        assert!(html.contains("<details><summary>Last log lines</summary>"), "no collapsed logs");
+        assert!(!html.contains('\u{1b}') && !html.contains('\u{7}'), "colour codes left in the HTML");
+    }
 }

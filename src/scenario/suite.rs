@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::format::{Scenario, Target};
 use super::play::{Outcome, play};
-use crate::router::{ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
+use super::preflight;
+use crate::router::{Direct, ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
 
 /// The routers a run plays scenarios against.
 #[derive(Debug, Clone)]
@@ -58,11 +59,12 @@ pub fn router_for(
         (Target::Linux, _) => Box::new(LinuxNat { pptp_helper: true }),
         (Target::External, Routers::External(e)) => Box::new(e.clone()),
         (Target::External, _) => return Err("no external router was given (--lan-port, --wan-port)".into()),
+        (Target::Direct, _) => Box::new(Direct),
     })
 }
 
-/// Plays `s` against `target`; a router that cannot be made is a failed
-/// outcome.
+/// Plays `s` against `target`; a router that cannot be made, or a family
+/// whose preflight failed, is a lab error.
 pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path) -> Outcome {
     if target == Target::External
         && let Some(why) = needs_control(s)
@@ -70,6 +72,13 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         let mut o = Outcome::blank(s, target);
         o.status = super::play::Status::Skipped;
         o.why = Some(format!("{why}, which the suite cannot do to an external router"));
+        return o;
+    }
+    if s.expect(target).is_some_and(|e| e.skip.is_none())
+        && let Err(e) = preflight::family_works(s.file.family)
+    {
+        let mut o = Outcome::blank(s, target);
+        o.error = Some(e);
         return o;
     }
     match router_for(s, target, routers, binary) {

@@ -2,6 +2,7 @@
 //! config into the host's config directory, starts it, waits until it is
 //! ready and reports tunnel state.
 
+pub mod diagnose;
 pub mod pppd;
 pub mod pptp;
 pub mod scripted;

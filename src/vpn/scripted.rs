@@ -11,11 +11,11 @@
 //! - A hostile WAN host: spoofed GRE, ESP, L2TP, IKE and NAT-T packets at
 //!   the NAT's public address, with IDs a tunnel behind it might use.
 //! - An L2TP LNS that answers each SCCRQ from a new UDP port, as some
-//!   servers do.
+//!   servers do, and keeps the tunnel up (no calls).
 //!
 //! Each runs as a `vpn-passthrough peer …` command in a lab host.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -221,12 +221,18 @@ pub struct EspClient {
     pub count: u32,
     /// How long to wait for each echo.
     pub wait: Duration,
+    /// Time between two packets; zero sends each one once the previous
+    /// one was echoed or given up on.
+    pub interval: Duration,
 }
 
 impl EspClient {
     /// Asks for SPIs over UDP 500 (from port 500, retried), then sends
-    /// `count` ESP packets one at a time and waits for each echo. Prints
-    /// `sent seq N` as each leaves and `echoed seq N` or `lost seq N`.
+    /// `count` ESP packets, `interval` apart (with a zero interval, one at
+    /// a time, each after the previous one's echo or wait), and waits up
+    /// to `wait` for each echo. Prints `sent seq N` as each leaves,
+    /// `echoed seq N` or `lost seq N`, and the summary line once the last
+    /// packet was echoed or given up on.
     pub fn run(&self) -> io::Result<EspReport> {
         let udp = UdpSocket::bind(("0.0.0.0", ike::PORT))?;
         let mut body = ASK.to_vec();
@@ -252,32 +258,48 @@ impl EspClient {
         say(&format!("ike: server spi {server_spi:#010x}"));
         let raw = RawSocket::open(50)?;
         let mut report = EspReport { server_spi, sent: 0, echoed: 0, foreign: 0 };
-        for seq in 1..=self.count {
-            let payload = format!("esp {:#010x} seq {seq}", self.spi).into_bytes();
-            raw.send(self.server, &esp_packet(server_spi, seq, &payload))?;
-            report.sent += 1;
-            say(&format!("sent seq {seq}"));
-            let deadline = Instant::now() + self.wait;
-            let mut got = false;
-            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                let Some((src, p)) = raw.recv(left)? else { break };
-                match esp_fields(&p) {
-                    Some((spi, s, pl)) if spi == self.spi && s == seq && pl == payload.as_slice() => {
-                        got = true;
-                        break;
-                    }
-                    Some((spi, s, _)) if spi != self.spi && spi != server_spi => {
-                        report.foreign += 1;
-                        say(&format!("foreign esp from {src} spi {spi:#010x} seq {s}"));
-                    }
-                    _ => {}
-                }
-            }
-            if got {
-                report.echoed += 1;
-                say(&format!("echoed seq {seq}"));
-            } else {
+        let payload_of = |seq: u32| format!("esp {:#010x} seq {seq}", self.spi).into_bytes();
+        // Sequence numbers sent and not yet echoed -> when to give up.
+        let mut waiting: BTreeMap<u32, Instant> = BTreeMap::new();
+        let start = Instant::now();
+        let mut next = 1u32;
+        loop {
+            let now = Instant::now();
+            let expired: Vec<u32> = waiting.iter().filter(|(_, until)| **until <= now).map(|(s, _)| *s).collect();
+            for seq in expired {
+                waiting.remove(&seq);
                 say(&format!("lost seq {seq}"));
+            }
+            let due = start + self.interval.saturating_mul(next.saturating_sub(1));
+            let sending = next <= self.count;
+            if sending && if self.interval.is_zero() { waiting.is_empty() } else { now >= due } {
+                raw.send(self.server, &esp_packet(server_spi, next, &payload_of(next)))?;
+                report.sent += 1;
+                waiting.insert(next, Instant::now() + self.wait);
+                say(&format!("sent seq {next}"));
+                next += 1;
+                continue;
+            }
+            if !sending && waiting.is_empty() {
+                break;
+            }
+            // Until the next packet is due or the oldest wait ends.
+            let mut until = waiting.values().min().copied().unwrap_or(due);
+            if sending && !self.interval.is_zero() {
+                until = until.min(due);
+            }
+            let Some((src, p)) = raw.recv(until.saturating_duration_since(now))? else { continue };
+            match esp_fields(&p) {
+                Some((spi, s, pl)) if spi == self.spi && waiting.contains_key(&s) && pl == payload_of(s).as_slice() => {
+                    waiting.remove(&s);
+                    report.echoed += 1;
+                    say(&format!("echoed seq {s}"));
+                }
+                Some((spi, s, _)) if spi != self.spi && spi != server_spi => {
+                    report.foreign += 1;
+                    say(&format!("foreign esp from {src} spi {spi:#010x} seq {s}"));
+                }
+                _ => {}
             }
         }
         say(&format!(
@@ -341,68 +363,286 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
     Ok(sent)
 }
 
+/// AVP types of an SCCRP that `l2tp` does not name (RFC 2661 §4.4).
+const AVP_PROTOCOL_VERSION: u16 = 2;
+const AVP_FRAMING_CAPABILITIES: u16 = 3;
+const AVP_BEARER_CAPABILITIES: u16 = 4;
+const AVP_FIRMWARE_REVISION: u16 = 6;
+const AVP_HOST_NAME: u16 = 7;
+const AVP_VENDOR_NAME: u16 = 8;
+const AVP_RECEIVE_WINDOW_SIZE: u16 = 10;
+/// Where Ns and Nr are in a control message (the L and S bits are set, the
+/// O bit is not: `l2tp::Message` refuses other control messages).
+const NS_AT: usize = 8;
+const NR_AT: usize = 10;
+/// The control header alone: a ZLB acknowledgment.
+const CONTROL_HEADER_LEN: usize = 12;
+/// The scripted LNS's Host Name and Vendor Name.
+const LNS_HOST_NAME: &[u8] = b"lns.vpn-passthrough";
+const LNS_VENDOR: &[u8] = b"vpn-passthrough scripted LNS";
+/// The first Tunnel ID the scripted LNS assigns.
+const FIRST_LNS_TUNNEL: u16 = 0x4000;
+
+/// Appends an IETF AVP (not hidden) to a control message.
+fn push_avp(m: &mut Vec<u8>, mandatory: bool, kind: u16, value: &[u8]) {
+    let len = 6 + value.len() as u16;
+    m.extend_from_slice(&(if mandatory { 0x8000 | len } else { len }).to_be_bytes());
+    m.extend_from_slice(&0u16.to_be_bytes());
+    m.extend_from_slice(&kind.to_be_bytes());
+    m.extend_from_slice(value);
+}
+
+/// Sets a control message's Ns, Nr and length field.
+fn seal(mut m: Vec<u8>, ns: u16, nr: u16) -> Vec<u8> {
+    m[NS_AT..NS_AT + 2].copy_from_slice(&ns.to_be_bytes());
+    m[NR_AT..NR_AT + 2].copy_from_slice(&nr.to_be_bytes());
+    let len = m.len() as u16;
+    m[2..4].copy_from_slice(&len.to_be_bytes());
+    m
+}
+
+/// A complete SCCRP (RFC 2661 §6.2) to `client_tunnel`: Message Type,
+/// Protocol Version 1.0, Framing and Bearer Capabilities, Firmware
+/// Revision, Host Name, Vendor Name, Assigned Tunnel ID `ours`, Receive
+/// Window Size; Ns 0 (our first message), Nr `nr`.
+pub fn sccrp(client_tunnel: u16, ours: u16, nr: u16) -> Vec<u8> {
+    let mut m = l2tp::emit_control(client_tunnel, 0, l2tp::SCCRP, &[(AVP_PROTOCOL_VERSION, 0x0100)]);
+    push_avp(&mut m, true, AVP_FRAMING_CAPABILITIES, &3u32.to_be_bytes()); // sync and async
+    push_avp(&mut m, true, AVP_BEARER_CAPABILITIES, &3u32.to_be_bytes()); // digital and analog
+    push_avp(&mut m, false, AVP_FIRMWARE_REVISION, &0x0100u16.to_be_bytes());
+    push_avp(&mut m, true, AVP_HOST_NAME, LNS_HOST_NAME);
+    push_avp(&mut m, false, AVP_VENDOR_NAME, LNS_VENDOR);
+    push_avp(&mut m, true, l2tp::AVP_ASSIGNED_TUNNEL_ID, &ours.to_be_bytes());
+    push_avp(&mut m, true, AVP_RECEIVE_WINDOW_SIZE, &4u16.to_be_bytes());
+    seal(m, 0, nr)
+}
+
+/// A ZLB acknowledgment to `tunnel`: a control header with no AVP.
+pub fn zlb(tunnel: u16, ns: u16, nr: u16) -> Vec<u8> {
+    let mut m = l2tp::emit_control(tunnel, 0, 0, &[]);
+    m.truncate(CONTROL_HEADER_LEN);
+    seal(m, ns, nr)
+}
+
+/// A control message's Ns and Nr.
+fn ns_nr(b: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([b[NS_AT], b[NS_AT + 1]]), u16::from_be_bytes([b[NR_AT], b[NR_AT + 1]]))
+}
+
+fn message_name(t: Option<u16>) -> String {
+    match t {
+        Some(l2tp::SCCRQ) => "SCCRQ".into(),
+        Some(l2tp::SCCRP) => "SCCRP".into(),
+        Some(l2tp::SCCCN) => "SCCCN".into(),
+        Some(l2tp::STOP_CCN) => "StopCCN".into(),
+        Some(l2tp::HELLO) => "Hello".into(),
+        Some(l2tp::ICRQ) => "ICRQ".into(),
+        Some(l2tp::ICRP) => "ICRP".into(),
+        Some(l2tp::ICCN) => "ICCN".into(),
+        Some(l2tp::CDN) => "CDN".into(),
+        Some(t) => format!("message type {t}"),
+        None => "ZLB".into(),
+    }
+}
+
+/// One tunnel of the scripted LNS.
+#[derive(Debug, Clone)]
+struct LnsTunnel {
+    /// Our Tunnel ID.
+    ours: u16,
+    /// Where its SCCRQ came from.
+    client: SocketAddr,
+    /// The client's Tunnel ID.
+    client_tunnel: u16,
+    /// The UDP port we answer from.
+    port: u16,
+    /// The SCCRP, sent again for a retransmitted SCCRQ.
+    sccrp: Vec<u8>,
+    /// The Ns we expect next from the client.
+    nr: u16,
+    /// Whether the client sent SCCCN, and StopCCN.
+    connected: bool,
+    stopped: bool,
+}
+
+/// A datagram for the scripted LNS to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LnsSend {
+    /// Our UDP port to send from.
+    pub from_port: u16,
+    /// Where to.
+    pub to: SocketAddr,
+    /// The datagram.
+    pub bytes: Vec<u8>,
+}
+
+/// The scripted LNS's tunnels, without sockets: each datagram in gives at
+/// most one datagram out and a log line.
+#[derive(Debug, Clone)]
+pub struct Lns {
+    first_port: u16,
+    to_port: Option<u16>,
+    tunnels: Vec<LnsTunnel>,
+}
+
+impl Lns {
+    /// An LNS that answers tunnel n (from 0) from port `first_port + n`
+    /// (from 1701 for all when `first_port` is 1701), to `to_port` of the
+    /// client's address when given.
+    pub fn new(first_port: u16, to_port: Option<u16>) -> Lns {
+        Lns { first_port, to_port, tunnels: Vec::new() }
+    }
+
+    fn dest(&self, from: SocketAddr) -> SocketAddr {
+        self.to_port.map_or(from, |p| SocketAddr::new(from.ip(), p))
+    }
+
+    /// Handles a datagram from `from`: an SCCRQ opens a tunnel and is
+    /// answered with an SCCRP (a retransmitted one, same peer and Tunnel
+    /// ID, gets the same SCCRP again); any later control message of a
+    /// tunnel is acknowledged with a ZLB; data is echoed to the client's
+    /// Tunnel ID. Nothing ever closes a tunnel from our side.
+    pub fn on_datagram(&mut self, from: SocketAddr, b: &[u8]) -> (Option<LnsSend>, String) {
+        let Ok(m) = l2tp::Message::new_checked(b) else {
+            return (None, format!("from {from}: not L2TPv2, dropped"));
+        };
+        let to = self.dest(from);
+        let kind = m.message_type();
+        if !m.is_control() {
+            let Some(t) = self.tunnels.iter().find(|t| t.ours == m.tunnel_id()) else {
+                return (None, format!("data from {from} to unknown tunnel {}, dropped", m.tunnel_id()));
+            };
+            let payload = &b[m.header_len().min(b.len())..m.len().min(b.len())];
+            let bytes = l2tp::emit_data(t.client_tunnel, m.session_id(), true, payload);
+            let log = format!("data from {from} (tunnel {}) echoed, {} bytes", t.ours, payload.len());
+            return (Some(LnsSend { from_port: t.port, to, bytes }), log);
+        }
+        let (ns, _) = ns_nr(b);
+        if kind == Some(l2tp::SCCRQ) {
+            let client_tunnel = m
+                .avps()
+                .map_while(Result::ok)
+                .find(|a| a.kind == l2tp::AVP_ASSIGNED_TUNNEL_ID && a.vendor == 0 && a.value_len == 2)
+                .map(|a| u16::from_be_bytes([b[a.value_at], b[a.value_at + 1]]));
+            let Some(client_tunnel) = client_tunnel else {
+                return (None, format!("SCCRQ from {from} without an Assigned Tunnel ID, dropped"));
+            };
+            if let Some(t) =
+                self.tunnels.iter().find(|t| t.client == from && t.client_tunnel == client_tunnel && !t.stopped)
+            {
+                let log = format!(
+                    "SCCRQ again from {from} (tunnel {client_tunnel}): same SCCRP again from port {} to port {}",
+                    t.port,
+                    to.port()
+                );
+                return (Some(LnsSend { from_port: t.port, to, bytes: t.sccrp.clone() }), log);
+            }
+            let n = self.tunnels.len() as u16;
+            let ours = FIRST_LNS_TUNNEL + n;
+            let port = if self.first_port == l2tp::PORT { l2tp::PORT } else { self.first_port.wrapping_add(n) };
+            let nr = ns.wrapping_add(1);
+            let bytes = sccrp(client_tunnel, ours, nr);
+            self.tunnels.push(LnsTunnel {
+                ours,
+                client: from,
+                client_tunnel,
+                port,
+                sccrp: bytes.clone(),
+                nr,
+                connected: false,
+                stopped: false,
+            });
+            let log = format!(
+                "answered SCCRQ from {from} (tunnel {client_tunnel}) from port {port} to port {}, our tunnel {ours}",
+                to.port()
+            );
+            return (Some(LnsSend { from_port: port, to, bytes }), log);
+        }
+        let name = message_name(kind);
+        let Some(t) = self.tunnels.iter_mut().find(|t| t.ours == m.tunnel_id()) else {
+            return (None, format!("{name} from {from} to unknown tunnel {}, dropped", m.tunnel_id()));
+        };
+        if kind.is_none() {
+            // A ZLB acknowledges our SCCRP; it is not acknowledged.
+            return (None, format!("ZLB from {from} (tunnel {})", t.ours));
+        }
+        let note = match ns.wrapping_sub(t.nr) as i16 {
+            0 => {
+                t.nr = t.nr.wrapping_add(1);
+                match kind {
+                    Some(l2tp::SCCCN) => {
+                        t.connected = true;
+                        "tunnel established"
+                    }
+                    Some(l2tp::STOP_CCN) => {
+                        t.stopped = true;
+                        "the client closed the tunnel"
+                    }
+                    _ => "",
+                }
+            }
+            d if d < 0 => "a duplicate",
+            // Ahead of a message we missed: acknowledge what we have, the
+            // client sends the missing one again.
+            _ => "out of order, not taken",
+        };
+        // Our Ns stays 1: the SCCRP was our only message that counts.
+        let bytes = zlb(t.client_tunnel, 1, t.nr);
+        let mut log =
+            format!("{name} from {from} (tunnel {}, Ns {ns}): ZLB with Nr {} to port {}", t.ours, t.nr, to.port());
+        if !note.is_empty() {
+            log = format!("{log}; {note}");
+        }
+        (Some(LnsSend { from_port: t.port, to, bytes }), log)
+    }
+}
+
 /// An L2TP LNS that answers each SCCRQ from a new UDP port: it binds 1701,
 /// and for each tunnel opens a socket on `first_port + n`, from which it
-/// sends the SCCRP (with its own Assigned Tunnel ID) and echoes every later
-/// message of that tunnel (data comes back as data to the client's Tunnel
-/// and Session IDs). With `first_port` 1701 it answers from its main
-/// socket; with `to_port`, it sends every answer to that port of the
-/// client's address rather than to the port the SCCRQ came from (as some
-/// LNSs do). Runs until killed; prints `listening` when bound.
+/// sends a complete SCCRP (with its own Assigned Tunnel ID), acknowledges
+/// every later control message of that tunnel with a ZLB (it never sends
+/// StopCCN, so the tunnel stays up), and echoes data back as data to the
+/// client's Tunnel and Session IDs. With `first_port` 1701 it answers from
+/// its main socket; with `to_port`, it sends everything to that port of
+/// the client's address rather than to the port the message came from (as
+/// some LNSs do). Runs until killed; prints `listening` when bound and one
+/// `answered` line per tunnel (not per retransmitted SCCRQ).
 pub fn l2tp_lns_new_port(first_port: u16, to_port: Option<u16>) -> io::Result<()> {
     let main = UdpSocket::bind(("0.0.0.0", l2tp::PORT))?;
     main.set_nonblocking(true)?;
     say(&format!("listening udp/{} (answers from {first_port} on)", l2tp::PORT));
-    // Our tunnel ID -> (socket, client address, client's tunnel ID).
-    let mut tunnels: Vec<(UdpSocket, SocketAddr, u16)> = Vec::new();
+    let mut lns = Lns::new(first_port, to_port);
+    // Our UDP ports and their sockets; the main one first.
+    let mut socks: Vec<(u16, UdpSocket)> = vec![(l2tp::PORT, main)];
     let mut buf = vec![0u8; 65536];
     loop {
-        let mut fds: Vec<libc::pollfd> = std::iter::once(main.as_raw_fd())
-            .chain(tunnels.iter().map(|t| t.0.as_raw_fd()))
-            .map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-            .collect();
+        let mut fds: Vec<libc::pollfd> =
+            socks.iter().map(|(_, s)| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
         // SAFETY: fds outlives the call.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
-        if fds[0].revents != 0
-            && let Ok((n, from)) = main.recv_from(&mut buf)
-        {
-            let Ok(m) = l2tp::Message::new_checked(&buf[..n]) else { continue };
-            if m.is_control() && m.message_type() == Some(l2tp::SCCRQ) {
-                let client_tunnel = m.avps().flatten().find(|a| a.kind == l2tp::AVP_ASSIGNED_TUNNEL_ID).and_then(|a| {
-                    let at = a.value_at;
-                    Some(u16::from_be_bytes([*buf.get(at)?, *buf.get(at + 1)?]))
-                });
-                let Some(client_tunnel) = client_tunnel else { continue };
-                let ours = 0x4000 + tunnels.len() as u16;
-                let sock = if first_port == l2tp::PORT {
-                    main.try_clone()?
-                } else {
-                    UdpSocket::bind(("0.0.0.0", first_port + tunnels.len() as u16))?
-                };
-                let from = match to_port {
-                    Some(p) => SocketAddr::new(from.ip(), p),
-                    None => from,
-                };
-                sock.set_nonblocking(true)?;
-                let port = sock.local_addr()?.port();
-                let sccrp = l2tp::emit_control(client_tunnel, 0, l2tp::SCCRP, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, ours)]);
-                sock.send_to(&sccrp, from)?;
-                say(&format!("sccrq from {from} tunnel {client_tunnel}: answered from port {port} as tunnel {ours}"));
-                tunnels.push((sock, from, client_tunnel));
-            }
-        }
-        for (i, fd) in fds.iter().enumerate().skip(1) {
-            if fd.revents == 0 || first_port == l2tp::PORT {
+        for (i, fd) in fds.iter().enumerate() {
+            if fd.revents == 0 {
                 continue;
             }
-            let (sock, client, client_tunnel) = &tunnels[i - 1];
-            while let Ok((n, from)) = sock.recv_from(&mut buf) {
-                let Ok(m) = l2tp::Message::new_checked(&buf[..n]) else { continue };
-                if !m.is_control() {
-                    let payload = buf[m.header_len()..m.len().min(n)].to_vec();
-                    let reply = l2tp::emit_data(*client_tunnel, m.session_id(), true, &payload);
-                    sock.send_to(&reply, from)?;
-                    say(&format!("data from {from} (tunnel of {client}) echoed, {} bytes", payload.len()));
+            while let Ok((n, from)) = socks[i].1.recv_from(&mut buf) {
+                let (send, log) = lns.on_datagram(from, &buf[..n]);
+                let Some(send) = send else {
+                    say(&log);
+                    continue;
+                };
+                let k = match socks.iter().position(|(p, _)| *p == send.from_port) {
+                    Some(k) => k,
+                    None => {
+                        let sock = UdpSocket::bind(("0.0.0.0", send.from_port))?;
+                        sock.set_nonblocking(true)?;
+                        socks.push((send.from_port, sock));
+                        socks.len() - 1
+                    }
+                };
+                match socks[k].1.send_to(&send.bytes, send.to) {
+                    Ok(_) => say(&log),
+                    // Not the log line: a failed answer must not count as `answered`.
+                    Err(e) => say(&format!("could not send to {} from port {}: {e}", send.to, send.from_port)),
                 }
             }
         }
@@ -418,6 +658,106 @@ mod tests {
         let text = "ike: server spi 0x50000001\nsent seq 1\nlost seq 1\nesp: sent 3, echoed 2, foreign 4, server spi 0x50000002\n";
         assert_eq!(parse_esp_report(text), Some(EspReport { server_spi: 0x5000_0002, sent: 3, echoed: 2, foreign: 4 }));
         assert_eq!(parse_esp_report("nothing"), None);
+    }
+
+    /// A control message from a client: `l2tp::emit_control` with Ns/Nr.
+    fn from_client(tunnel: u16, kind: u16, avps: &[(u16, u16)], ns: u16, nr: u16) -> Vec<u8> {
+        seal(l2tp::emit_control(tunnel, 0, kind, avps), ns, nr)
+    }
+
+    fn sccrq(client_tunnel: u16) -> Vec<u8> {
+        from_client(0, l2tp::SCCRQ, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, client_tunnel)], 0, 0)
+    }
+
+    #[test]
+    fn the_sccrp_is_complete() {
+        let b = sccrp(5, 0x4000, 1);
+        let m = l2tp::Message::new_checked(&b[..]).expect("valid");
+        assert!(m.is_control());
+        assert_eq!((m.message_type(), m.tunnel_id(), m.session_id(), m.len()), (Some(l2tp::SCCRP), 5, 0, b.len()));
+        assert_eq!(ns_nr(&b), (0, 1));
+        let avps: Vec<(u16, bool, &[u8])> = m
+            .avps()
+            .map(|a| a.expect("well-formed AVP"))
+            .map(|a| (a.kind, b[a.value_at - 6] & 0x80 != 0, &b[a.value_at..a.value_at + a.value_len]))
+            .collect();
+        let want: Vec<(u16, bool, &[u8])> = vec![
+            (l2tp::AVP_MESSAGE_TYPE, true, &[0, 2]),
+            (AVP_PROTOCOL_VERSION, true, &[1, 0]),
+            (AVP_FRAMING_CAPABILITIES, true, &[0, 0, 0, 3]),
+            (AVP_BEARER_CAPABILITIES, true, &[0, 0, 0, 3]),
+            (AVP_FIRMWARE_REVISION, false, &[1, 0]),
+            (AVP_HOST_NAME, true, LNS_HOST_NAME),
+            (AVP_VENDOR_NAME, false, LNS_VENDOR),
+            (l2tp::AVP_ASSIGNED_TUNNEL_ID, true, &[0x40, 0]),
+            (AVP_RECEIVE_WINDOW_SIZE, true, &[0, 4]),
+        ];
+        assert_eq!(avps, want);
+        assert!(m.avps().all(|a| a.is_ok_and(|a| a.vendor == 0 && !a.hidden)));
+    }
+
+    #[test]
+    fn a_zlb_is_a_bare_control_header() {
+        let b = zlb(7, 1, 3);
+        let m = l2tp::Message::new_checked(&b[..]).expect("valid");
+        assert!(m.is_control() && m.is_empty());
+        assert_eq!((m.message_type(), m.tunnel_id(), m.len(), ns_nr(&b)), (None, 7, 12, (1, 3)));
+    }
+
+    #[test]
+    fn the_lns_answers_once_per_tunnel_and_acks_what_follows() {
+        let a: SocketAddr = "198.51.100.1:1701".parse().expect("addr");
+        let mut lns = Lns::new(40000, None);
+        let (send, log) = lns.on_datagram(a, &sccrq(5));
+        assert_eq!(send, Some(LnsSend { from_port: 40000, to: a, bytes: sccrp(5, 0x4000, 1) }));
+        assert_eq!(
+            log,
+            "answered SCCRQ from 198.51.100.1:1701 (tunnel 5) from port 40000 to port 1701, our tunnel 16384"
+        );
+        // Retransmitted: the same SCCRP from the same port, not a new tunnel.
+        let (again, log) = lns.on_datagram(a, &sccrq(5));
+        assert_eq!(again, send);
+        assert!(!log.contains("answered"), "{log}");
+        // Another tunnel from the same address and port (a NAT that keeps 1701).
+        let (second, log) = lns.on_datagram(a, &sccrq(6));
+        assert_eq!(second.map(|s| (s.from_port, s.bytes)), Some((40001, sccrp(6, 0x4001, 1))));
+        assert!(log.starts_with("answered SCCRQ"), "{log}");
+        // SCCCN, then Hello: each acked with a ZLB to the client's tunnel.
+        let ack = |lns: &mut Lns, b: &[u8]| lns.on_datagram(a, b).0.map(|s| (s.from_port, s.bytes));
+        assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::SCCCN, &[], 1, 1)), Some((40000, zlb(5, 1, 2))));
+        assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::HELLO, &[], 2, 1)), Some((40000, zlb(5, 1, 3))));
+        // A duplicate and one from beyond a gap: Nr stays.
+        assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::HELLO, &[], 2, 1)), Some((40000, zlb(5, 1, 3))));
+        assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::ICRQ, &[], 9, 1)), Some((40000, zlb(5, 1, 3))));
+        assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::ICRQ, &[], 3, 1)), Some((40000, zlb(5, 1, 4))));
+        // The other tunnel keeps its own numbers; a ZLB is not acked.
+        assert_eq!(ack(&mut lns, &from_client(0x4001, l2tp::SCCCN, &[], 1, 1)), Some((40001, zlb(6, 1, 2))));
+        assert_eq!(ack(&mut lns, &zlb(0x4001, 2, 1)), None);
+        assert_eq!(ack(&mut lns, &from_client(0x7777, l2tp::HELLO, &[], 2, 1)), None);
+        // Data comes back to the client's Tunnel ID.
+        let data = l2tp::emit_data(0x4001, 3, true, b"ppp");
+        assert_eq!(ack(&mut lns, &data), Some((40001, l2tp::emit_data(6, 3, true, b"ppp"))));
+        assert!(lns.tunnels.iter().all(|t| t.connected && !t.stopped));
+    }
+
+    #[test]
+    fn with_to_port_the_lns_sends_there_and_says_so() {
+        let a: SocketAddr = "198.51.100.1:1024".parse().expect("addr");
+        let to: SocketAddr = "198.51.100.1:1701".parse().expect("addr");
+        let mut lns = Lns::new(1701, Some(1701));
+        let (send, log) = lns.on_datagram(a, &sccrq(9));
+        assert_eq!(send, Some(LnsSend { from_port: 1701, to, bytes: sccrp(9, 0x4000, 1) }));
+        assert!(log.contains("from 198.51.100.1:1024 (tunnel 9) from port 1701 to port 1701"), "{log}");
+        let (second, _) = lns.on_datagram(a, &sccrq(10));
+        assert_eq!(second.map(|s| s.from_port), Some(1701));
+        let (ack, log) = lns.on_datagram(a, &from_client(0x4000, l2tp::SCCCN, &[], 1, 1));
+        assert_eq!(ack.map(|s| (s.to, s.bytes)), Some((to, zlb(9, 1, 2))));
+        assert!(log.contains("tunnel established"), "{log}");
+        let (_, log) = lns.on_datagram(a, &from_client(0x4000, l2tp::STOP_CCN, &[], 2, 1));
+        assert!(log.contains("closed"), "{log}");
+        // A new SCCRQ with the closed tunnel's ID is a new tunnel.
+        let (_, log) = lns.on_datagram(a, &sccrq(9));
+        assert!(log.contains("answered") && log.contains("our tunnel 16386"), "{log}");
     }
 
     #[test]
