@@ -127,6 +127,9 @@ fn explain(o: &Outcome) -> String {
         .map(str::to_string)
         .or_else(|| o.kept.as_ref().map(|k| format!("read the logs kept in {}", k.display())))
         .unwrap_or_else(|| "run `vpn-passthrough doctor`".into());
+    if what.contains("fix: ") {
+        return what;
+    }
     format!("{what}; fix: {fix}")
 }
 
