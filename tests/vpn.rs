@@ -520,7 +520,7 @@ fn lns_new_port(make: Make, delivered: bool) -> TestResult {
     lns.wait_for_log("listening", Duration::from_secs(5))?;
     let lac = Xl2tpd::lac(nl.client(1)?, &lac_config(router::server_addr()))?;
     lac.dial("server")?;
-    lns.wait_for_log("answered from port 40000", Duration::from_secs(10))?;
+    lns.wait_for_log("from port 40000 to port", Duration::from_secs(10))?;
     let c1 = router::client_addr(1);
     let sccrp = |f: &vpn_passthrough::capture::Facts| {
         f.count(Some(router::server_addr()), Some(c1), |w| {
