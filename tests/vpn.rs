@@ -324,12 +324,15 @@ fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
         );
     }
     // The second client sends last; then the server reaches each client's
-    // tunnel address.
+    // tunnel address, the second client's first: under a shared Call ID
+    // the server's GRE for the first client lands on the second, and its
+    // sequence numbers, ahead of the second call's, would make the second
+    // client's pptp drop its own call's packets as stale.
     let ping =
         |host: &Host<'_>, to: Ipv4Addr| host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]));
     let c2_out = ping(&nl.client(2)?, PPTP_SERVER)?;
-    let to_c1 = ping(&server, links[0].local)?;
     let to_c2 = ping(&server, links[1].local)?;
+    let to_c1 = ping(&server, links[0].local)?;
     let c1_out = ping(&nl.client(1)?, PPTP_SERVER)?;
     let (lan, wan) = (lan.stop()?, wan.stop()?);
     let public_calls = wan.pptp_outgoing_calls(None);

@@ -124,13 +124,16 @@ pub fn ppp_links(host: &Host<'_>) -> Result<Vec<PppLink>> {
     host.inside(|| links_here(host.name()))
 }
 
-/// The `pppN` links of the namespace the calling thread is in.
+/// The `pppN` links of the namespace the calling thread is in. A link
+/// counts once it is up: the PPP peer gives the interface its local address,
+/// then its peer's, then brings it up, so an interface that is still down
+/// may show its local address as the peer's.
 fn links_here(host: &str) -> Result<Vec<PppLink>> {
     let addrs = nix::ifaddrs::getifaddrs()
         .map_err(|e| LabError::io(format!("host '{host}': listing interface addresses"), e.into()))?;
     let v4 = |a: Option<nix::sys::socket::SockaddrStorage>| a.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()));
     Ok(addrs
-        .filter(|a| a.interface_name.starts_with("ppp"))
+        .filter(|a| a.interface_name.starts_with("ppp") && a.flags.contains(nix::net::if_::InterfaceFlags::IFF_UP))
         .filter_map(|a| {
             let local = v4(a.address)?;
             let peer = v4(a.destination)?;
