@@ -21,6 +21,7 @@ use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 
 const ROOT: &[Need] = &[Need::Root];
 const ROOT_PING: &[Need] = &[Need::Root, Need::Tool("ping")];
+const ROOT_IP: &[Need] = &[Need::Root, Need::Tool("ip")];
 
 fn main() {
     let args = Arguments::from_args();
@@ -39,6 +40,10 @@ fn main() {
             &[Need::Root, Need::Tool("ip")],
             sweep_removes_what_a_killed_run_left,
         ),
+        lab_test("signals_give_adopted_ports_back", ROOT_IP, signals_give_adopted_ports_back),
+        lab_test("a_panic_gives_adopted_ports_back", ROOT_IP, a_panic_gives_adopted_ports_back),
+        lab_test("sweep_gives_back_the_ports_of_a_killed_run", ROOT_IP, sweep_gives_back_the_ports_of_a_killed_run),
+        lab_test("the_uplink_is_never_adopted", ROOT_IP, the_uplink_is_never_adopted),
         lab_test("hosts_have_private_run_and_sys", ROOT, hosts_have_private_run_and_sys),
         lab_test("two_charons_run_at_once", &[Need::Root, Need::Tool("charon")], two_charons_run_at_once),
         lab_test("readiness_waits_on_real_things", &[Need::Root, Need::Tool("iperf3")], readiness_waits_on_real_things),
@@ -270,7 +275,13 @@ fn panic_inside_a_test_leaves_nothing() -> TestResult {
 
 /// Starts `vpn-passthrough lab up` and returns it with the id it printed.
 fn lab_up() -> Result<(std::process::Child, RunId), Failed> {
-    let mut child = Command::new(binary()).args(["lab", "up"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    lab_up_with(&[])
+}
+
+/// The same with more arguments (`--topology FILE`).
+fn lab_up_with(args: &[&str]) -> Result<(std::process::Child, RunId), Failed> {
+    let mut child =
+        Command::new(binary()).args(["lab", "up"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -332,7 +343,12 @@ fn sigterm_tears_the_lab_down() -> TestResult {
     Ok(())
 }
 
+/// Held by the tests that kill a run and sweep it, so that one's sweep does
+/// not take the other's run.
+static SWEEPING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn sweep_removes_what_a_killed_run_left() -> TestResult {
+    let _one_at_a_time = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
     let (mut child, id) = lab_up()?;
     let client = id.netns_name("client");
     // Something running in the dead run's namespace, as a daemon would be.
@@ -364,6 +380,233 @@ fn sweep_removes_what_a_killed_run_left() -> TestResult {
         let _ = std::fs::remove_dir_all(d);
     }
     Ok(())
+}
+
+/// Runs `ip ARGS`, failing with its output.
+fn ip(args: &[&str]) -> TestResult {
+    let out = Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        return Err(format!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()).into());
+    }
+    Ok(())
+}
+
+/// A veth pair made for a test in this namespace, deleted when dropped;
+/// `name` is the end a lab adopts (when its namespace goes, the pair goes).
+struct TestVeth {
+    name: String,
+}
+
+impl TestVeth {
+    fn new(tag: &str) -> Result<TestVeth, Failed> {
+        // Not a lab name (`vpXYZ-`): a sweep must not delete it.
+        let name = format!("lb{tag}{}", std::process::id() % 100_000);
+        let _ = Command::new("ip").args(["link", "del", &name]).output();
+        ip(&["link", "add", &name, "type", "veth", "peer", "name", &format!("{name}p")])?;
+        Ok(TestVeth { name })
+    }
+
+    /// Whether the interface is in this namespace under its name.
+    fn is_home(&self) -> bool {
+        PathBuf::from("/sys/class/net").join(&self.name).exists()
+    }
+
+    /// A topology file: a host on a switch that adopts this interface.
+    fn topology(&self) -> Result<tempfile::NamedTempFile, Failed> {
+        let file = tempfile::NamedTempFile::new()?;
+        let text = format!(
+            "[[host]]\nname = \"h\"\n\n[[switch]]\nname = \"sw\"\nadopt = \"{}\"\n\n[[link]]\n\
+             a = {{ node = \"h\", iface = \"eth0\", addrs = [\"10.77.0.1/24\"] }}\nb = {{ node = \"sw\" }}\n",
+            self.name
+        );
+        std::fs::write(file.path(), text)?;
+        Ok(file)
+    }
+}
+
+impl Drop for TestVeth {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.name]).output();
+    }
+}
+
+/// The run directory a `lab up` that died by a signal announced on stderr.
+fn kept_dir(stderr: &[u8]) -> Option<PathBuf> {
+    String::from_utf8_lossy(stderr)
+        .lines()
+        .find_map(|l| l.split_once("run directory kept at ").map(|(_, p)| PathBuf::from(p.trim())))
+}
+
+/// `lab up` with a switch adopting a veth end of this namespace, ended by
+/// SIGTERM, SIGINT and SIGHUP: each time the interface comes back here
+/// under its name (a namespace removed with it inside would destroy it).
+fn signals_give_adopted_ports_back() -> TestResult {
+    use nix::sys::signal::Signal;
+    let port = TestVeth::new("sig")?;
+    let topology = port.topology()?;
+    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
+        let (child, id) = lab_up_with(&["--topology", &topology.path().to_string_lossy()])?;
+        if port.is_home() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGKILL);
+            return Err(format!("{signal}: the lab did not adopt {}", port.name).into());
+        }
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
+        let out = child.wait_with_output()?;
+        if let Some(dir) = kept_dir(&out.stderr) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        assert_gone(id, &[])?;
+        if !port.is_home() {
+            return Err(format!(
+                "{signal}: {} was not given back to this namespace; `lab up` said: {}",
+                port.name,
+                String::from_utf8_lossy(&out.stderr)
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn a_panic_gives_adopted_ports_back() -> TestResult {
+    let port = TestVeth::new("pan")?;
+    let name = port.name.clone();
+    let (tx, rx) = mpsc::channel();
+    let outcome = std::panic::catch_unwind(move || {
+        let t = Topology::new().host("h").switch_with_port("sw", &name).link(("h", "eth0", "10.77.0.1/24"), "sw");
+        let lab = Lab::build(&t).expect("lab builds");
+        tx.send((lab.run_id(), lab.dir().to_path_buf(), PathBuf::from("/sys/class/net").join(&name).exists()))
+            .expect("send");
+        panic!("deliberate panic: the adopted port must still come back");
+    });
+    if outcome.is_ok() {
+        return Err("the closure did not panic".into());
+    }
+    let (id, dir, home_while_up) = rx.recv_timeout(Duration::from_secs(1))?;
+    let _ = std::fs::remove_dir_all(dir);
+    assert_gone(id, &[])?;
+    if home_while_up {
+        return Err(format!("the lab did not adopt {}", port.name).into());
+    }
+    if !port.is_home() {
+        return Err(format!("{} was not given back after a panic", port.name).into());
+    }
+    Ok(())
+}
+
+/// A run killed with SIGKILL cannot give its ports back; the sweep does,
+/// from what the run recorded.
+fn sweep_gives_back_the_ports_of_a_killed_run() -> TestResult {
+    let _one_at_a_time = SWEEPING.lock().unwrap_or_else(|p| p.into_inner());
+    let port = TestVeth::new("kil")?;
+    let topology = port.topology()?;
+    let (mut child, id) = lab_up_with(&["--topology", &topology.path().to_string_lossy()])?;
+    child.kill()?; // SIGKILL: no teardown can run
+    child.wait()?;
+    if port.is_home() {
+        return Err(format!("the lab did not adopt {}", port.name).into());
+    }
+    let report = lab::sweep()?;
+    for d in &report.kept_dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+    assert_gone(id, &[])?;
+    if !port.is_home() {
+        return Err(format!("{} is not back in this namespace after the sweep: {report:?}", port.name).into());
+    }
+    // Another process's lab may have swept the run first (with the same
+    // code); when this sweep did, it says so.
+    if report.runs.contains(&id.to_string()) && !report.ports.contains(&port.name) {
+        return Err(format!("the sweep of run {id} does not list {}: {report:?}", port.name).into());
+    }
+    Ok(())
+}
+
+/// A namespace of the test's own, removed when dropped.
+struct TestNs {
+    name: String,
+}
+
+impl TestNs {
+    fn new() -> Result<TestNs, Failed> {
+        let name = format!("lbuplink{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        ip(&["netns", "add", &name])?;
+        Ok(TestNs { name })
+    }
+
+    fn ip(&self, args: &[&str]) -> TestResult {
+        ip(&[&["-n", self.name.as_str()][..], args].concat())
+    }
+
+    /// Whether `iface` is in this namespace.
+    fn has(&self, iface: &str) -> bool {
+        Command::new("ip").args(["-n", &self.name, "link", "show", iface]).output().is_ok_and(|o| o.status.success())
+    }
+}
+
+impl Drop for TestNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
+
+/// Adopting the interface of the default route (IPv4 or IPv6) is refused,
+/// with its name and why; another interface of the same namespace is
+/// adopted and given back to that namespace. The labs are built from a
+/// thread inside a namespace of the test's own, whose default routes
+/// leave through veth ends.
+fn the_uplink_is_never_adopted() -> TestResult {
+    let ns = TestNs::new()?;
+    for iface in ["up4", "up6", "spare"] {
+        ns.ip(&["link", "add", iface, "type", "veth", "peer", "name", &format!("{iface}p")])?;
+        ns.ip(&["link", "set", iface, "up"])?;
+        ns.ip(&["link", "set", &format!("{iface}p"), "up"])?;
+    }
+    ns.ip(&["addr", "add", "192.0.2.2/24", "dev", "up4"])?;
+    ns.ip(&["route", "add", "default", "via", "192.0.2.1", "dev", "up4"])?;
+    ns.ip(&["-6", "route", "add", "default", "dev", "up6", "metric", "2048"])?;
+    let file = std::fs::File::open(netns::netns_path(&ns.name))?;
+    let adopting =
+        |iface: &str| Topology::new().host("h").switch_with_port("sw", iface).link(("h", "eth0", "10.77.0.1/24"), "sw");
+    let result: Result<(), String> = std::thread::scope(|s| {
+        s.spawn(|| {
+            nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            for (iface, family) in [("up4", "IPv4"), ("up6", "IPv6")] {
+                let e = match Lab::build(&adopting(iface)) {
+                    Ok(lab) => {
+                        let _ = lab.teardown();
+                        return Err(format!("{iface}, the {family} uplink, was adopted"));
+                    }
+                    Err(e) => e.to_string(),
+                };
+                let want =
+                    format!("will not adopt interface '{iface}': it carries this machine's {family} default route");
+                if !e.contains(&want) {
+                    return Err(format!("adopting {iface}: {e}"));
+                }
+                if !ns.has(iface) {
+                    return Err(format!("{iface} left its namespace"));
+                }
+            }
+            let lab = Lab::build(&adopting("spare")).map_err(|e| format!("adopting spare: {e}"))?;
+            let adopted = !ns.has("spare");
+            lab.teardown().map_err(|e| e.to_string())?;
+            if !adopted {
+                return Err("spare was not adopted".into());
+            }
+            if !ns.has("spare") {
+                let elsewhere = PathBuf::from("/sys/class/net/spare").exists();
+                return Err(format!(
+                    "spare did not come back to the namespace it came from (in the main one: {elsewhere})"
+                ));
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or_else(|_| Err("the test thread panicked".into()))
+    });
+    Ok(result?)
 }
 
 fn hosts_have_private_run_and_sys() -> TestResult {

@@ -40,7 +40,8 @@ mod sysctl;
 pub mod syslog;
 pub mod topology;
 
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
@@ -77,7 +78,8 @@ pub struct Lab {
     keep: AtomicBool,
     finished: bool,
     /// Interfaces of the builder's namespace joined to switches: (name,
-    /// node index), and that namespace, to give them back.
+    /// node index), and that namespace (the building thread's), to give
+    /// them back.
     adopted: Vec<(String, usize)>,
     home_ns: Option<std::fs::File>,
 }
@@ -112,6 +114,7 @@ impl Lab {
                 std::io::Error::other("called from inside a tokio runtime; call it from spawn_blocking"),
             ));
         }
+        refuse_uplinks(&plan)?;
         sweep_once();
         let mut record = runs::claim()?;
         let dir = tempfile::Builder::new()
@@ -154,6 +157,8 @@ impl Lab {
 
     fn create(&mut self) -> Result<()> {
         let run = self.record.id;
+        let adopt: Vec<(String, usize)> =
+            self.plan.nodes.iter().enumerate().filter_map(|(i, n)| Some((n.adopt.clone()?, i))).collect();
         let t = std::time::Instant::now();
         let names: Vec<String> = self.plan.nodes.iter().map(|n| run.netns_name(&n.name)).collect();
         for ns in create_namespaces(&names) {
@@ -195,14 +200,21 @@ impl Lab {
         let t = std::time::Instant::now();
         let root = netlink::connect(&rt).map_err(|e| LabError::io("opening a netlink socket", e))?;
         runtime.block_on(netlink::create_links(&root, plan, run, &nss))?;
-        let adopt: Vec<(String, usize)> =
-            plan.nodes.iter().enumerate().filter_map(|(i, n)| Some((n.adopt.clone()?, i))).collect();
         if !adopt.is_empty() {
-            let home = std::fs::File::open("/proc/self/ns/net")
-                .map_err(|e| LabError::io("opening this namespace to give adopted interfaces back", e))?;
+            // The building thread's namespace, where `root` finds the
+            // interfaces (`/proc/self` would be the main thread's).
+            let what = "opening this namespace to give adopted interfaces back";
+            let home = std::fs::File::open(runs::THIS_NETNS).map_err(|e| LabError::io(what, e))?;
+            self.cleanup.set_home(home.try_clone().map_err(|e| LabError::io(what, e))?);
+            self.record.home = Some(home.metadata().map_err(|e| LabError::io(what, e))?.ino());
             self.home_ns = Some(home);
         }
         for (iface, i) in adopt {
+            // Recorded before it moves: a signal, or the sweep after a
+            // SIGKILL, gives it back from here on.
+            self.cleanup.add_port(&iface, &names[i]);
+            self.record.ports.push((iface.clone(), names[i].clone()));
+            runs::update(&self.record)?;
             let context = format!("switch '{}': taking in interface '{iface}' of this namespace", plan.nodes[i].name);
             runtime.block_on(netlink::move_link(&root, &iface, nss[i].raw_fd(), context))?;
             self.adopted.push((iface, i));
@@ -362,12 +374,15 @@ impl Lab {
     /// (a deleted namespace would give a physical NIC back by itself, but
     /// would destroy a virtual one).
     fn give_back_ports(&mut self) {
-        let (Some(home), Some(rt)) = (&self.home_ns, &self.rt) else { return };
+        let Some(home) = &self.home_ns else { return };
         for (iface, i) in std::mem::take(&mut self.adopted) {
-            let Some(h) = self.nodes.get(i).and_then(|n| n.netlink.as_ref()) else { continue };
-            let context = format!("giving interface '{iface}' back");
-            if let Err(e) = rt.block_on(netlink::move_link(h, &iface, home.as_raw_fd(), context)) {
-                tracing::warn!("lab {}: {e}", self.record.id);
+            let Some(node) = self.nodes.get(i) else { continue };
+            match runs::give_back(&iface, node.ns.fd(), home.as_fd()) {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!("lab {}: interface '{iface}' was no longer in {}", self.record.id, node.ns.name())
+                }
+                Err(e) => tracing::warn!("lab {}: giving interface '{iface}' back: {e}", self.record.id),
             }
         }
     }
@@ -407,6 +422,23 @@ fn create_namespaces(names: &[String]) -> Vec<Result<Namespace>> {
     })
 }
 
+/// Refuses a plan that adopts an interface carrying a default route of the
+/// calling thread's namespace (the machine's uplink), before anything of the
+/// lab exists.
+fn refuse_uplinks(plan: &Plan) -> Result<()> {
+    let adopt: Vec<(&str, &str)> =
+        plan.nodes.iter().filter_map(|n| Some((n.name.as_str(), n.adopt.as_deref()?))).collect();
+    if adopt.is_empty() {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| LabError::io("starting a netlink runtime", e))?;
+    let here = netlink::connect(rt.handle()).map_err(|e| LabError::io("opening a netlink socket", e))?;
+    adopt.into_iter().try_for_each(|(switch, iface)| rt.block_on(netlink::refuse_uplink(&here, switch, iface)))
+}
+
 fn no_runtime() -> LabError {
     LabError::io("using the lab", std::io::Error::other("the lab is torn down"))
 }
@@ -415,11 +447,13 @@ fn sweep_once() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| match runs::sweep() {
         Ok(r) if !r.is_empty() => tracing::info!(
-            "swept leftovers of dead runs {:?}: {} namespaces, {} interfaces, {} processes",
+            "swept leftovers of dead runs {:?}: {} namespaces, {} interfaces, {} processes; gave back adopted \
+             interfaces {:?}",
             r.runs,
             r.namespaces.len(),
             r.links.len(),
-            r.processes
+            r.processes,
+            r.ports
         ),
         Ok(_) => {}
         Err(e) => tracing::warn!("sweeping leftovers of dead runs: {e}"),

@@ -7,13 +7,14 @@
 //! all namespaces at once.
 
 use std::io;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use futures::FutureExt;
 use futures::future::{BoxFuture, try_join_all};
+use futures::{FutureExt, TryStreamExt};
+use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressHeaderFlags;
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute};
+use rtnetlink::packet_route::route::{RouteAttribute, RouteMessage, RouteScope, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use super::error::{LabError, Result};
@@ -80,6 +81,78 @@ pub async fn create_links(root: &Handle, plan: &Plan, run: RunId, nss: &[&Namesp
 pub async fn move_link(from: &Handle, name: &str, to: std::os::fd::RawFd, context: String) -> Result<()> {
     let msg = LinkUnspec::new_with_name(name).setns_by_fd(to).build();
     from.link().change(msg).execute().await.map_err(|e| LabError::netlink(context, e))
+}
+
+/// The families ("IPv4", "IPv6") whose default route leaves through the
+/// interface of index `index`, in `routes` (a dump of every routing table).
+pub fn default_routes_through(routes: &[RouteMessage], index: u32) -> Vec<&'static str> {
+    let mut families = Vec::new();
+    for r in routes {
+        let h = &r.header;
+        let family = match h.address_family {
+            AddressFamily::Inet => "IPv4",
+            AddressFamily::Inet6 => "IPv6",
+            _ => continue,
+        };
+        if h.destination_prefix_length != 0 || h.kind != RouteType::Unicast {
+            continue;
+        }
+        let through = r.attributes.iter().any(|a| match a {
+            RouteAttribute::Oif(i) => *i == index,
+            RouteAttribute::MultiPath(hops) => hops.iter().any(|hop| hop.interface_index == index),
+            _ => false,
+        });
+        if through && !families.contains(&family) {
+            families.push(family);
+        }
+    }
+    families
+}
+
+/// Refuses to adopt `iface` into `switch` when it carries a default route
+/// (IPv4 or IPv6, any routing table) of the namespace of `h`: the
+/// machine's uplink, which the lab would cut it off. An interface that does
+/// not exist is left to the move to report.
+pub async fn refuse_uplink(h: &Handle, switch: &str, iface: &str) -> Result<()> {
+    let context = |what: &str| format!("switch '{switch}': checking that '{iface}' is not the uplink: {what}");
+    let links: Vec<_> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| LabError::netlink(context("listing interfaces"), e))?;
+    let Some(index) = links
+        .iter()
+        .find(|l| l.attributes.iter().any(|a| matches!(a, LinkAttribute::IfName(n) if n == iface)))
+        .map(|l| l.header.index)
+    else {
+        return Ok(());
+    };
+    let mut routes: Vec<RouteMessage> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| LabError::netlink(context("listing IPv4 routes"), e))?;
+    let v6: Vec<RouteMessage> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|e| LabError::netlink(context("listing IPv6 routes"), e))?;
+    routes.extend(v6);
+    let families = default_routes_through(&routes, index);
+    if families.is_empty() {
+        return Ok(());
+    }
+    Err(LabError::Input(format!(
+        "switch '{switch}': will not adopt interface '{iface}': it carries this machine's {} default route, and \
+         taking it into the lab would cut the machine off its network; adopt a spare interface wired to the router",
+        families.join(" and ")
+    )))
 }
 
 fn with_mtu<T>(b: LinkMessageBuilder<T>, iface: &IfacePlan) -> LinkMessageBuilder<T> {

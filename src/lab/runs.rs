@@ -9,10 +9,17 @@
 //! those namespaces, removes the namespaces and any interface of that prefix
 //! in the current namespace, and deletes the record. Mounts need no sweep: a
 //! host's mounts live in its programs' mount namespaces and end with them.
+//!
+//! Adopted interfaces (a switch's real port) are recorded with the
+//! namespace that lent them before they move: teardown, the signal path and
+//! the sweep all move them back there before removing the namespaces (a
+//! deleted namespace gives a physical NIC to the machine's first namespace,
+//! and destroys a virtual one).
 
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Once};
@@ -40,26 +47,51 @@ pub struct RunRecord {
     pub start: u64,
     /// The run directory (configs, logs).
     pub dir: PathBuf,
+    /// The inode of the network namespace that lent the run its adopted
+    /// interfaces.
+    pub home: Option<u64>,
+    /// Adopted interfaces and the namespace of the run each one is in:
+    /// (interface, namespace name), recorded before the interface moves.
+    pub ports: Vec<(String, String)>,
 }
 
 impl RunRecord {
+    /// A record with no directory and no adopted interfaces yet.
+    pub fn new(id: RunId, pid: u32, start: u64) -> RunRecord {
+        RunRecord { id, pid, start, dir: PathBuf::new(), home: None, ports: Vec::new() }
+    }
+
     /// The record's text.
     pub fn render(&self) -> String {
-        format!("pid={}\nstart={}\ndir={}\n", self.pid, self.start, self.dir.display())
+        let mut s = format!("pid={}\nstart={}\ndir={}\n", self.pid, self.start, self.dir.display());
+        if let Some(home) = self.home {
+            s.push_str(&format!("home={home}\n"));
+        }
+        for (iface, ns) in &self.ports {
+            s.push_str(&format!("port={iface} {ns}\n"));
+        }
+        s
     }
 
     /// Reads a record's text; `None` if it is not one of ours.
     pub fn parse(id: RunId, text: &str) -> Option<RunRecord> {
-        let (mut pid, mut start, mut dir) = (None, None, None);
+        let (mut pid, mut start, mut dir, mut home, mut ports) = (None, None, None, None, Vec::new());
         for line in text.lines() {
             match line.split_once('=') {
                 Some(("pid", v)) => pid = v.parse().ok(),
                 Some(("start", v)) => start = v.parse().ok(),
                 Some(("dir", v)) => dir = Some(PathBuf::from(v)),
+                Some(("home", v)) => home = v.parse().ok(),
+                // Interface names hold no spaces; ours neither.
+                Some(("port", v)) => {
+                    if let Some((iface, ns)) = v.split_once(' ') {
+                        ports.push((iface.to_string(), ns.to_string()));
+                    }
+                }
                 _ => {}
             }
         }
-        Some(RunRecord { id, pid: pid?, start: start?, dir: dir? })
+        Some(RunRecord { id, pid: pid?, start: start?, dir: dir?, home, ports })
     }
 
     /// Whether the owner is still running (same pid, same start time).
@@ -87,7 +119,7 @@ pub fn claim() -> Result<RunRecord> {
     let seed = random_seed();
     for attempt in 0..256u64 {
         let id = RunId::from_number(seed.wrapping_add(attempt.wrapping_mul(7919)));
-        let record = RunRecord { id, pid, start, dir: PathBuf::new() };
+        let record = RunRecord::new(id, pid, start);
         let path = runs.join(id.as_str());
         match fs::File::options().write(true).create_new(true).open(&path) {
             Ok(mut f) => {
@@ -136,6 +168,10 @@ pub struct Cleanup {
 #[derive(Debug, Default)]
 struct CleanupState {
     namespaces: Vec<(String, u64)>,
+    /// Adopted interfaces: (interface, namespace name).
+    ports: Vec<(String, String)>,
+    /// The namespace that lent them.
+    home: Option<fs::File>,
     done: bool,
 }
 
@@ -151,6 +187,17 @@ impl Cleanup {
     /// Notes a namespace the run created.
     pub fn add_namespace(&self, name: &str, inode: u64) {
         self.lock().namespaces.push((name.to_string(), inode));
+    }
+
+    /// Notes the namespace adopted interfaces come from (and go back to).
+    pub fn set_home(&self, home: fs::File) {
+        self.lock().home = Some(home);
+    }
+
+    /// Notes an interface about to be adopted into the namespace `ns`, so
+    /// that a signal gives it back.
+    pub fn add_port(&self, iface: &str, ns: &str) {
+        self.lock().ports.push((iface.to_string(), ns.to_string()));
     }
 
     /// The namespace inodes of the run.
@@ -169,19 +216,27 @@ impl Cleanup {
         release(self.id);
     }
 
-    /// Tears down from a signal: processes, namespaces, record. Keeps the
-    /// run directory and says where it is. Every program of a lab runs in one
-    /// of its namespaces, so ending what is in them ends them all.
+    /// Tears down from a signal: processes, adopted interfaces (given
+    /// back), namespaces, record. Keeps the run directory and says where it
+    /// is. Every program of a lab runs in one of its namespaces, so ending
+    /// what is in them ends them all.
     fn emergency(&self) {
-        let namespaces = {
+        let (namespaces, ports, home) = {
             let s = self.lock();
             if s.done {
                 return;
             }
-            s.namespaces.clone()
+            (s.namespaces.clone(), s.ports.clone(), s.home.as_ref().and_then(|h| h.try_clone().ok()))
         };
         let inodes: Vec<u64> = namespaces.iter().map(|(_, i)| *i).collect();
         kill_in_namespaces(&inodes, Duration::from_secs(1));
+        if let Some(home) = &home {
+            for (iface, ns) in &ports {
+                if let Err(e) = give_back_from(iface, ns, home.as_fd()) {
+                    eprintln!("lab {}: {e}", self.id);
+                }
+            }
+        }
         for (name, _) in &namespaces {
             let _ = netns::remove_by_name(name);
         }
@@ -294,6 +349,8 @@ pub struct SweepReport {
     pub namespaces: Vec<String>,
     /// Interfaces removed from the current namespace.
     pub links: Vec<String>,
+    /// Adopted interfaces given back to the namespace that lent them.
+    pub ports: Vec<String>,
     /// Processes ended.
     pub processes: usize,
     /// Run directories left for inspection.
@@ -303,14 +360,20 @@ pub struct SweepReport {
 impl SweepReport {
     /// Whether the sweep found nothing.
     pub fn is_empty(&self) -> bool {
-        self.runs.is_empty() && self.namespaces.is_empty() && self.links.is_empty() && self.processes == 0
+        self.runs.is_empty()
+            && self.namespaces.is_empty()
+            && self.links.is_empty()
+            && self.ports.is_empty()
+            && self.processes == 0
     }
 }
 
 /// Removes what runs whose owner is gone left behind: their processes,
 /// namespaces, interfaces of their prefix in this namespace, and records.
-/// Names of ours that no record claims are swept too. Live runs are not
-/// touched. Run directories stay (they hold the logs of what went wrong).
+/// Interfaces a dead run adopted go back to the namespace that lent them
+/// (this one when that is gone). Names of ours that no record claims are
+/// swept too. Live runs are not touched. Run directories stay (they hold
+/// the logs of what went wrong).
 pub fn sweep() -> Result<SweepReport> {
     // Names first, records second: a run creates its record before any
     // name, so every name listed here has its record by the time records
@@ -320,6 +383,8 @@ pub fn sweep() -> Result<SweepReport> {
     let mut report = SweepReport::default();
     let mut live_ids = HashSet::new();
     let mut dead_ids = HashSet::new();
+    // Adopted interfaces of dead runs: (interface, namespace, home inode).
+    let mut ports = Vec::new();
     if let Ok(dir) = fs::read_dir(RUNS_DIR) {
         for entry in dir.filter_map(|e| e.ok()) {
             let name = entry.file_name();
@@ -338,6 +403,7 @@ pub fn sweep() -> Result<SweepReport> {
                     dead_ids.insert(id);
                     report.runs.push(id.to_string());
                     if let Some(r) = other {
+                        ports.extend(r.ports.into_iter().map(|(iface, ns)| (iface, ns, r.home)));
                         if r.dir.exists() {
                             report.kept_dirs.push(r.dir);
                         }
@@ -360,6 +426,19 @@ pub fn sweep() -> Result<SweepReport> {
         .collect();
     let inodes: Vec<u64> = doomed.iter().map(|(_, i)| *i).collect();
     report.processes = kill_in_namespaces(&inodes, Duration::from_secs(1));
+    for (iface, ns, home) in ports {
+        if !doomed.iter().any(|(n, _)| *n == ns) {
+            continue;
+        }
+        let Some(home) = home.and_then(open_netns_by_inode).or_else(|| fs::File::open(THIS_NETNS).ok()) else {
+            continue;
+        };
+        match give_back_from(&iface, &ns, home.as_fd()) {
+            Ok(true) => report.ports.push(iface),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("sweep: {e}"),
+        }
+    }
     for (name, _) in doomed {
         netns::remove_by_name(&name)?;
         report.namespaces.push(name);
@@ -372,6 +451,68 @@ pub fn sweep() -> Result<SweepReport> {
         release(id);
     }
     Ok(report)
+}
+
+/// The network namespace of the calling thread (`/proc/self` would be the
+/// main thread's).
+pub const THIS_NETNS: &str = "/proc/thread-self/ns/net";
+
+/// Opens the network namespace of inode `inode`: this thread's, a named
+/// one, or one a process is in; `None` if it is gone.
+fn open_netns_by_inode(inode: u64) -> Option<fs::File> {
+    let nsfs = fs::metadata(THIS_NETNS).ok()?.dev();
+    let named = netns::list_names().into_iter().map(|n| netns::netns_path(&n));
+    let procs = fs::read_dir("/proc").into_iter().flatten().filter_map(|e| {
+        let e = e.ok()?;
+        e.file_name().to_str()?.parse::<u32>().ok()?;
+        Some(e.path().join("ns/net"))
+    });
+    std::iter::once(PathBuf::from(THIS_NETNS))
+        .chain(named)
+        .chain(procs)
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.ino() == inode && m.dev() == nsfs))
+        .and_then(|p| fs::File::open(p).ok())
+}
+
+/// Moves the adopted interface `iface` out of the lab namespace named `ns`
+/// into `home`. `Ok(false)` when `ns` has no such interface (given back
+/// already, or never taken).
+pub fn give_back_from(iface: &str, ns: &str, home: BorrowedFd<'_>) -> Result<bool> {
+    let path = netns::netns_path(ns);
+    let lab_ns = fs::File::open(&path).map_err(|e| LabError::io(format!("opening {}", path.display()), e))?;
+    give_back(iface, lab_ns.as_fd(), home)
+        .map_err(|e| LabError::Input(format!("giving interface '{iface}' back from namespace {ns}: {e}")))
+}
+
+/// Moves interface `iface` from namespace `from` to `home`, through a
+/// netlink socket opened inside `from` on a thread of its own. `Ok(false)`
+/// when `from` has no such interface.
+pub fn give_back(iface: &str, from: BorrowedFd<'_>, home: BorrowedFd<'_>) -> Result<bool> {
+    let home = home.as_raw_fd();
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                nix::sched::setns(from, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| LabError::io("entering a lab namespace", e.into()))?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_io()
+                    .build()
+                    .map_err(|e| LabError::io("starting a netlink runtime", e))?;
+                rt.block_on(async {
+                    let (conn, handle, _) =
+                        rtnetlink::new_connection().map_err(|e| LabError::io("opening a netlink socket", e))?;
+                    tokio::spawn(conn);
+                    let msg = rtnetlink::LinkUnspec::new_with_name(iface).setns_by_fd(home).build();
+                    match handle.link().change(msg).execute().await {
+                        Ok(()) => Ok(true),
+                        Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -nix::libc::ENODEV => Ok(false),
+                        Err(e) => Err(LabError::netlink(format!("moving interface '{iface}' back"), e)),
+                    }
+                })
+            })
+            .join()
+            .unwrap_or_else(|_| Err(LabError::io("giving an interface back", io::Error::other("thread panicked"))))
+    })
 }
 
 fn fresh(path: &Path) -> bool {
@@ -412,7 +553,11 @@ mod tests {
     #[test]
     fn records_round_trip() {
         let id = RunId::parse("q7z").expect("id");
-        let r = RunRecord { id, pid: 4242, start: 987654, dir: PathBuf::from("/tmp/vpn-passthrough-q7z-x") };
+        let mut r = RunRecord::new(id, 4242, 987654);
+        r.dir = PathBuf::from("/tmp/vpn-passthrough-q7z-x");
+        assert_eq!(RunRecord::parse(id, &r.render()), Some(r.clone()));
+        r.home = Some(4026531840);
+        r.ports = vec![("enp3s0".into(), "vpq7z-lan".into()), ("eth1.100".into(), "vpq7z-wan".into())];
         assert_eq!(RunRecord::parse(id, &r.render()), Some(r));
         assert_eq!(RunRecord::parse(id, "pid=1\n"), None);
         assert_eq!(RunRecord::parse(id, "garbage"), None);
@@ -423,8 +568,8 @@ mod tests {
         let pid = std::process::id();
         let start = start_time(pid).expect("own start time");
         let id = RunId::parse("000").expect("id");
-        assert!(RunRecord { id, pid, start, dir: PathBuf::new() }.owner_alive());
-        assert!(!RunRecord { id, pid, start: start + 1, dir: PathBuf::new() }.owner_alive());
+        assert!(RunRecord::new(id, pid, start).owner_alive());
+        assert!(!RunRecord::new(id, pid, start + 1).owner_alive());
     }
 
     #[test]

@@ -262,8 +262,11 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     }
     let cfg = Config {
         require: opts.require,
-        user: opts.user.clone().or_else(|| opts.name.clone()),
+        name: opts.our_name(),
+        user: opts.user.clone(),
         secret: opts.password.clone(),
+        remote_name: opts.remotename.clone(),
+        secrets: opts.secrets.clone(),
         local_ip: opts.local,
         remote_ip: opts.remote,
         mru: opts.mru.unwrap_or(1500),

@@ -2,12 +2,19 @@
 //! and the option files they name (`file PATH`), read the way pppd reads
 //! them: words, `#` comments, quotes. Unknown options are kept to be logged
 //! and ignored; a malformed value is an error.
+//!
+//! Secrets follow pppd: `password` is only the secret we authenticate
+//! ourselves with; the secret a peer must know comes from a secrets file in
+//! the format of pppd's `chap-secrets` (`client server secret [*]` lines),
+//! which this peer reads from the file `secrets-file PATH` names (it never
+//! reads `/etc/ppp`). As pppd does, it refuses to start when it must
+//! authenticate the peer and has no secret to do it with.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::session::AuthProto;
+use super::session::{AuthProto, Secret};
 
 /// What the PPP peer was asked to do.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -22,13 +29,25 @@ pub struct Options {
     pub remote: Option<Ipv4Addr>,
     /// Authentication to require of the peer.
     pub require: Option<AuthProto>,
+    /// The option that asked for it (`require-chap`, `require-pap`,
+    /// `auth`), for errors.
+    pub required_by: Option<String>,
+    /// `auth` was given (and no `noauth` after it): require the peer to
+    /// authenticate, with CHAP unless a `require-*` says otherwise.
+    pub auth: bool,
     /// The name we authenticate ourselves with (`user`).
     pub user: Option<String>,
-    /// Our local name (`name`): the name in our challenges, and the one we
-    /// authenticate with when `user` is not given.
+    /// Our local name (`name`): the name in our challenges and the server
+    /// name of the secrets a peer authenticates with; the one we
+    /// authenticate with when `user` is not given. The host name when absent.
     pub name: Option<String>,
-    /// The secret (`password`): ours, and the one a peer must know.
+    /// The secret we authenticate ourselves with (`password`); never the
+    /// one a peer must know.
     pub password: Option<String>,
+    /// The peer's name for finding our own secret (`remotename`).
+    pub remotename: Option<String>,
+    /// The lines of the secrets files (`secrets-file PATH`).
+    pub secrets: Vec<Secret>,
     /// `ipparam`, passed through to logs.
     pub ipparam: Option<String>,
     /// Keep waiting for the peer when our LCP requests go unanswered.
@@ -51,7 +70,6 @@ pub struct Options {
 
 /// Options that take a value this PPP peer does not use.
 const IGNORED_WITH_VALUE: &[&str] = &[
-    "remotename",
     "linkname",
     "ms-dns",
     "ms-wins",
@@ -131,6 +149,44 @@ pub fn words(text: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// Reads a secrets file (pppd's `chap-secrets` format): one `client server
+/// secret` line per entry, `*` in a name for any name; `#` comments and
+/// quotes as in options files. pppd's address lists are accepted only as
+/// `*` (this peer hands out the address it is given), and `@file` secrets
+/// not at all.
+pub fn secrets(text: &str) -> Result<Vec<Secret>, String> {
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let at = |e: &str| format!("line {}: {e}", n + 1);
+        let w = words(line).map_err(|e| at(&e))?;
+        match w.as_slice() {
+            [] => {}
+            [client, server, secret, addrs @ ..] => {
+                if !addrs.iter().all(|a| a == "*") {
+                    return Err(at(&format!(
+                        "addresses {addrs:?}: only `*` is supported (the address a peer gets is the L:R option's)"
+                    )));
+                }
+                if secret.starts_with('@') {
+                    return Err(at("secrets read from a file (`@PATH`) are not supported; write the secret"));
+                }
+                out.push(Secret { client: client.clone(), server: server.clone(), secret: secret.clone() });
+            }
+            _ => return Err(at("a line needs a client, a server and a secret")),
+        }
+    }
+    Ok(out)
+}
+
+/// The machine's host name, pppd's default for `name`.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "vpn-passthrough".into())
+}
+
 fn parse_addr(s: &str, what: &str) -> Result<Option<Ipv4Addr>, String> {
     if s.is_empty() {
         return Ok(None);
@@ -140,10 +196,42 @@ fn parse_addr(s: &str, what: &str) -> Result<Option<Ipv4Addr>, String> {
 
 impl Options {
     /// Reads an argument list; `file` options are read and parsed in place.
+    /// Fails, as pppd does, when the peer must authenticate and no secret
+    /// for it is configured.
     pub fn parse(args: &[String]) -> Result<Options, String> {
         let mut o = Options::default();
         o.apply(args, 0)?;
+        if o.auth && o.require.is_none() {
+            o.require = Some(AuthProto::ChapMd5);
+        }
+        o.check_secrets()?;
         Ok(o)
+    }
+
+    /// Our name: `name`, or the host name.
+    pub fn our_name(&self) -> String {
+        self.name.clone().unwrap_or_else(host_name)
+    }
+
+    /// With authentication required, a peer must have a secret to
+    /// authenticate to us with: a secrets line for our name (or `*`).
+    fn check_secrets(&self) -> Result<(), String> {
+        let Some(proto) = self.require else { return Ok(()) };
+        let ours = self.our_name();
+        if self.secrets.iter().any(|s| s.server == ours || s.server == "*") {
+            return Ok(());
+        }
+        let option = self.required_by.as_deref().unwrap_or("auth");
+        let proto = match proto {
+            AuthProto::Pap => "PAP",
+            AuthProto::ChapMd5 => "CHAP",
+        };
+        Err(format!(
+            "option '{option}': the peer must authenticate itself ({proto}), but no secret is configured for it \
+             to do so: name a secrets file with `secrets-file PATH` whose lines give each peer's name, ours and \
+             the secret (`client1 {ours:?} \"secret\" *`, pppd's chap-secrets format), or drop the requirement \
+             with `noauth`. (`password` is only the secret we authenticate ourselves with.)"
+        ))
     }
 
     fn apply(&mut self, args: &[String], depth: usize) -> Result<(), String> {
@@ -166,6 +254,12 @@ impl Options {
                 "user" => self.user = Some(value("user")?),
                 "name" => self.name = Some(value("name")?),
                 "password" => self.password = Some(value("password")?),
+                "remotename" => self.remotename = Some(value("remotename")?),
+                "secrets-file" => {
+                    let path = value("secrets-file")?;
+                    let text = std::fs::read_to_string(&path).map_err(|e| format!("secrets file {path}: {e}"))?;
+                    self.secrets.extend(secrets(&text).map_err(|e| format!("secrets file {path}: {e}"))?);
+                }
                 "ipparam" => self.ipparam = Some(value("ipparam")?),
                 "logfile" => self.logfile = Some(PathBuf::from(value("logfile")?)),
                 "mtu" => {
@@ -185,14 +279,25 @@ impl Options {
                     let v = value("lcp-echo-failure")?;
                     self.echo_failure = Some(number("lcp-echo-failure", &v)?);
                 }
-                "require-pap" => self.require = Some(AuthProto::Pap),
-                "require-chap" => self.require = Some(AuthProto::ChapMd5),
+                "require-pap" | "require-chap" => {
+                    self.require = Some(if arg == "require-pap" { AuthProto::Pap } else { AuthProto::ChapMd5 });
+                    self.auth = true;
+                    self.required_by = Some(arg.clone());
+                }
+                "auth" => {
+                    self.auth = true;
+                    self.required_by.get_or_insert_with(|| "auth".into());
+                }
                 "require-mschap" | "require-mschap-v2" | "require-eap" => {
                     return Err(format!(
                         "option '{arg}': this PPP peer speaks PAP and CHAP-MD5 only; use require-chap"
                     ));
                 }
-                "noauth" => self.require = None,
+                "noauth" => {
+                    self.require = None;
+                    self.auth = false;
+                    self.required_by = None;
+                }
                 "passive" => self.passive = true,
                 "silent" => self.silent = true,
                 name if IGNORED_WITH_VALUE.contains(&name) => {
@@ -228,9 +333,17 @@ mod tests {
     #[test]
     fn the_argument_lists_of_pptpctrl_pptp_and_xl2tpd_parse() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let secrets = dir.path().join("secrets");
+        std::fs::write(&secrets, "# client server secret\nclient1 \"lab user\" \"lab secret\" *\n").expect("write");
         let opts = dir.path().join("options");
-        std::fs::write(&opts, "# server side\nrequire-chap\nuser \"lab user\"  # our name\npassword s3cr3t\nms-dns 10.0.0.53\nnobsdcomp\n")
-            .expect("write");
+        std::fs::write(
+            &opts,
+            format!(
+                "# server side\nrequire-chap\nname \"lab user\"  # our name\nsecrets-file {}\nms-dns 10.0.0.53\nnobsdcomp\n",
+                secrets.display()
+            ),
+        )
+        .expect("write");
         let f = opts.to_string_lossy();
         let pptpctrl =
             Options::parse(&args(&format!("local file {f} 115200 10.97.0.1:10.97.0.100 ipparam 198.51.100.1")))
@@ -241,18 +354,66 @@ mod tests {
             (Some(Ipv4Addr::new(10, 97, 0, 1)), Some(Ipv4Addr::new(10, 97, 0, 100)))
         );
         assert_eq!(pptpctrl.require, Some(AuthProto::ChapMd5));
-        assert_eq!(pptpctrl.user.as_deref(), Some("lab user"));
+        assert_eq!(pptpctrl.our_name(), "lab user");
+        assert_eq!(
+            pptpctrl.secrets,
+            vec![Secret { client: "client1".into(), server: "lab user".into(), secret: "lab secret".into() }]
+        );
         assert_eq!(pptpctrl.speed, Some(115200));
         assert!(pptpctrl.ignored.contains(&"ms-dns 10.0.0.53".to_string()));
         let pptp = Options::parse(&args(&format!("/dev/pts/3 38400 file {f} ipparam vpn"))).expect("pptp's arguments");
         assert_eq!(pptp.device, Some(PathBuf::from("/dev/pts/3")));
-        let named = Options::parse(&args("name lns require-chap")).expect("a name");
-        assert_eq!((named.name.as_deref(), named.user.as_deref()), (Some("lns"), None));
+        let named = Options::parse(&args("name lns user client1 password x remotename lns")).expect("names");
+        assert_eq!((named.name.as_deref(), named.user.as_deref()), (Some("lns"), Some("client1")));
+        assert_eq!(named.remotename.as_deref(), Some("lns"));
         let lac = Options::parse(&args(&format!("/dev/pts/0 passive nodetach : file {f}"))).expect("xl2tpd LAC");
         assert!(lac.passive);
         assert_eq!((lac.local, lac.remote), (None, None));
         let lns = Options::parse(&args("/dev/pts/1 passive nodetach 10.97.0.1:10.97.0.100")).expect("xl2tpd LNS");
         assert_eq!(lns.local, Some(Ipv4Addr::new(10, 97, 0, 1)));
+        // What xl2tpd passes an LNS with `require chap = yes`.
+        let lns = Options::parse(&args(&format!(
+            "/dev/pts/1 passive nodetach 10.97.0.1:10.97.0.100 refuse-pap auth require-chap name lns file {f}"
+        )))
+        .expect("xl2tpd LNS with CHAP");
+        assert_eq!((lns.require, lns.our_name().as_str()), (Some(AuthProto::ChapMd5), "lab user"), "the file's name");
+    }
+
+    #[test]
+    fn requiring_authentication_without_a_secret_for_the_peer_refuses_to_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secrets = dir.path().join("secrets");
+        std::fs::write(&secrets, "client1 lns s3cr3t\n\"client 2\" * 'other secret' *  # any server\n").expect("write");
+        let elsewhere = dir.path().join("elsewhere");
+        std::fs::write(&elsewhere, "client1 other-server s3cr3t *\n").expect("write");
+        let (secrets, elsewhere) = (secrets.display(), elsewhere.display());
+        for (line, option) in [
+            ("require-chap name lns".to_string(), "require-chap"),
+            ("name lns require-pap password s3cr3t".into(), "require-pap"),
+            ("name lns password s3cr3t user lns auth".into(), "auth"),
+            (format!("name lns auth require-chap secrets-file {elsewhere}"), "require-chap"),
+        ] {
+            let e = Options::parse(&args(&line)).expect_err(&line);
+            assert!(e.starts_with(&format!("option '{option}': the peer must authenticate itself")), "{line}: {e}");
+            assert!(e.contains("secrets-file PATH") && e.contains("noauth"), "{line}: {e}");
+        }
+        let o = Options::parse(&args(&format!("require-chap name lns secrets-file {secrets}"))).expect("a secret");
+        assert_eq!(o.secrets.len(), 2);
+        assert_eq!((o.secrets[1].client.as_str(), o.secrets[1].secret.as_str()), ("client 2", "other secret"));
+        let o = Options::parse(&args(&format!("auth name another secrets-file {secrets}"))).expect("a * server");
+        assert_eq!(o.require, Some(AuthProto::ChapMd5), "auth alone asks for CHAP");
+        let o = Options::parse(&args("require-chap name lns noauth")).expect("noauth drops the requirement");
+        assert_eq!(o.require, None);
+    }
+
+    #[test]
+    fn malformed_secrets_files_are_errors() {
+        assert!(secrets("client1 lns").unwrap_err().contains("line 1: a line needs a client, a server and a secret"));
+        assert!(secrets("\n\nc s x 10.0.0.1").unwrap_err().contains("line 3: addresses"));
+        assert!(secrets("c s @/etc/secret").unwrap_err().contains("@PATH"));
+        assert!(secrets("c s \"open").unwrap_err().contains("unterminated"));
+        assert_eq!(secrets("# nothing\n\n").map(|s| s.len()), Ok(0));
+        assert!(Options::parse(&args("secrets-file /nonexistent/secrets")).is_err());
     }
 
     #[test]

@@ -55,16 +55,63 @@ pub enum AuthProto {
     ChapMd5,
 }
 
+/// One line of a secrets file, as in pppd's `chap-secrets` and
+/// `pap-secrets`: `client` authenticates to `server` with `secret`. `*` in
+/// either name matches any name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Secret {
+    /// Who authenticates.
+    pub client: String,
+    /// To whom.
+    pub server: String,
+    /// With what.
+    pub secret: String,
+}
+
+/// The secret `client` authenticates to `server` with (any server when
+/// `None`), chosen as pppd chooses: a line naming both exactly before one
+/// naming the client, before one naming the server, before wildcards; the
+/// first of equals.
+pub fn find_secret<'a>(secrets: &'a [Secret], client: &str, server: Option<&str>) -> Option<&'a str> {
+    secrets
+        .iter()
+        .rev()
+        .filter(|s| (s.client == client || s.client == "*") && server.is_none_or(|v| s.server == v || s.server == "*"))
+        .max_by_key(|s| 2 * u8::from(s.client == client) + u8::from(server.is_some_and(|v| s.server == v)))
+        .map(|s| s.secret.as_str())
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A name the peer sent, quoted and escaped for a log line.
+fn quoted(name: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(name))
+}
+
 /// What this end of the link is configured with.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Ask the peer to authenticate with this protocol.
     pub require: Option<AuthProto>,
-    /// Our name and secret, to authenticate ourselves (and, when we
-    /// require authentication, the secret the peer must know).
+    /// Our name (`name`): the name in our CHAP challenges, and the server
+    /// a peer's secret must be for.
+    pub name: String,
+    /// The name we authenticate ourselves with (`user`); our name when
+    /// absent.
     pub user: Option<String>,
-    /// The secret.
+    /// The secret we authenticate ourselves with (`password`). It is never
+    /// the secret a peer must know: that comes from `secrets`.
     pub secret: Option<String>,
+    /// The peer's name, to find our own secret in `secrets` when it does
+    /// not say its name (`remotename`).
+    pub remote_name: Option<String>,
+    /// Who may authenticate to whom with what: a peer authenticates to us
+    /// with the secret of the line for its name and ours; without
+    /// `secret`, we authenticate with the line for our name and the peer's.
+    pub secrets: Vec<Secret>,
     /// Our IPv4 address, if we have one.
     pub local_ip: Option<Ipv4Addr>,
     /// The address to give the peer, if we hand one out.
@@ -88,8 +135,11 @@ impl Default for Config {
     fn default() -> Config {
         Config {
             require: None,
+            name: "vpn-passthrough".into(),
             user: None,
             secret: None,
+            remote_name: None,
+            secrets: Vec::new(),
             local_ip: None,
             remote_ip: None,
             mru: 1500,
@@ -304,6 +354,15 @@ impl Session {
         self.end(why.into(), false);
     }
 
+    /// Authentication failed: a Terminate-Request tells the peer, and the
+    /// link ends at once with `why` as its reason.
+    fn fail(&mut self, why: impl Into<String>) {
+        if self.phase != Phase::Dead {
+            self.send(PROTO_LCP, control(TERM_REQ, 0xee, b"authentication failed"));
+            self.down(why);
+        }
+    }
+
     /// The link ended by LCP Terminate.
     fn terminated(&mut self, why: &str) {
         self.end(why.into(), true);
@@ -440,7 +499,7 @@ impl Session {
                 }
                 (LCP_AUTH, n) if n >= 2 => {
                     let proto = be16(value, 0);
-                    let can = self.cfg.user.is_some() && self.cfg.secret.is_some();
+                    let can = self.own_secret(None).is_some();
                     match (proto, value.get(2)) {
                         (PROTO_PAP, None) if can => wants = Some(AuthProto::Pap),
                         (PROTO_CHAP, Some(5)) if can => wants = Some(AuthProto::ChapMd5),
@@ -505,9 +564,32 @@ impl Session {
 
     // ---- Authentication ---------------------------------------------------
 
+    /// The name we authenticate ourselves with.
+    fn auth_name(&self) -> &str {
+        self.cfg.user.as_deref().unwrap_or(&self.cfg.name)
+    }
+
+    /// The secret we authenticate ourselves with to `peer` (its name, when
+    /// it said one): `password`, or the secrets line for our name and the
+    /// peer's (`remotename` first).
+    fn own_secret(&self, peer: Option<&str>) -> Option<&str> {
+        if let Some(s) = &self.cfg.secret {
+            return Some(s);
+        }
+        let server = self.cfg.remote_name.as_deref().or(peer);
+        find_secret(&self.cfg.secrets, self.auth_name(), server)
+    }
+
+    /// The secret the peer must know to authenticate to us as `client`
+    /// (its bytes as sent): the secrets line for that name and ours.
+    fn peer_secret(&self, client: &[u8]) -> Option<String> {
+        let client = std::str::from_utf8(client).ok()?;
+        find_secret(&self.cfg.secrets, client, Some(&self.cfg.name)).map(str::to_string)
+    }
+
     fn send_pap_request(&mut self, now: Duration) {
-        let user = self.cfg.user.clone().unwrap_or_default();
-        let secret = self.cfg.secret.clone().unwrap_or_default();
+        let user = self.auth_name().to_string();
+        let secret = self.own_secret(None).unwrap_or_default().to_string();
         let mut d = vec![user.len() as u8];
         d.extend_from_slice(user.as_bytes());
         d.push(secret.len() as u8);
@@ -530,7 +612,7 @@ impl Session {
         self.challenge = Some((id, value));
         let mut d = vec![16];
         d.extend_from_slice(&value);
-        d.extend_from_slice(self.cfg.user.clone().unwrap_or_else(|| "vpn-passthrough".into()).as_bytes());
+        d.extend_from_slice(self.cfg.name.as_bytes());
         self.send(PROTO_CHAP, control(1, id, &d));
         self.auth_next = Some(now + RESTART * 3);
     }
@@ -546,17 +628,25 @@ impl Session {
                 let user = data.get(1..1 + user_len).unwrap_or_default();
                 let pass_len = usize::from(*data.get(1 + user_len).unwrap_or(&0));
                 let pass = data.get(2 + user_len..2 + user_len + pass_len).unwrap_or_default();
-                let ok = self.cfg.secret.as_deref().is_some_and(|s| s.as_bytes() == pass);
-                let msg: &[u8] = if ok { b"welcome" } else { b"wrong password" };
+                // The password must be the one of the name the peer gave.
+                let known = self.peer_secret(user);
+                let ok = known.as_deref().is_some_and(|s| same(s.as_bytes(), pass));
+                // The peer is not told which of the two was wrong.
+                let msg: &[u8] = if ok { b"welcome" } else { b"login incorrect" };
                 let mut d = vec![msg.len() as u8];
                 d.extend_from_slice(msg);
                 self.send(PROTO_PAP, control(if ok { 2 } else { 3 }, id, &d));
-                if ok {
-                    self.peer_authenticated = true;
-                    self.maybe_network(now);
-                } else {
-                    let who = String::from_utf8_lossy(user).into_owned();
-                    self.terminate(now, &format!("PAP: {who} gave a wrong password"));
+                let who = quoted(user);
+                match (ok, known) {
+                    (true, _) => {
+                        self.peer_authenticated = true;
+                        self.maybe_network(now);
+                    }
+                    (false, None) => self.fail(format!(
+                        "PAP: the peer authenticated as {who}, for whom there is no secret for us ({:?})",
+                        self.cfg.name
+                    )),
+                    (false, Some(_)) => self.fail(format!("PAP: the peer {who} gave a wrong password")),
                 }
             }
             2 if self.peer_requires == Some(AuthProto::Pap) => {
@@ -575,31 +665,64 @@ impl Session {
         }
         let end = usize::from(be16(p, 2)).min(p.len()).max(4);
         let (code, id, data) = (p[0], p[1], &p[4..end]);
+        // A Challenge or Response holds a value, then the sender's name;
+        // Success and Failure a message.
+        let size = usize::from(*data.first().unwrap_or(&0));
+        let (value, name) = match data.get(1..1 + size) {
+            Some(v) => (v, &data[1 + size..]),
+            None if matches!(code, 1 | 2) => return,
+            None => (&[][..], &[][..]),
+        };
         match code {
             // A challenge for us: answer MD5(id, secret, challenge).
             1 if self.peer_requires == Some(AuthProto::ChapMd5) => {
-                let size = usize::from(*data.first().unwrap_or(&0));
-                let Some(challenge) = data.get(1..1 + size) else { return };
-                let digest = chap_md5(id, self.cfg.secret.as_deref().unwrap_or_default().as_bytes(), challenge);
+                // Our own challenge sent back: the answer would be the
+                // response to it, which only the peer should be able to
+                // give (a reflection attack). pppd refuses too.
+                if self.challenge.is_some_and(|(_, ours)| value == ours) {
+                    self.fail(format!(
+                        "CHAP: the peer ({}) sent our own challenge back to us to answer (a reflection \
+                         attack); refusing to answer it",
+                        quoted(name)
+                    ));
+                    return;
+                }
+                let peer = std::str::from_utf8(name).ok();
+                let Some(secret) = self.own_secret(peer).map(str::to_string) else {
+                    self.fail(format!("CHAP: no secret to answer the challenge of {}", quoted(name)));
+                    return;
+                };
+                let digest = chap_md5(id, secret.as_bytes(), value);
                 let mut d = vec![16];
                 d.extend_from_slice(&digest);
-                d.extend_from_slice(self.cfg.user.clone().unwrap_or_default().as_bytes());
+                d.extend_from_slice(self.auth_name().as_bytes());
                 self.send(PROTO_CHAP, control(2, id, &d));
             }
-            // A response to our challenge.
+            // A response to our challenge; one to an earlier challenge (a
+            // late answer to a retransmission) is dropped, as pppd does.
             2 => {
-                let Some((cid, value)) = self.challenge else { return };
-                let size = usize::from(*data.first().unwrap_or(&0));
-                let got = data.get(1..1 + size).unwrap_or_default();
-                let want = chap_md5(cid, self.cfg.secret.as_deref().unwrap_or_default().as_bytes(), &value);
-                if id == cid && got == want {
+                let Some((cid, challenge)) = self.challenge else { return };
+                if id != cid {
+                    return;
+                }
+                // The response must come from the name whose secret it uses.
+                let who = quoted(name);
+                let Some(secret) = self.peer_secret(name) else {
+                    self.send(PROTO_CHAP, control(4, id, b"login incorrect"));
+                    self.fail(format!(
+                        "CHAP: the peer authenticated as {who}, for whom there is no secret for us ({:?})",
+                        self.cfg.name
+                    ));
+                    return;
+                };
+                if same(value, &chap_md5(cid, secret.as_bytes(), &challenge)) {
                     self.send(PROTO_CHAP, control(3, id, b"welcome"));
                     self.peer_authenticated = true;
                     self.auth_next = None;
                     self.maybe_network(now);
                 } else {
-                    self.send(PROTO_CHAP, control(4, id, b"wrong secret"));
-                    self.terminate(now, "CHAP: the peer's response was wrong");
+                    self.send(PROTO_CHAP, control(4, id, b"login incorrect"));
+                    self.fail(format!("CHAP: the peer {who} gave a wrong response"));
                 }
             }
             3 if self.peer_requires == Some(AuthProto::ChapMd5) => {
@@ -835,11 +958,16 @@ mod tests {
     const SERVER: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 1);
     const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 100);
 
+    fn secret(client: &str, server: &str, secret: &str) -> Secret {
+        Secret { client: client.into(), server: server.into(), secret: secret.into() }
+    }
+
+    /// A server "lns" that alice may authenticate to with "s3cr3t".
     fn server(require: Option<AuthProto>) -> Config {
         Config {
             require,
-            user: Some("lns".into()),
-            secret: Some("s3cr3t".into()),
+            name: "lns".into(),
+            secrets: vec![secret("alice", "lns", "s3cr3t")],
             local_ip: Some(SERVER),
             remote_ip: Some(CLIENT),
             magic: 0x1111_1111,
@@ -989,6 +1117,168 @@ mod tests {
         let mut w = Wire::new(server(Some(AuthProto::ChapMd5)), Config { magic: 3, ..Config::default() });
         w.pump();
         assert_eq!(w.seen[0].2, vec!["LCP: the peer refuses to authenticate".to_string()]);
+    }
+
+    /// A frame as it comes off the line: address, control, protocol, packet.
+    fn frame(proto: u16, code: u8, id: u8, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0xff, 0x03];
+        f.extend_from_slice(&proto.to_be_bytes());
+        f.extend(control(code, id, data));
+        f
+    }
+
+    /// What a session wants sent, and the reasons it went down.
+    fn drain(s: &mut Session) -> (Vec<Vec<u8>>, Vec<(String, bool)>) {
+        let (mut sent, mut down) = (Vec::new(), Vec::new());
+        while let Some(ev) = s.poll_event() {
+            match ev {
+                Event::Send(f, _) => sent.push(f),
+                Event::Down { why, clean } => down.push((why, clean)),
+                _ => {}
+            }
+        }
+        (sent, down)
+    }
+
+    /// The first frame of `proto` and `code` in `sent`.
+    fn find(sent: &[Vec<u8>], proto: u16, code: u8) -> Option<&Vec<u8>> {
+        sent.iter().find(|f| f[2..4] == proto.to_be_bytes() && f[4] == code)
+    }
+
+    /// Opens LCP with `s` as a peer whose Configure-Request carries
+    /// `options`; returns what `s` sent.
+    fn open_lcp(s: &mut Session, options: &[u8]) -> Vec<Vec<u8>> {
+        s.start(Duration::ZERO);
+        let (sent, _) = drain(s);
+        let ours = find(&sent, PROTO_LCP, CONF_REQ).expect("a Configure-Request").clone();
+        s.on_frame(&frame(PROTO_LCP, CONF_REQ, 1, options), Duration::ZERO);
+        s.on_frame(&frame(PROTO_LCP, CONF_ACK, ours[5], &ours[8..]), Duration::ZERO);
+        let (sent, down) = drain(s);
+        assert_eq!(down, vec![], "LCP opens");
+        assert_eq!(find(&sent, PROTO_LCP, CONF_ACK).map(|f| &f[8..]), Some(options), "our options are acked");
+        sent
+    }
+
+    /// (id, value) of the CHAP Challenge in `sent`.
+    fn challenge_in(sent: &[Vec<u8>]) -> (u8, Vec<u8>) {
+        let c = find(sent, PROTO_CHAP, 1).expect("a CHAP Challenge");
+        assert_eq!(c[8], 16);
+        (c[5], c[9..25].to_vec())
+    }
+
+    const MAGIC: [u8; 6] = [LCP_MAGIC, 6, 0x66, 0x66, 0x66, 0x66];
+
+    #[test]
+    fn a_challenge_sent_back_to_its_sender_is_refused_not_answered() {
+        // The server knows the shared secret as its own too (`password`), so
+        // it could answer a challenge with it: the reflection attack lets a
+        // client without the secret make it answer its own challenge, then
+        // replay that answer as the client's response.
+        let mut s = Session::new(Config { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
+        // The attacker asks the server to authenticate itself with CHAP too.
+        let sent = open_lcp(&mut s, &[&[LCP_AUTH, 5, 0xc2, 0x23, 5][..], &MAGIC].concat());
+        let (id, value) = challenge_in(&sent);
+        s.on_frame(&frame(PROTO_CHAP, 1, id, &[&[16][..], &value, b"mallory"].concat()), Duration::ZERO);
+        let (sent, down) = drain(&mut s);
+        let answer = find(&sent, PROTO_CHAP, 2).cloned();
+        if let Some(answer) = &answer {
+            // The attack's second half: the server's answer as our response.
+            let response = [&answer[8..25], b"alice"].concat();
+            s.on_frame(&frame(PROTO_CHAP, 2, id, &response), Duration::ZERO);
+        }
+        let (after, _) = drain(&mut s);
+        assert_eq!(answer, None, "the server answered its own challenge");
+        assert_eq!(find(&after, PROTO_CHAP, 3), None, "the replayed answer got in");
+        assert!(find(&sent, PROTO_LCP, TERM_REQ).is_some(), "the server closes the link: {sent:02x?}");
+        assert!(s.is_dead());
+        assert_eq!(down.len(), 1, "{down:?}");
+        let (why, clean) = &down[0];
+        assert!(why.contains("our own challenge") && why.contains("reflection") && !clean, "{why}");
+        // A different challenge from the same peer is answered.
+        let mut s = Session::new(Config { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
+        let sent = open_lcp(&mut s, &[&[LCP_AUTH, 5, 0xc2, 0x23, 5][..], &MAGIC].concat());
+        let (id, mut value) = challenge_in(&sent);
+        value[0] ^= 1;
+        s.on_frame(&frame(PROTO_CHAP, 1, id, &[&[16][..], &value, b"alice"].concat()), Duration::ZERO);
+        let (sent, _) = drain(&mut s);
+        let answer = find(&sent, PROTO_CHAP, 2).expect("an answer");
+        assert_eq!(answer[9..25], chap_md5(id, b"s3cr3t", &value), "{answer:02x?}");
+        assert_eq!(&answer[25..], b"lns", "the server answers with its name");
+    }
+
+    #[test]
+    fn a_chap_response_must_come_from_the_name_its_secret_belongs_to() {
+        // Alice's secret, under another name.
+        let respond = |name: &[u8]| {
+            let mut s = Session::new(Config {
+                secrets: vec![secret("alice", "lns", "s3cr3t"), secret("bob", "other-server", "s3cr3t")],
+                ..server(Some(AuthProto::ChapMd5))
+            });
+            let sent = open_lcp(&mut s, &MAGIC);
+            let (id, value) = challenge_in(&sent);
+            let digest = chap_md5(id, b"s3cr3t", &value);
+            s.on_frame(&frame(PROTO_CHAP, 2, id, &[&[16][..], &digest, name].concat()), Duration::ZERO);
+            let (sent, down) = drain(&mut s);
+            (find(&sent, PROTO_CHAP, 3).is_some(), find(&sent, PROTO_CHAP, 4).is_some(), s.is_dead(), down)
+        };
+        let (success, failure, dead, down) = respond(b"alice");
+        assert!(success && !failure && !dead, "alice gets in: {down:?}");
+        for name in [&b"mallory"[..], b"bob", b"", b"alice\n", b"ALICE"] {
+            let (success, failure, dead, down) = respond(name);
+            assert!(!success && failure && dead, "{name:?} got in");
+            let why = &down[0].0;
+            assert!(why.contains(&quoted(name)) && why.contains("no secret"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_pap_request_must_come_from_the_name_its_password_belongs_to() {
+        let request = |user: &[u8], pass: &[u8]| {
+            let mut s = Session::new(server(Some(AuthProto::Pap)));
+            open_lcp(&mut s, &MAGIC);
+            let d = [&[user.len() as u8][..], user, &[pass.len() as u8], pass].concat();
+            s.on_frame(&frame(PROTO_PAP, 1, 7, &d), Duration::ZERO);
+            let (sent, down) = drain(&mut s);
+            let answer = sent.iter().find(|f| f[2..4] == PROTO_PAP.to_be_bytes()).map(|f| f[4]);
+            (answer, down)
+        };
+        assert_eq!(request(b"alice", b"s3cr3t"), (Some(2), vec![]), "alice gets in");
+        let (answer, down) = request(b"mallory", b"s3cr3t");
+        assert_eq!(answer, Some(3), "a Nak");
+        assert!(down[0].0.contains("\"mallory\"") && down[0].0.contains("no secret") && !down[0].1, "{down:?}");
+        let (answer, down) = request(b"alice", b"guess");
+        assert_eq!(answer, Some(3), "a Nak");
+        assert!(down[0].0.contains("wrong password"), "{down:?}");
+    }
+
+    #[test]
+    fn the_wire_rejects_a_client_with_the_secret_but_another_name() {
+        let mallory = Config { user: Some("mallory".into()), ..client("s3cr3t") };
+        for proto in [AuthProto::ChapMd5, AuthProto::Pap] {
+            let mut w = Wire::new(server(Some(proto)), mallory.clone());
+            w.pump();
+            assert!(w.seen[0].0.is_empty() && w.seen[1].0.is_empty(), "{proto:?}: no link for mallory");
+            assert!(w.a.is_dead(), "{proto:?}: the server ended the link");
+            assert!(w.seen[0].2[0].contains("\"mallory\""), "{proto:?}: {:?}", w.seen[0].2);
+        }
+    }
+
+    #[test]
+    fn secrets_are_chosen_as_pppd_chooses_them() {
+        let secrets = [
+            secret("*", "*", "any"),
+            secret("*", "lns", "anyone-to-lns"),
+            secret("alice", "*", "alice-anywhere"),
+            secret("alice", "lns", "alice-to-lns"),
+            secret("alice", "lns", "a second line"),
+        ];
+        assert_eq!(find_secret(&secrets, "alice", Some("lns")), Some("alice-to-lns"));
+        assert_eq!(find_secret(&secrets, "alice", Some("other")), Some("alice-anywhere"));
+        assert_eq!(find_secret(&secrets, "bob", Some("lns")), Some("anyone-to-lns"));
+        assert_eq!(find_secret(&secrets, "bob", Some("other")), Some("any"));
+        assert_eq!(find_secret(&secrets, "alice", None), Some("alice-anywhere"));
+        assert_eq!(find_secret(&secrets[3..], "bob", Some("lns")), None);
+        assert_eq!(find_secret(&secrets[3..], "alice", Some("other")), None);
     }
 
     #[test]

@@ -575,6 +575,14 @@ impl Scenario {
             let line = locate(text, path).map(|l| format!(":{l}")).unwrap_or_default();
             format!("{}{line}: {}: {msg}", self.path.display(), path.join("."))
         };
+        // The case names the report's `failures/<family>.<case>.<target>`
+        // directory: it must stay one plain file name.
+        if let Err(why) = check_case(&self.case) {
+            return Err(match &f.case {
+                Some(_) => at(&["case"], why),
+                None => format!("{}: the file name gives the case `{}`, which {why}", self.path.display(), self.case),
+            });
+        }
         let t = &f.topology;
         if !(1..=16).contains(&t.clients) {
             return Err(at(&["topology", "clients"], format!("{} clients; allowed: 1 to 16", t.clients)));
@@ -722,6 +730,29 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+/// Longest case name.
+pub const CASE_MAX: usize = 64;
+
+/// Checks a case name: it becomes part of a directory name under the
+/// report's `failures/`, so it must be a plain file name: 1 to 64
+/// characters of `[A-Za-z0-9_.-]`, starting with a letter or a digit (no
+/// `/`, no `..`, nothing hidden). Returns what is wrong.
+pub fn check_case(case: &str) -> Result<(), String> {
+    if case.is_empty() || case.len() > CASE_MAX {
+        return Err(format!("must be 1 to {CASE_MAX} characters long"));
+    }
+    if !case.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(format!(
+            "`{}` may only hold letters, digits, '-', '_' and '.' (it names a directory of the report)",
+            case.escape_default()
+        ));
+    }
+    if !case.starts_with(|c: char| c.is_ascii_alphanumeric()) || case.contains("..") {
+        return Err(format!("`{case}` must start with a letter or a digit and hold no `..`"));
+    }
+    Ok(())
 }
 
 /// The SPI raw-ESP client `i` asks the server to send with.
@@ -876,6 +907,33 @@ tunnels = ["up"]
         assert!(e.contains("client 3; this topology has clients 1 to 1"), "{e}");
         let e = parse(&format!("{GOOD}\n[expect.linux.counters]\nx = \"0\"\n")).expect_err("dup or counters");
         assert!(e.contains("linux"), "{e}");
+    }
+
+    #[test]
+    fn a_case_must_be_a_plain_file_name() {
+        let with_case = |case: &str| GOOD.replace("description =", &format!("case = {case}\ndescription ="));
+        let s = parse(&with_case("\"same-call-id_2.v1\"")).expect("a plain case name");
+        assert_eq!(s.id, "pptp::same-call-id_2.v1");
+        for bad in [
+            "\"../../etc/cron.d/x\"",
+            "\"..\"",
+            "\"a/b\"",
+            "\"\"",
+            "\".hidden\"",
+            "\"a..b\"",
+            "\"nul\\u0000\"",
+            "\"back\\\\slash\"",
+            "\"sp ace\"",
+            "\"caf\u{e9}\"",
+        ] {
+            let e = parse(&with_case(bad)).expect_err(bad);
+            assert!(e.starts_with("scenarios/pptp/one-client.toml:3: case: "), "{bad}: {e}");
+        }
+        let e = parse(&with_case(&format!("\"{}\"", "x".repeat(CASE_MAX + 1)))).expect_err("too long");
+        assert!(e.contains(":3: case: must be 1 to 64 characters long"), "{e}");
+        // A case from the file name is checked too.
+        let e = Scenario::parse(Path::new("scenarios/pptp/one client.toml"), GOOD).expect_err("file name");
+        assert!(e.contains("the file name gives the case `one client`"), "{e}");
     }
 
     #[test]

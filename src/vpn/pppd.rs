@@ -44,15 +44,23 @@ pub fn require_ppp_peer(host: &Host<'_>) -> Result<()> {
     )))
 }
 
+/// How many clients a lab has at most: a server accepts `client1` to
+/// `client16` by default, the names tests and scenarios give their clients.
+pub const LAB_CLIENTS: usize = 16;
+
 /// What one end's PPP peer is told: authentication and LCP echoes.
 #[derive(Debug, Clone, Default)]
 pub struct PppConfig {
     /// What this end requires of its peer.
     pub require: Option<AuthProto>,
-    /// The name this end authenticates with.
+    /// The name of this end: a client authenticates with it, a server puts
+    /// it in its challenges.
     pub user: String,
     /// The shared secret.
     pub secret: String,
+    /// A server's peers: the only names that may authenticate to it, each
+    /// with `secret` (its secrets file, as pppd's chap-secrets).
+    pub peers: Vec<String>,
     /// Seconds between LCP Echo-Requests (0: none).
     pub echo_interval: u32,
     /// MRU and MTU of the link, when the path below cannot take 1500-byte
@@ -63,12 +71,26 @@ pub struct PppConfig {
 impl PppConfig {
     /// A client that authenticates as `user` with `secret`.
     pub fn client(user: &str, secret: &str) -> PppConfig {
-        PppConfig { require: None, user: user.into(), secret: secret.into(), echo_interval: 10, mtu: None }
+        PppConfig { user: user.into(), secret: secret.into(), echo_interval: 10, ..PppConfig::default() }
     }
 
-    /// A server that requires `proto` and knows `secret`.
+    /// A server named `name` that requires `proto` of the lab's clients
+    /// (`client1` to `client16`), each with `secret`.
     pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppConfig {
-        PppConfig { require: Some(proto), user: name.into(), secret: secret.into(), echo_interval: 10, mtu: None }
+        let peers = (1..=LAB_CLIENTS).map(|i| format!("client{i}")).collect();
+        PppConfig {
+            require: Some(proto),
+            user: name.into(),
+            secret: secret.into(),
+            echo_interval: 10,
+            mtu: None,
+            peers,
+        }
+    }
+
+    /// The same accepting only these peer names.
+    pub fn peers<S: Into<String>>(self, names: impl IntoIterator<Item = S>) -> PppConfig {
+        PppConfig { peers: names.into_iter().map(Into::into).collect(), ..self }
     }
 
     /// The same with frames of at most `mtu` bytes both ways.
@@ -86,9 +108,30 @@ fn quote(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
-/// An options file for our PPP peer: authentication, echoes, and its log
-/// in `log_dir` (`pppd.log`, one line prefix per process).
-pub fn options_file(ppp: &PppConfig, log_dir: &Path) -> String {
+/// Writes our PPP peer's options file `file` into the host's config
+/// directory, and for a server the secrets file `<file>.secrets` it names.
+pub fn write_options(host: &Host<'_>, file: &str, ppp: &PppConfig) -> Result<PathBuf> {
+    let secrets = match ppp.require {
+        Some(_) => Some(host.write_conf(&format!("{file}.secrets"), &secrets_file(ppp))?),
+        None => None,
+    };
+    host.write_conf(file, &options_file(ppp, host.log_dir()?, secrets.as_deref()))
+}
+
+/// A server's secrets file (pppd's chap-secrets format): each peer with
+/// the server's name and the secret.
+pub fn secrets_file(ppp: &PppConfig) -> String {
+    let mut s = String::from("# client server secret addresses\n");
+    for peer in &ppp.peers {
+        let _ = writeln!(s, "{} {} {} *", quote(peer), quote(&ppp.user), quote(&ppp.secret));
+    }
+    s
+}
+
+/// An options file for our PPP peer: authentication (a server's secrets in
+/// `secrets`, a client's own `password`), echoes, and its log in `log_dir`
+/// (`pppd.log`, one line prefix per process).
+pub fn options_file(ppp: &PppConfig, log_dir: &Path, secrets: Option<&Path>) -> String {
     let mut s = String::from("# PPP options for vpn-passthrough-pppd\n");
     match ppp.require {
         Some(AuthProto::ChapMd5) => s.push_str("require-chap\n"),
@@ -96,7 +139,16 @@ pub fn options_file(ppp: &PppConfig, log_dir: &Path) -> String {
         None => s.push_str("noauth\n"),
     }
     let _ = writeln!(s, "name {}", quote(&ppp.user));
-    let _ = writeln!(s, "password {}", quote(&ppp.secret));
+    match secrets {
+        // A server checks its peers against its secrets and has no secret
+        // of its own to answer a challenge with.
+        Some(path) => {
+            let _ = writeln!(s, "secrets-file {}", quote(&path.to_string_lossy()));
+        }
+        None => {
+            let _ = writeln!(s, "password {}", quote(&ppp.secret));
+        }
+    }
     if let Some(mtu) = ppp.mtu {
         let _ = writeln!(s, "mtu {mtu}\nmru {mtu}");
     }

@@ -64,7 +64,7 @@ impl<'lab> Pptpd<'lab> {
         let pptpd = crate::prereq::require_tool("pptpd")?;
         let ppp = pppd::ppp_binary()?;
         quiet_gre_unreachables(&host)?;
-        let options = host.write_conf("options.pptpd", &pppd::options_file(&c.ppp, host.log_dir()?))?;
+        let options = pppd::write_options(&host, "options.pptpd", &c.ppp)?;
         let conf = host.write_conf("pptpd.conf", &pptpd_conf(c, &ppp.to_string_lossy(), &options.to_string_lossy()))?;
         let pid = host.run_dir()?.join("pptpd.pid");
         let cmd = Cmd::new(pptpd.to_string_lossy())
@@ -103,7 +103,7 @@ impl<'lab> PptpClient<'lab> {
         let pptp = crate::prereq::require_tool("pptp")?;
         pppd::require_ppp_peer(&host)?;
         quiet_gre_unreachables(&host)?;
-        let options = host.write_conf("options.pptp", &pppd::options_file(ppp, host.log_dir()?))?;
+        let options = pppd::write_options(&host, "options.pptp", ppp)?;
         std::fs::create_dir_all(host.run_dir()?.join("pptp"))
             .map_err(|e| crate::lab::LabError::io("creating the pptp socket directory", e))?;
         let cmd = Cmd::new(pptp.to_string_lossy())

@@ -86,7 +86,7 @@ impl<'lab> Xl2tpd<'lab> {
     fn start(host: Host<'lab>, label: &str, conf: &str, ppp: &PppConfig, port: u16) -> Result<Xl2tpd<'lab>> {
         let xl2tpd = crate::prereq::require_tool("xl2tpd")?;
         pppd::require_ppp_peer(&host)?;
-        let options = host.write_conf(&format!("options.{label}"), &pppd::options_file(ppp, host.log_dir()?))?;
+        let options = pppd::write_options(&host, &format!("options.{label}"), ppp)?;
         let conf = conf.replace("@PPPOPTFILE@", &options.to_string_lossy());
         let conf_path = host.write_conf("xl2tpd.conf", &conf)?;
         let secrets = host.write_conf("l2tp-secrets", "")?;
