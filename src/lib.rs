@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod capture;
 pub mod doctor;
+pub mod flood;
 pub mod lab;
 pub mod nat;
 pub mod ppp;

@@ -254,9 +254,14 @@ struct NatArgs {
     /// symmetric) or a TOML profile file.
     #[arg(long, value_name = "FILE|NAME", default_value = "default")]
     profile: String,
-    /// Where to listen for `nat-dump`.
+    /// Where to listen for `nat-dump`: a Unix socket, mode 0600. A stale
+    /// socket there is replaced; anything else makes the NAT refuse to start.
     #[arg(long, value_name = "PATH", default_value = DEFAULT_CONTROL)]
     control: PathBuf,
+    /// No control socket (`nat-dump` cannot ask; SIGUSR1 still prints the
+    /// dump on stderr).
+    #[arg(long, conflicts_with = "control")]
+    no_control: bool,
 }
 
 #[derive(Subcommand)]
@@ -706,7 +711,7 @@ fn nat(args: NatArgs) -> Result<(), LabError> {
         lan_if: args.lan,
         wan_if: args.wan,
         nat: Config { lan: args.lan_addr, wan: args.wan_addr, gateway: args.gateway, profile },
-        control: Some(args.control),
+        control: (!args.no_control).then_some(args.control),
     };
     let stop = Arc::new(AtomicBool::new(false));
     let dump = Arc::new(AtomicBool::new(false));

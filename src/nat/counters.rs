@@ -101,6 +101,35 @@ pub enum DropReason {
     EspMalformed,
     /// ESP from the WAN with an SPI no client has and no client waiting.
     EspUnknownSpi,
+    /// A source address that cannot be on the side the packet came from:
+    /// off the LAN prefix from the LAN; the LAN prefix or the NAT's own
+    /// address from the WAN.
+    SpoofedSource,
+    /// An echo request to the NAT beyond its ICMP rate.
+    IcmpRateLimited,
+    /// A TCP RST or FIN outside the connection's window: not from the
+    /// peer, which knows the sequence numbers.
+    TcpOutOfWindow,
+    /// The mapping keeps as many remote sessions as the profile allows.
+    RemotesFull,
+    /// The table holds as many sessions as the profile allows.
+    SessionsFull,
+    /// The LAN host holds its whole share of a table.
+    HostQuota,
+    /// The PPTP ALG follows as many control connections as it may.
+    PptpControlsFull,
+    /// No public Call ID is free for a new call (or the calls table is full).
+    PptpCallsFull,
+    /// No public Tunnel ID is free for a new tunnel (or the table is full).
+    L2tpTunnelsFull,
+    /// The IPsec ALG holds as many SAs as it may.
+    IpsecTableFull,
+    /// Too many fragmented datagrams followed at once.
+    FragmentTableFull,
+    /// A bound of the neighbour table (`LinkLimits` in `link`) was
+    /// reached: too many neighbours known or being resolved, or too many
+    /// frames waiting for ARP.
+    NeighbourTableFull,
 }
 
 impl DropReason {
@@ -158,6 +187,18 @@ impl DropReason {
             DropReason::IkeSpiTaken => "ike-spi-taken".into(),
             DropReason::EspMalformed => "esp-malformed".into(),
             DropReason::EspUnknownSpi => "esp-unknown-spi".into(),
+            DropReason::SpoofedSource => "spoofed-source".into(),
+            DropReason::IcmpRateLimited => "icmp-rate-limited".into(),
+            DropReason::TcpOutOfWindow => "tcp-out-of-window".into(),
+            DropReason::RemotesFull => "mapping-remotes-full".into(),
+            DropReason::SessionsFull => "sessions-full".into(),
+            DropReason::HostQuota => "host-quota".into(),
+            DropReason::PptpControlsFull => "pptp-controls-full".into(),
+            DropReason::PptpCallsFull => "pptp-calls-full".into(),
+            DropReason::L2tpTunnelsFull => "l2tp-tunnels-full".into(),
+            DropReason::IpsecTableFull => "ipsec-table-full".into(),
+            DropReason::FragmentTableFull => "fragment-table-full".into(),
+            DropReason::NeighbourTableFull => "neighbour-table-full".into(),
         }
     }
 }
@@ -198,6 +239,8 @@ pub struct Counters {
     /// L2TP Tunnel IDs rewritten because two clients of one server
     /// assigned the same one.
     pub l2tp_tunnel_ids_rewritten: u64,
+    /// ICMP errors (time exceeded) the NAT did not send: over its rate.
+    pub icmp_errors_suppressed: u64,
 }
 
 fn slot(p: Protocol) -> usize {

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use super::alg::ipsec::{Ipsec, SaInfo};
+use super::alg::ipsec::{Bounds as IpsecBounds, Ipsec, SaInfo};
 use super::alg::l2tp::{L2tp, TunnelInfo};
-use super::alg::pptp::{CallInfo, Control, Direction, Pptp};
+use super::alg::pptp::{Bounds as PptpBounds, CallInfo, Control, Direction, Pptp};
 use super::counters::{Counters, DropReason};
 use super::frag::{DatagramKey, Fragments, Rewrite};
 use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
+use super::tcp::Seg;
 use super::translate::{
     Patch, Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, patch_u16, read_ports, rewrite,
     rewrite_icmp_ident,
@@ -82,8 +83,6 @@ pub struct Config {
     pub profile: Profile,
 }
 
-/// Fragments that may wait for their first one.
-const MAX_WAITING_FRAGMENTS: usize = 256;
 /// Mappings looked at per [`Nat::handle_timeout`].
 const SWEEP_BUDGET: usize = 4096;
 /// TTL of packets the NAT makes.
@@ -102,6 +101,30 @@ pub struct Nat {
     pptp: Pptp,
     l2tp: L2tp,
     ipsec: Ipsec,
+    /// Tokens for ICMP the NAT makes, LAN and WAN.
+    icmp_rate: [TokenBucket; 2],
+}
+
+/// A token bucket refilled at a rate per second, holding one second's worth.
+#[derive(Debug, Clone, Copy, Default)]
+struct TokenBucket {
+    tokens: f64,
+    last: Option<Duration>,
+}
+
+impl TokenBucket {
+    fn take(&mut self, per_second: u32, now: Duration) -> bool {
+        let cap = f64::from(per_second);
+        let elapsed = self.last.map_or(cap, |l| now.saturating_sub(l).as_secs_f64() * cap);
+        self.tokens = (self.tokens + elapsed).min(cap);
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// The PPTP control port.
@@ -114,12 +137,24 @@ impl Nat {
         if cfg.lan.contains(&cfg.wan.addr()) || cfg.wan.contains(&cfg.lan.addr()) {
             return Err(format!("the LAN {} and the WAN {} overlap", cfg.lan, cfg.wan));
         }
-        let frags = Fragments::new(Duration::from_secs(cfg.profile.timeouts.fragment), MAX_WAITING_FRAGMENTS);
+        let frags = Fragments::new(
+            Duration::from_secs(cfg.profile.timeouts.fragment),
+            cfg.profile.limits.fragments_waiting,
+            cfg.profile.limits.fragment_datagrams,
+        );
         let t = &cfg.profile.timeouts;
-        let pptp =
-            Pptp::new(cfg.profile.pptp_call_ids, Duration::from_secs(t.other), Duration::from_secs(t.tcp_established));
-        let l2tp = L2tp::new(Duration::from_secs(t.udp));
-        let ipsec = Ipsec::new(Duration::from_secs(t.other));
+        let l = &cfg.profile.limits;
+        let bounds =
+            PptpBounds { controls: l.pptp_controls, calls: l.pptp_calls, calls_per_host: l.pptp_calls_per_host };
+        let pptp = Pptp::new(
+            cfg.profile.pptp_call_ids,
+            Duration::from_secs(t.other),
+            Duration::from_secs(t.tcp_established),
+            bounds,
+        );
+        let l2tp = L2tp::new(Duration::from_secs(t.udp), l.l2tp_tunnels, l.l2tp_tunnels_per_host);
+        let ipsec =
+            Ipsec::new(Duration::from_secs(t.other), IpsecBounds { sas: l.ipsec_sas, per_host: l.ipsec_sas_per_host });
         Ok(Nat {
             pptp,
             l2tp,
@@ -131,6 +166,7 @@ impl Nat {
             counters: Counters::default(),
             out: VecDeque::new(),
             ident: 0,
+            icmp_rate: Default::default(),
             cfg,
         })
     }
@@ -158,6 +194,40 @@ impl Nat {
     /// How many mappings the table holds.
     pub fn mapping_count(&self) -> usize {
         self.table.len()
+    }
+
+    /// How much state each table holds, to compare with the profile's
+    /// bounds.
+    pub fn state_sizes(&self) -> StateSizes {
+        StateSizes {
+            mappings: self.table.len(),
+            sessions: self.table.sessions(),
+            pptp_controls: self.pptp.controls(),
+            pptp_calls: self.pptp.calls(),
+            l2tp_tunnels: self.l2tp.len(),
+            ipsec_sas: self.ipsec.len(),
+            fragment_datagrams: self.frags.known(),
+            fragments_waiting: self.frags.waiting(),
+        }
+    }
+
+    /// The first table holding more than the profile allows, if any.
+    pub fn over_bounds(&self) -> Option<String> {
+        let s = self.state_sizes();
+        let l = &self.cfg.profile.limits;
+        [
+            ("max_mappings", s.mappings, self.cfg.profile.max_mappings),
+            ("limits.sessions", s.sessions, l.sessions),
+            ("limits.pptp_controls", s.pptp_controls, l.pptp_controls),
+            ("limits.pptp_calls", s.pptp_calls, l.pptp_calls),
+            ("limits.l2tp_tunnels", s.l2tp_tunnels, l.l2tp_tunnels),
+            ("limits.ipsec_sas", s.ipsec_sas, l.ipsec_sas),
+            ("limits.fragment_datagrams", s.fragment_datagrams, l.fragment_datagrams),
+            ("limits.fragments_waiting", s.fragments_waiting, l.fragments_waiting),
+        ]
+        .into_iter()
+        .find(|(_, n, max)| n > max)
+        .map(|(name, n, max)| format!("{name}: {n} held, {max} allowed"))
     }
 
     /// A packet the NAT made or released, to send.
@@ -210,36 +280,74 @@ impl Nat {
         }
         let dst = ip.dst_bytes();
         let ttl = ip.ttl();
+        if !self.source_allowed(side, ip.src_bytes()) {
+            return self.drop(Some(proto), DropReason::SpoofedSource);
+        }
         match side {
-            Side::Lan if dst == self.lan_addr => self.for_router(side, pkt, proto),
+            Side::Lan if dst == self.lan_addr => self.for_router(side, pkt, proto, now),
             Side::Lan if dst == self.wan_addr => {
                 if self.cfg.profile.hairpinning && matches!(proto, Protocol::Tcp | Protocol::Udp) {
                     if ttl <= 1 {
-                        return self.ttl_exceeded(side, pkt, proto);
+                        return self.ttl_exceeded(side, pkt, proto, now);
                     }
                     self.hairpin(pkt, proto, csum, now)
                 } else {
-                    self.for_router(side, pkt, proto)
+                    self.for_router(side, pkt, proto, now)
                 }
             }
             Side::Lan if self.cfg.lan.contains(&Ipv4Addr::from(dst)) => self.drop(Some(proto), DropReason::NotRouted),
             Side::Lan => {
                 if ttl <= 1 {
-                    return self.ttl_exceeded(side, pkt, proto);
+                    return self.ttl_exceeded(side, pkt, proto, now);
                 }
                 self.outbound(pkt, proto, csum, now)
             }
             Side::Wan if dst == self.wan_addr => {
                 if proto == Protocol::Icmp && is_echo_request(pkt) {
-                    return self.for_router(side, pkt, proto);
+                    return self.for_router(side, pkt, proto, now);
                 }
                 if ttl <= 1 {
-                    return self.ttl_exceeded(side, pkt, proto);
+                    return self.ttl_exceeded(side, pkt, proto, now);
                 }
                 self.inbound(pkt, proto, csum, now)
             }
             Side::Wan => self.drop(Some(proto), DropReason::NotRouted),
         }
+    }
+
+    /// Whether a packet from `src` can have come from `side` (RFC 3704
+    /// ingress filtering): a LAN host's own address on the LAN prefix; from
+    /// the WAN, nothing that claims to be the LAN, the NAT, this host, or a
+    /// group.
+    fn source_allowed(&self, side: Side, src: [u8; 4]) -> bool {
+        let a = Ipv4Addr::from(src);
+        match side {
+            Side::Lan => {
+                self.cfg.lan.contains(&a)
+                    && src != self.lan_addr
+                    && a != self.cfg.lan.network()
+                    && a != self.cfg.lan.broadcast()
+            }
+            Side::Wan => {
+                !self.cfg.lan.contains(&a)
+                    && src != self.wan_addr
+                    && !a.is_unspecified()
+                    && !a.is_loopback()
+                    && !a.is_multicast()
+                    && !a.is_broadcast()
+            }
+        }
+    }
+
+    /// Takes a token for an ICMP message the NAT makes on `side`; `false`
+    /// when the rate is spent.
+    fn icmp_token(&mut self, side: Side, now: Duration) -> bool {
+        let rate = self.cfg.profile.limits.icmp_per_second;
+        self.icmp_rate[match side {
+            Side::Lan => 0,
+            Side::Wan => 1,
+        }]
+        .take(rate, now)
     }
 
     fn next_hop(&self, side: Side, dst: [u8; 4]) -> Option<Ipv4Addr> {
@@ -309,7 +417,9 @@ impl Nat {
                     Err(e) => return self.map_error(proto, e),
                 };
                 if proto == Protocol::Tcp {
-                    self.track_tcp(id, remote, ports.tcp_flags, true, now);
+                    // The LAN host's own RST or FIN: a guess outside the
+                    // window moves nothing, but it is the host's to send.
+                    let _ = self.track_tcp(id, remote, ports.tcp, true, now);
                 } else {
                     let t = self.timeout(proto, TcpState::None);
                     self.table.refresh(id, remote, now, t);
@@ -372,7 +482,9 @@ impl Nat {
                 let Ok(e) = esp::Packet::new_checked(l4) else {
                     return self.drop(Some(proto), DropReason::EspMalformed);
                 };
-                self.ipsec.esp_outbound(src, dst, e.spi(), now);
+                if let Err(reason) = self.ipsec.esp_outbound(src, dst, e.spi(), now) {
+                    return self.drop(Some(proto), reason);
+                }
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
@@ -445,7 +557,9 @@ impl Nat {
                     Err(v) => return v,
                 };
                 if proto == Protocol::Tcp {
-                    self.track_tcp(id, remote, ports.tcp_flags, false, now);
+                    if let Err(reason) = self.track_tcp(id, remote, ports.tcp, false, now) {
+                        return self.drop(Some(proto), reason);
+                    }
                 } else {
                     let t = self.timeout(proto, TcpState::None);
                     self.table.refresh(id, remote, now, t);
@@ -509,7 +623,7 @@ impl Nat {
                 let Ok(e) = esp::Packet::new_checked(l4) else {
                     return self.drop(Some(proto), DropReason::EspMalformed);
                 };
-                let target = match self.ipsec.esp_inbound(src, e.spi(), now) {
+                let target = match self.ipsec.esp_inbound(src, e.spi(), e.seq(), now) {
                     Ok(t) => t,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };
@@ -548,6 +662,9 @@ impl Nat {
         first_fragment: bool,
         now: Duration,
     ) -> Verdict {
+        if first_fragment && !self.frags.can_learn(&key, now) {
+            return self.drop(Some(proto), DropReason::FragmentTableFull);
+        }
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).inbound += 1;
         if first_fragment {
@@ -762,21 +879,34 @@ impl Nat {
             MapError::TableFull => DropReason::TableFull,
             MapError::PortsExhausted => DropReason::PortsExhausted,
             MapError::RemoteTaken => DropReason::RemoteTaken,
+            MapError::HostQuota => DropReason::HostQuota,
+            MapError::RemotesFull => DropReason::RemotesFull,
+            MapError::SessionsFull => DropReason::SessionsFull,
         };
         self.drop(Some(proto), reason)
     }
 
     /// Follows a TCP connection's state and sets its session's timeout
     /// (RFC 5382: long while established, short while opening or closing).
-    fn track_tcp(&mut self, id: u32, remote: Endpoint, flags: u8, outbound: bool, now: Duration) {
-        let old = self.table.tcp_state(id, remote);
-        let new = tcp_next(old, flags, outbound);
-        let deadline = now + self.timeout(Protocol::Tcp, new);
-        self.table.set_tcp(id, remote, new, deadline);
+    /// A RST outside the window is a stranger's: `Err`, to drop.
+    fn track_tcp(
+        &mut self,
+        id: u32,
+        remote: Endpoint,
+        seg: Seg,
+        outbound: bool,
+        now: Duration,
+    ) -> Result<TcpState, DropReason> {
+        let t = self.cfg.profile.timeouts.clone();
+        let timeout = |s: TcpState| {
+            Duration::from_secs(if s == TcpState::Established { t.tcp_established } else { t.tcp_transitory })
+        };
+        self.table.track_tcp(id, remote, seg, outbound, now, timeout).map_err(|_| DropReason::TcpOutOfWindow)
     }
 
-    /// Packets addressed to the NAT: it answers echo requests, nothing else.
-    fn for_router(&mut self, side: Side, pkt: &mut [u8], proto: Protocol) -> Verdict {
+    /// Packets addressed to the NAT: it answers echo requests, nothing else,
+    /// and no faster than its ICMP rate.
+    fn for_router(&mut self, side: Side, pkt: &mut [u8], proto: Protocol, now: Duration) -> Verdict {
         if proto != Protocol::Icmp || !is_echo_request(pkt) {
             return self.drop(Some(proto), DropReason::ToRouter);
         }
@@ -788,8 +918,13 @@ impl Nat {
         let Some(next_hop) = self.next_hop(side, src) else {
             return self.drop(Some(proto), DropReason::NotRouted);
         };
+        if !self.icmp_token(side, now) {
+            return self.drop(Some(proto), DropReason::IcmpRateLimited);
+        }
         {
-            let mut msg = icmp::Message::new_unchecked(&mut pkt[hl..total]);
+            let Ok(mut msg) = icmp::Message::new_checked(&mut pkt[hl..total]) else {
+                return self.drop(Some(proto), DropReason::Icmp(super::wire::WireError::Truncated));
+            };
             let check = checksum::update16(
                 msg.checksum(),
                 u16::from(icmp::ECHO_REQUEST) << 8,
@@ -809,10 +944,12 @@ impl Nat {
 
     /// Drops a packet whose TTL ran out here and tells its sender (RFC 1812
     /// §5.3.1), unless it is itself an ICMP error or a later fragment.
-    fn ttl_exceeded(&mut self, side: Side, pkt: &[u8], proto: Protocol) -> Verdict {
+    fn ttl_exceeded(&mut self, side: Side, pkt: &[u8], proto: Protocol, now: Duration) -> Verdict {
         let ip = ipv4::Packet::new_unchecked(pkt);
         let quiet = ip.frag_offset() != 0 || (proto == Protocol::Icmp && is_icmp_error(pkt));
-        if !quiet {
+        if !quiet && !self.icmp_token(side, now) {
+            self.counters.icmp_errors_suppressed += 1;
+        } else if !quiet {
             if let Some(next_hop) = self.next_hop(side, ip.src_bytes()) {
                 let me = match side {
                     Side::Lan => self.lan_addr,
@@ -861,6 +998,11 @@ impl Nat {
         let Some(id) = self.table.inbound(q.proto, class, public, remote, now) else {
             return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
         };
+        // The quoted packet must be one the mapping sent: its destination
+        // passes the mapping's filter, as the remote's own packets must.
+        if !self.table.admits(id, remote, now) {
+            return self.drop(Some(Protocol::Icmp), DropReason::Filtered);
+        }
         let Some(internal) = self.table.get(id).map(|m| m.internal) else {
             return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
         };
@@ -912,36 +1054,31 @@ fn ip_proto(p: Protocol) -> u8 {
     }
 }
 
-/// The next TCP state after a segment with `flags` (RFC 5382 §5 in
-/// spirit: a NAT cannot see everything, so it errs towards keeping state).
-fn tcp_next(state: TcpState, flags: u8, outbound: bool) -> TcpState {
-    if flags & tcp::RST != 0 {
-        return TcpState::Closing;
-    }
-    let fin = flags & tcp::FIN != 0;
-    let syn = flags & tcp::SYN != 0;
-    match state {
-        TcpState::None if syn => TcpState::Opening,
-        TcpState::None => TcpState::Established,
-        TcpState::Opening if !syn && flags & tcp::ACK != 0 && outbound => TcpState::Established,
-        TcpState::Opening => TcpState::Opening,
-        TcpState::Established if fin => {
-            if outbound {
-                TcpState::FinOut
-            } else {
-                TcpState::FinIn
-            }
-        }
-        TcpState::FinOut if fin && !outbound => TcpState::Closing,
-        TcpState::FinIn if fin && outbound => TcpState::Closing,
-        s => s,
-    }
-}
-
 /// The Call ID of an enhanced (PPTP) GRE packet, if it is one.
 fn pptp_gre(l4: &[u8]) -> Option<u16> {
     let g = gre::Packet::new_checked(l4).ok()?;
     (g.version() == 1 && g.protocol() == gre::PROTO_PPP).then(|| g.call_id())
+}
+
+/// How much state the NAT holds, table by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StateSizes {
+    /// Mappings.
+    pub mappings: usize,
+    /// Sessions (mapping and remote pairs).
+    pub sessions: usize,
+    /// PPTP control connections followed.
+    pub pptp_controls: usize,
+    /// PPTP calls.
+    pub pptp_calls: usize,
+    /// L2TP tunnels.
+    pub l2tp_tunnels: usize,
+    /// IKE SAs and ESP SPIs.
+    pub ipsec_sas: usize,
+    /// Fragmented datagrams followed.
+    pub fragment_datagrams: usize,
+    /// Fragments waiting for their first one.
+    pub fragments_waiting: usize,
 }
 
 /// What the ALGs know, for the dump.

@@ -1,6 +1,7 @@
 //! IPv4 fragments: every fragment of a datagram is translated like its
 //! first one (which alone carries the ports). Fragments that arrive before
-//! their first one wait, a bounded number for a bounded time.
+//! their first one wait, a bounded number for a bounded time. The datagrams
+//! followed are bounded too: past the bound a first fragment is refused.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -40,18 +41,38 @@ pub struct Fragments {
     known: HashMap<DatagramKey, (Rewrite, Duration)>,
     waiting: VecDeque<Waiting>,
     max_waiting: usize,
+    max_known: usize,
     timeout: Duration,
 }
 
 impl Fragments {
-    /// Tracks datagrams for `timeout`; at most `max_waiting` fragments wait.
-    pub fn new(timeout: Duration, max_waiting: usize) -> Fragments {
-        Fragments { known: HashMap::new(), waiting: VecDeque::new(), max_waiting, timeout }
+    /// Tracks at most `max_known` datagrams for `timeout`; at most
+    /// `max_waiting` fragments wait.
+    pub fn new(timeout: Duration, max_waiting: usize, max_known: usize) -> Fragments {
+        Fragments { known: HashMap::new(), waiting: VecDeque::new(), max_waiting, max_known, timeout }
+    }
+
+    /// Whether a first fragment of `key` can be followed: it is already,
+    /// or there is room (expired datagrams make room).
+    pub fn can_learn(&mut self, key: &DatagramKey, now: Duration) -> bool {
+        if self.known.contains_key(key) || self.known.len() < self.max_known {
+            return true;
+        }
+        self.known.retain(|_, (_, deadline)| *deadline > now);
+        self.known.len() < self.max_known
+    }
+
+    /// How many datagrams are followed.
+    pub fn known(&self) -> usize {
+        self.known.len()
     }
 
     /// Records how a datagram's first fragment was translated; returns the
     /// fragments that were waiting for it.
     pub fn learn(&mut self, key: DatagramKey, rewrite: Rewrite, now: Duration) -> Vec<Vec<u8>> {
+        if !self.can_learn(&key, now) {
+            return Vec::new();
+        }
         self.known.insert(key, (rewrite, now + self.timeout));
         let mut released = Vec::new();
         self.waiting.retain_mut(|w| {
@@ -103,7 +124,7 @@ mod tests {
 
     #[test]
     fn early_fragments_wait_for_their_first_and_no_longer() {
-        let mut f = Fragments::new(Duration::from_secs(5), 2);
+        let mut f = Fragments::new(Duration::from_secs(5), 2, 8);
         let t0 = Duration::from_secs(100);
         assert!(f.hold(key(1), b"late part", t0));
         assert!(f.hold(key(2), b"other", t0));
@@ -113,5 +134,19 @@ mod tests {
         assert_eq!(f.lookup(&key(1), t0), Some(Rewrite { dst: [192, 168, 1, 10] }));
         assert_eq!(f.expire(t0 + Duration::from_secs(6)), 1, "key 2 gave up");
         assert_eq!(f.lookup(&key(1), t0 + Duration::from_secs(6)), None);
+    }
+
+    #[test]
+    fn followed_datagrams_are_bounded_and_expired_ones_make_room() {
+        let mut f = Fragments::new(Duration::from_secs(5), 2, 2);
+        let t0 = Duration::from_secs(100);
+        let to = Rewrite { dst: [192, 168, 1, 10] };
+        f.learn(key(1), to, t0);
+        f.learn(key(2), to, t0);
+        assert!(!f.can_learn(&key(3), t0), "full");
+        assert!(f.can_learn(&key(2), t0), "a datagram already followed");
+        f.learn(key(3), to, t0);
+        assert_eq!((f.known(), f.lookup(&key(3), t0)), (2, None), "refused, not evicting");
+        assert!(f.can_learn(&key(3), t0 + Duration::from_secs(6)), "the others expired");
     }
 }

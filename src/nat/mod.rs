@@ -8,6 +8,7 @@
 //! [`profile`] the behaviours it can be given, [`counters`] what it counts.
 
 pub mod alg;
+pub mod control;
 pub mod counters;
 pub mod engine;
 pub mod frag;
@@ -17,6 +18,7 @@ pub mod profile;
 pub mod run;
 pub mod socket;
 pub mod table;
+pub mod tcp;
 pub(crate) mod translate;
 pub mod wire;
 
@@ -25,5 +27,7 @@ pub use engine::{Config, L4Checksum, Nat, Side, Transmit, Verdict};
 pub use link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 pub use profile::{Behaviour, Profile, Protocol};
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 pub(crate) mod tests;

@@ -242,6 +242,90 @@ pub struct Impairments {
     pub seed: u64,
 }
 
+/// Bounds on what the NAT keeps. Every table has one, and a LAN host may
+/// fill only its share of the shared ones. Reaching a bound drops the new
+/// packet and counts it; state that is already there is never evicted to make
+/// room, so a flood cannot take a live tunnel's state away.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Mappings one LAN host may hold (of `max_mappings`).
+    pub mappings_per_host: usize,
+    /// Remote endpoints one mapping keeps a session with (filtering and
+    /// TCP state). A full-cone mapping that hears from more is still
+    /// reached, without a session for the newcomer.
+    pub remotes_per_mapping: usize,
+    /// Sessions (mapping and remote endpoint pairs) in the whole table.
+    pub sessions: usize,
+    /// PPTP control connections the ALG follows.
+    pub pptp_controls: usize,
+    /// PPTP calls.
+    pub pptp_calls: usize,
+    /// PPTP calls one LAN host may have.
+    pub pptp_calls_per_host: usize,
+    /// L2TP tunnels.
+    pub l2tp_tunnels: usize,
+    /// L2TP tunnels one LAN host may have.
+    pub l2tp_tunnels_per_host: usize,
+    /// IPsec state: IKE SAs on port 500 and ESP SPIs, both ways.
+    pub ipsec_sas: usize,
+    /// IPsec state one LAN host may have.
+    pub ipsec_sas_per_host: usize,
+    /// Fragmented datagrams whose first fragment was seen (later ones
+    /// follow it).
+    pub fragment_datagrams: usize,
+    /// Fragments that may wait for their first one.
+    pub fragments_waiting: usize,
+    /// ARP neighbours remembered, per side.
+    pub neighbours: usize,
+    /// ICMP messages the NAT makes itself (echo replies, time exceeded)
+    /// per second, per side.
+    pub icmp_per_second: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            mappings_per_host: 16384,
+            remotes_per_mapping: 1024,
+            sessions: 262_144,
+            pptp_controls: 4096,
+            pptp_calls: 4096,
+            pptp_calls_per_host: 256,
+            l2tp_tunnels: 4096,
+            l2tp_tunnels_per_host: 64,
+            ipsec_sas: 16384,
+            ipsec_sas_per_host: 512,
+            fragment_datagrams: 4096,
+            fragments_waiting: 256,
+            neighbours: 1024,
+            icmp_per_second: 100,
+        }
+    }
+}
+
+impl Limits {
+    /// Each bound by its TOML name, for checks and messages.
+    fn named(&self) -> [(&'static str, usize); 14] {
+        [
+            ("mappings_per_host", self.mappings_per_host),
+            ("remotes_per_mapping", self.remotes_per_mapping),
+            ("sessions", self.sessions),
+            ("pptp_controls", self.pptp_controls),
+            ("pptp_calls", self.pptp_calls),
+            ("pptp_calls_per_host", self.pptp_calls_per_host),
+            ("l2tp_tunnels", self.l2tp_tunnels),
+            ("l2tp_tunnels_per_host", self.l2tp_tunnels_per_host),
+            ("ipsec_sas", self.ipsec_sas),
+            ("ipsec_sas_per_host", self.ipsec_sas_per_host),
+            ("fragment_datagrams", self.fragment_datagrams),
+            ("fragments_waiting", self.fragments_waiting),
+            ("neighbours", self.neighbours),
+            ("icmp_per_second", self.icmp_per_second as usize),
+        ]
+    }
+}
+
 /// A whole profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -262,6 +346,8 @@ pub struct Profile {
     pub timeouts: Timeouts,
     /// Most mappings at once; new flows past it are dropped and counted.
     pub max_mappings: usize,
+    /// Bounds on every other table, and per-LAN-host shares.
+    pub limits: Limits,
     /// Protocols dropped in both directions.
     pub blocked: BTreeSet<Protocol>,
     /// Loss, delay, reordering and duplication.
@@ -292,6 +378,7 @@ impl Default for Profile {
             hairpinning: true,
             timeouts: Timeouts::default(),
             max_mappings: 65536,
+            limits: Limits::default(),
             blocked: BTreeSet::new(),
             impair: Impairments::default(),
             pptp: PptpMode::CallId,
@@ -392,6 +479,9 @@ impl Profile {
         if self.max_mappings == 0 {
             return Err("max_mappings must be at least 1".into());
         }
+        if let Some((name, _)) = self.limits.named().into_iter().find(|(_, v)| *v == 0) {
+            return Err(format!("limits.{name} must be at least 1"));
+        }
         let t = &self.timeouts;
         if [t.udp, t.tcp_established, t.tcp_transitory, t.icmp, t.other, t.fragment].contains(&0) {
             return Err("timeouts must be at least 1 second".into());
@@ -445,6 +535,19 @@ mod tests {
         let p = Profile::from_toml(text).expect("the README's profile is valid");
         assert_eq!(p.mapping, Behaviour::AddressAndPortDependent);
         assert_eq!(p.impair.outbound.delay_ms, 20);
+    }
+
+    #[test]
+    fn the_readme_lists_the_default_limits() {
+        let readme = include_str!("../../README.md");
+        let start = readme.find("[limits]                    # the defaults").expect("the README lists the limits");
+        let text = &readme[start..];
+        let text = &text[..text.find("```").expect("the block ends")];
+        let p = Profile::from_toml(text).expect("the README's limits are valid");
+        assert_eq!(p.limits, Limits::default());
+        assert_eq!(text.lines().filter(|l| l.contains('=')).count(), Limits::default().named().len());
+        let zero = Profile::from_toml("[limits]\nsessions = 0\n").expect_err("zero");
+        assert!(zero.contains("limits.sessions"), "{zero}");
     }
 
     #[test]

@@ -1,10 +1,19 @@
 //! The NAT on two real interfaces: packet sockets, a poll loop, the clock,
-//! and a control socket that hands out the mapping table and counters as
-//! JSON. Everything it decides, the sans-I/O [`Link`] decides.
+//! the links' state, and the control socket's requests. Everything it
+//! decides about packets, the sans-I/O [`Link`] decides.
+//!
+//! The loop is fair: each turn reads at most [`BATCHES_PER_TURN`] batches
+//! from each side, then runs the timers, answers the control thread and
+//! looks at the stop flag. A flood on one side costs the other side a few
+//! batches of latency at most, and SIGTERM is answered within a turn.
+//!
+//! A link that goes down (`ip link set dev X down`, a lost carrier, the
+//! interface removed) is waited for: its frames are counted as unsent, the
+//! other side goes on, and the NAT picks the link up again when it comes
+//! back (with a new socket if the interface was made anew).
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io;
 use std::net::Ipv4Addr;
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,16 +22,21 @@ use std::time::{Duration, Instant};
 use nix::libc;
 use serde::Serialize;
 
+use super::control::{Control, Request};
 use super::counters::{DropReason, ProtocolCounts};
 use super::engine::{AlgState, Config, L4Checksum, Nat, Side};
-use super::link::{FrameVerdict, Interface, Link, Offload};
-use super::socket::{PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
+use super::link::{FrameVerdict, Interface, Link, NeighbourStats, Offload, OutFrame};
+use super::socket::{self, PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use super::table::MappingInfo;
 use super::wire::ethernet;
 
 /// Frames read per `recvmmsg`.
 const BATCH: usize = 64;
-/// How often mappings expire and ARP retries happen at the latest.
+/// Batches read from one side per turn of the loop, before the other side,
+/// the timers, the control socket and the stop flag have their turn.
+pub const BATCHES_PER_TURN: usize = 4;
+/// How often mappings expire, ARP retries happen and the links' state is
+/// looked at, at the latest.
 const TICK: Duration = Duration::from_millis(200);
 
 /// What the `nat` command runs.
@@ -57,14 +71,44 @@ pub struct Dump {
     pub esp_ambiguous_bindings: u64,
     /// L2TP Tunnel IDs rewritten to keep two clients of a server apart.
     pub l2tp_tunnel_ids_rewritten: u64,
+    /// The two links: their state and neighbour tables.
+    pub links: Links,
     /// The live mappings.
     pub mappings: Vec<MappingInfo>,
     /// What the passthrough ALGs hold: PPTP calls, L2TP tunnels, IPsec SAs.
     pub passthrough: AlgState,
 }
 
+/// Both links, for the dump.
+#[derive(Debug, Serialize)]
+pub struct Links {
+    /// The LAN side.
+    pub lan: LinkInfo,
+    /// The WAN side.
+    pub wan: LinkInfo,
+}
+
+/// One link, for the dump.
+#[derive(Debug, Serialize)]
+pub struct LinkInfo {
+    /// The interface.
+    pub interface: String,
+    /// Whether frames can go out on it now.
+    pub up: bool,
+    /// How many times it went down.
+    pub downs: u64,
+    /// Milliseconds it has been down since start, the current outage
+    /// included.
+    pub link_down_ms: u64,
+    /// Frames that could not be sent because it was down.
+    pub unsent: u64,
+    /// Its neighbour table.
+    pub neighbours: NeighbourStats,
+}
+
 impl Dump {
-    fn of(nat: &Nat, now: Duration) -> Dump {
+    fn of(link: &Link, ports: &[Port; 2], now: Duration) -> Dump {
+        let nat = link.nat();
         let c = nat.counters();
         Dump {
             profile: nat.config().profile.name.clone(),
@@ -75,8 +119,161 @@ impl Dump {
             mappings_expired: c.mappings_expired,
             esp_ambiguous_bindings: c.esp_ambiguous_bindings,
             l2tp_tunnel_ids_rewritten: c.l2tp_tunnel_ids_rewritten,
+            links: Links { lan: ports[0].info(link), wan: ports[1].info(link) },
             mappings: nat.mappings(now),
             passthrough: nat.alg_state(),
+        }
+    }
+}
+
+fn side_name(side: Side) -> &'static str {
+    match side {
+        Side::Lan => "LAN",
+        Side::Wan => "WAN",
+    }
+}
+
+/// One side's packet socket and what became of its link.
+struct Port {
+    side: Side,
+    name: String,
+    sock: PacketSocket,
+    /// Since when the link is down, if it is.
+    down_since: Option<Instant>,
+    /// Time down in outages that ended.
+    down_total: Duration,
+    downs: u64,
+    unsent: u64,
+    unsent_at_down: u64,
+    last_warning: Option<Instant>,
+}
+
+impl Port {
+    fn open(side: Side, name: &str) -> io::Result<Port> {
+        Ok(Port {
+            side,
+            name: name.to_string(),
+            sock: PacketSocket::open(name)?,
+            down_since: None,
+            down_total: Duration::ZERO,
+            downs: 0,
+            unsent: 0,
+            unsent_at_down: 0,
+            last_warning: None,
+        })
+    }
+
+    fn info(&self, link: &Link) -> LinkInfo {
+        let current = self.down_since.map_or(Duration::ZERO, |t| t.elapsed());
+        LinkInfo {
+            interface: self.name.clone(),
+            up: self.down_since.is_none(),
+            downs: self.downs,
+            link_down_ms: (self.down_total + current).as_millis() as u64,
+            unsent: self.unsent,
+            neighbours: link.neighbour_stats(self.side),
+        }
+    }
+
+    fn went_down(&mut self, why: &str, link: &mut Link) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            self.downs += 1;
+            self.unsent_at_down = self.unsent;
+            // What is behind it when it comes back may be another device.
+            link.forget_neighbours(self.side);
+            tracing::warn!(
+                "{} link {} is down ({why}); waiting for it to come back, the other side is still served",
+                side_name(self.side),
+                self.name
+            );
+        }
+    }
+
+    fn came_up(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            let outage = since.elapsed();
+            self.down_total += outage;
+            tracing::info!(
+                "{} link {} is up again after {} ms ({} frames could not be sent meanwhile)",
+                side_name(self.side),
+                self.name,
+                outage.as_millis(),
+                self.unsent - self.unsent_at_down
+            );
+        }
+    }
+
+    /// Looks at the interface: gone down, back up, or made anew.
+    fn supervise(&mut self, link: &mut Link) {
+        let state = match socket::link_state(&self.name) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!("reading the state of {}: {e}", self.name);
+                return;
+            }
+        };
+        match state {
+            None => self.went_down("the interface is gone", link),
+            Some(s) if !s.up => self.went_down("set down", link),
+            Some(s) if !s.running => self.went_down("no carrier", link),
+            Some(s) => {
+                if self.sock.bound_ifindex().map_or(true, |i| i != s.ifindex) {
+                    // Removed and made again (perhaps with the same index):
+                    // the old socket is bound to nothing any more.
+                    match PacketSocket::open(&self.name) {
+                        Ok(sock) => {
+                            if sock.mac() != self.sock.mac() {
+                                tracing::info!(
+                                    "{} is a new interface, MAC address {}",
+                                    self.name,
+                                    ethernet::mac_to_string(sock.mac())
+                                );
+                                link.set_mac(self.side, sock.mac());
+                            }
+                            self.sock = sock;
+                        }
+                        Err(e) => {
+                            self.went_down(&format!("reopening it: {e}"), link);
+                            return;
+                        }
+                    }
+                }
+                self.came_up();
+            }
+        }
+    }
+
+    /// Sends frames, counting what could not go.
+    fn send(&mut self, frames: &[(&[u8; VNET_HDR_LEN], &[u8])], link: &mut Link) {
+        if frames.is_empty() {
+            return;
+        }
+        if self.down_since.is_some() {
+            self.unsent += frames.len() as u64;
+            return;
+        }
+        let out = self.sock.send_batch(frames);
+        let untried = frames.len() - out.sent - out.refused;
+        for _ in 0..out.refused {
+            link.nat_mut().count_drop(DropReason::TxQueueFull);
+        }
+        match out.error {
+            Some(e) if socket::is_link_down(&e) => {
+                self.unsent += untried as u64;
+                self.went_down(&e.to_string(), link);
+            }
+            other => {
+                if let Some(e) = other
+                    && self.last_warning.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+                {
+                    self.last_warning = Some(Instant::now());
+                    tracing::warn!("sending on {}: {e}", self.name);
+                }
+                for _ in 0..untried {
+                    link.nat_mut().count_drop(DropReason::TxQueueFull);
+                }
+            }
         }
     }
 }
@@ -97,28 +294,38 @@ fn offload_of(hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> Offload {
 
 /// Runs the NAT until `stop` is set; `dump` asks for the table on stderr.
 pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::Result<()> {
-    let lan = PacketSocket::open(&cfg.lan_if)?;
-    let wan = PacketSocket::open(&cfg.wan_if)?;
+    // Refuse a bad control path before touching the interfaces.
+    if let Some(path) = &cfg.control {
+        super::control::check_path(path)?;
+    }
+    let mut ports = [Port::open(Side::Lan, &cfg.lan_if)?, Port::open(Side::Wan, &cfg.wan_if)?];
     let lan_addr = cfg.nat.lan.addr();
     let wan_addr = cfg.nat.wan.addr();
     let nat = Nat::new(cfg.nat.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    let mut link =
-        Link::new(nat, Interface { mac: lan.mac(), addr: lan_addr }, Interface { mac: wan.mac(), addr: wan_addr });
+    let mut link = Link::new(
+        nat,
+        Interface { mac: ports[0].sock.mac(), addr: lan_addr },
+        Interface { mac: ports[1].sock.mac(), addr: wan_addr },
+    );
+    // Last: the socket's path appearing tells that the NAT is ready.
     let control = match &cfg.control {
-        Some(path) => Some(listen(path)?),
+        Some(path) => Some(Control::start(path)?),
         None => None,
     };
     tracing::info!(
-        "nat running: LAN {} {} ({}), WAN {} {} ({}), profile {}{}",
+        "nat running: LAN {} {} ({}), WAN {} {} ({}), profile {}, {}",
         cfg.lan_if,
         cfg.nat.lan,
-        ethernet::mac_to_string(lan.mac()),
+        ethernet::mac_to_string(ports[0].sock.mac()),
         cfg.wan_if,
         cfg.nat.wan,
-        ethernet::mac_to_string(wan.mac()),
+        ethernet::mac_to_string(ports[1].sock.mac()),
         cfg.nat.profile.name,
-        cfg.control.as_ref().map(|p| format!(", control {}", p.display())).unwrap_or_default()
+        cfg.control.as_ref().map_or("no control socket".to_string(), |p| format!("control {}", p.display()))
     );
+    for p in ports.iter_mut() {
+        p.supervise(&mut link);
+    }
     let start = Instant::now();
     let mut rx = RxBatch::new(BATCH);
     let mut next_tick = Duration::ZERO;
@@ -127,25 +334,45 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
     let mut busy = false;
     while !stop.load(Ordering::Relaxed) {
         // While traffic flows, go straight back to the sockets: a poll per
-        // round costs a system call that an empty read would cost anyway.
+        // turn costs a system call that an empty read would cost anyway.
         if !busy {
             let now = start.elapsed();
             let wake = link.next_timeout().map_or(next_tick, |t| t.min(next_tick));
             let timeout = wake.saturating_sub(now).min(TICK);
-            let control_fd = control.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd);
-            wait(&[lan.raw_fd(), wan.raw_fd(), control_fd], timeout)?;
+            let control_fd = control.as_ref().map_or(-1, Control::wake_fd);
+            let ready = wait(&[ports[0].sock.raw_fd(), ports[1].sock.raw_fd(), control_fd], timeout)?;
+            if ready[2]
+                && let Some(c) = &control
+            {
+                c.drain_wake();
+            }
         }
         busy = false;
         let now = start.elapsed();
-        for (side, sock) in [(Side::Lan, &lan), (Side::Wan, &wan)] {
-            loop {
-                let n = sock.recv_batch(&mut rx)?;
-                busy |= n > 0;
+        for i in 0..2 {
+            let side = ports[i].side;
+            for _ in 0..BATCHES_PER_TURN {
+                let n = match ports[i].sock.recv_batch(&mut rx) {
+                    Ok(n) => n,
+                    Err(e) if socket::is_link_down(&e) => {
+                        ports[i].went_down(&e.to_string(), &mut link);
+                        // It may be back already (a short flap).
+                        ports[i].supervise(&mut link);
+                        0
+                    }
+                    // Out of kernel memory for a moment: the frame is lost.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::ENOMEM)) => 0,
+                    Err(e) => return Err(io::Error::new(e.kind(), format!("receiving on {}: {e}", ports[i].name))),
+                };
+                if n == 0 {
+                    break;
+                }
+                busy = true;
                 for s in sends.iter_mut() {
                     s.clear();
                 }
-                for i in 0..n {
-                    let Some((hdr, frame)) = rx.get_mut(i) else {
+                for j in 0..n {
+                    let Some((hdr, frame)) = rx.get_mut(j) else {
                         link.nat_mut().count_drop(DropReason::Ethernet);
                         continue;
                     };
@@ -154,17 +381,16 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
                         *hdr = v;
                     }
                     if let FrameVerdict::Send(out) = link.on_frame(side, frame, offload, now) {
-                        sends[slot(out)].push(i);
+                        sends[slot(out)].push(j);
                     }
                 }
-                for (out, sock_out) in [(Side::Lan, &lan), (Side::Wan, &wan)] {
+                // What waited for ARP first: it came before this batch.
+                flush(&mut link, &mut ports);
+                for (out, port) in ports.iter_mut().enumerate() {
                     let frames: Vec<(&[u8; VNET_HDR_LEN], &[u8])> =
-                        sends[slot(out)].iter().filter_map(|&i| rx.get(i)).collect();
-                    if !frames.is_empty() {
-                        send_all(sock_out, &frames, &mut link);
-                    }
+                        sends[out].iter().filter_map(|&j| rx.get(j)).collect();
+                    port.send(&frames, &mut link);
                 }
-                flush(&mut link, &lan, &wan);
                 if n < rx.capacity() {
                     break;
                 }
@@ -179,20 +405,33 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
         }
         if now >= next_tick || link.next_timeout().is_some_and(|t| t <= now) {
             link.handle_timeout(now);
-            flush(&mut link, &lan, &wan);
-            next_tick = now + TICK;
+            if now >= next_tick {
+                for p in ports.iter_mut() {
+                    p.supervise(&mut link);
+                }
+                next_tick = now + TICK;
+            }
+            flush(&mut link, &mut ports);
         }
-        if let Some(listener) = &control {
-            serve_control(listener, &link, now);
+        if let Some(c) = &control {
+            while let Some(request) = c.next_request() {
+                match request {
+                    // The control thread serializes and writes it: a slow
+                    // client never holds the loop.
+                    Request::Dump(reply) => {
+                        let _ = reply.send(Dump::of(&link, &ports, now));
+                    }
+                }
+            }
         }
         if dump.swap(false, Ordering::Relaxed) {
-            if let Ok(json) = serde_json::to_string_pretty(&Dump::of(link.nat(), now)) {
+            if let Ok(json) = serde_json::to_string_pretty(&Dump::of(&link, &ports, now)) {
                 eprintln!("{json}");
             }
         }
     }
-    if let Some(path) = &cfg.control {
-        let _ = std::fs::remove_file(path);
+    if let Some(c) = control {
+        c.close();
     }
     tracing::info!("nat stopped");
     Ok(())
@@ -205,90 +444,45 @@ fn slot(side: Side) -> usize {
     }
 }
 
-fn send_all(sock: &PacketSocket, frames: &[(&[u8; VNET_HDR_LEN], &[u8])], link: &mut Link) {
-    match sock.send_batch(frames) {
-        Ok(n) if n == frames.len() => {}
-        Ok(n) => {
-            for _ in n..frames.len() {
-                link.nat_mut().count_drop(DropReason::TxQueueFull);
-            }
-        }
-        Err(e) => {
-            tracing::warn!("sending on {}: {e}", sock.name());
-            for _ in frames {
-                link.nat_mut().count_drop(DropReason::TxQueueFull);
-            }
-        }
-    }
-}
-
-/// Sends what the link layer made or released.
-fn flush(link: &mut Link, lan: &PacketSocket, wan: &PacketSocket) {
+/// Sends what the link layer made or released, a batch per side.
+fn flush(link: &mut Link, ports: &mut [Port; 2]) {
     const ZERO: [u8; VNET_HDR_LEN] = [0; VNET_HDR_LEN];
+    let mut out: [Vec<OutFrame>; 2] = [Vec::new(), Vec::new()];
     while let Some(f) = link.poll_frame() {
-        let hdr = f.offload.vnet.unwrap_or(ZERO);
-        let sock = match f.side {
-            Side::Lan => lan,
-            Side::Wan => wan,
-        };
-        send_all(sock, &[(&hdr, &f.frame)], link);
+        out[slot(f.side)].push(f);
+    }
+    for (frames, port) in out.iter().zip(ports.iter_mut()) {
+        if frames.is_empty() {
+            continue;
+        }
+        let hdrs: Vec<[u8; VNET_HDR_LEN]> = frames.iter().map(|f| f.offload.vnet.unwrap_or(ZERO)).collect();
+        let batch: Vec<(&[u8; VNET_HDR_LEN], &[u8])> =
+            hdrs.iter().zip(frames).map(|(h, f)| (h, f.frame.as_slice())).collect();
+        port.send(&batch, link);
     }
 }
 
-fn wait(fds: &[i32], timeout: Duration) -> io::Result<()> {
-    let mut pfds: Vec<libc::pollfd> =
-        fds.iter().filter(|fd| **fd >= 0).map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 }).collect();
+/// Waits until one of `fds` (negative ones left out) is readable or
+/// `timeout` passes; tells which were.
+fn wait<const N: usize>(fds: &[i32; N], timeout: Duration) -> io::Result<[bool; N]> {
+    let mut pfds: [libc::pollfd; N] = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
     let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: pfds is a live array of pollfd of the given length.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    // SAFETY: pfds is a live array of pollfd of the given length; poll
+    // skips negative descriptors.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
     if rc < 0 {
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
             return Err(e);
         }
+        return Ok([false; N]);
     }
-    Ok(())
-}
-
-fn listen(path: &Path) -> io::Result<UnixListener> {
-    if path.exists() {
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("control socket {}: {e}", path.display())))?;
-    l.set_nonblocking(true)?;
-    Ok(l)
-}
-
-/// Answers every waiting control client: a line `dump` gets the JSON dump.
-fn serve_control(listener: &UnixListener, link: &Link, now: Duration) {
-    while let Ok((stream, _)) = listener.accept() {
-        let _ = stream.set_nonblocking(false);
-        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
-        let mut line = String::new();
-        let mut reader = BufReader::new(&stream);
-        let _ = reader.read_line(&mut line);
-        let answer = match line.trim() {
-            "dump" | "" => {
-                serde_json::to_string(&Dump::of(link.nat(), now)).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
-            }
-            other => format!("{{\"error\":\"unknown command {other:?}; try dump\"}}"),
-        };
-        let mut w = &stream;
-        let _ = w.write_all(answer.as_bytes());
-        let _ = w.write_all(b"\n");
-    }
+    Ok(pfds.map(|p| p.revents != 0))
 }
 
 /// Asks a running NAT for its dump over its control socket.
 pub fn query(path: &Path) -> io::Result<serde_json::Value> {
-    let mut s = std::os::unix::net::UnixStream::connect(path)
-        .map_err(|e| io::Error::new(e.kind(), format!("control socket {}: {e}", path.display())))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    s.write_all(b"dump\n")?;
-    let mut text = String::new();
-    BufReader::new(&s).read_line(&mut text)?;
-    serde_json::from_str(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    super::control::query(path)
 }
 
 /// Addresses parsed from the command line.

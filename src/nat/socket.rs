@@ -110,6 +110,19 @@ impl PacketSocket {
         self.ifindex
     }
 
+    /// The index of the interface the socket is bound to now, as the kernel
+    /// says: -1 once that interface is removed (a new one of the same name,
+    /// even with the same index, is not bound).
+    pub fn bound_ifindex(&self) -> io::Result<i32> {
+        // SAFETY: an all-zero sockaddr_ll is valid; getsockname fills at
+        // most `len` bytes of it.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: sll and len are live and of the stated size.
+        check(unsafe { libc::getsockname(self.raw_fd(), (&mut sll as *mut libc::sockaddr_ll).cast(), &mut len) })?;
+        Ok(sll.sll_ifindex)
+    }
+
     /// The descriptor, for poll.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
@@ -140,7 +153,7 @@ impl PacketSocket {
         if rc < 0 {
             let e = io::Error::last_os_error();
             return match e.raw_os_error() {
-                Some(libc::EAGAIN) => Ok(0),
+                Some(libc::EAGAIN | libc::EINTR) => Ok(0),
                 // A GSO type virtio-net cannot describe (tunnels, SCTP): the
                 // kernel drops that packet and reports EINVAL; go on.
                 Some(libc::EINVAL) => {
@@ -158,10 +171,12 @@ impl PacketSocket {
         Ok(got)
     }
 
-    /// Sends frames, each given as its virtio-net header and its bytes.
-    /// Returns how many the kernel took; the rest met a full queue.
-    pub fn send_batch(&self, frames: &[(&[u8; VNET_HDR_LEN], &[u8])]) -> io::Result<usize> {
-        let mut sent = 0;
+    /// Sends frames, each given as its virtio-net header and its bytes, and
+    /// tells what became of them: taken by the kernel, refused one by one
+    /// (too big or malformed for the device), or not tried because the
+    /// queue was full or an error (the link went down) stopped the batch.
+    pub fn send_batch(&self, frames: &[(&[u8; VNET_HDR_LEN], &[u8])]) -> SendOutcome {
+        let mut out = SendOutcome { sent: 0, refused: 0, error: None };
         let mut iovs: Vec<[libc::iovec; 2]> = Vec::with_capacity(frames.len());
         let mut msgs: Vec<libc::mmsghdr> = Vec::with_capacity(frames.len());
         for (hdr, frame) in frames {
@@ -177,28 +192,99 @@ impl PacketSocket {
             m.msg_hdr.msg_iovlen = 2;
             msgs.push(m);
         }
-        while sent < msgs.len() {
+        let mut next = 0;
+        while next < msgs.len() {
             // SAFETY: every header points at two iovecs over live, read-only
             // buffers; the kernel only reads them.
             let rc = unsafe {
-                libc::sendmmsg(self.raw_fd(), msgs[sent..].as_mut_ptr(), (msgs.len() - sent) as libc::c_uint, 0)
+                libc::sendmmsg(self.raw_fd(), msgs[next..].as_mut_ptr(), (msgs.len() - next) as libc::c_uint, 0)
             };
-            if rc < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::WouldBlock {
-                    return Ok(sent);
-                }
-                // One bad frame must not stop the others: skip it.
-                if sent < msgs.len() && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EMSGSIZE)) {
-                    sent += 1;
-                    continue;
-                }
-                return Err(e);
+            if rc >= 0 {
+                out.sent += rc as usize;
+                next += rc as usize;
+                continue;
             }
-            sent += rc as usize;
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                // The socket's or the device's queue is full: the rest waits
+                // for nobody (the caller counts them).
+                Some(libc::EAGAIN | libc::ENOBUFS) => break,
+                Some(libc::EINTR) => continue,
+                // One bad frame must not stop the others: skip it.
+                Some(libc::EINVAL | libc::EMSGSIZE) => {
+                    out.refused += 1;
+                    next += 1;
+                }
+                _ => {
+                    out.error = Some(e);
+                    break;
+                }
+            }
         }
-        Ok(sent)
+        out
     }
+}
+
+/// What became of the frames given to [`PacketSocket::send_batch`]; those
+/// neither sent nor refused were not tried.
+#[derive(Debug)]
+pub struct SendOutcome {
+    /// Frames the kernel took.
+    pub sent: usize,
+    /// Frames the kernel refused one by one (too big, malformed).
+    pub refused: usize,
+    /// Why the rest was not tried, if not for a full queue.
+    pub error: Option<io::Error>,
+}
+
+/// Whether an error of a packet socket means its link is down or gone
+/// (`ip link set dev X down`: ENETDOWN once on receive and on every send;
+/// the interface removed: ENETDOWN once on receive, ENXIO on send) rather
+/// than a fault of the NAT.
+pub fn is_link_down(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENETDOWN | libc::ENXIO | libc::ENODEV))
+}
+
+/// An interface's state as the NAT needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LinkState {
+    /// Its index (a removed and recreated interface has a new one).
+    pub ifindex: i32,
+    /// Administratively up (`ip link set dev X up`).
+    pub up: bool,
+    /// Up with a carrier: frames can go out.
+    pub running: bool,
+}
+
+/// The state of interface `ifname` in this namespace; `Ok(None)` if there is
+/// no such interface (any more).
+pub fn link_state(ifname: &str) -> io::Result<Option<LinkState>> {
+    let cname = CString::new(ifname).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in name"))?;
+    // SAFETY: a NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(cname.as_ptr()) } as i32;
+    if ifindex == 0 {
+        return Ok(None);
+    }
+    // SAFETY: an ioctl socket; closed by OwnedFd.
+    let raw = check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
+    // SAFETY: raw is fresh.
+    let s = unsafe { OwnedFd::from_raw_fd(raw) };
+    // SAFETY: an all-zero ifreq is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, c) in req.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(ifname.as_bytes()) {
+        *d = *c as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS fills the ifreq we pass.
+    if let Err(e) = check(unsafe { libc::ioctl(s.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) }) {
+        return if e.raw_os_error() == Some(libc::ENODEV) { Ok(None) } else { Err(e) };
+    }
+    // SAFETY: the kernel filled ifru_flags.
+    let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
+    Ok(Some(LinkState {
+        ifindex,
+        up: flags & libc::IFF_UP != 0,
+        running: flags & libc::IFF_UP != 0 && flags & libc::IFF_RUNNING != 0,
+    }))
 }
 
 fn read_mac(ifname: &str) -> io::Result<[u8; 6]> {
@@ -208,7 +294,7 @@ fn read_mac(ifname: &str) -> io::Result<[u8; 6]> {
     let s = unsafe { OwnedFd::from_raw_fd(raw) };
     // SAFETY: an all-zero ifreq is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, c) in req.ifr_name.iter_mut().zip(ifname.as_bytes()) {
+    for (d, c) in req.ifr_name.iter_mut().take(libc::IFNAMSIZ - 1).zip(ifname.as_bytes()) {
         *d = *c as libc::c_char;
     }
     // SAFETY: SIOCGIFHWADDR fills the ifreq we pass.

@@ -14,6 +14,8 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::profile::{Behaviour, IpsecMode, L2tpMode, Profile, SharedRemote};
+pub use super::tcp::TcpState;
+use super::tcp::{OutOfWindow, Seg, Tracker};
 use super::wire::{ike, ipv4, l2tp};
 
 /// A fast hasher for small fixed keys (FxHash): the table is on the
@@ -102,43 +104,13 @@ pub enum Class {
     AddressOnly,
 }
 
-/// TCP connection state as a NAT sees it (RFC 5382 §5).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpState {
-    /// Not TCP.
-    None,
-    /// Opening: SYN seen, not yet data both ways.
-    Opening,
-    /// Established.
-    Established,
-    /// FIN seen from the LAN side.
-    FinOut,
-    /// FIN seen from the WAN side.
-    FinIn,
-    /// Closing: FIN both ways, or RST.
-    Closing,
-}
-
-impl TcpState {
-    fn name(self) -> &'static str {
-        match self {
-            TcpState::None => "-",
-            TcpState::Opening => "opening",
-            TcpState::Established => "established",
-            TcpState::FinOut => "fin-out",
-            TcpState::FinIn => "fin-in",
-            TcpState::Closing => "closing",
-        }
-    }
-}
-
 /// A remote endpoint a mapping has sent to.
 #[derive(Debug, Clone, Copy)]
 pub struct Remote {
     /// Its address and port.
     pub endpoint: Endpoint,
-    /// TCP state of the connection with it.
-    pub tcp: TcpState,
+    /// TCP tracking of the connection with it.
+    pub tcp: Tracker,
     /// When this session expires (ms since the NAT's epoch).
     pub deadline_ms: u64,
 }
@@ -158,16 +130,22 @@ pub struct Mapping {
     pub remotes: Vec<Remote>,
     /// When it was made (ms).
     pub created_ms: u64,
+    /// When the last of its sessions expires (ms), kept as they change.
+    deadline_ms: u64,
 }
 
 impl Mapping {
     /// When the last of its sessions expires.
     pub fn deadline_ms(&self) -> u64 {
-        self.remotes.iter().map(|r| r.deadline_ms).max().unwrap_or(0)
+        self.deadline_ms
     }
 
     fn live(&self, now_ms: u64) -> bool {
-        self.deadline_ms() > now_ms
+        self.deadline_ms > now_ms
+    }
+
+    fn recompute_deadline(&mut self) {
+        self.deadline_ms = self.remotes.iter().map(|r| r.deadline_ms).max().unwrap_or(0);
     }
 }
 
@@ -181,6 +159,13 @@ pub enum MapError {
     /// An address-only protocol's remote is another LAN host's, which
     /// keeps it ([`SharedRemote::OldestKeeps`]).
     RemoteTaken,
+    /// The LAN host holds its share of the table (`limits.mappings_per_host`).
+    HostQuota,
+    /// The mapping has a session with as many remotes as it may
+    /// (`limits.remotes_per_mapping`).
+    RemotesFull,
+    /// The table has as many sessions as it may (`limits.sessions`).
+    SessionsFull,
 }
 
 /// The table.
@@ -201,6 +186,13 @@ pub struct Table {
     next_port: u32,
     /// Public ports an ALG owns (L2TP's 1701, IKE's 500): never handed out.
     reserved: Vec<u16>,
+    /// Mappings per LAN host, and the most one may hold.
+    per_host: FxMap<[u8; 4], usize>,
+    max_per_host: usize,
+    /// Sessions in all mappings, and the bounds on them.
+    sessions: usize,
+    max_sessions: usize,
+    max_remotes: usize,
 }
 
 /// A mapping as reports show it.
@@ -240,6 +232,11 @@ impl Table {
             len: 0,
             sweep_cursor: 0,
             next_port: 0,
+            per_host: FxMap::default(),
+            max_per_host: profile.limits.mappings_per_host,
+            sessions: 0,
+            max_sessions: profile.limits.sessions,
+            max_remotes: profile.limits.remotes_per_mapping,
             reserved: {
                 let mut r = Vec::new();
                 if profile.l2tp == L2tpMode::TunnelId {
@@ -256,6 +253,11 @@ impl Table {
     /// Live mappings (expired ones not yet swept included).
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Sessions (mapping and remote pairs) in all mappings.
+    pub fn sessions(&self) -> usize {
+        self.sessions
     }
 
     /// Whether the table is empty.
@@ -295,11 +297,17 @@ impl Table {
         let now_ms = ms(now);
         let key = self.out_key(proto, class, internal, remote);
         if let Some(id) = self.by_out.get(&key).copied().and_then(|id| self.if_live(id, now_ms)) {
-            self.touch(id, remote, now_ms + ms(timeout));
+            self.touch(id, remote, now_ms + ms(timeout), true, now_ms)?;
             return Ok((id, false));
         }
         if self.len >= self.max {
             return Err(MapError::TableFull);
+        }
+        if self.per_host.get(&internal.addr).copied().unwrap_or(0) >= self.max_per_host {
+            return Err(MapError::HostQuota);
+        }
+        if self.sessions >= self.max_sessions {
+            return Err(MapError::SessionsFull);
         }
         let public_port = match class {
             Class::AddressOnly => 0,
@@ -323,8 +331,9 @@ impl Table {
             public_port,
             out_key: key,
             in_key,
-            remotes: vec![Remote { endpoint: remote, tcp: TcpState::None, deadline_ms: now_ms + ms(timeout) }],
+            remotes: vec![Remote { endpoint: remote, tcp: Tracker::default(), deadline_ms: now_ms + ms(timeout) }],
             created_ms: now_ms,
+            deadline_ms: now_ms + ms(timeout),
         };
         let id = match self.free.pop() {
             Some(id) => {
@@ -339,6 +348,8 @@ impl Table {
         self.by_out.insert(key, id);
         self.by_in.insert(in_key, id);
         self.len += 1;
+        self.sessions += 1;
+        *self.per_host.entry(internal.addr).or_default() += 1;
         Ok((id, true))
     }
 
@@ -425,37 +436,85 @@ impl Table {
         }
     }
 
-    /// Refreshes (or adds) the session with `remote` until `deadline_ms`.
-    fn touch(&mut self, id: u32, remote: Endpoint, deadline_ms: u64) -> Option<&mut Remote> {
-        let m = self.slots.get_mut(id as usize)?.as_mut()?;
+    /// Refreshes the session with `remote` until `deadline_ms`; with `add`,
+    /// makes it if there is none and the bounds allow. Expired sessions
+    /// make room for a new one. `Ok(None)`: no such session (and none made).
+    fn touch(
+        &mut self,
+        id: u32,
+        remote: Endpoint,
+        deadline_ms: u64,
+        add: bool,
+        now_ms: u64,
+    ) -> Result<Option<&mut Remote>, MapError> {
+        let Some(m) = self.slots.get_mut(id as usize).and_then(|m| m.as_mut()) else {
+            return Ok(None);
+        };
         let i = match m.remotes.iter().position(|r| r.endpoint == remote) {
             Some(i) => i,
+            None if !add => return Ok(None),
             None => {
-                m.remotes.push(Remote { endpoint: remote, tcp: TcpState::None, deadline_ms });
+                if m.remotes.len() >= self.max_remotes || self.sessions >= self.max_sessions {
+                    let before = m.remotes.len();
+                    m.remotes.retain(|r| r.deadline_ms > now_ms);
+                    self.sessions -= before - m.remotes.len();
+                }
+                if m.remotes.len() >= self.max_remotes {
+                    return Err(MapError::RemotesFull);
+                }
+                if self.sessions >= self.max_sessions {
+                    return Err(MapError::SessionsFull);
+                }
+                m.remotes.push(Remote { endpoint: remote, tcp: Tracker::default(), deadline_ms });
+                self.sessions += 1;
                 m.remotes.len() - 1
             }
         };
         let r = &mut m.remotes[i];
         r.deadline_ms = r.deadline_ms.max(deadline_ms);
-        Some(r)
+        m.deadline_ms = m.deadline_ms.max(r.deadline_ms);
+        Ok(Some(&mut m.remotes[i]))
     }
 
-    /// Refreshes the session with `remote` after an inbound packet.
+    /// Refreshes the session with `remote`, if the mapping has one. A
+    /// remote the filter admits without a session (full or restricted
+    /// cone) gets none: only the LAN host's own packets make sessions, so
+    /// strangers cannot fill a mapping.
     pub fn refresh(&mut self, id: u32, remote: Endpoint, now: Duration, timeout: Duration) {
-        self.touch(id, remote, ms(now + timeout));
+        let now_ms = ms(now);
+        let _ = self.touch(id, remote, ms(now + timeout), false, now_ms);
     }
 
-    /// Sets a session's TCP state and its deadline (which may shorten).
-    pub fn set_tcp(&mut self, id: u32, remote: Endpoint, state: TcpState, deadline: Duration) {
-        if let Some(r) = self.touch(id, remote, 0) {
-            r.tcp = state;
-            r.deadline_ms = ms(deadline);
+    /// Follows a TCP segment of the session with `remote` and sets the
+    /// session's deadline from the state it is in (which may shorten it).
+    /// A segment from the LAN makes the session if need be; one from the
+    /// WAN only follows an existing one. `Err` for a RST outside the window.
+    pub fn track_tcp(
+        &mut self,
+        id: u32,
+        remote: Endpoint,
+        seg: Seg,
+        outbound: bool,
+        now: Duration,
+        timeout: impl Fn(TcpState) -> Duration,
+    ) -> Result<TcpState, OutOfWindow> {
+        let now_ms = ms(now);
+        let Ok(Some(r)) = self.touch(id, remote, 0, outbound, now_ms) else {
+            return Ok(TcpState::None);
+        };
+        let state = r.tcp.on_segment(seg, outbound)?;
+        r.deadline_ms = ms(now + timeout(state));
+        if let Some(m) = self.slots.get_mut(id as usize).and_then(|m| m.as_mut()) {
+            m.recompute_deadline();
         }
+        Ok(state)
     }
 
     /// A session's TCP state.
     pub fn tcp_state(&self, id: u32, remote: Endpoint) -> TcpState {
-        self.get(id).and_then(|m| m.remotes.iter().find(|r| r.endpoint == remote)).map_or(TcpState::None, |r| r.tcp)
+        self.get(id)
+            .and_then(|m| m.remotes.iter().find(|r| r.endpoint == remote))
+            .map_or(TcpState::None, |r| r.tcp.state())
     }
 
     /// A mapping by slot.
@@ -473,6 +532,13 @@ impl Table {
         }
         self.free.push(id);
         self.len -= 1;
+        self.sessions -= m.remotes.len();
+        if let Some(n) = self.per_host.get_mut(&m.internal.addr) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_host.remove(&m.internal.addr);
+            }
+        }
         Some(m)
     }
 
@@ -509,12 +575,12 @@ impl Table {
                     .remotes
                     .iter()
                     .filter(|r| r.deadline_ms > now_ms)
-                    .map(|r| match r.tcp {
+                    .map(|r| match r.tcp.state() {
                         TcpState::None => r.endpoint.to_string(),
                         s => format!("{} ({})", r.endpoint, s.name()),
                     })
                     .collect(),
-                expires_in_s: (m.deadline_ms() - now_ms) / 1000,
+                expires_in_s: (m.deadline_ms - now_ms) / 1000,
             })
             .collect();
         v.sort_by(|a, b| (&a.protocol, &a.internal, a.public_port).cmp(&(&b.protocol, &b.internal, b.public_port)));

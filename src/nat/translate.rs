@@ -7,6 +7,7 @@ use super::counters::DropReason;
 use super::engine::L4Checksum;
 use super::profile::Protocol;
 use super::table::{Class, Endpoint};
+use super::tcp::Seg;
 use super::wire::{checksum, icmp, ipv4, tcp, udp};
 
 /// The ports (or identifier) of a packet, and where they are.
@@ -17,7 +18,8 @@ pub(crate) struct Ports {
     /// Offset of the L4 checksum inside the L4 header, if the packet has one
     /// that covers addresses and ports.
     pub(super) checksum_at: Option<usize>,
-    pub(super) tcp_flags: u8,
+    /// What TCP tracking needs (default for UDP).
+    pub(super) tcp: Seg,
 }
 
 /// Options must be well formed; source routes are refused (RFC 7126).
@@ -46,12 +48,14 @@ pub(crate) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Re
     if proto == Protocol::Tcp {
         // A first fragment must still hold the whole header (RFC 1858).
         let seg = tcp::Segment::new_checked(l4).map_err(DropReason::Tcp)?;
-        return Ok(Ports {
-            src: seg.src_port(),
-            dst: seg.dst_port(),
-            checksum_at: Some(tcp::CHECKSUM_OFFSET),
-            tcp_flags: seg.flags(),
-        });
+        let tcp = Seg {
+            flags: seg.flags(),
+            seq: seg.seq(),
+            ack: seg.ack(),
+            window: seg.window(),
+            len: (l4.len() - seg.header_len()) as u32,
+        };
+        return Ok(Ports { src: seg.src_port(), dst: seg.dst_port(), checksum_at: Some(tcp::CHECKSUM_OFFSET), tcp });
     }
     if first_fragment {
         if l4.len() < udp::HEADER_LEN {
@@ -59,7 +63,7 @@ pub(crate) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Re
         }
         let (src, dst) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
         let has_sum = l4[6] != 0 || l4[7] != 0;
-        return Ok(Ports { src, dst, checksum_at: has_sum.then_some(udp::CHECKSUM_OFFSET), tcp_flags: 0 });
+        return Ok(Ports { src, dst, checksum_at: has_sum.then_some(udp::CHECKSUM_OFFSET), tcp: Seg::default() });
     }
     let d = udp::Datagram::new_checked(l4).map_err(DropReason::Udp)?;
     let has_sum = d.checksum() != 0;
@@ -67,7 +71,7 @@ pub(crate) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Re
         src: d.src_port(),
         dst: d.dst_port(),
         checksum_at: has_sum.then_some(udp::CHECKSUM_OFFSET),
-        tcp_flags: 0,
+        tcp: Seg::default(),
     })
 }
 
@@ -134,12 +138,14 @@ pub(crate) fn is_icmp_error(pkt: &[u8]) -> bool {
     )
 }
 
+/// The type of a whole ICMP message (its 8-byte header all there), if the
+/// packet is one.
 fn icmp_type(pkt: &[u8]) -> Option<u8> {
     let ip = ipv4::Packet::new_checked(pkt).ok()?;
     if ip.protocol() != ipv4::PROTO_ICMP || ip.frag_offset() != 0 {
         return None;
     }
-    ip.payload().first().copied()
+    icmp::Message::new_checked(ip.payload()).ok().map(|m| m.msg_type())
 }
 
 /// The packet an ICMP error quotes: its IPv4 header and at least 8 bytes of

@@ -13,12 +13,22 @@
 //! * A client *waits* from the moment it sends ESP with an outbound SPI the
 //!   NAT has not seen from it (its first SA with that server, or a rekey).
 //! * ESP from a server with an SPI the NAT knows goes to that SPI's client.
-//! * ESP from a server with an unknown SPI is bound to the client that has
-//!   waited longest for that server, which then stops waiting. When more
-//!   than one client waits at that moment the choice is a guess, counted as
-//!   `esp-ambiguous-binding`; the collision scenarios show what it does.
+//! * ESP from a server with an unknown SPI is bound, for now, to the client
+//!   that has waited longest for that server and has no such binding yet
+//!   (else to the one that waited longest, whose binding it replaces). When
+//!   more than one client waits at that moment the choice is a guess,
+//!   counted as `esp-ambiguous-binding`; the collision scenarios show what
+//!   it does.
+//! * A binding holds once the SPI's next packet follows the first in
+//!   sequence (ESP sequence numbers count up from 1, RFC 4303 §2.2); only
+//!   then does the client stop waiting. One packet with a made-up SPI,
+//!   spoofed from the server, thus takes nothing from the client: the
+//!   server's real SPI binds in its place when it comes.
 //! * ESP with an unknown SPI from a server no client waits for is dropped
 //!   (`esp-unknown-spi`): nobody gets another host's or a stranger's ESP.
+//!
+//! IKE SAs and ESP SPIs are bounded in all and per LAN host; state past a
+//! bound is refused (counted), never made by evicting a live SA.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -32,6 +42,9 @@ use crate::nat::wire::ike;
 struct Sa {
     client: [u8; 4],
     last_seen: Duration,
+    /// ESP: the sequence number of the first packet, until a later one
+    /// confirms the binding.
+    unconfirmed: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +52,21 @@ struct Waiting {
     client: [u8; 4],
     server: [u8; 4],
     since: Duration,
+    /// The SPI bound to it for now, if any.
+    tentative: Option<u32>,
+}
+
+/// How far past the first packet's sequence number the next one may be and
+/// still confirm a binding (packets lost or reordered on the way).
+const CONFIRM_WINDOW: u32 = 64;
+
+/// Bounds on what the IPsec ALG keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// IKE SAs and ESP SPIs, both ways.
+    pub sas: usize,
+    /// The same, per LAN host.
+    pub per_host: usize,
 }
 
 /// An SA as the dump shows it.
@@ -57,10 +85,13 @@ pub struct SaInfo {
 /// What the IPsec ALG knows.
 pub struct Ipsec {
     timeout: Duration,
+    bounds: Bounds,
     ike: HashMap<([u8; 4], u64), Sa>,
     esp_in: HashMap<([u8; 4], u32), Sa>,
     esp_out: HashMap<([u8; 4], [u8; 4], u32), Duration>,
     waiting: Vec<Waiting>,
+    /// Entries of the three maps per LAN host.
+    per_host: HashMap<[u8; 4], usize>,
 }
 
 /// The client an inbound ESP packet goes to, and whether that was a guess.
@@ -74,8 +105,48 @@ pub struct EspTarget {
 
 impl Ipsec {
     /// An empty ALG whose state lives `timeout` without traffic.
-    pub fn new(timeout: Duration) -> Ipsec {
-        Ipsec { timeout, ike: HashMap::new(), esp_in: HashMap::new(), esp_out: HashMap::new(), waiting: Vec::new() }
+    pub fn new(timeout: Duration, bounds: Bounds) -> Ipsec {
+        Ipsec {
+            timeout,
+            bounds,
+            ike: HashMap::new(),
+            esp_in: HashMap::new(),
+            esp_out: HashMap::new(),
+            waiting: Vec::new(),
+            per_host: HashMap::new(),
+        }
+    }
+
+    /// How many SAs and SPIs it keeps, in all.
+    pub fn len(&self) -> usize {
+        self.ike.len() + self.esp_in.len() + self.esp_out.len()
+    }
+
+    /// Whether it keeps none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Room for one more entry of `client`'s, counted if there is.
+    fn claim(&mut self, client: [u8; 4]) -> Result<(), DropReason> {
+        if self.len() >= self.bounds.sas {
+            return Err(DropReason::IpsecTableFull);
+        }
+        let n = self.per_host.entry(client).or_default();
+        if *n >= self.bounds.per_host {
+            return Err(DropReason::HostQuota);
+        }
+        *n += 1;
+        Ok(())
+    }
+
+    fn release(per_host: &mut HashMap<[u8; 4], usize>, client: [u8; 4]) {
+        if let Some(n) = per_host.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                per_host.remove(&client);
+            }
+        }
     }
 
     /// IKE from `client`:500 to `server`:500: notes its initiator SPI.
@@ -92,7 +163,8 @@ impl Ipsec {
             Some(sa) if sa.client != client => return Err(DropReason::IkeSpiTaken),
             Some(sa) => sa.last_seen = now,
             None => {
-                self.ike.insert(key, Sa { client, last_seen: now });
+                self.claim(client)?;
+                self.ike.insert(key, Sa { client, last_seen: now, unconfirmed: None });
             }
         }
         Ok(())
@@ -109,39 +181,77 @@ impl Ipsec {
 
     /// ESP from `client` to `server` with the server's SPI `spi`: a new SPI
     /// makes the client wait for its own new inbound SPI.
-    pub fn esp_outbound(&mut self, client: [u8; 4], server: [u8; 4], spi: u32, now: Duration) {
-        let fresh = self.esp_out.insert((client, server, spi), now).is_none();
-        if fresh && !self.waiting.iter().any(|w| w.client == client && w.server == server) {
-            self.waiting.push(Waiting { client, server, since: now });
+    pub fn esp_outbound(
+        &mut self,
+        client: [u8; 4],
+        server: [u8; 4],
+        spi: u32,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        if let Some(seen) = self.esp_out.get_mut(&(client, server, spi)) {
+            *seen = now;
+            return Ok(());
         }
+        self.claim(client)?;
+        self.esp_out.insert((client, server, spi), now);
+        if !self.waiting.iter().any(|w| w.client == client && w.server == server) {
+            self.waiting.push(Waiting { client, server, since: now, tentative: None });
+        }
+        Ok(())
     }
 
-    /// ESP from `server` with SPI `spi`: its client, learned now if the SPI
-    /// is new (see the module's rule).
-    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, now: Duration) -> Result<EspTarget, DropReason> {
+    /// ESP from `server` with SPI `spi` and sequence number `seq`: its
+    /// client, bound now if the SPI is new (see the module's rule).
+    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, seq: u32, now: Duration) -> Result<EspTarget, DropReason> {
         if let Some(sa) = self.esp_in.get_mut(&(server, spi)) {
             sa.last_seen = now;
-            return Ok(EspTarget { client: sa.client, ambiguous: false });
+            let client = sa.client;
+            if let Some(first) = sa.unconfirmed {
+                let ahead = seq.wrapping_sub(first);
+                if ahead > 0 && ahead <= CONFIRM_WINDOW {
+                    sa.unconfirmed = None;
+                    self.waiting.retain(|w| !(w.client == client && w.server == server));
+                }
+            }
+            return Ok(EspTarget { client, ambiguous: false });
         }
-        // Those waiting for this server, and the one that waited longest.
-        let (candidates, oldest) = self
-            .waiting
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.server == server)
-            .fold((0, None::<(usize, Duration)>), |(n, oldest), (i, w)| {
-                (n + 1, Some(oldest.filter(|o| o.1 <= w.since).unwrap_or((i, w.since))))
-            });
-        let (i, _) = oldest.ok_or(DropReason::EspUnknownSpi)?;
-        let w = self.waiting.remove(i);
-        self.esp_in.insert((server, spi), Sa { client: w.client, last_seen: now });
-        Ok(EspTarget { client: w.client, ambiguous: candidates > 1 })
+        // Those waiting for this server; the one that waited longest with
+        // no binding yet, else the one that waited longest.
+        let waiting: Vec<usize> = (0..self.waiting.len()).filter(|i| self.waiting[*i].server == server).collect();
+        let oldest = |free_only: bool| {
+            waiting
+                .iter()
+                .copied()
+                .filter(|i| !free_only || self.waiting[*i].tentative.is_none())
+                .min_by_key(|i| self.waiting[*i].since)
+        };
+        let free = waiting.iter().filter(|i| self.waiting[**i].tentative.is_none()).count();
+        let i = oldest(true).or_else(|| oldest(false)).ok_or(DropReason::EspUnknownSpi)?;
+        let client = self.waiting[i].client;
+        if let Some(old) = self.waiting[i].tentative.take() {
+            if self.esp_in.remove(&(server, old)).is_some() {
+                Ipsec::release(&mut self.per_host, client);
+            }
+        }
+        self.claim(client)?;
+        self.waiting[i].tentative = Some(spi);
+        self.esp_in.insert((server, spi), Sa { client, last_seen: now, unconfirmed: Some(seq) });
+        // A guess when the client came out of several.
+        let pool = if free > 0 { free } else { waiting.len() };
+        Ok(EspTarget { client, ambiguous: pool > 1 })
     }
 
     /// Forgets idle SAs and clients that waited too long.
     pub fn expire(&mut self, now: Duration) {
         let t = self.timeout;
-        self.ike.retain(|_, sa| sa.last_seen + t > now);
+        let per_host = &mut self.per_host;
+        let mut keep = |client: [u8; 4], live: bool| {
+            if !live {
+                Ipsec::release(per_host, client);
+            }
+            live
+        };
+        self.ike.retain(|_, sa| keep(sa.client, sa.last_seen + t > now));
         // A client's outbound ESP keeps its inbound SAs alive too: when did
         // each client last send?
         let mut sent: HashMap<[u8; 4], Duration> = HashMap::new();
@@ -149,9 +259,19 @@ impl Ipsec {
             let last = sent.entry(client).or_default();
             *last = (*last).max(seen);
         }
-        self.esp_in.retain(|_, sa| sa.last_seen.max(sent.get(&sa.client).copied().unwrap_or_default()) + t > now);
-        self.esp_out.retain(|_, seen| *seen + t > now);
-        self.waiting.retain(|w| w.since + t > now);
+        self.esp_in.retain(|_, sa| {
+            keep(sa.client, sa.last_seen.max(sent.get(&sa.client).copied().unwrap_or_default()) + t > now)
+        });
+        self.esp_out.retain(|(client, _, _), seen| keep(*client, *seen + t > now));
+        let esp_in = &self.esp_in;
+        // A client waits no longer than an SA lives; its binding for now
+        // goes if it was dropped above.
+        self.waiting.retain_mut(|w| {
+            if w.tentative.is_some_and(|spi| !esp_in.contains_key(&(w.server, spi))) {
+                w.tentative = None;
+            }
+            w.since + t > now
+        });
     }
 
     /// The SAs, for the dump.

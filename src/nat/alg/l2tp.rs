@@ -11,6 +11,15 @@
 //! back. An LNS may answer from another port (RFC 2661 §8.1): answers are
 //! accepted from the server's address on any port, and only for live
 //! tunnels of that server.
+//!
+//! A StopCCN ends a tunnel only when it is the next control message of its
+//! sender (RFC 2661 §5.8: its Ns is the next one, its Nr acknowledges no
+//! more than the other side sent) and, from the server, comes from the port
+//! the server's control messages come from. Even then the tunnel stays for
+//! a grace period, so its acknowledgment still gets through. A StopCCN
+//! anyone could have guessed passes to the client, which judges it itself,
+//! and changes nothing here. Tunnels are bounded in all and per client;
+//! a client whose Tunnel ID no free public one can stand for is refused.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -29,7 +38,24 @@ struct Tunnel {
     server_tunnel: Option<u16>,
     server_port: u16,
     last_seen: Duration,
-    stopping: bool,
+    /// When a StopCCN that ends it was seen.
+    stopping: Option<Duration>,
+    /// The Ns the server's next control message carries, and the last Nr
+    /// it sent.
+    server_ns: u16,
+    server_nr: u16,
+    /// The Ns the client's next control message carries, and the last Nr
+    /// it sent.
+    client_ns: u16,
+    client_nr: u16,
+}
+
+/// How long a stopped tunnel stays, for the StopCCN's acknowledgment.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// `x` lies in `[low, high]` in 16-bit sequence space.
+fn within(x: u16, low: u16, high: u16) -> bool {
+    x.wrapping_sub(low) <= high.wrapping_sub(low)
 }
 
 /// A tunnel as the dump shows it.
@@ -50,8 +76,17 @@ pub struct TunnelInfo {
 /// What the L2TP ALG knows.
 pub struct L2tp {
     timeout: Duration,
+    max_tunnels: usize,
+    max_per_client: usize,
     /// By (server, public Tunnel ID): what inbound is looked up by.
     tunnels: HashMap<([u8; 4], u16), Tunnel>,
+    /// By (client, server, the client's Tunnel ID): the public one.
+    by_lan: HashMap<([u8; 4], [u8; 4], u16), u16>,
+    /// By (client, server, the server's Tunnel ID): the public one, for the
+    /// client's messages, whose header names the server's.
+    by_server_tunnel: HashMap<([u8; 4], [u8; 4], u16), u16>,
+    /// Tunnels per client.
+    per_client: HashMap<[u8; 4], usize>,
     /// By (client, server): how many tunnels the pair has, and when the
     /// client last sent to the server (which keeps them all alive).
     peers: HashMap<([u8; 4], [u8; 4]), Peer>,
@@ -74,9 +109,29 @@ pub struct Rewrite {
 }
 
 impl L2tp {
-    /// An empty ALG whose tunnels live `timeout` without traffic.
-    pub fn new(timeout: Duration) -> L2tp {
-        L2tp { timeout, tunnels: HashMap::new(), peers: HashMap::new() }
+    /// An empty ALG whose tunnels live `timeout` without traffic; at most
+    /// `max_tunnels` of them, `max_per_client` per LAN host.
+    pub fn new(timeout: Duration, max_tunnels: usize, max_per_client: usize) -> L2tp {
+        L2tp {
+            timeout,
+            max_tunnels,
+            max_per_client,
+            tunnels: HashMap::new(),
+            by_lan: HashMap::new(),
+            by_server_tunnel: HashMap::new(),
+            per_client: HashMap::new(),
+            peers: HashMap::new(),
+        }
+    }
+
+    /// How many tunnels it follows.
+    pub fn len(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    /// Whether it follows none.
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
     }
 
     /// Whether a LAN host has a live tunnel with `server` (its packets to
@@ -101,27 +156,23 @@ impl L2tp {
         let mut rewrite = Rewrite { client, field: None };
         if m.is_control() {
             let kind = m.message_type();
+            let mut public = None;
             if let Some(k @ (l2tp::SCCRQ | l2tp::STOP_CCN)) = kind {
                 let avp = assigned_tunnel(&m)?;
                 let lan = u16::from_be_bytes([payload[avp], payload[avp + 1]]);
-                let public = if k == l2tp::SCCRQ {
-                    self.open(client, server, lan, now)
+                let p = if k == l2tp::SCCRQ {
+                    self.open(client, server, lan, now)?
                 } else {
-                    let t = self
-                        .tunnels
-                        .values_mut()
-                        .find(|t| t.client == client && t.server == server && t.lan_tunnel == lan);
-                    match t {
-                        Some(t) => {
-                            t.stopping = true;
-                            t.public_tunnel
-                        }
-                        None => lan,
-                    }
+                    self.by_lan.get(&(client, server, lan)).copied().unwrap_or(lan)
                 };
-                if public != lan {
-                    rewrite.field = Some((avp, lan, public));
+                if p != lan {
+                    rewrite.field = Some((avp, lan, p));
                 }
+                public = Some(p);
+            }
+            let public = public.or_else(|| self.by_server_tunnel.get(&(client, server, m.tunnel_id())).copied());
+            if let Some(t) = public.and_then(|p| self.tunnels.get_mut(&(server, p))) {
+                t.follow_client(&m, kind, now);
             }
         }
         // Anything from the client keeps its tunnels with this server alive.
@@ -131,18 +182,29 @@ impl L2tp {
         Ok(rewrite)
     }
 
-    fn open(&mut self, client: [u8; 4], server: [u8; 4], lan: u16, now: Duration) -> u16 {
-        if let Some(t) = self.tunnels.values().find(|t| t.client == client && t.server == server && t.lan_tunnel == lan)
-        {
-            return t.public_tunnel;
+    /// The public Tunnel ID of a client's tunnel, made if new: its own when
+    /// free, else the next free one. Refused when the tables are full; the
+    /// search is bounded by them.
+    fn open(&mut self, client: [u8; 4], server: [u8; 4], lan: u16, now: Duration) -> Result<u16, DropReason> {
+        if let Some(p) = self.by_lan.get(&(client, server, lan)) {
+            return Ok(*p);
+        }
+        if self.tunnels.len() >= self.max_tunnels {
+            return Err(DropReason::L2tpTunnelsFull);
+        }
+        if self.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {
+            return Err(DropReason::HostQuota);
         }
         let taken = |p: u16| self.tunnels.contains_key(&(server, p));
-        // Tunnel ID 0 means "none yet" in L2TP: never hand it out.
+        // Tunnel ID 0 means "none yet" in L2TP: never hand it out. At most
+        // `max_tunnels` IDs are taken, so the search ends within that many.
         let public = std::iter::once(lan)
             .chain((1..=u16::MAX).map(|i| lan.wrapping_add(i)))
             .find(|p| *p != 0 && !taken(*p))
-            .unwrap_or(lan);
+            .ok_or(DropReason::L2tpTunnelsFull)?;
         self.peers.entry((client, server)).or_default().tunnels += 1;
+        *self.per_client.entry(client).or_default() += 1;
+        self.by_lan.insert((client, server, lan), public);
         self.tunnels.insert(
             (server, public),
             Tunnel {
@@ -153,10 +215,14 @@ impl L2tp {
                 server_tunnel: None,
                 server_port: l2tp::PORT,
                 last_seen: now,
-                stopping: false,
+                stopping: None,
+                server_ns: 0,
+                server_nr: 0,
+                client_ns: 0,
+                client_nr: 0,
             },
         );
-        public
+        Ok(public)
     }
 
     /// A datagram from `server`:`port` to the public port 1701 (`whole` as
@@ -174,23 +240,24 @@ impl L2tp {
         let public = m.tunnel_id();
         let t = self.tunnels.get_mut(&(server, public)).ok_or(DropReason::L2tpUnknownTunnel)?;
         t.last_seen = now;
-        t.server_port = port;
         let kind = if m.is_control() { m.message_type() } else { None };
-        if kind == Some(l2tp::SCCRP) {
+        let in_sequence = m.is_control() && t.follow_server(&m, kind, port, now);
+        if in_sequence && kind == Some(l2tp::SCCRP) {
             if let Ok(avp) = assigned_tunnel(&m) {
-                t.server_tunnel = Some(u16::from_be_bytes([payload[avp], payload[avp + 1]]));
+                let theirs = u16::from_be_bytes([payload[avp], payload[avp + 1]]);
+                if let Some(old) = t.server_tunnel.replace(theirs) {
+                    self.by_server_tunnel.remove(&(t.client, server, old));
+                }
+                self.by_server_tunnel.insert((t.client, server, theirs), public);
             }
         }
-        let rewrite = Rewrite {
+        let Some(t) = self.tunnels.get(&(server, public)) else {
+            return Err(DropReason::L2tpUnknownTunnel);
+        };
+        Ok(Rewrite {
             client: t.client,
             field: (t.lan_tunnel != public).then_some((m.tunnel_id_at(), public, t.lan_tunnel)),
-        };
-        if kind == Some(l2tp::STOP_CCN)
-            && let Some(t) = self.tunnels.remove(&(server, public))
-        {
-            self.forget(&t);
-        }
-        Ok(rewrite)
+        })
     }
 
     /// Forgets idle tunnels, and stopped ones once their StopCCN is out.
@@ -203,7 +270,7 @@ impl L2tp {
             .filter(|(_, t)| {
                 let out = peers.get(&(t.client, t.server)).map_or(Duration::ZERO, |p| p.last_out);
                 let seen = t.last_seen.max(out);
-                seen + timeout <= now || (t.stopping && seen + Duration::from_secs(5) <= now)
+                seen + timeout <= now || t.stopping.is_some_and(|at| at + STOP_GRACE <= now)
             })
             .map(|(k, _)| *k)
             .collect();
@@ -216,6 +283,16 @@ impl L2tp {
 
     /// One tunnel fewer between its client and server.
     fn forget(&mut self, t: &Tunnel) {
+        self.by_lan.remove(&(t.client, t.server, t.lan_tunnel));
+        if let Some(theirs) = t.server_tunnel {
+            self.by_server_tunnel.remove(&(t.client, t.server, theirs));
+        }
+        if let Some(n) = self.per_client.get_mut(&t.client) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_client.remove(&t.client);
+            }
+        }
         let key = (t.client, t.server);
         if let Some(p) = self.peers.get_mut(&key) {
             p.tunnels -= 1;
@@ -241,6 +318,52 @@ impl L2tp {
             .collect();
         v.sort_by(|a, b| (&a.server, a.public_tunnel_id).cmp(&(&b.server, b.public_tunnel_id)));
         v
+    }
+}
+
+impl Tunnel {
+    /// A control message from the client: its sequence numbers advance, and
+    /// an in-sequence StopCCN starts the grace period.
+    fn follow_client(&mut self, m: &Message<&[u8]>, kind: Option<u16>, now: Duration) {
+        let Some((ns, nr)) = m.sequence() else { return };
+        let zlb = m.is_empty();
+        // The first message (SCCRQ) sets where the client's numbers start.
+        let fresh = kind == Some(l2tp::SCCRQ) && self.server_tunnel.is_none();
+        if !fresh && (ns != self.client_ns || !within(nr, self.client_nr, self.server_ns)) {
+            return;
+        }
+        self.client_nr = nr;
+        if !zlb {
+            self.client_ns = ns.wrapping_add(1);
+        }
+        if kind == Some(l2tp::STOP_CCN) && self.stopping.is_none() {
+            self.stopping = Some(now);
+        }
+    }
+
+    /// A control message from the server; `true` when it is the next one
+    /// (its Ns the expected one, its Nr no further than the client sent,
+    /// from the port the server's control messages come from). Only then
+    /// do the sequence numbers advance, the port move (the first answer
+    /// may come from a new one), and a StopCCN start the grace period.
+    fn follow_server(&mut self, m: &Message<&[u8]>, kind: Option<u16>, port: u16, now: Duration) -> bool {
+        let Some((ns, nr)) = m.sequence() else { return false };
+        let first = self.server_tunnel.is_none() && kind == Some(l2tp::SCCRP);
+        if !first && port != self.server_port {
+            return false;
+        }
+        if ns != self.server_ns || !within(nr, self.server_nr, self.client_ns) {
+            return false;
+        }
+        self.server_port = port;
+        self.server_nr = nr;
+        if !m.is_empty() {
+            self.server_ns = ns.wrapping_add(1);
+        }
+        if kind == Some(l2tp::STOP_CCN) && self.stopping.is_none() {
+            self.stopping = Some(now);
+        }
+        true
     }
 }
 

@@ -6,4 +6,4 @@ pub mod l2tp;
 pub mod pptp;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

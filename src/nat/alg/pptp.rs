@@ -19,6 +19,12 @@
 //! control connection's public TCP port as the Call ID (one call per
 //! control connection) and expects each message in one segment; the
 //! [`CallIdChoice::ControlPort`] choice reproduces it for comparison.
+//!
+//! The ALG follows only control connections a LAN host opened (their first
+//! segment goes out), and at most as many as its bounds allow, in all and
+//! per LAN host. A call whose block of 256 public Call IDs is full, or that
+//! would pass a bound, is refused (its message is dropped and counted):
+//! never given an ID another call holds.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -81,7 +87,7 @@ pub struct CallInfo {
 const REMEMBERED_REWRITES: usize = 64;
 
 /// One direction of a control connection, parsed byte by byte.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Stream {
     next_seq: Option<u32>,
     pos: usize,
@@ -106,29 +112,53 @@ struct ControlState {
     last_seen: Duration,
 }
 
+/// Bounds on what the PPTP ALG keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Control connections.
+    pub controls: usize,
+    /// Calls.
+    pub calls: usize,
+    /// Calls per LAN host.
+    pub calls_per_host: usize,
+}
+
 /// What the PPTP ALG knows.
 pub struct Pptp {
     choice: CallIdChoice,
     call_timeout: Duration,
     control_timeout: Duration,
+    bounds: Bounds,
     controls: HashMap<Control, ControlState>,
     /// By (server, public Call ID): what inbound GRE is looked up by.
     calls: HashMap<([u8; 4], u16), Call>,
+    /// By (control connection, LAN Call ID): the public Call ID.
+    by_lan: HashMap<(Control, u16), u16>,
+    /// Calls per LAN host.
+    per_host: HashMap<[u8; 4], usize>,
     /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
     by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
 }
 
 impl Pptp {
     /// An empty ALG.
-    pub fn new(choice: CallIdChoice, call_timeout: Duration, control_timeout: Duration) -> Pptp {
+    pub fn new(choice: CallIdChoice, call_timeout: Duration, control_timeout: Duration, bounds: Bounds) -> Pptp {
         Pptp {
             choice,
             call_timeout,
             control_timeout,
+            bounds,
             controls: HashMap::new(),
             calls: HashMap::new(),
+            by_lan: HashMap::new(),
+            per_host: HashMap::new(),
             by_server_call: HashMap::new(),
         }
+    }
+
+    /// How many control connections it follows.
+    pub fn controls(&self) -> usize {
+        self.controls.len()
     }
 
     /// How many calls are up.
@@ -152,6 +182,16 @@ impl Pptp {
         patch: Patch,
         now: Duration,
     ) -> Result<(), DropReason> {
+        if !self.controls.contains_key(&control) {
+            // Only a LAN host's own control connection is followed; the
+            // server's segments of one it never opened pass untouched.
+            if dir == Direction::In {
+                return Ok(());
+            }
+            if self.controls.len() >= self.bounds.controls {
+                return Err(DropReason::PptpControlsFull);
+            }
+        }
         let state = self.controls.entry(control).or_default();
         state.last_seen = now;
         // A SYN takes a sequence number: its data (if any) starts after it.
@@ -171,7 +211,13 @@ impl Pptp {
             Direction::Out => &mut state.out,
             Direction::In => &mut state.inb,
         });
+        // A call refused for want of room drops its segment: the stream
+        // goes back to where it was, so the retransmission is read afresh.
+        let before = (dir == Direction::Out).then(|| stream.clone());
         let result = self.feed(&mut stream, dir, control, pkt, payload_at, seq, patch, now);
+        if let (Err(DropReason::PptpCallsFull | DropReason::HostQuota), Some(before)) = (result, before) {
+            stream = before;
+        }
         if let Some(state) = self.controls.get_mut(&control) {
             match dir {
                 Direction::Out => state.out = stream,
@@ -269,7 +315,7 @@ impl Pptp {
                 let (hi, hi_at) = s.high.take().unwrap_or((0, None));
                 let value = u16::from_be_bytes([hi, b]);
                 let new = if own {
-                    self.own_call_id(s, dir, control, value, now)
+                    self.own_call_id(s, dir, control, value, now)?
                 } else {
                     self.peer_call_id(s, dir, control, value)
                 };
@@ -310,21 +356,21 @@ impl Pptp {
         control: Control,
         value: u16,
         now: Duration,
-    ) -> Option<u16> {
+    ) -> Result<Option<u16>, DropReason> {
         match dir {
             Direction::Out => {
                 let public = match s.ctrl_type {
                     // Messages that start a call.
-                    msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value, now)),
+                    msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value, now)?),
                     // Clearing or disconnecting: the public ID it already has.
                     _ => self.find_public(control, value),
                 };
                 s.public = public;
-                public
+                Ok(public)
             }
             Direction::In => {
                 s.server_own = Some(value);
-                None
+                Ok(None)
             }
         }
     }
@@ -382,39 +428,58 @@ impl Pptp {
     }
 
     fn find_public(&self, control: Control, lan_call: u16) -> Option<u16> {
-        self.calls.values().find(|c| c.control == control && c.lan_call == lan_call).map(|c| c.public_call)
+        self.by_lan.get(&(control, lan_call)).copied()
     }
 
-    /// The public Call ID of the LAN host's call `lan_call`, made if new.
-    fn public_for(&mut self, control: Control, lan_call: u16, now: Duration) -> u16 {
+    /// The public Call ID of the LAN host's call `lan_call`, made if new;
+    /// refused when no ID of its block is free or a bound is reached.
+    fn public_for(&mut self, control: Control, lan_call: u16, now: Duration) -> Result<u16, DropReason> {
         if let Some(p) = self.find_public(control, lan_call) {
             if let Some(c) = self.calls.get_mut(&(control.server, p)) {
                 c.last_seen = now;
             }
-            return p;
+            return Ok(p);
         }
         let taken = |p: u16| self.calls.contains_key(&(control.server, p));
         let public = match self.choice {
+            // With the control port as Call ID a second call finds the first
+            // in place: like Linux, its GRE then reaches the first call.
+            CallIdChoice::ControlPort if taken(control.public_port) => return Ok(control.public_port),
             CallIdChoice::ControlPort => control.public_port,
             CallIdChoice::Unique => {
                 let base = lan_call & 0xff00;
                 std::iter::once(lan_call)
                     .chain((0..=0xffu16).map(|lo| base | lo))
                     .find(|p| !taken(*p))
-                    .unwrap_or(lan_call)
+                    .ok_or(DropReason::PptpCallsFull)?
             }
         };
+        if self.calls.len() >= self.bounds.calls {
+            return Err(DropReason::PptpCallsFull);
+        }
+        let host = control.client.addr;
+        if self.per_host.get(&host).copied().unwrap_or(0) >= self.bounds.calls_per_host {
+            return Err(DropReason::HostQuota);
+        }
         let call = Call { control, lan_call, public_call: public, server_call: None, last_seen: now };
-        // With the control port as Call ID a second call finds the first in
-        // place: like Linux, its GRE then reaches the first call.
-        self.calls.entry((control.server, public)).or_insert(call);
-        public
+        self.calls.insert((control.server, public), call);
+        self.by_lan.insert((control, lan_call), public);
+        *self.per_host.entry(host).or_default() += 1;
+        Ok(public)
     }
 
     fn remove_call(&mut self, server: [u8; 4], public: u16) {
         if let Some(c) = self.calls.remove(&(server, public)) {
             if let Some(sc) = c.server_call {
                 self.by_server_call.remove(&(server, sc, c.control.client.addr));
+            }
+            self.by_lan.remove(&(c.control, c.lan_call));
+            let host = c.control.client.addr;
+            if let Some(n) = self.per_host.get_mut(&host) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_host.remove(&host);
+                }
             }
         }
     }

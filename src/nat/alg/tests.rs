@@ -526,6 +526,10 @@ fn stop_ccn_ends_a_tunnel_and_strangers_get_nothing() {
     let stop = l2tp::emit_control(0x10, 0, l2tp::STOP_CCN, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, 0x20)]);
     let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &stop);
     assert_eq!(v, forward(Side::Lan, C1));
+    // The tunnel stays a grace period, for the StopCCN's acknowledgment.
+    n.handle_timeout(t(3));
+    assert_eq!(n.alg_state().l2tp_tunnels.len(), 1);
+    n.handle_timeout(t(7));
     assert!(n.alg_state().l2tp_tunnels.is_empty());
     let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &l2tp::emit_data(0x10, 0, false, b"x"));
     assert_eq!(v, Verdict::Drop(DropReason::L2tpUnknownTunnel));
@@ -586,8 +590,13 @@ fn ike_in(n: &mut Nat, server: [u8; 4], dport: u16, spi: u64) -> Verdict {
 }
 
 fn esp(src: [u8; 4], dst: [u8; 4], spi: u32) -> Vec<u8> {
+    esp_seq(src, dst, spi, 1)
+}
+
+/// ESP with sequence number `seq`.
+pub(crate) fn esp_seq(src: [u8; 4], dst: [u8; 4], spi: u32, seq: u32) -> Vec<u8> {
     let mut body = spi.to_be_bytes().to_vec();
-    body.extend_from_slice(&1u32.to_be_bytes());
+    body.extend_from_slice(&seq.to_be_bytes());
     body.extend_from_slice(b"ciphertext");
     let mut p = ip_packet(src, dst, ipv4::PROTO_ESP, &body);
     ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
@@ -656,7 +665,11 @@ fn simultaneous_esp_starts_are_resolved_first_come_first_served_and_counted() {
     assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(4)), forward(Side::Lan, C2));
     assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2003), t(4)), forward(Side::Lan, C3));
     assert_eq!(n.counters().esp_ambiguous_bindings, 2, "two of the three were guesses");
-    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2004), t(4)), Verdict::Drop(DropReason::EspUnknownSpi));
+    // Each binding holds once its next packet follows; then nobody waits.
+    for spi in [0x2001, 0x2002, 0x2003] {
+        assert!(matches!(inb(&mut n, &mut esp_seq(S1, WAN, spi, 2), t(5)), Verdict::Forward { .. }));
+    }
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2004), t(5)), Verdict::Drop(DropReason::EspUnknownSpi));
 }
 
 #[test]

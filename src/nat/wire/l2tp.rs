@@ -110,6 +110,14 @@ impl<B: AsRef<[u8]>> Message<B> {
         be16(self.buffer.as_ref(), self.tunnel_id_at() + 2)
     }
 
+    /// The sender's sequence number (Ns) and the next one it expects (Nr),
+    /// if the header has them (every control message does).
+    pub fn sequence(&self) -> Option<(u16, u16)> {
+        let b = self.buffer.as_ref();
+        let at = self.tunnel_id_at() + 4;
+        (b[0] & S != 0 && at + 4 <= b.len()).then(|| (be16(b, at), be16(b, at + 2)))
+    }
+
     /// Header length (with Ns/Nr and the offset pad when present).
     pub fn header_len(&self) -> usize {
         let b = self.buffer.as_ref();

@@ -50,6 +50,16 @@ impl<T: AsRef<[u8]>> Segment<T> {
         be32(self.buffer.as_ref(), 4)
     }
 
+    /// Acknowledgment number.
+    pub fn ack(&self) -> u32 {
+        be32(self.buffer.as_ref(), 8)
+    }
+
+    /// Receive window (unscaled).
+    pub fn window(&self) -> u16 {
+        be16(self.buffer.as_ref(), 14)
+    }
+
     /// Header length (data offset × 4).
     pub fn header_len(&self) -> usize {
         usize::from(self.buffer.as_ref()[12] >> 4) * 4
