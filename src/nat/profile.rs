@@ -174,6 +174,9 @@ impl Timeouts {
     }
 }
 
+/// The longest timeout a profile may set: a year, in seconds.
+pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
+
 /// The public ports a NAT may hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -486,6 +489,10 @@ impl Profile {
         if [t.udp, t.tcp_established, t.tcp_transitory, t.icmp, t.other, t.fragment].contains(&0) {
             return Err("timeouts must be at least 1 second".into());
         }
+        if [t.udp, t.tcp_established, t.tcp_transitory, t.icmp, t.other, t.fragment].iter().any(|v| *v > MAX_TIMEOUT_S)
+        {
+            return Err(format!("timeouts must be at most {MAX_TIMEOUT_S} seconds (a year)"));
+        }
         for (dir, i) in [("outbound", &self.impair.outbound), ("inbound", &self.impair.inbound)] {
             for (what, v) in [
                 ("loss_percent", i.loss_percent),
@@ -582,5 +589,7 @@ mod tests {
         let typo = Profile::from_toml("maping = \"symmetric\"\n").expect_err("typo");
         assert!(typo.contains("maping"), "{typo}");
         assert!(Profile::from_toml("[timeouts]\nudp = 0\n").is_err());
+        let huge = Profile::from_toml("[timeouts]\nudp = 18446744073709551\n").expect_err("past a year");
+        assert!(huge.contains("at most"), "{huge}");
     }
 }

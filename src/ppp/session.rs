@@ -324,8 +324,12 @@ impl Session {
         self.phase == Phase::Dead
     }
 
-    /// When [`Session::handle_timeout`] next has something to do.
+    /// When [`Session::handle_timeout`] next has something to do (never,
+    /// once the link is finished).
     pub fn next_timeout(&self) -> Option<Duration> {
+        if self.phase == Phase::Dead {
+            return None;
+        }
         [self.lcp.next_send, self.ipcp.next_send, self.auth_next, self.echo_next, self.term_next]
             .into_iter()
             .flatten()
@@ -881,8 +885,11 @@ impl Session {
         }
     }
 
-    /// Retransmissions, echoes, give-ups.
+    /// Retransmissions, echoes, give-ups. A finished link sends nothing.
     pub fn handle_timeout(&mut self, now: Duration) {
+        if self.phase == Phase::Dead {
+            return;
+        }
         let due = |t: Option<Duration>| t.is_some_and(|t| t <= now);
         if due(self.term_next) {
             if self.term_tries >= 2 {
@@ -1191,6 +1198,11 @@ mod tests {
         assert_eq!(find(&after, PROTO_CHAP, 3), None, "the replayed answer got in");
         assert!(find(&sent, PROTO_LCP, TERM_REQ).is_some(), "the server closes the link: {sent:02x?}");
         assert!(s.is_dead());
+        // A finished link's timers send nothing more.
+        for secs in 1..40 {
+            s.handle_timeout(Duration::from_secs(secs));
+        }
+        assert_eq!((drain(&mut s).0, s.next_timeout()), (vec![], None), "a dead session is silent");
         assert_eq!(down.len(), 1, "{down:?}");
         let (why, clean) = &down[0];
         assert!(why.contains("our own challenge") && why.contains("reflection") && !clean, "{why}");
