@@ -2,11 +2,13 @@
 //! attacks a NAT from its LAN or its WAN side, and a sender that puts them
 //! on a lab host's interface through a packet socket.
 //!
-//! The mix: flows from spoofed sources, SYNs, GRE with made-up Call IDs, ESP
-//! with made-up SPIs, L2TP with made-up Tunnel IDs (StopCCN guesses among
-//! them), IKE with made-up SPIs, RST guesses from a PPTP server's port,
-//! gratuitous ARP claiming other hosts' addresses, and malformed packets
-//! (cut headers, wrong lengths, an echo request cut short). From the WAN the
+//! The mix ([`KINDS`]): flows from spoofed sources, SYNs, GRE with made-up
+//! Call IDs, ESP with made-up SPIs, L2TP with made-up Tunnel IDs (StopCCN
+//! guesses among them), IKE with made-up SPIs, PPTP control guesses (RSTs
+//! from a server's port 1723 from the WAN, calls on control connections
+//! never opened from the LAN), gratuitous ARP claiming other hosts'
+//! addresses, malformed packets (cut headers, wrong lengths, bad checksums)
+//! and echo requests to the NAT cut short. From the WAN the
 //! GRE, ESP, L2TP, IKE and RSTs claim to come from the real servers; from
 //! the LAN, sources are spoofed across and beyond the LAN prefix. Frames go
 //! only to the NAT's MAC address (or broadcast, for ARP) on the lab's link.
@@ -14,26 +16,21 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use nix::libc;
 
+pub use crate::nat::Side;
 use crate::nat::wire::{arp, checksum, ethernet, ike, ipv4, l2tp, pptp};
-
-/// Which side of the NAT the hostile host is on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
-    /// The LAN: spoofs LAN hosts, opens state towards the servers.
-    Lan,
-    /// The WAN: spoofs the servers and strangers towards the public address.
-    Wan,
-}
 
 /// Where the frames go and whom they claim to be.
 #[derive(Debug, Clone)]
 pub struct Target {
-    /// The side.
+    /// The side the hostile host is on: on the LAN it spoofs LAN hosts and
+    /// opens state towards the servers, on the WAN it spoofs the servers
+    /// and strangers towards the public address.
     pub side: Side,
     /// The hostile host's own MAC address.
     pub own_mac: [u8; 6],
@@ -49,7 +46,7 @@ pub struct Target {
 
 /// The kinds of frame, in the order [`Flood::counts`] reports them.
 pub const KINDS: [&str; 10] =
-    ["udp-flow", "syn", "gre", "esp", "l2tp", "ike", "rst-guess", "arp-poison", "malformed", "short-icmp"];
+    ["udp-flow", "syn", "gre", "esp", "l2tp", "ike", "pptp-guess", "arp-poison", "malformed", "short-icmp"];
 
 /// An endless, repeatable stream of hostile frames.
 pub struct Flood {
@@ -295,8 +292,15 @@ pub struct Sent {
 }
 
 /// Sends `count` frames of `frames` on interface `ifname` of the calling
-/// thread's namespace, at most `per_second` a second.
-pub fn send(ifname: &str, frames: impl Iterator<Item = Vec<u8>>, count: u64, per_second: u64) -> io::Result<Sent> {
+/// thread's namespace, at most `per_second` a second, adding each frame
+/// sent to `progress` (so another thread can see the flood is on).
+pub fn send(
+    ifname: &str,
+    frames: impl Iterator<Item = Vec<u8>>,
+    count: u64,
+    per_second: u64,
+    progress: &AtomicU64,
+) -> io::Result<Sent> {
     let index = nix::net::if_::if_nametoindex(ifname).map_err(io::Error::from)?;
     // SAFETY: a packet socket for raw frames, closed by OwnedFd.
     let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
@@ -329,6 +333,7 @@ pub fn send(ifname: &str, frames: impl Iterator<Item = Vec<u8>>, count: u64, per
             sent.refused += 1;
         } else {
             sent.frames += 1;
+            progress.fetch_add(1, Ordering::Relaxed);
         }
         // Keep to the rate: ahead of it, wait until the schedule catches up.
         if per_second > 0 && i % 256 == 255 {

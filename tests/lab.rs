@@ -292,7 +292,7 @@ fn lab_up_with(args: &[&str]) -> Result<(std::process::Child, RunId), Failed> {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut id = None;
+    let (mut id, mut up) = (None, false);
     while Instant::now() < deadline {
         let Ok(line) = rx.recv_timeout(deadline - Instant::now()) else { break };
         if let Some(rest) = line.strip_prefix("lab ") {
@@ -301,15 +301,16 @@ fn lab_up_with(args: &[&str]) -> Result<(std::process::Child, RunId), Failed> {
             }
         }
         if line.contains("is up;") {
+            up = true;
             break;
         }
     }
     match id {
-        Some(id) => Ok((child, id)),
-        None => {
+        Some(id) if up => Ok((child, id)),
+        _ => {
             let _ = child.kill();
             let _ = child.wait();
-            Err("`lab up` did not report a lab within 20 s".into())
+            Err("`lab up` did not report its lab up within 20 s".into())
         }
     }
 }

@@ -9,6 +9,7 @@ use common::needs::{CAPTURE, IPSEC, L2TP, L2TP_IPSEC, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Failed, Trial};
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use vpn_passthrough::capture::{Capture, What};
 use vpn_passthrough::flood;
 use vpn_passthrough::lab::{Cmd, Host, Proto};
@@ -638,8 +639,8 @@ const FLOOD_PER_SECOND: u64 = 25_000;
 /// bounds fill to a few tens of MB.
 const RSS_BOUND_KB: u64 = 256 * 1024;
 
-/// One tunnel per family through the Rust NAT (PPTP c1, L2TP c2, IKEv2
-/// NAT-T c3, raw ESP c4 to a second server) carries traffic while a hostile
+/// One tunnel per family through the Rust NAT (IKEv2 NAT-T c1, PPTP c2,
+/// L2TP c3, raw ESP c4 to a second server) carries traffic while a hostile
 /// LAN host (c5) and a hostile WAN host each send half a million frames of
 /// spoofed flows, SYNs, random GRE, ESP, L2TP and IKE, ARP poisoning, RST
 /// and StopCCN guesses and malformed packets. The NAT stays up under its
@@ -683,7 +684,7 @@ fn under_attack() -> TestResult {
     let inside = nl.client(5)?;
     let servers = vec![router::server_addr(), shape.server_addr(2)];
     let wan_target = flood::Target {
-        side: flood::Side::Wan,
+        side: vpn_passthrough::nat::Side::Wan,
         own_mac: mac_of(&intruder, "eth0")?,
         nat_mac: wan_mac,
         nat_addr: shape.wan.addr(),
@@ -691,31 +692,34 @@ fn under_attack() -> TestResult {
         servers: servers.clone(),
     };
     let lan_target = flood::Target {
-        side: flood::Side::Lan,
+        side: vpn_passthrough::nat::Side::Lan,
         own_mac: mac_of(&inside, "eth0")?,
         nat_mac: lan_mac,
         nat_addr: shape.lan.addr(),
         lan: shape.lan,
         servers,
     };
-    let flood_from = |host: &Host<'_>, target: flood::Target, seed: u64| -> Result<flood::Sent, Failed> {
+    let flood_from = |host: &Host<'_>, target: flood::Target, seed: u64, progress: &AtomicU64| {
         let ifname = host.ifname("eth0")?;
-        Ok(host.inside(|| {
-            flood::send(&ifname, flood::Flood::new(target, seed), FLOOD_FRAMES, FLOOD_PER_SECOND)
+        host.inside(|| {
+            flood::send(&ifname, flood::Flood::new(target, seed), FLOOD_FRAMES, FLOOD_PER_SECOND, progress)
                 .map_err(|e| vpn_passthrough::lab::LabError::io("sending the flood", e))
-        })?)
+        })
     };
+    let no_watch = AtomicU64::new(0);
     // The raw ESP flow is bound before the attack starts, like the others.
     let esp = esp_client_to(&nl, 4, shape.server_addr(2), 0x4001, 150, Some(150))?;
     esp.wait_for_log("echoed seq 2", Duration::from_secs(10))?;
     let pings_each = 30;
-    let ping_through = |i: usize, to: Ipv4Addr| -> Result<u32, Failed> {
+    // How many of `count` pings through client `i`'s tunnel to `to` are
+    // answered.
+    let answered = |i: usize, to: Ipv4Addr, count: u32| -> Result<u32, Failed> {
         let out = nl.client(i)?.exec(Cmd::argv(&[
             "ping",
             "-n",
             "-q",
             "-c",
-            &pings_each.to_string(),
+            &count.to_string(),
             "-i",
             "0.5",
             "-W",
@@ -726,15 +730,15 @@ fn under_attack() -> TestResult {
         Ok(text.split(" received").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0))
     };
     let (sent, replies) = std::thread::scope(|s| {
-        let wan = s.spawn(|| flood_from(&intruder, wan_target.clone(), 1));
-        let lan = s.spawn(|| flood_from(&inside, lan_target.clone(), 2));
-        let pings: Vec<_> = tunnels.iter().map(|&(i, to)| s.spawn(move || ping_through(i, to))).collect();
+        let wan = s.spawn(|| flood_from(&intruder, wan_target.clone(), 1, &no_watch));
+        let lan = s.spawn(|| flood_from(&inside, lan_target.clone(), 2, &no_watch));
+        let pings: Vec<_> = tunnels.iter().map(|&(i, to)| s.spawn(move || answered(i, to, pings_each))).collect();
         let sent = [wan.join(), lan.join()];
         let replies: Vec<_> = pings.into_iter().map(|p| p.join()).collect();
         (sent, replies)
     });
     let sent: Vec<flood::Sent> =
-        sent.into_iter().map(|r| r.map_err(|_| "a flood thread panicked")?).collect::<Result<_, _>>()?;
+        sent.into_iter().map(|r| Ok(r.map_err(|_| "a flood thread panicked")??)).collect::<Result<_, Failed>>()?;
     let replies: Vec<u32> =
         replies.into_iter().map(|r| r.map_err(|_| "a ping thread panicked")?).collect::<Result<_, _>>()?;
     let esp_report = esp_report(&esp)?;
@@ -765,7 +769,6 @@ fn under_attack() -> TestResult {
         replies[0], replies[1], replies[2], esp_report.echoed, esp_report.sent
     );
     eprintln!("under attack: top drops {:?}", &top[..top.len().min(12)]);
-    let names = ["IKEv2", "PPTP", "L2TP"];
     if sent.iter().map(|s| s.frames).sum::<u64>() < FLOOD_FRAMES * 2 * 9 / 10 {
         return Err(format!("the flood was not sent: {sent:?}").into());
     }
@@ -775,6 +778,7 @@ fn under_attack() -> TestResult {
     // A flood takes its share of the NAT's time, so some pings are lost
     // with everything else; a tunnel whose state the attack broke answers
     // none. After the flood every tunnel answers every ping.
+    let names = ["IKEv2", "PPTP", "L2TP"];
     for (name, got) in names.iter().zip(&replies) {
         if *got < pings_each / 5 {
             return Err(format!("the {name} tunnel answered {got} of {pings_each} pings under attack").into());
@@ -783,13 +787,20 @@ fn under_attack() -> TestResult {
     if esp_report.echoed < esp_report.sent / 5 || esp_report.foreign > 0 {
         return Err(format!("raw ESP under attack: {esp_report:?}").into());
     }
-    for (i, to) in tunnels {
-        nl.client(i)?.run_ok(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "3", &to.to_string()]))?;
+    for ((i, to), name) in tunnels.into_iter().zip(names) {
+        let got = answered(i, to, 3)?;
+        if got != 3 {
+            return Err(format!("after the flood the {name} tunnel answered {got} of 3 pings").into());
+        }
     }
     // SIGTERM while a flood is still running: the NAT stops within 1 s.
+    let progress = AtomicU64::new(0);
     let stopped = std::thread::scope(|s| {
-        let flood = s.spawn(|| flood_from(&intruder, wan_target.clone(), 3));
-        std::thread::sleep(Duration::from_millis(500));
+        let flood = s.spawn(|| flood_from(&intruder, wan_target.clone(), 3, &progress));
+        nat.wait_until("be flooded", Duration::from_secs(10), || progress.load(Ordering::Relaxed) >= 10_000)?;
+        if flood.is_finished() {
+            return Err(vpn_passthrough::lab::LabError::Input("the flood ended before SIGTERM".into()));
+        }
         let start = std::time::Instant::now();
         let r = nat.stop(Duration::from_secs(3));
         let took = start.elapsed();

@@ -3,13 +3,13 @@
 //! one line and gets one line of JSON back:
 //!
 //! - `dump` (or an empty line): the counters and tables, taken by the
-//!   packet loop between two batches (see [`Request`]), so they are
-//!   consistent with each other;
+//!   packet loop at the end of a turn, between its batches and the next
+//!   (see [`Request`]), so they are consistent with each other;
 //! - anything else: `{"error": "..."}`.
 //!
 //! The socket is created with mode 0600 whatever the umask (bound in a
 //! private directory, then linked into place), only a client of the NAT's
-//! own user is answered, and a request must arrive within
+//! own user or root is answered, and a request must arrive within
 //! [`REQUEST_TIMEOUT`] and fit in [`MAX_REQUEST`] bytes; the answer must be
 //! read within [`ANSWER_TIMEOUT`]. At its path, a stale socket is replaced;
 //! anything else (a file, a directory, a live socket) makes the NAT refuse

@@ -132,6 +132,11 @@ mod tests {
         let released = f.learn(key(1), Rewrite { dst: [192, 168, 1, 10] }, t0);
         assert_eq!(released, vec![b"late part".to_vec()]);
         assert_eq!(f.lookup(&key(1), t0), Some(Rewrite { dst: [192, 168, 1, 10] }));
+        assert_eq!(
+            f.lookup(&key(1), t0 + Duration::from_secs(5)),
+            None,
+            "a datagram is followed for its timeout, no longer"
+        );
         assert_eq!(f.expire(t0 + Duration::from_secs(6)), 1, "key 2 gave up");
         assert_eq!(f.lookup(&key(1), t0 + Duration::from_secs(6)), None);
     }
@@ -147,6 +152,7 @@ mod tests {
         assert!(f.can_learn(&key(2), t0), "a datagram already followed");
         f.learn(key(3), to, t0);
         assert_eq!((f.known(), f.lookup(&key(3), t0)), (2, None), "refused, not evicting");
-        assert!(f.can_learn(&key(3), t0 + Duration::from_secs(6)), "the others expired");
+        assert!(!f.can_learn(&key(3), t0 + Duration::from_secs(4)), "still followed");
+        assert!(f.can_learn(&key(3), t0 + Duration::from_secs(5)), "the others expired at their deadline");
     }
 }

@@ -25,7 +25,10 @@ fn an_echo_request_cut_short_is_dropped_on_either_side() {
     for len in 1..icmp::HEADER_LEN {
         for (side, src, dst) in [(Side::Wan, S1, WAN), (Side::Lan, C1, LAN), (Side::Lan, C1, WAN)] {
             let mut p = short_echo(src, dst, len);
-            let v = n.process(side, &mut p, super::engine::L4Checksum::Full, t(1));
+            let v = match side {
+                Side::Lan => out(&mut n, &mut p, t(1)),
+                Side::Wan => inb(&mut n, &mut p, t(1)),
+            };
             assert!(matches!(v, Verdict::Drop(_)), "{len} bytes of ICMP from the {side:?}: {v:?}");
         }
     }
@@ -122,7 +125,7 @@ fn tcp_state(n: &Nat) -> String {
 }
 
 #[test]
-fn a_guessed_rst_or_fin_leaves_a_connection_alone_and_the_peers_ends_it() {
+fn a_guessed_rst_or_fin_leaves_a_connection_alone_and_the_peers_rst_ends_it() {
     let mut n = nat_with(|_| {});
     let (public, _, server_seq) = established(&mut n);
     let mut dropped = 0;
@@ -165,7 +168,7 @@ fn a_guessed_rst_on_the_pptp_control_connection_leaves_the_calls_up() {
         inb(&mut n, &mut rst, t(2));
     }
     assert_eq!(n.alg_state().pptp_calls.len(), 1, "the call survives the guesses");
-    let mut g = super::tests::ip_packet(S1, WAN, ipv4::PROTO_GRE, &gre_key(public_call));
+    let mut g = ip_packet(S1, WAN, ipv4::PROTO_GRE, &gre_key(public_call));
     ipv4::Packet::new_checked(&mut g[..]).expect("gre").fill_checksum();
     assert_eq!(inb(&mut n, &mut g, t(3)), forward(Side::Lan, C1));
 }
@@ -316,11 +319,19 @@ fn pptp_calls_and_controls_are_bounded_per_host_and_in_all() {
     assert!(matches!(open(&mut n, C1, 40001, 2), Verdict::Forward { .. }));
     assert_eq!(open(&mut n, C1, 40002, 3), Verdict::Drop(DropReason::HostQuota));
     assert_eq!(open(&mut n, C2, 40003, 4), Verdict::Drop(DropReason::PptpControlsFull));
-    // The server's segments for a control connection no LAN host opened
-    // make no state.
-    let mut stray = tcp_payload(S2, 1723, WAN, 40000, 5, 0, &msg::emit(msg::OCRP, Some(9), Some(1)));
-    inb(&mut n, &mut stray, t(0));
-    assert!(n.state_sizes().pptp_controls <= 3);
+}
+
+#[test]
+fn segments_from_port_1723_to_a_mapping_no_control_connection_made_make_no_state() {
+    let mut n = nat_with(|p| p.filtering = Behaviour::EndpointIndependent);
+    let mut web = tcp_full(C1, 40000, S1, 80, tcp::SYN, 99, 0);
+    out(&mut n, &mut web, t(0));
+    let public = ports(&web).0;
+    // A full-cone mapping lets the server's port 1723 in, but C1 never
+    // opened a control connection: the ALG keeps nothing for it.
+    let mut stray = tcp_payload(S1, 1723, WAN, public, 5, 0, &msg::emit(msg::OCRP, Some(9), Some(1)));
+    assert_eq!(inb(&mut n, &mut stray, t(0)), forward(Side::Lan, C1));
+    assert_eq!((n.state_sizes().pptp_controls, n.state_sizes().pptp_calls), (0, 0));
 }
 
 #[test]

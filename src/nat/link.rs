@@ -574,7 +574,9 @@ impl Link {
         self.out.pop_front()
     }
 
-    /// The next time [`Link::handle_timeout`] has something to do.
+    /// When the next impaired frame is due. ARP retries and the NAT's
+    /// expiry need [`Link::handle_timeout`] called every so often besides
+    /// (the packet loop does it every turn, at least every 200 ms).
     pub fn next_timeout(&self) -> Option<Duration> {
         self.impair.iter().filter_map(Impairer::next_release).min()
     }

@@ -4,8 +4,12 @@
 //! [`engine`] is the NAT itself, sans I/O and deterministic: a packet, the
 //! side it came from and the time go in; a verdict comes out, the packet
 //! rewritten in place. [`wire`] holds the typed header views it reads and
-//! writes, [`table`] its mappings, [`frag`] its fragment tracking,
-//! [`profile`] the behaviours it can be given, [`counters`] what it counts.
+//! writes, [`table`] its mappings, [`tcp`] its connection tracking,
+//! [`frag`] its fragment tracking, [`alg`] the passthrough ALGs,
+//! [`profile`] the behaviours and bounds it can be given, [`counters`] what
+//! it counts. [`link`] puts it on two Ethernet links (ARP, next hops,
+//! [`impair`]ments); [`socket`], [`run`] and [`control`] run it on real
+//! interfaces with its control socket.
 
 pub mod alg;
 pub mod control;
@@ -15,7 +19,9 @@ pub mod frag;
 pub mod impair;
 pub mod link;
 pub mod profile;
+pub mod quota;
 pub mod run;
+pub mod serial;
 pub mod socket;
 pub mod table;
 pub mod tcp;

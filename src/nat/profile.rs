@@ -143,7 +143,10 @@ impl Protocol {
     }
 }
 
-/// Idle timeouts in seconds (short values let scenarios watch expiry).
+/// Idle timeouts in seconds, 1 s to a year (short values let scenarios
+/// watch expiry). The ALGs' state follows them too: PPTP calls `other`
+/// and their control connections `tcp_established`, L2TP tunnels `udp`,
+/// IKE SAs and ESP SPIs `other`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Timeouts {

@@ -14,6 +14,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
 use super::profile::{Behaviour, IpsecMode, L2tpMode, Profile, SharedRemote};
+use super::quota::PerHost;
 pub use super::tcp::TcpState;
 use super::tcp::{OutOfWindow, Seg, Tracker};
 use super::wire::{ike, ipv4, l2tp};
@@ -187,8 +188,7 @@ pub struct Table {
     /// Public ports an ALG owns (L2TP's 1701, IKE's 500): never handed out.
     reserved: Vec<u16>,
     /// Mappings per LAN host, and the most one may hold.
-    per_host: FxMap<[u8; 4], usize>,
-    max_per_host: usize,
+    per_host: PerHost,
     /// Sessions in all mappings, and the bounds on them.
     sessions: usize,
     max_sessions: usize,
@@ -232,8 +232,7 @@ impl Table {
             len: 0,
             sweep_cursor: 0,
             next_port: 0,
-            per_host: FxMap::default(),
-            max_per_host: profile.limits.mappings_per_host,
+            per_host: PerHost::new(profile.limits.mappings_per_host),
             sessions: 0,
             max_sessions: profile.limits.sessions,
             max_remotes: profile.limits.remotes_per_mapping,
@@ -303,7 +302,7 @@ impl Table {
         if self.len >= self.max {
             return Err(MapError::TableFull);
         }
-        if self.per_host.get(&internal.addr).copied().unwrap_or(0) >= self.max_per_host {
+        if !self.per_host.has_room(internal.addr) {
             return Err(MapError::HostQuota);
         }
         if self.sessions >= self.max_sessions {
@@ -349,7 +348,7 @@ impl Table {
         self.by_in.insert(in_key, id);
         self.len += 1;
         self.sessions += 1;
-        *self.per_host.entry(internal.addr).or_default() += 1;
+        self.per_host.add(internal.addr);
         Ok((id, true))
     }
 
@@ -533,12 +532,7 @@ impl Table {
         self.free.push(id);
         self.len -= 1;
         self.sessions -= m.remotes.len();
-        if let Some(n) = self.per_host.get_mut(&m.internal.addr) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_host.remove(&m.internal.addr);
-            }
-        }
+        self.per_host.release(m.internal.addr);
         Some(m)
     }
 

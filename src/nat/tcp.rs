@@ -14,6 +14,7 @@
 //! Window scaling is not applied, so the windows are narrower than the
 //! hosts' own; a peer's RST carries the next sequence number and passes.
 
+use super::serial::{after, within};
 use super::wire::tcp;
 
 /// TCP connection state as a NAT sees it (RFC 5382 §5).
@@ -22,7 +23,7 @@ pub enum TcpState {
     /// Not TCP.
     #[default]
     None,
-    /// Opening: SYN seen, not yet data both ways.
+    /// Opening: SYN seen, and no acknowledgment from the LAN side yet.
     Opening,
     /// Established.
     Established,
@@ -85,16 +86,6 @@ struct Dir {
     max_win: u32,
 }
 
-/// `a` is after `b` in sequence space.
-fn after(a: u32, b: u32) -> bool {
-    (a.wrapping_sub(b) as i32) > 0
-}
-
-/// `x` lies in `[low, high]` in sequence space.
-fn within(x: u32, low: u32, high: u32) -> bool {
-    x.wrapping_sub(low) <= high.wrapping_sub(low)
-}
-
 /// A session's TCP tracking.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Tracker {
@@ -103,7 +94,7 @@ pub struct Tracker {
     dirs: [Dir; 2],
 }
 
-/// A RST or FIN a stranger could have sent: outside the window.
+/// A RST a stranger could have sent: outside the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutOfWindow;
 

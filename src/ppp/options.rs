@@ -32,8 +32,9 @@ pub struct Options {
     /// The option that asked for it (`require-chap`, `require-pap`,
     /// `auth`), for errors.
     pub required_by: Option<String>,
-    /// `auth` was given (and no `noauth` after it): require the peer to
-    /// authenticate, with CHAP unless a `require-*` says otherwise.
+    /// The peer must authenticate (`auth`, `require-pap` or
+    /// `require-chap`, and no `noauth` after them); with `auth` alone, by
+    /// CHAP.
     pub auth: bool,
     /// The name we authenticate ourselves with (`user`).
     pub user: Option<String>,

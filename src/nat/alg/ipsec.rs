@@ -17,7 +17,7 @@
 //!   that has waited longest for that server and has no such binding yet
 //!   (else to the one that waited longest, whose binding it replaces). When
 //!   more than one client waits at that moment the choice is a guess,
-//!   counted as `esp-ambiguous-binding`; the collision scenarios show what
+//!   counted in `esp_ambiguous_bindings`; the collision scenarios show what
 //!   it does.
 //! * A binding holds once the SPI's next packet follows the first in
 //!   sequence (ESP sequence numbers count up from 1, RFC 4303 §2.2); only
@@ -36,6 +36,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::nat::counters::DropReason;
+use crate::nat::quota::PerHost;
+use crate::nat::serial::within;
 use crate::nat::wire::ike;
 
 #[derive(Debug, Clone)]
@@ -91,7 +93,7 @@ pub struct Ipsec {
     esp_out: HashMap<([u8; 4], [u8; 4], u32), Duration>,
     waiting: Vec<Waiting>,
     /// Entries of the three maps per LAN host.
-    per_host: HashMap<[u8; 4], usize>,
+    per_host: PerHost,
 }
 
 /// The client an inbound ESP packet goes to, and whether that was a guess.
@@ -113,7 +115,7 @@ impl Ipsec {
             esp_in: HashMap::new(),
             esp_out: HashMap::new(),
             waiting: Vec::new(),
-            per_host: HashMap::new(),
+            per_host: PerHost::new(bounds.per_host),
         }
     }
 
@@ -132,21 +134,11 @@ impl Ipsec {
         if self.len() >= self.bounds.sas {
             return Err(DropReason::IpsecTableFull);
         }
-        let n = self.per_host.entry(client).or_default();
-        if *n >= self.bounds.per_host {
+        if !self.per_host.has_room(client) {
             return Err(DropReason::HostQuota);
         }
-        *n += 1;
+        self.per_host.add(client);
         Ok(())
-    }
-
-    fn release(per_host: &mut HashMap<[u8; 4], usize>, client: [u8; 4]) {
-        if let Some(n) = per_host.get_mut(&client) {
-            *n -= 1;
-            if *n == 0 {
-                per_host.remove(&client);
-            }
-        }
     }
 
     /// IKE from `client`:500 to `server`:500: notes its initiator SPI.
@@ -207,8 +199,7 @@ impl Ipsec {
             sa.last_seen = now;
             let client = sa.client;
             if let Some(first) = sa.unconfirmed {
-                let ahead = seq.wrapping_sub(first);
-                if ahead > 0 && ahead <= CONFIRM_WINDOW {
+                if within(seq, first.wrapping_add(1), first.wrapping_add(CONFIRM_WINDOW)) {
                     sa.unconfirmed = None;
                     self.waiting.retain(|w| !(w.client == client && w.server == server));
                 }
@@ -230,7 +221,7 @@ impl Ipsec {
         let client = self.waiting[i].client;
         if let Some(old) = self.waiting[i].tentative.take() {
             if self.esp_in.remove(&(server, old)).is_some() {
-                Ipsec::release(&mut self.per_host, client);
+                self.per_host.release(client);
             }
         }
         self.claim(client)?;
@@ -247,7 +238,7 @@ impl Ipsec {
         let per_host = &mut self.per_host;
         let mut keep = |client: [u8; 4], live: bool| {
             if !live {
-                Ipsec::release(per_host, client);
+                per_host.release(client);
             }
             live
         };

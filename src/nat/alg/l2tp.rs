@@ -27,6 +27,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::nat::counters::DropReason;
+use crate::nat::quota::PerHost;
+use crate::nat::serial::within16;
 use crate::nat::wire::l2tp::{self, Message};
 
 #[derive(Debug, Clone)]
@@ -53,11 +55,6 @@ struct Tunnel {
 /// How long a stopped tunnel stays, for the StopCCN's acknowledgment.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// `x` lies in `[low, high]` in 16-bit sequence space.
-fn within(x: u16, low: u16, high: u16) -> bool {
-    x.wrapping_sub(low) <= high.wrapping_sub(low)
-}
-
 /// A tunnel as the dump shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct TunnelInfo {
@@ -77,7 +74,7 @@ pub struct TunnelInfo {
 pub struct L2tp {
     timeout: Duration,
     max_tunnels: usize,
-    max_per_client: usize,
+
     /// By (server, public Tunnel ID): what inbound is looked up by.
     tunnels: HashMap<([u8; 4], u16), Tunnel>,
     /// By (client, server, the client's Tunnel ID): the public one.
@@ -86,7 +83,7 @@ pub struct L2tp {
     /// client's messages, whose header names the server's.
     by_server_tunnel: HashMap<([u8; 4], [u8; 4], u16), u16>,
     /// Tunnels per client.
-    per_client: HashMap<[u8; 4], usize>,
+    per_client: PerHost,
     /// By (client, server): how many tunnels the pair has, and when the
     /// client last sent to the server (which keeps them all alive).
     peers: HashMap<([u8; 4], [u8; 4]), Peer>,
@@ -115,11 +112,10 @@ impl L2tp {
         L2tp {
             timeout,
             max_tunnels,
-            max_per_client,
             tunnels: HashMap::new(),
             by_lan: HashMap::new(),
             by_server_tunnel: HashMap::new(),
-            per_client: HashMap::new(),
+            per_client: PerHost::new(max_per_client),
             peers: HashMap::new(),
         }
     }
@@ -192,7 +188,7 @@ impl L2tp {
         if self.tunnels.len() >= self.max_tunnels {
             return Err(DropReason::L2tpTunnelsFull);
         }
-        if self.per_client.get(&client).copied().unwrap_or(0) >= self.max_per_client {
+        if !self.per_client.has_room(client) {
             return Err(DropReason::HostQuota);
         }
         let taken = |p: u16| self.tunnels.contains_key(&(server, p));
@@ -203,7 +199,7 @@ impl L2tp {
             .find(|p| *p != 0 && !taken(*p))
             .ok_or(DropReason::L2tpTunnelsFull)?;
         self.peers.entry((client, server)).or_default().tunnels += 1;
-        *self.per_client.entry(client).or_default() += 1;
+        self.per_client.add(client);
         self.by_lan.insert((client, server, lan), public);
         self.tunnels.insert(
             (server, public),
@@ -287,12 +283,7 @@ impl L2tp {
         if let Some(theirs) = t.server_tunnel {
             self.by_server_tunnel.remove(&(t.client, t.server, theirs));
         }
-        if let Some(n) = self.per_client.get_mut(&t.client) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_client.remove(&t.client);
-            }
-        }
+        self.per_client.release(t.client);
         let key = (t.client, t.server);
         if let Some(p) = self.peers.get_mut(&key) {
             p.tunnels -= 1;
@@ -329,7 +320,7 @@ impl Tunnel {
         let zlb = m.is_empty();
         // The first message (SCCRQ) sets where the client's numbers start.
         let fresh = kind == Some(l2tp::SCCRQ) && self.server_tunnel.is_none();
-        if !fresh && (ns != self.client_ns || !within(nr, self.client_nr, self.server_ns)) {
+        if !fresh && (ns != self.client_ns || !within16(nr, self.client_nr, self.server_ns)) {
             return;
         }
         self.client_nr = nr;
@@ -352,7 +343,7 @@ impl Tunnel {
         if !first && port != self.server_port {
             return false;
         }
-        if ns != self.server_ns || !within(nr, self.server_nr, self.client_ns) {
+        if ns != self.server_ns || !within16(nr, self.server_nr, self.client_ns) {
             return false;
         }
         self.server_port = port;

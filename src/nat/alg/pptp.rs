@@ -33,6 +33,8 @@ use serde::Serialize;
 
 use crate::nat::counters::DropReason;
 use crate::nat::profile::CallIdChoice;
+use crate::nat::quota::PerHost;
+use crate::nat::serial::after;
 use crate::nat::table::Endpoint;
 use crate::nat::translate::{Patch, patch_byte};
 use crate::nat::wire::pptp as msg;
@@ -135,7 +137,7 @@ pub struct Pptp {
     /// By (control connection, LAN Call ID): the public Call ID.
     by_lan: HashMap<(Control, u16), u16>,
     /// Calls per LAN host.
-    per_host: HashMap<[u8; 4], usize>,
+    per_host: PerHost,
     /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
     by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
 }
@@ -151,7 +153,7 @@ impl Pptp {
             controls: HashMap::new(),
             calls: HashMap::new(),
             by_lan: HashMap::new(),
-            per_host: HashMap::new(),
+            per_host: PerHost::new(bounds.calls_per_host),
             by_server_call: HashMap::new(),
         }
     }
@@ -244,8 +246,7 @@ impl Pptp {
         }
         let len = (pkt.len() - payload_at) as u32;
         let next = *s.next_seq.get_or_insert(seq);
-        let ahead = seq.wrapping_sub(next) as i32;
-        if ahead > 0 {
+        if after(seq, next) {
             // A gap: the bytes before this segment were never seen. TCP
             // sends them again; this one follows in order.
             return Err(DropReason::PptpOutOfOrder);
@@ -458,13 +459,13 @@ impl Pptp {
             return Err(DropReason::PptpCallsFull);
         }
         let host = control.client.addr;
-        if self.per_host.get(&host).copied().unwrap_or(0) >= self.bounds.calls_per_host {
+        if !self.per_host.has_room(host) {
             return Err(DropReason::HostQuota);
         }
         let call = Call { control, lan_call, public_call: public, server_call: None, last_seen: now };
         self.calls.insert((control.server, public), call);
         self.by_lan.insert((control, lan_call), public);
-        *self.per_host.entry(host).or_default() += 1;
+        self.per_host.add(host);
         Ok(public)
     }
 
@@ -474,13 +475,7 @@ impl Pptp {
                 self.by_server_call.remove(&(server, sc, c.control.client.addr));
             }
             self.by_lan.remove(&(c.control, c.lan_call));
-            let host = c.control.client.addr;
-            if let Some(n) = self.per_host.get_mut(&host) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_host.remove(&host);
-                }
-            }
+            self.per_host.release(c.control.client.addr);
         }
     }
 

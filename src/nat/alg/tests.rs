@@ -1,5 +1,5 @@
-//! The passthrough ALGs driven with byte vectors: PPTP control messages
-//! and enhanced GRE through the NAT, in every mode.
+//! The passthrough ALGs driven with byte vectors through the NAT, in every
+//! mode: PPTP control messages and enhanced GRE, L2TP, IKE and raw ESP.
 
 use crate::nat::counters::DropReason;
 use crate::nat::engine::{L4Checksum, Nat, Side, Verdict};
