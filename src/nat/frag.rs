@@ -155,4 +155,18 @@ mod tests {
         assert!(!f.can_learn(&key(3), t0 + Duration::from_secs(4)), "still followed");
         assert!(f.can_learn(&key(3), t0 + Duration::from_secs(5)), "the others expired at their deadline");
     }
+
+    #[test]
+    fn expiry_keeps_what_is_live_and_counts_what_gave_up() {
+        let mut f = Fragments::new(Duration::from_secs(5), 4, 8);
+        let t0 = Duration::from_secs(100);
+        let to = Rewrite { dst: [192, 168, 1, 10] };
+        f.learn(key(1), to, t0);
+        assert!(f.hold(key(2), b"early", t0));
+        assert_eq!(f.expire(t0 + Duration::from_secs(1)), 0, "nothing gave up yet");
+        assert_eq!((f.lookup(&key(1), t0 + Duration::from_secs(1)), f.known(), f.waiting()), (Some(to), 1, 1));
+        assert_eq!(f.learn(key(2), to, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
+        assert_eq!(f.expire(t0 + Duration::from_secs(10)), 0, "nothing was waiting");
+        assert_eq!(f.known(), 0, "both datagrams forgotten");
+    }
 }
