@@ -416,10 +416,11 @@ impl Nat {
                     Ok((id, new)) => self.created(id, new),
                     Err(e) => return self.map_error(proto, e),
                 };
+                let mut followed = None;
                 if proto == Protocol::Tcp {
                     // The LAN host's own RST or FIN: a guess outside the
                     // window moves nothing, but it is the host's to send.
-                    let _ = self.track_tcp(id, remote, ports.tcp, true, now);
+                    followed = self.track_tcp(id, remote, ports.tcp, true, now).ok();
                 } else {
                     let t = self.timeout(proto, TcpState::None);
                     self.table.refresh(id, remote, now, t);
@@ -428,11 +429,10 @@ impl Nat {
                 rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, public, csum);
                 if proto == Protocol::Tcp && ports.dst == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
                     let control = Control { client: Endpoint::new(src, ports.src), server: dst, public_port: public };
-                    if let Err(reason) = self.pptp_segment(Direction::Out, control, pkt, hl, total, csum, now) {
+                    if let Err(reason) =
+                        self.pptp_control(Direction::Out, control, followed.flatten(), pkt, hl, total, csum, now)
+                    {
                         return self.drop(Some(proto), reason);
-                    }
-                    if self.table.tcp_state(id, remote) == TcpState::Closing {
-                        self.pptp.close(control);
                     }
                 }
             }
@@ -556,9 +556,11 @@ impl Nat {
                     Ok(id) => id,
                     Err(v) => return v,
                 };
+                let mut followed = None;
                 if proto == Protocol::Tcp {
-                    if let Err(reason) = self.track_tcp(id, remote, ports.tcp, false, now) {
-                        return self.drop(Some(proto), reason);
+                    match self.track_tcp(id, remote, ports.tcp, false, now) {
+                        Ok(f) => followed = f,
+                        Err(reason) => return self.drop(Some(proto), reason),
                     }
                 } else {
                     let t = self.timeout(proto, TcpState::None);
@@ -570,11 +572,9 @@ impl Nat {
                 rewrite(pkt, hl, Rewritten::Destination, internal.addr, ports, internal.port, csum);
                 if proto == Protocol::Tcp && ports.src == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
                     let control = Control { client: internal, server: src, public_port: ports.dst };
-                    if let Err(reason) = self.pptp_segment(Direction::In, control, pkt, hl, total, csum, now) {
+                    if let Err(reason) = self.pptp_control(Direction::In, control, followed, pkt, hl, total, csum, now)
+                    {
                         return self.drop(Some(proto), reason);
-                    }
-                    if self.table.tcp_state(id, remote) == TcpState::Closing {
-                        self.pptp.close(control);
                     }
                 }
                 internal
@@ -850,6 +850,32 @@ impl Nat {
         Some(Ok(Endpoint::new(client, ports.dst)))
     }
 
+    /// A segment of a PPTP control connection, after TCP tracking said what
+    /// it was (`followed`: the state after it, `None` outside the window):
+    /// the ALG reads it only while the connection is open and the segment
+    /// in its window, and the connection's calls end when it closes.
+    #[allow(clippy::too_many_arguments)]
+    fn pptp_control(
+        &mut self,
+        dir: Direction,
+        control: Control,
+        followed: Option<TcpState>,
+        pkt: &mut [u8],
+        hl: usize,
+        total: usize,
+        csum: L4Checksum,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        match followed {
+            Some(TcpState::Closing) => {
+                self.pptp.close(control);
+                Ok(())
+            }
+            Some(_) => self.pptp_segment(dir, control, pkt, hl, total, csum, now),
+            None => Ok(()),
+        }
+    }
+
     /// Runs a PPTP control segment through the ALG.
     #[allow(clippy::too_many_arguments)]
     fn pptp_segment(
@@ -888,7 +914,8 @@ impl Nat {
 
     /// Follows a TCP connection's state and sets its session's timeout
     /// (RFC 5382: long while established, short while opening or closing).
-    /// A RST outside the window is a stranger's: `Err`, to drop.
+    /// `None` for a segment outside the window (or a remote without a
+    /// session); a RST outside the window is a stranger's: `Err`, to drop.
     fn track_tcp(
         &mut self,
         id: u32,
@@ -896,7 +923,7 @@ impl Nat {
         seg: Seg,
         outbound: bool,
         now: Duration,
-    ) -> Result<TcpState, DropReason> {
+    ) -> Result<Option<TcpState>, DropReason> {
         let t = self.cfg.profile.timeouts.clone();
         let timeout = |s: TcpState| {
             Duration::from_secs(if s == TcpState::Established { t.tcp_established } else { t.tcp_transitory })

@@ -456,3 +456,53 @@ fn an_icmp_error_about_a_packet_the_mapping_never_sent_is_filtered() {
     let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, 28);
     assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1), "about a packet it did send");
 }
+
+#[test]
+fn a_strangers_syn_neither_restarts_a_pptp_control_connection_nor_speaks_in_it() {
+    let mut n = nat_with(|_| {});
+    let mut syn = tcp_full(C1, 40000, S1, 1723, tcp::SYN, 99, 0);
+    out(&mut n, &mut syn, t(0));
+    let public = ports(&syn).0;
+    let mut synack = tcp_full(S1, 1723, WAN, public, tcp::SYN | tcp::ACK, 499, 100);
+    inb(&mut n, &mut synack, t(0));
+    let ocrq = msg::emit(msg::OCRQ, Some(7), None);
+    let mut p = tcp_payload(C1, 40000, S1, 1723, 100, 500, &ocrq);
+    out(&mut n, &mut p, t(1));
+    let public_call = u16::from_be_bytes([p[40 + 12], p[40 + 13]]);
+    let ocrp = msg::emit(msg::OCRP, Some(0x44), Some(public_call));
+    let mut p = tcp_payload(S1, 1723, WAN, public, 500, 100 + ocrq.len() as u32, &ocrp);
+    inb(&mut n, &mut p, t(1));
+    // A SYN "from the server" carrying a Stop-Control-Connection-Request at
+    // a sequence number of the stranger's choosing, then a RST after it.
+    let stop = msg::emit(msg::STOP_CCRQ, None, None);
+    let mut l4 = tcp_full(S1, 1723, WAN, public, tcp::SYN, 3_000_000_000, 0)[20..].to_vec();
+    l4.extend_from_slice(&stop);
+    let mut forged = ip_packet(S1, WAN, ipv4::PROTO_TCP, &l4);
+    fill_l4_checksum(&mut forged);
+    inb(&mut n, &mut forged, t(2));
+    let mut rst = tcp_full(S1, 1723, WAN, public, tcp::RST, 3_000_000_001 + stop.len() as u32, 0);
+    assert_eq!(inb(&mut n, &mut rst, t(2)), Verdict::Drop(DropReason::TcpOutOfWindow));
+    assert_eq!(n.alg_state().pptp_calls.len(), 1, "the call is still up");
+    // The server's next real message is still read in sequence.
+    let sli = msg::emit(msg::SLI, None, Some(public_call));
+    let mut p = tcp_payload(S1, 1723, WAN, public, 500 + ocrp.len() as u32, 100 + ocrq.len() as u32, &sli);
+    assert_eq!(inb(&mut n, &mut p, t(3)), forward(Side::Lan, C1));
+    assert_eq!(u16::from_be_bytes([p[40 + 12], p[40 + 13]]), 7, "its Call ID is the client's own again");
+}
+
+#[test]
+fn another_lan_host_naming_a_tunnel_cannot_stop_it() {
+    let mut n = nat_with(|_| {});
+    l2tp_tunnel(&mut n, 1701);
+    // C2, with no tunnel of its own, sends StopCCNs naming C1's Tunnel ID
+    // with every small Ns and Nr.
+    for ns in 0..4u16 {
+        for nr in 0..4u16 {
+            let stop = l2tp_ctl(0x20, l2tp::STOP_CCN, ns, nr, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, 0x10)]);
+            let mut p = udp(C2, 1701, S1, 1701, &stop);
+            out(&mut n, &mut p, t(1));
+        }
+    }
+    n.handle_timeout(t(10));
+    assert_eq!(n.alg_state().l2tp_tunnels.len(), 1, "C1's tunnel is still there");
+}

@@ -487,7 +487,9 @@ impl Table {
     /// Follows a TCP segment of the session with `remote` and sets the
     /// session's deadline from the state it is in (which may shorten it).
     /// A segment from the LAN makes the session if need be; one from the
-    /// WAN only follows an existing one. `Err` for a RST outside the window.
+    /// WAN only follows an existing one. `None`: no session, or a segment
+    /// outside the window (which refreshes nothing). `Err` for a RST
+    /// outside the window.
     pub fn track_tcp(
         &mut self,
         id: u32,
@@ -496,17 +498,19 @@ impl Table {
         outbound: bool,
         now: Duration,
         timeout: impl Fn(TcpState) -> Duration,
-    ) -> Result<TcpState, OutOfWindow> {
+    ) -> Result<Option<TcpState>, OutOfWindow> {
         let now_ms = ms(now);
         let Ok(Some(r)) = self.touch(id, remote, 0, outbound, now_ms) else {
-            return Ok(TcpState::None);
+            return Ok(None);
         };
-        let state = r.tcp.on_segment(seg, outbound)?;
+        let Some(state) = r.tcp.on_segment(seg, outbound)? else {
+            return Ok(None);
+        };
         r.deadline_ms = ms(now + timeout(state));
         if let Some(m) = self.slots.get_mut(id as usize).and_then(|m| m.as_mut()) {
             m.recompute_deadline();
         }
-        Ok(state)
+        Ok(Some(state))
     }
 
     /// A session's TCP state.

@@ -104,9 +104,11 @@ impl Tracker {
         self.state
     }
 
-    /// Follows one segment. `Err` for a RST outside the window, which the
-    /// caller drops; state only moves on segments in the window.
-    pub fn on_segment(&mut self, seg: Seg, outbound: bool) -> Result<TcpState, OutOfWindow> {
+    /// Follows one segment: the state after it, or `None` for a segment
+    /// outside the window, which moves nothing (and which the caller should
+    /// neither parse nor let refresh the session). `Err` for a RST outside
+    /// the window, which the caller drops.
+    pub fn on_segment(&mut self, seg: Seg, outbound: bool) -> Result<Option<TcpState>, OutOfWindow> {
         let (me, other) = if outbound { (0, 1) } else { (1, 0) };
         let rst = seg.flags & tcp::RST != 0;
         let fin = seg.flags & tcp::FIN != 0;
@@ -117,15 +119,19 @@ impl Tracker {
                 return Err(OutOfWindow);
             }
             self.state = TcpState::Closing;
-            return Ok(self.state);
+            return Ok(Some(self.state));
         }
-        // A SYN starts this side's numbers afresh; an answering SYN must
-        // acknowledge the other side's.
-        let fresh_syn = syn && (!ack || !self.dirs[other].seen || seg.ack == self.dirs[other].end);
+        // A SYN starts this side's numbers only before it has sent anything
+        // (or on a closed connection's reuse), and an answering SYN must
+        // acknowledge the other side's: a stranger's SYN cannot move the
+        // window of a connection under way.
+        let fresh_syn = syn
+            && (!self.dirs[me].seen || self.state == TcpState::Closing)
+            && (!ack || !self.dirs[other].seen || seg.ack == self.dirs[other].end);
         if fresh_syn {
             self.dirs[me] = Dir::default();
         } else if !self.in_window(seg, me) {
-            return Ok(self.state);
+            return Ok(None);
         }
         self.learn(seg, me, other);
         let next = match self.state {
@@ -142,10 +148,11 @@ impl Tracker {
             }
             TcpState::FinOut if fin && !outbound => TcpState::Closing,
             TcpState::FinIn if fin && outbound => TcpState::Closing,
+            TcpState::Closing if fresh_syn && outbound => TcpState::Opening,
             s => s,
         };
         self.state = next;
-        Ok(next)
+        Ok(Some(next))
     }
 
     /// A RST is the peer's when it carries the next sequence number, or
@@ -225,7 +232,7 @@ mod tests {
     #[test]
     fn a_rst_at_the_next_sequence_number_closes() {
         let mut t = established();
-        assert_eq!(t.on_segment(seg(tcp::RST, 5101, 0, 0), false), Ok(TcpState::Closing));
+        assert_eq!(t.on_segment(seg(tcp::RST, 5101, 0, 0), false), Ok(Some(TcpState::Closing)));
     }
 
     #[test]
@@ -237,16 +244,17 @@ mod tests {
             assert_eq!(t.clone().on_segment(seg(tcp::RST, guess, 0, 0), false), Err(OutOfWindow), "seq {guess}");
         }
         assert_eq!(t.state(), TcpState::Established, "guesses change nothing");
-        assert_eq!(t.on_segment(seg(tcp::RST, 5101 + 30000, 0, 0), false), Ok(TcpState::Closing));
+        assert_eq!(t.on_segment(seg(tcp::RST, 5101 + 30000, 0, 0), false), Ok(Some(TcpState::Closing)));
     }
 
     #[test]
     fn a_fin_outside_the_window_changes_nothing() {
         let mut t = established();
         t.on_segment(seg(tcp::ACK, 1101, 5101, 0), true).expect("ack");
-        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 3_000_000_000, 1101, 0), false), Ok(TcpState::Established));
-        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 5101, 1101, 0), false), Ok(TcpState::FinIn));
-        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 1101, 5102, 0), true), Ok(TcpState::Closing));
+        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 3_000_000_000, 1101, 0), false), Ok(None));
+        assert_eq!(t.state(), TcpState::Established);
+        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 5101, 1101, 0), false), Ok(Some(TcpState::FinIn)));
+        assert_eq!(t.on_segment(seg(tcp::FIN | tcp::ACK, 1101, 5102, 0), true), Ok(Some(TcpState::Closing)));
     }
 
     #[test]
@@ -254,7 +262,7 @@ mod tests {
         let mut t = Tracker::default();
         t.on_segment(seg(tcp::SYN, 1000, 0, 0), true).expect("syn");
         assert_eq!(t.clone().on_segment(seg(tcp::RST | tcp::ACK, 0, 77, 0), false), Err(OutOfWindow));
-        assert_eq!(t.on_segment(seg(tcp::RST | tcp::ACK, 0, 1001, 0), false), Ok(TcpState::Closing));
+        assert_eq!(t.on_segment(seg(tcp::RST | tcp::ACK, 0, 1001, 0), false), Ok(Some(TcpState::Closing)));
     }
 
     #[test]
@@ -264,7 +272,7 @@ mod tests {
         t.on_segment(seg(tcp::SYN | tcp::ACK, u32::MAX - 5, u32::MAX - 9, 0), false).expect("syn-ack");
         t.on_segment(seg(tcp::ACK, u32::MAX - 9, u32::MAX - 4, 100), true).expect("data across the wrap");
         t.on_segment(seg(tcp::ACK, u32::MAX - 4, 90, 0), false).expect("ack across the wrap");
-        assert_eq!(t.on_segment(seg(tcp::RST, 90, 0, 0), true), Ok(TcpState::Closing));
+        assert_eq!(t.on_segment(seg(tcp::RST, 90, 0, 0), true), Ok(Some(TcpState::Closing)));
     }
 
     #[test]
@@ -273,7 +281,21 @@ mod tests {
         t.on_segment(seg(tcp::ACK, 1101, 5101, 0), true).expect("ack");
         // Far ahead of the window: if it counted, a RST at its end would
         // match the next sequence number exactly.
-        assert_eq!(t.on_segment(seg(tcp::ACK, 1_000_000_000, 1101, 500), false), Ok(TcpState::Established));
+        assert_eq!(t.on_segment(seg(tcp::ACK, 1_000_000_000, 1101, 500), false), Ok(None));
         assert_eq!(t.on_segment(seg(tcp::RST, 1_000_000_500, 0, 0), false), Err(OutOfWindow));
+    }
+
+    #[test]
+    fn a_strangers_syn_cannot_restart_a_connection_under_way() {
+        let mut t = established();
+        t.on_segment(seg(tcp::ACK, 1101, 5101, 0), true).expect("ack");
+        // A SYN from "the server" at a sequence number of the stranger's
+        // choosing, then a RST just after it.
+        assert_eq!(t.on_segment(seg(tcp::SYN, 3_000_000_000, 0, 0), false), Ok(None));
+        assert_eq!(t.on_segment(seg(tcp::RST, 3_000_000_001, 0, 0), false), Err(OutOfWindow));
+        assert_eq!(t.state(), TcpState::Established);
+        // A closed connection's endpoints may start it again.
+        t.on_segment(seg(tcp::RST, 5101, 0, 0), false).expect("the peer's reset");
+        assert_eq!(t.on_segment(seg(tcp::SYN, 9000, 0, 0), true), Ok(Some(TcpState::Opening)));
     }
 }

@@ -167,7 +167,9 @@ impl L2tp {
                 public = Some(p);
             }
             let public = public.or_else(|| self.by_server_tunnel.get(&(client, server, m.tunnel_id())).copied());
-            if let Some(t) = public.and_then(|p| self.tunnels.get_mut(&(server, p))) {
+            // Only the client's own tunnel: another LAN host naming it moves
+            // nothing.
+            if let Some(t) = public.and_then(|p| self.tunnels.get_mut(&(server, p))).filter(|t| t.client == client) {
                 t.follow_client(&m, kind, now);
             }
         }

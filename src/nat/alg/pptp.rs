@@ -204,7 +204,8 @@ impl Pptp {
                 Direction::Out => &mut state.out,
                 Direction::In => &mut state.inb,
             };
-            s.next_seq = Some(seq);
+            // Only the stream's first SYN says where it starts.
+            s.next_seq.get_or_insert(seq);
         }
         if payload_at >= pkt.len() {
             return Ok(());
@@ -399,7 +400,10 @@ impl Pptp {
 
     fn note_server_call(&mut self, control: Control, public: u16, server_call: u16) {
         if let Some(call) = self.calls.get_mut(&(control.server, public)).filter(|c| c.control == control) {
-            call.server_call = Some(server_call);
+            // A call has one server Call ID: a new one replaces the old.
+            if let Some(old) = call.server_call.replace(server_call) {
+                self.by_server_call.remove(&(control.server, old, control.client.addr));
+            }
             self.by_server_call.insert((control.server, server_call, control.client.addr), public);
         }
     }
@@ -419,7 +423,10 @@ impl Pptp {
                     // The LAN host hung up: its Call ID was just made public.
                     Direction::Out => s.public.take(),
                 };
-                if let Some(p) = public {
+                // Only a call of this control connection.
+                if let Some(p) =
+                    public.filter(|p| self.calls.get(&(control.server, *p)).is_some_and(|c| c.control == control))
+                {
                     self.remove_call(control.server, p);
                 }
             }
@@ -471,8 +478,10 @@ impl Pptp {
 
     fn remove_call(&mut self, server: [u8; 4], public: u16) {
         if let Some(c) = self.calls.remove(&(server, public)) {
-            if let Some(sc) = c.server_call {
-                self.by_server_call.remove(&(server, sc, c.control.client.addr));
+            let key = c.server_call.map(|sc| (server, sc, c.control.client.addr));
+            // Only if it still names this call (another may have taken it).
+            if let Some(key) = key.filter(|k| self.by_server_call.get(k) == Some(&public)) {
+                self.by_server_call.remove(&key);
             }
             self.by_lan.remove(&(c.control, c.lan_call));
             self.per_host.release(c.control.client.addr);
@@ -481,7 +490,10 @@ impl Pptp {
 
     /// The control connection ended (FIN, RST, timeout): its calls end too.
     pub fn close(&mut self, control: Control) {
-        self.controls.remove(&control);
+        // Calls live only as long as their control connection.
+        if self.controls.remove(&control).is_none() {
+            return;
+        }
         let ended: Vec<u16> = self.calls.values().filter(|c| c.control == control).map(|c| c.public_call).collect();
         for p in ended {
             self.remove_call(control.server, p);
