@@ -262,18 +262,29 @@ fn an_outbound_stop_ccn_of_a_rewritten_tunnel_is_rewritten_too() {
 fn spoofed_esp_before_the_servers_answer_takes_nothing_from_the_client() {
     let mut n = nat_with(|_| {});
     assert!(matches!(out(&mut n, &mut esp_seq(C1, S1, 0x1001, 1), t(0)), Verdict::Forward { .. }));
-    // A stranger, spoofing the server, sprays made-up SPIs first.
+    // A stranger, spoofing the server, sprays made-up SPIs first, and
+    // sends one of them twice in sequence as a real SA would.
     for spi in 0..1000u32 {
         inb(&mut n, &mut esp_seq(S1, WAN, 0xdead_0000 | spi, spi.wrapping_mul(7919)), t(1));
+    }
+    for seq in 1..=2 {
+        inb(&mut n, &mut esp_seq(S1, WAN, 0xbad, seq), t(1));
     }
     for seq in 1..=3 {
         let v = inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, seq), t(2));
         assert_eq!(v, forward(Side::Lan, C1), "the server's ESP, packet {seq}");
     }
-    assert!(n.state_sizes().ipsec_sas <= 3, "{:?}", n.state_sizes());
-    // Bound now: further junk finds nobody waiting.
-    let v = inb(&mut n, &mut esp_seq(S1, WAN, 0xbeef, 1), t(3));
-    assert_eq!(v, Verdict::Drop(DropReason::EspUnknownSpi));
+    assert!(n.state_sizes().ipsec_sas <= 1 + super::alg::ipsec::BOUND_PER_WAIT, "{:?}", n.state_sizes());
+    // A spray during the rest of the wait cannot push out the SPI that
+    // carries packets for good: it binds again at its next packet.
+    for spi in 0..100u32 {
+        inb(&mut n, &mut esp_seq(S1, WAN, 0xbeef_0000 | spi, 1), t(3));
+    }
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 4), t(4)), forward(Side::Lan, C1));
+    // After the wait, junk finds nobody and the server's SPI still works.
+    n.handle_timeout(t(40));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0xbeef, 1), t(40)), Verdict::Drop(DropReason::EspUnknownSpi));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 5), t(40)), forward(Side::Lan, C1));
 }
 
 #[test]

@@ -13,17 +13,17 @@
 //! * A client *waits* from the moment it sends ESP with an outbound SPI the
 //!   NAT has not seen from it (its first SA with that server, or a rekey).
 //! * ESP from a server with an SPI the NAT knows goes to that SPI's client.
-//! * ESP from a server with an unknown SPI is bound, for now, to the client
-//!   that has waited longest for that server and has no such binding yet
-//!   (else to the one that waited longest, whose binding it replaces). When
-//!   more than one client waits at that moment the choice is a guess,
-//!   counted in `esp_ambiguous_bindings`; the collision scenarios show what
-//!   it does.
-//! * A binding holds once the SPI's next packet follows the first in
-//!   sequence (ESP sequence numbers count up from 1, RFC 4303 §2.2); only
-//!   then does the client stop waiting. One packet with a made-up SPI,
-//!   spoofed from the server, thus takes nothing from the client: the
-//!   server's real SPI binds in its place when it comes.
+//! * ESP from a server with an unknown SPI is bound to the client that has
+//!   waited longest for that server with no SPI bound yet, else to the one
+//!   that waited longest. When more than one client could take it the
+//!   choice is a guess, counted in `esp_ambiguous_bindings`; the collision
+//!   scenarios show what it does.
+//! * A client waits [`WAIT`] whatever comes meanwhile, and keeps the
+//!   [`BOUND_PER_WAIT`] SPIs that last carried packets among those bound to
+//!   it during the wait. Made-up SPIs spoofed from the server therefore
+//!   take nothing from the client: nothing they do ends the wait, and the
+//!   server's real SPI binds when it comes (again, if a spray pushed it
+//!   out, at its next packet).
 //! * ESP with an unknown SPI from a server no client waits for is dropped
 //!   (`esp-unknown-spi`): nobody gets another host's or a stranger's ESP.
 //!
@@ -37,30 +37,28 @@ use serde::Serialize;
 
 use crate::nat::counters::DropReason;
 use crate::nat::quota::PerHost;
-use crate::nat::serial::within;
 use crate::nat::wire::ike;
 
 #[derive(Debug, Clone)]
 struct Sa {
     client: [u8; 4],
     last_seen: Duration,
-    /// ESP: the sequence number of the first packet, until a later one
-    /// confirms the binding.
-    unconfirmed: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Waiting {
     client: [u8; 4],
     server: [u8; 4],
     since: Duration,
-    /// The SPI bound to it for now, if any.
-    tentative: Option<u32>,
+    /// The SPIs bound to it during the wait, the one that last carried a
+    /// packet last.
+    bound: Vec<u32>,
 }
 
-/// How far past the first packet's sequence number the next one may be and
-/// still confirm a binding (packets lost or reordered on the way).
-const CONFIRM_WINDOW: u32 = 64;
+/// How long a client waits for its new inbound SPI.
+pub const WAIT: Duration = Duration::from_secs(30);
+/// SPIs a waiting client keeps of those bound to it during the wait.
+pub const BOUND_PER_WAIT: usize = 4;
 
 /// Bounds on what the IPsec ALG keeps.
 #[derive(Debug, Clone, Copy)]
@@ -156,7 +154,7 @@ impl Ipsec {
             Some(sa) => sa.last_seen = now,
             None => {
                 self.claim(client)?;
-                self.ike.insert(key, Sa { client, last_seen: now, unconfirmed: None });
+                self.ike.insert(key, Sa { client, last_seen: now });
             }
         }
         Ok(())
@@ -186,47 +184,55 @@ impl Ipsec {
         }
         self.claim(client)?;
         self.esp_out.insert((client, server, spi), now);
-        if !self.waiting.iter().any(|w| w.client == client && w.server == server) {
-            self.waiting.push(Waiting { client, server, since: now, tentative: None });
+        match self.waiting.iter_mut().find(|w| w.client == client && w.server == server) {
+            // A wait that ended and is not yet swept starts again.
+            Some(w) if w.since + WAIT <= now => *w = Waiting { client, server, since: now, bound: Vec::new() },
+            Some(_) => {}
+            None => self.waiting.push(Waiting { client, server, since: now, bound: Vec::new() }),
         }
         Ok(())
     }
 
-    /// ESP from `server` with SPI `spi` and sequence number `seq`: its
-    /// client, bound now if the SPI is new (see the module's rule).
-    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, seq: u32, now: Duration) -> Result<EspTarget, DropReason> {
+    /// ESP from `server` with SPI `spi`: its client, bound now if the SPI is
+    /// new (see the module's rule).
+    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, now: Duration) -> Result<EspTarget, DropReason> {
         if let Some(sa) = self.esp_in.get_mut(&(server, spi)) {
             sa.last_seen = now;
             let client = sa.client;
-            if let Some(first) = sa.unconfirmed {
-                if within(seq, first.wrapping_add(1), first.wrapping_add(CONFIRM_WINDOW)) {
-                    sa.unconfirmed = None;
-                    self.waiting.retain(|w| !(w.client == client && w.server == server));
+            // Among the SPIs of a wait, the one that carries packets stays.
+            if let Some(w) = self.waiting.iter_mut().find(|w| w.client == client && w.server == server) {
+                if let Some(at) = w.bound.iter().position(|s| *s == spi) {
+                    let s = w.bound.remove(at);
+                    w.bound.push(s);
                 }
             }
             return Ok(EspTarget { client, ambiguous: false });
         }
         // Those waiting for this server; the one that waited longest with
-        // no binding yet, else the one that waited longest.
-        let waiting: Vec<usize> = (0..self.waiting.len()).filter(|i| self.waiting[*i].server == server).collect();
+        // nothing bound yet, else the one that waited longest.
+        let waiting: Vec<usize> = (0..self.waiting.len())
+            .filter(|i| self.waiting[*i].server == server && self.waiting[*i].since + WAIT > now)
+            .collect();
         let oldest = |free_only: bool| {
             waiting
                 .iter()
                 .copied()
-                .filter(|i| !free_only || self.waiting[*i].tentative.is_none())
+                .filter(|i| !free_only || self.waiting[*i].bound.is_empty())
                 .min_by_key(|i| self.waiting[*i].since)
         };
-        let free = waiting.iter().filter(|i| self.waiting[**i].tentative.is_none()).count();
+        let free = waiting.iter().filter(|i| self.waiting[**i].bound.is_empty()).count();
         let i = oldest(true).or_else(|| oldest(false)).ok_or(DropReason::EspUnknownSpi)?;
         let client = self.waiting[i].client;
-        if let Some(old) = self.waiting[i].tentative.take() {
-            if self.esp_in.remove(&(server, old)).is_some() {
+        if self.waiting[i].bound.len() >= BOUND_PER_WAIT {
+            // The SPI that carried nothing for longest makes room.
+            let stale = self.waiting[i].bound.remove(0);
+            if self.esp_in.remove(&(server, stale)).is_some() {
                 self.per_host.release(client);
             }
         }
         self.claim(client)?;
-        self.waiting[i].tentative = Some(spi);
-        self.esp_in.insert((server, spi), Sa { client, last_seen: now, unconfirmed: Some(seq) });
+        self.waiting[i].bound.push(spi);
+        self.esp_in.insert((server, spi), Sa { client, last_seen: now });
         // A guess when the client came out of several.
         let pool = if free > 0 { free } else { waiting.len() };
         Ok(EspTarget { client, ambiguous: pool > 1 })
@@ -255,13 +261,11 @@ impl Ipsec {
         });
         self.esp_out.retain(|(client, _, _), seen| keep(*client, *seen + t > now));
         let esp_in = &self.esp_in;
-        // A client waits no longer than an SA lives; its binding for now
-        // goes if it was dropped above.
+        // A wait ends after `WAIT` (and no later than an SA lives); SPIs
+        // dropped above leave it.
         self.waiting.retain_mut(|w| {
-            if w.tentative.is_some_and(|spi| !esp_in.contains_key(&(w.server, spi))) {
-                w.tentative = None;
-            }
-            w.since + t > now
+            w.bound.retain(|spi| esp_in.contains_key(&(w.server, *spi)));
+            w.since + WAIT.min(t) > now
         });
     }
 
