@@ -14,7 +14,7 @@ use super::alg::ipsec::{Bounds as IpsecBounds, Ipsec, SaInfo};
 use super::alg::l2tp::{L2tp, TunnelInfo};
 use super::alg::pptp::{Bounds as PptpBounds, CallInfo, Control, Direction, Pptp};
 use super::counters::{Counters, DropReason};
-use super::frag::{DatagramKey, Fragments, Rewrite};
+use super::frag::{Bounds as FragBounds, DatagramKey, Fragments, Rewrite};
 use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
@@ -137,15 +137,22 @@ impl Nat {
         if cfg.lan.contains(&cfg.wan.addr()) || cfg.wan.contains(&cfg.lan.addr()) {
             return Err(format!("the LAN {} and the WAN {} overlap", cfg.lan, cfg.wan));
         }
+        let l = &cfg.profile.limits;
         let frags = Fragments::new(
             Duration::from_secs(cfg.profile.timeouts.fragment),
-            cfg.profile.limits.fragments_waiting,
-            cfg.profile.limits.fragment_datagrams,
+            FragBounds {
+                waiting: l.fragments_waiting,
+                datagrams: l.fragment_datagrams,
+                per_source: l.fragment_datagrams_per_source,
+            },
         );
         let t = &cfg.profile.timeouts;
-        let l = &cfg.profile.limits;
-        let bounds =
-            PptpBounds { controls: l.pptp_controls, calls: l.pptp_calls, calls_per_host: l.pptp_calls_per_host };
+        let bounds = PptpBounds {
+            controls: l.pptp_controls,
+            controls_per_host: l.pptp_controls_per_host,
+            calls: l.pptp_calls,
+            calls_per_host: l.pptp_calls_per_host,
+        };
         let pptp = Pptp::new(
             cfg.profile.pptp_call_ids,
             Duration::from_secs(t.other),

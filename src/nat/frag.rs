@@ -6,6 +6,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::quota::PerHost;
+
 /// Identifies a datagram (RFC 791: source, destination, protocol, ident).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DatagramKey {
@@ -39,27 +41,65 @@ pub struct Waiting {
 /// The fragment state of one direction.
 pub struct Fragments {
     known: HashMap<DatagramKey, (Rewrite, Duration)>,
+    /// Datagrams followed per sender, so one sender cannot take them all.
+    per_source: PerHost,
     waiting: VecDeque<Waiting>,
     max_waiting: usize,
     max_known: usize,
     timeout: Duration,
+    /// When a full table was last swept for expired datagrams.
+    swept: Option<Duration>,
+}
+
+/// Bounds on what [`Fragments`] keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Bounds {
+    /// Fragments waiting for their first one.
+    pub waiting: usize,
+    /// Datagrams followed.
+    pub datagrams: usize,
+    /// Datagrams followed per sender.
+    pub per_source: usize,
 }
 
 impl Fragments {
-    /// Tracks at most `max_known` datagrams for `timeout`; at most
-    /// `max_waiting` fragments wait.
-    pub fn new(timeout: Duration, max_waiting: usize, max_known: usize) -> Fragments {
-        Fragments { known: HashMap::new(), waiting: VecDeque::new(), max_waiting, max_known, timeout }
+    /// Tracks datagrams for `timeout`, within `bounds`.
+    pub fn new(timeout: Duration, bounds: Bounds) -> Fragments {
+        Fragments {
+            known: HashMap::new(),
+            per_source: PerHost::new(bounds.per_source),
+            waiting: VecDeque::new(),
+            max_waiting: bounds.waiting,
+            max_known: bounds.datagrams,
+            timeout,
+            swept: None,
+        }
     }
 
     /// Whether a first fragment of `key` can be followed: it is already,
-    /// or there is room (expired datagrams make room).
+    /// or there is room, in all and for its sender (expired datagrams make
+    /// room, looked for at most once a second).
     pub fn can_learn(&mut self, key: &DatagramKey, now: Duration) -> bool {
-        if self.known.contains_key(key) || self.known.len() < self.max_known {
+        let room = |f: &Fragments| f.known.len() < f.max_known && f.per_source.has_room(key.src);
+        if self.known.contains_key(key) || room(self) {
             return true;
         }
-        self.known.retain(|_, (_, deadline)| *deadline > now);
-        self.known.len() < self.max_known
+        if self.swept.is_none_or(|at| at + Duration::from_secs(1) <= now) {
+            self.swept = Some(now);
+            self.forget_expired(now);
+        }
+        room(self)
+    }
+
+    fn forget_expired(&mut self, now: Duration) {
+        let per_source = &mut self.per_source;
+        self.known.retain(|key, (_, deadline)| {
+            let live = *deadline > now;
+            if !live {
+                per_source.release(key.src);
+            }
+            live
+        });
     }
 
     /// How many datagrams are followed.
@@ -73,7 +113,9 @@ impl Fragments {
         if !self.can_learn(&key, now) {
             return Vec::new();
         }
-        self.known.insert(key, (rewrite, now + self.timeout));
+        if self.known.insert(key, (rewrite, now + self.timeout)).is_none() {
+            self.per_source.add(key.src);
+        }
         let mut released = Vec::new();
         self.waiting.retain_mut(|w| {
             if w.key == key {
@@ -102,7 +144,7 @@ impl Fragments {
 
     /// Forgets expired datagrams; returns how many waiting fragments gave up.
     pub fn expire(&mut self, now: Duration) -> usize {
-        self.known.retain(|_, (_, deadline)| *deadline > now);
+        self.forget_expired(now);
         let before = self.waiting.len();
         self.waiting.retain(|w| w.deadline > now);
         before - self.waiting.len()
@@ -124,7 +166,7 @@ mod tests {
 
     #[test]
     fn early_fragments_wait_for_their_first_and_no_longer() {
-        let mut f = Fragments::new(Duration::from_secs(5), 2, 8);
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 8 });
         let t0 = Duration::from_secs(100);
         assert!(f.hold(key(1), b"late part", t0));
         assert!(f.hold(key(2), b"other", t0));
@@ -143,7 +185,7 @@ mod tests {
 
     #[test]
     fn followed_datagrams_are_bounded_and_expired_ones_make_room() {
-        let mut f = Fragments::new(Duration::from_secs(5), 2, 2);
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 2, per_source: 2 });
         let t0 = Duration::from_secs(100);
         let to = Rewrite { dst: [192, 168, 1, 10] };
         f.learn(key(1), to, t0);
@@ -158,7 +200,7 @@ mod tests {
 
     #[test]
     fn expiry_keeps_what_is_live_and_counts_what_gave_up() {
-        let mut f = Fragments::new(Duration::from_secs(5), 4, 8);
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 4, datagrams: 8, per_source: 8 });
         let t0 = Duration::from_secs(100);
         let to = Rewrite { dst: [192, 168, 1, 10] };
         f.learn(key(1), to, t0);
@@ -168,5 +210,18 @@ mod tests {
         assert_eq!(f.learn(key(2), to, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
         assert_eq!(f.expire(t0 + Duration::from_secs(10)), 0, "nothing was waiting");
         assert_eq!(f.known(), 0, "both datagrams forgotten");
+    }
+
+    #[test]
+    fn one_sender_follows_its_share_of_datagrams_and_no_more() {
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 2 });
+        let t0 = Duration::from_secs(100);
+        let to = Rewrite { dst: [192, 168, 1, 10] };
+        f.learn(key(1), to, t0);
+        f.learn(key(2), to, t0);
+        assert!(!f.can_learn(&key(3), t0), "the sender's share is taken");
+        let other = DatagramKey { src: [198, 51, 100, 3], ..key(3) };
+        assert!(f.can_learn(&other, t0), "another sender still gets room");
+        assert!(f.can_learn(&key(3), t0 + Duration::from_secs(5)), "expired datagrams give the share back");
     }
 }

@@ -289,7 +289,10 @@ fn spoofed_esp_before_the_servers_answer_takes_nothing_from_the_client() {
 
 #[test]
 fn a_full_block_of_call_ids_refuses_the_next_call_and_keeps_the_others() {
-    let mut n = nat_with(|p| p.limits.pptp_calls_per_host = 1000);
+    let mut n = nat_with(|p| {
+        p.limits.pptp_calls_per_host = 1000;
+        p.limits.pptp_controls_per_host = 1000;
+    });
     let mut publics = Vec::new();
     for i in 0..257u16 {
         let port = 40000 + i;
@@ -315,7 +318,8 @@ fn a_full_block_of_call_ids_refuses_the_next_call_and_keeps_the_others() {
 fn pptp_calls_and_controls_are_bounded_per_host_and_in_all() {
     let mut n = nat_with(|p| {
         p.limits.pptp_calls_per_host = 2;
-        p.limits.pptp_controls = 3;
+        p.limits.pptp_controls = 4;
+        p.limits.pptp_controls_per_host = 3;
     });
     let open = |n: &mut Nat, host: [u8; 4], port: u16, call: u16| {
         let mut syn = tcp_full(host, port, S1, 1723, tcp::SYN, 99, 0);
@@ -328,8 +332,10 @@ fn pptp_calls_and_controls_are_bounded_per_host_and_in_all() {
     };
     assert!(matches!(open(&mut n, C1, 40000, 1), Verdict::Forward { .. }));
     assert!(matches!(open(&mut n, C1, 40001, 2), Verdict::Forward { .. }));
-    assert_eq!(open(&mut n, C1, 40002, 3), Verdict::Drop(DropReason::HostQuota));
-    assert_eq!(open(&mut n, C2, 40003, 4), Verdict::Drop(DropReason::PptpControlsFull));
+    assert_eq!(open(&mut n, C1, 40002, 3), Verdict::Drop(DropReason::HostQuota), "C1's share of calls");
+    assert_eq!(open(&mut n, C1, 40004, 5), Verdict::Drop(DropReason::HostQuota), "C1's share of controls");
+    assert!(matches!(open(&mut n, C2, 40003, 4), Verdict::Forward { .. }));
+    assert_eq!(open(&mut n, [192, 168, 1, 12], 40005, 6), Verdict::Drop(DropReason::PptpControlsFull));
 }
 
 #[test]

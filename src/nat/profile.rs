@@ -265,6 +265,8 @@ pub struct Limits {
     pub sessions: usize,
     /// PPTP control connections the ALG follows.
     pub pptp_controls: usize,
+    /// PPTP control connections one LAN host may have.
+    pub pptp_controls_per_host: usize,
     /// PPTP calls.
     pub pptp_calls: usize,
     /// PPTP calls one LAN host may have.
@@ -280,6 +282,8 @@ pub struct Limits {
     /// Fragmented datagrams whose first fragment was seen (later ones
     /// follow it).
     pub fragment_datagrams: usize,
+    /// The same, per sender.
+    pub fragment_datagrams_per_source: usize,
     /// Fragments that may wait for their first one.
     pub fragments_waiting: usize,
     /// ARP neighbours remembered, per side.
@@ -296,6 +300,7 @@ impl Default for Limits {
             remotes_per_mapping: 1024,
             sessions: 262_144,
             pptp_controls: 4096,
+            pptp_controls_per_host: 64,
             pptp_calls: 4096,
             pptp_calls_per_host: 256,
             l2tp_tunnels: 4096,
@@ -303,6 +308,7 @@ impl Default for Limits {
             ipsec_sas: 16384,
             ipsec_sas_per_host: 512,
             fragment_datagrams: 4096,
+            fragment_datagrams_per_source: 256,
             fragments_waiting: 256,
             neighbours: 1024,
             icmp_per_second: 100,
@@ -312,12 +318,13 @@ impl Default for Limits {
 
 impl Limits {
     /// Each bound by its TOML name, for checks and messages.
-    fn named(&self) -> [(&'static str, usize); 14] {
+    fn named(&self) -> [(&'static str, usize); 16] {
         [
             ("mappings_per_host", self.mappings_per_host),
             ("remotes_per_mapping", self.remotes_per_mapping),
             ("sessions", self.sessions),
             ("pptp_controls", self.pptp_controls),
+            ("pptp_controls_per_host", self.pptp_controls_per_host),
             ("pptp_calls", self.pptp_calls),
             ("pptp_calls_per_host", self.pptp_calls_per_host),
             ("l2tp_tunnels", self.l2tp_tunnels),
@@ -325,6 +332,7 @@ impl Limits {
             ("ipsec_sas", self.ipsec_sas),
             ("ipsec_sas_per_host", self.ipsec_sas_per_host),
             ("fragment_datagrams", self.fragment_datagrams),
+            ("fragment_datagrams_per_source", self.fragment_datagrams_per_source),
             ("fragments_waiting", self.fragments_waiting),
             ("neighbours", self.neighbours),
             ("icmp_per_second", self.icmp_per_second as usize),

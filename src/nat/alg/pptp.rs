@@ -119,6 +119,8 @@ struct ControlState {
 pub struct Bounds {
     /// Control connections.
     pub controls: usize,
+    /// Control connections per LAN host.
+    pub controls_per_host: usize,
     /// Calls.
     pub calls: usize,
     /// Calls per LAN host.
@@ -138,6 +140,8 @@ pub struct Pptp {
     by_lan: HashMap<(Control, u16), u16>,
     /// Calls per LAN host.
     per_host: PerHost,
+    /// Control connections per LAN host.
+    controls_per_host: PerHost,
     /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
     by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
 }
@@ -154,6 +158,7 @@ impl Pptp {
             calls: HashMap::new(),
             by_lan: HashMap::new(),
             per_host: PerHost::new(bounds.calls_per_host),
+            controls_per_host: PerHost::new(bounds.controls_per_host),
             by_server_call: HashMap::new(),
         }
     }
@@ -193,6 +198,10 @@ impl Pptp {
             if self.controls.len() >= self.bounds.controls {
                 return Err(DropReason::PptpControlsFull);
             }
+            if !self.controls_per_host.has_room(control.client.addr) {
+                return Err(DropReason::HostQuota);
+            }
+            self.controls_per_host.add(control.client.addr);
         }
         let state = self.controls.entry(control).or_default();
         state.last_seen = now;
@@ -494,6 +503,7 @@ impl Pptp {
         if self.controls.remove(&control).is_none() {
             return;
         }
+        self.controls_per_host.release(control.client.addr);
         let ended: Vec<u16> = self.calls.values().filter(|c| c.control == control).map(|c| c.public_call).collect();
         for p in ended {
             self.remove_call(control.server, p);
