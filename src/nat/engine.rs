@@ -630,7 +630,7 @@ impl Nat {
                 let Ok(e) = esp::Packet::new_checked(l4) else {
                     return self.drop(Some(proto), DropReason::EspMalformed);
                 };
-                let target = match self.ipsec.esp_inbound(src, e.spi(), now) {
+                let target = match self.ipsec.esp_inbound(src, e.spi(), e.seq(), now) {
                     Ok(t) => t,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };

@@ -86,6 +86,9 @@ pub struct OutFrame {
     pub offload: Offload,
 }
 
+/// How long after the NAT learned an answer another answer to the same
+/// request still counts as one (and contests the address).
+const ANSWER_WINDOW: Duration = Duration::from_secs(2);
 /// How long a neighbour's MAC address is used without being confirmed.
 pub const NEIGHBOUR_TTL: Duration = Duration::from_secs(60);
 /// A neighbour in use is asked again (by unicast) this long before its
@@ -162,6 +165,15 @@ pub struct NeighbourStats {
 struct Known {
     mac: [u8; 6],
     expires: Duration,
+    /// Learned from the answer to the NAT's own request, rather than from
+    /// a request the neighbour sent: only such an entry is confirmed by
+    /// unicast.
+    resolved: bool,
+    /// When it was learned.
+    learned: Duration,
+    /// Another MAC address claimed the address too, in a request to the NAT
+    /// or an answer to its request: no guard for it.
+    contested: bool,
 }
 
 struct Waiting {
@@ -347,15 +359,18 @@ impl Link {
 
     /// Whether a LAN frame's IPv4 source is a neighbour the NAT knows at
     /// another MAC address: another host on the LAN speaking in its name
-    /// (IP source guard). Sources the NAT has not met pass to the NAT's
-    /// own checks.
+    /// (IP source guard). Sources the NAT has not met, or whose address two
+    /// MAC addresses claimed, pass to the NAT's own checks.
     fn claims_a_neighbour(&self, frame: &[u8], now: Duration) -> bool {
         let Some(src) = frame.get(ethernet::HEADER_LEN + 12..ethernet::HEADER_LEN + 16) else {
             return false;
         };
         let src = Ipv4Addr::new(src[0], src[1], src[2], src[3]);
         let from: [u8; 6] = frame[6..12].try_into().unwrap_or_default();
-        self.neighbours[slot(Side::Lan)].known.get(&src).is_some_and(|k| k.expires > now && k.mac != from)
+        self.neighbours[slot(Side::Lan)]
+            .known
+            .get(&src)
+            .is_some_and(|k| k.expires > now && !k.contested && k.mac != from)
     }
 
     /// Addresses a frame to `next_hop` on `side`: at once if its MAC is
@@ -369,14 +384,19 @@ impl Link {
         now: Duration,
     ) -> FrameVerdict {
         let src = self.iface(side).mac;
-        let known =
-            self.neighbours[slot(side)].known.get(&next_hop).filter(|k| k.expires > now).map(|k| (k.mac, k.expires));
-        if let Some((mac, expires)) = known
+        let known = self.neighbours[slot(side)]
+            .known
+            .get(&next_hop)
+            .filter(|k| k.expires > now)
+            .map(|k| (k.mac, k.expires, k.resolved));
+        // Only what the NAT resolved itself is confirmed by unicast: an
+        // entry a request taught expires and is asked for by broadcast.
+        if let Some((mac, expires, true)) = known
             && expires <= now + CONFIRM_BEFORE
         {
             self.confirm(side, next_hop, mac, now);
         }
-        match known.map(|(mac, _)| mac) {
+        match known.map(|(mac, _, _)| mac) {
             Some(mac) if self.impair[slot(side)].is_none() => {
                 let mut eth = ethernet::Frame::new_unchecked(&mut *frame);
                 eth.set_addrs(src, mac);
@@ -510,19 +530,58 @@ impl Link {
             // A request to the NAT teaches its sender, if new.
             (true, None) if op == arp::OP_REQUEST => match known {
                 Some(mac) if mac == sha => {}
-                Some(_) => n.arp_conflicts += 1,
+                Some(_) => {
+                    n.arp_conflicts += 1;
+                    self.contest(side, spa, now);
+                }
                 None if n.known.len() < self.limits.neighbours || n.known.contains_key(&spa) => {
-                    n.known.insert(spa, Known { mac: sha, expires: now + NEIGHBOUR_TTL });
+                    let k = Known {
+                        mac: sha,
+                        expires: now + NEIGHBOUR_TTL,
+                        resolved: false,
+                        learned: now,
+                        contested: false,
+                    };
+                    n.known.insert(spa, k);
                 }
                 None => self.nat.count_drop(DropReason::NeighbourTableFull),
             },
             // Unsolicited: replies to nothing asked, gratuitous ARP, ARP
             // between other hosts. Learned from never.
             _ => match known {
-                Some(mac) if mac != sha => n.arp_conflicts += 1,
+                // A second answer to the NAT's request contests the address;
+                // a gratuitous claim is counted, and changes nothing.
+                Some(mac) if mac != sha => {
+                    n.arp_conflicts += 1;
+                    let late_answer = op == arp::OP_REPLY
+                        && for_us
+                        && n.known.get(&spa).is_some_and(|k| k.resolved && k.learned + ANSWER_WINDOW > now);
+                    if late_answer {
+                        self.contest(side, spa, now);
+                    }
+                }
                 _ if op == arp::OP_REPLY || spa == tpa => n.arp_ignored += 1,
                 _ => {}
             },
+        }
+    }
+
+    /// Two MAC addresses claim `addr`. An entry a request taught is
+    /// forgotten and the address asked for by broadcast (so the first to
+    /// claim it does not keep it); one the NAT resolved keeps its MAC
+    /// address but guards the address no more.
+    fn contest(&mut self, side: Side, addr: Ipv4Addr, now: Duration) {
+        let n = &mut self.neighbours[slot(side)];
+        match n.known.get_mut(&addr) {
+            Some(k) if k.resolved => k.contested = true,
+            Some(_) => {
+                n.known.remove(&addr);
+                if !n.waiting.contains_key(&addr) && n.waiting.len() < self.limits.resolving {
+                    n.waiting.insert(addr, Waiting { frames: Vec::new(), last_request: now, tries: 0, confirm: None });
+                    self.arp_request(side, addr, now);
+                }
+            }
+            None => {}
         }
     }
 
@@ -541,7 +600,13 @@ impl Link {
             }
         }
         if limit > 0 {
-            n.known.insert(addr, Known { mac, expires: now + NEIGHBOUR_TTL });
+            // A second answer to the same request contests the address.
+            let contested = n
+                .known
+                .get(&addr)
+                .filter(|k| k.expires > now)
+                .is_some_and(|k| k.contested || (k.resolved && k.mac != mac));
+            n.known.insert(addr, Known { mac, expires: now + NEIGHBOUR_TTL, resolved: true, learned: now, contested });
         }
         if let Some(w) = n.waiting.remove(&addr) {
             n.queued_bytes -= w.bytes();
@@ -1016,12 +1081,25 @@ mod tests {
     }
 
     #[test]
-    fn a_lan_host_speaking_in_a_known_neighbours_name_is_dropped() {
+    fn a_lan_host_speaking_in_a_known_neighbours_name_is_dropped_and_a_claim_locks_no_one_out() {
         let mut l = link(Profile::default());
         let t0 = Duration::from_secs(10);
-        // c1 asks the NAT for its address: the NAT learns c1's MAC.
+        // The attacker claims c1's address first, in a request to the NAT.
+        let mut claim =
+            arp_frame(arp::OP_REQUEST, ATTACKER_MAC, [192, 168, 1, 10], [192, 168, 1, 1], ethernet::BROADCAST);
+        l.on_frame(Side::Lan, &mut claim, Offload::NONE, t0);
+        all_out(&mut l);
+        // c1's own request contests the claim: the NAT asks by broadcast.
         let mut req = arp_frame(arp::OP_REQUEST, C1_MAC, [192, 168, 1, 10], [192, 168, 1, 1], ethernet::BROADCAST);
         l.on_frame(Side::Lan, &mut req, Offload::NONE, t0);
+        let asked = all_out(&mut l);
+        assert!(asked.iter().any(|o| is_request_for(o, [192, 168, 1, 10]) && o.frame[..6] == ethernet::BROADCAST));
+        // The contested claim is forgotten: c1 is not locked out.
+        let mut own = udp_frame(C1_MAC, LAN_MAC, [192, 168, 1, 10], SERVER);
+        assert_ne!(l.on_frame(Side::Lan, &mut own, Offload::NONE, t0), FrameVerdict::Drop(DropReason::SpoofedSource));
+        // c1 answers the NAT's request: now its address is guarded.
+        let mut answer = arp_frame(arp::OP_REPLY, C1_MAC, [192, 168, 1, 10], [192, 168, 1, 1], LAN_MAC);
+        l.on_frame(Side::Lan, &mut answer, Offload::NONE, t0);
         all_out(&mut l);
         let mut spoofed = udp_frame(ATTACKER_MAC, LAN_MAC, [192, 168, 1, 10], SERVER);
         assert_eq!(
@@ -1033,6 +1111,25 @@ mod tests {
         let mut unknown = udp_frame(ATTACKER_MAC, LAN_MAC, [192, 168, 1, 77], SERVER);
         assert_ne!(
             l.on_frame(Side::Lan, &mut unknown, Offload::NONE, t0),
+            FrameVerdict::Drop(DropReason::SpoofedSource)
+        );
+        // A gratuitous claim later changes nothing.
+        let later = t0 + Duration::from_secs(5);
+        let mut gratuitous =
+            arp_frame(arp::OP_REQUEST, ATTACKER_MAC, [192, 168, 1, 10], [192, 168, 1, 10], ethernet::BROADCAST);
+        l.on_frame(Side::Lan, &mut gratuitous, Offload::NONE, later);
+        let mut spoofed = udp_frame(ATTACKER_MAC, LAN_MAC, [192, 168, 1, 10], SERVER);
+        assert_eq!(
+            l.on_frame(Side::Lan, &mut spoofed, Offload::NONE, later),
+            FrameVerdict::Drop(DropReason::SpoofedSource)
+        );
+        // A second answer to the NAT's request ends the guard (no lockout
+        // of whichever answered second).
+        let mut second = arp_frame(arp::OP_REPLY, ATTACKER_MAC, [192, 168, 1, 10], [192, 168, 1, 1], LAN_MAC);
+        l.on_frame(Side::Lan, &mut second, Offload::NONE, t0);
+        let mut spoofed = udp_frame(ATTACKER_MAC, LAN_MAC, [192, 168, 1, 10], SERVER);
+        assert_ne!(
+            l.on_frame(Side::Lan, &mut spoofed, Offload::NONE, t0),
             FrameVerdict::Drop(DropReason::SpoofedSource)
         );
     }

@@ -13,17 +13,20 @@
 //! * A client *waits* from the moment it sends ESP with an outbound SPI the
 //!   NAT has not seen from it (its first SA with that server, or a rekey).
 //! * ESP from a server with an SPI the NAT knows goes to that SPI's client.
-//! * ESP from a server with an unknown SPI is bound to the client that has
-//!   waited longest for that server with no SPI bound yet, else to the one
-//!   that waited longest. When more than one client could take it the
-//!   choice is a guess, counted in `esp_ambiguous_bindings`; the collision
-//!   scenarios show what it does.
-//! * A client waits [`WAIT`] whatever comes meanwhile, and keeps the
-//!   [`BOUND_PER_WAIT`] SPIs that last carried packets among those bound to
-//!   it during the wait. Made-up SPIs spoofed from the server therefore
-//!   take nothing from the client: nothing they do ends the wait, and the
-//!   server's real SPI binds when it comes (again, if a spray pushed it
-//!   out, at its next packet).
+//! * ESP from a server with an unknown SPI is bound, for now, to the client
+//!   that has waited longest for that server and has no such binding yet
+//!   (else to the one that waited longest, whose binding it replaces). When
+//!   more than one client waits at that moment the choice is a guess,
+//!   counted in `esp_ambiguous_bindings`; the collision scenarios show what
+//!   it does.
+//! * A binding holds once the SPI's next packet follows the first in
+//!   sequence (ESP sequence numbers count up from 1, RFC 4303 §2.2); only
+//!   then does the client stop waiting. One packet with a made-up SPI,
+//!   spoofed from the server, thus takes nothing from the client: the
+//!   server's real SPI binds in its place when it comes.
+//! * A client that sends ESP and has heard nothing from the server for
+//!   [`SILENCE`] waits again: had a stranger's two packets in sequence won
+//!   the binding, the server's real SPI binds once the stranger stops.
 //! * ESP with an unknown SPI from a server no client waits for is dropped
 //!   (`esp-unknown-spi`): nobody gets another host's or a stranger's ESP.
 //!
@@ -37,28 +40,33 @@ use serde::Serialize;
 
 use crate::nat::counters::DropReason;
 use crate::nat::quota::PerHost;
+use crate::nat::serial::within;
 use crate::nat::wire::ike;
 
 #[derive(Debug, Clone)]
 struct Sa {
     client: [u8; 4],
     last_seen: Duration,
+    /// ESP: the sequence number of the first packet, until a later one
+    /// confirms the binding.
+    unconfirmed: Option<u32>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Waiting {
     client: [u8; 4],
     server: [u8; 4],
     since: Duration,
-    /// The SPIs bound to it during the wait, the one that last carried a
-    /// packet last.
-    bound: Vec<u32>,
+    /// The SPI bound to it for now, if any.
+    tentative: Option<u32>,
 }
 
-/// How long a client waits for its new inbound SPI.
-pub const WAIT: Duration = Duration::from_secs(30);
-/// SPIs a waiting client keeps of those bound to it during the wait.
-pub const BOUND_PER_WAIT: usize = 4;
+/// How far past the first packet's sequence number the next one may be and
+/// still confirm a binding (packets lost or reordered on the way).
+const CONFIRM_WINDOW: u32 = 64;
+/// How long a client that sends ESP may hear nothing from its server before
+/// it waits for a new inbound SPI again.
+pub const SILENCE: Duration = Duration::from_secs(5);
 
 /// Bounds on what the IPsec ALG keeps.
 #[derive(Debug, Clone, Copy)]
@@ -90,6 +98,8 @@ pub struct Ipsec {
     esp_in: HashMap<([u8; 4], u32), Sa>,
     esp_out: HashMap<([u8; 4], [u8; 4], u32), Duration>,
     waiting: Vec<Waiting>,
+    /// When each client last got ESP from each server.
+    last_in: HashMap<([u8; 4], [u8; 4]), Duration>,
     /// Entries of the three maps per LAN host.
     per_host: PerHost,
 }
@@ -113,6 +123,7 @@ impl Ipsec {
             esp_in: HashMap::new(),
             esp_out: HashMap::new(),
             waiting: Vec::new(),
+            last_in: HashMap::new(),
             per_host: PerHost::new(bounds.per_host),
         }
     }
@@ -154,7 +165,7 @@ impl Ipsec {
             Some(sa) => sa.last_seen = now,
             None => {
                 self.claim(client)?;
-                self.ike.insert(key, Sa { client, last_seen: now });
+                self.ike.insert(key, Sa { client, last_seen: now, unconfirmed: None });
             }
         }
         Ok(())
@@ -178,61 +189,64 @@ impl Ipsec {
         spi: u32,
         now: Duration,
     ) -> Result<(), DropReason> {
-        if let Some(seen) = self.esp_out.get_mut(&(client, server, spi)) {
-            *seen = now;
-            return Ok(());
+        let known = match self.esp_out.get_mut(&(client, server, spi)) {
+            Some(seen) => {
+                *seen = now;
+                true
+            }
+            None => false,
+        };
+        // A client heard nothing from the server for `SILENCE` while it
+        // sends: the SPI it was bound to was not the server's (or the
+        // server rekeyed unseen), so it waits again.
+        let deaf = self.last_in.get(&(client, server)).is_none_or(|t| *t + SILENCE <= now);
+        if !known {
+            self.claim(client)?;
+            self.esp_out.insert((client, server, spi), now);
         }
-        self.claim(client)?;
-        self.esp_out.insert((client, server, spi), now);
-        match self.waiting.iter_mut().find(|w| w.client == client && w.server == server) {
-            // A wait that ended and is not yet swept starts again.
-            Some(w) if w.since + WAIT <= now => *w = Waiting { client, server, since: now, bound: Vec::new() },
-            Some(_) => {}
-            None => self.waiting.push(Waiting { client, server, since: now, bound: Vec::new() }),
+        if (!known || deaf) && !self.waiting.iter().any(|w| w.client == client && w.server == server) {
+            self.waiting.push(Waiting { client, server, since: now, tentative: None });
         }
         Ok(())
     }
 
-    /// ESP from `server` with SPI `spi`: its client, bound now if the SPI is
-    /// new (see the module's rule).
-    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, now: Duration) -> Result<EspTarget, DropReason> {
+    /// ESP from `server` with SPI `spi` and sequence number `seq`: its
+    /// client, bound now if the SPI is new (see the module's rule).
+    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, seq: u32, now: Duration) -> Result<EspTarget, DropReason> {
         if let Some(sa) = self.esp_in.get_mut(&(server, spi)) {
             sa.last_seen = now;
             let client = sa.client;
-            // Among the SPIs of a wait, the one that carries packets stays.
-            if let Some(w) = self.waiting.iter_mut().find(|w| w.client == client && w.server == server) {
-                if let Some(at) = w.bound.iter().position(|s| *s == spi) {
-                    let s = w.bound.remove(at);
-                    w.bound.push(s);
+            if let Some(first) = sa.unconfirmed {
+                if within(seq, first.wrapping_add(1), first.wrapping_add(CONFIRM_WINDOW)) {
+                    sa.unconfirmed = None;
+                    self.waiting.retain(|w| !(w.client == client && w.server == server));
                 }
             }
+            self.last_in.insert((client, server), now);
             return Ok(EspTarget { client, ambiguous: false });
         }
         // Those waiting for this server; the one that waited longest with
-        // nothing bound yet, else the one that waited longest.
-        let waiting: Vec<usize> = (0..self.waiting.len())
-            .filter(|i| self.waiting[*i].server == server && self.waiting[*i].since + WAIT > now)
-            .collect();
+        // no binding yet, else the one that waited longest.
+        let waiting: Vec<usize> = (0..self.waiting.len()).filter(|i| self.waiting[*i].server == server).collect();
         let oldest = |free_only: bool| {
             waiting
                 .iter()
                 .copied()
-                .filter(|i| !free_only || self.waiting[*i].bound.is_empty())
+                .filter(|i| !free_only || self.waiting[*i].tentative.is_none())
                 .min_by_key(|i| self.waiting[*i].since)
         };
-        let free = waiting.iter().filter(|i| self.waiting[**i].bound.is_empty()).count();
+        let free = waiting.iter().filter(|i| self.waiting[**i].tentative.is_none()).count();
         let i = oldest(true).or_else(|| oldest(false)).ok_or(DropReason::EspUnknownSpi)?;
         let client = self.waiting[i].client;
-        if self.waiting[i].bound.len() >= BOUND_PER_WAIT {
-            // The SPI that carried nothing for longest makes room.
-            let stale = self.waiting[i].bound.remove(0);
-            if self.esp_in.remove(&(server, stale)).is_some() {
+        if let Some(old) = self.waiting[i].tentative.take() {
+            if self.esp_in.remove(&(server, old)).is_some() {
                 self.per_host.release(client);
             }
         }
         self.claim(client)?;
-        self.waiting[i].bound.push(spi);
-        self.esp_in.insert((server, spi), Sa { client, last_seen: now });
+        self.waiting[i].tentative = Some(spi);
+        self.esp_in.insert((server, spi), Sa { client, last_seen: now, unconfirmed: Some(seq) });
+        self.last_in.insert((client, server), now);
         // A guess when the client came out of several.
         let pool = if free > 0 { free } else { waiting.len() };
         Ok(EspTarget { client, ambiguous: pool > 1 })
@@ -260,12 +274,15 @@ impl Ipsec {
             keep(sa.client, sa.last_seen.max(sent.get(&sa.client).copied().unwrap_or_default()) + t > now)
         });
         self.esp_out.retain(|(client, _, _), seen| keep(*client, *seen + t > now));
+        self.last_in.retain(|_, at| *at + t > now);
         let esp_in = &self.esp_in;
-        // A wait ends after `WAIT` (and no later than an SA lives); SPIs
-        // dropped above leave it.
+        // A client waits no longer than an SA lives; its binding for now
+        // goes if it was dropped above.
         self.waiting.retain_mut(|w| {
-            w.bound.retain(|spi| esp_in.contains_key(&(w.server, *spi)));
-            w.since + WAIT.min(t) > now
+            if w.tentative.is_some_and(|spi| !esp_in.contains_key(&(w.server, spi))) {
+                w.tentative = None;
+            }
+            w.since + t > now
         });
     }
 

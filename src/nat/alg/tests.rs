@@ -665,11 +665,11 @@ fn simultaneous_esp_starts_are_resolved_first_come_first_served_and_counted() {
     assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(4)), forward(Side::Lan, C2));
     assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2003), t(4)), forward(Side::Lan, C3));
     assert_eq!(n.counters().esp_ambiguous_bindings, 2, "two of the three were guesses");
-    // Once the waits are over, an unknown SPI finds nobody; the bound ones
-    // still go where they went.
-    n.handle_timeout(t(40));
-    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2004), t(40)), Verdict::Drop(DropReason::EspUnknownSpi));
-    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(40)), forward(Side::Lan, C2));
+    // Each binding holds once its next packet follows; then nobody waits.
+    for spi in [0x2001, 0x2002, 0x2003] {
+        assert!(matches!(inb(&mut n, &mut esp_seq(S1, WAN, spi, 2), t(5)), Verdict::Forward { .. }));
+    }
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2004), t(5)), Verdict::Drop(DropReason::EspUnknownSpi));
 }
 
 #[test]
