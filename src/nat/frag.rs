@@ -208,6 +208,7 @@ mod tests {
         assert_eq!(f.expire(t0 + Duration::from_secs(1)), 0, "nothing gave up yet");
         assert_eq!((f.lookup(&key(1), t0 + Duration::from_secs(1)), f.known(), f.waiting()), (Some(to), 1, 1));
         assert_eq!(f.learn(key(2), to, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
+        assert_eq!(f.waiting(), 0, "released");
         assert_eq!(f.expire(t0 + Duration::from_secs(10)), 0, "nothing was waiting");
         assert_eq!(f.known(), 0, "both datagrams forgotten");
     }

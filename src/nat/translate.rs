@@ -287,3 +287,38 @@ pub fn patch_u16(pkt: &mut [u8], at: usize, new: u16, patch: Patch) {
     patch_byte(pkt, at, hi, patch);
     patch_byte(pkt, at + 1, lo, patch);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_walked_to_their_end_and_source_routes_refused_wherever_they_are() {
+        let bad = Err(DropReason::Ipv4BadOption);
+        let route = Err(DropReason::Ipv4SourceRoute);
+        for (opts, want) in [
+            (&[1u8, 1, 1, 1][..], Ok(())),                 // NOPs to the very end, no EOL
+            (&[0x44, 4, 0, 0][..], Ok(())),                // a timestamp that fills the space
+            (&[0x44, 5, 0, 0][..], bad),                   // one byte past it
+            (&[0x44, 1, 0, 0][..], bad),                   // a length below 2
+            (&[0x44][..], bad),                            // no length at all
+            (&[0x83, 3, 4, 0][..], route),                 // loose source route
+            (&[0x89, 3, 4, 0][..], route),                 // strict source route
+            (&[0x07, 3, 4, 0x83, 3, 4, 0, 0][..], route),  // after a record route
+            (&[0x07, 3, 4, 0x44, 4, 0, 0, 0][..], Ok(())), // two options, no route
+            (&[0, 0x83, 3, 4][..], Ok(())),                // after EOL nothing counts
+        ] {
+            assert_eq!(check_options(opts), want, "{opts:02x?}");
+        }
+    }
+
+    #[test]
+    fn a_tcp_segments_length_is_its_data_alone() {
+        let mut seg = vec![0u8; 20 + 7];
+        seg[12] = 5 << 4;
+        assert_eq!(read_ports(&seg, Protocol::Tcp, false).map(|p| p.tcp.len), Ok(7));
+        let mut with_options = vec![0u8; 24 + 3];
+        with_options[12] = 6 << 4;
+        assert_eq!(read_ports(&with_options, Protocol::Tcp, false).map(|p| p.tcp.len), Ok(3));
+    }
+}
