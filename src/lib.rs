@@ -9,6 +9,8 @@ pub mod bench;
 pub mod capture;
 pub mod doctor;
 pub mod flood;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod lab;
 pub mod nat;
 pub mod ppp;

@@ -25,6 +25,8 @@ pub enum DropReason {
     Udp(WireError),
     /// The ICMP header is not valid.
     Icmp(WireError),
+    /// An echo request to the NAT whose ICMP checksum is wrong.
+    IcmpChecksum,
     /// An ICMP error quotes a packet the NAT cannot read or did not send.
     IcmpErrorUnmatched,
     /// An ICMP type that is neither a query nor an error (redirects,
@@ -152,6 +154,7 @@ impl DropReason {
             DropReason::Tcp(e) => w("tcp", e),
             DropReason::Udp(e) => w("udp", e),
             DropReason::Icmp(e) => w("icmp", e),
+            DropReason::IcmpChecksum => "icmp-bad-checksum".into(),
             DropReason::IcmpErrorUnmatched => "icmp-error-unmatched".into(),
             DropReason::IcmpUnsupported => "icmp-unsupported".into(),
             DropReason::TtlExceeded => "ttl-exceeded".into(),

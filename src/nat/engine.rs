@@ -22,7 +22,7 @@ use super::translate::{
     Patch, Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, patch_u16, read_ports, rewrite,
     rewrite_icmp_ident,
 };
-use super::wire::{checksum, esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
+use super::wire::{esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
 
 /// Which interface a packet came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -959,14 +959,13 @@ impl Nat {
             let Ok(mut msg) = icmp::Message::new_checked(&mut pkt[hl..total]) else {
                 return self.drop(Some(proto), DropReason::Icmp(super::wire::WireError::Truncated));
             };
-            let check = checksum::update16(
-                msg.checksum(),
-                u16::from(icmp::ECHO_REQUEST) << 8,
-                u16::from(icmp::ECHO_REPLY) << 8,
-            );
+            if !msg.verify_checksum() {
+                return self.drop(Some(proto), DropReason::IcmpChecksum);
+            }
             msg.set_msg_type(icmp::ECHO_REPLY);
-            // The code byte shares the word; it is unchanged.
-            msg.set_checksum(check);
+            // Summed afresh: an update of the old sum gives 0x0000 for a
+            // reply whose other bytes are all zero, where 0xffff is right.
+            msg.fill_checksum();
         }
         pkt[12..16].copy_from_slice(&dst);
         pkt[16..20].copy_from_slice(&src);

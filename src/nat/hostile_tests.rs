@@ -530,3 +530,15 @@ fn another_lan_host_naming_a_tunnel_cannot_stop_it() {
     n.handle_timeout(t(10));
     assert_eq!(n.alg_state().l2tp_tunnels.len(), 1, "C1's tunnel is still there");
 }
+
+#[test]
+fn an_echo_reply_is_summed_afresh_and_a_bad_request_is_not_answered() {
+    let mut n = nat_with(|_| {});
+    // An echo request whose other bytes are all zero: updating its sum
+    // would give 0x0000 where 0xffff is right.
+    let mut req = ip_packet(S1, WAN, ipv4::PROTO_ICMP, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    assert_eq!(inb(&mut n, &mut req, t(1)), forward(Side::Wan, S1));
+    assert_eq!(&req[20..24], &[0, 0, 0xff, 0xff], "a zero reply sums to all ones");
+    let mut bad = ip_packet(S1, WAN, ipv4::PROTO_ICMP, &[8, 0, 0x12, 0x34, 0, 0, 0, 0]);
+    assert_eq!(inb(&mut n, &mut bad, t(1)), Verdict::Drop(DropReason::IcmpChecksum));
+}

@@ -878,9 +878,9 @@ impl Session {
         }
     }
 
-    /// An IPv4 packet to send to the peer (dropped until the link is up).
+    /// An IPv4 packet to send to the peer (dropped unless the link is up).
     pub fn send_ip(&mut self, packet: &[u8]) {
-        if self.up {
+        if self.up && self.phase != Phase::Dead {
             self.send(PROTO_IP, packet.to_vec());
         }
     }
@@ -1198,9 +1198,10 @@ mod tests {
         assert_eq!(find(&after, PROTO_CHAP, 3), None, "the replayed answer got in");
         assert!(find(&sent, PROTO_LCP, TERM_REQ).is_some(), "the server closes the link: {sent:02x?}");
         assert!(s.is_dead());
-        // A finished link's timers send nothing more.
+        // A finished link's timers, and IP given to it, send nothing more.
         for secs in 1..40 {
             s.handle_timeout(Duration::from_secs(secs));
+            s.send_ip(&[0x45, 0, 0, 20]);
         }
         assert_eq!((drain(&mut s).0, s.next_timeout()), (vec![], None), "a dead session is silent");
         assert_eq!(down.len(), 1, "{down:?}");

@@ -46,7 +46,12 @@ impl<T: AsRef<[u8]>> Message<T> {
         Ok(Message { buffer })
     }
 
-    /// Type.
+    /// Whether the checksum over the whole message is right.
+    pub fn verify_checksum(&self) -> bool {
+        super::checksum::of(self.buffer.as_ref()) == 0
+    }
+
+    /// The type.
     pub fn msg_type(&self) -> u8 {
         self.buffer.as_ref()[0]
     }
