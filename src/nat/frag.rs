@@ -206,6 +206,9 @@ mod tests {
         f.learn(key(1), to, t0);
         assert!(f.hold(key(2), b"early", t0));
         assert_eq!(f.expire(t0 + Duration::from_secs(1)), 0, "nothing gave up yet");
+        let mut gives_up = Fragments::new(Duration::from_secs(5), Bounds { waiting: 4, datagrams: 8, per_source: 8 });
+        gives_up.hold(key(3), b"late", t0);
+        assert_eq!(gives_up.expire(t0 + Duration::from_secs(5)), 1, "a fragment waits its timeout, no longer");
         assert_eq!((f.lookup(&key(1), t0 + Duration::from_secs(1)), f.known(), f.waiting()), (Some(to), 1, 1));
         assert_eq!(f.learn(key(2), to, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
         assert_eq!(f.waiting(), 0, "released");

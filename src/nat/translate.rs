@@ -301,6 +301,7 @@ mod tests {
             (&[0x44, 4, 0, 0][..], Ok(())),                // a timestamp that fills the space
             (&[0x44, 5, 0, 0][..], bad),                   // one byte past it
             (&[0x44, 1, 0, 0][..], bad),                   // a length below 2
+            (&[0x1e, 2, 1, 1][..], Ok(())),                // a length of 2: the option alone
             (&[0x44][..], bad),                            // no length at all
             (&[0x83, 3, 4, 0][..], route),                 // loose source route
             (&[0x89, 3, 4, 0][..], route),                 // strict source route
