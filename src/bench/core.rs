@@ -4,6 +4,7 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use crate::nat::profile::Limits;
 use crate::nat::wire::{checksum, ipv4};
 use crate::nat::{Behaviour, Config, L4Checksum, Nat, Profile, Side, Verdict};
 
@@ -100,7 +101,10 @@ pub fn run(mappings: usize, allocated: Option<&dyn Fn() -> usize>) -> Result<Cor
 
     // A million mappings: address-and-port-dependent mapping lets public
     // ports repeat across remotes, as a carrier-grade table would.
-    let profile = Profile { mapping: Behaviour::AddressAndPortDependent, max_mappings: mappings, ..Profile::default() };
+    // The table's other bounds open as far as the mappings.
+    let limits = Limits { sessions: mappings, mappings_per_host: mappings, ..Limits::default() };
+    let profile =
+        Profile { mapping: Behaviour::AddressAndPortDependent, max_mappings: mappings, limits, ..Profile::default() };
     let before = allocated.map(|f| f());
     let mut n = nat(profile)?;
     let start = Instant::now();
