@@ -322,4 +322,13 @@ mod tests {
         with_options[12] = 6 << 4;
         assert_eq!(read_ports(&with_options, Protocol::Tcp, false).map(|p| p.tcp.len), Ok(3));
     }
+
+    #[test]
+    fn a_udp_first_fragment_needs_its_header_and_says_whether_it_has_a_checksum() {
+        let first = |l4: &[u8]| read_ports(l4, Protocol::Udp, true).map(|p| p.checksum_at);
+        assert!(first(&[0, 53, 0, 53, 0, 8, 0]).is_err(), "7 bytes");
+        assert_eq!(first(&[0, 53, 0, 53, 0, 8, 0, 0]), Ok(None), "no checksum");
+        assert_eq!(first(&[0, 53, 0, 53, 0, 8, 0, 1]), Ok(Some(udp::CHECKSUM_OFFSET)));
+        assert_eq!(first(&[0, 53, 0, 53, 0, 8, 1, 0]), Ok(Some(udp::CHECKSUM_OFFSET)));
+    }
 }
