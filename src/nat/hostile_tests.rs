@@ -542,3 +542,69 @@ fn an_echo_reply_is_summed_afresh_and_a_bad_request_is_not_answered() {
     let mut bad = ip_packet(S1, WAN, ipv4::PROTO_ICMP, &[8, 0, 0x12, 0x34, 0, 0, 0, 0]);
     assert_eq!(inb(&mut n, &mut bad, t(1)), Verdict::Drop(DropReason::IcmpChecksum));
 }
+
+#[test]
+fn no_icmp_error_is_made_about_an_icmp_error() {
+    let mut n = nat_with(|_| {});
+    let about = udp(S1, 53, C1, 5000, b"x");
+    let mut error = icmp_error(C1, S1, icmp::DEST_UNREACHABLE, 3, &about, 28);
+    error[8] = 1;
+    ipv4::Packet::new_checked(&mut error[..]).expect("ip").fill_checksum();
+    assert_eq!(out(&mut n, &mut error, t(0)), Verdict::Drop(DropReason::TtlExceeded));
+    assert_eq!(n.poll_transmit(), None, "an error about an error would never end");
+    let mut ping = echo(C1, S1, 9, true);
+    ping[8] = 1;
+    ipv4::Packet::new_checked(&mut ping[..]).expect("ip").fill_checksum();
+    out(&mut n, &mut ping, t(0));
+    assert!(n.poll_transmit().is_some(), "a query gets its time exceeded");
+}
+
+#[test]
+fn an_icmp_error_quoting_a_malformed_packet_is_dropped() {
+    let mut n = nat_with(|_| {});
+    let mut p = udp(C1, 5000, S1, 9000, b"hello");
+    out(&mut n, &mut p, t(0));
+    let mut v6 = p.clone();
+    v6[0] = 0x65;
+    let mut short_ihl = p.clone();
+    short_ihl[0] = 0x44;
+    for (quote, what) in [
+        (&p[..27], "7 bytes after the header"),
+        (&p[..19], "a cut header"),
+        (&v6[..28], "not IPv4"),
+        (&short_ihl[..28], "IHL below 5"),
+    ] {
+        let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, quote, quote.len());
+        assert_eq!(inb(&mut n, &mut err, t(1)), Verdict::Drop(DropReason::IcmpErrorUnmatched), "{what}");
+    }
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, 28);
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1), "a whole quote");
+}
+
+#[test]
+fn a_udp_checksum_that_comes_to_zero_is_sent_as_all_ones() {
+    // Some public port turns the sum to 0, which UDP would read as "no
+    // checksum": every port must give a checksum the receiver accepts.
+    let p = udp(C1, 5000, S1, 9000, b"zero?");
+    let ports = super::translate::read_ports(&p[20..], super::profile::Protocol::Udp, false).expect("ports");
+    let mut zeros = 0;
+    for public in 1..=u16::MAX {
+        let mut q = p.clone();
+        super::translate::rewrite(
+            &mut q,
+            20,
+            super::translate::Rewritten::Source,
+            WAN,
+            ports,
+            public,
+            super::engine::L4Checksum::Full,
+        );
+        let sum = u16::from_be_bytes([q[26], q[27]]);
+        assert_ne!(sum, 0, "port {public}");
+        zeros += usize::from(sum == 0xffff);
+        if sum == 0xffff {
+            assert_eq!(super::tests::l4_checksum(&q), 0, "port {public}: all ones is right");
+        }
+    }
+    assert!(zeros > 0, "some port sums to zero");
+}
