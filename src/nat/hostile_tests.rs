@@ -608,3 +608,17 @@ fn a_udp_checksum_that_comes_to_zero_is_sent_as_all_ones() {
     }
     assert!(zeros > 0, "some port sums to zero");
 }
+
+#[test]
+fn an_icmp_error_about_an_echo_request_reaches_the_host_that_sent_it() {
+    let mut n = nat_with(|_| {});
+    let mut a = echo(C1, S1, 7, true);
+    let mut b = echo(C2, S1, 7, true);
+    out(&mut n, &mut a, t(0));
+    out(&mut n, &mut b, t(0));
+    // A router on the way says C2's echo request could not be delivered:
+    // the quoted identifier, not a port, tells the hosts apart.
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 1, &b, 28);
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C2));
+    assert_eq!(u16::from_be_bytes([err[28 + 24], err[28 + 25]]), 7, "C2's own identifier is quoted back");
+}
