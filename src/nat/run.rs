@@ -102,12 +102,15 @@ pub struct LinkInfo {
     pub link_down_ms: u64,
     /// Frames that could not be sent because it was down.
     pub unsent: u64,
+    /// Frames the kernel dropped before the NAT read them: it fell behind
+    /// what arrived on this side.
+    pub kernel_dropped: u64,
     /// Its neighbour table.
     pub neighbours: NeighbourStats,
 }
 
 impl Dump {
-    fn of(link: &Link, ports: &[Port; 2], now: Duration) -> Dump {
+    fn of(link: &Link, ports: &mut [Port; 2], now: Duration) -> Dump {
         let nat = link.nat();
         let c = nat.counters();
         Dump {
@@ -145,6 +148,7 @@ struct Port {
     downs: u64,
     unsent: u64,
     unsent_at_down: u64,
+    kernel_dropped: u64,
     last_warning: Option<Instant>,
 }
 
@@ -159,11 +163,13 @@ impl Port {
             downs: 0,
             unsent: 0,
             unsent_at_down: 0,
+            kernel_dropped: 0,
             last_warning: None,
         })
     }
 
-    fn info(&self, link: &Link) -> LinkInfo {
+    fn info(&mut self, link: &Link) -> LinkInfo {
+        self.count_kernel_drops();
         let current = self.down_since.map_or(Duration::ZERO, |t| t.elapsed());
         LinkInfo {
             interface: self.name.clone(),
@@ -171,7 +177,14 @@ impl Port {
             downs: self.downs,
             link_down_ms: (self.down_total + current).as_millis() as u64,
             unsent: self.unsent,
+            kernel_dropped: self.kernel_dropped,
             neighbours: link.neighbour_stats(self.side),
+        }
+    }
+
+    fn count_kernel_drops(&mut self) {
+        if let Ok(n) = self.sock.take_kernel_drops() {
+            self.kernel_dropped += n;
         }
     }
 
@@ -231,6 +244,7 @@ impl Port {
                                 );
                                 link.set_mac(self.side, sock.mac());
                             }
+                            self.count_kernel_drops();
                             self.sock = sock;
                         }
                         Err(e) => {
@@ -419,13 +433,13 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
                     // The control thread serializes and writes it: a slow
                     // client never holds the loop.
                     Request::Dump(reply) => {
-                        let _ = reply.send(Dump::of(&link, &ports, now));
+                        let _ = reply.send(Dump::of(&link, &mut ports, now));
                     }
                 }
             }
         }
         if dump.swap(false, Ordering::Relaxed) {
-            if let Ok(json) = serde_json::to_string_pretty(&Dump::of(&link, &ports, now)) {
+            if let Ok(json) = serde_json::to_string_pretty(&Dump::of(&link, &mut ports, now)) {
                 eprintln!("{json}");
             }
         }

@@ -23,6 +23,15 @@ pub const VNET_F_DATA_VALID: u8 = 2;
 const ETH_P_ALL: u16 = 0x0003;
 const PACKET_VNET_HDR: libc::c_int = 15;
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+const PACKET_STATISTICS: libc::c_int = 6;
+
+/// `struct tpacket_stats` of `<linux/if_packet.h>`.
+#[repr(C)]
+#[derive(Default)]
+struct TpacketStats {
+    tp_packets: u32,
+    tp_drops: u32,
+}
 
 /// A packet socket bound to one interface.
 pub struct PacketSocket {
@@ -121,6 +130,25 @@ impl PacketSocket {
         // SAFETY: sll and len are live and of the stated size.
         check(unsafe { libc::getsockname(self.raw_fd(), (&mut sll as *mut libc::sockaddr_ll).cast(), &mut len) })?;
         Ok(sll.sll_ifindex)
+    }
+
+    /// Frames the kernel dropped for this socket since the last call,
+    /// because its receive buffer was full: the NAT did not read them in
+    /// time. (The kernel resets its count on each read.)
+    pub fn take_kernel_drops(&self) -> io::Result<u64> {
+        let mut stats = TpacketStats::default();
+        let mut len = std::mem::size_of::<TpacketStats>() as libc::socklen_t;
+        // SAFETY: stats and len are live and of the stated size.
+        check(unsafe {
+            libc::getsockopt(
+                self.raw_fd(),
+                libc::SOL_PACKET,
+                PACKET_STATISTICS,
+                (&mut stats as *mut TpacketStats).cast(),
+                &mut len,
+            )
+        })?;
+        Ok(u64::from(stats.tp_drops))
     }
 
     /// The descriptor, for poll.
