@@ -10,7 +10,7 @@ use super::tests::{
     C1, C2, FAR, LAN, S1, S2, WAN, echo, fill_l4_checksum, forward, icmp_error, inb, ip_packet, nat_with, out, ports,
     t, tcp_seg, udp,
 };
-use super::wire::{icmp, ipv4, l2tp, pptp as msg, tcp};
+use super::wire::{checksum, icmp, ipv4, l2tp, pptp as msg, tcp};
 
 /// An echo request whose ICMP part is cut to `icmp_len` bytes.
 fn short_echo(src: [u8; 4], dst: [u8; 4], icmp_len: usize) -> Vec<u8> {
@@ -541,6 +541,23 @@ fn an_echo_reply_is_summed_afresh_and_a_bad_request_is_not_answered() {
     assert_eq!(&req[20..24], &[0, 0, 0xff, 0xff], "a zero reply sums to all ones");
     let mut bad = ip_packet(S1, WAN, ipv4::PROTO_ICMP, &[8, 0, 0x12, 0x34, 0, 0, 0, 0]);
     assert_eq!(inb(&mut n, &mut bad, t(1)), Verdict::Drop(DropReason::IcmpChecksum));
+}
+
+#[test]
+fn an_echo_reply_that_becomes_all_zero_sums_to_all_ones() {
+    let mut n = nat_with(|_| {});
+    // Identifier 0, sequence 0, no data: the reply to it is all zero once
+    // its identifier is given back.
+    let mut req = ip_packet(C1, S1, ipv4::PROTO_ICMP, &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    assert_eq!(out(&mut n, &mut req, t(0)), forward(Side::Wan, S1));
+    let public = [req[24], req[25]];
+    assert_ne!(public, [0, 0], "the premise: the reply's identifier is rewritten");
+    let mut m = [0, 0, 0, 0, public[0], public[1], 0, 0];
+    let sum = checksum::of(&m);
+    m[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut reply = ip_packet(S1, WAN, ipv4::PROTO_ICMP, &m);
+    assert_eq!(inb(&mut n, &mut reply, t(1)), forward(Side::Lan, C1));
+    assert_eq!(&reply[20..28], &[0, 0, 0xff, 0xff, 0, 0, 0, 0], "an all-zero reply sums to all ones");
 }
 
 #[test]

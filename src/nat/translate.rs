@@ -124,7 +124,11 @@ pub(crate) fn rewrite_icmp_ident(icmp_bytes: &mut [u8], ident: u16) {
     let mut msg = icmp::Message::new_unchecked(icmp_bytes);
     let check = checksum::update16(msg.checksum(), msg.ident(), ident);
     msg.set_ident(ident);
-    msg.set_checksum(check);
+    // The update gives 0x0000 for a message that became all zero (an echo
+    // reply with identifier 0, sequence 0 and no data), where only 0xffff
+    // is right. ICMP has no pseudo header, so 0xffff is right whenever
+    // 0x0000 is: both are zero in one's complement.
+    msg.set_checksum(if check == 0 { 0xffff } else { check });
 }
 
 pub(crate) fn is_echo_request(pkt: &[u8]) -> bool {
