@@ -23,7 +23,7 @@ use ipnet::Ipv4Net;
 use nix::libc;
 
 pub use crate::nat::Side;
-use crate::nat::wire::{arp, checksum, ethernet, ike, ipv4, l2tp, pptp};
+use crate::wire::{arp, checksum, esp, ethernet, gre, icmp, ike, ipv4, l2tp, pptp, tcp, udp};
 
 /// Where the frames go and whom they claim to be.
 #[derive(Debug, Clone)]
@@ -115,52 +115,21 @@ impl Flood {
     }
 
     fn frame(&self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0u8; ethernet::HEADER_LEN + payload.len()];
-        let mut eth = ethernet::Frame::new_unchecked(&mut f[..]);
-        eth.set_addrs(self.target.own_mac, self.target.nat_mac);
-        eth.set_ethertype(ethertype);
-        eth.payload_mut().copy_from_slice(payload);
-        f
+        ethernet::emit(self.target.own_mac, self.target.nat_mac, ethertype, payload)
     }
 
     fn ip(&mut self, src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-        let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + l4.len()];
-        let ident = self.u16();
-        ipv4::emit_header(&mut p, src, dst, proto, l4.len(), 64, ident);
-        p[ipv4::MIN_HEADER_LEN..].copy_from_slice(l4);
-        let at = match proto {
-            ipv4::PROTO_TCP => Some(16),
-            ipv4::PROTO_UDP => Some(6),
-            _ => None,
-        };
-        if let Some(at) = at.filter(|at| at + 2 <= l4.len()) {
-            let sum = checksum::pseudo_header(src, dst, proto, l4.len() as u16);
-            let c = !checksum::fold(checksum::add(sum, l4));
-            p[ipv4::MIN_HEADER_LEN + at..ipv4::MIN_HEADER_LEN + at + 2].copy_from_slice(&c.to_be_bytes());
-        }
-        self.frame(ethernet::ETHERTYPE_IPV4, &p)
+        let header = ipv4::Header { ident: self.u16(), ..ipv4::Header::new(src, dst, proto) };
+        self.frame(ethernet::ETHERTYPE_IPV4, &ipv4::emit(&header, &[], l4))
     }
 
     fn udp(&mut self, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
-        let mut l4 = vec![0u8; 8 + data.len()];
-        l4[0..2].copy_from_slice(&sport.to_be_bytes());
-        l4[2..4].copy_from_slice(&dport.to_be_bytes());
-        l4[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-        l4[8..].copy_from_slice(data);
-        self.ip(src, dst, ipv4::PROTO_UDP, &l4)
+        self.ip(src, dst, ipv4::PROTO_UDP, &udp::emit(sport, dport, data))
     }
 
     fn tcp(&mut self, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, data: &[u8]) -> Vec<u8> {
-        let mut l4 = vec![0u8; 20 + data.len()];
-        l4[0..2].copy_from_slice(&sport.to_be_bytes());
-        l4[2..4].copy_from_slice(&dport.to_be_bytes());
-        l4[4..8].copy_from_slice(&self.u32().to_be_bytes());
-        l4[8..12].copy_from_slice(&self.u32().to_be_bytes());
-        l4[12] = 5 << 4;
-        l4[13] = flags;
-        l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
-        l4[20..].copy_from_slice(data);
-        self.ip(src, dst, ipv4::PROTO_TCP, &l4)
+        let header = tcp::Header { seq: self.u32(), ack: self.u32(), ..tcp::Header::new(sport, dport, flags) };
+        self.ip(src, dst, ipv4::PROTO_TCP, &header.emit(data))
     }
 
     fn make(&mut self, kind: usize) -> Vec<u8> {
@@ -178,16 +147,12 @@ impl Flood {
             }
             2 => {
                 let (src, dst) = self.ends(true);
-                let mut g = vec![0x20, 0x01, 0x88, 0x0b, 0, 4, 0, 0];
-                g[6..8].copy_from_slice(&self.u16().to_be_bytes());
-                g.extend_from_slice(b"ppp!");
+                let g = gre::emit_pptp(self.u16(), None, None, b"ppp!");
                 self.ip(src, dst, ipv4::PROTO_GRE, &g)
             }
             3 => {
                 let (src, dst) = self.ends(true);
-                let mut e = self.u32().to_be_bytes().to_vec();
-                e.extend_from_slice(&(self.u32() & 0xff).to_be_bytes());
-                e.extend_from_slice(b"ciphertext");
+                let e = esp::emit(self.u32(), self.u32() & 0xff, b"ciphertext");
                 self.ip(src, dst, ipv4::PROTO_ESP, &e)
             }
             4 => {
@@ -243,6 +208,7 @@ impl Flood {
                     _ => ip[10] ^= 0x55,                              // header checksum wrong
                 }
                 if r % 4 != 3 {
+                    // Summed over 20 bytes whatever the length field says.
                     ip[10..12].copy_from_slice(&[0, 0]);
                     let c = checksum::of(&ip[..ipv4::MIN_HEADER_LEN]);
                     ip[10..12].copy_from_slice(&c.to_be_bytes());
@@ -254,7 +220,7 @@ impl Flood {
                 let (src, _) = self.ends(false);
                 let len = 1 + (self.u32() % 7) as usize;
                 let mut m = vec![0u8; len];
-                m[0] = 8;
+                m[0] = icmp::ECHO_REQUEST;
                 let dst = self.target.nat_addr.octets();
                 self.ip(src, dst, ipv4::PROTO_ICMP, &m)
             }

@@ -36,10 +36,10 @@ use crate::nat::counters::ProtocolCounts;
 use crate::nat::link::{FrameVerdict, Interface, Link, LinkLimits, Offload};
 use crate::nat::profile::{CallIdChoice, IpsecMode, L2tpMode, PRESETS, PptpMode, SharedRemote};
 use crate::nat::socket::{VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use crate::nat::wire::{arp, checksum, ethernet, icmp, ike, ipv4, l2tp};
 use crate::nat::{Behaviour, Config, DropReason, L4Checksum, Nat, Profile, Protocol, Side, Verdict};
 use crate::ppp::hdlc;
 use crate::ppp::session::{self, AuthProto, Event, Secret, Session};
+use crate::wire::{arp, checksum, esp, ethernet, gre, icmp, ike, ipv4, l2tp, tcp, udp};
 
 // ---- Input ------------------------------------------------------------------
 
@@ -179,76 +179,20 @@ fn repair(pkt: &mut [u8], csum: L4Checksum) {
 // ---- Packet building -------------------------------------------------------
 
 /// An IPv4 packet; `frag` is the flags and offset word, `opts` a multiple of
-/// 4 bytes (at most 40). Checksums are left to [`repair`].
+/// 4 bytes (at most 40). [`repair`] decides what stays right.
 #[allow(clippy::too_many_arguments)]
 fn ip_packet(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8], ident: u16, ttl: u8, opts: &[u8], frag: u16) -> Vec<u8> {
-    let opts = &opts[..opts.len().min(40) / 4 * 4];
-    let hl = ipv4::MIN_HEADER_LEN + opts.len();
-    let total = (hl + l4.len()).min(usize::from(u16::MAX));
-    let mut p = vec![0u8; total];
-    p[0] = 0x40 | (hl / 4) as u8;
-    p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
-    p[4..6].copy_from_slice(&ident.to_be_bytes());
-    p[6..8].copy_from_slice(&frag.to_be_bytes());
-    p[8] = ttl;
-    p[9] = proto;
-    p[12..16].copy_from_slice(&src);
-    p[16..20].copy_from_slice(&dst);
-    p[20..hl].copy_from_slice(opts);
-    p[hl..].copy_from_slice(&l4[..total - hl]);
-    ipv4::Packet::new_unchecked(&mut p[..]).fill_checksum();
-    p
-}
-
-fn udp(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = Vec::with_capacity(8 + payload.len());
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    l4.extend_from_slice(&[0, 0]);
-    l4.extend_from_slice(payload);
-    l4
+    ipv4::emit(&ipv4::Header { ttl, ident, frag, ..ipv4::Header::new(src, dst, proto) }, opts, l4)
 }
 
 fn tcp(sport: u16, dport: u16, seq: u32, ack: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..8].copy_from_slice(&seq.to_be_bytes());
-    l4[8..12].copy_from_slice(&ack.to_be_bytes());
-    l4[12] = 5 << 4;
-    l4[13] = flags;
-    l4[14..16].copy_from_slice(&0xffffu16.to_be_bytes());
-    l4.extend_from_slice(payload);
-    l4
+    tcp::Header { seq, ack, window: 0xffff, ..tcp::Header::new(sport, dport, flags) }.emit(payload)
 }
 
 fn icmp_msg(kind: u8, code: u8, ident: u16, seq: u16, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![kind, code, 0, 0];
-    l4.extend_from_slice(&ident.to_be_bytes());
-    l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(payload);
-    l4
-}
-
-/// Enhanced GRE (PPTP) with the receiver's Call ID, a sequence number when
-/// `seq` is set.
-fn gre(call: u16, seq: Option<u32>, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![if seq.is_some() { 0x30 } else { 0x20 }, 0x01, 0x88, 0x0b];
-    l4.extend_from_slice(&(payload.len() as u16).to_be_bytes());
-    l4.extend_from_slice(&call.to_be_bytes());
-    if let Some(s) = seq {
-        l4.extend_from_slice(&s.to_be_bytes());
-    }
-    l4.extend_from_slice(payload);
-    l4
-}
-
-fn esp(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = spi.to_be_bytes().to_vec();
-    l4.extend_from_slice(&seq.to_be_bytes());
-    l4.extend_from_slice(payload);
-    l4
+    let [a, b] = ident.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    icmp::emit(kind, code, [a, b, c, d], payload)
 }
 
 /// What an ICMP error quotes: the header and the first 8 bytes of payload.
@@ -1236,7 +1180,7 @@ impl Run {
                 let (flags, seq, ack) = (r.u8(), r.u32(), r.u32());
                 tcp(sport, dport, seq, ack, flags, r.chunk())
             }
-            ipv4::PROTO_UDP => udp(sport, dport, r.chunk()),
+            ipv4::PROTO_UDP => udp::emit(sport, dport, r.chunk()),
             ipv4::PROTO_ICMP => {
                 let kind = match r.u8() {
                     k @ 0..=15 => [8, 0, 8, 0, 13, 14, 3, 11, 5, 9, 12, 4, 8, 0, 17, 30][usize::from(k)],
@@ -1249,7 +1193,7 @@ impl Run {
             ipv4::PROTO_GRE => {
                 let b = r.u8();
                 let call = if b & 1 == 0 { dport } else { r.u16() };
-                let mut g = gre(call, (b & 2 != 0).then(|| u32::from(b)), r.chunk());
+                let mut g = gre::emit_pptp(call, (b & 2 != 0).then(|| u32::from(b)), None, r.chunk());
                 if b & 0x80 != 0 {
                     // Other flags and versions, as the input says.
                     g[0] = r.u8();
@@ -1259,7 +1203,7 @@ impl Run {
             }
             ipv4::PROTO_ESP => {
                 let (spi, seq) = (r.u32(), r.u32());
-                esp(spi, seq, r.chunk())
+                esp::emit(spi, seq, r.chunk())
             }
             _ => r.chunk().to_vec(),
         }
@@ -1390,7 +1334,7 @@ impl Run {
             // The packet as it left: from the public endpoint to the remote.
             let inner_l4 = match f.proto {
                 ipv4::PROTO_TCP => tcp(f.public, f.rport, r.u32(), 0, 0x02, &[]),
-                ipv4::PROTO_UDP => udp(f.public, f.rport, r.bytes(4)),
+                ipv4::PROTO_UDP => udp::emit(f.public, f.rport, r.bytes(4)),
                 ipv4::PROTO_ICMP => icmp_msg(icmp::ECHO_REQUEST, 0, f.public, 1, r.bytes(4)),
                 _ => r.bytes(8).to_vec(),
             };
@@ -1778,10 +1722,20 @@ pub fn pptp(data: &[u8]) {
         }
         if ctl & 4 != 0 {
             let call = u16::from(ctl >> 4) | (u16::from(len as u8) << 4);
-            let mut g = ip_packet(SERVER, wan_addr, ipv4::PROTO_GRE, &gre(call, Some(1), b"\xff\x03"), 2, 64, &[], 0);
+            let mut g = ip_packet(
+                SERVER,
+                wan_addr,
+                ipv4::PROTO_GRE,
+                &gre::emit_pptp(call, Some(1), None, b"\xff\x03"),
+                2,
+                64,
+                &[],
+                0,
+            );
             repair(&mut g, L4Checksum::Full);
             run.process(Side::Wan, g, L4Checksum::Full);
-            let mut g = ip_packet(CLIENT, SERVER, ipv4::PROTO_GRE, &gre(call, None, b""), 2, 64, &[], 0);
+            let mut g =
+                ip_packet(CLIENT, SERVER, ipv4::PROTO_GRE, &gre::emit_pptp(call, None, None, b""), 2, 64, &[], 0);
             repair(&mut g, L4Checksum::Full);
             run.process(Side::Lan, g, L4Checksum::Full);
         }
@@ -1823,11 +1777,14 @@ pub fn l2tp(data: &[u8]) {
         }
         let csum = if ctl & 2 != 0 { L4Checksum::Partial } else { L4Checksum::Full };
         let (side, mut p) = if ctl & 1 == 0 {
-            (Side::Lan, ip_packet(client, server, ipv4::PROTO_UDP, &udp(l2tp::PORT, port, payload), 1, 64, &[], 0))
+            (
+                Side::Lan,
+                ip_packet(client, server, ipv4::PROTO_UDP, &udp::emit(l2tp::PORT, port, payload), 1, 64, &[], 0),
+            )
         } else {
             (
                 Side::Wan,
-                ip_packet(server, run.wan_addr, ipv4::PROTO_UDP, &udp(port, l2tp::PORT, payload), 1, 64, &[], 0),
+                ip_packet(server, run.wan_addr, ipv4::PROTO_UDP, &udp::emit(port, l2tp::PORT, payload), 1, 64, &[], 0),
             )
         };
         repair(&mut p, csum);

@@ -19,3 +19,4 @@ pub mod probe;
 pub mod router;
 pub mod scenario;
 pub mod vpn;
+pub mod wire;

@@ -5,8 +5,8 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use crate::nat::profile::Limits;
-use crate::nat::wire::{checksum, ipv4};
 use crate::nat::{Behaviour, Config, L4Checksum, Nat, Profile, Side, Verdict};
+use crate::wire::{ipv4, udp};
 
 /// What the core benchmark measured.
 #[derive(Debug, Clone)]
@@ -63,14 +63,7 @@ pub fn resident_bytes() -> usize {
 
 /// A UDP packet from `src:sport` to `dst:53` with a right checksum.
 pub fn udp_packet(src: [u8; 4], sport: u16, dst: [u8; 4]) -> Vec<u8> {
-    let mut p = vec![0u8; 20 + 8 + 32];
-    ipv4::emit_header(&mut p, src, dst, ipv4::PROTO_UDP, 40, 64, 1);
-    p[20..22].copy_from_slice(&sport.to_be_bytes());
-    p[22..24].copy_from_slice(&53u16.to_be_bytes());
-    p[24..26].copy_from_slice(&40u16.to_be_bytes());
-    let sum = checksum::add(checksum::pseudo_header(src, dst, 17, 40), &p[20..60]);
-    p[26..28].copy_from_slice(&(!checksum::fold(sum)).to_be_bytes());
-    p
+    ipv4::packet(src, dst, ipv4::PROTO_UDP, &udp::emit(sport, 53, &[0; 32]))
 }
 
 /// Runs the benchmark; `allocated` reads a byte count of live memory (a

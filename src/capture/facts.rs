@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::nat::wire::{esp, ethernet, gre, ike, ipv4, l2tp, pptp};
+use crate::wire::{esp, ethernet, gre, ike, ipv4, l2tp, pptp};
 
 use super::pcap::{LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, Pcap};
 
@@ -348,12 +348,10 @@ impl Facts {
 mod tests {
     use super::*;
     use crate::nat::tests::udp as udp_packet;
+    use crate::wire::tcp;
 
     fn ip(proto: u8, src: [u8; 4], dst: [u8; 4], l4: &[u8]) -> Vec<u8> {
-        let mut p = vec![0u8; 20 + l4.len()];
-        ipv4::emit_header(&mut p, src, dst, proto, l4.len(), 64, 1);
-        p[20..].copy_from_slice(l4);
-        p
+        ipv4::packet(src, dst, proto, l4)
     }
 
     const A: [u8; 4] = [192, 168, 1, 10];
@@ -362,15 +360,14 @@ mod tests {
     #[test]
     fn vpn_packets_are_named_with_their_ids() {
         let inner = ip(ipv4::PROTO_ICMP, [10, 98, 0, 1], [10, 98, 0, 100], &[8, 0, 0, 0]);
-        let mut g = vec![0x30, 0x01, 0x88, 0x0b];
-        g.extend((4 + inner.len() as u16).to_be_bytes());
-        g.extend([0x00, 0x07, 0, 0, 0, 1, 0xff, 0x03, 0x00, 0x21]);
-        g.extend(&inner);
+        let mut ppp = vec![0xff, 0x03, 0x00, 0x21];
+        ppp.extend(&inner);
+        let g = gre::emit_pptp(7, Some(1), None, &ppp);
         let (_, _, w) = classify(&ip(ipv4::PROTO_GRE, A, B, &g)).expect("ipv4");
         let inner = Some((Ipv4Addr::new(10, 98, 0, 1), Ipv4Addr::new(10, 98, 0, 100)));
         assert_eq!(w, What::Gre { call_id: 7, inner });
 
-        let esp = [0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 3, 9, 9];
+        let esp = esp::emit(0xdead_beef, 3, &[9, 9]);
         let (_, _, w) = classify(&ip(ipv4::PROTO_ESP, A, B, &esp)).expect("ipv4");
         assert_eq!(w, What::Esp { ports: None, spi: 0xdead_beef, seq: 3 });
 
@@ -391,11 +388,7 @@ mod tests {
     #[test]
     fn pptp_control_messages_give_their_call_ids() {
         let ocrq = pptp::emit(pptp::OCRQ, Some(0x0100), None);
-        let mut seg = vec![0u8; 20];
-        seg[0..2].copy_from_slice(&40000u16.to_be_bytes());
-        seg[2..4].copy_from_slice(&1723u16.to_be_bytes());
-        seg[12] = 5 << 4;
-        seg.extend(&ocrq);
+        let seg = tcp::Header::new(40000, 1723, tcp::ACK).emit(&ocrq);
         let mut frame = vec![0u8; 12];
         frame.extend(ethernet::ETHERTYPE_IPV4.to_be_bytes());
         frame.extend(ip(ipv4::PROTO_TCP, A, B, &seg));

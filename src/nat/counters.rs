@@ -6,7 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use super::profile::Protocol;
-use super::wire::WireError;
+use crate::wire::WireError;
 
 /// Why a packet was dropped. Each reason has a stable name for reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

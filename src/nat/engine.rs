@@ -22,7 +22,7 @@ use super::translate::{
     Patch, Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, patch_u16, read_ports, rewrite,
     rewrite_icmp_ident,
 };
-use super::wire::{esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
+use crate::wire::{esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
 
 /// Which interface a packet came from or goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -957,7 +957,7 @@ impl Nat {
         }
         {
             let Ok(mut msg) = icmp::Message::new_checked(&mut pkt[hl..total]) else {
-                return self.drop(Some(proto), DropReason::Icmp(super::wire::WireError::Truncated));
+                return self.drop(Some(proto), DropReason::Icmp(crate::wire::WireError::Truncated));
             };
             if !msg.verify_checksum() {
                 return self.drop(Some(proto), DropReason::IcmpChecksum);

@@ -8,9 +8,9 @@ use super::engine::{Nat, Side, Verdict};
 use super::profile::{Behaviour, Profile};
 use super::tests::{
     C1, C2, FAR, LAN, S1, S2, WAN, echo, fill_l4_checksum, forward, icmp_error, inb, ip_packet, nat_with, out, ports,
-    t, tcp_seg, udp,
+    t, udp,
 };
-use super::wire::{checksum, icmp, ipv4, l2tp, pptp as msg, tcp};
+use crate::wire::{checksum, gre, icmp, ipv4, l2tp, pptp as msg, tcp};
 
 /// An echo request whose ICMP part is cut to `icmp_len` bytes.
 fn short_echo(src: [u8; 4], dst: [u8; 4], icmp_len: usize) -> Vec<u8> {
@@ -100,11 +100,7 @@ fn one_lan_host_cannot_take_the_whole_table() {
 
 /// A TCP segment with every field given.
 fn tcp_full(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8, seq: u32, ack: u32) -> Vec<u8> {
-    let mut p = tcp_seg(src, sport, dst, dport, flags);
-    p[24..28].copy_from_slice(&seq.to_be_bytes());
-    p[28..32].copy_from_slice(&ack.to_be_bytes());
-    fill_l4_checksum(&mut p);
-    p
+    ip_packet(src, dst, ipv4::PROTO_TCP, &tcp::Header { seq, ack, ..tcp::Header::new(sport, dport, flags) }.emit(&[]))
 }
 
 /// An established connection from C1:40000 to S1:80: its public port, and
@@ -174,25 +170,12 @@ fn a_guessed_rst_on_the_pptp_control_connection_leaves_the_calls_up() {
 }
 
 fn gre_key(call: u16) -> Vec<u8> {
-    let mut g = vec![0x20, 0x01, 0x88, 0x0b, 0, 4, 0, 0];
-    g[6..8].copy_from_slice(&call.to_be_bytes());
-    g.extend_from_slice(b"ppp!");
-    g
+    gre::emit_pptp(call, None, None, b"ppp!")
 }
 
 fn tcp_payload(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20 + data.len()];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..8].copy_from_slice(&seq.to_be_bytes());
-    l4[8..12].copy_from_slice(&ack.to_be_bytes());
-    l4[12] = 5 << 4;
-    l4[13] = tcp::ACK;
-    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    l4[20..].copy_from_slice(data);
-    let mut p = ip_packet(src, dst, ipv4::PROTO_TCP, &l4);
-    fill_l4_checksum(&mut p);
-    p
+    let header = tcp::Header { seq, ack, ..tcp::Header::new(sport, dport, tcp::ACK) };
+    ip_packet(src, dst, ipv4::PROTO_TCP, &header.emit(data))
 }
 
 /// An L2TP control message with its sequence numbers.

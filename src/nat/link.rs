@@ -37,7 +37,7 @@ use serde::Serialize;
 use super::counters::DropReason;
 use super::engine::{L4Checksum, Nat, Side, Verdict};
 use super::impair::Impairer;
-use super::wire::{arp, ethernet};
+use crate::wire::{arp, ethernet};
 
 /// One of the NAT's two interfaces.
 #[derive(Debug, Clone, Copy)]
@@ -693,7 +693,7 @@ mod tests {
     use super::*;
     use crate::nat::engine::Config;
     use crate::nat::profile::Profile;
-    use crate::nat::wire::{checksum, ipv4};
+    use crate::wire::{ipv4, udp};
 
     const LAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
     const WAN_MAC: [u8; 6] = [2, 0, 0, 0, 0, 2];
@@ -725,20 +725,8 @@ mod tests {
     }
 
     fn udp_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
-        let mut f = vec![0u8; 14 + 20 + 8 + 4];
-        let mut eth = ethernet::Frame::new_unchecked(&mut f[..]);
-        eth.set_addrs(src_mac, dst_mac);
-        eth.set_ethertype(ethernet::ETHERTYPE_IPV4);
-        let ip = &mut f[14..];
-        ipv4::emit_header(ip, src, dst, ipv4::PROTO_UDP, 12, 64, 1);
-        ip[20..22].copy_from_slice(&5000u16.to_be_bytes());
-        ip[22..24].copy_from_slice(&53u16.to_be_bytes());
-        ip[24..26].copy_from_slice(&12u16.to_be_bytes());
-        ip[28..32].copy_from_slice(b"ping");
-        let sum = checksum::pseudo_header(src, dst, 17, 12);
-        let c = !checksum::fold(checksum::add(sum, &ip[20..32]));
-        ip[26..28].copy_from_slice(&c.to_be_bytes());
-        f
+        let ip = ipv4::packet(src, dst, ipv4::PROTO_UDP, &udp::emit(5000, 53, b"ping"));
+        ethernet::emit(src_mac, dst_mac, ethernet::ETHERTYPE_IPV4, &ip)
     }
 
     fn all_out(l: &mut Link) -> Vec<OutFrame> {

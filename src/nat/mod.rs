@@ -3,8 +3,8 @@
 //!
 //! [`engine`] is the NAT itself, sans I/O and deterministic: a packet, the
 //! side it came from and the time go in; a verdict comes out, the packet
-//! rewritten in place. [`wire`] holds the typed header views it reads and
-//! writes, [`table`] its mappings, [`tcp`] its connection tracking,
+//! rewritten in place, read and written through the typed views of
+//! [`crate::wire`]. [`table`] holds its mappings, [`tcp`] its connection tracking,
 //! [`frag`] its fragment tracking, [`alg`] the passthrough ALGs,
 //! [`profile`] the behaviours and bounds it can be given, [`counters`] what
 //! it counts. [`link`] puts it on two Ethernet links (ARP, next hops,
@@ -26,7 +26,6 @@ pub mod socket;
 pub mod table;
 pub mod tcp;
 pub(crate) mod translate;
-pub mod wire;
 
 pub use counters::{Counters, DropReason};
 pub use engine::{Config, L4Checksum, Nat, Side, Transmit, Verdict};

@@ -28,7 +28,7 @@ use super::engine::{AlgState, Config, L4Checksum, Nat, Side};
 use super::link::{FrameVerdict, Interface, Link, NeighbourStats, Offload, OutFrame};
 use super::socket::{self, PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use super::table::MappingInfo;
-use super::wire::ethernet;
+use crate::wire::ethernet;
 
 /// Frames read per `recvmmsg`.
 const BATCH: usize = 64;

@@ -17,7 +17,7 @@ use super::profile::{Behaviour, IpsecMode, L2tpMode, Profile, SharedRemote};
 use super::quota::PerHost;
 pub use super::tcp::TcpState;
 use super::tcp::{OutOfWindow, Seg, Tracker};
-use super::wire::{ike, ipv4, l2tp};
+use crate::wire::{ike, ipv4, l2tp};
 
 /// A fast hasher for small fixed keys (FxHash): the table is on the
 /// per-packet path and its keys come from our own packets' headers.

@@ -15,7 +15,7 @@
 //! hosts' own; a peer's RST carries the next sequence number and passes.
 
 use super::serial::{after, within};
-use super::wire::tcp;
+use crate::wire::tcp;
 
 /// TCP connection state as a NAT sees it (RFC 5382 §5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::counters::DropReason;
 use super::engine::{Config, L4Checksum, Nat, Side, Verdict};
 use super::profile::{Behaviour, PortRange, Profile, Protocol};
-use super::wire::{WireError, checksum, icmp, ipv4, tcp};
+use crate::wire::{WireError, checksum, icmp, ipv4, tcp, udp};
 
 pub(crate) const C1: [u8; 4] = [192, 168, 1, 10];
 pub(crate) const C2: [u8; 4] = [192, 168, 1, 11];
@@ -37,75 +37,33 @@ pub(crate) fn nat() -> Nat {
     nat_with(|_| {})
 }
 
-pub(crate) fn ip_packet(src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 20 + l4.len()];
-    ipv4::emit_header(&mut p, src, dst, proto, l4.len(), 64, 0x1234);
-    p[20..].copy_from_slice(l4);
-    p
-}
+pub(crate) use crate::wire::ipv4::packet as ip_packet;
 
+/// 0 when the TCP or UDP checksum of `p` is right.
 pub(crate) fn l4_checksum(p: &[u8]) -> u16 {
-    let hl = usize::from(p[0] & 0x0f) * 4;
-    let total = usize::from(u16::from_be_bytes([p[2], p[3]]));
-    let src = [p[12], p[13], p[14], p[15]];
-    let dst = [p[16], p[17], p[18], p[19]];
-    let sum = checksum::pseudo_header(src, dst, p[9], (total - hl) as u16);
-    !checksum::fold(checksum::add(sum, &p[hl..total]))
+    ipv4::transport_checksum_residue(p).expect("a TCP or UDP packet")
 }
 
-pub(crate) fn fill_l4_checksum(p: &mut [u8]) {
-    let at = 20 + if p[9] == ipv4::PROTO_TCP { 16 } else { 6 };
-    p[at..at + 2].copy_from_slice(&[0, 0]);
-    let c = l4_checksum(p);
-    p[at..at + 2].copy_from_slice(&c.to_be_bytes());
-}
+pub(crate) use crate::wire::ipv4::fill_transport_checksum as fill_l4_checksum;
 
 pub(crate) fn udp(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, data: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 8 + data.len()];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..6].copy_from_slice(&((8 + data.len()) as u16).to_be_bytes());
-    l4[8..].copy_from_slice(data);
-    let mut p = ip_packet(src, dst, ipv4::PROTO_UDP, &l4);
-    fill_l4_checksum(&mut p);
-    p
+    ip_packet(src, dst, ipv4::PROTO_UDP, &udp::emit(sport, dport, data))
 }
 
 pub(crate) fn tcp_seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..8].copy_from_slice(&7u32.to_be_bytes());
-    l4[12] = 5 << 4;
-    l4[13] = flags;
-    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    let mut p = ip_packet(src, dst, ipv4::PROTO_TCP, &l4);
-    fill_l4_checksum(&mut p);
-    p
+    let header = tcp::Header { seq: 7, ..tcp::Header::new(sport, dport, flags) };
+    ip_packet(src, dst, ipv4::PROTO_TCP, &header.emit(&[]))
 }
 
 pub(crate) fn echo(src: [u8; 4], dst: [u8; 4], ident: u16, request: bool) -> Vec<u8> {
-    let mut m = vec![0u8; 16];
-    m[0] = if request { icmp::ECHO_REQUEST } else { icmp::ECHO_REPLY };
-    m[4..6].copy_from_slice(&ident.to_be_bytes());
-    m[6..8].copy_from_slice(&1u16.to_be_bytes());
-    m[8..].copy_from_slice(b"pingdata");
-    let c = checksum::of(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    ip_packet(src, dst, ipv4::PROTO_ICMP, &m)
+    ip_packet(src, dst, ipv4::PROTO_ICMP, &icmp::emit_echo(request, ident, 1, b"pingdata"))
 }
 
 /// An ICMP error quoting `about` whole (as Linux does) or its first
 /// `quote` bytes (header + 8, as RFC 792 requires at least).
 pub(crate) fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: &[u8], quote: usize) -> Vec<u8> {
     let quoted = &about[..about.len().min(quote)];
-    let mut m = vec![0u8; 8 + quoted.len()];
-    m[0] = kind;
-    m[1] = code;
-    m[8..].copy_from_slice(quoted);
-    let c = checksum::of(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    ip_packet(src, dst, ipv4::PROTO_ICMP, &m)
+    ip_packet(src, dst, ipv4::PROTO_ICMP, &icmp::emit(kind, code, [0; 4], quoted))
 }
 
 pub(crate) fn ports(p: &[u8]) -> (u16, u16) {
@@ -459,16 +417,7 @@ fn hairpinning_turns_a_packet_to_the_public_address_around() {
 
 pub(crate) fn fragments(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> (Vec<u8>, Vec<u8>) {
     // A UDP datagram of 8 + 24 bytes split after 16 bytes of payload.
-    let whole = udp(src, sport, dst, dport, &[0xab; 24]);
-    let l4 = &whole[20..];
-    let mut first = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[..16]);
-    first[6] = 0x20; // MF
-    let mut second = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[16..]);
-    second[6..8].copy_from_slice(&2u16.to_be_bytes()); // offset 16 bytes
-    for p in [&mut first, &mut second] {
-        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-    }
-    (first, second)
+    ipv4::split(&udp(src, sport, dst, dport, &[0xab; 24]), 16).expect("splits")
 }
 
 #[test]
@@ -544,17 +493,7 @@ fn malformed_packets_are_dropped_with_their_reason() {
 }
 
 fn with_options(opts: &[u8]) -> Vec<u8> {
-    let plain = udp(C1, 40000, S1, 53, b"opt");
-    let hl = 20 + opts.len();
-    let mut p = vec![0u8; plain.len() + opts.len()];
-    p[..20].copy_from_slice(&plain[..20]);
-    p[20..hl].copy_from_slice(opts);
-    p[hl..].copy_from_slice(&plain[20..]);
-    p[0] = 0x40 | (hl / 4) as u8;
-    let len = p.len() as u16;
-    p[2..4].copy_from_slice(&len.to_be_bytes());
-    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-    p
+    ipv4::emit(&ipv4::Header::new(C1, S1, ipv4::PROTO_UDP), opts, &udp::emit(40000, 53, b"opt"))
 }
 
 #[test]
@@ -640,14 +579,15 @@ fn mutated_packets_never_panic_and_always_get_a_verdict() {
         state
     };
     let pptp_call = {
-        let mut p = tcp_seg(C1, 40000, S1, 1723, tcp::ACK);
-        p.extend_from_slice(&crate::nat::wire::pptp::emit(crate::nat::wire::pptp::OCRQ, Some(0), None));
-        let len = p.len() as u16;
-        p[2..4].copy_from_slice(&len.to_be_bytes());
-        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-        p
+        let ocrq = crate::wire::pptp::emit(crate::wire::pptp::OCRQ, Some(0), None);
+        ip_packet(
+            C1,
+            S1,
+            ipv4::PROTO_TCP,
+            &tcp::Header { seq: 7, ..tcp::Header::new(40000, 1723, tcp::ACK) }.emit(&ocrq),
+        )
     };
-    let l2tp_start = crate::nat::wire::l2tp::emit_control(0, 0, crate::nat::wire::l2tp::SCCRQ, &[(9, 5)]);
+    let l2tp_start = crate::wire::l2tp::emit_control(0, 0, crate::wire::l2tp::SCCRQ, &[(9, 5)]);
     let esp_in = {
         let mut p = ip_packet(S1, WAN, ipv4::PROTO_ESP, &[0, 0, 0x20, 1, 0, 0, 0, 1, 9, 9]);
         ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
@@ -662,7 +602,7 @@ fn mutated_packets_never_panic_and_always_get_a_verdict() {
         pptp_call,
         udp(C1, 1701, S1, 1701, &l2tp_start),
         udp(S1, 1701, WAN, 1701, &l2tp_start),
-        udp(C1, 500, S1, 500, &crate::nat::wire::ike::emit(7, 0, b"x")),
+        udp(C1, 500, S1, 500, &crate::wire::ike::emit(7, 0, b"x")),
         esp_in,
     ];
     let mut n = nat_with(|p| p.filtering = Behaviour::EndpointIndependent);

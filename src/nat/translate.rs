@@ -8,7 +8,7 @@ use super::engine::L4Checksum;
 use super::profile::Protocol;
 use super::table::{Class, Endpoint};
 use super::tcp::Seg;
-use super::wire::{checksum, icmp, ipv4, tcp, udp};
+use crate::wire::{checksum, icmp, ipv4, tcp, udp};
 
 /// The ports (or identifier) of a packet, and where they are.
 #[derive(Clone, Copy)]
@@ -59,7 +59,7 @@ pub(crate) fn read_ports(l4: &[u8], proto: Protocol, first_fragment: bool) -> Re
     }
     if first_fragment {
         if l4.len() < udp::HEADER_LEN {
-            return Err(DropReason::Udp(super::wire::WireError::Truncated));
+            return Err(DropReason::Udp(crate::wire::WireError::Truncated));
         }
         let (src, dst) = (u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]));
         let has_sum = l4[6] != 0 || l4[7] != 0;

@@ -10,8 +10,8 @@ use super::format::{
     parse_port,
 };
 use crate::capture::{Facts, What};
-use crate::nat::wire::{l2tp, pptp};
 use crate::router::{self, Shape};
+use crate::wire::{l2tp, pptp};
 
 /// What the steps left, read from the endpoints, the captures and the
 /// router.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
-use crate::nat::wire::{esp, ike, l2tp};
+use crate::wire::{esp, gre, ike, l2tp};
 
 /// What the ESP client puts before its SPI in the IKE body.
 const ASK: &[u8] = b"ESP-SPI ";
@@ -112,15 +112,6 @@ fn readable(fd: i32, timeout: Duration) -> io::Result<bool> {
     }
 }
 
-/// An ESP packet: SPI, sequence number, payload (no encryption: the NAT
-/// only ever reads the SPI).
-pub fn esp_packet(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut p = spi.to_be_bytes().to_vec();
-    p.extend_from_slice(&seq.to_be_bytes());
-    p.extend_from_slice(payload);
-    p
-}
-
 fn esp_fields(p: &[u8]) -> Option<(u32, u32, &[u8])> {
     let esp = esp::Packet::new_checked(p).ok()?;
     Some((esp.spi(), esp.seq(), &p[esp::HEADER_LEN..]))
@@ -185,7 +176,7 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
                 Some((spi, seq, payload)) => match sessions.get(&spi) {
                     Some(&client) => {
                         say(&format!("esp from {src} spi {spi:#010x} seq {seq}"));
-                        echoes.push_back((Instant::now() + delay, src, esp_packet(client, seq, payload)));
+                        echoes.push_back((Instant::now() + delay, src, esp::emit(client, seq, payload)));
                     }
                     None => say(&format!("esp from {src} with unknown spi {spi:#010x}, dropped")),
                 },
@@ -273,7 +264,7 @@ impl EspClient {
             let due = start + self.interval.saturating_mul(next.saturating_sub(1));
             let sending = next <= self.count;
             if sending && if self.interval.is_zero() { waiting.is_empty() } else { now >= due } {
-                raw.send(self.server, &esp_packet(server_spi, next, &payload_of(next)))?;
+                raw.send(self.server, &esp::emit(server_spi, next, &payload_of(next)))?;
                 report.sent += 1;
                 waiting.insert(next, Instant::now() + self.wait);
                 say(&format!("sent seq {next}"));
@@ -344,18 +335,15 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
             2 => 0x8000 | i,
             _ => i.wrapping_mul(4099),
         };
-        let mut g = vec![0x30, 0x01, 0x88, 0x0b, 0x00, 0x04];
-        g.extend_from_slice(&id.to_be_bytes());
-        g.extend_from_slice(&u32::from(i).to_be_bytes());
-        g.extend_from_slice(&[0xff, 0x03, 0xc0, 0x21]);
+        let g = gre::emit_pptp(id, Some(u32::from(i)), None, &[0xff, 0x03, 0xc0, 0x21]);
         gre.send(target, &g)?;
-        esp.send(target, &esp_packet(u32::from(id) | 0x0100_0000, u32::from(i) + 1, b"spoofed"))?;
-        esp.send(target, &esp_packet(u32::from(id), u32::from(i) + 1, b"spoofed"))?;
+        esp.send(target, &esp::emit(u32::from(id) | 0x0100_0000, u32::from(i) + 1, b"spoofed"))?;
+        esp.send(target, &esp::emit(u32::from(id), u32::from(i) + 1, b"spoofed"))?;
         let to = |port| SocketAddr::from((target, port));
         udp.send_to(&l2tp::emit_data(id, 1, true, b"\xff\x03\x00\x21spoofed"), to(l2tp::PORT))?;
         udp.send_to(&l2tp::emit_control(id, 0, l2tp::HELLO, &[]), to(l2tp::PORT))?;
         udp.send_to(&ike::emit(u64::from(id) << 16 | 1, 0, b"spoofed"), to(ike::PORT))?;
-        let nat_t = esp_packet(u32::from(id) | 0x0200_0000, 1, b"spoofed");
+        let nat_t = esp::emit(u32::from(id) | 0x0200_0000, 1, b"spoofed");
         udp.send_to(&nat_t, to(ike::NAT_T_PORT))?;
         sent += 7;
     }
@@ -762,7 +750,7 @@ mod tests {
 
     #[test]
     fn esp_fields_round_trip_and_short_packets_are_none() {
-        let p = esp_packet(0xdead_beef, 7, b"hi");
+        let p = esp::emit(0xdead_beef, 7, b"hi");
         assert_eq!(esp_fields(&p), Some((0xdead_beef, 7, &b"hi"[..])));
         assert_eq!(esp_fields(&p[..7]), None);
     }

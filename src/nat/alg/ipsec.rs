@@ -41,7 +41,7 @@ use serde::Serialize;
 use crate::nat::counters::DropReason;
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within;
-use crate::nat::wire::ike;
+use crate::wire::ike;
 
 #[derive(Debug, Clone)]
 struct Sa {

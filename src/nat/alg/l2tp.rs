@@ -29,7 +29,7 @@ use serde::Serialize;
 use crate::nat::counters::DropReason;
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within16;
-use crate::nat::wire::l2tp::{self, Message};
+use crate::wire::l2tp::{self, Message};
 
 #[derive(Debug, Clone)]
 struct Tunnel {

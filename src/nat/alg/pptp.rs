@@ -37,7 +37,7 @@ use crate::nat::quota::PerHost;
 use crate::nat::serial::after;
 use crate::nat::table::Endpoint;
 use crate::nat::translate::{Patch, patch_byte};
-use crate::nat::wire::pptp as msg;
+use crate::wire::pptp as msg;
 
 /// A control connection: the LAN endpoint, the server, and the public TCP
 /// port the NAT gave it.

@@ -7,44 +7,21 @@ use crate::nat::profile::{CallIdChoice, PptpMode};
 use crate::nat::tests::{
     C1, C2, S1, S2, WAN, addrs, assert_checksums, forward, inb, ip_packet, nat_with, out, ports, t,
 };
-use crate::nat::wire::{checksum, ipv4, pptp as msg, tcp};
+use crate::wire::{checksum, esp, gre, ipv4, pptp as msg, tcp};
 
 const PPTP: u16 = 1723;
 
 /// A TCP segment carrying `payload` with sequence number `seq`.
 fn seg(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
-    let mut l4 = vec![0u8; 20 + payload.len()];
-    l4[0..2].copy_from_slice(&sport.to_be_bytes());
-    l4[2..4].copy_from_slice(&dport.to_be_bytes());
-    l4[4..8].copy_from_slice(&seq.to_be_bytes());
-    l4[12] = 5 << 4;
-    l4[13] = flags;
-    l4[14..16].copy_from_slice(&64240u16.to_be_bytes());
-    l4[20..].copy_from_slice(payload);
-    let mut p = ip_packet(src, dst, ipv4::PROTO_TCP, &l4);
-    let sum = checksum::pseudo_header(src, dst, 6, l4.len() as u16);
-    let c = !checksum::fold(checksum::add(sum, &p[20..]));
-    p[36..38].copy_from_slice(&c.to_be_bytes());
-    p
+    let header = tcp::Header { seq, ..tcp::Header::new(sport, dport, flags) };
+    ip_packet(src, dst, ipv4::PROTO_TCP, &header.emit(payload))
 }
 
 /// Enhanced GRE with `call` in the key, optionally with sequence and
 /// acknowledgment numbers.
 fn gre(src: [u8; 4], dst: [u8; 4], call: u16, seq: bool, ack: bool) -> Vec<u8> {
-    let mut g = vec![0x20, 0x01, 0x88, 0x0b, 0, 4, 0, 0];
-    g[6..8].copy_from_slice(&call.to_be_bytes());
-    if seq {
-        g[0] |= 0x10;
-        g.extend_from_slice(&7u32.to_be_bytes());
-    }
-    if ack {
-        g[1] |= 0x80;
-        g.extend_from_slice(&3u32.to_be_bytes());
-    }
-    g.extend_from_slice(b"ppp!");
-    let mut p = ip_packet(src, dst, ipv4::PROTO_GRE, &g);
-    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-    p
+    let g = gre::emit_pptp(call, seq.then_some(7), ack.then_some(3), b"ppp!");
+    ip_packet(src, dst, ipv4::PROTO_GRE, &g)
 }
 
 fn gre_call(p: &[u8]) -> u16 {
@@ -420,7 +397,7 @@ fn the_dump_names_calls() {
 
 use crate::nat::profile::{IpsecMode, L2tpMode};
 use crate::nat::tests::{assert_checksums as checksums_ok, udp};
-use crate::nat::wire::{ike, l2tp};
+use crate::wire::{ike, l2tp};
 
 const C3: [u8; 4] = [192, 168, 1, 12];
 
@@ -595,12 +572,7 @@ fn esp(src: [u8; 4], dst: [u8; 4], spi: u32) -> Vec<u8> {
 
 /// ESP with sequence number `seq`.
 pub(crate) fn esp_seq(src: [u8; 4], dst: [u8; 4], spi: u32, seq: u32) -> Vec<u8> {
-    let mut body = spi.to_be_bytes().to_vec();
-    body.extend_from_slice(&seq.to_be_bytes());
-    body.extend_from_slice(b"ciphertext");
-    let mut p = ip_packet(src, dst, ipv4::PROTO_ESP, &body);
-    ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-    p
+    ip_packet(src, dst, ipv4::PROTO_ESP, &esp::emit(spi, seq, b"ciphertext"))
 }
 
 #[test]
@@ -724,14 +696,7 @@ fn fragmented_ike_follows_its_first_fragment() {
     let mut n = full();
     ike_out(&mut n, C1, 500, S1, 500, 0x5151);
     let whole = udp(S1, ike::PORT, WAN, ike::PORT, &ike::emit(0x5151, 7, &[0x42; 1200]));
-    let l4 = &whole[20..];
-    let mut first = ip_packet(S1, WAN, ipv4::PROTO_UDP, &l4[..800]);
-    first[6] = 0x20;
-    let mut second = ip_packet(S1, WAN, ipv4::PROTO_UDP, &l4[800..]);
-    second[6..8].copy_from_slice(&100u16.to_be_bytes());
-    for p in [&mut first, &mut second] {
-        ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-    }
+    let (mut first, mut second) = ipv4::split(&whole, 800).expect("splits");
     assert_eq!(inb(&mut n, &mut second, t(2)), Verdict::Consumed);
     assert_eq!(inb(&mut n, &mut first, t(2)), forward(Side::Lan, C1));
     let late = n.poll_transmit().expect("the waiting fragment");
@@ -747,29 +712,15 @@ fn fragmented_l2tp_data_with_a_length_field_is_translated_both_ways() {
     l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(5));
     l2tp_in(&mut n, S1, l2tp::PORT, &sccrp(5, 0x99));
     let data = |tunnel: u16| {
-        let mut m = vec![0x40, 0x02];
-        m.extend_from_slice(&(6 + 2 + 1400u16).to_be_bytes());
-        m.extend_from_slice(&tunnel.to_be_bytes());
-        m.extend_from_slice(&7u16.to_be_bytes());
-        m.extend_from_slice(&[0xff, 0x03]);
-        m.extend(std::iter::repeat_n(0x21, 1400));
-        m
+        let mut ppp = vec![0xff, 0x03];
+        ppp.extend(std::iter::repeat_n(0x21, 1400));
+        l2tp::emit_data(tunnel, 7, true, &ppp)
     };
-    let fragments = |whole: Vec<u8>, src, dst| {
-        let l4 = &whole[20..];
-        let mut first = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[..1200]);
-        first[6] = 0x20;
-        let mut second = ip_packet(src, dst, ipv4::PROTO_UDP, &l4[1200..]);
-        second[6..8].copy_from_slice(&150u16.to_be_bytes());
-        for p in [&mut first, &mut second] {
-            ipv4::Packet::new_checked(&mut p[..]).expect("valid").fill_checksum();
-        }
-        (first, second)
-    };
-    let (mut first, mut second) = fragments(udp(C1, l2tp::PORT, S1, l2tp::PORT, &data(0x99)), C1, S1);
+    let fragments = |whole: Vec<u8>| ipv4::split(&whole, 1200).expect("splits");
+    let (mut first, mut second) = fragments(udp(C1, l2tp::PORT, S1, l2tp::PORT, &data(0x99)));
     assert!(matches!(out(&mut n, &mut first, t(2)), Verdict::Forward { side: Side::Wan, .. }));
     assert!(matches!(out(&mut n, &mut second, t(2)), Verdict::Forward { side: Side::Wan, .. }));
-    let (mut first, mut second) = fragments(udp(S1, l2tp::PORT, WAN, l2tp::PORT, &data(5)), S1, WAN);
+    let (mut first, mut second) = fragments(udp(S1, l2tp::PORT, WAN, l2tp::PORT, &data(5)));
     assert_eq!(inb(&mut n, &mut first, t(2)), forward(Side::Lan, C1));
     assert_eq!(inb(&mut n, &mut second, t(2)), forward(Side::Lan, C1));
     assert_eq!(n.counters().drops(), Vec::<(String, u64)>::new());

@@ -30,3 +30,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be32(self.buffer.as_ref(), 4)
     }
 }
+
+/// An ESP packet: SPI, sequence number, then `payload` (what would be the
+/// encrypted part).
+pub fn emit(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let mut p = Vec::with_capacity(HEADER_LEN + payload.len());
+    p.extend_from_slice(&spi.to_be_bytes());
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(payload);
+    p
+}

@@ -71,3 +71,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
         put16(self.buffer.as_mut(), CHECKSUM_OFFSET, c);
     }
 }
+
+/// A UDP header and `payload`, checksum 0: [`super::ipv4::emit`] fills it
+/// in once the addresses are known.
+pub fn emit(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut d = vec![0u8; HEADER_LEN + payload.len()];
+    put16(&mut d, 0, src_port);
+    put16(&mut d, 2, dst_port);
+    put16(&mut d, 4, (HEADER_LEN + payload.len()).min(usize::from(u16::MAX)) as u16);
+    d[HEADER_LEN..].copy_from_slice(payload);
+    d
+}

@@ -122,3 +122,23 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Message<T> {
         &mut self.buffer.as_mut()[HEADER_LEN..]
     }
 }
+
+/// An ICMP message: type, code, the four bytes after the checksum (an echo's
+/// identifier and sequence number, zero for errors) and `data`, checksum
+/// filled in.
+pub fn emit(msg_type: u8, code: u8, rest: [u8; 4], data: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; HEADER_LEN + data.len()];
+    m[0] = msg_type;
+    m[1] = code;
+    m[4..8].copy_from_slice(&rest);
+    m[HEADER_LEN..].copy_from_slice(data);
+    Message::new_unchecked(&mut m[..]).fill_checksum();
+    m
+}
+
+/// An echo request or reply.
+pub fn emit_echo(request: bool, ident: u16, seq: u16, data: &[u8]) -> Vec<u8> {
+    let [a, b] = ident.to_be_bytes();
+    let [c, d] = seq.to_be_bytes();
+    emit(if request { ECHO_REQUEST } else { ECHO_REPLY }, 0, [a, b, c, d], data)
+}

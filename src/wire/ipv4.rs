@@ -202,6 +202,118 @@ pub fn emit_header(out: &mut [u8], src: [u8; 4], dst: [u8; 4], protocol: u8, pay
     put16(out, 10, c);
 }
 
+/// The fields of an IPv4 header a sender chooses; lengths and the checksum
+/// follow from what [`emit`] is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Source address.
+    pub src: [u8; 4],
+    /// Destination address.
+    pub dst: [u8; 4],
+    /// Protocol of the payload.
+    pub protocol: u8,
+    /// Time to live.
+    pub ttl: u8,
+    /// Identification.
+    pub ident: u16,
+    /// The flags and fragment offset word (0: a whole datagram, DF clear).
+    pub frag: u16,
+}
+
+impl Header {
+    /// A header for a whole datagram with TTL 64 and identification 0.
+    pub fn new(src: [u8; 4], dst: [u8; 4], protocol: u8) -> Header {
+        Header { src, dst, protocol, ttl: 64, ident: 0, frag: 0 }
+    }
+}
+
+/// A whole IPv4 packet: `header`, `options` (cut to a multiple of 4 bytes,
+/// at most 40) and `payload` (cut so that the packet fits the 16-bit total
+/// length), with the header checksum filled in and, for a TCP or UDP
+/// payload that is not a fragment, the transport checksum too.
+pub fn emit(header: &Header, options: &[u8], payload: &[u8]) -> Vec<u8> {
+    let options = &options[..options.len().min(40) / 4 * 4];
+    let hl = MIN_HEADER_LEN + options.len();
+    let total = (hl + payload.len()).min(usize::from(u16::MAX));
+    let mut p = vec![0u8; total];
+    p[0] = 0x40 | (hl / 4) as u8;
+    put16(&mut p, 2, total as u16);
+    put16(&mut p, 4, header.ident);
+    put16(&mut p, 6, header.frag);
+    p[8] = header.ttl;
+    p[9] = header.protocol;
+    p[12..16].copy_from_slice(&header.src);
+    p[16..20].copy_from_slice(&header.dst);
+    p[MIN_HEADER_LEN..hl].copy_from_slice(options);
+    p[hl..].copy_from_slice(&payload[..total - hl]);
+    if header.frag & 0x3fff == 0 {
+        fill_transport_checksum(&mut p);
+    }
+    Packet::new_unchecked(&mut p[..]).fill_checksum();
+    p
+}
+
+/// [`emit`] with no options and the defaults of [`Header::new`].
+pub fn packet(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u8> {
+    emit(&Header::new(src, dst, protocol), &[], payload)
+}
+
+/// Splits a whole datagram in two fragments after `at` bytes of its payload
+/// (a multiple of 8), as a router on the way would: each gets the header
+/// (options included), the first with More Fragments set, the second with
+/// its offset; the first keeps the whole datagram's transport checksum.
+/// `None` if `pkt` is not a whole IPv4 datagram or `at` cannot split it.
+pub fn split(pkt: &[u8], at: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    let ip = Packet::new_checked(pkt).ok()?;
+    let (hl, total) = (ip.header_len(), ip.total_len());
+    if ip.is_fragment() || at == 0 || at % 8 != 0 || hl + at >= total {
+        return None;
+    }
+    let part = |payload: &[u8], frag: u16| {
+        let mut p = pkt[..hl].to_vec();
+        p.extend_from_slice(payload);
+        put16(&mut p, 2, (hl + payload.len()) as u16);
+        put16(&mut p, 6, frag);
+        Packet::new_unchecked(&mut p[..]).fill_checksum();
+        p
+    };
+    Some((part(&pkt[hl..hl + at], 0x2000), part(&pkt[hl + at..total], (at / 8) as u16)))
+}
+
+/// Where a TCP or UDP checksum sits in a packet whose header is `hl` bytes,
+/// if the payload is long enough to hold one.
+fn transport_checksum_at(protocol: u8, hl: usize, total: usize) -> Option<usize> {
+    let at = hl
+        + match protocol {
+            PROTO_TCP => super::tcp::CHECKSUM_OFFSET,
+            PROTO_UDP => super::udp::CHECKSUM_OFFSET,
+            _ => return None,
+        };
+    (at + 2 <= total).then_some(at)
+}
+
+/// The one's-complement sum of a TCP or UDP payload with its pseudo header,
+/// complemented: 0 when its checksum is right. `None` for other protocols
+/// and for bytes that are not an IPv4 packet.
+pub fn transport_checksum_residue(pkt: &[u8]) -> Option<u16> {
+    let ip = Packet::new_checked(pkt).ok()?;
+    let (hl, total) = (ip.header_len(), ip.total_len());
+    transport_checksum_at(ip.protocol(), hl, total)?;
+    let sum = checksum::pseudo_header(ip.src_bytes(), ip.dst_bytes(), ip.protocol(), (total - hl) as u16);
+    Some(!checksum::fold(checksum::add(sum, &pkt[hl..total])))
+}
+
+/// Fills in the TCP or UDP checksum of a whole packet (a UDP sum of zero
+/// is sent as all ones); other packets are left as they are.
+pub fn fill_transport_checksum(pkt: &mut [u8]) {
+    let Ok(ip) = Packet::new_checked(&*pkt) else { return };
+    let (hl, total, protocol) = (ip.header_len(), ip.total_len(), ip.protocol());
+    let Some(at) = transport_checksum_at(protocol, hl, total) else { return };
+    put16(pkt, at, 0);
+    let c = transport_checksum_residue(pkt).unwrap_or(0);
+    put16(pkt, at, if c == 0 && protocol == PROTO_UDP { 0xffff } else { c });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +364,38 @@ mod tests {
         p.decrement_ttl();
         assert!(p.verify_checksum());
         assert_eq!(p.ttl(), 63);
+    }
+
+    #[test]
+    fn emitted_packets_carry_right_checksums() {
+        let udp = super::super::udp::emit(5000, 53, b"query");
+        let p = packet([10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, &udp);
+        assert!(Packet::new_checked(&p[..]).expect("valid").verify_checksum());
+        assert_eq!(transport_checksum_residue(&p), Some(0));
+        let mut h = Header::new([10, 1, 0, 2], [10, 2, 0, 2], PROTO_TCP);
+        (h.ttl, h.ident, h.frag) = (3, 9, 0x4000);
+        let p = emit(&h, &[1, 1, 1, 0, 7], &[0; 20]);
+        let view = Packet::new_checked(&p[..]).expect("valid");
+        assert_eq!((view.header_len(), view.ttl(), view.ident(), view.dont_frag()), (24, 3, 9, true));
+        assert!(view.verify_checksum());
+        assert_eq!(transport_checksum_residue(&p), Some(0));
+        // A fragment's transport checksum covers the whole datagram: left.
+        h.frag = 0x2000;
+        let p = emit(&h, &[], &[0; 20]);
+        assert_eq!(&p[36..38], &[0, 0]);
+    }
+
+    #[test]
+    fn a_split_datagram_reads_back_as_two_fragments() {
+        let whole = packet([10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, &super::super::udp::emit(1, 2, &[7; 40]));
+        let (a, b) = split(&whole, 16).expect("splits");
+        let (fa, fb) = (Packet::new_checked(&a[..]).expect("first"), Packet::new_checked(&b[..]).expect("second"));
+        assert!(fa.more_frags() && fa.frag_offset() == 0 && fa.verify_checksum());
+        assert!(!fb.more_frags() && fb.frag_offset() == 16 && fb.verify_checksum());
+        assert_eq!([fa.payload(), fb.payload()].concat(), whole[20..]);
+        assert_eq!(split(&whole, 12), None, "not a multiple of 8");
+        assert_eq!(split(&whole, 48), None, "nothing left for the second");
+        assert_eq!(split(&a, 8), None, "already a fragment");
     }
 
     #[test]

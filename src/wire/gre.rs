@@ -104,3 +104,22 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(self.buffer.as_mut(), at, id);
     }
 }
+
+/// Enhanced GRE (PPTP) carrying PPP `payload` to the receiver's Call ID
+/// `call`, with a sequence and an acknowledgment number when given.
+pub fn emit_pptp(call: u16, seq: Option<u32>, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    let mut g = vec![K, 0x01, 0, 0, 0, 0, 0, 0];
+    put16(&mut g, 2, PROTO_PPP);
+    put16(&mut g, 4, payload.len().min(usize::from(u16::MAX)) as u16);
+    put16(&mut g, 6, call);
+    if let Some(s) = seq {
+        g[0] |= S;
+        g.extend_from_slice(&s.to_be_bytes());
+    }
+    if let Some(a) = ack {
+        g[1] |= A;
+        g.extend_from_slice(&a.to_be_bytes());
+    }
+    g.extend_from_slice(payload);
+    g
+}

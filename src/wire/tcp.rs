@@ -87,3 +87,43 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Segment<T> {
         put16(self.buffer.as_mut(), CHECKSUM_OFFSET, c);
     }
 }
+
+/// The fields of a TCP header a sender chooses (no options).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Source port.
+    pub src_port: u16,
+    /// Destination port.
+    pub dst_port: u16,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number.
+    pub ack: u32,
+    /// Flags ([`SYN`], [`ACK`]…).
+    pub flags: u8,
+    /// Receive window.
+    pub window: u16,
+}
+
+impl Header {
+    /// A header with sequence and acknowledgment numbers 0 and a window of
+    /// 64,240 bytes (Linux's first).
+    pub fn new(src_port: u16, dst_port: u16, flags: u8) -> Header {
+        Header { src_port, dst_port, seq: 0, ack: 0, flags, window: 64240 }
+    }
+
+    /// A 20-byte header and `payload`, checksum 0: [`super::ipv4::emit`]
+    /// fills it in once the addresses are known.
+    pub fn emit(&self, payload: &[u8]) -> Vec<u8> {
+        let mut s = vec![0u8; MIN_HEADER_LEN + payload.len()];
+        put16(&mut s, 0, self.src_port);
+        put16(&mut s, 2, self.dst_port);
+        s[4..8].copy_from_slice(&self.seq.to_be_bytes());
+        s[8..12].copy_from_slice(&self.ack.to_be_bytes());
+        s[12] = ((MIN_HEADER_LEN / 4) as u8) << 4;
+        s[13] = self.flags;
+        put16(&mut s, 14, self.window);
+        s[MIN_HEADER_LEN..].copy_from_slice(payload);
+        s
+    }
+}

@@ -89,3 +89,13 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Frame<T> {
 pub fn mac_to_string(mac: [u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
+
+/// An Ethernet frame from `src` to `dst` carrying `payload`.
+pub fn emit(src: [u8; 6], dst: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; HEADER_LEN + payload.len()];
+    let mut eth = Frame::new_unchecked(&mut f[..]);
+    eth.set_addrs(src, dst);
+    eth.set_ethertype(ethertype);
+    eth.payload_mut().copy_from_slice(payload);
+    f
+}
