@@ -3,7 +3,7 @@
 //! same run, and prints both times and the ratio. Needs root (cargo runs it
 //! through ci/as-root).
 
-use vpn_passthrough::bench::{self, Shape};
+use vpn_passthrough::bench::{self, Layout};
 
 fn main() {
     // `cargo test --benches` runs bench targets with no `--bench` flag:
@@ -15,7 +15,7 @@ fn main() {
         eprintln!("lab benchmark not run: {e}");
         std::process::exit(1);
     }
-    for shape in [Shape::Star, Shape::Chain] {
+    for shape in [Layout::Star, Layout::Chain] {
         match bench::run(shape, 50, 5) {
             Ok(report) => print!("{}", report.render()),
             Err(e) => {

@@ -16,7 +16,7 @@ use crate::prereq::{Missing, TOOLS, effective_caps, require_lab_privileges, requ
 
 /// One line of the doctor's report.
 #[derive(Debug, Clone)]
-pub struct Check {
+pub struct Diagnosis {
     /// What was checked.
     pub name: String,
     /// Version, or what was seen.
@@ -27,26 +27,26 @@ pub struct Check {
     pub skipped: bool,
 }
 
-impl Check {
-    fn passed(name: &str, detail: String) -> Check {
-        Check { name: name.into(), detail, missing: None, skipped: false }
+impl Diagnosis {
+    fn passed(name: &str, detail: String) -> Diagnosis {
+        Diagnosis { name: name.into(), detail, missing: None, skipped: false }
     }
 
-    fn failed(name: &str, missing: Missing) -> Check {
-        Check { name: name.into(), detail: String::new(), missing: Some(missing), skipped: false }
+    fn failed(name: &str, missing: Missing) -> Diagnosis {
+        Diagnosis { name: name.into(), detail: String::new(), missing: Some(missing), skipped: false }
     }
 }
 
 /// Runs every check. Kernel checks run in throwaway network namespaces that
 /// die with the probe, so the doctor leaves nothing behind.
-pub fn run_all() -> Vec<Check> {
+pub fn run_all() -> Vec<Diagnosis> {
     let mut checks = Vec::new();
     let privileged = require_lab_privileges();
     checks.push(match &privileged {
         Ok(()) => {
-            Check::passed("privileges", format!("uid {}, CapEff {:016x}", nix::unistd::geteuid(), effective_caps()))
+            Diagnosis::passed("privileges", format!("uid {}, CapEff {:016x}", nix::unistd::geteuid(), effective_caps()))
         }
-        Err(m) => Check::failed("privileges", m.clone()),
+        Err(m) => Diagnosis::failed("privileges", m.clone()),
     });
     let ok = privileged.is_ok();
     for (name, probe, fix) in [
@@ -64,27 +64,27 @@ pub fn run_all() -> Vec<Check> {
             move || probe_nft(&nft),
             "use a kernel with CONFIG_NF_TABLES and CONFIG_NF_CONNTRACK_PPTP (modprobe nf_conntrack_pptp)",
         ),
-        Err(m) => Check::failed(helper, m),
+        Err(m) => Diagnosis::failed(helper, m),
     });
     for t in TOOLS {
         checks.push(match t.require() {
-            Ok(path) => Check::passed(
+            Ok(path) => Diagnosis::passed(
                 t.name,
                 format!("{} {}", path.display(), t.version().unwrap_or_else(|| "(version unknown)".into())),
             ),
-            Err(m) => Check::failed(t.name, m),
+            Err(m) => Diagnosis::failed(t.name, m),
         });
     }
     checks
 }
 
-fn kernel_check(name: &str, privileged: bool, probe: impl FnOnce() -> io::Result<String>, fix: &str) -> Check {
+fn kernel_check(name: &str, privileged: bool, probe: impl FnOnce() -> io::Result<String>, fix: &str) -> Diagnosis {
     if !privileged {
-        return Check { name: name.into(), detail: "not checked: needs root".into(), missing: None, skipped: true };
+        return Diagnosis { name: name.into(), detail: "not checked: needs root".into(), missing: None, skipped: true };
     }
     match probe() {
-        Ok(detail) => Check::passed(name, detail),
-        Err(e) => Check::failed(name, Missing { what: name.into(), why: e.to_string(), fix: fix.into() }),
+        Ok(detail) => Diagnosis::passed(name, detail),
+        Err(e) => Diagnosis::failed(name, Missing { what: name.into(), why: e.to_string(), fix: fix.into() }),
     }
 }
 
@@ -184,7 +184,7 @@ fn probe_nft(nft: &Path) -> io::Result<String> {
 }
 
 /// Prints the report; returns whether everything is there.
-pub fn print_report(checks: &[Check], out: &mut impl io::Write) -> io::Result<bool> {
+pub fn print_report(checks: &[Diagnosis], out: &mut impl io::Write) -> io::Result<bool> {
     let width = checks.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let mut all = true;
     for c in checks {

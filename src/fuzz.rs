@@ -1891,23 +1891,23 @@ fn secret(client: &str, server: &str, s: &str) -> Secret {
 }
 
 /// Our session's configuration and the honest peer's, by role.
-fn ppp_configs(role: u8) -> (session::Config, session::Config) {
-    let server = session::Config {
+fn ppp_configs(role: u8) -> (session::SessionConfig, session::SessionConfig) {
+    let server = session::SessionConfig {
         name: "lns".into(),
         secrets: vec![secret("alice", "lns", PPP_SECRET)],
         local_ip: Some(Ipv4Addr::new(10, 97, 0, 1)),
         remote_ip: Some(Ipv4Addr::new(10, 97, 0, 100)),
         magic: 0x1111_1111,
-        ..session::Config::default()
+        ..session::SessionConfig::default()
     };
-    let client = session::Config {
+    let client = session::SessionConfig {
         name: "alice".into(),
         user: Some("alice".into()),
         secret: Some(PPP_SECRET.into()),
         magic: 0x2222_2222,
-        ..session::Config::default()
+        ..session::SessionConfig::default()
     };
-    let with = |c: &session::Config, f: &dyn Fn(&mut session::Config)| {
+    let with = |c: &session::SessionConfig, f: &dyn Fn(&mut session::SessionConfig)| {
         let mut c = c.clone();
         f(&mut c);
         c
@@ -2172,7 +2172,7 @@ pub fn scenario(data: &[u8]) {
         Ok(s) => {
             for t in s.targets() {
                 let _ = s.name(t);
-                if let Some(e) = s.expect(t) {
+                if let Some(e) = s.expectation(t) {
                     let _ = e.summary();
                 }
             }
@@ -2262,12 +2262,10 @@ pub fn pcap(data: &[u8]) {
     if facts.count(None, None, |_| true) != facts.packets.len() {
         broken("counting everything counts every packet", "");
     }
-    let _ = facts.gre_call_ids(None, None);
     let _ = facts.esp_spis(None, None);
     let _ = facts.pptp_outgoing_calls(None);
     if let Some(s) = facts.packets.first() {
         let _ = facts.gre_carrying_to(s.dst);
-        let _ = facts.gre_call_ids(Some(s.src), Some(s.dst));
         let _ = facts.count(Some(s.src), None, |_| true);
     }
     for r in &p.records {

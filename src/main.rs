@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use vpn_passthrough::bench::{self, Shape};
+use vpn_passthrough::bench::{self, Layout};
 use vpn_passthrough::lab::{Lab, LabError, Topology};
 use vpn_passthrough::{doctor, prereq};
 
@@ -370,8 +370,8 @@ fn main() -> ExitCode {
         Command::Show { scenario } => show(&scenario),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
-                ShapeArg::Star => Shape::Star,
-                ShapeArg::Chain => Shape::Chain,
+                ShapeArg::Star => Layout::Star,
+                ShapeArg::Chain => Layout::Chain,
             };
             bench::run(shape, hosts, rounds).map(|r| print!("{}", r.render()))
         }
@@ -575,7 +575,7 @@ fn show(name: &str) -> Result<(), LabError> {
     let s = find_scenario(name)?;
     print!("{}", vpn_passthrough::scenario::report::describe(&s));
     for t in s.targets() {
-        if let Some(e) = s.expect(t) {
+        if let Some(e) = s.expectation(t) {
             println!("  {:<12} {}", t.label(), e.summary());
         }
     }

@@ -61,7 +61,7 @@ fn main() {
                 let played = suite::Routers::Both
                     .targets(&s)
                     .into_iter()
-                    .filter(|t| s.expect(*t).is_some_and(|e| e.skip.is_none()));
+                    .filter(|t| s.expectation(*t).is_some_and(|e| e.skip.is_none()));
                 for target in played.collect::<Vec<_>>() {
                     let name = s.name(target);
                     let reboots = s.file.steps.iter().any(|st| matches!(st, Step::Reboot));

@@ -16,28 +16,28 @@ use crate::lab::{Lab, LabError, Result, RunId, Topology};
 
 /// A topology shape for the benchmark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
+pub enum Layout {
     /// All hosts on one switch.
     Star,
     /// Hosts in a line, forwarding in the middle.
     Chain,
 }
 
-impl Shape {
+impl Layout {
     /// The topology of `hosts` hosts in this shape.
     pub fn topology(self, hosts: usize) -> Topology {
         match self {
-            Shape::Star => Topology::star(hosts),
-            Shape::Chain => Topology::chain(hosts),
+            Layout::Star => Topology::star(hosts),
+            Layout::Chain => Topology::chain(hosts),
         }
     }
 }
 
-impl std::fmt::Display for Shape {
+impl std::fmt::Display for Layout {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Shape::Star => "star",
-            Shape::Chain => "chain",
+            Layout::Star => "star",
+            Layout::Chain => "chain",
         })
     }
 }
@@ -62,7 +62,7 @@ impl Timing {
 #[derive(Debug, Clone)]
 pub struct Report {
     /// The shape measured.
-    pub shape: Shape,
+    pub shape: Layout,
     /// Hosts in it.
     pub hosts: usize,
     /// One timing per round, engine.
@@ -125,7 +125,7 @@ impl Report {
 }
 
 /// Runs `rounds` rounds, alternating engine and script.
-pub fn run(shape: Shape, hosts: usize, rounds: usize) -> Result<Report> {
+pub fn run(shape: Layout, hosts: usize, rounds: usize) -> Result<Report> {
     let topology = shape.topology(hosts);
     let plan = Plan::new(&topology)?;
     crate::prereq::require_tool("ip")?;
@@ -263,7 +263,7 @@ mod tests {
     fn the_ratio_compares_medians() {
         let t = |ms| Timing { build: Duration::from_millis(ms), teardown: Duration::ZERO };
         let r = Report {
-            shape: Shape::Star,
+            shape: Layout::Star,
             hosts: 10,
             engine: vec![t(10), t(100), t(12)],
             script: vec![t(60), t(61), t(1000)],

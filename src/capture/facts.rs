@@ -291,17 +291,6 @@ impl Facts {
         f
     }
 
-    /// The Call IDs of enhanced GRE packets from `src` to `dst` (either
-    /// may be `None` for any).
-    pub fn gre_call_ids(&self, src: Option<Ipv4Addr>, dst: Option<Ipv4Addr>) -> BTreeSet<u16> {
-        self.matching(src, dst)
-            .filter_map(|s| match s.what {
-                What::Gre { call_id, .. } => Some(call_id),
-                _ => None,
-            })
-            .collect()
-    }
-
     /// The hosts that GRE packets carrying tunnel traffic for the inner
     /// address `inner_dst` were sent to.
     pub fn gre_carrying_to(&self, inner_dst: Ipv4Addr) -> BTreeSet<Ipv4Addr> {

@@ -256,11 +256,6 @@ impl NodePlan {
     pub fn iface(&self, local: &str) -> Option<usize> {
         self.ifaces.iter().position(|i| i.local == local)
     }
-
-    /// Whether any interface carries an IPv6 address.
-    pub fn has_ipv6(&self) -> bool {
-        self.ifaces.iter().flat_map(|i| &i.addrs).any(|a| matches!(a, IpNet::V6(_)))
-    }
 }
 
 fn describe(e: &EndpointSpec) -> String {

@@ -29,6 +29,7 @@ use nix::libc;
 
 use super::error::{LabError, Result};
 use super::topology::BindSpec;
+use crate::sys::check;
 
 /// Everything a child needs to enter one host, prepared before `fork` so the
 /// child only makes system calls.
@@ -83,9 +84,6 @@ impl Sandbox {
 
     /// Runs in the child between fork and exec.
     fn enter(&self) -> io::Result<()> {
-        fn check(rc: libc::c_int) -> io::Result<()> {
-            if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-        }
         let none = std::ptr::null::<libc::c_char>();
         // SAFETY: every pointer is a NUL-terminated string owned by `self`
         // (or a static literal) and outlives the calls.
@@ -135,9 +133,6 @@ const DEV_LAYER: &std::ffi::CStr = c"/run/.dev";
 /// # Safety
 /// Runs between fork and exec: system calls on static strings only.
 unsafe fn own_dev() -> io::Result<()> {
-    fn check(rc: libc::c_int) -> io::Result<()> {
-        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-    }
     let none = std::ptr::null::<libc::c_char>();
     // SAFETY: static NUL-terminated strings; see the function's contract.
     unsafe {

@@ -25,8 +25,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use nix::libc;
-
 use super::run::Dump;
 
 /// The longest request line, newline included.
@@ -183,9 +181,7 @@ impl Drop for Control {
 /// The serving thread: one client at a time, each bounded in time.
 fn serve(listener: UnixListener, requests: mpsc::Sender<Request>, wake: UnixStream, quit: Arc<AtomicBool>) {
     while !quit.load(Ordering::Relaxed) {
-        let mut pfd = libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // SAFETY: one live pollfd.
-        unsafe { libc::poll(&mut pfd, 1, QUIT_CHECK.as_millis() as libc::c_int) };
+        let _ = crate::sys::readable(listener.as_raw_fd(), Some(QUIT_CHECK));
         while let Ok((stream, _)) = listener.accept() {
             if quit.load(Ordering::Relaxed) {
                 return;

@@ -14,7 +14,7 @@ use super::alg::ipsec::{Bounds as IpsecBounds, Ipsec, SaInfo};
 use super::alg::l2tp::{L2tp, TunnelInfo};
 use super::alg::pptp::{Bounds as PptpBounds, CallInfo, Control, Direction, Pptp};
 use super::counters::{Counters, DropReason};
-use super::frag::{Bounds as FragBounds, DatagramKey, Fragments, Rewrite};
+use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
 use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
@@ -675,7 +675,7 @@ impl Nat {
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).inbound += 1;
         if first_fragment {
-            for mut late in self.frags.learn(key, Rewrite { dst: internal.addr }, now) {
+            for mut late in self.frags.learn(key, FragmentTarget { dst: internal.addr }, now) {
                 if let Ok(mut ip) = ipv4::Packet::new_checked(&mut late[..]) {
                     ip.set_dst(internal.addr);
                     ip.decrement_ttl();

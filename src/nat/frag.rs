@@ -23,7 +23,7 @@ pub struct DatagramKey {
 
 /// How the fragments of an inbound datagram are rewritten.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rewrite {
+pub struct FragmentTarget {
     /// The LAN host the first fragment went to.
     pub dst: [u8; 4],
 }
@@ -40,7 +40,7 @@ pub struct Waiting {
 
 /// The fragment state of one direction.
 pub struct Fragments {
-    known: HashMap<DatagramKey, (Rewrite, Duration)>,
+    known: HashMap<DatagramKey, (FragmentTarget, Duration)>,
     /// Datagrams followed per sender, so one sender cannot take them all.
     per_source: PerHost,
     waiting: VecDeque<Waiting>,
@@ -109,7 +109,7 @@ impl Fragments {
 
     /// Records how a datagram's first fragment was translated; returns the
     /// fragments that were waiting for it.
-    pub fn learn(&mut self, key: DatagramKey, rewrite: Rewrite, now: Duration) -> Vec<Vec<u8>> {
+    pub fn learn(&mut self, key: DatagramKey, rewrite: FragmentTarget, now: Duration) -> Vec<Vec<u8>> {
         if !self.can_learn(&key, now) {
             return Vec::new();
         }
@@ -129,7 +129,7 @@ impl Fragments {
     }
 
     /// How to rewrite a later fragment, if its first one was seen.
-    pub fn lookup(&self, key: &DatagramKey, now: Duration) -> Option<Rewrite> {
+    pub fn lookup(&self, key: &DatagramKey, now: Duration) -> Option<FragmentTarget> {
         self.known.get(key).filter(|(_, deadline)| *deadline > now).map(|(r, _)| *r)
     }
 
@@ -171,9 +171,9 @@ mod tests {
         assert!(f.hold(key(1), b"late part", t0));
         assert!(f.hold(key(2), b"other", t0));
         assert!(!f.hold(key(3), b"one too many", t0));
-        let released = f.learn(key(1), Rewrite { dst: [192, 168, 1, 10] }, t0);
+        let released = f.learn(key(1), FragmentTarget { dst: [192, 168, 1, 10] }, t0);
         assert_eq!(released, vec![b"late part".to_vec()]);
-        assert_eq!(f.lookup(&key(1), t0), Some(Rewrite { dst: [192, 168, 1, 10] }));
+        assert_eq!(f.lookup(&key(1), t0), Some(FragmentTarget { dst: [192, 168, 1, 10] }));
         assert_eq!(
             f.lookup(&key(1), t0 + Duration::from_secs(5)),
             None,
@@ -187,7 +187,7 @@ mod tests {
     fn followed_datagrams_are_bounded_and_expired_ones_make_room() {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 2, per_source: 2 });
         let t0 = Duration::from_secs(100);
-        let to = Rewrite { dst: [192, 168, 1, 10] };
+        let to = FragmentTarget { dst: [192, 168, 1, 10] };
         f.learn(key(1), to, t0);
         f.learn(key(2), to, t0);
         assert!(!f.can_learn(&key(3), t0), "full");
@@ -202,7 +202,7 @@ mod tests {
     fn expiry_keeps_what_is_live_and_counts_what_gave_up() {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 4, datagrams: 8, per_source: 8 });
         let t0 = Duration::from_secs(100);
-        let to = Rewrite { dst: [192, 168, 1, 10] };
+        let to = FragmentTarget { dst: [192, 168, 1, 10] };
         f.learn(key(1), to, t0);
         assert!(f.hold(key(2), b"early", t0));
         assert_eq!(f.expire(t0 + Duration::from_secs(1)), 0, "nothing gave up yet");
@@ -220,7 +220,7 @@ mod tests {
     fn one_sender_follows_its_share_of_datagrams_and_no_more() {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 2 });
         let t0 = Duration::from_secs(100);
-        let to = Rewrite { dst: [192, 168, 1, 10] };
+        let to = FragmentTarget { dst: [192, 168, 1, 10] };
         f.learn(key(1), to, t0);
         f.learn(key(2), to, t0);
         assert!(!f.can_learn(&key(3), t0), "the sender's share is taken");

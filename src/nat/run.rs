@@ -28,6 +28,7 @@ use super::engine::{AlgState, Config, L4Checksum, Nat, Side};
 use super::link::{FrameVerdict, Interface, Link, NeighbourStats, Offload, OutFrame};
 use super::socket::{self, PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use super::table::MappingInfo;
+use crate::sys;
 use crate::wire::ethernet;
 
 /// Frames read per `recvmmsg`.
@@ -354,7 +355,14 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
             let wake = link.next_timeout().map_or(next_tick, |t| t.min(next_tick));
             let timeout = wake.saturating_sub(now).min(TICK);
             let control_fd = control.as_ref().map_or(-1, Control::wake_fd);
-            let ready = wait(&[ports[0].sock.raw_fd(), ports[1].sock.raw_fd(), control_fd], timeout)?;
+            let ready = sys::poll(
+                &[
+                    (ports[0].sock.raw_fd(), sys::READABLE),
+                    (ports[1].sock.raw_fd(), sys::READABLE),
+                    (control_fd, sys::READABLE),
+                ],
+                Some(timeout),
+            )?;
             if ready[2]
                 && let Some(c) = &control
             {
@@ -474,24 +482,6 @@ fn flush(link: &mut Link, ports: &mut [Port; 2]) {
             hdrs.iter().zip(frames).map(|(h, f)| (h, f.frame.as_slice())).collect();
         port.send(&batch, link);
     }
-}
-
-/// Waits until one of `fds` (negative ones left out) is readable or
-/// `timeout` passes; tells which were.
-fn wait<const N: usize>(fds: &[i32; N], timeout: Duration) -> io::Result<[bool; N]> {
-    let mut pfds: [libc::pollfd; N] = fds.map(|fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 });
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: pfds is a live array of pollfd of the given length; poll
-    // skips negative descriptors.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), N as libc::nfds_t, ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-        return Ok([false; N]);
-    }
-    Ok(pfds.map(|p| p.revents != 0))
 }
 
 /// Asks a running NAT for its dump over its control socket.

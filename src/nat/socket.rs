@@ -8,6 +8,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::sys::check;
 use nix::libc;
 
 /// Length of `struct virtio_net_hdr`.
@@ -36,13 +37,8 @@ struct TpacketStats {
 /// A packet socket bound to one interface.
 pub struct PacketSocket {
     fd: OwnedFd,
-    ifindex: i32,
     mac: [u8; 6],
     name: String,
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 fn setsockopt_int(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
@@ -101,7 +97,7 @@ impl PacketSocket {
         })
         .map_err(|e| io::Error::new(e.kind(), format!("binding to {ifname}: {e}")))?;
         let mac = read_mac(ifname)?;
-        Ok(PacketSocket { fd, ifindex, mac, name: ifname.to_string() })
+        Ok(PacketSocket { fd, mac, name: ifname.to_string() })
     }
 
     /// The interface's MAC address.
@@ -112,11 +108,6 @@ impl PacketSocket {
     /// The interface's name.
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The interface index.
-    pub fn ifindex(&self) -> i32 {
-        self.ifindex
     }
 
     /// The index of the interface the socket is bound to now, as the kernel

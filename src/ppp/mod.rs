@@ -19,9 +19,10 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
+use crate::sys::{self, check};
 use nix::libc;
 use options::Options;
-use session::{Config, Event, Session};
+use session::{Event, Session, SessionConfig};
 use tun::Tun;
 
 /// What `--version` prints; the lab checks for it to know that the
@@ -64,10 +65,6 @@ impl Log {
 struct Line {
     read: OwnedFd,
     write: OwnedFd,
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -155,13 +152,10 @@ fn read_line(fd: RawFd, inbox: &Inbox) {
     let mut decoder = hdlc::Decoder::new();
     let mut buf = vec![0u8; 65536];
     loop {
-        let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one pollfd that outlives the call.
-        if unsafe { libc::poll(&mut p, 1, -1) } < 0 {
-            if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            break;
+        match sys::readable(fd, None) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(_) => break,
         }
         // SAFETY: read into our buffer.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
@@ -260,7 +254,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
         signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)?;
     }
-    let cfg = Config {
+    let cfg = SessionConfig {
         require: opts.require,
         name: opts.our_name(),
         user: opts.user.clone(),
@@ -330,9 +324,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
             // Let the last Terminate-Ack reach the line.
             let deadline = Instant::now() + Duration::from_millis(500);
             while !outbox.is_empty() && Instant::now() < deadline {
-                let mut p = libc::pollfd { fd: line.write.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
-                // SAFETY: one pollfd that outlives the call.
-                unsafe { libc::poll(&mut p, 1, 50) };
+                sys::poll(&[(line.write.as_raw_fd(), sys::WRITABLE)], Some(Duration::from_millis(50)))?;
                 flush(line.write.as_fd(), &mut outbox)?;
             }
             break;
@@ -348,27 +340,21 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
             break;
         }
         let now = clock.elapsed();
-        let timeout = session.next_timeout().map_or(1000, |t| t.saturating_sub(now).as_millis().min(1000) as i32);
-        let line_events = if outbox.is_empty() { 0 } else { libc::POLLOUT };
-        let mut pfds = vec![
-            libc::pollfd { fd: wake_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: sig_read.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: line.write.as_raw_fd(), events: line_events, revents: 0 },
+        let timeout = session
+            .next_timeout()
+            .map_or(Duration::from_secs(1), |t| t.saturating_sub(now).min(Duration::from_secs(1)));
+        let line_events = if outbox.is_empty() { 0 } else { sys::WRITABLE };
+        let mut fds = vec![
+            (wake_read.as_raw_fd(), sys::READABLE),
+            (sig_read.as_raw_fd(), sys::READABLE),
+            (line.write.as_raw_fd(), line_events),
         ];
         if let Some(t) = &tun {
-            pfds.push(libc::pollfd { fd: t.file().as_raw_fd(), events: libc::POLLIN, revents: 0 });
+            fds.push((t.file().as_raw_fd(), sys::READABLE));
         }
-        // SAFETY: pfds outlives the call.
-        let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout) };
-        if rc < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
-        }
+        let pfds = sys::poll(&fds, Some(timeout))?;
         let now = clock.elapsed();
-        if pfds[1].revents != 0 {
+        if pfds[1] {
             let mut b = [0u8; 16];
             while (&sig_read).read(&mut b).is_ok_and(|n| n > 0) {}
             if stopping.is_none() {
@@ -377,7 +363,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
                 session.terminate(now, "user request");
             }
         }
-        if pfds[0].revents != 0 {
+        if pfds[0] {
             let mut b = [0u8; 256];
             while (&wake_read).read(&mut b).is_ok_and(|n| n > 0) {}
             let (frames, overflow, was_closed) = match inbox.queue.lock() {
@@ -394,7 +380,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
             closed = was_closed;
         }
         if let Some(t) = &tun
-            && pfds.get(3).is_some_and(|p| p.revents != 0)
+            && pfds.get(3).is_some_and(|ready| *ready)
         {
             // Drain what is queued, a bounded batch per wakeup.
             for _ in 0..64 {

@@ -93,7 +93,7 @@ fn quoted(name: &[u8]) -> String {
 
 /// What this end of the link is configured with.
 #[derive(Debug, Clone)]
-pub struct Config {
+pub struct SessionConfig {
     /// Ask the peer to authenticate with this protocol.
     pub require: Option<AuthProto>,
     /// Our name (`name`): the name in our CHAP challenges, and the server
@@ -131,9 +131,9 @@ pub struct Config {
     pub echo_failure: u32,
 }
 
-impl Default for Config {
-    fn default() -> Config {
-        Config {
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
             require: None,
             name: "vpn-passthrough".into(),
             user: None,
@@ -213,7 +213,7 @@ enum Phase {
 
 /// A PPP session.
 pub struct Session {
-    cfg: Config,
+    cfg: SessionConfig,
     phase: Phase,
     lcp: Layer,
     ipcp: Layer,
@@ -280,7 +280,7 @@ fn option(kind: u8, value: &[u8]) -> Vec<u8> {
 
 impl Session {
     /// A session that has not started.
-    pub fn new(cfg: Config) -> Session {
+    pub fn new(cfg: SessionConfig) -> Session {
         let rng = u64::from(cfg.magic) | 1;
         Session {
             our_ip: cfg.local_ip,
@@ -970,20 +970,25 @@ mod tests {
     }
 
     /// A server "lns" that alice may authenticate to with "s3cr3t".
-    fn server(require: Option<AuthProto>) -> Config {
-        Config {
+    fn server(require: Option<AuthProto>) -> SessionConfig {
+        SessionConfig {
             require,
             name: "lns".into(),
             secrets: vec![secret("alice", "lns", "s3cr3t")],
             local_ip: Some(SERVER),
             remote_ip: Some(CLIENT),
             magic: 0x1111_1111,
-            ..Config::default()
+            ..SessionConfig::default()
         }
     }
 
-    fn client(secret: &str) -> Config {
-        Config { user: Some("alice".into()), secret: Some(secret.into()), magic: 0x2222_2222, ..Config::default() }
+    fn client(secret: &str) -> SessionConfig {
+        SessionConfig {
+            user: Some("alice".into()),
+            secret: Some(secret.into()),
+            magic: 0x2222_2222,
+            ..SessionConfig::default()
+        }
     }
 
     /// What reached one side other than frames: link ups, IP packets,
@@ -1003,7 +1008,7 @@ mod tests {
     }
 
     impl Wire {
-        fn new(a: Config, b: Config) -> Wire {
+        fn new(a: SessionConfig, b: SessionConfig) -> Wire {
             let mut w = Wire {
                 a: Session::new(a),
                 b: Session::new(b),
@@ -1121,7 +1126,7 @@ mod tests {
 
     #[test]
     fn a_client_without_credentials_rejects_authentication_and_the_server_gives_up() {
-        let mut w = Wire::new(server(Some(AuthProto::ChapMd5)), Config { magic: 3, ..Config::default() });
+        let mut w = Wire::new(server(Some(AuthProto::ChapMd5)), SessionConfig { magic: 3, ..SessionConfig::default() });
         w.pump();
         assert_eq!(w.seen[0].2, vec!["LCP: the peer refuses to authenticate".to_string()]);
     }
@@ -1181,7 +1186,7 @@ mod tests {
         // it could answer a challenge with it: the reflection attack lets a
         // client without the secret make it answer its own challenge, then
         // replay that answer as the client's response.
-        let mut s = Session::new(Config { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
+        let mut s = Session::new(SessionConfig { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
         // The attacker asks the server to authenticate itself with CHAP too.
         let sent = open_lcp(&mut s, &[&[LCP_AUTH, 5, 0xc2, 0x23, 5][..], &MAGIC].concat());
         let (id, value) = challenge_in(&sent);
@@ -1208,7 +1213,7 @@ mod tests {
         let (why, clean) = &down[0];
         assert!(why.contains("our own challenge") && why.contains("reflection") && !clean, "{why}");
         // A different challenge from the same peer is answered.
-        let mut s = Session::new(Config { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
+        let mut s = Session::new(SessionConfig { secret: Some("s3cr3t".into()), ..server(Some(AuthProto::ChapMd5)) });
         let sent = open_lcp(&mut s, &[&[LCP_AUTH, 5, 0xc2, 0x23, 5][..], &MAGIC].concat());
         let (id, mut value) = challenge_in(&sent);
         value[0] ^= 1;
@@ -1223,7 +1228,7 @@ mod tests {
     fn a_chap_response_must_come_from_the_name_its_secret_belongs_to() {
         // Alice's secret, under another name.
         let respond = |name: &[u8]| {
-            let mut s = Session::new(Config {
+            let mut s = Session::new(SessionConfig {
                 secrets: vec![secret("alice", "lns", "s3cr3t"), secret("bob", "other-server", "s3cr3t")],
                 ..server(Some(AuthProto::ChapMd5))
             });
@@ -1266,7 +1271,7 @@ mod tests {
 
     #[test]
     fn the_wire_rejects_a_client_with_the_secret_but_another_name() {
-        let mallory = Config { user: Some("mallory".into()), ..client("s3cr3t") };
+        let mallory = SessionConfig { user: Some("mallory".into()), ..client("s3cr3t") };
         for proto in [AuthProto::ChapMd5, AuthProto::Pap] {
             let mut w = Wire::new(server(Some(proto)), mallory.clone());
             w.pump();
@@ -1394,10 +1399,10 @@ mod tests {
 
     #[test]
     fn silent_waits_and_passive_keeps_waiting_after_its_requests_run_out() {
-        let mut s = Session::new(Config { silent: true, ..client("x") });
+        let mut s = Session::new(SessionConfig { silent: true, ..client("x") });
         s.start(Duration::ZERO);
         assert_eq!(s.poll_event(), None, "a silent end sends nothing first");
-        let mut p = Session::new(Config { passive: true, ..client("x") });
+        let mut p = Session::new(SessionConfig { passive: true, ..client("x") });
         p.start(Duration::ZERO);
         let mut now = Duration::ZERO;
         for _ in 0..20 {

@@ -7,16 +7,13 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use crate::sys::check;
 use nix::libc;
 
 /// A configured TUN interface.
 pub struct Tun {
     file: File,
     name: String,
-}
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 fn ifreq(name: &str) -> libc::ifreq {

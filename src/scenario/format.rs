@@ -369,7 +369,7 @@ pub enum Delivery {
 /// The story's verdict for one router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Verdict {
+pub enum ExpectedOutcome {
     /// The VPN works through this router.
     #[default]
     Works,
@@ -384,7 +384,7 @@ pub enum Verdict {
 pub struct Expect {
     /// Whether the VPN works (`works`) or breaks as expected (`breaks`).
     #[serde(default)]
-    pub outcome: Verdict,
+    pub outcome: ExpectedOutcome,
     /// Why, for the report (required with `breaks`).
     #[serde(default)]
     pub why: Option<String>,
@@ -437,8 +437,8 @@ impl Expect {
     /// The expectation in one line.
     pub fn summary(&self) -> String {
         let mut parts = vec![match self.outcome {
-            Verdict::Works => "works".to_string(),
-            Verdict::Breaks => format!("breaks ({})", self.why.as_deref().unwrap_or("")),
+            ExpectedOutcome::Works => "works".to_string(),
+            ExpectedOutcome::Breaks => format!("breaks ({})", self.why.as_deref().unwrap_or("")),
         }];
         if let Some(r) = &self.skip {
             return format!("skipped: {r}");
@@ -538,7 +538,7 @@ impl Scenario {
     }
 
     /// What must be seen with `target`.
-    pub fn expect(&self, target: Target) -> Option<&Expect> {
+    pub fn expectation(&self, target: Target) -> Option<&Expect> {
         let e = &self.file.expect;
         match target {
             Target::Rust(m) => e.get(m.name()).or_else(|| e.get("rust")),
@@ -650,7 +650,7 @@ impl Scenario {
             }
         }
         for target in self.targets() {
-            if self.expect(target).is_none() {
+            if self.expectation(target).is_none() {
                 let key = target.column();
                 return Err(at(
                     &["expect"],
@@ -692,7 +692,7 @@ impl Scenario {
                 }
                 per_client("traffic_at", Some(v.len()))?;
             }
-            if e.outcome == Verdict::Breaks && e.why.is_none() && e.skip.is_none() {
+            if e.outcome == ExpectedOutcome::Breaks && e.why.is_none() && e.skip.is_none() {
                 return Err(at(&["expect", key, "outcome"], "`breaks` needs a `why` for the report".into()));
             }
             for (from, to) in &e.misdelivered {
@@ -874,9 +874,9 @@ tunnels = ["up"]
         let s = parse(GOOD).expect("loads");
         assert_eq!(s.id, "pptp::one-client");
         assert_eq!(s.targets().len(), 4);
-        assert_eq!(s.expect(Target::Rust(Mode::Off)).map(|e| e.outcome), Some(Verdict::Breaks));
-        assert_eq!(s.expect(Target::Rust(Mode::Naive)).map(|e| e.outcome), Some(Verdict::Works));
-        assert!(s.expect(Target::Linux).is_some());
+        assert_eq!(s.expectation(Target::Rust(Mode::Off)).map(|e| e.outcome), Some(ExpectedOutcome::Breaks));
+        assert_eq!(s.expectation(Target::Rust(Mode::Naive)).map(|e| e.outcome), Some(ExpectedOutcome::Works));
+        assert!(s.expectation(Target::Linux).is_some());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::expect::{self, Check, Observed};
 use super::format::{
-    Delivery, Direction, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, Verdict, esp_spi,
+    Delivery, Direction, ExpectedOutcome, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, esp_spi,
 };
 use super::ladder::{self, Rung};
 use crate::capture::{Capture, Facts};
@@ -180,7 +180,7 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
     if let Some((lan, wan)) = router.addressing() {
         (out.shape.lan, out.shape.wan) = (lan, wan);
     }
-    let Some(expect) = scenario.expect(target) else {
+    let Some(expect) = scenario.expectation(target) else {
         out.error = Some(format!("{}: nothing expected for {}", scenario.path.display(), target.label()));
         return out;
     };
@@ -203,8 +203,8 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
                     Status::Error
                 }
                 (None, true, _) => Status::Fail,
-                (None, false, Verdict::Works) => Status::Pass,
-                (None, false, Verdict::Breaks) => Status::ExpectedFailure,
+                (None, false, ExpectedOutcome::Works) => Status::Pass,
+                (None, false, ExpectedOutcome::Breaks) => Status::ExpectedFailure,
             };
             if failed {
                 out.logs = Some(logs);
@@ -793,7 +793,7 @@ impl<'s, 'l> Player<'s, 'l> {
             _ => return Err(LabError::Input("the captures were not started".into())),
         };
         let mut counters = BTreeMap::new();
-        let wanted = self.s.expect(self.target).map(|e| &e.counters).filter(|c| !c.is_empty());
+        let wanted = self.s.expectation(self.target).map(|e| &e.counters).filter(|c| !c.is_empty());
         if let Some(wanted) = wanted
             && let Some(all) = self.running.drops(self.lab)?
         {

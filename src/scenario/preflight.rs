@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use super::format::{
-    Delivery, Direction, Endpoints, Expect, Family, IpsecAuth, Scenario, ScenarioFile, Step, Target, TopologyDoc,
-    TunnelState, Verdict,
+    Delivery, Direction, Endpoints, Expect, ExpectedOutcome, Family, IpsecAuth, Scenario, ScenarioFile, Step, Target,
+    TopologyDoc, TunnelState,
 };
 use super::play::{Outcome, Status, play};
 use crate::router::Direct;
@@ -59,7 +59,7 @@ impl Item {
         // Raw ESP's scripted client counts echoes: both directions or none.
         let delivered = if self.family == Family::Esp { Delivery::Both } else { Delivery::Out };
         let expect = Expect {
-            outcome: Verdict::Works,
+            outcome: ExpectedOutcome::Works,
             tunnels: Some(vec![TunnelState::Up]),
             traffic: Some(vec![delivered]),
             ..Expect::default()
@@ -198,7 +198,7 @@ mod tests {
     #[test]
     fn a_preflight_story_expects_a_tunnel_and_a_ping() {
         let s = Item { family: Family::Pptp, auth: IpsecAuth::Psk }.scenario();
-        let e = s.expect(Target::Direct).expect("direct expectations");
+        let e = s.expectation(Target::Direct).expect("direct expectations");
         assert_eq!(e.tunnels, Some(vec![TunnelState::Up]));
         assert_eq!(e.traffic, Some(vec![Delivery::Out]));
         assert_eq!(s.file.steps.len(), 2);

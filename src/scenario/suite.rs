@@ -74,7 +74,7 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         o.why = Some(format!("{why}, which the suite cannot do to an external router"));
         return o;
     }
-    if s.expect(target).is_some_and(|e| e.skip.is_none())
+    if s.expectation(target).is_some_and(|e| e.skip.is_none())
         && let Err(e) = preflight::family_works(s.file.family)
     {
         let mut o = Outcome::blank(s, target);

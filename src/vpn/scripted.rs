@@ -23,14 +23,11 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
+use crate::sys::{self, check};
 use crate::wire::{esp, gre, ike, l2tp};
 
 /// What the ESP client puts before its SPI in the IKE body.
 const ASK: &[u8] = b"ESP-SPI ";
-
-fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
-}
 
 fn say(line: &str) {
     let mut out = io::stdout().lock();
@@ -78,7 +75,7 @@ impl RawSocket {
     /// Waits up to `timeout` for a packet; returns its source and what
     /// follows its IP header.
     pub fn recv(&self, timeout: Duration) -> io::Result<Option<(Ipv4Addr, Vec<u8>)>> {
-        if !readable(self.fd.as_raw_fd(), timeout)? {
+        if !sys::readable(self.fd.as_raw_fd(), Some(timeout))? {
             return Ok(None);
         }
         let mut buf = vec![0u8; 65536];
@@ -94,21 +91,6 @@ impl RawSocket {
         let hl = usize::from(buf[0] & 0x0f) * 4;
         let src = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
         Ok(buf.get(hl..).map(|p| (src, p.to_vec())))
-    }
-}
-
-fn readable(fd: i32, timeout: Duration) -> io::Result<bool> {
-    let mut p = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
-    let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-    // SAFETY: one pollfd that outlives the call.
-    let rc = unsafe { libc::poll(&mut p, 1, ms) };
-    match rc {
-        n if n > 0 => Ok(true),
-        0 => Ok(false),
-        _ => {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted { Ok(false) } else { Err(e) }
-        }
     }
 }
 
@@ -139,13 +121,11 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
             }
         }
         let wait = echoes.front().map_or(Duration::from_millis(200), |(due, _, _)| due.saturating_duration_since(now));
-        let mut fds = [
-            libc::pollfd { fd: udp.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-            libc::pollfd { fd: raw.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 },
-        ];
-        // SAFETY: fds outlives the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), 2, wait.as_millis().clamp(1, 1000) as i32) };
-        if fds[0].revents != 0
+        let ready = sys::poll(
+            &[(udp.as_raw_fd(), sys::READABLE), (raw.fd.as_raw_fd(), sys::READABLE)],
+            Some(wait.clamp(Duration::from_millis(1), Duration::from_secs(1))),
+        )?;
+        if ready[0]
             && let Ok((n, from)) = udp.recv_from(&mut buf)
         {
             let Ok(m) = ike::Message::new_checked(&buf[..n]) else {
@@ -169,7 +149,7 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
             udp.send_to(&reply, from)?;
             say(&format!("ike from {from}: client spi {spi:#010x}, server spi {ours:#010x}"));
         }
-        if fds[1].revents != 0
+        if ready[1]
             && let Some((src, p)) = raw.recv(Duration::ZERO)?
         {
             match esp_fields(&p) {
@@ -604,12 +584,10 @@ pub fn l2tp_lns_new_port(first_port: u16, to_port: Option<u16>) -> io::Result<()
     let mut socks: Vec<(u16, UdpSocket)> = vec![(l2tp::PORT, main)];
     let mut buf = vec![0u8; 65536];
     loop {
-        let mut fds: Vec<libc::pollfd> =
-            socks.iter().map(|(_, s)| libc::pollfd { fd: s.as_raw_fd(), events: libc::POLLIN, revents: 0 }).collect();
-        // SAFETY: fds outlives the call.
-        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 1000) };
-        for (i, fd) in fds.iter().enumerate() {
-            if fd.revents == 0 {
+        let fds: Vec<_> = socks.iter().map(|(_, s)| (s.as_raw_fd(), sys::READABLE)).collect();
+        let ready = sys::poll(&fds, Some(Duration::from_secs(1)))?;
+        for (i, ready) in ready.into_iter().enumerate() {
+            if !ready {
                 continue;
             }
             while let Ok((n, from)) = socks[i].1.recv_from(&mut buf) {
