@@ -689,6 +689,129 @@ fn ipsec_off_naive_and_linux_like() {
     assert_eq!(inb(&mut linux, &mut esp(S1, WAN, 9), t(2)), forward(Side::Lan, C1));
 }
 
+/// IKE from `client`:500 to `S1`:500 with initiator SPI `spi`, at `t(at)`.
+fn ike_out_at(n: &mut Nat, client: [u8; 4], spi: u64, at: u64) -> Verdict {
+    out(n, &mut udp(client, ike::PORT, S1, ike::PORT, &ike::emit(spi, 0, b"sa-init")), t(at))
+}
+
+/// `S1`'s IKE answer naming initiator SPI `spi`, at `t(at)`.
+fn ike_in_at(n: &mut Nat, spi: u64, at: u64) -> Verdict {
+    inb(n, &mut udp(S1, ike::PORT, WAN, ike::PORT, &ike::emit(spi, 0xabc, b"sa-init-reply")), t(at))
+}
+
+#[test]
+fn a_retransmitted_ike_message_from_the_same_client_passes_and_keeps_its_sa() {
+    // IKE retransmits until answered: the same client sending the same
+    // initiator SPI again is no collision, and it keeps the SA alive.
+    let mut n = nat_with(|p| p.timeouts.other = 30);
+    assert_eq!(ike_out_at(&mut n, C1, 0x1e, 0), forward(Side::Wan, S1));
+    assert_eq!(ike_out_at(&mut n, C1, 0x1e, 20), forward(Side::Wan, S1), "the retransmission passes");
+    assert_eq!(n.counters().dropped(DropReason::IkeSpiTaken), 0);
+    n.handle_timeout(t(40));
+    assert_eq!(ike_in_at(&mut n, 0x1e, 40), forward(Side::Lan, C1), "the retransmission kept the SA alive");
+}
+
+#[test]
+fn an_idle_ike_sa_expires_at_the_timeout_and_not_before() {
+    // An IKE SA lives `timeouts.other` without traffic: the server's answer
+    // a second before that still reaches the client; once it is up, the
+    // answer finds no SA.
+    let mut n = nat_with(|p| p.timeouts.other = 30);
+    ike_out_at(&mut n, C1, 0x1e, 0);
+    n.handle_timeout(t(29));
+    assert_eq!(ike_in_at(&mut n, 0x1e, 29), forward(Side::Lan, C1), "29 s idle: still there");
+    n.handle_timeout(t(59));
+    assert_eq!(ike_in_at(&mut n, 0x1e, 59), Verdict::Drop(DropReason::IkeUnknownSpi), "30 s idle: gone");
+}
+
+#[test]
+fn ike_sas_and_esp_spis_fill_one_ipsec_table() {
+    // `limits.ipsec_sas` bounds IKE SAs and ESP SPIs both ways together:
+    // one of each fills a table of three, so a new IKE SA is refused and
+    // counted, and the state already there keeps working.
+    let mut n = nat_with(|p| p.limits.ipsec_sas = 3);
+    assert_eq!(ike_out_at(&mut n, C1, 0x1e, 1), forward(Side::Wan, S1));
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 0x1001), t(1)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(1)), forward(Side::Lan, C1));
+    assert_eq!(ike_out_at(&mut n, C2, 0x2e, 2), Verdict::Drop(DropReason::IpsecTableFull));
+    assert_eq!(n.counters().dropped(DropReason::IpsecTableFull), 1);
+    assert_eq!(ike_in_at(&mut n, 0x1e, 2), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 2), t(2)), forward(Side::Lan, C1));
+}
+
+/// C1 sends ESP with SPI 0x1001 to S1 at `t(1)`; the server answers with
+/// SPI 0x2001 twice in sequence, which confirms the binding.
+fn confirmed_esp(n: &mut Nat) {
+    out(n, &mut esp(C1, S1, 0x1001), t(1));
+    for seq in 1..=2 {
+        assert_eq!(inb(n, &mut esp_seq(S1, WAN, 0x2001, seq), t(1)), forward(Side::Lan, C1));
+    }
+}
+
+#[test]
+fn a_client_that_hears_its_server_does_not_wait_for_another_spi() {
+    // With its binding confirmed and the server heard a second ago, C1's
+    // further ESP on the same SPI does not make it wait again: a stranger's
+    // ESP with an unknown SPI from the server's address is dropped.
+    let mut n = full();
+    confirmed_esp(&mut n);
+    assert_eq!(out(&mut n, &mut esp_seq(C1, S1, 0x1001, 2), t(2)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xbad), t(2)), Verdict::Drop(DropReason::EspUnknownSpi));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 3), t(2)), forward(Side::Lan, C1));
+}
+
+#[test]
+fn a_rekey_after_a_confirmed_binding_binds_the_servers_new_spi() {
+    // A rekey shows as a new outbound SPI while the client hears its
+    // server: the client waits again, so the server's new SPI reaches it.
+    let mut n = full();
+    confirmed_esp(&mut n);
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 0x1011), t(2)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2011), t(2)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 3), t(2)), forward(Side::Lan, C1), "the old SA still works");
+}
+
+#[test]
+fn a_client_sending_more_esp_before_its_answer_waits_only_once() {
+    // A client waiting for the server's first answer takes one new SPI,
+    // however many packets it sends meanwhile: C1 sending twice must not
+    // take C2's answer too.
+    let mut n = full();
+    out(&mut n, &mut esp_seq(C1, S1, 0x1001, 1), t(1));
+    out(&mut n, &mut esp_seq(C1, S1, 0x1001, 2), t(2));
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(3));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(4)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(4)), forward(Side::Lan, C2), "C2 gets its own answer");
+}
+
+#[test]
+fn confirming_one_clients_spi_leaves_the_other_clients_waiting() {
+    // C1's binding holding ends only C1's wait: C2, waiting for the same
+    // server, still gets the server's first answer to it.
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(2));
+    for seq in 1..=2 {
+        assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, seq), t(3)), forward(Side::Lan, C1));
+    }
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(3)), forward(Side::Lan, C2));
+}
+
+#[test]
+fn a_new_spi_when_every_waiting_client_has_a_tentative_binding_is_counted_as_a_guess() {
+    // With C1 and C2 both waiting and both bound for now, a third unknown
+    // SPI goes to the longest waiter (C1), but it could have been C2's: it
+    // is counted in `esp_ambiguous_bindings` like any other guess.
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(2));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(3)), forward(Side::Lan, C1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(3)), forward(Side::Lan, C2));
+    assert_eq!(n.counters().esp_ambiguous_bindings, 1, "the first answer was a guess, the second not");
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2003), t(3)), forward(Side::Lan, C1));
+    assert_eq!(n.counters().esp_ambiguous_bindings, 2, "the third answer was a guess too");
+}
+
 #[test]
 fn fragmented_ike_follows_its_first_fragment() {
     // An IKE_AUTH with certificates: the server's answer comes in two
