@@ -53,7 +53,7 @@ fn main() {
         eprintln!("nat lab benchmark not run: {e}");
         std::process::exit(1);
     }
-    let report = vpn_passthrough::router::own_binary().and_then(|bin| bench::nat::run(3, 3, bin));
+    let report = vpn_passthrough::lab::own_binary().and_then(|bin| bench::nat::run(3, 3, bin));
     match report {
         Ok(r) => print!("{}", r.render()),
         Err(e) => {

@@ -375,7 +375,7 @@ fn main() -> ExitCode {
             };
             bench::run(shape, hosts, rounds).map(|r| print!("{}", r.render()))
         }
-        Command::Bench(BenchCommand::Nat { seconds, rounds }) => vpn_passthrough::router::own_binary()
+        Command::Bench(BenchCommand::Nat { seconds, rounds }) => vpn_passthrough::lab::own_binary()
             .and_then(|bin| bench::nat::run(seconds, rounds, bin))
             .map(|r| print!("{}", r.render())),
         Command::Bench(BenchCommand::NatCore { mappings }) => {
@@ -497,7 +497,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     if let Err(e) = prereq::require_lab_privileges() {
         return fail(e.to_string());
     }
-    let binary = match vpn_passthrough::router::own_binary() {
+    let binary = match vpn_passthrough::lab::own_binary() {
         Ok(b) => b,
         Err(e) => return fail(e.to_string()),
     };
@@ -598,7 +598,8 @@ fn find_scenario(name: &str) -> Result<vpn_passthrough::scenario::Scenario, LabE
 /// Builds a scenario's lab with its router running and keeps it, printing
 /// a line per host to paste into a shell.
 fn up_scenario(name: &str, router: RouterArg, mode: &str) -> Result<(), LabError> {
-    use vpn_passthrough::router::{NatLab, own_binary};
+    use vpn_passthrough::lab::own_binary;
+    use vpn_passthrough::router::NatLab;
     use vpn_passthrough::scenario::{Mode, Target, suite};
     let s = find_scenario(name)?;
     let target = match router {

@@ -46,6 +46,11 @@ fn main() {
     conclusion.exit();
 }
 
+/// The default lab's shape: where its hosts' addresses come from.
+fn shape() -> Shape {
+    Shape::new(1)
+}
+
 /// The lab of `tests/router.rs` with the Rust NAT (default profile)
 /// running, one client.
 fn lab() -> Result<NatLab, Failed> {
@@ -77,7 +82,7 @@ fn bare_lab() -> Result<Lab, Failed> {
 fn nat_cmd(lab: &Lab, extra: &[&str]) -> Result<Cmd, Failed> {
     let host = lab.host(router::ROUTER)?;
     let (lan, wan) = (host.ifname(router::LAN_IF)?, host.ifname(router::WAN_IF)?);
-    let (lan_addr, wan_addr) = (router::lan_addr().to_string(), router::wan_addr().to_string());
+    let (lan_addr, wan_addr) = (shape().lan.to_string(), shape().wan.to_string());
     let mut argv = vec!["sh", "-c", "umask 000; exec \"$0\" \"$@\"", binary(), "nat"];
     argv.extend(["--lan", &lan, "--lan-addr", &lan_addr, "--wan", &wan, "--wan-addr", &wan_addr]);
     argv.extend(extra);
@@ -137,7 +142,7 @@ fn ping(client: &Host<'_>, to: Ipv4Addr, count: u32) -> Result<std::process::Out
 }
 
 fn ping_through(client: &Host<'_>, count: u32) -> Result<std::process::Output, Failed> {
-    ping(client, router::server_addr(), count)
+    ping(client, shape().server_addr(1), count)
 }
 
 /// How many replies a `ping` received, from its summary line.
@@ -182,7 +187,7 @@ fn open_mapping(client: &Host<'_>, server: &Host<'_>) -> Result<SocketAddrV4, Fa
         });
         let sent = client.inside(|| {
             let s = UdpSocket::bind(("0.0.0.0", FLOOD_PORT)).map_err(|e| io("client socket", e))?;
-            let to = SocketAddrV4::new(router::server_addr(), FLOOD_PORT);
+            let to = SocketAddrV4::new(shape().server_addr(1), FLOOD_PORT);
             // Until the server has it (its socket may not be bound yet,
             // the first datagram may wait for ARP).
             let _ = within(Duration::from_secs(10), || {
@@ -250,7 +255,7 @@ fn flood_starves_nothing() -> TestResult {
     let nl = lab()?;
     let (client, server) = (nl.client(1)?, nl.server()?);
     // Both neighbours resolved before the flood starts.
-    client.ping(router::server_addr().into())?;
+    client.ping(shape().server_addr(1).into())?;
     let nat = nat_process(&nl)?.clone();
     // Into a mapping: every datagram is translated and sent on to the LAN,
     // which costs the NAT more than it costs the sender.
@@ -268,7 +273,7 @@ fn flood_starves_nothing() -> TestResult {
             let mut problems = Vec::new();
             // The LAN side is served: the NAT answers pings on its LAN
             // address, with requests and replies on its LAN socket only.
-            let own = ping(&client, router::lan_addr().addr(), 20)?;
+            let own = ping(&client, shape().lan.addr(), 20)?;
             eprintln!("ping of the NAT's LAN address during the flood: {}", summary(&own));
             if received(&own) < 18 {
                 problems.push(format!("the NAT's LAN side starved during a WAN flood: {}", summary(&own)));
@@ -333,7 +338,7 @@ fn link_info(dump: &serde_json::Value, side: &str) -> serde_json::Value {
 fn link_flap() -> TestResult {
     let nl = lab()?;
     let client = nl.client(1)?;
-    client.ping(router::server_addr().into())?;
+    client.ping(shape().server_addr(1).into())?;
     let nat = nat_process(&nl)?.clone();
     let router_host = nl.lab.host(router::ROUTER)?;
     let wan = router_host.ifname(router::WAN_IF)?;
@@ -347,7 +352,7 @@ fn link_flap() -> TestResult {
     dump_says(false)?;
     // Meanwhile the LAN side is served: the NAT answers a ping on its LAN
     // address, and what it cannot send on the WAN is counted.
-    client.ping(router::lan_addr().addr().into())?;
+    client.ping(shape().lan.addr().into())?;
     let lost = ping_through(&client, 1)?;
     if lost.status.success() {
         return Err("a ping crossed a WAN link that is down".into());
@@ -392,7 +397,7 @@ fn ip(args: &[&str]) -> Result<(), Failed> {
 fn interface_made_anew() -> TestResult {
     let nl = lab()?;
     let client = nl.client(1)?;
-    client.ping(router::server_addr().into())?;
+    client.ping(shape().server_addr(1).into())?;
     let nat = nat_process(&nl)?.clone();
     let (router_host, server) = (nl.lab.host(router::ROUTER)?, nl.server()?);
     let (wan, eth0) = (router_host.ifname(router::WAN_IF)?, server.ifname("eth0")?);
@@ -407,7 +412,7 @@ fn interface_made_anew() -> TestResult {
     dump_says(false)?;
     // …and another one put in its place: same names, new MACs, new index.
     ip(&["-n", &rns, "link", "add", &wan, "type", "veth", "peer", "name", &eth0, "netns", &sns])?;
-    ip(&["-n", &sns, "addr", "add", &format!("{}/24", router::server_addr()), "dev", &eth0])?;
+    ip(&["-n", &sns, "addr", "add", &format!("{}/24", shape().server_addr(1)), "dev", &eth0])?;
     ip(&["-n", &sns, "link", "set", "dev", &eth0, "up"])?;
     ip(&["-n", &rns, "link", "set", "dev", &wan, "up"])?;
     dump_says(true)?;
@@ -429,7 +434,7 @@ fn interface_made_anew() -> TestResult {
 /// discard port): a dump of some hundred kilobytes.
 fn many_mappings(client: &Host<'_>, n: usize) -> Result<(), Failed> {
     client.inside(|| {
-        let to = SocketAddrV4::new(router::server_addr(), 9);
+        let to = SocketAddrV4::new(shape().server_addr(1), 9);
         // All open at once: each has a port of its own.
         let mut sockets = Vec::with_capacity(n);
         for _ in 0..n {
@@ -445,7 +450,7 @@ fn many_mappings(client: &Host<'_>, n: usize) -> Result<(), Failed> {
 fn stuck_control_client() -> TestResult {
     let nl = lab()?;
     let client = nl.client(1)?;
-    client.ping(router::server_addr().into())?;
+    client.ping(shape().server_addr(1).into())?;
     let nat = nat_process(&nl)?.clone();
     // A dump far bigger than a Unix socket's buffers.
     many_mappings(&client, 4000)?;
@@ -595,8 +600,8 @@ fn control_answers_json() -> TestResult {
 fn no_control() -> TestResult {
     let lab = bare_lab()?;
     let nat = start_nat(&lab, &["--no-control"])?;
-    let client = lab.host(&router::client(1))?;
-    client.ping(router::server_addr().into())?;
+    let client = lab.host(&router::client_name(1))?;
+    client.ping(shape().server_addr(1).into())?;
     let run_dir = lab.host(router::ROUTER)?.run_dir()?;
     let sockets: Vec<PathBuf> = std::fs::read_dir(run_dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -12,7 +12,7 @@ use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::lab::{Cmd, Host, Process, Proto};
 use vpn_passthrough::nat::{Behaviour, Profile, profile::PortRange};
-use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
+use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat, Shape};
 
 const NEEDS: &[Need] = &[Need::Root, Need::Tool("ping"), Need::Tool("nft")];
 const UDP_PORT: u16 = 7000;
@@ -68,6 +68,11 @@ fn main() {
     conclusion.exit();
 }
 
+/// The default lab's shape: where its hosts' addresses come from.
+fn shape() -> Shape {
+    Shape::new(1)
+}
+
 fn build(make: Make, clients: usize) -> Result<NatLab, libtest_mimic::Failed> {
     let router = make()?;
     Ok(NatLab::build(router.as_ref(), clients)?)
@@ -118,7 +123,7 @@ fn ask(
 }
 
 fn server_target(port: u16) -> SocketAddrV4 {
-    SocketAddrV4::new(router::server_addr(), port)
+    SocketAddrV4::new(shape().server_addr(1), port)
 }
 
 fn seen(a: Asked) -> Result<SocketAddr, libtest_mimic::Failed> {
@@ -133,16 +138,16 @@ fn clients_reach_the_server(make: Make) -> TestResult {
     let _reflector = serve(&nl.server()?)?;
     for i in 1..=2 {
         let c = nl.client(i)?;
-        c.ping(router::server_addr().into())?;
+        c.ping(shape().server_addr(1).into())?;
         for tcp in [false, true] {
             let s = seen(ask(&c, tcp, server_target(if tcp { TCP_PORT } else { UDP_PORT }), 0, 2000)?)?;
-            if s.ip() != router::wan_addr().addr() {
+            if s.ip() != shape().wan.addr() {
                 return Err(format!("client {i} reached the server as {s}, not as the public address").into());
             }
         }
     }
     // The router answers pings on its LAN address too.
-    nl.client(1)?.ping(router::lan_addr().addr().into())?;
+    nl.client(1)?.ping(shape().lan.addr().into())?;
     nl.teardown()?;
     Ok(())
 }
@@ -151,11 +156,11 @@ fn unsolicited_inbound_is_dropped(make: Make) -> TestResult {
     let nl = build(make, 1)?;
     let _reflector = serve(&nl.client(1)?)?;
     let server = nl.server()?;
-    let wan = SocketAddrV4::new(router::wan_addr().addr(), UDP_PORT);
+    let wan = SocketAddrV4::new(shape().wan.addr(), UDP_PORT);
     // Nothing answers: the client's reflector never sees it. (A wait for an
     // absence: bounded, and the only way to observe one.)
     assert_eq!(ask(&server, false, wan, 0, 500)?, Asked::TimedOut, "udp came in unsolicited");
-    let wan_tcp = SocketAddrV4::new(router::wan_addr().addr(), TCP_PORT);
+    let wan_tcp = SocketAddrV4::new(shape().wan.addr(), TCP_PORT);
     let tcp = ask(&server, true, wan_tcp, 0, 500)?;
     if tcp != Asked::TimedOut {
         return Err(format!("unsolicited tcp: expected silence, got {tcp:?}").into());
@@ -282,9 +287,9 @@ fn hairpinning() -> TestResult {
         .and_then(vpn_passthrough::probe::parse_answer)
         .ok_or_else(|| format!("c1 did not open a mapping: {log}"))?;
     // c2 reaches c1 through the public address.
-    let target = SocketAddrV4::new(router::wan_addr().addr(), public.port());
+    let target = SocketAddrV4::new(shape().wan.addr(), public.port());
     let through = seen(ask(&nl.client(2)?, false, target, 0, 2000)?)?;
-    if through.ip() != router::wan_addr().addr() {
+    if through.ip() != shape().wan.addr() {
         return Err(format!("c1 saw c2 as {through}, not as the public address (RFC 4787 REQ-9)").into());
     }
     nl.teardown()?;
@@ -380,7 +385,7 @@ fn impairments() -> TestResult {
     nl.teardown()?;
     // Total loss outbound: nothing gets out, and the NAT counts it.
     let nl = build(|| rust_with(|p| p.impair.outbound.loss_percent = 100.0), 1)?;
-    if nl.client(1)?.ping(router::server_addr().into()).is_ok() {
+    if nl.client(1)?.ping(shape().server_addr(1).into()).is_ok() {
         return Err("a ping crossed a NAT that loses everything".into());
     }
     let lost = nl.router.dropped(&nl.lab, "impaired-loss")?.unwrap_or(0);

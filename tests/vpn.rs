@@ -14,7 +14,7 @@ use vpn_passthrough::capture::{Capture, What};
 use vpn_passthrough::flood;
 use vpn_passthrough::lab::{Cmd, Host, Proto};
 use vpn_passthrough::nat::Profile;
-use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
+use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat, Shape};
 
 use vpn_passthrough::ppp::session::AuthProto;
 use vpn_passthrough::vpn::pppd::PppConfig;
@@ -124,13 +124,18 @@ fn main() {
     conclusion.exit();
 }
 
+/// The default lab's shape: where its hosts' addresses come from.
+fn shape() -> Shape {
+    Shape::new(1)
+}
+
 /// One road-warrior client through the router to the server's inner
 /// address: up, ping, 1 MB each way.
 fn ipsec(make: Make, version: IkeVersion, certs: bool) -> TestResult {
     let router = make()?;
     let nl = NatLab::build(router.as_ref(), 1)?;
     let (_server, _client) = ipsec_up(&nl, version, certs, None)?;
-    through_tunnel(&nl.client(1)?, &nl.server()?, router::server_inner())?;
+    through_tunnel(&nl.client(1)?, &nl.server()?, shape().server_inner(1))?;
     nl.teardown()?;
     Ok(())
 }
@@ -160,7 +165,7 @@ fn ipsec_up<'l>(
     };
     let (cid, sid) = if certs { ("client1.lab", "server.lab") } else { ("client1", "server") };
     let inner = match only {
-        Some(p) => format!("{}/32[{p}]", router::server_inner()),
+        Some(p) => format!("{}/32[{p}]", shape().server_inner(1)),
         None => "10.10.0.0/24".to_string(),
     };
     let narrowed = only.map(|p| format!("dynamic[{p}]"));
@@ -170,7 +175,7 @@ fn ipsec_up<'l>(
             version,
             auth: server_auth.clone(),
             id: sid.into(),
-            addr: router::server_addr(),
+            addr: shape().server_addr(1),
             local_ts: inner.clone(),
             remote_ts: narrowed.clone(),
             pool: "10.99.0.0/24".into(),
@@ -186,7 +191,7 @@ fn ipsec_up<'l>(
             auth: client_auth.clone(),
             id: cid.into(),
             server_id: sid.into(),
-            server: router::server_addr(),
+            server: shape().server_addr(1),
             remote_ts: inner,
             local_ts: narrowed,
             ip_fragments: certs,
@@ -213,9 +218,9 @@ fn l2tp_over_ipsec(make: Make) -> TestResult {
     let (_server, _client) = ipsec_up(&nl, IkeVersion::V2, false, Some("udp/1701"))?;
     let (client, server) = (nl.client(1)?, nl.server()?);
     // PPP frames must fit libipsec's tunnel (MTU 1400) once wrapped in L2TP.
-    let mut lns = lns_config(router::server_inner());
+    let mut lns = lns_config(shape().server_inner(1));
     lns.ppp = lns.ppp.mtu(1280);
-    let mut lac = lac_config(router::server_inner());
+    let mut lac = lac_config(shape().server_inner(1));
     lac.ppp = lac.ppp.mtu(1280);
     let _lns = Xl2tpd::lns(server, &lns)?;
     let lac = Xl2tpd::lac(client, &lac)?;
@@ -254,8 +259,8 @@ fn l2tp(make: Make) -> TestResult {
     let router = make()?;
     let nl = NatLab::build(router.as_ref(), 1)?;
     let (client, server) = (nl.client(1)?, nl.server()?);
-    let lns = Xl2tpd::lns(server, &lns_config(router::server_addr()))?;
-    let lac = Xl2tpd::lac(client, &lac_config(router::server_addr()))?;
+    let lns = Xl2tpd::lns(server, &lns_config(shape().server_addr(1)))?;
+    let lac = Xl2tpd::lac(client, &lac_config(shape().server_addr(1)))?;
     let link = lac.connect("server", Duration::from_secs(20))?;
     if link.peer != PPP_SERVER {
         return Err(format!("the client's PPP link goes to {} (want {PPP_SERVER})", link.peer).into());
@@ -270,7 +275,7 @@ const PPTP_SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
 
 fn pptpd_config() -> PptpdConfig {
     PptpdConfig {
-        listen: router::server_addr(),
+        listen: shape().server_addr(1),
         local_ip: PPTP_SERVER,
         range: (Ipv4Addr::new(10, 98, 0, 100), Ipv4Addr::new(10, 98, 0, 199)),
         ppp: PppConfig::server(AuthProto::ChapMd5, "pptpd", "lab secret"),
@@ -283,7 +288,7 @@ fn pptp(make: Make) -> TestResult {
     let nl = NatLab::build(router.as_ref(), 1)?;
     let (client, server) = (nl.client(1)?, nl.server()?);
     let pptpd = Pptpd::start(server, &pptpd_config())?;
-    let call = PptpClient::start(client, router::server_addr(), &PppConfig::client("client1", "lab secret"))?;
+    let call = PptpClient::start(client, shape().server_addr(1), &PppConfig::client("client1", "lab secret"))?;
     let link = call.wait_for_link(Duration::from_secs(20))?;
     if link.peer != PPTP_SERVER {
         return Err(format!("the client's PPP link goes to {} (want {PPTP_SERVER})", link.peer).into());
@@ -320,7 +325,7 @@ fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
     for i in 1..=2 {
         let call = PptpClient::start(
             nl.client(i)?,
-            router::server_addr(),
+            shape().server_addr(1),
             &PppConfig::client(&format!("client{i}"), "lab secret"),
         )?;
         let link = call.wait_for_link(Duration::from_secs(20))?;
@@ -329,7 +334,7 @@ fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
         calls.push(call);
     }
     let lan_calls = lan.facts()?;
-    let (c1, c2) = (router::client_addr(1), router::client_addr(2));
+    let (c1, c2) = (shape().client_addr(1), shape().client_addr(2));
     let ids = (lan_calls.pptp_outgoing_calls(Some(c1)), lan_calls.pptp_outgoing_calls(Some(c2)));
     if ids.0.is_empty() || ids.0 != ids.1 {
         return Err(
@@ -410,7 +415,7 @@ fn esp_server_on(server: &Host<'_>, delay_ms: u64) -> Result<vpn_passthrough::la
 }
 
 fn esp_client(nl: &NatLab, i: usize, spi: u32, count: u32) -> Result<vpn_passthrough::lab::Process, Failed> {
-    esp_client_to(nl, i, router::server_addr(), spi, count, None)
+    esp_client_to(nl, i, shape().server_addr(1), spi, count, None)
 }
 
 /// A scripted raw-ESP client on client `i` towards `server`: `count`
@@ -482,7 +487,7 @@ fn raw_esp_two(make: Make, outcome: EspOutcome) -> TestResult {
     let second = esp_client(&nl, 2, spi2, 1)?;
     let (r1, r2) = (esp_report(&first)?, esp_report(&second)?);
     let lan = lan.stop()?;
-    let (c1, c2) = (router::client_addr(1), router::client_addr(2));
+    let (c1, c2) = (shape().client_addr(1), shape().client_addr(2));
     let to = |c| lan.esp_spis(None, Some(c));
     match outcome {
         EspOutcome::Delivered => {
@@ -511,11 +516,11 @@ fn raw_esp_two(make: Make, outcome: EspOutcome) -> TestResult {
 /// reach the LAN.
 fn hostile(make: Make) -> TestResult {
     let router = make()?;
-    let nl = NatLab::build_shaped(router.as_ref(), &router::Shape { intruder: true, ..router::Shape::new(1) }, |t| t)?;
+    let nl = NatLab::build_shaped(router.as_ref(), &Shape { intruder: true, ..Shape::new(1) }, |t| t)?;
     let rt = nl.lab.host(router::ROUTER)?;
     let (lan, wan) = (Capture::start(&rt, router::LAN_IF, "lan")?, Capture::start(&rt, router::WAN_IF, "wan")?);
     let bin = env!("CARGO_BIN_EXE_vpn-passthrough");
-    let public = router::wan_addr().addr().to_string();
+    let public = shape().wan.addr().to_string();
     let intruder_host = nl.lab.host(router::INTRUDER)?;
     // Resolve the NAT's address first: packets sent while ARP is pending
     // would be lost before they ever reach it. (A router may well ignore
@@ -524,9 +529,9 @@ fn hostile(make: Make) -> TestResult {
     let out = intruder_host.run_ok(Cmd::new(bin).args(&["peer", "hostile", &public, "--rounds", "32"]))?;
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     // The client still reaches the server afterwards: the NAT is alive.
-    nl.client(1)?.ping(router::server_addr().into())?;
+    nl.client(1)?.ping(shape().server_addr(1).into())?;
     let (lan, wan) = (lan.stop()?, wan.stop()?);
-    let intruder = router::intruder_addr();
+    let intruder = shape().intruder_addr();
     let arrived = wan.count(Some(intruder), None, |w| !matches!(w, What::Icmp { .. }));
     if arrived < 32 * 7 {
         return Err(format!("the WAN saw {arrived} of the intruder's packets ({said})").into());
@@ -553,12 +558,12 @@ fn lns_new_port(make: Make, delivered: bool) -> TestResult {
     let lns =
         nl.server()?.spawn(Cmd::new(bin).args(&["peer", "l2tp-lns", "--first-port", "40000"]).label("l2tp-lns"))?;
     lns.wait_for_log("listening", Duration::from_secs(5))?;
-    let lac = Xl2tpd::lac(nl.client(1)?, &lac_config(router::server_addr()))?;
+    let lac = Xl2tpd::lac(nl.client(1)?, &lac_config(shape().server_addr(1)))?;
     lac.dial("server")?;
     lns.wait_for_log("from port 40000 to port", Duration::from_secs(10))?;
-    let c1 = router::client_addr(1);
+    let c1 = shape().client_addr(1);
     let sccrp = |f: &vpn_passthrough::capture::Facts| {
-        f.count(Some(router::server_addr()), Some(c1), |w| {
+        f.count(Some(shape().server_addr(1)), Some(c1), |w| {
             matches!(w, What::L2tp { sport: 40000, dport: 1701, control: Some(2), .. })
         })
     };
@@ -648,25 +653,25 @@ const RSS_BOUND_KB: u64 = 256 * 1024;
 /// within a second.
 fn under_attack() -> TestResult {
     let router = rust_full()?;
-    let shape = router::Shape { clients: 5, servers: 2, intruder: true, ..router::Shape::new(5) };
+    let shape = Shape { clients: 5, servers: 2, intruder: true, ..Shape::new(5) };
     let nl = NatLab::build_shaped(router.as_ref(), &shape, |t| t)?;
     let server = nl.server()?;
     // The four tunnels.
     let (_charon_server, _charon_client) = ipsec_up(&nl, IkeVersion::V2, false, None)?;
     let pptpd = Pptpd::start(server, &pptpd_config())?;
-    let pptp = PptpClient::start(nl.client(2)?, router::server_addr(), &PppConfig::client("client2", "lab secret"))?;
+    let pptp = PptpClient::start(nl.client(2)?, shape.server_addr(1), &PppConfig::client("client2", "lab secret"))?;
     let pptp_link = pptp.wait_for_link(Duration::from_secs(20))?;
     pptpd.wait_for_link(pptp_link.local, Duration::from_secs(5))?;
-    let lns = Xl2tpd::lns(server, &lns_config(router::server_addr()))?;
+    let lns = Xl2tpd::lns(server, &lns_config(shape.server_addr(1)))?;
     let lac = Xl2tpd::lac(
         nl.client(3)?,
-        &LacConfig { ppp: PppConfig::client("client3", "lab secret"), ..lac_config(router::server_addr()) },
+        &LacConfig { ppp: PppConfig::client("client3", "lab secret"), ..lac_config(shape.server_addr(1)) },
     )?;
     let l2tp_link = lac.connect("server", Duration::from_secs(20))?;
     lns.wait_for_link(l2tp_link.local, Duration::from_secs(5))?;
     let server2 = nl.lab.host(&shape.server_name(2))?;
     let _esp_server = esp_server_on(&server2, 0)?;
-    let tunnels: [(usize, Ipv4Addr); 3] = [(1, router::server_inner()), (2, PPTP_SERVER), (3, PPP_SERVER)];
+    let tunnels: [(usize, Ipv4Addr); 3] = [(1, shape.server_inner(1)), (2, PPTP_SERVER), (3, PPP_SERVER)];
     for (i, to) in tunnels {
         nl.client(i)?.run_ok(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "3", &to.to_string()]))?;
     }
@@ -682,7 +687,7 @@ fn under_attack() -> TestResult {
     let (lan_mac, wan_mac) = (mac_of(&rt, router::LAN_IF)?, mac_of(&rt, router::WAN_IF)?);
     let intruder = nl.lab.host(router::INTRUDER)?;
     let inside = nl.client(5)?;
-    let servers = vec![router::server_addr(), shape.server_addr(2)];
+    let servers = vec![shape.server_addr(1), shape.server_addr(2)];
     let wan_target = flood::Target {
         side: vpn_passthrough::nat::Side::Wan,
         own_mac: mac_of(&intruder, "eth0")?,

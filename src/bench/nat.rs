@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::lab::{Cmd, LabError, Proto, Result};
 use crate::nat::Profile;
-use crate::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat};
+use crate::router::{LinuxNat, NatLab, RouterUnderTest, RustNat};
 
 /// Figures of one router.
 #[derive(Debug, Clone, Default)]
@@ -120,7 +120,7 @@ fn measure(router: &dyn RouterUnderTest, seconds: u64, binary: &std::path::Path)
     iperf.wait_for_port(Proto::Tcp, 5201, Duration::from_secs(5))?;
     let secs = seconds.to_string();
     let limit = Duration::from_secs(seconds + 20);
-    let target = router::server_addr().to_string();
+    let target = nl.shape.server_addr(1).to_string();
     let iperf_json = |args: &[&str]| -> Result<serde_json::Value> {
         let mut a = vec!["iperf3", "-c", &target, "-p", "5201", "-t", &secs, "-J"];
         a.extend_from_slice(args);

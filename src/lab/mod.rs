@@ -25,6 +25,7 @@
 //! private run directory that is kept, and its path printed, when something
 //! went wrong.
 
+mod binaries;
 mod error;
 mod host;
 pub mod names;
@@ -47,6 +48,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Once};
 use std::time::Duration;
 
+pub use binaries::{our_binary, own_binary};
 pub use error::{Crash, LabError, NotReady, Result};
 pub use host::Host;
 pub use names::RunId;

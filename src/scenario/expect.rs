@@ -10,7 +10,7 @@ use super::format::{
     parse_port,
 };
 use crate::capture::{Facts, What};
-use crate::router::{self, Shape};
+use crate::router::Shape;
 use crate::wire::{l2tp, pptp};
 
 /// What the steps left, read from the endpoints, the captures and the
@@ -156,9 +156,9 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
         checks.push(check("an SCCRP reached the client", want, seen));
     }
     if let Some(want) = e.intruder_reached_lan {
-        let leaked = o.lan.packets.iter().filter(|p| p.src == router::intruder_addr()).count();
+        let leaked = o.lan.packets.iter().filter(|p| p.src == o.shape.intruder_addr()).count();
         let c = check("the intruder's packets reached the LAN", want, leaked > 0);
-        let wan = o.wan.count(Some(router::intruder_addr()), None, |_| true);
+        let wan = o.wan.count(Some(o.shape.intruder_addr()), None, |_| true);
         checks.push(c.because(format!("{leaked} packets; WAN saw {wan}")));
     }
     // Counters are the Rust NAT's; an external router judged by the
@@ -246,7 +246,7 @@ fn premises(s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
     // and after.
     let flowing = o.tunnels.iter().all(|t| *t == TunnelState::Up);
     if f.family == Family::Esp && flowing && f.steps.iter().any(|st| matches!(st, Step::Hostile { .. })) {
-        let attack = o.wan.packets.iter().filter(|p| p.src == router::intruder_addr()).map(|p| p.time);
+        let attack = o.wan.packets.iter().filter(|p| p.src == o.shape.intruder_addr()).map(|p| p.time);
         let (first, last) = (attack.clone().min(), attack.max());
         let esp: Vec<_> = o
             .lan

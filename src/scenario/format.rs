@@ -154,9 +154,9 @@ impl TopologyDoc {
             clients: self.clients,
             servers: self.servers,
             lan: self.lan,
-            wan: crate::router::wan_addr(),
             double_nat: self.double_nat,
             intruder: self.intruder,
+            ..Shape::new(self.clients)
         }
     }
 }

@@ -448,7 +448,7 @@ impl<'s, 'l> Player<'s, 'l> {
                 self.router.reboot(self.lab, &mut self.running, &self.shape)?;
             }
             Step::LinkDown { client } | Step::LinkUp { client } => {
-                let host = self.host(&router::client(*client))?;
+                let host = self.host(&router::client_name(*client))?;
                 let up = matches!(step, Step::LinkUp { .. });
                 let dev = host.ifname("eth0")?;
                 host.run_ok(Cmd::argv(&["ip", "link", "set", "dev", &dev, if up { "up" } else { "down" }]))?;
@@ -464,7 +464,7 @@ impl<'s, 'l> Player<'s, 'l> {
                 self.router.change_profile(self.lab, &mut self.running, &self.shape, profile)?;
             }
             Step::Hostile { rounds } => {
-                let bin = router::own_binary()?;
+                let bin = crate::lab::own_binary()?;
                 let intruder = self.host(router::INTRUDER)?;
                 let public = self.shape.wan.addr().to_string();
                 // Resolve the router's address first: packets sent while ARP
@@ -511,7 +511,7 @@ impl<'s, 'l> Player<'s, 'l> {
             Family::L2tp => match e.lns {
                 Lns::Xl2tpd => Server::Lns(Xl2tpd::lns(host, &lns_config(addr, j, false))?),
                 Lns::RepliesTo1701 | Lns::NewPort => {
-                    let bin = router::own_binary()?;
+                    let bin = crate::lab::own_binary()?;
                     let mut cmd = Cmd::new(bin.to_string_lossy()).args(&["peer", "l2tp-lns"]).label("l2tp-lns");
                     cmd = match e.lns {
                         Lns::RepliesTo1701 => cmd.args(&["--first-port", "1701", "--to-port", "1701"]),
@@ -523,7 +523,7 @@ impl<'s, 'l> Player<'s, 'l> {
                 }
             },
             Family::Esp => {
-                let bin = router::own_binary()?;
+                let bin = crate::lab::own_binary()?;
                 let p = host.spawn(
                     Cmd::new(bin.to_string_lossy())
                         .args(&["peer", "esp-server", "--delay-ms", &e.esp_delay_ms.to_string()])
@@ -586,7 +586,7 @@ impl<'s, 'l> Player<'s, 'l> {
     fn connect(&mut self, i: usize) -> Result<()> {
         let j = self.s.server_of(i);
         self.ensure_server(j)?;
-        let host = self.host(&router::client(i))?;
+        let host = self.host(&router::client_name(i))?;
         let timeout = self.connect_timeout();
         let server_addr = self.shape().server_addr(j);
         let inner = self.shape().server_inner(j);
@@ -646,7 +646,7 @@ impl<'s, 'l> Player<'s, 'l> {
                 Client::Charon(charon, lac)
             }
             Family::Esp => {
-                let bin = router::own_binary()?;
+                let bin = crate::lab::own_binary()?;
                 let p = host.spawn(
                     Cmd::new(bin.to_string_lossy())
                         .args(&["peer", "esp", &server_addr.to_string(), "--spi", &format!("{:#x}", esp_spi(i))])
@@ -748,7 +748,7 @@ impl<'s, 'l> Player<'s, 'l> {
                     let t = &self.tunnels[i - 1];
                     let (Some(local), Some(remote), true) = (t.local, t.remote, t.up) else { continue };
                     let ok = match dir {
-                        Direction::Out => ping(&self.host(&router::client(i))?, remote)?,
+                        Direction::Out => ping(&self.host(&router::client_name(i))?, remote)?,
                         Direction::In => ping(&self.host(&self.shape().server_name(self.s.server_of(i)))?, local)?,
                     };
                     match dir {

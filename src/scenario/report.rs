@@ -306,7 +306,7 @@ pub fn topology_text(shape: &Shape, server_of: impl Fn(usize) -> usize) -> Strin
         let _ = writeln!(
             s,
             "  {:<4} {:<15}{behind} ──▶ {} {}",
-            router::client(i),
+            router::client_name(i),
             shape.client_addr(i).to_string(),
             shape.server_name(j),
             shape.server_addr(j)
@@ -323,12 +323,8 @@ pub fn topology_text(shape: &Shape, server_of: impl Fn(usize) -> usize) -> Strin
         );
     }
     if shape.intruder {
-        let _ = writeln!(
-            s,
-            "  {:<8} {:<15} (hostile, nobody's peer)",
-            router::INTRUDER,
-            router::intruder_addr().to_string()
-        );
+        let _ =
+            writeln!(s, "  {:<8} {:<15} (hostile, nobody's peer)", router::INTRUDER, shape.intruder_addr().to_string());
     }
     s
 }
@@ -364,7 +360,7 @@ pub fn topology_svg(shape: &Shape) -> String {
     for i in 1..=shape.clients {
         let y = 30 + (i - 1) * 44 + 10;
         line(&mut s, client_x + 130, y, gateway_x, router_y);
-        box_(&mut s, client_x, y, &router::client(i), &shape.client_addr(i).to_string(), "#e8f0fe");
+        box_(&mut s, client_x, y, &router::client_name(i), &shape.client_addr(i).to_string(), "#e8f0fe");
     }
     if shape.double_nat {
         line(&mut s, 320, router_y, 300, router_y);
@@ -381,7 +377,7 @@ pub fn topology_svg(shape: &Shape) -> String {
     let mut wan_hosts: Vec<(String, String)> =
         (1..=shape.servers).map(|j| (shape.server_name(j), shape.server_addr(j).to_string())).collect();
     if shape.intruder {
-        wan_hosts.push((router::INTRUDER.into(), router::intruder_addr().to_string()));
+        wan_hosts.push((router::INTRUDER.into(), shape.intruder_addr().to_string()));
     }
     for (k, (name, addr)) in wan_hosts.iter().enumerate() {
         let y = 30 + k * 44 + 10;

@@ -16,7 +16,7 @@ pub const PPPD: &str = "/usr/sbin/pppd";
 
 /// Our PPP peer binary: `$VPN_PASSTHROUGH_PPPD` or beside this program.
 pub fn ppp_binary() -> Result<PathBuf> {
-    crate::router::our_binary("vpn-passthrough-pppd", "VPN_PASSTHROUGH_PPPD")
+    crate::lab::our_binary("vpn-passthrough-pppd", "VPN_PASSTHROUGH_PPPD")
 }
 
 /// `spec` with our PPP peer bind-mounted over [`PPPD`], when both exist;

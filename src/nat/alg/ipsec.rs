@@ -129,13 +129,8 @@ impl Ipsec {
     }
 
     /// How many SAs and SPIs it keeps, in all.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.ike.len() + self.esp_in.len() + self.esp_out.len()
-    }
-
-    /// Whether it keeps none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Room for one more entry of `client`'s, counted if there is.

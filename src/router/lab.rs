@@ -1,0 +1,169 @@
+//! The lab a router is tested in: the topology of a [`Shape`] with the
+//! router placed in it, and [`NatLab`], that lab built with a router running.
+
+use crate::lab::{Cmd, EndpointSpec, Host, HostSpec, Lab, LinkSpec, Result, Topology};
+
+use super::linux_nat::LinuxNat;
+use super::shape::{HOME, INTRUDER, LAN_IF, ROUTER, SERVER, Shape, WAN_IF, client_name};
+use super::{RouterUnderTest, RunningRouter};
+
+/// Where the router under test is.
+pub(super) enum Placement<'a> {
+    /// In the lab's router host; with kernel addresses and forwarding, or
+    /// without (a userspace router).
+    Host { kernel_routes: bool },
+    /// Outside, reached through two NICs joined to the lab's switches.
+    External { lan_port: &'a str, wan_port: &'a str },
+}
+
+/// The topology of `shape`; `kernel_routes` gives the router host its
+/// addresses and forwarding (a kernel router), or leaves both to the
+/// router's own program.
+pub fn shaped_topology(kernel_routes: bool, shape: &Shape) -> Topology {
+    placed_topology(Placement::Host { kernel_routes }, shape)
+}
+
+pub(super) fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topology {
+    let mut t = match placement {
+        Placement::External { lan_port, .. } => Topology::new().switch_with_port("lan", lan_port),
+        Placement::Host { .. } => Topology::new().switch("lan"),
+    };
+    let client_switch = if shape.double_nat {
+        let home_lan = shape.client_lan().to_string();
+        t = t
+            .switch("homelan")
+            .host(HostSpec::new(HOME).forwarding().default_route(&shape.lan.addr().to_string()))
+            .link(
+                EndpointSpec::new(HOME, "wan0").addr(&format!("{}/{}", shape.home_addr(), shape.lan.prefix_len())),
+                "lan",
+            )
+            .link(EndpointSpec::new(HOME, "lan0").addr(&home_lan), "homelan");
+        "homelan"
+    } else {
+        "lan"
+    };
+    let gw = shape.client_lan().addr().to_string();
+    for i in 1..=shape.clients {
+        let name = client_name(i);
+        let addr = format!("{}/{}", shape.client_addr(i), shape.client_lan().prefix_len());
+        t = t
+            .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(&name).default_route(&gw)))
+            .link(EndpointSpec::new(&name, "eth0").addr(&addr), client_switch);
+    }
+    let server_end = |j: usize| {
+        EndpointSpec::new(&shape.server_name(j), "eth0").addr(&format!(
+            "{}/{}",
+            shape.server_addr(j),
+            shape.wan.prefix_len()
+        ))
+    };
+    for j in 1..=shape.servers {
+        let spec = HostSpec::new(&shape.server_name(j)).loopback(&format!("{}/32", shape.server_inner(j)));
+        t = t.host(crate::vpn::pppd::with_ppp_peer(spec));
+    }
+    match placement {
+        Placement::External { wan_port, .. } => t = t.switch_with_port("wan", wan_port),
+        Placement::Host { kernel_routes } => {
+            let (lan_end, wan_end, host) = if kernel_routes {
+                (
+                    EndpointSpec::new(ROUTER, LAN_IF).addr(&shape.lan.to_string()),
+                    EndpointSpec::new(ROUTER, WAN_IF).addr(&shape.wan.to_string()),
+                    HostSpec::new(ROUTER).forwarding(),
+                )
+            } else {
+                (EndpointSpec::new(ROUTER, LAN_IF), EndpointSpec::new(ROUTER, WAN_IF), HostSpec::new(ROUTER))
+            };
+            t = t.host(host).link_spec(LinkSpec::new(lan_end, "lan"));
+            if !shape.wan_switch() {
+                return t.link(wan_end, server_end(1));
+            }
+            t = t.switch("wan").link_spec(LinkSpec::new(wan_end, "wan"));
+        }
+    }
+    for j in 1..=shape.servers {
+        t = t.link_spec(LinkSpec::new(server_end(j), "wan").without_offloads());
+    }
+    if shape.intruder {
+        let intruder_end = EndpointSpec::new(INTRUDER, "eth0").addr(&format!("{}/24", shape.intruder_addr()));
+        t = t.host(HostSpec::new(INTRUDER)).link_spec(LinkSpec::new(intruder_end, "wan").without_offloads());
+    }
+    t
+}
+
+/// Client 1 and server 1 of `shape`, cabled to each other.
+pub(super) fn direct_topology(shape: &Shape) -> Topology {
+    let (c, s) = (client_name(1), shape.server_name(1));
+    let client = HostSpec::new(&c).route_dev(&shape.wan.trunc().to_string(), "eth0");
+    let server = HostSpec::new(&s)
+        .loopback(&format!("{}/32", shape.server_inner(1)))
+        .route_dev(&shape.client_lan().trunc().to_string(), "eth0");
+    Topology::new().host(crate::vpn::pppd::with_ppp_peer(client)).host(crate::vpn::pppd::with_ppp_peer(server)).link(
+        EndpointSpec::new(&c, "eth0").addr(&format!("{}/{}", shape.client_addr(1), shape.client_lan().prefix_len())),
+        EndpointSpec::new(&s, "eth0").addr(&format!("{}/{}", shape.server_addr(1), shape.wan.prefix_len())),
+    )
+}
+
+/// A lab with a router under test running in it.
+pub struct NatLab {
+    /// The lab.
+    pub lab: Lab,
+    /// The router.
+    pub router: RunningRouter,
+    /// Its shape.
+    pub shape: Shape,
+}
+
+impl NatLab {
+    /// Builds the lab and starts the router.
+    pub fn build(router: &dyn RouterUnderTest, clients: usize) -> Result<NatLab> {
+        NatLab::build_with(router, clients, |t| t)
+    }
+
+    /// Builds the lab of [`Shape::new`]`(clients)` as `change` leaves it (extra
+    /// bind mounts, sysctls, routes), and starts the router.
+    pub fn build_with(
+        router: &dyn RouterUnderTest,
+        clients: usize,
+        change: impl FnOnce(Topology) -> Topology,
+    ) -> Result<NatLab> {
+        NatLab::build_shaped(router, &Shape::new(clients), change)
+    }
+
+    /// Builds the lab of `shape` as `change` leaves it, starts the second
+    /// NAT of a double-NAT shape, then the router.
+    pub fn build_shaped(
+        router: &dyn RouterUnderTest,
+        shape: &Shape,
+        change: impl FnOnce(Topology) -> Topology,
+    ) -> Result<NatLab> {
+        let lab = Lab::build(&change(router.topology(shape)))?;
+        if shape.double_nat {
+            let home = lab.host(HOME)?;
+            let rules = LinuxNat { pptp_helper: true }.ruleset(&home.ifname("lan0")?, &home.ifname("wan0")?);
+            let file = home.write_conf("home.nft", &rules)?;
+            home.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]))?;
+        }
+        let running = router.start(&lab, shape)?;
+        Ok(NatLab { lab, router: running, shape: shape.clone() })
+    }
+
+    /// Client `i` (from 1).
+    pub fn client(&self, i: usize) -> Result<Host<'_>> {
+        self.lab.host(&client_name(i))
+    }
+
+    /// How many clients the LAN has.
+    pub fn clients(&self) -> usize {
+        self.shape.clients
+    }
+
+    /// The server.
+    pub fn server(&self) -> Result<Host<'_>> {
+        self.lab.host(SERVER)
+    }
+
+    /// Stops the router and tears the lab down.
+    pub fn teardown(self) -> Result<()> {
+        self.lab.teardown()
+    }
+}
