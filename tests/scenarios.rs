@@ -7,10 +7,11 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::needs::{CAPTURE as ESP, IPSEC, L2TP, L2TP_IPSEC, PPTP};
+use common::needs::{CAPTURE, IPSEC, L2TP_IPSEC, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
-use vpn_passthrough::scenario::format::{Family, Lns, Step};
+use vpn_passthrough::scenario::family;
+use vpn_passthrough::scenario::format::Step;
 use vpn_passthrough::scenario::{self, Scenario, Status, Target, suite};
 
 const REBOOT: &[Need] = &[Need::Root, Need::Tool("conntrack")];
@@ -27,15 +28,11 @@ const EXTERNAL: &[Need] = &[
 ];
 const REPORT: &[Need] = &[Need::Root, Need::Tool("tcpdump"), Need::Tool("nft"), Need::Tool("chromium")];
 
+/// What a scenario needs: root, the captures and rules every run uses, and
+/// the programs its family's endpoints run.
 fn needs(s: &Scenario) -> &'static [Need] {
-    match s.file.family {
-        Family::Pptp => PPTP,
-        Family::L2tp if s.file.endpoints.lns != Lns::Xl2tpd => ESP,
-        Family::L2tp => L2TP,
-        Family::L2tpIpsec => L2TP_IPSEC,
-        Family::Ikev2 | Family::Ikev1 => IPSEC,
-        Family::Esp => ESP,
-    }
+    let tools = family::of(s.file.family).tools(s).iter().map(|t| Need::Tool(t));
+    Box::leak(CAPTURE.iter().copied().chain(tools).collect::<Vec<_>>().into_boxed_slice())
 }
 
 fn binary() -> PathBuf {

@@ -5,13 +5,10 @@ use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
-use super::format::{
-    Delivery, Expect, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, client_number, esp_spi, parse_count,
-    parse_port,
-};
+use super::family;
+use super::format::{Delivery, Expect, Scenario, Target, TunnelState, client_number, parse_count, parse_port};
 use crate::capture::{Facts, What};
 use crate::router::Shape;
-use crate::wire::{l2tp, pptp};
 
 /// What the steps left, read from the endpoints, the captures and the
 /// router.
@@ -35,6 +32,13 @@ pub struct Observed {
     pub wan: Facts,
     /// Rust NAT drop counters asked for.
     pub counters: BTreeMap<String, u64>,
+}
+
+impl Observed {
+    /// The addresses the router sees the clients as, client 1 first.
+    pub fn clients_seen_as(&self) -> Vec<Ipv4Addr> {
+        (1..=self.shape.clients).map(|i| self.shape.seen_as(i)).collect()
+    }
 }
 
 /// One expectation and what was seen.
@@ -78,7 +82,7 @@ fn check(what: impl Into<String>, expected: impl Serialize, seen: impl Serialize
 }
 
 /// A premise: `holds` must be true, `seen` says what the captures showed.
-fn premise(what: impl Into<String>, holds: bool, seen: impl Into<String>) -> Check {
+pub(crate) fn premise(what: impl Into<String>, holds: bool, seen: impl Into<String>) -> Check {
     Check {
         what: what.into(),
         expected: "true".into(),
@@ -121,7 +125,7 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
     }
     for (from, to) in &e.misdelivered {
         let (Some(i), Some(_)) = (client_number(from), client_number(to)) else { continue };
-        let reached = reached_by(s.file.family, o, i);
+        let reached = family::of(s.file.family).reached_by(o, i);
         let seen: Vec<String> = reached
             .iter()
             .filter_map(|a| (1..=n).find(|c| o.shape.seen_as(*c) == *a).map(|c| format!("c{c}")))
@@ -188,151 +192,15 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
 }
 
 /// The situations the story needs, checked from the captures: a verdict
-/// means something only when the lab really produced them. Each premise
-/// applies when the file's story depends on it, and says what was seen.
+/// means something only when the lab really produced them. Each family
+/// states its own (see [`super::family::VpnFamily::premises`]); each applies
+/// when the file's story depends on it, and says what was seen.
 fn premises(s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
-    let f = &s.file;
-    let mut out = Vec::new();
-    let clients: Vec<Ipv4Addr> = (1..=o.shape.clients).map(|i| o.shape.seen_as(i)).collect();
-    let from_client = |p: &&crate::capture::Seen| clients.contains(&p.src);
-    if f.family == Family::Pptp && f.endpoints.mss > 0 {
-        let mss = f.endpoints.mss;
-        let segments: Vec<u16> = o
-            .lan
-            .packets
-            .iter()
-            .filter(|p| matches!(ports(&p.what), Some((6, sp, dp)) if sp == 1723 || dp == 1723) && p.payload > 0)
-            .map(|p| p.payload)
-            .collect();
-        let largest = segments.iter().copied().max().unwrap_or(0);
-        out.push(premise(
-            format!("PPTP control messages cross the LAN in segments of at most {mss} bytes"),
-            largest <= mss,
-            format!("{} segments with data, the largest {largest} bytes", segments.len()),
-        ));
-    }
-    if f.family == Family::Pptp && f.endpoints.same_call_id {
-        let mut calls: BTreeMap<Ipv4Addr, u16> = BTreeMap::new();
-        for p in o.lan.packets.iter().filter(from_client) {
-            if let What::PptpControl { message: pptp::OCRQ, call_id: Some(id), .. } = p.what {
-                calls.entry(p.src).or_insert(id);
-            }
-        }
-        let ids: BTreeSet<u16> = calls.values().copied().collect();
-        out.push(premise(
-            "the clients' first calls carry the same Call ID on the LAN",
-            ids.len() <= 1,
-            format!("first Call IDs by client: {calls:?}"),
-        ));
-    }
-    if matches!(f.family, Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec)
-        && f.endpoints.auth == IpsecAuth::Certificates
-    {
-        let authenticating = o
-            .lan
-            .packets
-            .iter()
-            .filter(from_client)
-            .any(|p| matches!(p.what, What::Ike { responder_spi, .. } if responder_spi != 0));
-        let fragments =
-            o.lan.packets.iter().filter(from_client).filter(|p| matches!(p.what, What::Fragment { .. })).count();
-        out.push(premise(
-            "IKE_AUTH crosses the LAN in IP fragments",
-            !authenticating || fragments > 0,
-            format!("{fragments} later fragments from the clients; IKE past IKE_SA_INIT: {authenticating}"),
-        ));
-    }
-    // A flow the router kept from starting (its IKE dropped) has no before
-    // and after.
-    let flowing = o.tunnels.iter().all(|t| *t == TunnelState::Up);
-    if f.family == Family::Esp && flowing && f.steps.iter().any(|st| matches!(st, Step::Hostile { .. })) {
-        let attack = o.wan.packets.iter().filter(|p| p.src == o.shape.intruder_addr()).map(|p| p.time);
-        let (first, last) = (attack.clone().min(), attack.max());
-        let esp: Vec<_> = o
-            .lan
-            .packets
-            .iter()
-            .filter(from_client)
-            .filter(|p| matches!(p.what, What::Esp { .. }))
-            .map(|p| p.time)
-            .collect();
-        let before = first.is_some_and(|t| esp.iter().any(|e| *e < t));
-        let after = last.is_some_and(|t| esp.iter().any(|e| *e > t));
-        out.push(premise(
-            "the ESP flow runs before and after the intruder's spray",
-            before && after,
-            format!(
-                "{} ESP packets from the clients; before the spray: {before}, after it: {after}{}",
-                esp.len(),
-                if first.is_none() { " (no spray seen on the WAN)" } else { "" }
-            ),
-        ));
-    }
-    if f.family == Family::L2tp && f.endpoints.lns != Lns::Xl2tpd && clients.len() > 1 {
-        let sccrq = |p: &&crate::capture::Seen| matches!(p.what, What::L2tp { control: Some(l2tp::SCCRQ), .. });
-        let last_first_sccrq = clients
-            .iter()
-            .filter_map(|c| o.lan.packets.iter().filter(|p| p.src == *c).find(sccrq).map(|p| p.time))
-            .max();
-        let early_stop = o.lan.packets.iter().filter(from_client).find(|p| {
-            matches!(p.what, What::L2tp { control: Some(l2tp::STOP_CCN), .. })
-                && last_first_sccrq.is_some_and(|t| p.time <= t)
-        });
-        out.push(premise(
-            "every client's tunnel is live when the last client dials",
-            early_stop.is_none(),
-            match early_stop {
-                Some(p) => format!("{} sent StopCCN before the last SCCRQ", p.src),
-                None => "no StopCCN from a client before the last SCCRQ".into(),
-            },
-        ));
-    }
-    if let (Target::Rust(mode), true) = (target, matches!(f.family, Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec))
-        && let Ok(profile) = s.profile(mode)
-    {
-        let timeout = profile.timeouts.udp as f64;
-        let waits = f.steps.iter().any(|st| matches!(st, Step::Wait { seconds } if *seconds > timeout));
-        let keepalive = f.endpoints.keepalive_s as f64;
-        if waits && o.tunnels.iter().all(|t| *t == TunnelState::Up) {
-            let c1 = o.shape.seen_as(1);
-            // The silence after c1's last packet lasts until the captures end.
-            let end = o.lan.packets.iter().chain(&o.wan.packets).map(|p| p.time).max();
-            let times: Vec<_> = o.lan.packets.iter().filter(|p| p.src == c1).map(|p| p.time).chain(end).collect();
-            let silence = times.windows(2).map(|w| w[1].saturating_sub(w[0]).as_secs_f64()).fold(0.0, f64::max);
-            let (what, holds) = if keepalive > timeout {
-                (
-                    format!("c1 falls silent on the LAN for longer than the NAT's UDP timeout ({timeout} s)"),
-                    silence > timeout,
-                )
-            } else {
-                (
-                    format!("c1's keepalives keep every silence shorter than the NAT's UDP timeout ({timeout} s)"),
-                    silence < timeout,
-                )
-            };
-            out.push(premise(what, holds, format!("longest silence {silence:.1} s")));
-        }
-    }
-    out
+    family::of(s.file.family).premises(s, o, target)
 }
 
 fn distinct(ids: &[u16]) -> bool {
     ids.iter().collect::<BTreeSet<_>>().len() == ids.len()
-}
-
-/// The LAN addresses that client `i`'s tunnel traffic was delivered to:
-/// PPTP GRE by the inner address it carried, ESP by the client's SPI.
-fn reached_by(family: Family, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
-    match family {
-        Family::Esp => o
-            .lan
-            .packets
-            .iter()
-            .filter(|p| matches!(p.what, What::Esp { spi, .. } if spi == esp_spi(i)))
-            .map(|p| p.dst)
-            .collect(),
-        _ => o.links.get(i - 1).copied().flatten().map(|a| o.lan.gre_carrying_to(a)).unwrap_or_default(),
-    }
 }
 
 /// The source ports the router's public address used towards `dport`.

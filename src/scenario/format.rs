@@ -173,6 +173,16 @@ pub enum IpsecAuth {
     Certificates,
 }
 
+impl IpsecAuth {
+    /// The name used in files (`psk`, `certificates`).
+    pub fn name(self) -> &'static str {
+        match self {
+            IpsecAuth::Psk => "psk",
+            IpsecAuth::Certificates => "certificates",
+        }
+    }
+}
+
 /// The L2TP server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,6 +3,7 @@
 //! reported.
 
 pub mod expect;
+pub mod family;
 pub mod format;
 pub mod ladder;
 pub mod play;

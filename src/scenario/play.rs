@@ -10,25 +10,13 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::expect::{self, Check, Observed};
-use super::format::{
-    Delivery, Direction, ExpectedOutcome, Family, IpsecAuth, Lns, Scenario, Step, Target, TunnelState, esp_spi,
-};
+use super::family::{self, Endpoint, Stage, Tunnel, VpnFamily};
+use super::format::{Delivery, Direction, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
 use super::ladder::{self, Rung};
-use crate::capture::{Capture, Facts};
-use crate::lab::{Cmd, Host, Lab, LabError, Process, Result};
-use crate::ppp::session::AuthProto;
+use crate::capture::Capture;
+use crate::lab::{Cmd, Host, Lab, LabError, Result};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
-use crate::vpn::pppd::{PppConfig, PppLink};
-use crate::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
-use crate::vpn::scripted::parse_esp_report;
-use crate::vpn::strongswan::{
-    Auth, CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, TestPki, client_conf, server_conf,
-};
-use crate::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
-
-const SECRET: &str = "lab secret";
-/// The IPsec client's connection name.
-const IKE_NAME: &str = "home";
+use crate::vpn::strongswan::TestPki;
 
 /// How a played scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -273,56 +261,6 @@ fn run(
     }
 }
 
-/// A server's VPN endpoint.
-enum Server<'l> {
-    Pptpd(Pptpd<'l>),
-    Lns(Xl2tpd<'l>),
-    Scripted(Process),
-    Charon(Charon<'l>, Option<Xl2tpd<'l>>),
-}
-
-/// A client's VPN endpoint.
-enum Client<'l> {
-    Pptp(PptpClient<'l>),
-    Lac(Xl2tpd<'l>),
-    Charon(Charon<'l>, Option<Xl2tpd<'l>>),
-    Esp(Process),
-}
-
-impl Server<'_> {
-    fn processes(&self) -> Vec<&Process> {
-        match self {
-            Server::Pptpd(d) => vec![d.process()],
-            Server::Lns(l) => vec![l.process()],
-            Server::Scripted(p) => vec![p],
-            Server::Charon(c, l) => std::iter::once(c.process()).chain(l.iter().map(|l| l.process())).collect(),
-        }
-    }
-}
-
-impl Client<'_> {
-    fn processes(&self) -> Vec<&Process> {
-        match self {
-            Client::Pptp(c) => vec![c.process()],
-            Client::Lac(l) => vec![l.process()],
-            Client::Charon(c, l) => std::iter::once(c.process()).chain(l.iter().map(|l| l.process())).collect(),
-            Client::Esp(p) => vec![p],
-        }
-    }
-}
-
-/// A client's tunnel as the steps left it.
-#[derive(Default)]
-struct Tunnel {
-    up: bool,
-    /// The client's address inside the tunnel.
-    local: Option<Ipv4Addr>,
-    /// The server's address inside the tunnel.
-    remote: Option<Ipv4Addr>,
-    /// Why it is down.
-    note: Option<String>,
-}
-
 struct Player<'s, 'l> {
     s: &'s Scenario,
     target: Target,
@@ -330,8 +268,9 @@ struct Player<'s, 'l> {
     lab: &'l Lab,
     running: RunningRouter,
     shape: Shape,
-    servers: BTreeMap<usize, Server<'l>>,
-    clients: BTreeMap<usize, Client<'l>>,
+    family: &'static dyn VpnFamily,
+    servers: BTreeMap<usize, Box<dyn Endpoint + 'l>>,
+    clients: BTreeMap<usize, Box<dyn Endpoint + 'l>>,
     tunnels: Vec<Tunnel>,
     traffic: BTreeMap<String, Vec<Delivery>>,
     foreign: Vec<bool>,
@@ -356,6 +295,7 @@ impl<'s, 'l> Player<'s, 'l> {
             lab,
             running,
             shape,
+            family: family::of(s.file.family),
             servers: BTreeMap::new(),
             clients: BTreeMap::new(),
             tunnels: (0..n).map(|_| Tunnel::default()).collect(),
@@ -413,8 +353,9 @@ impl<'s, 'l> Player<'s, 'l> {
                 for i in self.clients_of(clients) {
                     self.connect(i)?;
                 }
-                if self.s.file.family == Family::L2tp && self.s.file.endpoints.lns != Lns::Xl2tpd {
-                    self.settle_scripted_lns()?;
+                if let (Some(server), Some(lan)) = (self.servers.get(&1), self.captures.first()) {
+                    let stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut None };
+                    self.family.after_connect(&stage, server.as_ref(), lan)?;
                 }
             }
             Step::Disconnect { clients } => {
@@ -435,9 +376,9 @@ impl<'s, 'l> Player<'s, 'l> {
             Step::Wait { seconds } => std::thread::sleep(Duration::from_secs_f64(*seconds)),
             Step::Rekey { clients } => {
                 for i in self.clients_of(clients) {
-                    if let Some(Client::Charon(c, _)) = self.clients.get(&i)
+                    if let Some(c) = self.clients.get(&i)
                         && self.tunnels[i - 1].up
-                        && let Err(e) = c.rekey(IKE_NAME, CHILD, self.connect_timeout())
+                        && let Some(Err(e)) = c.rekey(self.connect_timeout())
                     {
                         self.tunnels[i - 1].up = false;
                         self.tunnels[i - 1].note = Some(format!("rekey failed: {e}"));
@@ -486,99 +427,18 @@ impl<'s, 'l> Player<'s, 'l> {
         Duration::from_secs(self.s.file.endpoints.connect_timeout_s)
     }
 
-    fn shape(&self) -> &Shape {
-        &self.shape
+    /// The family's view of this run, for setting endpoints up.
+    fn stage(&mut self) -> Stage<'_, 'l> {
+        Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki }
     }
 
     fn ensure_server(&mut self, j: usize) -> Result<()> {
         if self.servers.contains_key(&j) {
             return Ok(());
         }
-        let host = self.host(&self.shape().server_name(j))?;
-        let addr = self.shape().server_addr(j);
-        let inner = self.shape().server_inner(j);
-        let e = &self.s.file.endpoints;
-        let server = match self.s.file.family {
-            Family::Pptp => Server::Pptpd(Pptpd::start(
-                host,
-                &PptpdConfig {
-                    listen: addr,
-                    local_ip: Ipv4Addr::new(10, 98, j as u8, 1),
-                    range: (Ipv4Addr::new(10, 98, j as u8, 100), Ipv4Addr::new(10, 98, j as u8, 199)),
-                    ppp: PppConfig::server(AuthProto::ChapMd5, "pptpd", SECRET).quiet(),
-                },
-            )?),
-            Family::L2tp => match e.lns {
-                Lns::Xl2tpd => Server::Lns(Xl2tpd::lns(host, &lns_config(addr, j, false))?),
-                Lns::RepliesTo1701 | Lns::NewPort => {
-                    let bin = crate::lab::own_binary()?;
-                    let mut cmd = Cmd::new(bin.to_string_lossy()).args(&["peer", "l2tp-lns"]).label("l2tp-lns");
-                    cmd = match e.lns {
-                        Lns::RepliesTo1701 => cmd.args(&["--first-port", "1701", "--to-port", "1701"]),
-                        _ => cmd.args(&["--first-port", "40000"]),
-                    };
-                    let p = host.spawn(cmd)?;
-                    p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
-                    Server::Scripted(p)
-                }
-            },
-            Family::Esp => {
-                let bin = crate::lab::own_binary()?;
-                let p = host.spawn(
-                    Cmd::new(bin.to_string_lossy())
-                        .args(&["peer", "esp-server", "--delay-ms", &e.esp_delay_ms.to_string()])
-                        .label("esp-server"),
-                )?;
-                p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
-                Server::Scripted(p)
-            }
-            Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
-                let l2tp = self.s.file.family == Family::L2tpIpsec;
-                let (inner_ts, client_ts) = ipsec_selectors(inner, l2tp);
-                let auth = self.auth(&format!("server{j}.lab"))?;
-                let charon = Charon::start(host, Duration::from_secs(20))?;
-                charon.load(
-                    &server_conf(&ServerConfig {
-                        version: self.ike_version(),
-                        auth: auth.clone(),
-                        id: self.ike_id("server", j),
-                        addr,
-                        local_ts: inner_ts,
-                        remote_ts: client_ts,
-                        pool: format!("10.99.{j}.0/24"),
-                        ip_fragments: e.auth == IpsecAuth::Certificates,
-                    }),
-                    &auth,
-                )?;
-                let lns = if l2tp { Some(Xl2tpd::lns(host, &lns_config(inner, j, true))?) } else { None };
-                Server::Charon(charon, lns)
-            }
-        };
+        let server = self.family.start_server(&mut self.stage(), j)?;
         self.servers.insert(j, server);
         Ok(())
-    }
-
-    fn ike_version(&self) -> IkeVersion {
-        if self.s.file.family == Family::Ikev1 { IkeVersion::V1 } else { IkeVersion::V2 }
-    }
-
-    fn ike_id(&self, role: &str, n: usize) -> String {
-        match self.s.file.endpoints.auth {
-            IpsecAuth::Psk => format!("{role}{n}"),
-            IpsecAuth::Certificates => format!("{role}{n}.lab"),
-        }
-    }
-
-    fn auth(&mut self, name: &str) -> Result<Auth> {
-        if self.s.file.endpoints.auth == IpsecAuth::Psk {
-            return Ok(Auth::Psk(SECRET.into()));
-        }
-        if self.pki.is_none() {
-            self.pki = Some(TestPki::new(&self.lab.dir().join("pki"))?);
-        }
-        let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
-        let (cert, key) = pki.issue(name)?;
-        Ok(Auth::Cert { ca: pki.ca.clone(), cert, key })
     }
 
     /// Brings client `i`'s tunnel up; a tunnel that does not come up is
@@ -586,131 +446,15 @@ impl<'s, 'l> Player<'s, 'l> {
     fn connect(&mut self, i: usize) -> Result<()> {
         let j = self.s.server_of(i);
         self.ensure_server(j)?;
-        let host = self.host(&router::client_name(i))?;
-        let timeout = self.connect_timeout();
-        let server_addr = self.shape().server_addr(j);
-        let inner = self.shape().server_inner(j);
-        let mut tunnel = Tunnel::default();
-        let e = self.s.file.endpoints.clone();
-        let client = match self.s.file.family {
-            Family::Pptp => {
-                let call =
-                    PptpClient::start(host, server_addr, &PppConfig::client(&format!("client{i}"), SECRET).quiet())?;
-                tunnel = self.linked(j, call.wait_for_link(timeout))?;
-                Client::Pptp(call)
-            }
-            Family::L2tp => {
-                let lac = Xl2tpd::lac(host, &lac_config(server_addr, i, false))?;
-                if e.lns == Lns::Xl2tpd {
-                    tunnel = self.linked(j, lac.connect("server", timeout))?;
-                } else {
-                    lac.dial("server")?;
-                    tunnel.note = Some("a scripted LNS answers the tunnel only".into());
-                }
-                Client::Lac(lac)
-            }
-            Family::Ikev2 | Family::Ikev1 | Family::L2tpIpsec => {
-                let l2tp = self.s.file.family == Family::L2tpIpsec;
-                let (inner_ts, client_ts) = ipsec_selectors(inner, l2tp);
-                let auth = self.auth(&format!("client{i}.lab"))?;
-                let charon = Charon::start(host, Duration::from_secs(e.keepalive_s))?;
-                charon.load(
-                    &client_conf(&ClientConfig {
-                        name: IKE_NAME.into(),
-                        version: self.ike_version(),
-                        auth: auth.clone(),
-                        id: self.ike_id("client", i),
-                        server_id: self.ike_id("server", j),
-                        server: server_addr,
-                        remote_ts: inner_ts,
-                        local_ts: client_ts,
-                        ip_fragments: e.auth == IpsecAuth::Certificates,
-                    }),
-                    &auth,
-                )?;
-                let mut lac = None;
-                match charon.initiate(CHILD, timeout) {
-                    Ok(sa) if l2tp => {
-                        let l = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
-                        let link = l.connect("server", timeout);
-                        let link = link.map_err(|err| LabError::Input(format!("IPsec up ({sa:?}), L2TP not: {err}")));
-                        tunnel = self.linked(j, link)?;
-                        lac = Some(l);
-                    }
-                    Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
-                        Some(vip) => tunnel = Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
-                        None => tunnel.note = Some(format!("no virtual IP: {sa:?}")),
-                    },
-                    Err(err) => tunnel.note = Some(err.to_string()),
-                }
-                Client::Charon(charon, lac)
-            }
-            Family::Esp => {
-                let bin = crate::lab::own_binary()?;
-                let p = host.spawn(
-                    Cmd::new(bin.to_string_lossy())
-                        .args(&["peer", "esp", &server_addr.to_string(), "--spi", &format!("{:#x}", esp_spi(i))])
-                        .args(&["--ike-spi", &i.to_string(), "--count", &e.esp_packets.to_string()])
-                        .args(&["--interval-ms", &e.esp_interval_ms.to_string(), "--wait-ms", "3000"])
-                        .label("esp-client"),
-                )?;
-                // The next client starts once this one's first ESP left: "at
-                // once", before the server's echo comes back.
-                match p.wait_for_log("sent seq 1", timeout) {
-                    Ok(()) => tunnel = Tunnel { up: true, ..Tunnel::default() },
-                    Err(err) => tunnel.note = Some(err.to_string()),
-                }
-                Client::Esp(p)
-            }
-        };
+        let family = self.family;
+        let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
+        let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
+        let (client, mut tunnel) = family.connect(&mut stage, i, j, server.as_ref())?;
         if let Some(note) = tunnel.note.take() {
-            tunnel.note = Some(explain_down(&note, &client));
+            tunnel.note = Some(explain_down(&note, client.as_ref()));
         }
         self.clients.insert(i, client);
         self.tunnels[i - 1] = tunnel;
-        Ok(())
-    }
-
-    /// The tunnel a PPP link makes, once server `j`'s daemon has it too;
-    /// a link that did not come up is a tunnel down, with the reason.
-    fn linked(&self, j: usize, link: Result<PppLink>) -> Result<Tunnel> {
-        match link {
-            Ok(link) => {
-                self.server_link(j, &link)?;
-                Ok(Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None })
-            }
-            Err(err) => Ok(Tunnel { note: Some(err.to_string()), ..Tunnel::default() }),
-        }
-    }
-
-    /// Waits until the server's daemon has the client's link too.
-    fn server_link(&self, j: usize, link: &PppLink) -> Result<()> {
-        let t = Duration::from_secs(5);
-        match self.servers.get(&j) {
-            Some(Server::Pptpd(d)) => d.wait_for_link(link.local, t).map(|_| ()),
-            Some(Server::Lns(d)) | Some(Server::Charon(_, Some(d))) => d.wait_for_link(link.local, t).map(|_| ()),
-            _ => Ok(()),
-        }
-    }
-
-    /// A scripted LNS answers each SCCRQ; waits until it answered every
-    /// client, then until the captures hold as many answers.
-    fn settle_scripted_lns(&self) -> Result<()> {
-        let n = self.s.file.topology.clients;
-        let Some(Server::Scripted(lns)) = self.servers.get(&1) else { return Ok(()) };
-        // A router that drops the SCCRQs leaves the LNS silent: that is an
-        // outcome, judged by the expectations.
-        let _ = lns.wait_until(&format!("answer {n} SCCRQs"), self.connect_timeout(), || {
-            std::fs::read_to_string(lns.log_path()).is_ok_and(|t| t.matches("answered").count() >= n)
-        });
-        let lan = &self.captures[0];
-        let sccrp =
-            |f: &Facts| f.count(None, None, |w| matches!(w, crate::capture::What::L2tp { control: Some(2), .. }));
-        // An answer the router drops never shows; this waits only as long
-        // as it takes the captures to catch up with the ones it passes.
-        let _ = lns.wait_until("pass its answers to the LAN", Duration::from_secs(2), || {
-            lan.facts().is_ok_and(|f| sccrp(&f) >= n)
-        });
         Ok(())
     }
 
@@ -721,19 +465,16 @@ impl<'s, 'l> Player<'s, 'l> {
         let n = self.s.file.topology.clients;
         let mut out = vec![false; n];
         let mut inb = vec![false; n];
-        if self.s.file.family == Family::Esp {
-            for &i in clients {
-                let Some(Client::Esp(p)) = self.clients.get(&i) else { continue };
-                let _ = p.wait_for_log("esp: sent", Duration::from_secs(30));
-                let text = std::fs::read_to_string(p.log_path()).unwrap_or_default();
-                if let Some(r) = parse_esp_report(&text) {
-                    let all = r.sent > 0 && r.echoed == r.sent;
-                    out[i - 1] = all;
-                    inb[i - 1] = all;
-                    self.foreign[i - 1] = r.foreign > 0;
-                }
+        // A client that measures its own traffic says what crossed.
+        let mut measured = false;
+        for &i in clients {
+            if let Some(own) = self.clients.get(&i).and_then(|c| c.own_traffic()) {
+                measured = true;
+                (out[i - 1], inb[i - 1]) = (own.all_echoed, own.all_echoed);
+                self.foreign[i - 1] = own.foreign;
             }
-        } else {
+        }
+        if !measured {
             for dir in [Direction::Out, Direction::In] {
                 if !directions.contains(&dir) {
                     continue;
@@ -749,7 +490,7 @@ impl<'s, 'l> Player<'s, 'l> {
                     let (Some(local), Some(remote), true) = (t.local, t.remote, t.up) else { continue };
                     let ok = match dir {
                         Direction::Out => ping(&self.host(&router::client_name(i))?, remote)?,
-                        Direction::In => ping(&self.host(&self.shape().server_name(self.s.server_of(i)))?, local)?,
+                        Direction::In => ping(&self.host(&self.shape.server_name(self.s.server_of(i)))?, local)?,
                     };
                     match dir {
                         Direction::Out => out[i - 1] = ok,
@@ -838,7 +579,7 @@ impl<'s, 'l> Player<'s, 'l> {
 
 /// Why a client's tunnel is down, in one line: the line of the error or of
 /// the client's daemon logs that explains it, else the error's first line.
-fn explain_down(note: &str, client: &Client<'_>) -> String {
+fn explain_down(note: &str, client: &dyn Endpoint) -> String {
     let logs: Vec<(String, String)> = client
         .processes()
         .iter()
@@ -855,33 +596,7 @@ fn explain_down(note: &str, client: &Client<'_>) -> String {
     note.lines().next().unwrap_or_default().to_string()
 }
 
-/// The CHILD_SA's traffic selectors: the server's inner address, and the
-/// client's side when narrowed. L2TP over IPsec narrows both to udp/1701.
-fn ipsec_selectors(inner: Ipv4Addr, l2tp: bool) -> (String, Option<String>) {
-    if l2tp {
-        (format!("{inner}/32[udp/1701]"), Some("dynamic[udp/1701]".into()))
-    } else {
-        (format!("{inner}/32"), None)
-    }
-}
-
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
     let out = host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]))?;
     Ok(out.status.success())
-}
-
-fn lns_config(listen: Ipv4Addr, j: usize, over_ipsec: bool) -> LnsConfig {
-    let ppp = PppConfig::server(AuthProto::ChapMd5, "lns", SECRET).quiet();
-    LnsConfig {
-        listen,
-        local_ip: Ipv4Addr::new(10, 97, j as u8, 1),
-        range: (Ipv4Addr::new(10, 97, j as u8, 100), Ipv4Addr::new(10, 97, j as u8, 199)),
-        // PPP frames must fit libipsec's tunnel once wrapped in L2TP.
-        ppp: if over_ipsec { ppp.mtu(1280) } else { ppp },
-    }
-}
-
-fn lac_config(lns: Ipv4Addr, i: usize, over_ipsec: bool) -> LacConfig {
-    let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
-    LacConfig { name: "server".into(), lns, port: L2TP_PORT, ppp: if over_ipsec { ppp.mtu(1280) } else { ppp } }
 }

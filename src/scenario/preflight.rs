@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::family;
 use super::format::{
     Delivery, Direction, Endpoints, Expect, ExpectedOutcome, Family, IpsecAuth, Scenario, ScenarioFile, Step, Target,
     TopologyDoc, TunnelState,
@@ -35,29 +36,26 @@ impl Item {
         Family::ALL.iter().flat_map(|f| Item::of(*f)).collect()
     }
 
-    /// The preflights of `family`: IKEv2 has two (PSK and certificates).
+    /// The preflights of `family`, one per authentication it is proved
+    /// with (IKEv2 has two: PSK and certificates).
     pub fn of(family: Family) -> Vec<Item> {
-        let psk = Item { family, auth: IpsecAuth::Psk };
-        match family {
-            Family::Ikev2 => vec![psk, Item { family, auth: IpsecAuth::Certificates }],
-            _ => vec![psk],
-        }
+        family::of(family).preflight_auths().iter().map(|&auth| Item { family, auth }).collect()
     }
 
     /// `ikev2 (certificates)`, `pptp`.
     pub fn label(&self) -> String {
-        match (self.family, self.auth) {
-            (Family::Ikev2, IpsecAuth::Psk) => "ikev2 (psk)".into(),
-            (Family::Ikev2, IpsecAuth::Certificates) => "ikev2 (certificates)".into(),
-            (f, _) => f.name().into(),
+        if family::of(self.family).preflight_auths().len() > 1 {
+            format!("{} ({})", self.family.name(), self.auth.name())
+        } else {
+            self.family.name().into()
         }
     }
 
     /// The story: one client connects to one server and pings it through
     /// the tunnel.
     fn scenario(&self) -> Scenario {
-        // Raw ESP's scripted client counts echoes: both directions or none.
-        let delivered = if self.family == Family::Esp { Delivery::Both } else { Delivery::Out };
+        // A client that counts its own echoes sees both directions or none.
+        let delivered = if family::of(self.family).counts_own_echoes() { Delivery::Both } else { Delivery::Out };
         let expect = Expect {
             outcome: ExpectedOutcome::Works,
             tunnels: Some(vec![TunnelState::Up]),

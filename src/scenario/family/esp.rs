@@ -1,0 +1,115 @@
+//! Raw ESP (IP protocol 50) between scripted peers: SPIs asked for over UDP
+//! 500, then ESP packets the server echoes.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::l2tp::Scripted;
+use super::{Endpoint, OwnTraffic, Stage, Tunnel, VpnFamily, peer_cmd};
+use crate::capture::What;
+use crate::lab::{Process, Result};
+use crate::router::client_name;
+use crate::scenario::expect::{Check, Observed, premise};
+use crate::scenario::format::{Scenario, Step, Target, TunnelState, esp_spi};
+use crate::vpn::scripted::parse_esp_report;
+
+pub struct Esp;
+
+/// The scripted ESP client, which counts its own echoes.
+struct Client(Process);
+
+impl Endpoint for Client {
+    fn processes(&self) -> Vec<&Process> {
+        vec![&self.0]
+    }
+
+    fn own_traffic(&self) -> Option<OwnTraffic> {
+        let _ = self.0.wait_for_log("esp: sent", Duration::from_secs(30));
+        let text = std::fs::read_to_string(self.0.log_path()).unwrap_or_default();
+        let r = parse_esp_report(&text)?;
+        Some(OwnTraffic { all_echoed: r.sent > 0 && r.echoed == r.sent, foreign: r.foreign > 0 })
+    }
+}
+
+impl VpnFamily for Esp {
+    fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn counts_own_echoes(&self) -> bool {
+        true
+    }
+
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+        let host = stage.host(&stage.shape.server_name(j))?;
+        let delay = stage.scenario.file.endpoints.esp_delay_ms.to_string();
+        let p = host.spawn(peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?;
+        p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
+        Ok(Box::new(Scripted(p)))
+    }
+
+    fn connect<'l>(
+        &self,
+        stage: &mut Stage<'_, 'l>,
+        i: usize,
+        j: usize,
+        _server: &dyn Endpoint,
+    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        let host = stage.host(&client_name(i))?;
+        let e = &stage.scenario.file.endpoints;
+        let (server, spi) = (stage.shape.server_addr(j).to_string(), format!("{:#x}", esp_spi(i)));
+        let (count, interval) = (e.esp_packets.to_string(), e.esp_interval_ms.to_string());
+        let args = ["esp", &server, "--spi", &spi, "--ike-spi", &i.to_string(), "--count", &count];
+        let cmd = peer_cmd(&args, "esp-client")?.args(&["--interval-ms", &interval, "--wait-ms", "3000"]);
+        let p = host.spawn(cmd)?;
+        // The next client starts once this one's first ESP left: "at once",
+        // before the server's echo comes back.
+        let tunnel = match p.wait_for_log("sent seq 1", stage.connect_timeout()) {
+            Ok(()) => Tunnel { up: true, ..Tunnel::default() },
+            Err(err) => Tunnel::down(err.to_string()),
+        };
+        Ok((Box::new(Client(p)), tunnel))
+    }
+
+    fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {
+        // A flow the router kept from starting (its IKE dropped) has no
+        // before and after.
+        let flowing = o.tunnels.iter().all(|t| *t == TunnelState::Up);
+        if !flowing || !s.file.steps.iter().any(|st| matches!(st, Step::Hostile { .. })) {
+            return Vec::new();
+        }
+        let clients = o.clients_seen_as();
+        let attack = o.wan.packets.iter().filter(|p| p.src == o.shape.intruder_addr()).map(|p| p.time);
+        let (first, last) = (attack.clone().min(), attack.max());
+        let esp: Vec<_> = o
+            .lan
+            .packets
+            .iter()
+            .filter(|p| clients.contains(&p.src))
+            .filter(|p| matches!(p.what, What::Esp { .. }))
+            .map(|p| p.time)
+            .collect();
+        let before = first.is_some_and(|t| esp.iter().any(|e| *e < t));
+        let after = last.is_some_and(|t| esp.iter().any(|e| *e > t));
+        vec![premise(
+            "the ESP flow runs before and after the intruder's spray",
+            before && after,
+            format!(
+                "{} ESP packets from the clients; before the spray: {before}, after it: {after}{}",
+                esp.len(),
+                if first.is_none() { " (no spray seen on the WAN)" } else { "" }
+            ),
+        )]
+    }
+
+    /// Client `i`'s ESP reached whoever got packets with its SPI.
+    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
+        o.lan
+            .packets
+            .iter()
+            .filter(|p| matches!(p.what, What::Esp { spi, .. } if spi == esp_spi(i)))
+            .map(|p| p.dst)
+            .collect()
+    }
+}

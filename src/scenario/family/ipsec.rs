@@ -1,0 +1,210 @@
+//! IPsec with strongSwan: IKEv2 or IKEv1 with NAT-T, and L2TP inside an
+//! IKEv2 CHILD_SA narrowed to udp/1701.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::l2tp::{lac_config, lns_config};
+use super::{Endpoint, Stage, Tunnel, VpnFamily};
+use crate::capture::What;
+use crate::lab::{LabError, Process, Result};
+use crate::router::client_name;
+use crate::scenario::expect::{Check, Observed, premise};
+use crate::scenario::format::{IpsecAuth, Scenario, Step, Target, TunnelState};
+use crate::vpn::strongswan::{CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, client_conf, server_conf};
+use crate::vpn::xl2tpd::Xl2tpd;
+
+/// The IPsec client's connection name.
+const IKE_NAME: &str = "home";
+
+/// IPsec of one IKE version, alone or carrying L2TP.
+pub struct Ipsec {
+    version: IkeVersion,
+    l2tp: bool,
+}
+
+/// IKEv2 with NAT-T.
+pub const IKEV2: Ipsec = Ipsec { version: IkeVersion::V2, l2tp: false };
+/// IKEv1 main mode with NAT-T.
+pub const IKEV1: Ipsec = Ipsec { version: IkeVersion::V1, l2tp: false };
+/// L2TP over an IKEv2 CHILD_SA.
+pub const L2TP_IPSEC: Ipsec = Ipsec { version: IkeVersion::V2, l2tp: true };
+
+/// charon, and the LNS or LAC inside its tunnel.
+struct Ends<'l> {
+    charon: Charon<'l>,
+    l2tp: Option<Xl2tpd<'l>>,
+}
+
+impl Endpoint for Ends<'_> {
+    fn processes(&self) -> Vec<&Process> {
+        std::iter::once(self.charon.process()).chain(self.l2tp.iter().map(|l| l.process())).collect()
+    }
+
+    fn holds_link(&self, peer: Ipv4Addr, timeout: Duration) -> Result<()> {
+        match &self.l2tp {
+            Some(lns) => lns.holds_link(peer, timeout),
+            None => Ok(()),
+        }
+    }
+
+    fn rekey(&self, timeout: Duration) -> Option<Result<()>> {
+        Some(self.charon.rekey(IKE_NAME, CHILD, timeout).map(|_| ()))
+    }
+}
+
+impl Ipsec {
+    /// The CHILD_SA's traffic selectors: the server's inner address, and
+    /// the client's side when narrowed. L2TP over IPsec narrows both to
+    /// udp/1701.
+    fn selectors(&self, inner: Ipv4Addr) -> (String, Option<String>) {
+        if self.l2tp {
+            (format!("{inner}/32[udp/1701]"), Some("dynamic[udp/1701]".into()))
+        } else {
+            (format!("{inner}/32"), None)
+        }
+    }
+
+    fn id(s: &Scenario, role: &str, n: usize) -> String {
+        match s.file.endpoints.auth {
+            IpsecAuth::Psk => format!("{role}{n}"),
+            IpsecAuth::Certificates => format!("{role}{n}.lab"),
+        }
+    }
+}
+
+impl VpnFamily for Ipsec {
+    fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
+        if self.l2tp {
+            &["xl2tpd", "charon", "swanctl", "kernel-libipsec"]
+        } else {
+            &["charon", "swanctl", "kernel-libipsec", "openssl"]
+        }
+    }
+
+    fn preflight_auths(&self) -> &'static [IpsecAuth] {
+        match (self.version, self.l2tp) {
+            (IkeVersion::V2, false) => &[IpsecAuth::Psk, IpsecAuth::Certificates],
+            _ => &[IpsecAuth::Psk],
+        }
+    }
+
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+        let host = stage.host(&stage.shape.server_name(j))?;
+        let (addr, inner) = (stage.shape.server_addr(j), stage.shape.server_inner(j));
+        let (inner_ts, client_ts) = self.selectors(inner);
+        let auth = stage.auth(&format!("server{j}.lab"))?;
+        let charon = Charon::start(host, Duration::from_secs(20))?;
+        let s = stage.scenario;
+        charon.load(
+            &server_conf(&ServerConfig {
+                version: self.version,
+                auth: auth.clone(),
+                id: Self::id(s, "server", j),
+                addr,
+                local_ts: inner_ts,
+                remote_ts: client_ts,
+                pool: format!("10.99.{j}.0/24"),
+                ip_fragments: s.file.endpoints.auth == IpsecAuth::Certificates,
+            }),
+            &auth,
+        )?;
+        let l2tp = if self.l2tp { Some(Xl2tpd::lns(host, &lns_config(inner, j, true))?) } else { None };
+        Ok(Box::new(Ends { charon, l2tp }))
+    }
+
+    fn connect<'l>(
+        &self,
+        stage: &mut Stage<'_, 'l>,
+        i: usize,
+        j: usize,
+        server: &dyn Endpoint,
+    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        let host = stage.host(&client_name(i))?;
+        let timeout = stage.connect_timeout();
+        let (server_addr, inner) = (stage.shape.server_addr(j), stage.shape.server_inner(j));
+        let (inner_ts, client_ts) = self.selectors(inner);
+        let auth = stage.auth(&format!("client{i}.lab"))?;
+        let s = stage.scenario;
+        let charon = Charon::start(host, Duration::from_secs(s.file.endpoints.keepalive_s))?;
+        charon.load(
+            &client_conf(&ClientConfig {
+                name: IKE_NAME.into(),
+                version: self.version,
+                auth: auth.clone(),
+                id: Self::id(s, "client", i),
+                server_id: Self::id(s, "server", j),
+                server: server_addr,
+                remote_ts: inner_ts,
+                local_ts: client_ts,
+                ip_fragments: s.file.endpoints.auth == IpsecAuth::Certificates,
+            }),
+            &auth,
+        )?;
+        let mut l2tp = None;
+        let tunnel = match charon.initiate(CHILD, timeout) {
+            Ok(sa) if self.l2tp => {
+                let lac = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
+                let link = lac.connect("server", timeout);
+                let link = link.map_err(|err| LabError::Input(format!("IPsec up ({sa:?}), L2TP not: {err}")));
+                l2tp = Some(lac);
+                Tunnel::linked(link, server)?
+            }
+            Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
+                Some(vip) => Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
+                None => Tunnel::down(format!("no virtual IP: {sa:?}")),
+            },
+            Err(err) => Tunnel::down(err.to_string()),
+        };
+        Ok((Box::new(Ends { charon, l2tp }), tunnel))
+    }
+
+    fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
+        let f = &s.file;
+        let mut out = Vec::new();
+        let clients = o.clients_seen_as();
+        let from_client = |p: &&crate::capture::Seen| clients.contains(&p.src);
+        if f.endpoints.auth == IpsecAuth::Certificates {
+            let authenticating = o
+                .lan
+                .packets
+                .iter()
+                .filter(from_client)
+                .any(|p| matches!(p.what, What::Ike { responder_spi, .. } if responder_spi != 0));
+            let fragments =
+                o.lan.packets.iter().filter(from_client).filter(|p| matches!(p.what, What::Fragment { .. })).count();
+            out.push(premise(
+                "IKE_AUTH crosses the LAN in IP fragments",
+                !authenticating || fragments > 0,
+                format!("{fragments} later fragments from the clients; IKE past IKE_SA_INIT: {authenticating}"),
+            ));
+        }
+        if let Target::Rust(mode) = target
+            && let Ok(profile) = s.profile(mode)
+        {
+            let timeout = profile.timeouts.udp as f64;
+            let waits = f.steps.iter().any(|st| matches!(st, Step::Wait { seconds } if *seconds > timeout));
+            let keepalive = f.endpoints.keepalive_s as f64;
+            if waits && o.tunnels.iter().all(|t| *t == TunnelState::Up) {
+                let c1 = o.shape.seen_as(1);
+                // The silence after c1's last packet lasts until the captures end.
+                let end = o.lan.packets.iter().chain(&o.wan.packets).map(|p| p.time).max();
+                let times: Vec<_> = o.lan.packets.iter().filter(|p| p.src == c1).map(|p| p.time).chain(end).collect();
+                let silence = times.windows(2).map(|w| w[1].saturating_sub(w[0]).as_secs_f64()).fold(0.0, f64::max);
+                let (what, holds) = if keepalive > timeout {
+                    (
+                        format!("c1 falls silent on the LAN for longer than the NAT's UDP timeout ({timeout} s)"),
+                        silence > timeout,
+                    )
+                } else {
+                    (
+                        format!("c1's keepalives keep every silence shorter than the NAT's UDP timeout ({timeout} s)"),
+                        silence < timeout,
+                    )
+                };
+                out.push(premise(what, holds, format!("longest silence {silence:.1} s")));
+            }
+        }
+        out
+    }
+}

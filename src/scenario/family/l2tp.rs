@@ -1,0 +1,144 @@
+//! L2TP: an xl2tpd LAC to an xl2tpd LNS, or to a scripted LNS that answers
+//! the tunnel only (from port 1701 to the client's 1701, or from a new
+//! port).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::{Endpoint, SECRET, Stage, Tunnel, VpnFamily, peer_cmd};
+use crate::capture::{Capture, Facts, What};
+use crate::lab::{Process, Result};
+use crate::ppp::session::AuthProto;
+use crate::router::client_name;
+use crate::scenario::expect::{Check, Observed, premise};
+use crate::scenario::format::{Lns, Scenario, Target};
+use crate::vpn::pppd::PppConfig;
+use crate::vpn::xl2tpd::{L2TP_PORT, LacConfig, LnsConfig, Xl2tpd};
+use crate::wire::l2tp;
+
+pub struct L2tp;
+
+impl Endpoint for Xl2tpd<'_> {
+    fn processes(&self) -> Vec<&Process> {
+        vec![self.process()]
+    }
+
+    fn holds_link(&self, peer: Ipv4Addr, timeout: Duration) -> Result<()> {
+        self.wait_for_link(peer, timeout).map(|_| ())
+    }
+}
+
+/// A scripted peer: one process.
+pub(super) struct Scripted(pub(super) Process);
+
+impl Endpoint for Scripted {
+    fn processes(&self) -> Vec<&Process> {
+        vec![&self.0]
+    }
+}
+
+/// An LNS for server `j` listening on `listen`; over IPsec its PPP frames
+/// are made small enough for libipsec's tunnel.
+pub(super) fn lns_config(listen: Ipv4Addr, j: usize, over_ipsec: bool) -> LnsConfig {
+    let ppp = PppConfig::server(AuthProto::ChapMd5, "lns", SECRET).quiet();
+    LnsConfig {
+        listen,
+        local_ip: Ipv4Addr::new(10, 97, j as u8, 1),
+        range: (Ipv4Addr::new(10, 97, j as u8, 100), Ipv4Addr::new(10, 97, j as u8, 199)),
+        // PPP frames must fit libipsec's tunnel once wrapped in L2TP.
+        ppp: if over_ipsec { ppp.mtu(1280) } else { ppp },
+    }
+}
+
+/// Client `i`'s LAC towards the LNS at `lns`.
+pub(super) fn lac_config(lns: Ipv4Addr, i: usize, over_ipsec: bool) -> LacConfig {
+    let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
+    LacConfig { name: "server".into(), lns, port: L2TP_PORT, ppp: if over_ipsec { ppp.mtu(1280) } else { ppp } }
+}
+
+fn scripted_lns(s: &Scenario) -> bool {
+    s.file.endpoints.lns != Lns::Xl2tpd
+}
+
+impl VpnFamily for L2tp {
+    fn tools(&self, s: &Scenario) -> &'static [&'static str] {
+        if scripted_lns(s) { &[] } else { &["xl2tpd"] }
+    }
+
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+        let host = stage.host(&stage.shape.server_name(j))?;
+        let addr = stage.shape.server_addr(j);
+        let ports: &[&str] = match stage.scenario.file.endpoints.lns {
+            Lns::Xl2tpd => return Ok(Box::new(Xl2tpd::lns(host, &lns_config(addr, j, false))?)),
+            Lns::RepliesTo1701 => &["--first-port", "1701", "--to-port", "1701"],
+            Lns::NewPort => &["--first-port", "40000"],
+        };
+        let p = host.spawn(peer_cmd(&["l2tp-lns"], "l2tp-lns")?.args(ports))?;
+        p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
+        Ok(Box::new(Scripted(p)))
+    }
+
+    fn connect<'l>(
+        &self,
+        stage: &mut Stage<'_, 'l>,
+        i: usize,
+        j: usize,
+        server: &dyn Endpoint,
+    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        let host = stage.host(&client_name(i))?;
+        let lac = Xl2tpd::lac(host, &lac_config(stage.shape.server_addr(j), i, false))?;
+        let tunnel = if scripted_lns(stage.scenario) {
+            lac.dial("server")?;
+            Tunnel::down("a scripted LNS answers the tunnel only")
+        } else {
+            Tunnel::linked(lac.connect("server", stage.connect_timeout()), server)?
+        };
+        Ok((Box::new(lac), tunnel))
+    }
+
+    /// A scripted LNS answers each SCCRQ; waits until it answered every
+    /// client, then until the captures hold as many answers.
+    fn after_connect(&self, stage: &Stage<'_, '_>, server: &dyn Endpoint, lan: &Capture) -> Result<()> {
+        if !scripted_lns(stage.scenario) {
+            return Ok(());
+        }
+        let n = stage.scenario.file.topology.clients;
+        let Some(lns) = server.processes().first().copied() else { return Ok(()) };
+        // A router that drops the SCCRQs leaves the LNS silent: that is an
+        // outcome, judged by the expectations.
+        let _ = lns.wait_until(&format!("answer {n} SCCRQs"), stage.connect_timeout(), || {
+            std::fs::read_to_string(lns.log_path()).is_ok_and(|t| t.matches("answered").count() >= n)
+        });
+        let sccrp = |f: &Facts| f.count(None, None, |w| matches!(w, What::L2tp { control: Some(2), .. }));
+        // An answer the router drops never shows; this waits only as long
+        // as it takes the captures to catch up with the ones it passes.
+        let _ = lns.wait_until("pass its answers to the LAN", Duration::from_secs(2), || {
+            lan.facts().is_ok_and(|f| sccrp(&f) >= n)
+        });
+        Ok(())
+    }
+
+    fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {
+        let clients = o.clients_seen_as();
+        if !scripted_lns(s) || clients.len() < 2 {
+            return Vec::new();
+        }
+        let sccrq = |p: &&crate::capture::Seen| matches!(p.what, What::L2tp { control: Some(l2tp::SCCRQ), .. });
+        let last_first_sccrq = clients
+            .iter()
+            .filter_map(|c| o.lan.packets.iter().filter(|p| p.src == *c).find(sccrq).map(|p| p.time))
+            .max();
+        let early_stop = o.lan.packets.iter().filter(|p| clients.contains(&p.src)).find(|p| {
+            matches!(p.what, What::L2tp { control: Some(l2tp::STOP_CCN), .. })
+                && last_first_sccrq.is_some_and(|t| p.time <= t)
+        });
+        vec![premise(
+            "every client's tunnel is live when the last client dials",
+            early_stop.is_none(),
+            match early_stop {
+                Some(p) => format!("{} sent StopCCN before the last SCCRQ", p.src),
+                None => "no StopCCN from a client before the last SCCRQ".into(),
+            },
+        )]
+    }
+}

@@ -1,0 +1,200 @@
+//! The VPN families a scenario can play, one module each, behind one trait.
+//!
+//! A family knows its endpoints: which programs it needs, how a server and a
+//! client start in a lab host, what makes a tunnel up and which addresses
+//! its traffic uses, how it rekeys, and which situations its stories need
+//! that only the captures can prove (premises). The player
+//! ([`super::play`]) tells the story and names no family; [`of`] is the
+//! one list that maps a [`Family`] to its module.
+
+mod esp;
+mod ipsec;
+mod l2tp;
+mod pptp;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use super::expect::{Check, Observed};
+use super::format::{Family, IpsecAuth, Scenario, Target};
+use crate::capture::Capture;
+use crate::lab::{Host, Lab, LabError, Process, Result};
+use crate::router::Shape;
+use crate::vpn::pppd::PppLink;
+use crate::vpn::strongswan::{Auth, TestPki};
+
+/// The password of every PPP account and the IPsec pre-shared key.
+const SECRET: &str = "lab secret";
+
+/// The module that plays `family`.
+pub fn of(family: Family) -> &'static dyn VpnFamily {
+    match family {
+        Family::Pptp => &pptp::Pptp,
+        Family::L2tp => &l2tp::L2tp,
+        Family::L2tpIpsec => &ipsec::L2TP_IPSEC,
+        Family::Ikev2 => &ipsec::IKEV2,
+        Family::Ikev1 => &ipsec::IKEV1,
+        Family::Esp => &esp::Esp,
+    }
+}
+
+/// One VPN family's endpoints in a lab.
+pub trait VpnFamily: Sync {
+    /// The programs (names of [`crate::prereq::TOOLS`]) its endpoints run
+    /// in scenario `s`.
+    fn tools(&self, s: &Scenario) -> &'static [&'static str];
+
+    /// The IPsec authentications the preflight proves it with (one, for a
+    /// family without IPsec).
+    fn preflight_auths(&self) -> &'static [IpsecAuth] {
+        &[IpsecAuth::Psk]
+    }
+
+    /// Whether its clients count their own echoes (both directions cross,
+    /// or neither does) rather than being pinged through.
+    fn counts_own_echoes(&self) -> bool {
+        false
+    }
+
+    /// Starts server `j`'s endpoint and waits until it listens.
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>>;
+
+    /// Starts client `i`'s endpoint towards server `j` (already started) and
+    /// brings its tunnel up; a tunnel that does not come up is an outcome,
+    /// noted in the [`Tunnel`], not an error.
+    fn connect<'l>(
+        &self,
+        stage: &mut Stage<'_, 'l>,
+        i: usize,
+        j: usize,
+        server: &dyn Endpoint,
+    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)>;
+
+    /// Runs after every client of a `connect` step has dialled.
+    fn after_connect(&self, _stage: &Stage<'_, '_>, _server: &dyn Endpoint, _lan: &Capture) -> Result<()> {
+        Ok(())
+    }
+
+    /// The situations this family's stories need, checked from the
+    /// captures (see [`super::expect`]).
+    fn premises(&self, _s: &Scenario, _o: &Observed, _target: Target) -> Vec<Check> {
+        Vec::new()
+    }
+
+    /// The LAN addresses that client `i`'s tunnel traffic was delivered to:
+    /// by default the hosts GRE carrying its inner address reached.
+    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
+        o.links.get(i - 1).copied().flatten().map(|a| o.lan.gre_carrying_to(a)).unwrap_or_default()
+    }
+}
+
+/// A running VPN endpoint: a server's or a client's daemons.
+pub trait Endpoint {
+    /// Its processes, for logs, liveness and stopping.
+    fn processes(&self) -> Vec<&Process>;
+
+    /// A server: waits until its daemon holds the PPP link whose client
+    /// end has address `peer`.
+    fn holds_link(&self, _peer: Ipv4Addr, _timeout: Duration) -> Result<()> {
+        Ok(())
+    }
+
+    /// A client: renews its keys; `None` when the family has none.
+    fn rekey(&self, _timeout: Duration) -> Option<Result<()>> {
+        None
+    }
+
+    /// A client that measures its own traffic instead of being pinged
+    /// through: whether everything it sent came back, and whether it heard
+    /// another client's traffic.
+    fn own_traffic(&self) -> Option<OwnTraffic> {
+        None
+    }
+}
+
+/// What a client that measures its own traffic saw.
+#[derive(Debug, Clone, Copy)]
+pub struct OwnTraffic {
+    /// Everything it sent came back.
+    pub all_echoed: bool,
+    /// It received traffic meant for another client.
+    pub foreign: bool,
+}
+
+/// A client's tunnel as the steps left it.
+#[derive(Debug, Default)]
+pub struct Tunnel {
+    /// Up and carrying traffic.
+    pub up: bool,
+    /// The client's address inside the tunnel.
+    pub local: Option<Ipv4Addr>,
+    /// The server's address inside the tunnel.
+    pub remote: Option<Ipv4Addr>,
+    /// Why it is down.
+    pub note: Option<String>,
+}
+
+impl Tunnel {
+    /// A tunnel down, with why.
+    pub fn down(note: impl Into<String>) -> Tunnel {
+        Tunnel { note: Some(note.into()), ..Tunnel::default() }
+    }
+
+    /// The tunnel a PPP link makes, once `server`'s daemon holds it too; a
+    /// link that did not come up is a tunnel down, with the reason.
+    fn linked(link: Result<PppLink>, server: &dyn Endpoint) -> Result<Tunnel> {
+        match link {
+            Ok(link) => {
+                server.holds_link(link.local, Duration::from_secs(5))?;
+                Ok(Tunnel { up: true, local: Some(link.local), remote: Some(link.peer), note: None })
+            }
+            Err(err) => Ok(Tunnel::down(err.to_string())),
+        }
+    }
+}
+
+/// What a family's endpoints are set up from: the scenario, the lab, its
+/// shape, and the run's certificate authority (made when first needed).
+pub struct Stage<'a, 'l> {
+    /// The scenario being played.
+    pub scenario: &'a Scenario,
+    /// The lab.
+    pub lab: &'l Lab,
+    /// The lab's shape.
+    pub shape: &'a Shape,
+    /// The run's certificate authority, once made.
+    pub pki: &'a mut Option<TestPki>,
+}
+
+impl<'l> Stage<'_, 'l> {
+    /// A host of the lab.
+    pub fn host(&self, name: &str) -> Result<Host<'l>> {
+        self.lab.host(name)
+    }
+
+    /// How long a client may take to bring its tunnel up.
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.scenario.file.endpoints.connect_timeout_s)
+    }
+
+    /// IPsec credentials for `name`: the pre-shared key, or a certificate
+    /// of the run's authority.
+    fn auth(&mut self, name: &str) -> Result<Auth> {
+        if self.scenario.file.endpoints.auth == IpsecAuth::Psk {
+            return Ok(Auth::Psk(SECRET.into()));
+        }
+        if self.pki.is_none() {
+            *self.pki = Some(TestPki::new(&self.lab.dir().join("pki"))?);
+        }
+        let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
+        let (cert, key) = pki.issue(name)?;
+        Ok(Auth::Cert { ca: pki.ca.clone(), cert, key })
+    }
+}
+
+/// This crate's scripted peer (`vpn-passthrough peer …`) as a command.
+fn peer_cmd(args: &[&str], label: &str) -> Result<crate::lab::Cmd> {
+    let bin = crate::lab::own_binary()?;
+    Ok(crate::lab::Cmd::new(bin.to_string_lossy()).arg("peer").args(args).label(label))
+}
