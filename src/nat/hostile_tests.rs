@@ -7,8 +7,8 @@ use super::counters::DropReason;
 use super::engine::{Nat, Side, Verdict};
 use super::profile::{Behaviour, Profile};
 use super::tests::{
-    C1, C2, FAR, LAN, S1, S2, WAN, echo, fill_l4_checksum, forward, icmp_error, inb, ip_packet, nat_with, out, ports,
-    t, udp,
+    C1, C2, FAR, LAN, S1, S2, WAN, echo, fill_l4_checksum, forward, icmp_error, inb, ip_packet, l2tp_ctl, nat_with,
+    out, ports, t, udp,
 };
 use crate::wire::{checksum, gre, icmp, ipv4, l2tp, pptp as msg, tcp};
 
@@ -176,14 +176,6 @@ fn gre_key(call: u16) -> Vec<u8> {
 fn tcp_payload(src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, seq: u32, ack: u32, data: &[u8]) -> Vec<u8> {
     let header = tcp::Header { seq, ack, ..tcp::Header::new(sport, dport, tcp::ACK) };
     ip_packet(src, dst, ipv4::PROTO_TCP, &header.emit(data))
-}
-
-/// An L2TP control message with its sequence numbers.
-fn l2tp_ctl(tunnel: u16, kind: u16, ns: u16, nr: u16, avps: &[(u16, u16)]) -> Vec<u8> {
-    let mut m = l2tp::emit_control(tunnel, 0, kind, avps);
-    m[8..10].copy_from_slice(&ns.to_be_bytes());
-    m[10..12].copy_from_slice(&nr.to_be_bytes());
-    m
 }
 
 fn l2tp_zlb(tunnel: u16, ns: u16, nr: u16) -> Vec<u8> {

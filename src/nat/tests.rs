@@ -66,6 +66,14 @@ pub(crate) fn icmp_error(src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, about: 
     ip_packet(src, dst, ipv4::PROTO_ICMP, &icmp::emit(kind, code, [0; 4], quoted))
 }
 
+/// An L2TP control message to `tunnel` with its sequence numbers.
+pub(crate) fn l2tp_ctl(tunnel: u16, kind: u16, ns: u16, nr: u16, avps: &[(u16, u16)]) -> Vec<u8> {
+    let mut m = crate::wire::l2tp::emit_control(tunnel, 0, kind, avps);
+    m[8..10].copy_from_slice(&ns.to_be_bytes());
+    m[10..12].copy_from_slice(&nr.to_be_bytes());
+    m
+}
+
 pub(crate) fn ports(p: &[u8]) -> (u16, u16) {
     (u16::from_be_bytes([p[20], p[21]]), u16::from_be_bytes([p[22], p[23]]))
 }

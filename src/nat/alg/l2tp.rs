@@ -121,13 +121,8 @@ impl L2tp {
     }
 
     /// How many tunnels it follows.
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.tunnels.len()
-    }
-
-    /// Whether it follows none.
-    pub fn is_empty(&self) -> bool {
-        self.tunnels.is_empty()
     }
 
     /// Whether a LAN host has a live tunnel with `server` (its packets to

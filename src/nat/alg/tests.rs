@@ -396,21 +396,36 @@ fn the_dump_names_calls() {
 // ---- L2TP -------------------------------------------------------------
 
 use crate::nat::profile::{IpsecMode, L2tpMode};
-use crate::nat::tests::{assert_checksums as checksums_ok, udp};
+use crate::nat::tests::{assert_checksums as checksums_ok, l2tp_ctl, udp};
 use crate::wire::{ike, l2tp};
 
 const C3: [u8; 4] = [192, 168, 1, 12];
 
 fn l2tp_out(n: &mut Nat, client: [u8; 4], server: [u8; 4], dport: u16, m: &[u8]) -> (Verdict, Vec<u8>) {
+    l2tp_out_at(n, client, server, dport, m, 1)
+}
+
+/// `m` from `client`:1701 to `server`:`dport`, at `t(at)`.
+fn l2tp_out_at(n: &mut Nat, client: [u8; 4], server: [u8; 4], dport: u16, m: &[u8], at: u64) -> (Verdict, Vec<u8>) {
     let mut p = udp(client, l2tp::PORT, server, dport, m);
-    let v = out(n, &mut p, t(1));
+    let v = out(n, &mut p, t(at));
     (v, p)
 }
 
 fn l2tp_in(n: &mut Nat, server: [u8; 4], sport: u16, m: &[u8]) -> (Verdict, Vec<u8>) {
+    l2tp_in_at(n, server, sport, m, 1)
+}
+
+/// `m` from `server`:`sport` to the public port 1701, at `t(at)`.
+fn l2tp_in_at(n: &mut Nat, server: [u8; 4], sport: u16, m: &[u8], at: u64) -> (Verdict, Vec<u8>) {
     let mut p = udp(server, sport, WAN, l2tp::PORT, m);
-    let v = inb(n, &mut p, t(1));
+    let v = inb(n, &mut p, t(at));
     (v, p)
+}
+
+/// A StopCCN to `to` from the holder of Tunnel ID `own`.
+fn stop_ccn(to: u16, own: u16, ns: u16, nr: u16) -> Vec<u8> {
+    l2tp_ctl(to, l2tp::STOP_CCN, ns, nr, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, own)])
 }
 
 fn sccrq(tunnel: u16) -> Vec<u8> {
@@ -521,10 +536,20 @@ fn malformed_l2tp_is_dropped_and_counted() {
     bad_avp[12..14].copy_from_slice(&(0x8000u16 | 2).to_be_bytes());
     let mut hidden = good.clone();
     hidden[20] |= 0x40; // H bit on the Assigned Tunnel ID AVP
+    // A bad AVP after a good Message Type, and good AVPs of which the
+    // first is not the Message Type: either fault alone is malformed.
+    let mut bad_last_avp = l2tp::emit_control(0, 0, l2tp::HELLO, &[]);
+    bad_last_avp.extend_from_slice(&[0x80, 4, 0, 0]); // shorter than an AVP header
+    let len = bad_last_avp.len() as u16;
+    bad_last_avp[2..4].copy_from_slice(&len.to_be_bytes());
+    let mut untyped = good.clone();
+    untyped[16..18].copy_from_slice(&l2tp::AVP_ASSIGNED_SESSION_ID.to_be_bytes());
     for (m, reason) in [
         (v3, DropReason::L2tpMalformed),
         (good[..5].to_vec(), DropReason::L2tpMalformed),
         (bad_avp, DropReason::L2tpMalformed),
+        (bad_last_avp, DropReason::L2tpMalformed),
+        (untyped, DropReason::L2tpMalformed),
         (hidden, DropReason::L2tpHiddenTunnelId),
     ] {
         let mut n = full();
@@ -547,6 +572,140 @@ fn l2tp_off_drops_and_naive_breaks_the_second_client() {
     // A server that answers to 1701 whatever the port: C2's answer reaches C1.
     let (v, _) = l2tp_in(&mut naive, S1, l2tp::PORT, &sccrp(2, 9));
     assert_eq!(v, forward(Side::Lan, C1));
+}
+
+#[test]
+fn the_state_sizes_count_live_l2tp_tunnels() {
+    // `state_sizes()` (what `over_bounds` and the fuzzer hold against
+    // limits.l2tp_tunnels) follows the tunnels as they open and expire.
+    let mut n = full();
+    assert_eq!(n.state_sizes().l2tp_tunnels, 0);
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    l2tp_out(&mut n, C2, S1, l2tp::PORT, &sccrq(0x20));
+    assert_eq!(n.state_sizes().l2tp_tunnels, 2);
+    n.handle_timeout(t(1 + 300));
+    assert_eq!(n.state_sizes().l2tp_tunnels, 0);
+}
+
+#[test]
+fn other_udp_from_port_1701_is_l2tp_only_while_the_client_has_a_tunnel_with_that_server() {
+    // A LAN host's UDP from 1701 to a port other than 1701 goes to the L2TP
+    // ALG only while the host has a tunnel with that server (whose LNS may
+    // answer from any port), and is plain NAPT before and once the last
+    // tunnel has ended.
+    let mut n = full();
+    let dns = |n: &mut Nat, at: u64| {
+        let mut p = udp(C1, l2tp::PORT, S1, 53, b"not l2tp");
+        (out(n, &mut p, t(at)), ports(&p).0)
+    };
+    let (v, port) = dns(&mut n, 1);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_ne!(port, l2tp::PORT, "plain NAPT, which keeps 1701 for L2TP");
+    // A tunnel whose LNS answers from port 40000.
+    l2tp_out_at(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10), 2);
+    assert_eq!(l2tp_in_at(&mut n, S1, 40000, &sccrp(0x10, 0x20), 2).0, forward(Side::Lan, C1));
+    let (_, sent) = l2tp_out_at(&mut n, C1, S1, 40000, &l2tp_ctl(0x20, l2tp::SCCCN, 1, 1, &[]), 2);
+    assert_eq!(ports(&sent).0, l2tp::PORT);
+    assert_eq!(dns(&mut n, 3).0, Verdict::Drop(DropReason::L2tpMalformed), "the server's ports are L2TP now");
+    // The LNS stops the tunnel, in sequence; the grace passes.
+    assert_eq!(l2tp_in_at(&mut n, S1, 40000, &stop_ccn(0x10, 0x20, 1, 2), 4).0, forward(Side::Lan, C1));
+    n.handle_timeout(t(4 + 5));
+    assert!(n.alg_state().l2tp_tunnels.is_empty());
+    let (v, port) = dns(&mut n, 10);
+    assert!(matches!(v, Verdict::Forward { .. }), "plain NAPT again: {v:?}");
+    assert_ne!(port, l2tp::PORT);
+}
+
+#[test]
+fn a_hosts_tunnel_quota_frees_up_when_a_tunnel_stops_or_expires() {
+    // A tunnel that ends, by an in-sequence StopCCN after its grace or by
+    // idling out, gives its place in its host's quota back.
+    let mut n = nat_with(|p| p.limits.l2tp_tunnels_per_host = 1);
+    assert!(matches!(l2tp_out_at(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10), 1).0, Verdict::Forward { .. }));
+    let (v, _) = l2tp_out_at(&mut n, C1, S2, l2tp::PORT, &sccrq(0x11), 1);
+    assert_eq!(v, Verdict::Drop(DropReason::HostQuota), "one tunnel per host");
+    assert_eq!(n.counters().dropped(DropReason::HostQuota), 1);
+    // The LNS refuses, with a StopCCN as its first message.
+    assert_eq!(l2tp_in_at(&mut n, S1, l2tp::PORT, &stop_ccn(0x10, 0x20, 0, 1), 2).0, forward(Side::Lan, C1));
+    n.handle_timeout(t(2 + 5));
+    let (v, _) = l2tp_out_at(&mut n, C1, S2, l2tp::PORT, &sccrq(0x11), 8);
+    assert!(matches!(v, Verdict::Forward { .. }), "the stopped tunnel's place is free: {v:?}");
+    n.handle_timeout(t(8 + 300));
+    let (v, _) = l2tp_out_at(&mut n, C1, S1, l2tp::PORT, &sccrq(0x12), 309);
+    assert!(matches!(v, Verdict::Forward { .. }), "the idle tunnel's place is free: {v:?}");
+    assert_eq!(n.counters().dropped(DropReason::HostQuota), 1);
+}
+
+#[test]
+fn when_one_of_two_tunnels_with_a_server_ends_the_other_keeps_port_1701() {
+    // The client's count of tunnels with a server: while one is left, its
+    // messages to the LNS's new port stay with the ALG and keep 1701.
+    let mut n = full();
+    for (lan, theirs) in [(0x10, 0x20), (0x11, 0x21)] {
+        l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(lan));
+        assert_eq!(l2tp_in(&mut n, S1, 40000, &sccrp(lan, theirs)).0, forward(Side::Lan, C1));
+    }
+    // The LNS stops the first one, in sequence; the grace passes.
+    assert_eq!(l2tp_in_at(&mut n, S1, 40000, &stop_ccn(0x10, 0x20, 1, 1), 2).0, forward(Side::Lan, C1));
+    n.handle_timeout(t(2 + 5));
+    assert_eq!(n.alg_state().l2tp_tunnels.len(), 1);
+    let (v, sent) = l2tp_out_at(&mut n, C1, S1, 40000, &l2tp::emit_data(0x21, 1, false, b"ppp"), 8);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+    assert_eq!(ports(&sent), (l2tp::PORT, 40000), "still the tunnel's: 1701 kept");
+}
+
+#[test]
+fn an_sccrp_out_of_sequence_does_not_change_the_servers_tunnel_id() {
+    // Only the SCCRP that is the server's next message teaches its Tunnel
+    // ID: a replayed or spoofed one with another ID passes to the client
+    // but leaves the client's messages on their tunnel, so the client's
+    // own StopCCN still ends it.
+    let mut n = full();
+    let tid = |v| [(l2tp::AVP_ASSIGNED_TUNNEL_ID, v)];
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    l2tp_in(&mut n, S1, l2tp::PORT, &l2tp_ctl(0x10, l2tp::SCCRP, 0, 1, &tid(0x20)));
+    let (v, _) = l2tp_in(&mut n, S1, l2tp::PORT, &l2tp_ctl(0x10, l2tp::SCCRP, 0, 1, &tid(0x66)));
+    assert_eq!(v, forward(Side::Lan, C1), "the client judges it");
+    assert_eq!(n.alg_state().l2tp_tunnels[0].server_tunnel_id, Some(0x20));
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &l2tp_ctl(0x20, l2tp::SCCCN, 1, 1, &[]));
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &stop_ccn(0x20, 0x10, 2, 1));
+    n.handle_timeout(t(1 + 5));
+    assert!(n.alg_state().l2tp_tunnels.is_empty(), "the client's StopCCN ended it");
+}
+
+#[test]
+fn a_clients_stop_ccn_out_of_sequence_ends_nothing_even_before_the_answer() {
+    // The client's side of a tunnel follows its sequence numbers from the
+    // SCCRQ on: a StopCCN with another Ns, or acknowledging what the server
+    // never sent, is one the LNS discards, so the tunnel stays for the
+    // server's answer; the next one in sequence ends it.
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    for (ns, nr) in [(0, 0), (5, 0), (1, 3)] {
+        let (v, _) = l2tp_out(&mut n, C1, S1, l2tp::PORT, &stop_ccn(0, 0x10, ns, nr));
+        assert!(matches!(v, Verdict::Forward { .. }), "Ns {ns}, Nr {nr}: {v:?}");
+    }
+    n.handle_timeout(t(1 + 5));
+    let answer = l2tp_ctl(0x10, l2tp::SCCRP, 0, 1, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, 0x20)]);
+    assert_eq!(l2tp_in_at(&mut n, S1, l2tp::PORT, &answer, 6).0, forward(Side::Lan, C1), "the tunnel stayed");
+    l2tp_out_at(&mut n, C1, S1, l2tp::PORT, &stop_ccn(0x20, 0x10, 1, 1), 6);
+    n.handle_timeout(t(6 + 5));
+    assert!(n.alg_state().l2tp_tunnels.is_empty(), "the StopCCN in sequence ended it");
+}
+
+#[test]
+fn before_the_lns_answers_a_stop_ccn_from_another_of_its_ports_ends_nothing() {
+    // Until the server's SCCRP says which port its control messages come
+    // from, they count only from 1701: a StopCCN from another port (its
+    // Ns 0 and Nr 1 anyone can guess) passes to the client, which judges
+    // it, and the tunnel stays for the real answer, from whatever port.
+    let mut n = full();
+    l2tp_out(&mut n, C1, S1, l2tp::PORT, &sccrq(0x10));
+    let (v, _) = l2tp_in(&mut n, S1, 40000, &stop_ccn(0x10, 0x20, 0, 1));
+    assert_eq!(v, forward(Side::Lan, C1), "the client judges it");
+    n.handle_timeout(t(1 + 5));
+    let answer = l2tp_ctl(0x10, l2tp::SCCRP, 0, 1, &[(l2tp::AVP_ASSIGNED_TUNNEL_ID, 0x20)]);
+    assert_eq!(l2tp_in_at(&mut n, S1, 40001, &answer, 6).0, forward(Side::Lan, C1), "the tunnel stayed");
 }
 
 // ---- IPsec ------------------------------------------------------------
