@@ -2193,9 +2193,9 @@ pub fn scenario(data: &[u8]) {
         }
     }
     let _ = f::check_case(text);
-    let _ = f::client_number(text);
-    let _ = f::parse_port(text);
-    let _ = f::parse_count(text);
+    let _ = f::ClientRef::try_from(text.to_string());
+    let _ = f::PortRef::try_from(text.to_string());
+    let _ = f::CountWant::try_from(text.to_string());
 }
 
 /// The `topology` target: any text as a topology TOML gives a plan or an

@@ -121,7 +121,7 @@ pub struct ScenarioFile {
     pub steps: Vec<Step>,
     /// What must be seen: keys `off`, `naive`, `full`, `rust` (every mode
     /// without its own), `linux`, `external`.
-    pub expect: BTreeMap<String, Expect>,
+    pub expect: BTreeMap<ExpectKey, Expect>,
 }
 
 /// Hosts and addressing.
@@ -387,6 +387,176 @@ pub enum ExpectedOutcome {
     Breaks,
 }
 
+/// A key of `[expect]`: the router kinds an expectation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExpectKey {
+    /// The Rust NAT in mode `off`.
+    Off,
+    /// The Rust NAT in mode `naive`.
+    Naive,
+    /// The Rust NAT in mode `full`.
+    Full,
+    /// The Rust NAT in every mode without its own key.
+    Rust,
+    /// The Linux NAT.
+    Linux,
+    /// A real router (falls back to `full`, then `rust`).
+    External,
+    /// No router: the preflight's direct link (not for files).
+    #[serde(skip_deserializing)]
+    Direct,
+}
+
+impl ExpectKey {
+    /// Every key, in the matrix's column order.
+    pub const ALL: [ExpectKey; 7] = [
+        ExpectKey::Off,
+        ExpectKey::Naive,
+        ExpectKey::Full,
+        ExpectKey::Rust,
+        ExpectKey::Linux,
+        ExpectKey::External,
+        ExpectKey::Direct,
+    ];
+
+    /// The name in files and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExpectKey::Off => "off",
+            ExpectKey::Naive => "naive",
+            ExpectKey::Full => "full",
+            ExpectKey::Rust => "rust",
+            ExpectKey::Linux => "linux",
+            ExpectKey::External => "external",
+            ExpectKey::Direct => "direct",
+        }
+    }
+
+    /// The key of the Rust NAT in `mode`.
+    pub fn of_mode(mode: Mode) -> ExpectKey {
+        match mode {
+            Mode::Off => ExpectKey::Off,
+            Mode::Naive => ExpectKey::Naive,
+            Mode::Full => ExpectKey::Full,
+        }
+    }
+
+    /// Whether it is about the Rust NAT (which has counters).
+    pub fn is_rust(self) -> bool {
+        matches!(self, ExpectKey::Off | ExpectKey::Naive | ExpectKey::Full | ExpectKey::Rust)
+    }
+}
+
+impl fmt::Display for ExpectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A client named in a file: `c3` is client 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ClientRef(pub usize);
+
+impl TryFrom<String> for ClientRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<ClientRef, String> {
+        match s.strip_prefix('c').and_then(|n| n.parse().ok()) {
+            Some(n) if n >= 1 => Ok(ClientRef(n)),
+            _ => Err(format!("`{s}`: name a client c1, c2…")),
+        }
+    }
+}
+
+impl From<ClientRef> for String {
+    fn from(c: ClientRef) -> String {
+        c.to_string()
+    }
+}
+
+impl fmt::Display for ClientRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "c{}", self.0)
+    }
+}
+
+/// A transport protocol and port: `udp/500`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PortRef {
+    /// IP protocol number (6 or 17).
+    pub proto: u8,
+    /// Port.
+    pub port: u16,
+}
+
+impl TryFrom<String> for PortRef {
+    type Error = String;
+    fn try_from(s: String) -> Result<PortRef, String> {
+        let parsed = s.split_once('/').and_then(|(proto, port)| {
+            let proto = match proto {
+                "udp" => 17,
+                "tcp" => 6,
+                _ => return None,
+            };
+            Some(PortRef { proto, port: port.parse().ok()? })
+        });
+        parsed.ok_or_else(|| format!("`{s}`: write a protocol and port, e.g. \"udp/500\""))
+    }
+}
+
+impl From<PortRef> for String {
+    fn from(p: PortRef) -> String {
+        p.to_string()
+    }
+}
+
+impl fmt::Display for PortRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", if self.proto == 6 { "tcp" } else { "udp" }, self.port)
+    }
+}
+
+/// What a counter must show: a number (`"0"`, `"3"`) or `">0"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum CountWant {
+    /// Exactly this many.
+    Exactly(u64),
+    /// At least one.
+    Some,
+}
+
+impl CountWant {
+    /// Whether `seen` meets it.
+    pub fn holds(self, seen: u64) -> bool {
+        match self {
+            CountWant::Exactly(n) => seen == n,
+            CountWant::Some => seen > 0,
+        }
+    }
+}
+
+impl TryFrom<String> for CountWant {
+    type Error = String;
+    fn try_from(s: String) -> Result<CountWant, String> {
+        if s.trim() == ">0" {
+            return Ok(CountWant::Some);
+        }
+        s.trim().parse().map(CountWant::Exactly).map_err(|_| format!("`{s}`; allowed: \"0\", \">0\" or a number"))
+    }
+}
+
+impl From<CountWant> for String {
+    fn from(c: CountWant) -> String {
+        match c {
+            CountWant::Exactly(n) => n.to_string(),
+            CountWant::Some => ">0".into(),
+        }
+    }
+}
+
 /// What must be seen for one router kind. Every key is optional; each one
 /// given is checked.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -417,7 +587,7 @@ pub struct Expect {
     /// On the LAN, traffic for one client's tunnel reached another:
     /// `{ c1 = "c2" }` (PPTP GRE by inner address, ESP by SPI).
     #[serde(default)]
-    pub misdelivered: BTreeMap<String, String>,
+    pub misdelivered: BTreeMap<ClientRef, ClientRef>,
     /// PPTP: the Call IDs of the Outgoing-Call-Requests differ between LAN
     /// and WAN.
     #[serde(default)]
@@ -431,7 +601,7 @@ pub struct Expect {
     /// How many public source ports the router used towards a server
     /// port: `{ "udp/500" = 1 }`.
     #[serde(default)]
-    pub public_ports: BTreeMap<String, usize>,
+    pub public_ports: BTreeMap<PortRef, usize>,
     /// L2TP: whether an SCCRP reached each client on the LAN.
     #[serde(default)]
     pub l2tp_answered: Option<Vec<bool>>,
@@ -440,7 +610,7 @@ pub struct Expect {
     pub intruder_reached_lan: Option<bool>,
     /// Rust NAT drop counters by reason: `"0"`, `">0"` or a number.
     #[serde(default)]
-    pub counters: BTreeMap<String, String>,
+    pub counters: BTreeMap<String, CountWant>,
 }
 
 impl Expect {
@@ -505,12 +675,19 @@ impl Target {
         }
     }
 
+    /// The `[expect]` key of its own: the mode, or the router kind.
+    pub fn key(self) -> ExpectKey {
+        match self {
+            Target::Rust(m) => ExpectKey::of_mode(m),
+            Target::Linux => ExpectKey::Linux,
+            Target::External => ExpectKey::External,
+            Target::Direct => ExpectKey::Direct,
+        }
+    }
+
     /// The matrix column: the mode, or the router kind.
     pub fn column(self) -> String {
-        match self {
-            Target::Rust(m) => m.name().into(),
-            other => other.label(),
-        }
+        self.key().name().into()
     }
 }
 
@@ -551,10 +728,12 @@ impl Scenario {
     pub fn expectation(&self, target: Target) -> Option<&Expect> {
         let e = &self.file.expect;
         match target {
-            Target::Rust(m) => e.get(m.name()).or_else(|| e.get("rust")),
-            Target::Linux => e.get("linux"),
-            Target::External => e.get("external").or_else(|| e.get("full")).or_else(|| e.get("rust")),
-            Target::Direct => e.get("direct"),
+            Target::Rust(m) => e.get(&ExpectKey::of_mode(m)).or_else(|| e.get(&ExpectKey::Rust)),
+            Target::Linux => e.get(&ExpectKey::Linux),
+            Target::External => {
+                e.get(&ExpectKey::External).or_else(|| e.get(&ExpectKey::Full)).or_else(|| e.get(&ExpectKey::Rust))
+            }
+            Target::Direct => e.get(&ExpectKey::Direct),
         }
     }
 
@@ -653,12 +832,6 @@ impl Scenario {
                 _ => {}
             }
         }
-        const KEYS: [&str; 6] = ["off", "naive", "full", "rust", "linux", "external"];
-        for key in f.expect.keys() {
-            if !KEYS.contains(&key.as_str()) {
-                return Err(at(&["expect", key], format!("unknown router kind; allowed: {}", KEYS.join(", "))));
-            }
-        }
         for target in self.targets() {
             if self.expectation(target).is_none() {
                 let key = target.column();
@@ -677,6 +850,7 @@ impl Scenario {
             })
             .collect();
         for (key, e) in &f.expect {
+            let key = key.name();
             let per_client = |field: &str, len: Option<usize>| -> Result<(), String> {
                 match len {
                     Some(n) if n != t.clients => Err(at(
@@ -707,7 +881,7 @@ impl Scenario {
             }
             for (from, to) in &e.misdelivered {
                 for c in [from, to] {
-                    if client_number(c).is_none_or(|n| !client_ok(n)) {
+                    if !client_ok(c.0) {
                         return Err(at(
                             &["expect", key, "misdelivered"],
                             format!("`{c}`: name clients c1 to c{}", t.clients),
@@ -715,24 +889,8 @@ impl Scenario {
                     }
                 }
             }
-            for port in e.public_ports.keys() {
-                if parse_port(port).is_none() {
-                    return Err(at(
-                        &["expect", key, "public_ports"],
-                        format!("`{port}`: write a protocol and port, e.g. \"udp/500\""),
-                    ));
-                }
-            }
-            for (name, want) in &e.counters {
-                if matches!(key.as_str(), "linux" | "external") {
-                    return Err(at(&["expect", key, "counters"], "counters are the Rust NAT's only".into()));
-                }
-                if parse_count(want).is_none() {
-                    return Err(at(
-                        &["expect", key, "counters", name],
-                        format!("`{want}`; allowed: \"0\", \">0\" or a number"),
-                    ));
-                }
+            if !e.counters.is_empty() && matches!(key, "linux" | "external") {
+                return Err(at(&["expect", key, "counters"], "counters are the Rust NAT's only".into()));
             }
         }
         for m in &f.modes {
@@ -768,31 +926,6 @@ pub fn check_case(case: &str) -> Result<(), String> {
 /// The SPI raw-ESP client `i` asks the server to send with.
 pub fn esp_spi(i: usize) -> u32 {
     0x1000 + i as u32
-}
-
-/// `c3` → 3.
-pub fn client_number(name: &str) -> Option<usize> {
-    name.strip_prefix('c')?.parse().ok()
-}
-
-/// `"udp/500"` → (17, 500).
-pub fn parse_port(s: &str) -> Option<(u8, u16)> {
-    let (proto, port) = s.split_once('/')?;
-    let proto = match proto {
-        "udp" => 17,
-        "tcp" => 6,
-        _ => return None,
-    };
-    Some((proto, port.parse().ok()?))
-}
-
-/// A counter expectation: `Some(None)` for `>0`, `Some(Some(n))` for a
-/// number.
-pub fn parse_count(s: &str) -> Option<Option<u64>> {
-    if s.trim() == ">0" {
-        return Some(None);
-    }
-    s.trim().parse().ok().map(Some)
 }
 
 fn merge(base: &mut toml::Table, over: &toml::Table) {
@@ -877,6 +1010,31 @@ tunnels = ["up"]
 
     fn parse(text: &str) -> Result<Scenario, String> {
         Scenario::parse(Path::new("scenarios/pptp/one-client.toml"), text)
+    }
+
+    #[test]
+    fn clients_ports_counters_and_router_kinds_are_parsed_once_into_types() {
+        let more = "misdelivered = { c1 = \"c1\" }\npublic_ports = { \"udp/500\" = 1 }\ncounters = { \"unsolicited\" = \">0\" }\n";
+        let s =
+            parse(&GOOD.replace("[expect.off]\n", &format!("[expect.naive]\n{more}\n[expect.off]\n"))).expect("loads");
+        let e = &s.file.expect[&ExpectKey::Naive];
+        assert_eq!(e.misdelivered.iter().next(), Some((&ClientRef(1), &ClientRef(1))));
+        assert_eq!(e.public_ports.keys().next(), Some(&PortRef { proto: 17, port: 500 }));
+        assert_eq!(e.counters["unsolicited"], CountWant::Some);
+        assert!(CountWant::Some.holds(2) && !CountWant::Some.holds(0) && CountWant::Exactly(0).holds(0));
+        for (bad, says) in [
+            ("misdelivered = { c1 = \"x2\" }", "`x2`: name a client"),
+            ("misdelivered = { c1 = \"c0\" }", "`c0`: name a client"),
+            ("public_ports = { \"udq/500\" = 1 }", "write a protocol and port"),
+            ("public_ports = { \"udp/70000\" = 1 }", "write a protocol and port"),
+            ("counters = { \"x\" = \"more\" }", "allowed: \"0\", \">0\" or a number"),
+        ] {
+            let text = GOOD.replace("[expect.off]\n", &format!("[expect.naive]\n{bad}\n\n[expect.off]\n"));
+            let err = parse(&text).expect_err(bad);
+            assert!(err.contains(says) && err.contains("one-client.toml:"), "{bad}: {err}");
+        }
+        let err = parse(&GOOD.replace("[expect.linux]", "[expect.direct]")).expect_err("direct is not for files");
+        assert!(err.contains("unknown variant `direct`") && err.contains("linux"), "{err}");
     }
 
     #[test]

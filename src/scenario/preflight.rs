@@ -15,8 +15,8 @@ use std::time::Instant;
 
 use super::family;
 use super::format::{
-    Delivery, Direction, Endpoints, Expect, ExpectedOutcome, Family, IpsecAuth, Scenario, ScenarioFile, Step, Target,
-    TopologyDoc, TunnelState,
+    Delivery, Direction, Endpoints, Expect, ExpectKey, ExpectedOutcome, Family, IpsecAuth, Scenario, ScenarioFile,
+    Step, Target, TopologyDoc, TunnelState,
 };
 use super::play::{Outcome, Status, play};
 use crate::router::Direct;
@@ -74,7 +74,7 @@ impl Item {
                 Step::Connect { clients: None },
                 Step::Traffic { clients: None, directions: vec![Direction::Out], name: "traffic".into() },
             ],
-            expect: BTreeMap::from([("direct".to_string(), expect)]),
+            expect: BTreeMap::from([(ExpectKey::Direct, expect)]),
         };
         let id = format!("{}::preflight", self.family);
         Scenario { path: PathBuf::from(format!("(preflight {})", self.label())), id, case: "preflight".into(), file }

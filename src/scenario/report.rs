@@ -51,17 +51,15 @@ pub fn matrix_text(outcomes: &[Outcome]) -> String {
 type Cells<'o> = BTreeMap<(Family, String, String), &'o Outcome>;
 
 fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells<'_>) {
-    let order = ["off", "naive", "full", "linux", "external"];
     let mut rows = BTreeSet::new();
     let mut cols = BTreeSet::new();
     let mut cells = BTreeMap::new();
     for o in outcomes {
-        let col = o.target.column();
         rows.insert((o.family, o.case.clone()));
-        cols.insert(order.iter().position(|c| *c == col).unwrap_or(9));
-        cells.insert((o.family, o.case.clone(), col), o);
+        cols.insert(o.target.key());
+        cells.insert((o.family, o.case.clone(), o.target.column()), o);
     }
-    let cols = cols.into_iter().filter_map(|k| order.get(k).map(|s| s.to_string())).collect();
+    let cols = cols.into_iter().map(|k| k.name().to_string()).collect();
     (rows.into_iter().collect(), cols, cells)
 }
 
