@@ -19,8 +19,7 @@ use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
 use super::translate::{
-    Patch, Ports, Quoted, Rewritten, check_options, is_echo_request, is_icmp_error, patch_u16, read_ports, rewrite,
-    rewrite_icmp_ident,
+    Patch, Ports, Rewritten, check_options, is_echo_request, patch_u16, read_ports, rewrite, rewrite_icmp_ident,
 };
 use crate::wire::{esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
 
@@ -105,30 +104,12 @@ pub struct Nat {
     icmp_rate: [TokenBucket; 2],
 }
 
-/// A token bucket refilled at a rate per second, holding one second's worth.
-#[derive(Debug, Clone, Copy, Default)]
-struct TokenBucket {
-    tokens: f64,
-    last: Option<Duration>,
-}
-
-impl TokenBucket {
-    fn take(&mut self, per_second: u32, now: Duration) -> bool {
-        let cap = f64::from(per_second);
-        let elapsed = self.last.map_or(cap, |l| now.saturating_sub(l).as_secs_f64() * cap);
-        self.tokens = (self.tokens + elapsed).min(cap);
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// The PPTP control port.
 const PPTP_PORT: u16 = 1723;
+
+mod icmp_messages;
+
+use icmp_messages::TokenBucket;
 
 impl Nat {
     /// A NAT with empty tables.
@@ -344,17 +325,6 @@ impl Nat {
                     && !a.is_broadcast()
             }
         }
-    }
-
-    /// Takes a token for an ICMP message the NAT makes on `side`; `false`
-    /// when the rate is spent.
-    fn icmp_token(&mut self, side: Side, now: Duration) -> bool {
-        let rate = self.cfg.profile.limits.icmp_per_second;
-        self.icmp_rate[match side {
-            Side::Lan => 0,
-            Side::Wan => 1,
-        }]
-        .take(rate, now)
     }
 
     fn next_hop(&self, side: Side, dst: [u8; 4]) -> Option<Ipv4Addr> {
@@ -936,143 +906,6 @@ impl Nat {
             Duration::from_secs(if s == TcpState::Established { t.tcp_established } else { t.tcp_transitory })
         };
         self.table.track_tcp(id, remote, seg, outbound, now, timeout).map_err(|_| DropReason::TcpOutOfWindow)
-    }
-
-    /// Packets addressed to the NAT: it answers echo requests, nothing else,
-    /// and no faster than its ICMP rate.
-    fn for_router(&mut self, side: Side, pkt: &mut [u8], proto: Protocol, now: Duration) -> Verdict {
-        if proto != Protocol::Icmp || !is_echo_request(pkt) {
-            return self.drop(Some(proto), DropReason::ToRouter);
-        }
-        let ip = ipv4::Packet::new_unchecked(&*pkt);
-        let (hl, total, src, dst) = (ip.header_len(), ip.total_len(), ip.src_bytes(), ip.dst_bytes());
-        if ip.is_fragment() {
-            return self.drop(Some(proto), DropReason::ToRouter);
-        }
-        let Some(next_hop) = self.next_hop(side, src) else {
-            return self.drop(Some(proto), DropReason::NotRouted);
-        };
-        if !self.icmp_token(side, now) {
-            return self.drop(Some(proto), DropReason::IcmpRateLimited);
-        }
-        {
-            let Ok(mut msg) = icmp::Message::new_checked(&mut pkt[hl..total]) else {
-                return self.drop(Some(proto), DropReason::Icmp(crate::wire::WireError::Truncated));
-            };
-            if !msg.verify_checksum() {
-                return self.drop(Some(proto), DropReason::IcmpChecksum);
-            }
-            msg.set_msg_type(icmp::ECHO_REPLY);
-            // Summed afresh: an update of the old sum gives 0x0000 for a
-            // reply whose other bytes are all zero, where 0xffff is right.
-            msg.fill_checksum();
-        }
-        pkt[12..16].copy_from_slice(&dst);
-        pkt[16..20].copy_from_slice(&src);
-        pkt[8] = OWN_TTL;
-        ipv4::Packet::new_unchecked(&mut *pkt).fill_checksum();
-        self.counters.icmp_generated += 1;
-        Verdict::Forward { side, next_hop }
-    }
-
-    /// Drops a packet whose TTL ran out here and tells its sender (RFC 1812
-    /// §5.3.1), unless it is itself an ICMP error or a later fragment.
-    fn ttl_exceeded(&mut self, side: Side, pkt: &[u8], proto: Protocol, now: Duration) -> Verdict {
-        let ip = ipv4::Packet::new_unchecked(pkt);
-        let quiet = ip.frag_offset() != 0 || (proto == Protocol::Icmp && is_icmp_error(pkt));
-        if !quiet && !self.icmp_token(side, now) {
-            self.counters.icmp_errors_suppressed += 1;
-        } else if !quiet {
-            if let Some(next_hop) = self.next_hop(side, ip.src_bytes()) {
-                let me = match side {
-                    Side::Lan => self.lan_addr,
-                    Side::Wan => self.wan_addr,
-                };
-                let packet = self.icmp_error(me, ip.src_bytes(), icmp::TIME_EXCEEDED, 0, ip.packet());
-                self.out.push_back(Transmit { side, next_hop, packet });
-                self.counters.icmp_generated += 1;
-            }
-        }
-        self.drop(Some(proto), DropReason::TtlExceeded)
-    }
-
-    /// An ICMP error from `src` to `dst` quoting `original` (its header and
-    /// the first 8 bytes of its payload).
-    fn icmp_error(&mut self, src: [u8; 4], dst: [u8; 4], kind: u8, code: u8, original: &[u8]) -> Vec<u8> {
-        let hl = usize::from(original[0] & 0x0f) * 4;
-        let quoted = &original[..original.len().min(hl + 8)];
-        let icmp_len = icmp::HEADER_LEN + quoted.len();
-        let mut p = vec![0u8; ipv4::MIN_HEADER_LEN + icmp_len];
-        self.ident = self.ident.wrapping_add(1);
-        ipv4::emit_header(&mut p, src, dst, ipv4::PROTO_ICMP, icmp_len, OWN_TTL, self.ident);
-        let m = &mut p[ipv4::MIN_HEADER_LEN..];
-        m[0] = kind;
-        m[1] = code;
-        m[icmp::HEADER_LEN..].copy_from_slice(quoted);
-        icmp::Message::new_unchecked(m).fill_checksum();
-        p
-    }
-
-    /// An ICMP error from the WAN about a packet we sent out: the quoted
-    /// packet's source is the public endpoint; it becomes the LAN host's,
-    /// with every checksum kept right (RFC 5508 §4.2).
-    fn inbound_icmp_error(&mut self, pkt: &mut [u8], now: Duration) -> Verdict {
-        let (hl, total) = {
-            let ip = ipv4::Packet::new_unchecked(&*pkt);
-            (ip.header_len(), ip.total_len())
-        };
-        let Some(q) = Quoted::read(&pkt[hl + icmp::HEADER_LEN..total]) else {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        };
-        if q.src != self.wan_addr {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        }
-        let (class, public, remote) = q.keys(Rewritten::Source);
-        let Some(id) = self.table.inbound(q.proto, class, public, remote, now) else {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        };
-        // The quoted packet must be one the mapping sent: its destination
-        // passes the mapping's filter, as the remote's own packets must.
-        if !self.table.admits(id, remote, now) {
-            return self.drop(Some(Protocol::Icmp), DropReason::Filtered);
-        }
-        let Some(internal) = self.table.get(id).map(|m| m.internal) else {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        };
-        q.rewrite(&mut pkt[hl + icmp::HEADER_LEN..total], Rewritten::Source, internal);
-        icmp::Message::new_unchecked(&mut pkt[hl..total]).fill_checksum();
-        let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
-        ip.set_dst(internal.addr);
-        ip.decrement_ttl();
-        self.counters.protocol_mut(Protocol::Icmp).inbound += 1;
-        Verdict::Forward { side: Side::Lan, next_hop: Ipv4Addr::from(internal.addr) }
-    }
-
-    /// An ICMP error a LAN host sends about a packet it got through us: the
-    /// quoted packet's destination is the LAN host; it becomes the public
-    /// endpoint.
-    fn outbound_icmp_error(&mut self, pkt: &mut [u8], next_hop: Ipv4Addr, now: Duration) -> Verdict {
-        let (hl, total) = {
-            let ip = ipv4::Packet::new_unchecked(&*pkt);
-            (ip.header_len(), ip.total_len())
-        };
-        let Some(q) = Quoted::read(&pkt[hl + icmp::HEADER_LEN..total]) else {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        };
-        let class = q.class();
-        let internal = Endpoint::new(q.dst, if class == Class::Ported { q.dst_port } else { 0 });
-        let remote = Endpoint::new(q.src, if class == Class::Ported { q.src_port } else { 0 });
-        let Some(id) = self.table.find_outbound(q.proto, class, internal, remote, now) else {
-            return self.drop(Some(Protocol::Icmp), DropReason::IcmpErrorUnmatched);
-        };
-        let public = Endpoint::new(self.wan_addr, self.table.get(id).map_or(0, |m| m.public_port));
-        q.rewrite(&mut pkt[hl + icmp::HEADER_LEN..total], Rewritten::Destination, public);
-        icmp::Message::new_unchecked(&mut pkt[hl..total]).fill_checksum();
-        let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
-        ip.set_src(self.wan_addr);
-        ip.decrement_ttl();
-        self.counters.protocol_mut(Protocol::Icmp).outbound += 1;
-        Verdict::Forward { side: Side::Wan, next_hop }
     }
 }
 

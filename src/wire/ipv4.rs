@@ -159,6 +159,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(b, 10, check);
     }
 
+    /// Sets the TTL, updating the header checksum.
+    pub fn set_ttl(&mut self, ttl: u8) {
+        let b = self.buffer.as_ref();
+        let old = be16(b, 8);
+        let new = u16::from(ttl) << 8 | (old & 0x00ff);
+        let check = checksum::update16(be16(b, 10), old, new);
+        let b = self.buffer.as_mut();
+        put16(b, 8, new);
+        put16(b, 10, check);
+    }
+
     /// Decrements the TTL, updating the header checksum.
     pub fn decrement_ttl(&mut self) {
         let b = self.buffer.as_ref();
@@ -364,6 +375,9 @@ mod tests {
         p.decrement_ttl();
         assert!(p.verify_checksum());
         assert_eq!(p.ttl(), 63);
+        p.set_ttl(7);
+        assert!(p.verify_checksum());
+        assert_eq!((p.ttl(), p.protocol()), (7, PROTO_UDP));
     }
 
     #[test]
