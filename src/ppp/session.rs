@@ -200,6 +200,43 @@ impl Layer {
     fn open(&self) -> bool {
         self.acked_by_peer && self.acked_peer
     }
+
+    /// Counts one more Configure-Request and schedules its resend; its
+    /// identifier, or `None` once `MAX_CONFIGURE` went unacknowledged.
+    fn next_request(&mut self, now: Duration) -> Option<u8> {
+        if self.tries >= MAX_CONFIGURE {
+            return None;
+        }
+        self.id = self.id.wrapping_add(1);
+        self.tries += 1;
+        self.next_send = Some(now + RESTART);
+        Some(self.id)
+    }
+
+    /// The peer acknowledged our request.
+    fn acked(&mut self) {
+        self.acked_by_peer = true;
+        self.next_send = None;
+    }
+}
+
+/// A control packet's code, identifier and data, if its length field is
+/// sound; RFC 1661 says to discard it silently otherwise.
+fn control_packet(p: &[u8]) -> Option<(u8, u8, &[u8])> {
+    let len = usize::from(be16(p.get(..4)?, 2));
+    (4..=p.len()).contains(&len).then(|| (p[0], p[1], &p[4..len]))
+}
+
+/// The answer to a Configure-Request: Reject what we do not know, else Nak
+/// what we want otherwise, else Ack (`None`).
+fn configure_answer(rej: Vec<u8>, nak: Vec<u8>) -> Option<(u8, Vec<u8>)> {
+    if !rej.is_empty() {
+        Some((CONF_REJ, rej))
+    } else if !nak.is_empty() {
+        Some((CONF_NAK, nak))
+    } else {
+        None
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -402,7 +439,7 @@ impl Session {
     }
 
     fn send_lcp_request(&mut self, now: Duration) {
-        if self.lcp.tries >= MAX_CONFIGURE {
+        let Some(id) = self.lcp.next_request(now) else {
             if self.cfg.passive {
                 // Wait quietly; the peer's request restarts ours.
                 self.lcp.tries = 0;
@@ -411,24 +448,17 @@ impl Session {
                 self.down("LCP: the peer never acknowledged our Configure-Request");
             }
             return;
-        }
-        self.lcp.id = self.lcp.id.wrapping_add(1);
-        self.lcp.tries += 1;
-        self.lcp.next_send = Some(now + RESTART);
-        let p = control(CONF_REQ, self.lcp.id, &self.lcp_request_options());
+        };
+        let p = control(CONF_REQ, id, &self.lcp_request_options());
         self.send(PROTO_LCP, p);
     }
 
     fn on_lcp(&mut self, p: &[u8], now: Duration) {
-        if p.len() < 4 || usize::from(be16(p, 2)) < 4 || usize::from(be16(p, 2)) > p.len() {
-            return; // malformed: RFC 1661 says silently discard
-        }
-        let (code, id, data) = (p[0], p[1], &p[4..usize::from(be16(p, 2))]);
+        let Some((code, id, data)) = control_packet(p) else { return };
         match code {
             CONF_REQ => self.lcp_conf_req(id, data, now),
             CONF_ACK if id == self.lcp.id => {
-                self.lcp.acked_by_peer = true;
-                self.lcp.next_send = None;
+                self.lcp.acked();
                 self.lcp_maybe_open(now);
             }
             CONF_NAK | CONF_REJ if id == self.lcp.id => {
@@ -514,10 +544,8 @@ impl Session {
                 _ => rej.extend(option(*kind, value)),
             }
         }
-        if !rej.is_empty() {
-            self.send(PROTO_LCP, control(CONF_REJ, id, &rej));
-        } else if !nak.is_empty() {
-            self.send(PROTO_LCP, control(CONF_NAK, id, &nak));
+        if let Some((code, answer)) = configure_answer(rej, nak) {
+            self.send(PROTO_LCP, control(code, id, &answer));
         } else {
             self.send(PROTO_LCP, control(CONF_ACK, id, data));
             self.peer_accm = accm;
@@ -749,29 +777,22 @@ impl Session {
     // ---- IPCP -------------------------------------------------------------
 
     fn send_ipcp_request(&mut self, now: Duration) {
-        if self.ipcp.tries >= MAX_CONFIGURE {
+        let Some(id) = self.ipcp.next_request(now) else {
             self.down("IPCP: the peer never acknowledged our Configure-Request");
             return;
-        }
-        self.ipcp.id = self.ipcp.id.wrapping_add(1);
-        self.ipcp.tries += 1;
-        self.ipcp.next_send = Some(now + RESTART);
+        };
         let addr = self.our_ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
         let opts =
             if self.ipcp.rejected.contains(&IPCP_ADDRESS) { Vec::new() } else { option(IPCP_ADDRESS, &addr.octets()) };
-        let p = control(CONF_REQ, self.ipcp.id, &opts);
+        let p = control(CONF_REQ, id, &opts);
         self.send(PROTO_IPCP, p);
     }
 
     fn on_ipcp(&mut self, p: &[u8], now: Duration) {
-        if self.phase != Phase::Network
-            || p.len() < 4
-            || usize::from(be16(p, 2)) > p.len()
-            || usize::from(be16(p, 2)) < 4
-        {
+        if self.phase != Phase::Network {
             return;
         }
-        let (code, id, data) = (p[0], p[1], &p[4..usize::from(be16(p, 2))]);
+        let Some((code, id, data)) = control_packet(p) else { return };
         match code {
             CONF_REQ => {
                 let Some(opts) = options(data) else { return };
@@ -791,10 +812,8 @@ impl Session {
                         _ => rej.extend(option(*kind, value)),
                     }
                 }
-                if !rej.is_empty() {
-                    self.send(PROTO_IPCP, control(CONF_REJ, id, &rej));
-                } else if !nak.is_empty() {
-                    self.send(PROTO_IPCP, control(CONF_NAK, id, &nak));
+                if let Some((code, answer)) = configure_answer(rej, nak) {
+                    self.send(PROTO_IPCP, control(code, id, &answer));
                 } else {
                     self.send(PROTO_IPCP, control(CONF_ACK, id, data));
                     self.peer_ip = peer.or(self.cfg.remote_ip);
@@ -803,8 +822,7 @@ impl Session {
                 }
             }
             CONF_ACK if id == self.ipcp.id => {
-                self.ipcp.acked_by_peer = true;
-                self.ipcp.next_send = None;
+                self.ipcp.acked();
                 self.ipcp_maybe_open();
             }
             CONF_NAK if id == self.ipcp.id => {
