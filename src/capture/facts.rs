@@ -127,6 +127,21 @@ pub enum What {
     },
 }
 
+impl What {
+    /// (protocol, source port, destination port) of a packet with ports.
+    pub fn ports(&self) -> Option<(u8, u16, u16)> {
+        match *self {
+            What::PptpControl { sport, dport, .. } | What::Tcp { sport, dport } => Some((6, sport, dport)),
+            What::L2tp { sport, dport, .. }
+            | What::Ike { sport, dport, .. }
+            | What::NatTKeepalive { sport, dport }
+            | What::Udp { sport, dport } => Some((17, sport, dport)),
+            What::Esp { ports: Some((sport, dport)), .. } => Some((17, sport, dport)),
+            _ => None,
+        }
+    }
+}
+
 /// Everything a capture saw, in order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Facts {

@@ -25,7 +25,69 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use super::run::Dump;
+use serde::Serialize;
+
+use super::counters::ProtocolCounts;
+use super::engine::AlgState;
+use super::link::NeighbourStats;
+use super::table::MappingInfo;
+
+/// The control socket's answer to `dump`.
+#[derive(Debug, Serialize)]
+pub struct Dump {
+    /// Profile name.
+    pub profile: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Per-protocol packet counts.
+    pub protocols: Vec<(String, ProtocolCounts)>,
+    /// Drops by reason name.
+    pub drops: Vec<(String, u64)>,
+    /// Mappings made since start.
+    pub mappings_created: u64,
+    /// Mappings expired since start.
+    pub mappings_expired: u64,
+    /// Inbound ESP SPIs given to one of several waiting clients.
+    pub esp_ambiguous_bindings: u64,
+    /// L2TP Tunnel IDs rewritten to keep two clients of a server apart.
+    pub l2tp_tunnel_ids_rewritten: u64,
+    /// The two links: their state and neighbour tables.
+    pub links: Links,
+    /// The live mappings.
+    pub mappings: Vec<MappingInfo>,
+    /// What the passthrough ALGs hold: PPTP calls, L2TP tunnels, IPsec SAs.
+    pub passthrough: AlgState,
+}
+
+/// Both links, for the dump.
+#[derive(Debug, Serialize)]
+pub struct Links {
+    /// The LAN side.
+    pub lan: LinkInfo,
+    /// The WAN side.
+    pub wan: LinkInfo,
+}
+
+/// One link, for the dump.
+#[derive(Debug, Serialize)]
+pub struct LinkInfo {
+    /// The interface.
+    pub interface: String,
+    /// Whether frames can go out on it now.
+    pub up: bool,
+    /// How many times it went down.
+    pub downs: u64,
+    /// Milliseconds it has been down since start, the current outage
+    /// included.
+    pub link_down_ms: u64,
+    /// Frames that could not be sent because it was down.
+    pub unsent: u64,
+    /// Frames the kernel dropped before the NAT read them: it fell behind
+    /// what arrived on this side.
+    pub kernel_dropped: u64,
+    /// Its neighbour table.
+    pub neighbours: NeighbourStats,
+}
 
 /// The longest request line, newline included.
 pub const MAX_REQUEST: usize = 256;

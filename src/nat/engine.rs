@@ -18,6 +18,7 @@ use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
 use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
+pub use super::translate::L4Checksum;
 use super::translate::{
     Patch, Ports, Rewritten, check_options, is_echo_request, patch_u16, read_ports, rewrite, rewrite_icmp_ident,
 };
@@ -30,16 +31,6 @@ pub enum Side {
     Lan,
     /// The public side.
     Wan,
-}
-
-/// The state of a packet's TCP/UDP checksum, as the packet I/O layer got it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum L4Checksum {
-    /// A complete checksum (or none, for UDP with 0).
-    Full,
-    /// Left to the sender's hardware (Linux CHECKSUM_PARTIAL): the field
-    /// holds the folded pseudo-header sum.
-    Partial,
 }
 
 /// What to do with a packet after [`Nat::process`].

@@ -20,14 +20,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::libc;
-use serde::Serialize;
 
-use super::control::{Control, Request};
-use super::counters::{DropReason, ProtocolCounts};
-use super::engine::{AlgState, Config, L4Checksum, Nat, Side};
-use super::link::{FrameVerdict, Interface, Link, NeighbourStats, Offload, OutFrame};
+use super::control::{Control, Dump, LinkInfo, Links, Request};
+use super::counters::DropReason;
+use super::engine::{Config, L4Checksum, Nat, Side};
+use super::link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 use super::socket::{self, PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
-use super::table::MappingInfo;
 use crate::sys;
 use crate::wire::ethernet;
 
@@ -51,63 +49,6 @@ pub struct RunConfig {
     pub nat: Config,
     /// Where the control socket listens, if anywhere.
     pub control: Option<PathBuf>,
-}
-
-/// The control socket's answer to `dump`.
-#[derive(Debug, Serialize)]
-pub struct Dump {
-    /// Profile name.
-    pub profile: String,
-    /// Seconds since start.
-    pub uptime_s: u64,
-    /// Per-protocol packet counts.
-    pub protocols: Vec<(String, ProtocolCounts)>,
-    /// Drops by reason name.
-    pub drops: Vec<(String, u64)>,
-    /// Mappings made since start.
-    pub mappings_created: u64,
-    /// Mappings expired since start.
-    pub mappings_expired: u64,
-    /// Inbound ESP SPIs given to one of several waiting clients.
-    pub esp_ambiguous_bindings: u64,
-    /// L2TP Tunnel IDs rewritten to keep two clients of a server apart.
-    pub l2tp_tunnel_ids_rewritten: u64,
-    /// The two links: their state and neighbour tables.
-    pub links: Links,
-    /// The live mappings.
-    pub mappings: Vec<MappingInfo>,
-    /// What the passthrough ALGs hold: PPTP calls, L2TP tunnels, IPsec SAs.
-    pub passthrough: AlgState,
-}
-
-/// Both links, for the dump.
-#[derive(Debug, Serialize)]
-pub struct Links {
-    /// The LAN side.
-    pub lan: LinkInfo,
-    /// The WAN side.
-    pub wan: LinkInfo,
-}
-
-/// One link, for the dump.
-#[derive(Debug, Serialize)]
-pub struct LinkInfo {
-    /// The interface.
-    pub interface: String,
-    /// Whether frames can go out on it now.
-    pub up: bool,
-    /// How many times it went down.
-    pub downs: u64,
-    /// Milliseconds it has been down since start, the current outage
-    /// included.
-    pub link_down_ms: u64,
-    /// Frames that could not be sent because it was down.
-    pub unsent: u64,
-    /// Frames the kernel dropped before the NAT read them: it fell behind
-    /// what arrived on this side.
-    pub kernel_dropped: u64,
-    /// Its neighbour table.
-    pub neighbours: NeighbourStats,
 }
 
 impl Dump {

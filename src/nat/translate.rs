@@ -4,11 +4,20 @@
 //! The engine decides what to change; this module changes it.
 
 use super::counters::DropReason;
-use super::engine::L4Checksum;
 use super::profile::Protocol;
 use super::table::{Class, Endpoint};
 use super::tcp::Seg;
 use crate::wire::{checksum, icmp, ipv4, tcp, udp};
+
+/// The state of a packet's TCP/UDP checksum, as the packet I/O layer got it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4Checksum {
+    /// A complete checksum (or none, for UDP with 0).
+    Full,
+    /// Left to the sender's hardware (Linux CHECKSUM_PARTIAL): the field
+    /// holds the folded pseudo-header sum.
+    Partial,
+}
 
 /// The ports (or identifier) of a packet, and where they are.
 #[derive(Clone, Copy)]

@@ -6,6 +6,7 @@ pub mod expect;
 pub mod family;
 pub mod format;
 pub mod ladder;
+pub mod observed;
 pub mod play;
 pub mod preflight;
 pub mod report;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::expect::{self, Check, Observed};
+use super::expect;
 use super::family::{self, Endpoint, Stage, Tunnel, VpnFamily};
 use super::format::{Delivery, Direction, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
 use super::ladder::{self, Rung};
+use super::observed::{Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Cmd, Host, Lab, LabError, Result};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};

@@ -389,8 +389,8 @@ pub fn topology_svg(shape: &Shape) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::expect::Check;
     use crate::scenario::format::{Mode, Target};
+    use crate::scenario::observed::Check;
 
     fn outcome(case: &str, target: Target, status: Status) -> Outcome {
         let scenario = Scenario::parse(

@@ -10,8 +10,8 @@ use super::{Endpoint, OwnTraffic, Stage, Tunnel, VpnFamily, peer_cmd};
 use crate::capture::What;
 use crate::lab::{Process, Result};
 use crate::router::client_name;
-use crate::scenario::expect::{Check, Observed, premise};
 use crate::scenario::format::{Scenario, Step, Target, TunnelState, esp_spi};
+use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::scripted::parse_esp_report;
 
 pub struct Esp;

@@ -9,8 +9,8 @@ use super::{Endpoint, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{LabError, Process, Result};
 use crate::router::client_name;
-use crate::scenario::expect::{Check, Observed, premise};
 use crate::scenario::format::{IpsecAuth, Scenario, Step, Target, TunnelState};
+use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::strongswan::{CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, client_conf, server_conf};
 use crate::vpn::xl2tpd::Xl2tpd;
 

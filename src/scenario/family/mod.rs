@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::expect::{Check, Observed};
 use super::format::{Family, IpsecAuth, Scenario, Target};
+use super::observed::{Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Host, Lab, LabError, Process, Result};
 use crate::router::Shape;

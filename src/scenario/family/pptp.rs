@@ -9,8 +9,8 @@ use crate::capture::What;
 use crate::lab::{Process, Result};
 use crate::ppp::session::AuthProto;
 use crate::router::client_name;
-use crate::scenario::expect::{Check, Observed, ports, premise};
 use crate::scenario::format::{Scenario, Target};
+use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::pppd::PppConfig;
 use crate::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
 use crate::wire::pptp;
@@ -72,7 +72,7 @@ impl VpnFamily for Pptp {
                 .lan
                 .packets
                 .iter()
-                .filter(|p| matches!(ports(&p.what), Some((6, sp, dp)) if sp == 1723 || dp == 1723) && p.payload > 0)
+                .filter(|p| matches!(p.what.ports(), Some((6, sp, dp)) if sp == 1723 || dp == 1723) && p.payload > 0)
                 .map(|p| p.payload)
                 .collect();
             let largest = segments.iter().copied().max().unwrap_or(0);
