@@ -140,7 +140,13 @@ impl Nat {
             ipsec,
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
-            table: Table::new(&cfg.profile),
+            table: Table::new(
+                &cfg.profile,
+                [L2tp::reserved_port(cfg.profile.l2tp), Ipsec::reserved_port(cfg.profile.ipsec)]
+                    .into_iter()
+                    .flatten()
+                    .collect(),
+            ),
             frags,
             counters: Counters::default(),
             out: VecDeque::new(),

@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Duration;
 
-use super::profile::{Behaviour, IpsecMode, L2tpMode, Profile, SharedRemote};
+use super::profile::{Behaviour, Profile, SharedRemote};
 use super::quota::PerHost;
 pub use super::tcp::TcpState;
 use super::tcp::{OutOfWindow, Seg, Tracker};
-use crate::wire::{ike, ipv4, l2tp};
+use crate::wire::ipv4;
 
 /// A fast hasher for small fixed keys (FxHash): the table is on the
 /// per-packet path and its keys come from our own packets' headers.
@@ -185,7 +185,8 @@ pub struct Table {
     len: usize,
     sweep_cursor: usize,
     next_port: u32,
-    /// Public ports an ALG owns (L2TP's 1701, IKE's 500): never handed out.
+    /// Public UDP ports the ALGs own (L2TP's 1701, IKE's 500, as the
+    /// profile has them): never handed out.
     reserved: Vec<u16>,
     /// Mappings per LAN host, and the most one may hold.
     per_host: PerHost,
@@ -215,8 +216,9 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Table {
-    /// An empty table for `profile`.
-    pub fn new(profile: &Profile) -> Table {
+    /// An empty table for `profile`, never handing out the UDP ports in
+    /// `reserved`.
+    pub fn new(profile: &Profile, reserved: Vec<u16>) -> Table {
         Table {
             mapping: profile.mapping,
             filtering: profile.filtering,
@@ -236,16 +238,7 @@ impl Table {
             sessions: 0,
             max_sessions: profile.limits.sessions,
             max_remotes: profile.limits.remotes_per_mapping,
-            reserved: {
-                let mut r = Vec::new();
-                if profile.l2tp == L2tpMode::TunnelId {
-                    r.push(l2tp::PORT);
-                }
-                if profile.ipsec == IpsecMode::Spi {
-                    r.push(ike::PORT);
-                }
-                r
-            },
+            reserved,
         }
     }
 

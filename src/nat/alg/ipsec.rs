@@ -39,6 +39,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::nat::counters::DropReason;
+use crate::nat::profile::IpsecMode;
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within;
 use crate::wire::ike;
@@ -114,6 +115,12 @@ pub struct EspTarget {
 }
 
 impl Ipsec {
+    /// The public UDP port the ALG keeps for itself in `mode`: 500, which
+    /// every client's IKE shares, told apart by initiator SPI.
+    pub fn reserved_port(mode: IpsecMode) -> Option<u16> {
+        (mode == IpsecMode::Spi).then_some(ike::PORT)
+    }
+
     /// An empty ALG whose state lives `timeout` without traffic.
     pub fn new(timeout: Duration, bounds: Bounds) -> Ipsec {
         Ipsec {

@@ -27,6 +27,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::nat::counters::DropReason;
+use crate::nat::profile::L2tpMode;
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within16;
 use crate::wire::l2tp::{self, Message};
@@ -106,6 +107,12 @@ pub struct Rewrite {
 }
 
 impl L2tp {
+    /// The public UDP port the ALG keeps for itself in `mode`: 1701, which
+    /// every client's tunnel shares, told apart by Tunnel ID.
+    pub fn reserved_port(mode: L2tpMode) -> Option<u16> {
+        (mode == L2tpMode::TunnelId).then_some(l2tp::PORT)
+    }
+
     /// An empty ALG whose tunnels live `timeout` without traffic; at most
     /// `max_tunnels` of them, `max_per_client` per LAN host.
     pub fn new(timeout: Duration, max_tunnels: usize, max_per_client: usize) -> L2tp {
