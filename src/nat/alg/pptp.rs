@@ -451,6 +451,11 @@ impl Pptp {
     /// The public Call ID of the LAN host's call `lan_call`, made if new;
     /// refused when no ID of its block is free or a bound is reached.
     fn public_for(&mut self, control: Control, lan_call: u16, now: Duration) -> Result<u16, DropReason> {
+        if !self.controls.contains_key(&control) {
+            // A call started after a Stop-Control-Connection in the same
+            // segment would outlive its control connection: refused.
+            return Err(DropReason::PptpMalformed);
+        }
         if let Some(p) = self.find_public(control, lan_call) {
             if let Some(c) = self.calls.get_mut(&(control.server, p)) {
                 c.last_seen = now;

@@ -393,6 +393,125 @@ fn the_dump_names_calls() {
     assert!(calls[0].client.starts_with("192.168.1.10:"));
 }
 
+#[test]
+fn the_state_sizes_count_pptp_control_connections_and_calls() {
+    // What the bounds are checked against: every followed control
+    // connection and every call, until they end.
+    let mut n = full();
+    let sizes = |n: &Nat| (n.state_sizes().pptp_controls, n.state_sizes().pptp_calls);
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    assert_eq!(sizes(&n), (2, 0));
+    call(&mut n, &mut a, 1, 0x10);
+    call(&mut n, &mut a, 2, 0x11);
+    call(&mut n, &mut b, 1, 0x12);
+    assert_eq!(sizes(&n), (2, 3));
+    a.recv(&mut n, &msg::emit(msg::STOP_CCRQ, None, None));
+    assert_eq!(sizes(&n), (1, 1), "a stopped control connection takes its calls along");
+}
+
+#[test]
+fn a_call_refused_for_want_of_room_goes_through_when_retransmitted_after_room_frees_up() {
+    // A refused call drops its segment without moving the stream on: the
+    // client's retransmission is parsed from the message's start, not from
+    // where the refusal stopped.
+    let mut n = nat_with(|p| p.limits.pptp_calls = 1);
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 1, 0x10);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let m = msg::emit(msg::OCRQ, Some(1), None);
+    let (v, _) = b.send(&mut n, &m);
+    assert_eq!(v, Verdict::Drop(DropReason::PptpCallsFull));
+    // C1 hangs up; C2's TCP sends the OCRQ again.
+    a.send(&mut n, &msg::emit(msg::CCRQ, Some(1), None));
+    b.out_seq -= m.len() as u32;
+    let (v, sent) = b.send(&mut n, &m);
+    assert_eq!(v, forward(Side::Wan, S1));
+    let public = field(&sent, 12);
+    let (v, got) = b.recv(&mut n, &msg::emit(msg::OCRP, Some(0x20), Some(public)));
+    assert_eq!(v, forward(Side::Lan, C2));
+    assert_eq!(field(&got, 14), 1);
+    let mut g = gre(S1, WAN, public, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(2)), forward(Side::Lan, C2), "the server's GRE reaches C2");
+    assert_eq!(n.counters().dropped(DropReason::PptpCallsFull), 1);
+    assert_eq!(n.counters().dropped(DropReason::PptpMalformed), 0);
+}
+
+#[test]
+fn ending_a_call_leaves_the_server_able_to_end_another_call_with_the_same_server_call_id() {
+    // A server numbering its calls per control connection gives one client's
+    // two calls the same Call ID: when the first ends, the server's
+    // Call-Disconnect-Notify still ends the second.
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let mut b = Conn::open(&mut n, C1, 40001, S1);
+    call(&mut n, &mut a, 1, 0x50);
+    let pb = call(&mut n, &mut b, 2, 0x50);
+    a.send(&mut n, &msg::emit(msg::CCRQ, Some(1), None));
+    assert_eq!(n.state_sizes().pptp_calls, 1);
+    b.recv(&mut n, &msg::emit(msg::CDN, Some(0x50), None));
+    assert_eq!(n.state_sizes().pptp_calls, 0, "the server hung up the second call");
+    let mut g = gre(S1, WAN, pb, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(2)), Verdict::Drop(DropReason::PptpGreUnmatched));
+}
+
+#[test]
+fn a_call_without_gre_lives_as_long_as_its_control_connection_and_no_longer() {
+    // The call timeout is for calls left without a control connection: a
+    // call whose control connection is up stays however long its GRE is
+    // idle, and ends when the control connection times out.
+    let mut n = nat_with(|p| {
+        p.timeouts.other = 30;
+        p.timeouts.tcp_established = 600;
+    });
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let p = call(&mut n, &mut a, 4, 0x40); // at t(1)
+    n.handle_timeout(t(100));
+    n.handle_timeout(t(600));
+    assert_eq!((n.state_sizes().pptp_controls, n.state_sizes().pptp_calls), (1, 1));
+    let mut g = gre(S1, WAN, p, false, false);
+    assert_eq!(inb(&mut n, &mut g, t(600)), forward(Side::Lan, C1));
+    n.handle_timeout(t(601));
+    assert_eq!((n.state_sizes().pptp_controls, n.state_sizes().pptp_calls), (0, 0));
+}
+
+#[test]
+fn no_call_outlives_its_control_connection() {
+    // Calls live as long as their control connection. A client that stops
+    // its control connection and starts a call in the same segment would
+    // leave a call behind it: the segment is refused and no call is made.
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let mut both = msg::emit(msg::STOP_CCRQ, None, None);
+    both.extend(msg::emit(msg::ICRP, Some(5), Some(0x77)));
+    let (v, _) = a.send(&mut n, &both);
+    assert_eq!(v, Verdict::Drop(DropReason::PptpMalformed));
+    assert_eq!((n.state_sizes().pptp_controls, n.state_sizes().pptp_calls), (0, 0));
+    let mut g = gre(C1, S1, 0x77, false, false);
+    out(&mut n, &mut g, t(2));
+    assert!(n.alg_state().pptp_calls.is_empty(), "its GRE makes no call either");
+}
+
+#[test]
+fn a_retransmission_of_several_rewritten_messages_is_rewritten_as_the_first_time() {
+    // Every rewritten byte of a segment is remembered, not only the last.
+    let mut n = full();
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    call(&mut n, &mut a, 3, 1);
+    call(&mut n, &mut a, 4, 2);
+    let mut b = Conn::open(&mut n, C2, 40001, S1);
+    let mut m = msg::emit(msg::OCRQ, Some(3), None);
+    m.extend(msg::emit(msg::OCRQ, Some(4), None));
+    let (_, first) = b.send(&mut n, &m);
+    let publics = (field(&first, 12), field(&first, 168 + 12));
+    assert!(publics.0 != 3 && publics.1 != 4, "{publics:?}");
+    b.out_seq -= m.len() as u32;
+    let (v, again) = b.send(&mut n, &m);
+    assert_eq!(v, forward(Side::Wan, S1));
+    assert_eq!((field(&again, 12), field(&again, 168 + 12)), publics);
+    assert_checksums(&again);
+}
+
 // ---- L2TP -------------------------------------------------------------
 
 use crate::nat::profile::{IpsecMode, L2tpMode};
