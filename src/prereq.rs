@@ -203,6 +203,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn ci_install_deps_installs_every_package_a_run_needs() {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/ci/install-deps");
+        let out = std::process::Command::new("bash").args([script, "--list"]).output().expect("runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let listed = String::from_utf8_lossy(&out.stdout).to_string();
+        let listed: Vec<&str> = listed.lines().collect();
+        for tool in TOOLS {
+            assert!(
+                listed.contains(&tool.package),
+                "ci/install-deps does not install {} (for {})",
+                tool.package,
+                tool.name
+            );
+        }
+    }
+
+    #[test]
     fn a_missing_tool_names_its_package() {
         let t = Tool { name: "surely-not-installed-x", package: "pkg-x", paths: &[], used_for: "testing" };
         let m = t.require().expect_err("not installed");

@@ -372,7 +372,7 @@ impl Nat {
                 }
                 if proto == Protocol::Udp {
                     match self.udp_alg_out(pkt, hl, total, src, dst, ports, csum, now) {
-                        Some(Ok(())) => return self.sent_out(pkt, proto, next_hop),
+                        Some(Ok(())) => return self.finish_out(pkt, proto, next_hop),
                         Some(Err(reason)) => return self.drop(Some(proto), reason),
                         None => {}
                     }
@@ -479,11 +479,11 @@ impl Nat {
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
         }
-        self.sent_out(pkt, proto, next_hop)
+        self.finish_out(pkt, proto, next_hop)
     }
 
     /// The end of every outbound translation: TTL, count, forward.
-    fn sent_out(&mut self, pkt: &mut [u8], proto: Protocol, next_hop: Ipv4Addr) -> Verdict {
+    fn finish_out(&mut self, pkt: &mut [u8], proto: Protocol, next_hop: Ipv4Addr) -> Verdict {
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).outbound += 1;
         Verdict::Forward { side: Side::Wan, next_hop }
@@ -520,7 +520,7 @@ impl Nat {
                 }
                 if proto == Protocol::Udp {
                     match self.udp_alg_in(pkt, hl, total, src, ports, csum, now) {
-                        Some(Ok(internal)) => return self.sent_in(pkt, proto, internal, key, first_fragment, now),
+                        Some(Ok(internal)) => return self.finish_in(pkt, proto, internal, key, first_fragment, now),
                         Some(Err(reason)) => return self.drop(Some(proto), reason),
                         None => {}
                     }
@@ -622,12 +622,12 @@ impl Nat {
                 internal
             }
         };
-        self.sent_in(pkt, proto, internal, key, first_fragment, now)
+        self.finish_in(pkt, proto, internal, key, first_fragment, now)
     }
 
     /// The end of every inbound translation: TTL, count, the datagram's
     /// waiting fragments released, forward.
-    fn sent_in(
+    fn finish_in(
         &mut self,
         pkt: &mut [u8],
         proto: Protocol,

@@ -923,11 +923,6 @@ pub fn check_case(case: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The SPI raw-ESP client `i` asks the server to send with.
-pub fn esp_spi(i: usize) -> u32 {
-    0x1000 + i as u32
-}
-
 fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {

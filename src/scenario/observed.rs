@@ -22,7 +22,7 @@ pub struct Observed {
     /// Why each tunnel is down, when it is.
     pub notes: Vec<Option<String>>,
     /// Each client's address inside its tunnel.
-    pub links: Vec<Option<Ipv4Addr>>,
+    pub inner_addrs: Vec<Option<Ipv4Addr>>,
     /// What crossed each client's tunnel, per traffic step.
     pub traffic: BTreeMap<String, Vec<Delivery>>,
     /// Raw ESP: whether each client received echoes meant for another.

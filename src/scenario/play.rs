@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::expect;
-use super::family::{self, Endpoint, Stage, Tunnel, VpnFamily};
+use super::family::{self, Daemons, Stage, Tunnel, VpnFamily};
 use super::format::{Delivery, Direction, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
 use super::ladder::{self, Rung};
 use super::observed::{Check, Observed};
@@ -228,9 +228,9 @@ fn run(
         tempfile::NamedTempFile::new().map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
     std::fs::write(entropy.path(), [0x5a; 4096])
         .map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
-    let same_call_id = scenario.file.endpoints.same_call_id;
+    let constant_entropy = family::of(scenario.file.family).constant_entropy(scenario);
     let nl = NatLab::build_shaped(router, shape, |mut t| {
-        if same_call_id {
+        if constant_entropy {
             for h in t.hosts.iter_mut().filter(|h| h.name.starts_with('c')) {
                 *h = h.clone().bind(entropy.path(), "/dev/random");
             }
@@ -270,8 +270,8 @@ struct Player<'s, 'l> {
     running: RunningRouter,
     shape: Shape,
     family: &'static dyn VpnFamily,
-    servers: BTreeMap<usize, Box<dyn Endpoint + 'l>>,
-    clients: BTreeMap<usize, Box<dyn Endpoint + 'l>>,
+    servers: BTreeMap<usize, Box<dyn Daemons + 'l>>,
+    clients: BTreeMap<usize, Box<dyn Daemons + 'l>>,
     tunnels: Vec<Tunnel>,
     traffic: BTreeMap<String, Vec<Delivery>>,
     foreign: Vec<bool>,
@@ -547,7 +547,7 @@ impl<'s, 'l> Player<'s, 'l> {
             shape: self.shape.clone(),
             tunnels: self.tunnels.iter().map(|t| if t.up { TunnelState::Up } else { TunnelState::Down }).collect(),
             notes: self.tunnels.iter().map(|t| t.note.clone()).collect(),
-            links: self.tunnels.iter().map(|t| t.local).collect(),
+            inner_addrs: self.tunnels.iter().map(|t| t.local).collect(),
             traffic: self.traffic.clone(),
             foreign: self.foreign.clone(),
             lan,
@@ -580,7 +580,7 @@ impl<'s, 'l> Player<'s, 'l> {
 
 /// Why a client's tunnel is down, in one line: the line of the error or of
 /// the client's daemon logs that explains it, else the error's first line.
-fn explain_down(note: &str, client: &dyn Endpoint) -> String {
+fn explain_down(note: &str, client: &dyn Daemons) -> String {
     let logs: Vec<(String, String)> = client
         .processes()
         .iter()

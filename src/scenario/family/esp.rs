@@ -5,21 +5,25 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::l2tp::Scripted;
-use super::{Endpoint, OwnTraffic, Stage, Tunnel, VpnFamily, peer_cmd};
+use super::{Daemons, OwnTraffic, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
 use crate::capture::What;
 use crate::lab::{Process, Result};
 use crate::router::client_name;
-use crate::scenario::format::{Scenario, Step, Target, TunnelState, esp_spi};
+use crate::scenario::format::{Scenario, Step, Target, TunnelState};
 use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::scripted::parse_esp_report;
 
 pub struct Esp;
 
+/// The SPI raw-ESP client `i` asks the server to send with.
+fn esp_spi(i: usize) -> u32 {
+    0x1000 + i as u32
+}
+
 /// The scripted ESP client, which counts its own echoes.
 struct Client(Process);
 
-impl Endpoint for Client {
+impl Daemons for Client {
     fn processes(&self) -> Vec<&Process> {
         vec![&self.0]
     }
@@ -41,7 +45,7 @@ impl VpnFamily for Esp {
         true
     }
 
-    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>> {
         let host = stage.host(&stage.shape.server_name(j))?;
         let delay = stage.scenario.file.endpoints.esp_delay_ms.to_string();
         let p = host.spawn(peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?;
@@ -54,8 +58,8 @@ impl VpnFamily for Esp {
         stage: &mut Stage<'_, 'l>,
         i: usize,
         j: usize,
-        _server: &dyn Endpoint,
-    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        _server: &dyn Daemons,
+    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
         let host = stage.host(&client_name(i))?;
         let e = &stage.scenario.file.endpoints;
         let (server, spi) = (stage.shape.server_addr(j).to_string(), format!("{:#x}", esp_spi(i)));

@@ -1,11 +1,12 @@
 //! IPsec with strongSwan: IKEv2 or IKEv1 with NAT-T, and L2TP inside an
 //! IKEv2 CHILD_SA narrowed to udp/1701.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::l2tp::{lac_config, lns_config};
-use super::{Endpoint, Stage, Tunnel, VpnFamily};
+use super::{Daemons, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{LabError, Process, Result};
 use crate::router::client_name;
@@ -36,7 +37,7 @@ struct Ends<'l> {
     l2tp: Option<Xl2tpd<'l>>,
 }
 
-impl Endpoint for Ends<'_> {
+impl Daemons for Ends<'_> {
     fn processes(&self) -> Vec<&Process> {
         std::iter::once(self.charon.process()).chain(self.l2tp.iter().map(|l| l.process())).collect()
     }
@@ -89,7 +90,7 @@ impl VpnFamily for Ipsec {
         }
     }
 
-    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>> {
         let host = stage.host(&stage.shape.server_name(j))?;
         let (addr, inner) = (stage.shape.server_addr(j), stage.shape.server_inner(j));
         let (inner_ts, client_ts) = self.selectors(inner);
@@ -118,8 +119,8 @@ impl VpnFamily for Ipsec {
         stage: &mut Stage<'_, 'l>,
         i: usize,
         j: usize,
-        server: &dyn Endpoint,
-    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        server: &dyn Daemons,
+    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
         let host = stage.host(&client_name(i))?;
         let timeout = stage.connect_timeout();
         let (server_addr, inner) = (stage.shape.server_addr(j), stage.shape.server_inner(j));
@@ -157,6 +158,12 @@ impl VpnFamily for Ipsec {
             Err(err) => Tunnel::down(err.to_string()),
         };
         Ok((Box::new(Ends { charon, l2tp }), tunnel))
+    }
+
+    /// ESP inside NAT-T is encrypted and the captures read no SPI owner:
+    /// nothing is told.
+    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
+        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {

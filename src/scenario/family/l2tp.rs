@@ -2,10 +2,11 @@
 //! the tunnel only (from port 1701 to the client's 1701, or from a new
 //! port).
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Endpoint, SECRET, Stage, Tunnel, VpnFamily, peer_cmd};
+use super::{Daemons, SECRET, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
 use crate::capture::{Capture, Facts, What};
 use crate::lab::{Process, Result};
 use crate::ppp::session::AuthProto;
@@ -18,22 +19,13 @@ use crate::wire::l2tp;
 
 pub struct L2tp;
 
-impl Endpoint for Xl2tpd<'_> {
+impl Daemons for Xl2tpd<'_> {
     fn processes(&self) -> Vec<&Process> {
         vec![self.process()]
     }
 
     fn holds_link(&self, peer: Ipv4Addr, timeout: Duration) -> Result<()> {
         self.wait_for_link(peer, timeout).map(|_| ())
-    }
-}
-
-/// A scripted peer: one process.
-pub(super) struct Scripted(pub(super) Process);
-
-impl Endpoint for Scripted {
-    fn processes(&self) -> Vec<&Process> {
-        vec![&self.0]
     }
 }
 
@@ -65,7 +57,7 @@ impl VpnFamily for L2tp {
         if scripted_lns(s) { &[] } else { &["xl2tpd"] }
     }
 
-    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>> {
         let host = stage.host(&stage.shape.server_name(j))?;
         let addr = stage.shape.server_addr(j);
         let ports: &[&str] = match stage.scenario.file.endpoints.lns {
@@ -83,8 +75,8 @@ impl VpnFamily for L2tp {
         stage: &mut Stage<'_, 'l>,
         i: usize,
         j: usize,
-        server: &dyn Endpoint,
-    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        server: &dyn Daemons,
+    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
         let host = stage.host(&client_name(i))?;
         let lac = Xl2tpd::lac(host, &lac_config(stage.shape.server_addr(j), i, false))?;
         let tunnel = if scripted_lns(stage.scenario) {
@@ -98,7 +90,7 @@ impl VpnFamily for L2tp {
 
     /// A scripted LNS answers each SCCRQ; waits until it answered every
     /// client, then until the captures hold as many answers.
-    fn after_connect(&self, stage: &Stage<'_, '_>, server: &dyn Endpoint, lan: &Capture) -> Result<()> {
+    fn after_connect(&self, stage: &Stage<'_, '_>, server: &dyn Daemons, lan: &Capture) -> Result<()> {
         if !scripted_lns(stage.scenario) {
             return Ok(());
         }
@@ -116,6 +108,12 @@ impl VpnFamily for L2tp {
             lan.facts().is_ok_and(|f| sccrp(&f) >= n)
         });
         Ok(())
+    }
+
+    /// L2TP data carries no per-client mark the captures read: nothing is
+    /// told.
+    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
+        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {

@@ -51,6 +51,12 @@ pub trait VpnFamily: Sync {
         &[IpsecAuth::Psk]
     }
 
+    /// Whether the clients of scenario `s` read a constant `/dev/random`,
+    /// so that they pick the same "random" values (a PPTP Call ID).
+    fn constant_entropy(&self, _s: &Scenario) -> bool {
+        false
+    }
+
     /// Whether its clients count their own echoes (both directions cross,
     /// or neither does) rather than being pinged through.
     fn counts_own_echoes(&self) -> bool {
@@ -58,7 +64,7 @@ pub trait VpnFamily: Sync {
     }
 
     /// Starts server `j`'s endpoint and waits until it listens.
-    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>>;
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>>;
 
     /// Starts client `i`'s endpoint towards server `j` (already started) and
     /// brings its tunnel up; a tunnel that does not come up is an outcome,
@@ -68,11 +74,11 @@ pub trait VpnFamily: Sync {
         stage: &mut Stage<'_, 'l>,
         i: usize,
         j: usize,
-        server: &dyn Endpoint,
-    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)>;
+        server: &dyn Daemons,
+    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>;
 
     /// Runs after every client of a `connect` step has dialled.
-    fn after_connect(&self, _stage: &Stage<'_, '_>, _server: &dyn Endpoint, _lan: &Capture) -> Result<()> {
+    fn after_connect(&self, _stage: &Stage<'_, '_>, _server: &dyn Daemons, _lan: &Capture) -> Result<()> {
         Ok(())
     }
 
@@ -82,15 +88,13 @@ pub trait VpnFamily: Sync {
         Vec::new()
     }
 
-    /// The LAN addresses that client `i`'s tunnel traffic was delivered to:
-    /// by default the hosts GRE carrying its inner address reached.
-    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
-        o.links.get(i - 1).copied().flatten().map(|a| o.lan.gre_carrying_to(a)).unwrap_or_default()
-    }
+    /// The LAN addresses that client `i`'s tunnel traffic was delivered
+    /// to, as far as the captures tell (for `misdelivered`).
+    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr>;
 }
 
 /// A running VPN endpoint: a server's or a client's daemons.
-pub trait Endpoint {
+pub trait Daemons {
     /// Its processes, for logs, liveness and stopping.
     fn processes(&self) -> Vec<&Process>;
 
@@ -143,7 +147,7 @@ impl Tunnel {
 
     /// The tunnel a PPP link makes, once `server`'s daemon holds it too; a
     /// link that did not come up is a tunnel down, with the reason.
-    fn linked(link: Result<PppLink>, server: &dyn Endpoint) -> Result<Tunnel> {
+    fn linked(link: Result<PppLink>, server: &dyn Daemons) -> Result<Tunnel> {
         match link {
             Ok(link) => {
                 server.holds_link(link.local, Duration::from_secs(5))?;
@@ -190,6 +194,15 @@ impl<'l> Stage<'_, 'l> {
         let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
         let (cert, key) = pki.issue(name)?;
         Ok(Auth::Cert { ca: pki.ca.clone(), cert, key })
+    }
+}
+
+/// A scripted peer: one process.
+struct Scripted(Process);
+
+impl Daemons for Scripted {
+    fn processes(&self) -> Vec<&Process> {
+        vec![&self.0]
     }
 }
 

@@ -1,10 +1,10 @@
 //! PPTP: `pptp` to `pptpd`, our PPP peer on both ends.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Endpoint, SECRET, Stage, Tunnel, VpnFamily};
+use super::{Daemons, SECRET, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{Process, Result};
 use crate::ppp::session::AuthProto;
@@ -17,7 +17,7 @@ use crate::wire::pptp;
 
 pub struct Pptp;
 
-impl Endpoint for Pptpd<'_> {
+impl Daemons for Pptpd<'_> {
     fn processes(&self) -> Vec<&Process> {
         vec![self.process()]
     }
@@ -27,7 +27,7 @@ impl Endpoint for Pptpd<'_> {
     }
 }
 
-impl Endpoint for PptpClient<'_> {
+impl Daemons for PptpClient<'_> {
     fn processes(&self) -> Vec<&Process> {
         vec![self.process()]
     }
@@ -38,7 +38,7 @@ impl VpnFamily for Pptp {
         &["pptpd", "pptp"]
     }
 
-    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Endpoint + 'l>> {
+    fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>> {
         let host = stage.host(&stage.shape.server_name(j))?;
         let config = PptpdConfig {
             listen: stage.shape.server_addr(j),
@@ -54,13 +54,22 @@ impl VpnFamily for Pptp {
         stage: &mut Stage<'_, 'l>,
         i: usize,
         j: usize,
-        server: &dyn Endpoint,
-    ) -> Result<(Box<dyn Endpoint + 'l>, Tunnel)> {
+        server: &dyn Daemons,
+    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
         let host = stage.host(&client_name(i))?;
         let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
         let call = PptpClient::start(host, stage.shape.server_addr(j), &ppp)?;
         let tunnel = Tunnel::linked(call.wait_for_link(stage.connect_timeout()), server)?;
         Ok((Box::new(call), tunnel))
+    }
+
+    fn constant_entropy(&self, s: &Scenario) -> bool {
+        s.file.endpoints.same_call_id
+    }
+
+    /// The hosts GRE carrying client `i`'s inner address reached.
+    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
+        o.inner_addrs.get(i - 1).copied().flatten().map(|a| o.lan.gre_carrying_to(a)).unwrap_or_default()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {
