@@ -201,19 +201,6 @@ fn quote(pkt: &[u8]) -> &[u8] {
     &pkt[..pkt.len().min(hl + 8)]
 }
 
-/// The offload state of a frame with this virtio-net header, as
-/// `nat::run` derives it from what the packet socket hands over.
-fn offload_of(hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> Offload {
-    let needs_csum = hdr[0] & VNET_F_NEEDS_CSUM != 0;
-    let csum_start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
-    let own = frame.len() > ethernet::HEADER_LEN
-        && csum_start == ethernet::HEADER_LEN + usize::from(frame[ethernet::HEADER_LEN] & 0x0f) * 4;
-    let csum = if needs_csum && own { L4Checksum::Partial } else { L4Checksum::Full };
-    let mut vnet = *hdr;
-    vnet[0] &= !VNET_F_DATA_VALID;
-    Offload { csum, vnet: Some(vnet) }
-}
-
 // ---- The NAT's invariants --------------------------------------------------
 
 /// The stricter of two RFC 4787 behaviours.
@@ -794,7 +781,7 @@ impl Run {
                         }
                         _ => hdr[0] = VNET_F_DATA_VALID,
                     }
-                    offload_of(&hdr, &frame)
+                    crate::nat::run::offload_of(&hdr, &frame)
                 } else {
                     Offload::NONE
                 };
@@ -1482,7 +1469,7 @@ impl Run {
                 h[..got.len()].copy_from_slice(got);
                 h
             });
-            offload_of(&hdr, &frame)
+            crate::nat::run::offload_of(&hdr, &frame)
         } else {
             Offload::NONE
         };

@@ -28,7 +28,7 @@
 //!   a request the NAT sent makes room by forgetting the neighbour that
 //!   expires first.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -192,7 +192,7 @@ impl Waiting {
 }
 
 /// Looked up for every forwarded frame: keyed with the table's fast hasher.
-type FxMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<super::table::FxHasher>>;
+use super::table::FxMap;
 
 #[derive(Default)]
 struct Neighbours {

@@ -237,7 +237,7 @@ impl Port {
 /// Which offload state a received frame is in. The pseudo-header rule only
 /// applies when the checksum to complete is the frame's own L4 checksum
 /// (not a tunnel's inner one).
-fn offload_of(hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> Offload {
+pub(crate) fn offload_of(hdr: &[u8; VNET_HDR_LEN], frame: &[u8]) -> Offload {
     let needs_csum = hdr[0] & VNET_F_NEEDS_CSUM != 0;
     let csum_start = usize::from(u16::from_le_bytes([hdr[6], hdr[7]]));
     let own = frame.len() > ethernet::HEADER_LEN
