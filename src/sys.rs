@@ -18,10 +18,10 @@ pub fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 /// Waits until one of `fds` is ready for its events ([`READABLE`],
-/// [`WRITABLE`]) or `timeout` passes (`None`: no limit); says which are
-/// (an error or hang-up counts as ready, so that the caller reads it).
-/// Negative descriptors and empty event sets are never ready. A signal
-/// ends the wait with none ready.
+/// [`WRITABLE`]) or `timeout` passes (`None`: no limit); says which are.
+/// An error or hang-up counts as ready, whatever was asked (even nothing),
+/// so that the caller reads it and learns. Negative descriptors are left
+/// out. A signal ends the wait with none ready.
 pub fn poll(fds: &[(RawFd, i16)], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
     let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);

@@ -215,9 +215,17 @@ impl Control {
     }
 
     /// Empties the wake-up descriptor (after poll said it is readable).
-    pub fn drain_wake(&self) {
+    /// Empties the wake-up pipe; `false` once the serving thread's end of
+    /// it is closed (the thread ended).
+    pub fn drain_wake(&self) -> bool {
         let mut buf = [0u8; 64];
-        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        loop {
+            match (&self.wake).read(&mut buf) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(_) => return true,
+            }
+        }
     }
 
     /// The next waiting request, without blocking.

@@ -264,7 +264,7 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
         Interface { mac: ports[1].sock.mac(), addr: wan_addr },
     );
     // Last: the socket's path appearing tells that the NAT is ready.
-    let control = match &cfg.control {
+    let mut control = match &cfg.control {
         Some(path) => Some(Control::start(path)?),
         None => None,
     };
@@ -304,10 +304,10 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
                 ],
                 Some(timeout),
             )?;
-            if ready[2]
-                && let Some(c) = &control
-            {
-                c.drain_wake();
+            if ready[2] && control.as_ref().is_some_and(|c| !c.drain_wake()) {
+                // Its thread is gone: polling its hung-up end would spin.
+                tracing::warn!("the control socket's thread ended; the control socket is closed");
+                control = None;
             }
         }
         busy = false;
@@ -371,6 +371,9 @@ pub fn run(cfg: RunConfig, stop: Arc<AtomicBool>, dump: Arc<AtomicBool>) -> io::
             if now >= next_tick {
                 for p in ports.iter_mut() {
                     p.supervise(&mut link);
+                    // The kernel's count is 32 bits and resets when read:
+                    // read often enough that it never wraps.
+                    p.count_kernel_drops();
                 }
                 next_tick = now + TICK;
             }

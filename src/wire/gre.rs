@@ -106,11 +106,14 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
 }
 
 /// Enhanced GRE (PPTP) carrying PPP `payload` to the receiver's Call ID
-/// `call`, with a sequence and an acknowledgment number when given.
+/// `call`, with a sequence and an acknowledgment number when given (the
+/// payload cut to what an IPv4 packet holds).
 pub fn emit_pptp(call: u16, seq: Option<u32>, ack: Option<u32>, payload: &[u8]) -> Vec<u8> {
+    // What fits an IPv4 packet without options after the longest header.
+    let payload = &payload[..payload.len().min(usize::from(u16::MAX) - 20 - 16)];
     let mut g = vec![K, 0x01, 0, 0, 0, 0, 0, 0];
     put16(&mut g, 2, PROTO_PPP);
-    put16(&mut g, 4, payload.len().min(usize::from(u16::MAX)) as u16);
+    put16(&mut g, 4, payload.len() as u16);
     put16(&mut g, 6, call);
     if let Some(s) = seq {
         g[0] |= S;

@@ -277,7 +277,7 @@ pub fn packet(src: [u8; 4], dst: [u8; 4], protocol: u8, payload: &[u8]) -> Vec<u
 pub fn split(pkt: &[u8], at: usize) -> Option<(Vec<u8>, Vec<u8>)> {
     let ip = Packet::new_checked(pkt).ok()?;
     let (hl, total) = (ip.header_len(), ip.total_len());
-    if ip.is_fragment() || at == 0 || at % 8 != 0 || hl + at >= total {
+    if ip.is_fragment() || at == 0 || at % 8 != 0 || at >= total - hl {
         return None;
     }
     let part = |payload: &[u8], frag: u16| {
@@ -386,6 +386,12 @@ mod tests {
         let p = packet([10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, &udp);
         assert!(Packet::new_checked(&p[..]).expect("valid").verify_checksum());
         assert_eq!(transport_checksum_residue(&p), Some(0));
+        // The largest datagram still reads back whole.
+        let big = packet([10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, &super::super::udp::emit(1, 2, &[7; 70000]));
+        let view = Packet::new_checked(&big[..]).expect("valid");
+        assert_eq!(big.len(), usize::from(u16::MAX));
+        assert!(super::super::udp::Datagram::new_checked(view.payload()).is_ok());
+        assert_eq!(transport_checksum_residue(&big), Some(0));
         let mut h = Header::new([10, 1, 0, 2], [10, 2, 0, 2], PROTO_TCP);
         (h.ttl, h.ident, h.frag) = (3, 9, 0x4000);
         let p = emit(&h, &[1, 1, 1, 0, 7], &[0; 20]);
@@ -410,6 +416,7 @@ mod tests {
         assert_eq!(split(&whole, 12), None, "not a multiple of 8");
         assert_eq!(split(&whole, 48), None, "nothing left for the second");
         assert_eq!(split(&a, 8), None, "already a fragment");
+        assert_eq!(split(&whole, usize::MAX & !7), None, "an offset past any packet");
     }
 
     #[test]

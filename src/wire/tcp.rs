@@ -112,8 +112,8 @@ impl Header {
         Header { src_port, dst_port, seq: 0, ack: 0, flags, window: 64240 }
     }
 
-    /// A 20-byte header and `payload`, checksum 0: [`super::ipv4::emit`]
-    /// fills it in once the addresses are known.
+    /// A 20-byte header and `payload`, checksum 0: the IPv4 builder fills
+    /// it in once the addresses are known.
     pub fn emit(&self, payload: &[u8]) -> Vec<u8> {
         let mut s = vec![0u8; MIN_HEADER_LEN + payload.len()];
         put16(&mut s, 0, self.src_port);

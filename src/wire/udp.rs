@@ -72,13 +72,17 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Datagram<T> {
     }
 }
 
-/// A UDP header and `payload`, checksum 0: [`super::ipv4::emit`] fills it
-/// in once the addresses are known.
+/// The most payload a UDP datagram carries in an IPv4 packet without options.
+pub const MAX_PAYLOAD: usize = u16::MAX as usize - 20 - HEADER_LEN;
+
+/// A UDP header and `payload` (cut to [`MAX_PAYLOAD`]), checksum 0: the
+/// IPv4 builder fills it in once the addresses are known.
 pub fn emit(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let payload = &payload[..payload.len().min(MAX_PAYLOAD)];
     let mut d = vec![0u8; HEADER_LEN + payload.len()];
     put16(&mut d, 0, src_port);
     put16(&mut d, 2, dst_port);
-    put16(&mut d, 4, (HEADER_LEN + payload.len()).min(usize::from(u16::MAX)) as u16);
+    put16(&mut d, 4, (HEADER_LEN + payload.len()) as u16);
     d[HEADER_LEN..].copy_from_slice(payload);
     d
 }
