@@ -854,6 +854,21 @@ pub(crate) fn esp_seq(src: [u8; 4], dst: [u8; 4], spi: u32, seq: u32) -> Vec<u8>
 }
 
 #[test]
+fn port_500_is_kept_for_ike_only_in_the_spi_mode() {
+    // In the SPI mode every client's IKE shares public port 500, so plain
+    // NAPT never hands it out; in the other modes a LAN host's port 500 is
+    // preserved like any other port.
+    let other = |n: &mut Nat| {
+        let mut p = udp(C1, ike::PORT, S1, 53, b"not ike");
+        let v = out(n, &mut p, t(1));
+        assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+        ports(&p).0
+    };
+    assert_ne!(other(&mut full()), ike::PORT, "spi: 500 is IKE's");
+    assert_eq!(other(&mut nat_with(|p| p.ipsec = IpsecMode::Naive)), ike::PORT, "naive: preserved");
+}
+
+#[test]
 fn ike_clients_keep_port_500_and_are_told_apart_by_initiator_spi() {
     let mut n = full();
     let (_, a) = ike_out(&mut n, C1, 500, S1, 500, 0xaaaa);
