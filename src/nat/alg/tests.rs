@@ -854,6 +854,19 @@ pub(crate) fn esp_seq(src: [u8; 4], dst: [u8; 4], spi: u32, seq: u32) -> Vec<u8>
 }
 
 #[test]
+fn a_clients_outbound_esp_spi_is_forgotten_at_the_timeout_and_not_before() {
+    // What a client sent ESP with lives `timeouts.other` after its last
+    // packet: still there a second before, gone at the timeout.
+    let mut n = nat_with(|p| p.timeouts.other = 30);
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 0x1001), t(1)), forward(Side::Wan, S1));
+    assert_eq!(n.state_sizes().ipsec_sas, 1);
+    n.handle_timeout(t(30));
+    assert_eq!(n.state_sizes().ipsec_sas, 1, "idle 29 s");
+    n.handle_timeout(t(31));
+    assert_eq!(n.state_sizes().ipsec_sas, 0, "idle 30 s");
+}
+
+#[test]
 fn port_500_is_kept_for_ike_only_in_the_spi_mode() {
     // In the SPI mode every client's IKE shares public port 500, so plain
     // NAPT never hands it out; in the other modes a LAN host's port 500 is
