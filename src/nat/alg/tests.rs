@@ -1067,6 +1067,65 @@ fn a_client_that_hears_its_server_does_not_wait_for_another_spi() {
 }
 
 #[test]
+fn the_servers_esp_sa_lives_the_timeout_after_the_last_packet_either_way() {
+    // An inbound SA lives `timeouts.other` after the later of its own last
+    // packet and its client's last outbound ESP: still there a second
+    // before, gone at the timeout.
+    let mut n = nat_with(|p| p.timeouts.other = 30);
+    confirmed_esp(&mut n); // at t(1)
+    n.handle_timeout(t(30));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 3), t(30)), forward(Side::Lan, C1), "idle 29 s");
+    // The client's ESP at t(40) keeps it past t(60), the SA's own timeout.
+    assert_eq!(out(&mut n, &mut esp_seq(C1, S1, 0x1001, 2), t(40)), forward(Side::Wan, S1));
+    n.handle_timeout(t(69));
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 4), t(69)), forward(Side::Lan, C1), "kept by the client");
+    n.handle_timeout(t(99));
+    assert_eq!(n.state_sizes().ipsec_sas, 0, "idle 30 s both ways");
+    assert_eq!(inb(&mut n, &mut esp_seq(S1, WAN, 0x2001, 5), t(99)), Verdict::Drop(DropReason::EspUnknownSpi));
+}
+
+#[test]
+fn hearing_its_server_survives_the_nats_timers() {
+    // The NAT's timers do not forget too early that a client heard its
+    // server: a second later, its further ESP does not make it wait again.
+    let mut n = full();
+    confirmed_esp(&mut n);
+    n.handle_timeout(t(2));
+    assert_eq!(out(&mut n, &mut esp_seq(C1, S1, 0x1001, 2), t(2)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xbad), t(2)), Verdict::Drop(DropReason::EspUnknownSpi));
+}
+
+#[test]
+fn a_client_waits_for_its_servers_spi_no_longer_than_the_timeout() {
+    // A client that sent ESP waits for the server's new SPI `timeouts.other`:
+    // an unknown SPI a second before binds to it, one at the timeout does
+    // not.
+    let early = |at: u64| {
+        let mut n = nat_with(|p| p.timeouts.other = 30);
+        out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+        // Something else keeps the client's outbound SPI alive meanwhile.
+        out(&mut n, &mut esp_seq(C1, S1, 0x1001, 2), t(at - 1));
+        n.handle_timeout(t(at));
+        inb(&mut n, &mut esp(S1, WAN, 0x2001), t(at))
+    };
+    assert_eq!(early(30), forward(Side::Lan, C1), "waited 29 s");
+    assert_eq!(early(31), Verdict::Drop(DropReason::EspUnknownSpi), "waited 30 s");
+}
+
+#[test]
+fn a_tentative_binding_survives_the_nats_timers_while_its_sa_lives() {
+    // C1 and C2 wait for the same server; its first new SPI goes to C1 for
+    // now. The timers keep that binding while its SA lives, so the server's
+    // next new SPI goes to C2, the client still waiting without one.
+    let mut n = full();
+    out(&mut n, &mut esp(C1, S1, 0x1001), t(1));
+    out(&mut n, &mut esp(C2, S1, 0x1002), t(2));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2001), t(3)), forward(Side::Lan, C1));
+    n.handle_timeout(t(4));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0x2002), t(4)), forward(Side::Lan, C2));
+}
+
+#[test]
 fn a_rekey_after_a_confirmed_binding_binds_the_servers_new_spi() {
     // A rekey shows as a new outbound SPI while the client hears its
     // server: the client waits again, so the server's new SPI reaches it.
