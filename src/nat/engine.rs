@@ -125,12 +125,7 @@ impl Nat {
             calls: l.pptp_calls,
             calls_per_host: l.pptp_calls_per_host,
         };
-        let pptp = Pptp::new(
-            cfg.profile.pptp_call_ids,
-            Duration::from_secs(t.other),
-            Duration::from_secs(t.tcp_established),
-            bounds,
-        );
+        let pptp = Pptp::new(cfg.profile.pptp_call_ids, Duration::from_secs(t.tcp_established), bounds);
         let l2tp = L2tp::new(Duration::from_secs(t.udp), l.l2tp_tunnels, l.l2tp_tunnels_per_host);
         let ipsec =
             Ipsec::new(Duration::from_secs(t.other), IpsecBounds { sas: l.ipsec_sas, per_host: l.ipsec_sas_per_host });
@@ -444,9 +439,6 @@ impl Nat {
             Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
                 // Enhanced GRE carries the server's Call ID out: only the
                 // address changes.
-                if let Some(call) = pptp_gre(l4) {
-                    self.pptp.outbound_gre(src, dst, call, now);
-                }
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
             Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Off => {
@@ -581,7 +573,7 @@ impl Nat {
             }
             Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
                 let call = pptp_gre(l4).unwrap_or(0);
-                let Some((client, lan_call)) = self.pptp.inbound_gre(src, call, now) else {
+                let Some((client, lan_call)) = self.pptp.inbound_gre(src, call) else {
                     return self.drop(Some(proto), DropReason::PptpGreUnmatched);
                 };
                 if let Ok(mut gre) = gre::Packet::new_checked(&mut pkt[hl..total]) {

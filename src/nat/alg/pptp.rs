@@ -67,7 +67,6 @@ struct Call {
     lan_call: u16,
     public_call: u16,
     server_call: Option<u16>,
-    last_seen: Duration,
 }
 
 /// A call as the dump shows it.
@@ -130,7 +129,6 @@ pub struct Bounds {
 /// What the PPTP ALG knows.
 pub struct Pptp {
     choice: CallIdChoice,
-    call_timeout: Duration,
     control_timeout: Duration,
     bounds: Bounds,
     controls: HashMap<Control, ControlState>,
@@ -142,16 +140,17 @@ pub struct Pptp {
     per_host: PerHost,
     /// Control connections per LAN host.
     controls_per_host: PerHost,
-    /// By (server, server's Call ID, LAN host): for outbound GRE refreshes.
+    /// By (server, server's Call ID, LAN host): for the server's messages
+    /// that name a call by its own Call ID.
     by_server_call: HashMap<([u8; 4], u16, [u8; 4]), u16>,
 }
 
 impl Pptp {
-    /// An empty ALG.
-    pub fn new(choice: CallIdChoice, call_timeout: Duration, control_timeout: Duration, bounds: Bounds) -> Pptp {
+    /// An empty ALG. Calls live as long as their control connection, which
+    /// lives `control_timeout` after its last segment.
+    pub fn new(choice: CallIdChoice, control_timeout: Duration, bounds: Bounds) -> Pptp {
         Pptp {
             choice,
-            call_timeout,
             control_timeout,
             bounds,
             controls: HashMap::new(),
@@ -226,7 +225,7 @@ impl Pptp {
         // A call refused for want of room drops its segment: the stream
         // goes back to where it was, so the retransmission is read afresh.
         let before = (dir == Direction::Out).then(|| stream.clone());
-        let result = self.feed(&mut stream, dir, control, pkt, payload_at, seq, patch, now);
+        let result = self.feed(&mut stream, dir, control, pkt, payload_at, seq, patch);
         if let (Err(DropReason::PptpCallsFull | DropReason::HostQuota), Some(before)) = (result, before) {
             stream = before;
         }
@@ -249,7 +248,6 @@ impl Pptp {
         payload_at: usize,
         seq: u32,
         patch: Patch,
-        now: Duration,
     ) -> Result<(), DropReason> {
         if s.broken {
             return Err(DropReason::PptpMalformed);
@@ -271,7 +269,7 @@ impl Pptp {
         }
         for i in seen..len {
             let at = payload_at + i as usize;
-            self.byte(s, dir, control, pkt, at, seq.wrapping_add(i), patch, now)?;
+            self.byte(s, dir, control, pkt, at, seq.wrapping_add(i), patch)?;
         }
         if len > seen {
             s.next_seq = Some(seq.wrapping_add(len));
@@ -289,7 +287,6 @@ impl Pptp {
         at: usize,
         at_seq: u32,
         patch: Patch,
-        now: Duration,
     ) -> Result<(), DropReason> {
         let b = pkt[at];
         let pos = s.pos;
@@ -326,7 +323,7 @@ impl Pptp {
                 let (hi, hi_at) = s.high.take().unwrap_or((0, None));
                 let value = u16::from_be_bytes([hi, b]);
                 let new = if own {
-                    self.own_call_id(s, dir, control, value, now)?
+                    self.own_call_id(s, dir, control, value)?
                 } else {
                     self.peer_call_id(s, dir, control, value)
                 };
@@ -366,13 +363,12 @@ impl Pptp {
         dir: Direction,
         control: Control,
         value: u16,
-        now: Duration,
     ) -> Result<Option<u16>, DropReason> {
         match dir {
             Direction::Out => {
                 let public = match s.ctrl_type {
                     // Messages that start a call.
-                    msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value, now)?),
+                    msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value)?),
                     // Clearing or disconnecting: the public ID it already has.
                     _ => self.find_public(control, value),
                 };
@@ -450,16 +446,13 @@ impl Pptp {
 
     /// The public Call ID of the LAN host's call `lan_call`, made if new;
     /// refused when no ID of its block is free or a bound is reached.
-    fn public_for(&mut self, control: Control, lan_call: u16, now: Duration) -> Result<u16, DropReason> {
+    fn public_for(&mut self, control: Control, lan_call: u16) -> Result<u16, DropReason> {
         if !self.controls.contains_key(&control) {
             // A call started after a Stop-Control-Connection in the same
             // segment would outlive its control connection: refused.
             return Err(DropReason::PptpMalformed);
         }
         if let Some(p) = self.find_public(control, lan_call) {
-            if let Some(c) = self.calls.get_mut(&(control.server, p)) {
-                c.last_seen = now;
-            }
             return Ok(p);
         }
         let taken = |p: u16| self.calls.contains_key(&(control.server, p));
@@ -483,7 +476,7 @@ impl Pptp {
         if !self.per_host.has_room(host) {
             return Err(DropReason::HostQuota);
         }
-        let call = Call { control, lan_call, public_call: public, server_call: None, last_seen: now };
+        let call = Call { control, lan_call, public_call: public, server_call: None };
         self.calls.insert((control.server, public), call);
         self.by_lan.insert((control, lan_call), public);
         self.per_host.add(host);
@@ -515,39 +508,19 @@ impl Pptp {
         }
     }
 
-    /// GRE from a LAN host to a server, keyed with the server's Call ID:
-    /// keeps the call alive.
-    pub fn outbound_gre(&mut self, client: [u8; 4], server: [u8; 4], server_call: u16, now: Duration) {
-        if let Some(p) = self.by_server_call.get(&(server, server_call, client)).copied() {
-            if let Some(c) = self.calls.get_mut(&(server, p)) {
-                c.last_seen = now;
-            }
-        }
-    }
-
     /// GRE from `server` keyed with a public Call ID: the LAN host and the
     /// Call ID it knows, if a live call has them. Nothing from anyone else.
-    pub fn inbound_gre(&mut self, server: [u8; 4], public_call: u16, now: Duration) -> Option<([u8; 4], u16)> {
-        let c = self.calls.get_mut(&(server, public_call))?;
-        c.last_seen = now;
+    pub fn inbound_gre(&self, server: [u8; 4], public_call: u16) -> Option<([u8; 4], u16)> {
+        let c = self.calls.get(&(server, public_call))?;
         Some((c.control.client.addr, c.lan_call))
     }
 
-    /// Forgets idle calls and control connections.
+    /// Forgets idle control connections, and their calls with them.
     pub fn expire(&mut self, now: Duration) {
-        let idle_controls: Vec<Control> =
+        let idle: Vec<Control> =
             self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
-        for c in idle_controls {
+        for c in idle {
             self.close(c);
-        }
-        let idle: Vec<([u8; 4], u16)> = self
-            .calls
-            .iter()
-            .filter(|(_, c)| c.last_seen + self.call_timeout <= now && !self.controls.contains_key(&c.control))
-            .map(|(k, _)| *k)
-            .collect();
-        for (server, p) in idle {
-            self.remove_call(server, p);
         }
     }
 
