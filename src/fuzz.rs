@@ -264,13 +264,7 @@ struct Watch {
 impl Watch {
     fn new(cfg: &Config) -> Watch {
         let p = &cfg.profile;
-        let mut alg_udp_ports = Vec::new();
-        if p.l2tp == L2tpMode::TunnelId {
-            alg_udp_ports.push(l2tp::PORT);
-        }
-        if p.ipsec == IpsecMode::Spi {
-            alg_udp_ports.push(ike::PORT);
-        }
+        let alg_udp_ports = crate::nat::alg::reserved_udp_ports(p);
         Watch {
             lan: cfg.lan,
             lan_addr: cfg.lan.addr().octets(),

@@ -135,13 +135,7 @@ impl Nat {
             ipsec,
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
-            table: Table::new(
-                &cfg.profile,
-                [L2tp::reserved_port(cfg.profile.l2tp), Ipsec::reserved_port(cfg.profile.ipsec)]
-                    .into_iter()
-                    .flatten()
-                    .collect(),
-            ),
+            table: Table::new(&cfg.profile, super::alg::reserved_udp_ports(&cfg.profile)),
             frags,
             counters: Counters::default(),
             out: VecDeque::new(),
