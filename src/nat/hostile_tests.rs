@@ -565,12 +565,28 @@ fn an_icmp_error_quoting_a_malformed_packet_is_dropped() {
         (&p[..19], "a cut header"),
         (&v6[..28], "not IPv4"),
         (&short_ihl[..28], "IHL below 5"),
+        (&p[..0], "nothing quoted"),
     ] {
         let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, quote, quote.len());
         assert_eq!(inb(&mut n, &mut err, t(1)), Verdict::Drop(DropReason::IcmpErrorUnmatched), "{what}");
     }
     let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, 28);
     assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1), "a whole quote");
+}
+
+#[test]
+fn a_quote_with_a_header_shorter_than_20_bytes_is_not_read() {
+    // Read with its IHL of 4, this quote's "ports" would be its destination
+    // address, 198.51 and 100.2: the ports of a real mapping. It is
+    // refused, not read.
+    let mut n = nat_with(|p| p.port_preservation = true);
+    let mut p = udp(C1, 50739, S1, 25602, b"x");
+    assert!(matches!(out(&mut n, &mut p, t(0)), Verdict::Forward { .. }));
+    assert_eq!(ports(&p).0, 50739, "the premise: the public port is the one the bytes spell");
+    let mut quote = p.clone();
+    quote[0] = 0x44;
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &quote, 28);
+    assert_eq!(inb(&mut n, &mut err, t(1)), Verdict::Drop(DropReason::IcmpErrorUnmatched));
 }
 
 #[test]
