@@ -590,6 +590,21 @@ fn a_quote_with_a_header_shorter_than_20_bytes_is_not_read() {
 }
 
 #[test]
+fn an_icmp_error_about_an_address_only_packet_changes_only_its_addresses() {
+    // SCTP is mapped by address: the quote it comes back in gets its LAN
+    // address again, and its bytes past the IPv4 header stay as sent.
+    let mut n = nat_with(|_| {});
+    let mut p = ip_packet(C1, S1, 132, &[0xab; 12]);
+    assert!(matches!(out(&mut n, &mut p, t(0)), Verdict::Forward { .. }));
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, 28);
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1));
+    let quote = &err[28..];
+    assert_eq!(&quote[12..20], &[C1, S1].concat()[..], "the quoted addresses");
+    assert_eq!(&quote[20..28], &[0xab; 8], "the quoted payload is untouched");
+    assert_eq!(checksum::of(&quote[..20]), 0, "the quoted header's checksum");
+}
+
+#[test]
 fn a_udp_checksum_that_comes_to_zero_is_sent_as_all_ones() {
     // Some public port turns the sum to 0, which UDP would read as "no
     // checksum": every port must give a checksum the receiver accepts.
