@@ -644,4 +644,11 @@ fn an_icmp_error_about_an_echo_request_reaches_the_host_that_sent_it() {
     let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 1, &b, 28);
     assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C2));
     assert_eq!(u16::from_be_bytes([err[28 + 24], err[28 + 25]]), 7, "C2's own identifier is quoted back");
+    // Quoted whole, the echo request comes back with both its checksums
+    // right.
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 1, &b, b.len());
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C2));
+    let quote = &err[28..];
+    assert_eq!(checksum::of(&quote[..20]), 0, "the quoted IPv4 header's checksum");
+    assert_eq!(checksum::of(&quote[20..]), 0, "the quoted echo request's checksum");
 }
