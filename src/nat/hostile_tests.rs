@@ -605,6 +605,21 @@ fn an_icmp_error_about_an_address_only_packet_changes_only_its_addresses() {
 }
 
 #[test]
+fn an_icmp_error_quoting_a_tcp_header_in_part_is_translated() {
+    // RFC 792 asks only for 8 bytes of the quoted payload: a TCP header's
+    // ports and sequence number, not its checksum, which then stays as is.
+    let mut n = nat_with(|_| {});
+    let mut p = tcp_full(C1, 40000, S1, 80, tcp::SYN, 1000, 0);
+    out(&mut n, &mut p, t(0));
+    for quoted in [28, 36] {
+        // 36: the quote stops just before the checksum.
+        let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, quoted);
+        assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1), "{quoted}");
+        assert_eq!(u16::from_be_bytes([err[48], err[49]]), 40000, "C1's own port is quoted back");
+    }
+}
+
+#[test]
 fn a_udp_checksum_that_comes_to_zero_is_sent_as_all_ones() {
     // Some public port turns the sum to 0, which UDP would read as "no
     // checksum": every port must give a checksum the receiver accepts.
