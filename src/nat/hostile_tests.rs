@@ -620,6 +620,21 @@ fn an_icmp_error_quoting_a_tcp_header_in_part_is_translated() {
 }
 
 #[test]
+fn a_quoted_udp_datagram_without_a_checksum_keeps_none() {
+    // A UDP checksum of 0 means "none": the quote it comes back in keeps 0
+    // while its port changes back.
+    let mut n = nat_with(|_| {});
+    let mut p = udp(C1, 40000, S1, 53, b"no sum");
+    p[26..28].copy_from_slice(&[0, 0]);
+    out(&mut n, &mut p, t(0));
+    assert_eq!(&p[26..28], &[0, 0], "the premise: it leaves without a checksum");
+    let mut err = icmp_error(FAR, WAN, icmp::DEST_UNREACHABLE, 3, &p, p.len());
+    assert_eq!(inb(&mut n, &mut err, t(1)), forward(Side::Lan, C1));
+    assert_eq!(u16::from_be_bytes([err[48], err[49]]), 40000);
+    assert_eq!(&err[54..56], &[0, 0], "still no checksum in the quote");
+}
+
+#[test]
 fn a_udp_checksum_that_comes_to_zero_is_sent_as_all_ones() {
     // Some public port turns the sum to 0, which UDP would read as "no
     // checksum": every port must give a checksum the receiver accepts.
