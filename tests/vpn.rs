@@ -77,13 +77,6 @@ fn main() {
         trials.push(lab_test(&format!("{name}::l2tp_over_ipsec"), L2TP_IPSEC, move || l2tp_over_ipsec(make)));
         trials.push(lab_test(&format!("{name}::pptp"), PPTP, move || pptp(make)));
     }
-    for (name, make, both) in
-        [("rust_nat", rust_full as Make, true), ("rust_nat_naive", rust_naive, false), ("linux_nat", linux, true)]
-    {
-        trials.push(lab_test(&format!("{name}::pptp_two_clients_one_call_id"), PPTP, move || {
-            pptp_two_clients(make, both)
-        }));
-    }
     for (name, make, outcome) in [
         ("rust_nat", rust_full as Make, EspOutcome::Delivered),
         ("rust_nat_naive", rust_naive, EspOutcome::Delivered),
@@ -295,98 +288,6 @@ fn pptp(make: Make) -> TestResult {
     }
     pptpd.wait_for_link(link.local, Duration::from_secs(5))?;
     through_tunnel(&client, &server, PPTP_SERVER)?;
-    nl.teardown()?;
-    Ok(())
-}
-
-/// Two pptp clients behind the NAT call one server, both with the same
-/// Call ID on the LAN: pptp draws its Call ID from `/dev/random`, which
-/// both client hosts see as the same constant bytes. With
-/// `both_work` the NAT must keep them apart (both tunnels carry pings both
-/// ways); without, the collision must show: the server's GRE for the first
-/// client reaches the second.
-fn pptp_two_clients(make: Make, both_work: bool) -> TestResult {
-    let router = make()?;
-    let entropy = tempfile::NamedTempFile::new()?;
-    std::fs::write(entropy.path(), [0x5a; 4096])?;
-    let nl = NatLab::build_with(router.as_ref(), 2, |mut t| {
-        for h in t.hosts.iter_mut().filter(|h| h.name.starts_with('c')) {
-            *h = h.clone().bind(entropy.path(), "/dev/random");
-        }
-        t
-    })?;
-    let rt = nl.lab.host(router::ROUTER)?;
-    let (lan, wan) = (Capture::start(&rt, router::LAN_IF, "lan")?, Capture::start(&rt, router::WAN_IF, "wan")?);
-    let server = nl.server()?;
-    // No LCP echoes: which client sent GRE last is then up to the test.
-    let pptpd = Pptpd::start(server, &PptpdConfig { ppp: pptpd_config().ppp.quiet(), ..pptpd_config() })?;
-    let mut links = Vec::new();
-    let mut calls = Vec::new();
-    for i in 1..=2 {
-        let call = PptpClient::start(
-            nl.client(i)?,
-            shape().server_addr(1),
-            &PppConfig::client(&format!("client{i}"), "lab secret"),
-        )?;
-        let link = call.wait_for_link(Duration::from_secs(20))?;
-        pptpd.wait_for_link(link.local, Duration::from_secs(5))?;
-        links.push(link);
-        calls.push(call);
-    }
-    let lan_calls = lan.facts()?;
-    let (c1, c2) = (shape().client_addr(1), shape().client_addr(2));
-    let ids = (lan_calls.pptp_outgoing_calls(Some(c1)), lan_calls.pptp_outgoing_calls(Some(c2)));
-    if ids.0.is_empty() || ids.0 != ids.1 {
-        return Err(
-            format!("the clients were meant to share a Call ID on the LAN: c1 {:?}, c2 {:?}", ids.0, ids.1).into()
-        );
-    }
-    // The second client sends last; then the server reaches each client's
-    // tunnel address, the second client's first: under a shared Call ID
-    // the server's GRE for the first client lands on the second, and its
-    // sequence numbers, ahead of the second call's, would make the second
-    // client's pptp drop its own call's packets as stale.
-    let ping =
-        |host: &Host<'_>, to: Ipv4Addr| host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]));
-    let c2_out = ping(&nl.client(2)?, PPTP_SERVER)?;
-    let to_c2 = ping(&server, links[1].local)?;
-    let to_c1 = ping(&server, links[0].local)?;
-    let c1_out = ping(&nl.client(1)?, PPTP_SERVER)?;
-    let (lan, wan) = (lan.stop()?, wan.stop()?);
-    let public_calls = wan.pptp_outgoing_calls(None);
-    let ok = |o: &std::process::Output| o.status.success();
-    if both_work {
-        if !(ok(&c2_out) && ok(&to_c1) && ok(&to_c2) && ok(&c1_out)) {
-            return Err(format!(
-                "both tunnels should carry pings: c2→server {}, server→c1 {}, server→c2 {}, c1→server {}",
-                ok(&c2_out),
-                ok(&to_c1),
-                ok(&to_c2),
-                ok(&c1_out)
-            )
-            .into());
-        }
-        if public_calls.len() != 2 || public_calls[0] == public_calls[1] {
-            return Err(format!("the NAT should give the calls distinct Call IDs on the WAN: {public_calls:?}").into());
-        }
-    } else {
-        if !ok(&c2_out) || !ok(&to_c2) {
-            return Err("the second client's tunnel should work".into());
-        }
-        if ok(&to_c1) {
-            return Err("the server reached the first client's tunnel although both share one Call ID".into());
-        }
-        let reached = lan.gre_carrying_to(links[0].local);
-        if !reached.contains(&c2) {
-            return Err(
-                format!("GRE for the first client's tunnel should have gone to c2; it went to {reached:?}").into()
-            );
-        }
-        if public_calls.len() != 2 || public_calls[0] != public_calls[1] {
-            return Err(format!("a naive NAT leaves both Call IDs as they are: {public_calls:?}").into());
-        }
-    }
-    drop(calls);
     nl.teardown()?;
     Ok(())
 }
