@@ -48,9 +48,7 @@ impl VpnFamily for Esp {
     fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>> {
         let host = stage.host(&stage.shape.server_name(j))?;
         let delay = stage.scenario.file.endpoints.esp_delay_ms.to_string();
-        let p = host.spawn(peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?;
-        p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
-        Ok(Box::new(Scripted(p)))
+        Ok(Box::new(Scripted::start(host, peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?))
     }
 
     fn connect<'l>(

@@ -65,9 +65,7 @@ impl VpnFamily for L2tp {
             Lns::RepliesTo1701 => &["--first-port", "1701", "--to-port", "1701"],
             Lns::NewPort => &["--first-port", "40000"],
         };
-        let p = host.spawn(peer_cmd(&["l2tp-lns"], "l2tp-lns")?.args(ports))?;
-        p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
-        Ok(Box::new(Scripted(p)))
+        Ok(Box::new(Scripted::start(host, peer_cmd(&["l2tp-lns"], "l2tp-lns")?.args(ports))?))
     }
 
     fn connect<'l>(

@@ -200,6 +200,15 @@ impl<'l> Stage<'_, 'l> {
 /// A scripted peer: one process.
 struct Scripted(Process);
 
+impl Scripted {
+    /// Starts `cmd` in `host` and waits until it says it is listening.
+    fn start(host: Host<'_>, cmd: crate::lab::Cmd) -> Result<Scripted> {
+        let p = host.spawn(cmd)?;
+        p.or_stop(p.wait_for_log("listening", Duration::from_secs(5)))?;
+        Ok(Scripted(p))
+    }
+}
+
 impl Daemons for Scripted {
     fn processes(&self) -> Vec<&Process> {
         vec![&self.0]
