@@ -7,7 +7,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::needs::{CAPTURE, IPSEC, L2TP_IPSEC, PPTP};
+use common::needs::{CAPTURE, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::scenario::family;
@@ -73,7 +73,14 @@ fn main() {
     trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
     trials.push(lab_test(
         "preflight::every_family_works_on_a_direct_link",
-        both(IPSEC, both(L2TP_IPSEC, PPTP)),
+        Box::leak(
+            CAPTURE
+                .iter()
+                .copied()
+                .chain(scenario::preflight::Item::tools().into_iter().map(Need::Tool))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
         preflight,
     ));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));

@@ -36,6 +36,16 @@ impl Item {
         Family::ALL.iter().flat_map(|f| Item::of(*f)).collect()
     }
 
+    /// The programs every preflight together runs (names of
+    /// [`crate::prereq::TOOLS`]).
+    pub fn tools() -> Vec<&'static str> {
+        let mut tools: Vec<&'static str> =
+            Item::all().iter().flat_map(|i| family::of(i.family).tools(&i.scenario()).iter().copied()).collect();
+        tools.sort_unstable();
+        tools.dedup();
+        tools
+    }
+
     /// The preflights of `family`, one per authentication it is proved
     /// with (IKEv2 has two: PSK and certificates).
     pub fn of(family: Family) -> Vec<Item> {
