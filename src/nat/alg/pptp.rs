@@ -252,6 +252,11 @@ impl Pptp {
         if s.broken {
             return Err(DropReason::PptpMalformed);
         }
+        // A Call ID's high byte read before is in an earlier segment: where
+        // it was is no place in this one.
+        if let Some((b, Some(_))) = s.high {
+            s.high = Some((b, None));
+        }
         let len = (pkt.len() - payload_at) as u32;
         let next = *s.next_seq.get_or_insert(seq);
         if after(seq, next) {

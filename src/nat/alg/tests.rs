@@ -160,6 +160,21 @@ fn a_message_split_inside_its_call_id_is_still_rewritten() {
 }
 
 #[test]
+fn a_call_id_high_byte_left_in_an_earlier_segment_is_never_written_by_its_old_place() {
+    // With the control port as public Call ID the high byte changes too.
+    // When it left in an earlier segment, where it was in that segment is
+    // no place in the next one: the NAT drops the segment it cannot
+    // rewrite (found by fuzzing: it wrote, or panicked, at the old index).
+    let mut n = nat_with(|p| p.pptp_call_ids = CallIdChoice::ControlPort);
+    let mut a = Conn::open(&mut n, C1, 40000, S1);
+    let m = msg::emit(msg::OCRQ, Some(0x0005), None);
+    let (v1, _) = a.send(&mut n, &m[..13]);
+    assert!(matches!(v1, Verdict::Forward { .. }), "{v1:?}");
+    let (v2, _) = a.send(&mut n, &m[13..20]);
+    assert_eq!(v2, Verdict::Drop(DropReason::PptpSplitField));
+}
+
+#[test]
 fn messages_sharing_a_segment_are_all_parsed() {
     let mut n = full();
     let mut a = Conn::open(&mut n, C1, 40000, S1);
