@@ -11,7 +11,9 @@ use crate::capture::{Facts, What};
 /// Checks every expectation `e` gives against `o`.
 pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<Check> {
     let rust = matches!(target, Target::Rust(_));
-    let mut checks = premises(s, o, target);
+    // The situations the story needs, checked from the captures first: a
+    // verdict means something only when the lab really produced them.
+    let mut checks = family::of(s.file.family).premises(s, o, target);
     let n = o.tunnels.len();
     if let Some(want) = &e.tunnels {
         for (k, want) in want.iter().enumerate() {
@@ -94,14 +96,6 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
         checks.push(premise("the captures hold every packet", false, format!("{lost} packets lost by tcpdump")));
     }
     checks
-}
-
-/// The situations the story needs, checked from the captures: a verdict
-/// means something only when the lab really produced them. Each family
-/// states its own (see [`super::family::VpnFamily::premises`]); each applies
-/// when the file's story depends on it, and says what was seen.
-fn premises(s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
-    family::of(s.file.family).premises(s, o, target)
 }
 
 fn distinct(ids: &[u16]) -> bool {

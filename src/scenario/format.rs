@@ -409,17 +409,6 @@ pub enum ExpectKey {
 }
 
 impl ExpectKey {
-    /// Every key, in the matrix's column order.
-    pub const ALL: [ExpectKey; 7] = [
-        ExpectKey::Off,
-        ExpectKey::Naive,
-        ExpectKey::Full,
-        ExpectKey::Rust,
-        ExpectKey::Linux,
-        ExpectKey::External,
-        ExpectKey::Direct,
-    ];
-
     /// The name in files and reports.
     pub fn name(self) -> &'static str {
         match self {
@@ -849,8 +838,8 @@ impl Scenario {
                 _ => None,
             })
             .collect();
-        for (key, e) in &f.expect {
-            let key = key.name();
+        for (kind, e) in &f.expect {
+            let key = kind.name();
             let per_client = |field: &str, len: Option<usize>| -> Result<(), String> {
                 match len {
                     Some(n) if n != t.clients => Err(at(
@@ -889,7 +878,7 @@ impl Scenario {
                     }
                 }
             }
-            if !e.counters.is_empty() && matches!(key, "linux" | "external") {
+            if !e.counters.is_empty() && !kind.is_rust() {
                 return Err(at(&["expect", key, "counters"], "counters are the Rust NAT's only".into()));
             }
         }

@@ -197,22 +197,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
     }
 }
 
-/// Writes a 20-byte header (no options, DF clear, checksum filled) into `out`.
-pub fn emit_header(out: &mut [u8], src: [u8; 4], dst: [u8; 4], protocol: u8, payload_len: usize, ttl: u8, ident: u16) {
-    out[0] = 0x45;
-    out[1] = 0;
-    put16(out, 2, (MIN_HEADER_LEN + payload_len) as u16);
-    put16(out, 4, ident);
-    put16(out, 6, 0);
-    out[8] = ttl;
-    out[9] = protocol;
-    put16(out, 10, 0);
-    out[12..16].copy_from_slice(&src);
-    out[16..20].copy_from_slice(&dst);
-    let c = checksum::of(&out[..MIN_HEADER_LEN]);
-    put16(out, 10, c);
-}
-
 /// The fields of an IPv4 header a sender chooses; lengths and the checksum
 /// follow from what [`emit`] is given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,9 +314,7 @@ mod tests {
     use super::*;
 
     fn header() -> Vec<u8> {
-        let mut b = vec![0u8; 28];
-        emit_header(&mut b, [10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP, 8, 64, 7);
-        b
+        emit(&Header { ident: 7, ..Header::new([10, 1, 0, 2], [10, 2, 0, 2], PROTO_UDP) }, &[], &[0; 8])
     }
 
     #[test]
