@@ -264,7 +264,7 @@ struct Watch {
 impl Watch {
     fn new(cfg: &Config) -> Watch {
         let p = &cfg.profile;
-        let alg_udp_ports = crate::nat::alg::reserved_udp_ports(p);
+        let alg_udp_ports = crate::nat::alg::Algs::new(p).reserved_udp_ports();
         Watch {
             lan: cfg.lan,
             lan_addr: cfg.lan.addr().octets(),

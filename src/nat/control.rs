@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::alg::AlgState;
 use super::counters::ProtocolCounts;
-use super::engine::AlgState;
 use super::link::NeighbourStats;
 use super::table::MappingInfo;
 

@@ -10,28 +10,16 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-use super::alg::ipsec::{Bounds as IpsecBounds, Ipsec, SaInfo};
-use super::alg::l2tp::{L2tp, TunnelInfo};
-use super::alg::pptp::{Bounds as PptpBounds, CallInfo, Control, Direction, Pptp};
+pub use super::Side;
+use super::alg::{self, AlgState, Algs, Claim, Connection, Context};
 use super::counters::{Counters, DropReason};
 use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
-use super::profile::{IpsecMode, L2tpMode, PptpMode, Profile, Protocol};
+use super::profile::{Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
 pub use super::translate::L4Checksum;
-use super::translate::{
-    Patch, Ports, Rewritten, check_options, is_echo_request, patch_u16, read_ports, rewrite, rewrite_icmp_ident,
-};
-use crate::wire::{esp, gre, icmp, ike, ipv4, l2tp, tcp, udp};
-
-/// Which interface a packet came from or goes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Side {
-    /// The private side.
-    Lan,
-    /// The public side.
-    Wan,
-}
+use super::translate::{Ports, Rewritten, check_options, is_echo_request, read_ports, rewrite, rewrite_icmp_ident};
+use crate::wire::{icmp, ipv4};
 
 /// What to do with a packet after [`Nat::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,15 +76,10 @@ pub struct Nat {
     counters: Counters,
     out: VecDeque<Transmit>,
     ident: u16,
-    pptp: Pptp,
-    l2tp: L2tp,
-    ipsec: Ipsec,
+    algs: Algs,
     /// Tokens for ICMP the NAT makes, LAN and WAN.
     icmp_rate: [TokenBucket; 2],
 }
-
-/// The PPTP control port.
-const PPTP_PORT: u16 = 1723;
 
 mod icmp_messages;
 
@@ -118,24 +101,12 @@ impl Nat {
                 per_source: l.fragment_datagrams_per_source,
             },
         );
-        let t = &cfg.profile.timeouts;
-        let bounds = PptpBounds {
-            controls: l.pptp_controls,
-            controls_per_host: l.pptp_controls_per_host,
-            calls: l.pptp_calls,
-            calls_per_host: l.pptp_calls_per_host,
-        };
-        let pptp = Pptp::new(cfg.profile.pptp_call_ids, Duration::from_secs(t.tcp_established), bounds);
-        let l2tp = L2tp::new(Duration::from_secs(t.udp), l.l2tp_tunnels, l.l2tp_tunnels_per_host);
-        let ipsec =
-            Ipsec::new(Duration::from_secs(t.other), IpsecBounds { sas: l.ipsec_sas, per_host: l.ipsec_sas_per_host });
+        let algs = Algs::new(&cfg.profile);
         Ok(Nat {
-            pptp,
-            l2tp,
-            ipsec,
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
-            table: Table::new(&cfg.profile, super::alg::reserved_udp_ports(&cfg.profile)),
+            table: Table::new(&cfg.profile, algs.reserved_udp_ports()),
+            algs,
             frags,
             counters: Counters::default(),
             out: VecDeque::new(),
@@ -176,10 +147,10 @@ impl Nat {
         StateSizes {
             mappings: self.table.len(),
             sessions: self.table.sessions(),
-            pptp_controls: self.pptp.controls(),
-            pptp_calls: self.pptp.calls(),
-            l2tp_tunnels: self.l2tp.len(),
-            ipsec_sas: self.ipsec.len(),
+            pptp_controls: self.algs.pptp.controls(),
+            pptp_calls: self.algs.pptp.calls(),
+            l2tp_tunnels: self.algs.l2tp.len(),
+            ipsec_sas: self.algs.ipsec.len(),
             fragment_datagrams: self.frags.known(),
             fragments_waiting: self.frags.waiting(),
         }
@@ -211,19 +182,13 @@ impl Nat {
 
     /// What the ALGs know, for the dump.
     pub fn alg_state(&self) -> AlgState {
-        AlgState {
-            pptp_calls: self.pptp.snapshot(),
-            l2tp_tunnels: self.l2tp.snapshot(),
-            ipsec_sas: self.ipsec.snapshot(),
-        }
+        self.algs.snapshot()
     }
 
     /// Expires mappings and waiting fragments. Call it every second or so.
     pub fn handle_timeout(&mut self, now: Duration) {
         self.counters.mappings_expired += self.table.sweep(now, SWEEP_BUDGET) as u64;
-        self.pptp.expire(now);
-        self.l2tp.expire(now);
-        self.ipsec.expire(now);
+        self.algs.expire(now);
         for _ in 0..self.frags.expire(now) {
             self.counters.drop(None, DropReason::FragmentUnmatched);
         }
@@ -337,6 +302,7 @@ impl Nat {
     fn outbound(&mut self, pkt: &mut [u8], proto: Protocol, csum: L4Checksum, now: Duration) -> Verdict {
         let ip = ipv4::Packet::new_unchecked(&*pkt);
         let (hl, total, src, dst) = (ip.header_len(), ip.total_len(), ip.src_bytes(), ip.dst_bytes());
+        let number = ip.protocol();
         let (later_fragment, first_fragment) = (ip.frag_offset() != 0, ip.more_frags() && ip.frag_offset() == 0);
         let Some(next_hop) = self.next_hop(Side::Wan, dst) else {
             return self.drop(Some(proto), DropReason::NotRouted);
@@ -356,14 +322,13 @@ impl Nat {
                     Ok(p) => p,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };
-                if let Some(reason) = self.passthrough_off(proto, ports.dst) {
-                    return self.drop(Some(proto), reason);
-                }
-                if proto == Protocol::Udp {
-                    match self.udp_alg_out(pkt, hl, total, src, dst, ports, csum, now) {
-                        Some(Ok(())) => return self.finish_out(pkt, proto, next_hop),
-                        Some(Err(reason)) => return self.drop(Some(proto), reason),
-                        None => {}
+                match self.claim(Side::Lan, &mut pkt[..total], hl, Some(ports), csum, now) {
+                    Claim::Pass => {}
+                    Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { .. } => {
+                        // The ALG's: the LAN host keeps its port.
+                        rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, ports.src, csum);
+                        return self.finish_out(pkt, proto, next_hop);
                     }
                 }
                 let remote = Endpoint::new(dst, ports.dst);
@@ -390,11 +355,12 @@ impl Nat {
                 }
                 let public = self.table.get(id).map_or(0, |m| m.public_port);
                 rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, public, csum);
-                if proto == Protocol::Tcp && ports.dst == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
-                    let control = Control { client: Endpoint::new(src, ports.src), server: dst, public_port: public };
-                    if let Err(reason) =
-                        self.pptp_control(Direction::Out, control, followed.flatten(), pkt, hl, total, csum, now)
-                    {
+                if proto == Protocol::Tcp {
+                    let conn = Connection { lan: Endpoint::new(src, ports.src), remote, public_port: public };
+                    let translated = Ports { src: public, ..ports };
+                    let mut p = alg::Packet::new(&mut pkt[..total], hl, Some(translated), csum);
+                    let mut cx = Context { now, counters: &mut self.counters };
+                    if let Err(reason) = self.algs.segment(Side::Lan, conn, followed.flatten(), &mut p, &mut cx) {
                         return self.drop(Some(proto), reason);
                     }
                 }
@@ -427,29 +393,16 @@ impl Nat {
                 rewrite_icmp_ident(&mut pkt[hl..total], public);
                 ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
             }
-            Protocol::Gre if self.cfg.profile.pptp == PptpMode::Off => {
-                return self.drop(Some(proto), DropReason::PptpOff);
-            }
-            Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
-                // Enhanced GRE carries the server's Call ID out: only the
-                // address changes.
-                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
-            }
-            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Off => {
-                return self.drop(Some(proto), DropReason::IpsecOff);
-            }
-            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Spi => {
-                let Ok(e) = esp::Packet::new_checked(l4) else {
-                    return self.drop(Some(proto), DropReason::EspMalformed);
-                };
-                if let Err(reason) = self.ipsec.esp_outbound(src, dst, e.spi(), now) {
-                    return self.drop(Some(proto), reason);
-                }
-                ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
-            }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
+                match self.claim(Side::Lan, &mut pkt[..total], hl, None, csum, now) {
+                    Claim::Pass => {}
+                    Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { .. } => {
+                        ipv4::Packet::new_unchecked(&mut *pkt).set_src(self.wan_addr);
+                        return self.finish_out(pkt, proto, next_hop);
+                    }
+                }
                 let timeout = self.timeout(proto, TcpState::None);
-                let number = ip.protocol();
                 let made = self.table.outbound(
                     number,
                     Class::AddressOnly,
@@ -501,14 +454,15 @@ impl Nat {
                     Ok(p) => p,
                     Err(reason) => return self.drop(Some(proto), reason),
                 };
-                if let Some(reason) = self.passthrough_off(proto, ports.src) {
-                    return self.drop(Some(proto), reason);
-                }
-                if proto == Protocol::Udp {
-                    match self.udp_alg_in(pkt, hl, total, src, ports, csum, now) {
-                        Some(Ok(internal)) => return self.finish_in(pkt, proto, internal, key, first_fragment, now),
-                        Some(Err(reason)) => return self.drop(Some(proto), reason),
-                        None => {}
+                match self.claim(Side::Wan, &mut pkt[..total], hl, Some(ports), csum, now) {
+                    Claim::Pass => {}
+                    Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { lan_host } => {
+                        // The ALG's: to the LAN host it names, on the port
+                        // it sent from.
+                        rewrite(pkt, hl, Rewritten::Destination, lan_host, ports, ports.dst, csum);
+                        let internal = Endpoint::new(lan_host, ports.dst);
+                        return self.finish_in(pkt, proto, internal, key, first_fragment, now);
                     }
                 }
                 let remote = Endpoint::new(src, ports.src);
@@ -530,10 +484,12 @@ impl Nat {
                     return self.drop(Some(proto), DropReason::Unsolicited);
                 };
                 rewrite(pkt, hl, Rewritten::Destination, internal.addr, ports, internal.port, csum);
-                if proto == Protocol::Tcp && ports.src == PPTP_PORT && self.cfg.profile.pptp == PptpMode::CallId {
-                    let control = Control { client: internal, server: src, public_port: ports.dst };
-                    if let Err(reason) = self.pptp_control(Direction::In, control, followed, pkt, hl, total, csum, now)
-                    {
+                if proto == Protocol::Tcp {
+                    let conn = Connection { lan: internal, remote, public_port: ports.dst };
+                    let translated = Ports { dst: internal.port, ..ports };
+                    let mut p = alg::Packet::new(&mut pkt[..total], hl, Some(translated), csum);
+                    let mut cx = Context { now, counters: &mut self.counters };
+                    if let Err(reason) = self.algs.segment(Side::Wan, conn, followed, &mut p, &mut cx) {
                         return self.drop(Some(proto), reason);
                     }
                 }
@@ -562,40 +518,18 @@ impl Nat {
                 ipv4::Packet::new_unchecked(&mut *pkt).set_dst(internal.addr);
                 internal
             }
-            Protocol::Gre if self.cfg.profile.pptp == PptpMode::Off => {
-                return self.drop(Some(proto), DropReason::PptpOff);
-            }
-            Protocol::Gre if self.cfg.profile.pptp == PptpMode::CallId && pptp_gre(l4).is_some() => {
-                let call = pptp_gre(l4).unwrap_or(0);
-                let Some((client, lan_call)) = self.pptp.inbound_gre(src, call) else {
-                    return self.drop(Some(proto), DropReason::PptpGreUnmatched);
-                };
-                if let Ok(mut gre) = gre::Packet::new_checked(&mut pkt[hl..total]) {
-                    gre.set_call_id(lan_call);
-                }
-                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(client);
-                Endpoint::new(client, 0)
-            }
-            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Off => {
-                return self.drop(Some(proto), DropReason::IpsecOff);
-            }
-            Protocol::Esp if self.cfg.profile.ipsec == IpsecMode::Spi => {
-                let Ok(e) = esp::Packet::new_checked(l4) else {
-                    return self.drop(Some(proto), DropReason::EspMalformed);
-                };
-                let target = match self.ipsec.esp_inbound(src, e.spi(), e.seq(), now) {
-                    Ok(t) => t,
-                    Err(reason) => return self.drop(Some(proto), reason),
-                };
-                if target.ambiguous {
-                    self.counters.esp_ambiguous_bindings += 1;
-                }
-                ipv4::Packet::new_unchecked(&mut *pkt).set_dst(target.client);
-                Endpoint::new(target.client, 0)
-            }
             Protocol::Gre | Protocol::Esp | Protocol::Other => {
+                match self.claim(Side::Wan, &mut pkt[..total], hl, None, csum, now) {
+                    Claim::Pass => {}
+                    Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { lan_host } => {
+                        ipv4::Packet::new_unchecked(&mut *pkt).set_dst(lan_host);
+                        let internal = Endpoint::new(lan_host, 0);
+                        return self.finish_in(pkt, proto, internal, key, first_fragment, now);
+                    }
+                }
                 let remote = Endpoint::new(src, 0);
-                let id = match self.admit(proto, ip.protocol(), Class::AddressOnly, 0, remote, now) {
+                let id = match self.admit(proto, key.proto, Class::AddressOnly, 0, remote, now) {
                     Ok(id) => id,
                     Err(v) => return v,
                 };
@@ -719,145 +653,19 @@ impl Nat {
         id
     }
 
-    /// A passthrough the profile turns off, by the server's port.
-    fn passthrough_off(&self, proto: Protocol, port: u16) -> Option<DropReason> {
-        let p = &self.cfg.profile;
-        match (proto, port) {
-            (Protocol::Tcp, PPTP_PORT) if p.pptp == PptpMode::Off => Some(DropReason::PptpOff),
-            (Protocol::Udp, l2tp::PORT) if p.l2tp == L2tpMode::Off => Some(DropReason::L2tpOff),
-            (Protocol::Udp, ike::PORT | ike::NAT_T_PORT) if p.ipsec == IpsecMode::Off => Some(DropReason::IpsecOff),
-            (Protocol::Udp, ike::NAT_T_PORT) if !p.nat_t => Some(DropReason::NatTOff),
-            _ => None,
-        }
-    }
-
-    /// UDP the L2TP or IPsec ALG owns, from the LAN: the client keeps its
-    /// port (1701, 500) and the ALG learns what tells it apart. `None`: not
-    /// the ALGs' business.
-    #[allow(clippy::too_many_arguments)]
-    fn udp_alg_out(
+    /// Asks the ALGs whether a packet from `from` (cut to its total
+    /// length) is theirs, before plain NAPT.
+    fn claim(
         &mut self,
+        from: Side,
         pkt: &mut [u8],
         hl: usize,
-        total: usize,
-        src: [u8; 4],
-        dst: [u8; 4],
-        ports: Ports,
+        ports: Option<Ports>,
         csum: L4Checksum,
         now: Duration,
-    ) -> Option<Result<(), DropReason>> {
-        let p = &self.cfg.profile;
-        let payload_at = hl + udp::HEADER_LEN;
-        let l2tp_flow = p.l2tp == L2tpMode::TunnelId
-            && ports.src == l2tp::PORT
-            && (ports.dst == l2tp::PORT || self.l2tp.has_tunnel(src, dst));
-        let ike_flow = p.ipsec == IpsecMode::Spi && ports.src == ike::PORT && ports.dst == ike::PORT;
-        if l2tp_flow {
-            let whole = !ipv4::Packet::new_unchecked(&*pkt).more_frags();
-            let r = match self.l2tp.outbound(src, dst, &pkt[payload_at..total], whole, now) {
-                Ok(r) => r,
-                Err(reason) => return Some(Err(reason)),
-            };
-            if let Some((at, _, new)) = r.field {
-                patch_u16(pkt, payload_at + at, new, udp_patch(hl, ports, csum));
-                self.counters.l2tp_tunnel_ids_rewritten += 1;
-            }
-        } else if ike_flow {
-            if let Err(reason) = self.ipsec.ike_outbound(src, dst, &pkt[payload_at..total], now) {
-                return Some(Err(reason));
-            }
-        } else {
-            return None;
-        }
-        rewrite(pkt, hl, Rewritten::Source, self.wan_addr, ports, ports.src, csum);
-        Some(Ok(()))
-    }
-
-    /// UDP to a port an ALG owns (1701, 500), from the WAN: the LAN host
-    /// its ALG names.
-    #[allow(clippy::too_many_arguments)]
-    fn udp_alg_in(
-        &mut self,
-        pkt: &mut [u8],
-        hl: usize,
-        total: usize,
-        src: [u8; 4],
-        ports: Ports,
-        csum: L4Checksum,
-        now: Duration,
-    ) -> Option<Result<Endpoint, DropReason>> {
-        let p = &self.cfg.profile;
-        let payload_at = hl + udp::HEADER_LEN;
-        let client = if p.l2tp == L2tpMode::TunnelId && ports.dst == l2tp::PORT {
-            let whole = !ipv4::Packet::new_unchecked(&*pkt).more_frags();
-            let r = match self.l2tp.inbound(src, ports.src, &pkt[payload_at..total], whole, now) {
-                Ok(r) => r,
-                Err(reason) => return Some(Err(reason)),
-            };
-            if let Some((at, _, new)) = r.field {
-                patch_u16(pkt, payload_at + at, new, udp_patch(hl, ports, csum));
-            }
-            r.client
-        } else if p.ipsec == IpsecMode::Spi && ports.dst == ike::PORT {
-            match self.ipsec.ike_inbound(src, &pkt[payload_at..total], now) {
-                Ok(c) => c,
-                Err(reason) => return Some(Err(reason)),
-            }
-        } else {
-            return None;
-        };
-        rewrite(pkt, hl, Rewritten::Destination, client, ports, ports.dst, csum);
-        Some(Ok(Endpoint::new(client, ports.dst)))
-    }
-
-    /// A segment of a PPTP control connection, after TCP tracking said what
-    /// it was (`followed`: the state after it, `None` outside the window):
-    /// the ALG reads it only while the connection is open and the segment
-    /// in its window, and the connection's calls end when it closes.
-    #[allow(clippy::too_many_arguments)]
-    fn pptp_control(
-        &mut self,
-        dir: Direction,
-        control: Control,
-        followed: Option<TcpState>,
-        pkt: &mut [u8],
-        hl: usize,
-        total: usize,
-        csum: L4Checksum,
-        now: Duration,
-    ) -> Result<(), DropReason> {
-        match followed {
-            Some(TcpState::Closing) => {
-                self.pptp.close(control);
-                Ok(())
-            }
-            Some(_) => self.pptp_segment(dir, control, pkt, hl, total, csum, now),
-            None => Ok(()),
-        }
-    }
-
-    /// Runs a PPTP control segment through the ALG.
-    #[allow(clippy::too_many_arguments)]
-    fn pptp_segment(
-        &mut self,
-        dir: Direction,
-        control: Control,
-        pkt: &mut [u8],
-        hl: usize,
-        total: usize,
-        csum: L4Checksum,
-        now: Duration,
-    ) -> Result<(), DropReason> {
-        let (seq, data_at, syn) = match tcp::Segment::new_checked(&pkt[hl..total]) {
-            Ok(seg) => (seg.seq(), hl + seg.header_len(), seg.flags() & tcp::SYN != 0),
-            Err(e) => return Err(DropReason::Tcp(e)),
-        };
-        let patch = Patch {
-            l4_start: hl,
-            checksum_at: (csum == L4Checksum::Full).then_some(hl + tcp::CHECKSUM_OFFSET),
-            udp: false,
-        };
-        self.pptp.segment(dir, control, &mut pkt[..total], data_at, seq, syn, patch, now)
+    ) -> Claim {
+        let mut p = alg::Packet::new(pkt, hl, ports, csum);
+        self.algs.claim(from, &mut p, &mut Context { now, counters: &mut self.counters })
     }
 
     fn map_error(&mut self, proto: Protocol, e: MapError) -> Verdict {
@@ -903,12 +711,6 @@ fn ip_proto(p: Protocol) -> u8 {
     }
 }
 
-/// The Call ID of an enhanced (PPTP) GRE packet, if it is one.
-fn pptp_gre(l4: &[u8]) -> Option<u16> {
-    let g = gre::Packet::new_checked(l4).ok()?;
-    (g.version() == 1 && g.protocol() == gre::PROTO_PPP).then(|| g.call_id())
-}
-
 /// How much state the NAT holds, table by table.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StateSizes {
@@ -928,24 +730,4 @@ pub struct StateSizes {
     pub fragment_datagrams: usize,
     /// Fragments waiting for their first one.
     pub fragments_waiting: usize,
-}
-
-/// What the ALGs know, for the dump.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AlgState {
-    /// PPTP calls.
-    pub pptp_calls: Vec<CallInfo>,
-    /// L2TP tunnels.
-    pub l2tp_tunnels: Vec<TunnelInfo>,
-    /// IKE SAs on port 500 and ESP SPIs.
-    pub ipsec_sas: Vec<SaInfo>,
-}
-
-/// How a UDP payload change reaches the UDP checksum.
-fn udp_patch(hl: usize, ports: Ports, csum: L4Checksum) -> Patch {
-    let checksum_at = match (csum, ports.checksum_at) {
-        (L4Checksum::Full, Some(at)) => Some(hl + at),
-        _ => None,
-    };
-    Patch { l4_start: hl, checksum_at, udp: true }
 }

@@ -28,9 +28,18 @@ pub mod tcp;
 pub(crate) mod translate;
 
 pub use counters::{Counters, DropReason};
-pub use engine::{Config, L4Checksum, Nat, Side, Transmit, Verdict};
+pub use engine::{Config, L4Checksum, Nat, Transmit, Verdict};
 pub use link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 pub use profile::{Behaviour, Profile, Protocol};
+
+/// Which interface a packet came from or goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    /// The private side.
+    Lan,
+    /// The public side.
+    Wan,
+}
 
 #[cfg(test)]
 mod hostile_tests;

@@ -52,6 +52,11 @@ impl<T: AsRef<[u8]>> Packet<T> {
         be16(self.buffer.as_ref(), 2)
     }
 
+    /// Whether it is PPTP's enhanced GRE: version 1, carrying PPP.
+    pub fn is_pptp(&self) -> bool {
+        self.version() == 1 && self.protocol() == PROTO_PPP
+    }
+
     /// Whether the key field is present.
     pub fn has_key(&self) -> bool {
         self.flags() & K != 0

@@ -38,11 +38,13 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{Alg, Claim, Context, Packet};
+use crate::nat::Side;
 use crate::nat::counters::DropReason;
-use crate::nat::profile::IpsecMode;
+use crate::nat::profile::{IpsecMode, Profile, Protocol};
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within;
-use crate::wire::ike;
+use crate::wire::{esp, ike};
 
 #[derive(Debug, Clone)]
 struct Sa {
@@ -93,6 +95,9 @@ pub struct SaInfo {
 
 /// What the IPsec ALG knows.
 pub struct Ipsec {
+    mode: IpsecMode,
+    /// NAT-T (UDP 4500) passes.
+    nat_t: bool,
     timeout: Duration,
     bounds: Bounds,
     ike: HashMap<([u8; 4], u64), Sa>,
@@ -107,24 +112,24 @@ pub struct Ipsec {
 
 /// The client an inbound ESP packet goes to, and whether that was a guess.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EspTarget {
+struct EspTarget {
     /// The LAN host.
-    pub client: [u8; 4],
+    client: [u8; 4],
     /// Several clients were waiting for this server's first answer.
-    pub ambiguous: bool,
+    ambiguous: bool,
 }
 
 impl Ipsec {
-    /// The public UDP port the ALG keeps for itself in `mode`: 500, which
-    /// every client's IKE shares, told apart by initiator SPI.
-    pub fn reserved_port(mode: IpsecMode) -> Option<u16> {
-        (mode == IpsecMode::Spi).then_some(ike::PORT)
-    }
-
-    /// An empty ALG whose state lives `timeout` without traffic.
-    pub fn new(timeout: Duration, bounds: Bounds) -> Ipsec {
+    /// An empty ALG as `profile` sets it up: its state lives as long as a
+    /// mapping of another protocol without traffic, and is bounded by its
+    /// limits.
+    pub fn new(profile: &Profile) -> Ipsec {
+        let l = &profile.limits;
+        let bounds = Bounds { sas: l.ipsec_sas, per_host: l.ipsec_sas_per_host };
         Ipsec {
-            timeout,
+            mode: profile.ipsec,
+            nat_t: profile.nat_t,
+            timeout: Duration::from_secs(profile.timeouts.other),
             bounds,
             ike: HashMap::new(),
             esp_in: HashMap::new(),
@@ -153,7 +158,7 @@ impl Ipsec {
     }
 
     /// IKE from `client`:500 to `server`:500: notes its initiator SPI.
-    pub fn ike_outbound(
+    fn ike_outbound(
         &mut self,
         client: [u8; 4],
         server: [u8; 4],
@@ -175,7 +180,7 @@ impl Ipsec {
 
     /// IKE from `server` to the public port 500: the client whose IKE SA
     /// the initiator SPI names.
-    pub fn ike_inbound(&mut self, server: [u8; 4], payload: &[u8], now: Duration) -> Result<[u8; 4], DropReason> {
+    fn ike_inbound(&mut self, server: [u8; 4], payload: &[u8], now: Duration) -> Result<[u8; 4], DropReason> {
         let m = ike::Message::new_checked(payload).map_err(|_| DropReason::IkeMalformed)?;
         let sa = self.ike.get_mut(&(server, m.initiator_spi())).ok_or(DropReason::IkeUnknownSpi)?;
         sa.last_seen = now;
@@ -184,13 +189,7 @@ impl Ipsec {
 
     /// ESP from `client` to `server` with the server's SPI `spi`: a new SPI
     /// makes the client wait for its own new inbound SPI.
-    pub fn esp_outbound(
-        &mut self,
-        client: [u8; 4],
-        server: [u8; 4],
-        spi: u32,
-        now: Duration,
-    ) -> Result<(), DropReason> {
+    fn esp_outbound(&mut self, client: [u8; 4], server: [u8; 4], spi: u32, now: Duration) -> Result<(), DropReason> {
         let known = match self.esp_out.get_mut(&(client, server, spi)) {
             Some(seen) => {
                 *seen = now;
@@ -214,7 +213,7 @@ impl Ipsec {
 
     /// ESP from `server` with SPI `spi` and sequence number `seq`: its
     /// client, bound now if the SPI is new (see the module's rule).
-    pub fn esp_inbound(&mut self, server: [u8; 4], spi: u32, seq: u32, now: Duration) -> Result<EspTarget, DropReason> {
+    fn esp_inbound(&mut self, server: [u8; 4], spi: u32, seq: u32, now: Duration) -> Result<EspTarget, DropReason> {
         if let Some(sa) = self.esp_in.get_mut(&(server, spi)) {
             sa.last_seen = now;
             let client = sa.client;
@@ -254,8 +253,82 @@ impl Ipsec {
         Ok(EspTarget { client, ambiguous: pool > 1 })
     }
 
+    /// The SAs, for the dump.
+    pub fn snapshot(&self) -> Vec<SaInfo> {
+        let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
+        let mut v: Vec<SaInfo> = self
+            .ike
+            .iter()
+            .map(|((server, spi), sa)| SaInfo {
+                kind: "ike",
+                client: ip(sa.client),
+                server: ip(*server),
+                spi: format!("{spi:016x}"),
+            })
+            .chain(self.esp_in.iter().map(|((server, spi), sa)| SaInfo {
+                kind: "esp-in",
+                client: ip(sa.client),
+                server: ip(*server),
+                spi: format!("{spi:08x}"),
+            }))
+            .chain(self.esp_out.keys().map(|(client, server, spi)| SaInfo {
+                kind: "esp-out",
+                client: ip(*client),
+                server: ip(*server),
+                spi: format!("{spi:08x}"),
+            }))
+            .collect();
+        v.sort_by(|a, b| (a.kind, &a.server, &a.spi).cmp(&(b.kind, &b.server, &b.spi)));
+        v
+    }
+}
+
+impl Alg for Ipsec {
+    /// 500, which every client's IKE shares, told apart by initiator SPI.
+    fn reserved_udp_port(&self) -> Option<u16> {
+        (self.mode == IpsecMode::Spi).then_some(ike::PORT)
+    }
+
+    fn refuses(&self, from: Side, p: &Packet) -> Option<DropReason> {
+        let udp_port = if p.proto == Protocol::Udp { p.server_port(from) } else { None };
+        let ike = matches!(udp_port, Some(ike::PORT | ike::NAT_T_PORT));
+        if self.mode == IpsecMode::Off && (ike || p.proto == Protocol::Esp) {
+            return Some(DropReason::IpsecOff);
+        }
+        (!self.nat_t && udp_port == Some(ike::NAT_T_PORT)).then_some(DropReason::NatTOff)
+    }
+
+    /// IKE between port 500 and port 500, and raw ESP.
+    fn claim(&mut self, from: Side, p: &mut Packet, cx: &mut Context) -> Claim {
+        if self.mode != IpsecMode::Spi {
+            return Claim::Pass;
+        }
+        let (src, dst, now) = (p.src, p.dst, cx.now);
+        let decided = match (p.proto, p.ports, from) {
+            (Protocol::Udp, Some(ports), Side::Lan) if ports.src == ike::PORT && ports.dst == ike::PORT => {
+                self.ike_outbound(src, dst, p.data(), now).map(|()| src)
+            }
+            (Protocol::Udp, Some(ports), Side::Wan) if ports.dst == ike::PORT => self.ike_inbound(src, p.data(), now),
+            (Protocol::Esp, _, _) => match esp::Packet::new_checked(p.data()) {
+                Err(_) => Err(DropReason::EspMalformed),
+                Ok(e) if from == Side::Lan => self.esp_outbound(src, dst, e.spi(), now).map(|()| src),
+                Ok(e) => self.esp_inbound(src, e.spi(), e.seq(), now).map(|t| {
+                    if t.ambiguous {
+                        cx.counters.esp_ambiguous_bindings += 1;
+                    }
+                    t.client
+                }),
+            },
+            _ => return Claim::Pass,
+        };
+        match decided {
+            Ok(lan_host) => Claim::Own { lan_host },
+            Err(reason) => Claim::Drop(reason),
+        }
+    }
+
     /// Forgets idle SAs and clients that waited too long.
-    pub fn expire(&mut self, now: Duration) {
+    fn expire(&mut self, now: Duration) {
         let t = self.timeout;
         let per_host = &mut self.per_host;
         let mut keep = |client: [u8; 4], live: bool| {
@@ -286,34 +359,5 @@ impl Ipsec {
             }
             w.since + t > now
         });
-    }
-
-    /// The SAs, for the dump.
-    pub fn snapshot(&self) -> Vec<SaInfo> {
-        let ip = |a: [u8; 4]| std::net::Ipv4Addr::from(a).to_string();
-        let mut v: Vec<SaInfo> = self
-            .ike
-            .iter()
-            .map(|((server, spi), sa)| SaInfo {
-                kind: "ike",
-                client: ip(sa.client),
-                server: ip(*server),
-                spi: format!("{spi:016x}"),
-            })
-            .chain(self.esp_in.iter().map(|((server, spi), sa)| SaInfo {
-                kind: "esp-in",
-                client: ip(sa.client),
-                server: ip(*server),
-                spi: format!("{spi:08x}"),
-            }))
-            .chain(self.esp_out.keys().map(|(client, server, spi)| SaInfo {
-                kind: "esp-out",
-                client: ip(*client),
-                server: ip(*server),
-                spi: format!("{spi:08x}"),
-            }))
-            .collect();
-        v.sort_by(|a, b| (a.kind, &a.server, &a.spi).cmp(&(b.kind, &b.server, &b.spi)));
-        v
     }
 }

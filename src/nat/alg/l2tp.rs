@@ -26,8 +26,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{Alg, Claim, Context, Packet};
+use crate::nat::Side;
 use crate::nat::counters::DropReason;
-use crate::nat::profile::L2tpMode;
+use crate::nat::profile::{L2tpMode, Profile, Protocol};
 use crate::nat::quota::PerHost;
 use crate::nat::serial::within16;
 use crate::wire::l2tp::{self, Message};
@@ -73,6 +75,7 @@ pub struct TunnelInfo {
 
 /// What the L2TP ALG knows.
 pub struct L2tp {
+    mode: L2tpMode,
     timeout: Duration,
     max_tunnels: usize,
 
@@ -97,32 +100,22 @@ struct Peer {
     last_out: Duration,
 }
 
-/// What the NAT must change in a packet the ALG let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rewrite {
-    /// The LAN host (inbound) — the destination to write.
-    pub client: [u8; 4],
-    /// A 16-bit field of the UDP payload to change: (offset, old, new).
-    pub field: Option<(usize, u16, u16)>,
-}
+/// A Tunnel ID of the UDP payload to change: its offset, and the new value.
+type Field = Option<(usize, u16)>;
 
 impl L2tp {
-    /// The public UDP port the ALG keeps for itself in `mode`: 1701, which
-    /// every client's tunnel shares, told apart by Tunnel ID.
-    pub fn reserved_port(mode: L2tpMode) -> Option<u16> {
-        (mode == L2tpMode::TunnelId).then_some(l2tp::PORT)
-    }
-
-    /// An empty ALG whose tunnels live `timeout` without traffic; at most
-    /// `max_tunnels` of them, `max_per_client` per LAN host.
-    pub fn new(timeout: Duration, max_tunnels: usize, max_per_client: usize) -> L2tp {
+    /// An empty ALG as `profile` sets it up: tunnels live as long as a UDP
+    /// mapping without traffic, and are bounded by its limits.
+    pub fn new(profile: &Profile) -> L2tp {
+        let l = &profile.limits;
         L2tp {
-            timeout,
-            max_tunnels,
+            mode: profile.l2tp,
+            timeout: Duration::from_secs(profile.timeouts.udp),
+            max_tunnels: l.l2tp_tunnels,
             tunnels: HashMap::new(),
             by_lan: HashMap::new(),
             by_server_tunnel: HashMap::new(),
-            per_client: PerHost::new(max_per_client),
+            per_client: PerHost::new(l.l2tp_tunnels_per_host),
             peers: HashMap::new(),
         }
     }
@@ -134,7 +127,7 @@ impl L2tp {
 
     /// Whether a LAN host has a live tunnel with `server` (its packets to
     /// any port of the server are L2TP).
-    pub fn has_tunnel(&self, client: [u8; 4], server: [u8; 4]) -> bool {
+    fn has_tunnel(&self, client: [u8; 4], server: [u8; 4]) -> bool {
         self.peers.contains_key(&(client, server))
     }
 
@@ -142,16 +135,16 @@ impl L2tp {
     /// only its start when `whole` is false: the first fragment of a larger
     /// datagram): learns and rewrites its Assigned Tunnel ID when it sets up
     /// or stops a tunnel.
-    pub fn outbound(
+    fn outbound(
         &mut self,
         client: [u8; 4],
         server: [u8; 4],
         payload: &[u8],
         whole: bool,
         now: Duration,
-    ) -> Result<Rewrite, DropReason> {
+    ) -> Result<Field, DropReason> {
         let m = checked(payload, whole)?;
-        let mut rewrite = Rewrite { client, field: None };
+        let mut field = None;
         if m.is_control() {
             let kind = m.message_type();
             let mut public = None;
@@ -164,7 +157,7 @@ impl L2tp {
                     self.by_lan.get(&(client, server, lan)).copied().unwrap_or(lan)
                 };
                 if p != lan {
-                    rewrite.field = Some((avp, lan, p));
+                    field = Some((avp, p));
                 }
                 public = Some(p);
             }
@@ -179,7 +172,7 @@ impl L2tp {
         if let Some(p) = self.peers.get_mut(&(client, server)) {
             p.last_out = now;
         }
-        Ok(rewrite)
+        Ok(field)
     }
 
     /// The public Tunnel ID of a client's tunnel, made if new: its own when
@@ -227,15 +220,15 @@ impl L2tp {
 
     /// A datagram from `server`:`port` to the public port 1701 (`whole` as
     /// for [`L2tp::outbound`]): the LAN host whose tunnel its header names,
-    /// with the Tunnel ID restored.
-    pub fn inbound(
+    /// and the Tunnel ID to restore.
+    fn inbound(
         &mut self,
         server: [u8; 4],
         port: u16,
         payload: &[u8],
         whole: bool,
         now: Duration,
-    ) -> Result<Rewrite, DropReason> {
+    ) -> Result<([u8; 4], Field), DropReason> {
         let m = checked(payload, whole)?;
         let public = m.tunnel_id();
         let t = self.tunnels.get_mut(&(server, public)).ok_or(DropReason::L2tpUnknownTunnel)?;
@@ -254,31 +247,7 @@ impl L2tp {
         let Some(t) = self.tunnels.get(&(server, public)) else {
             return Err(DropReason::L2tpUnknownTunnel);
         };
-        Ok(Rewrite {
-            client: t.client,
-            field: (t.lan_tunnel != public).then_some((m.tunnel_id_at(), public, t.lan_tunnel)),
-        })
-    }
-
-    /// Forgets idle tunnels, and stopped ones once their StopCCN is out.
-    pub fn expire(&mut self, now: Duration) {
-        let timeout = self.timeout;
-        let peers = &self.peers;
-        let gone: Vec<([u8; 4], u16)> = self
-            .tunnels
-            .iter()
-            .filter(|(_, t)| {
-                let out = peers.get(&(t.client, t.server)).map_or(Duration::ZERO, |p| p.last_out);
-                let seen = t.last_seen.max(out);
-                seen + timeout <= now || t.stopping.is_some_and(|at| at + STOP_GRACE <= now)
-            })
-            .map(|(k, _)| *k)
-            .collect();
-        for k in gone {
-            if let Some(t) = self.tunnels.remove(&k) {
-                self.forget(&t);
-            }
-        }
+        Ok((t.client, (t.lan_tunnel != public).then_some((m.tunnel_id_at(), t.lan_tunnel))))
     }
 
     /// One tunnel fewer between its client and server.
@@ -313,6 +282,67 @@ impl L2tp {
             .collect();
         v.sort_by(|a, b| (&a.server, a.public_tunnel_id).cmp(&(&b.server, b.public_tunnel_id)));
         v
+    }
+}
+
+impl Alg for L2tp {
+    /// 1701, which every client's tunnel shares, told apart by Tunnel ID.
+    fn reserved_udp_port(&self) -> Option<u16> {
+        (self.mode == L2tpMode::TunnelId).then_some(l2tp::PORT)
+    }
+
+    fn refuses(&self, from: Side, p: &Packet) -> Option<DropReason> {
+        let l2tp = p.proto == Protocol::Udp && p.server_port(from) == Some(l2tp::PORT);
+        (self.mode == L2tpMode::Off && l2tp).then_some(DropReason::L2tpOff)
+    }
+
+    /// From a client's port 1701 to an LNS (its port 1701, or any port of
+    /// one it has a tunnel with), and from an LNS to the public port 1701.
+    fn claim(&mut self, from: Side, p: &mut Packet, cx: &mut Context) -> Claim {
+        let Some(ports) = p.ports.filter(|_| self.mode == L2tpMode::TunnelId && p.proto == Protocol::Udp) else {
+            return Claim::Pass;
+        };
+        let (lan_host, field) = match from {
+            Side::Lan if ports.src == l2tp::PORT && (ports.dst == l2tp::PORT || self.has_tunnel(p.src, p.dst)) => {
+                match self.outbound(p.src, p.dst, p.data(), p.whole, cx.now) {
+                    Ok(field) => (p.src, field),
+                    Err(reason) => return Claim::Drop(reason),
+                }
+            }
+            Side::Wan if ports.dst == l2tp::PORT => match self.inbound(p.src, ports.src, p.data(), p.whole, cx.now) {
+                Ok(found) => found,
+                Err(reason) => return Claim::Drop(reason),
+            },
+            _ => return Claim::Pass,
+        };
+        if let Some((at, value)) = field {
+            p.patch_u16(at, value);
+            if from == Side::Lan {
+                cx.counters.l2tp_tunnel_ids_rewritten += 1;
+            }
+        }
+        Claim::Own { lan_host }
+    }
+
+    /// Forgets idle tunnels, and stopped ones once their StopCCN is out.
+    fn expire(&mut self, now: Duration) {
+        let timeout = self.timeout;
+        let peers = &self.peers;
+        let gone: Vec<([u8; 4], u16)> = self
+            .tunnels
+            .iter()
+            .filter(|(_, t)| {
+                let out = peers.get(&(t.client, t.server)).map_or(Duration::ZERO, |p| p.last_out);
+                let seen = t.last_seen.max(out);
+                seen + timeout <= now || t.stopping.is_some_and(|at| at + STOP_GRACE <= now)
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        for k in gone {
+            if let Some(t) = self.tunnels.remove(&k) {
+                self.forget(&t);
+            }
+        }
     }
 }
 

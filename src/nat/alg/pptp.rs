@@ -31,13 +31,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::{Alg, Claim, Connection, Context, Packet};
+use crate::nat::Side;
 use crate::nat::counters::DropReason;
-use crate::nat::profile::CallIdChoice;
+use crate::nat::profile::{CallIdChoice, PptpMode, Profile, Protocol};
 use crate::nat::quota::PerHost;
 use crate::nat::serial::after;
-use crate::nat::table::Endpoint;
-use crate::nat::translate::{Patch, patch_byte};
-use crate::wire::pptp as msg;
+use crate::nat::table::{Endpoint, TcpState};
+use crate::wire::{gre, pptp as msg, tcp};
+
+/// The PPTP control port.
+pub const PORT: u16 = 1723;
 
 /// A control connection: the LAN endpoint, the server, and the public TCP
 /// port the NAT gave it.
@@ -49,15 +53,6 @@ pub struct Control {
     pub server: [u8; 4],
     /// The control connection's public TCP port.
     pub public_port: u16,
-}
-
-/// Which way a segment goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// LAN to WAN.
-    Out,
-    /// WAN to LAN.
-    In,
 }
 
 /// A call through the NAT.
@@ -113,6 +108,16 @@ struct ControlState {
     last_seen: Duration,
 }
 
+impl ControlState {
+    /// The stream of the segments that came from `from`.
+    fn stream(&mut self, from: Side) -> &mut Stream {
+        match from {
+            Side::Lan => &mut self.out,
+            Side::Wan => &mut self.inb,
+        }
+    }
+}
+
 /// Bounds on what the PPTP ALG keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Bounds {
@@ -128,6 +133,7 @@ pub struct Bounds {
 
 /// What the PPTP ALG knows.
 pub struct Pptp {
+    mode: PptpMode,
     choice: CallIdChoice,
     control_timeout: Duration,
     bounds: Bounds,
@@ -146,12 +152,21 @@ pub struct Pptp {
 }
 
 impl Pptp {
-    /// An empty ALG. Calls live as long as their control connection, which
-    /// lives `control_timeout` after its last segment.
-    pub fn new(choice: CallIdChoice, control_timeout: Duration, bounds: Bounds) -> Pptp {
+    /// An empty ALG as `profile` sets it up. Calls live as long as their
+    /// control connection, which lives as long as an established TCP
+    /// connection after its last segment.
+    pub fn new(profile: &Profile) -> Pptp {
+        let l = &profile.limits;
+        let bounds = Bounds {
+            controls: l.pptp_controls,
+            controls_per_host: l.pptp_controls_per_host,
+            calls: l.pptp_calls,
+            calls_per_host: l.pptp_calls_per_host,
+        };
         Pptp {
-            choice,
-            control_timeout,
+            mode: profile.pptp,
+            choice: profile.pptp_call_ids,
+            control_timeout: Duration::from_secs(profile.timeouts.tcp_established),
             bounds,
             controls: HashMap::new(),
             calls: HashMap::new(),
@@ -173,25 +188,21 @@ impl Pptp {
     }
 
     /// Handles a TCP segment of a control connection whose headers the NAT
-    /// has already translated: rewrites Call IDs in its payload
-    /// (`pkt[payload_at..]`, first byte at sequence number `seq`). A SYN
-    /// tells where the stream starts.
-    #[allow(clippy::too_many_arguments)]
-    pub fn segment(
+    /// has already translated: rewrites Call IDs in its data (first byte at
+    /// sequence number `seq`). A SYN tells where the stream starts.
+    fn stream_segment(
         &mut self,
-        dir: Direction,
+        from: Side,
         control: Control,
-        pkt: &mut [u8],
-        payload_at: usize,
+        p: &mut Packet,
         seq: u32,
         syn: bool,
-        patch: Patch,
         now: Duration,
     ) -> Result<(), DropReason> {
         if !self.controls.contains_key(&control) {
             // Only a LAN host's own control connection is followed; the
             // server's segments of one it never opened pass untouched.
-            if dir == Direction::In {
+            if from == Side::Wan {
                 return Ok(());
             }
             if self.controls.len() >= self.bounds.controls {
@@ -208,46 +219,33 @@ impl Pptp {
         let mut seq = seq;
         if syn {
             seq = seq.wrapping_add(1);
-            let s = match dir {
-                Direction::Out => &mut state.out,
-                Direction::In => &mut state.inb,
-            };
             // Only the stream's first SYN says where it starts.
-            s.next_seq.get_or_insert(seq);
+            state.stream(from).next_seq.get_or_insert(seq);
         }
-        if payload_at >= pkt.len() {
+        if p.data().is_empty() {
             return Ok(());
         }
-        let mut stream = std::mem::take(match dir {
-            Direction::Out => &mut state.out,
-            Direction::In => &mut state.inb,
-        });
+        let mut stream = std::mem::take(state.stream(from));
         // A call refused for want of room drops its segment: the stream
         // goes back to where it was, so the retransmission is read afresh.
-        let before = (dir == Direction::Out).then(|| stream.clone());
-        let result = self.feed(&mut stream, dir, control, pkt, payload_at, seq, patch);
+        let before = (from == Side::Lan).then(|| stream.clone());
+        let result = self.feed(&mut stream, from, control, p, seq);
         if let (Err(DropReason::PptpCallsFull | DropReason::HostQuota), Some(before)) = (result, before) {
             stream = before;
         }
         if let Some(state) = self.controls.get_mut(&control) {
-            match dir {
-                Direction::Out => state.out = stream,
-                Direction::In => state.inb = stream,
-            }
+            *state.stream(from) = stream;
         }
         result
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn feed(
         &mut self,
         s: &mut Stream,
-        dir: Direction,
+        from: Side,
         control: Control,
-        pkt: &mut [u8],
-        payload_at: usize,
+        p: &mut Packet,
         seq: u32,
-        patch: Patch,
     ) -> Result<(), DropReason> {
         if s.broken {
             return Err(DropReason::PptpMalformed);
@@ -257,7 +255,7 @@ impl Pptp {
         if let Some((b, Some(_))) = s.high {
             s.high = Some((b, None));
         }
-        let len = (pkt.len() - payload_at) as u32;
+        let len = p.data().len() as u32;
         let next = *s.next_seq.get_or_insert(seq);
         if after(seq, next) {
             // A gap: the bytes before this segment were never seen. TCP
@@ -269,12 +267,11 @@ impl Pptp {
         for i in 0..seen.min(len) {
             let at_seq = seq.wrapping_add(i);
             if let Some(&(_, b)) = s.rewrites.iter().find(|(q, _)| *q == at_seq) {
-                patch_byte(pkt, payload_at + i as usize, b, patch);
+                p.patch_byte(i as usize, b);
             }
         }
         for i in seen..len {
-            let at = payload_at + i as usize;
-            self.byte(s, dir, control, pkt, at, seq.wrapping_add(i), patch)?;
+            self.byte(s, from, control, p, i as usize, seq.wrapping_add(i))?;
         }
         if len > seen {
             s.next_seq = Some(seq.wrapping_add(len));
@@ -282,18 +279,17 @@ impl Pptp {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The data's byte `at` (sequence number `at_seq`).
     fn byte(
         &mut self,
         s: &mut Stream,
-        dir: Direction,
+        from: Side,
         control: Control,
-        pkt: &mut [u8],
+        p: &mut Packet,
         at: usize,
         at_seq: u32,
-        patch: Patch,
     ) -> Result<(), DropReason> {
-        let b = pkt[at];
+        let b = p.data()[at];
         let pos = s.pos;
         if pos < msg::HEADER_LEN {
             s.head[pos] = b;
@@ -328,16 +324,16 @@ impl Pptp {
                 let (hi, hi_at) = s.high.take().unwrap_or((0, None));
                 let value = u16::from_be_bytes([hi, b]);
                 let new = if own {
-                    self.own_call_id(s, dir, control, value)?
+                    self.own_call_id(s, from, control, value)?
                 } else {
-                    self.peer_call_id(s, dir, control, value)
+                    self.peer_call_id(s, from, control, value)
                 };
                 if let Some(new) = new {
                     let [nh, nl] = new.to_be_bytes();
                     if nh != hi {
                         match hi_at {
                             Some(hat) => {
-                                patch_byte(pkt, hat, nh, patch);
+                                p.patch_byte(hat, nh);
                                 remember(s, at_seq.wrapping_sub(1), nh);
                             }
                             // The high byte left in an earlier segment.
@@ -345,7 +341,7 @@ impl Pptp {
                         }
                     }
                     if nl != b {
-                        patch_byte(pkt, at, nl, patch);
+                        p.patch_byte(at, nl);
                         remember(s, at_seq, nl);
                     }
                 }
@@ -353,7 +349,7 @@ impl Pptp {
         }
         s.pos += 1;
         if s.pos >= msg::HEADER_LEN && s.pos >= s.len {
-            self.message_end(s, dir, control);
+            self.message_end(s, from, control);
             s.pos = 0;
             s.len = 0;
         }
@@ -365,12 +361,12 @@ impl Pptp {
     fn own_call_id(
         &mut self,
         s: &mut Stream,
-        dir: Direction,
+        from: Side,
         control: Control,
         value: u16,
     ) -> Result<Option<u16>, DropReason> {
-        match dir {
-            Direction::Out => {
+        match from {
+            Side::Lan => {
                 let public = match s.ctrl_type {
                     // Messages that start a call.
                     msg::OCRQ | msg::ICRP | msg::OCRP | msg::ICRQ => Some(self.public_for(control, value)?),
@@ -380,7 +376,7 @@ impl Pptp {
                 s.public = public;
                 Ok(public)
             }
-            Direction::In => {
+            Side::Wan => {
                 s.server_own = Some(value);
                 Ok(None)
             }
@@ -389,15 +385,15 @@ impl Pptp {
 
     /// The receiver's Call ID: the server's going out (noted for the call
     /// the message set up), the LAN host's coming in (made private again).
-    fn peer_call_id(&mut self, s: &mut Stream, dir: Direction, control: Control, value: u16) -> Option<u16> {
-        match dir {
-            Direction::Out => {
+    fn peer_call_id(&mut self, s: &mut Stream, from: Side, control: Control, value: u16) -> Option<u16> {
+        match from {
+            Side::Lan => {
                 if let Some(public) = s.public {
                     self.note_server_call(control, public, value);
                 }
                 None
             }
-            Direction::In => {
+            Side::Wan => {
                 let call = self.calls.get(&(control.server, value)).filter(|c| c.control == control)?;
                 let lan = call.lan_call;
                 if let Some(server_call) = s.server_own.take() {
@@ -421,17 +417,17 @@ impl Pptp {
     /// What happens when a message is complete: a call ends with its
     /// Call-Clear-Request or Call-Disconnect-Notify, all of a control
     /// connection's calls with Stop-Control-Connection.
-    fn message_end(&mut self, s: &mut Stream, dir: Direction, control: Control) {
+    fn message_end(&mut self, s: &mut Stream, from: Side, control: Control) {
         match s.ctrl_type {
             msg::CCRQ | msg::CDN => {
-                let public = match dir {
+                let public = match from {
                     // The server hung up: its own Call ID names the call.
-                    Direction::In => s
+                    Side::Wan => s
                         .server_own
                         .take()
                         .and_then(|sc| self.by_server_call.get(&(control.server, sc, control.client.addr)).copied()),
                     // The LAN host hung up: its Call ID was just made public.
-                    Direction::Out => s.public.take(),
+                    Side::Lan => s.public.take(),
                 };
                 // Only a call of this control connection.
                 if let Some(p) =
@@ -501,7 +497,7 @@ impl Pptp {
     }
 
     /// The control connection ended (FIN, RST, timeout): its calls end too.
-    pub fn close(&mut self, control: Control) {
+    fn close(&mut self, control: Control) {
         // Calls live only as long as their control connection.
         if self.controls.remove(&control).is_none() {
             return;
@@ -515,18 +511,9 @@ impl Pptp {
 
     /// GRE from `server` keyed with a public Call ID: the LAN host and the
     /// Call ID it knows, if a live call has them. Nothing from anyone else.
-    pub fn inbound_gre(&self, server: [u8; 4], public_call: u16) -> Option<([u8; 4], u16)> {
+    fn inbound_gre(&self, server: [u8; 4], public_call: u16) -> Option<([u8; 4], u16)> {
         let c = self.calls.get(&(server, public_call))?;
         Some((c.control.client.addr, c.lan_call))
-    }
-
-    /// Forgets idle control connections, and their calls with them.
-    pub fn expire(&mut self, now: Duration) {
-        let idle: Vec<Control> =
-            self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
-        for c in idle {
-            self.close(c);
-        }
     }
 
     /// The calls, for the dump.
@@ -544,6 +531,71 @@ impl Pptp {
             .collect();
         v.sort_by(|a, b| (&a.server, a.public_call_id).cmp(&(&b.server, b.public_call_id)));
         v
+    }
+}
+
+impl Alg for Pptp {
+    fn refuses(&self, from: Side, p: &Packet) -> Option<DropReason> {
+        let pptp = p.proto == Protocol::Gre || (p.proto == Protocol::Tcp && p.server_port(from) == Some(PORT));
+        (self.mode == PptpMode::Off && pptp).then_some(DropReason::PptpOff)
+    }
+
+    /// Enhanced GRE: going out it carries the server's Call ID, and only
+    /// the address changes; coming in, its Call ID names the call.
+    fn claim(&mut self, from: Side, p: &mut Packet, _cx: &mut Context) -> Claim {
+        if self.mode != PptpMode::CallId || p.proto != Protocol::Gre {
+            return Claim::Pass;
+        }
+        let Some(call) = gre::Packet::new_checked(p.data()).ok().filter(|g| g.is_pptp()).map(|g| g.call_id()) else {
+            return Claim::Pass;
+        };
+        if from == Side::Lan {
+            return Claim::Own { lan_host: p.src };
+        }
+        let Some((client, lan_call)) = self.inbound_gre(p.src, call) else {
+            return Claim::Drop(DropReason::PptpGreUnmatched);
+        };
+        if let Some(mut g) = p.data_mut().and_then(|d| gre::Packet::new_checked(d).ok()) {
+            g.set_call_id(lan_call);
+        }
+        Claim::Own { lan_host: client }
+    }
+
+    /// A segment of a control connection on TCP 1723: the ALG reads it
+    /// only while the connection is open and the segment in its window,
+    /// and the connection's calls end when it closes.
+    fn segment(
+        &mut self,
+        from: Side,
+        conn: Connection,
+        state: Option<TcpState>,
+        p: &mut Packet,
+        cx: &mut Context,
+    ) -> Result<(), DropReason> {
+        if self.mode != PptpMode::CallId || conn.remote.port != PORT {
+            return Ok(());
+        }
+        let control = Control { client: conn.lan, server: conn.remote.addr, public_port: conn.public_port };
+        let Some(seg) = p.ports.map(|ports| ports.tcp) else {
+            return Ok(());
+        };
+        match state {
+            Some(TcpState::Closing) => {
+                self.close(control);
+                Ok(())
+            }
+            Some(_) => self.stream_segment(from, control, p, seg.seq, seg.flags & tcp::SYN != 0, cx.now),
+            None => Ok(()),
+        }
+    }
+
+    /// Forgets idle control connections, and their calls with them.
+    fn expire(&mut self, now: Duration) {
+        let idle: Vec<Control> =
+            self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
+        for c in idle {
+            self.close(c);
+        }
     }
 }
 
