@@ -4,9 +4,10 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::family;
-use super::format::{Delivery, Expect, Scenario, Target};
+use super::format::{Delivery, Expect, Reached, Scenario, Step, Target};
 use super::observed::{Check, Observed, check, premise};
 use crate::capture::{Facts, What};
+use crate::vpn::scripted::HOSTILE_PER_ROUND;
 
 /// Checks every expectation `e` gives against `o`.
 pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<Check> {
@@ -42,7 +43,18 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             .iter()
             .filter_map(|a| (1..=n).find(|c| o.shape.seen_as(*c) == *a).map(|c| format!("c{c}")))
             .collect();
-        let c = check(format!("{from}'s tunnel traffic reached {to} on the LAN"), true, seen.contains(&to.to_string()));
+        let c = match to {
+            Reached::Client(to) => {
+                check(format!("{from}'s tunnel traffic reached {to} on the LAN"), true, seen.contains(&to.to_string()))
+            }
+            // Seen reaching its own client, and no other: a family whose
+            // captures tell nothing cannot claim it.
+            Reached::Nobody => check(
+                format!("{from}'s tunnel traffic reached {from} only on the LAN"),
+                true,
+                seen == [from.to_string()],
+            ),
+        };
         checks.push(c.because(format!("it reached {seen:?}")));
     }
     let (lan_ids, wan_ids) = (o.lan.pptp_outgoing_calls(None), o.wan.pptp_outgoing_calls(None));
@@ -90,6 +102,20 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             reason: None,
             premise: false,
         });
+    }
+    let rounds: usize =
+        s.file.steps.iter().map(|st| if let Step::Hostile { rounds } = st { usize::from(*rounds) } else { 0 }).sum();
+    if rounds > 0 {
+        // The spray must have crossed the WAN for "nothing of it reached
+        // the LAN" to mean anything.
+        let sent = rounds * HOSTILE_PER_ROUND;
+        let crossed = o.wan.count(Some(o.shape.intruder_addr()), None, |w| !matches!(w, What::Icmp { .. }));
+        checks.push(premise(
+            "the intruder's spray reached the router's WAN side",
+            crossed >= sent,
+            format!("{crossed} of its {sent} packets on the WAN"),
+        ));
+        checks.push(check("the router forwards from the LAN after the spray", true, o.forwards_after_hostile));
     }
     let lost = o.lan.capture_drops + o.wan.capture_drops;
     if lost > 0 {

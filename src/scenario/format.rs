@@ -288,6 +288,10 @@ pub enum Step {
         /// Which directions.
         #[serde(default = "both_directions")]
         directions: Vec<Direction>,
+        /// Bytes moved over TCP through the tunnel in each direction, after
+        /// the ping (0: pings only).
+        #[serde(default)]
+        bytes: u64,
         /// The name expectations refer to.
         #[serde(default = "traffic_name")]
         name: String,
@@ -470,6 +474,37 @@ impl fmt::Display for ClientRef {
     }
 }
 
+/// Whom a client's tunnel traffic reached on the LAN besides that client:
+/// another client (`"c2"`), or nobody (`"nobody"`: it reached that client
+/// only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Reached {
+    /// This client.
+    Client(ClientRef),
+    /// No other client.
+    Nobody,
+}
+
+impl TryFrom<String> for Reached {
+    type Error = String;
+    fn try_from(s: String) -> Result<Reached, String> {
+        if s == "nobody" {
+            return Ok(Reached::Nobody);
+        }
+        ClientRef::try_from(s).map(Reached::Client).map_err(|e| format!("{e} or `nobody`"))
+    }
+}
+
+impl From<Reached> for String {
+    fn from(r: Reached) -> String {
+        match r {
+            Reached::Client(c) => c.to_string(),
+            Reached::Nobody => "nobody".into(),
+        }
+    }
+}
+
 /// A transport protocol and port: `udp/500`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
@@ -576,7 +611,7 @@ pub struct Expect {
     /// On the LAN, traffic for one client's tunnel reached another:
     /// `{ c1 = "c2" }` (PPTP GRE by inner address, ESP by SPI).
     #[serde(default)]
-    pub misdelivered: BTreeMap<ClientRef, ClientRef>,
+    pub misdelivered: BTreeMap<ClientRef, Reached>,
     /// PPTP: the Call IDs of the Outgoing-Call-Requests differ between LAN
     /// and WAN.
     #[serde(default)]
@@ -801,12 +836,23 @@ impl Scenario {
                         return Err(bad(*c));
                     }
                 }
-                Step::Traffic { clients, directions, .. } => {
+                Step::Traffic { clients, directions, bytes, .. } => {
                     if let Some(c) = clients.iter().flatten().find(|c| !client_ok(**c)) {
                         return Err(bad(*c));
                     }
                     if directions.is_empty() {
                         return Err(at(&["step"], format!("{where_}: no directions; allowed: out, in")));
+                    }
+                    if *bytes > MAX_TRANSFER {
+                        return Err(at(&["step"], format!("{where_}: {bytes} bytes; allowed: 0 to {MAX_TRANSFER}")));
+                    }
+                    // Raw ESP clients count their own echoes: no tunnel
+                    // carries TCP.
+                    if *bytes > 0 && f.family == Family::Esp {
+                        return Err(at(
+                            &["step"],
+                            format!("{where_}: `bytes` needs a tunnel that carries TCP; raw ESP clients send echoes"),
+                        ));
                     }
                 }
                 Step::LinkDown { client } | Step::LinkUp { client } if !client_ok(*client) => {
@@ -869,7 +915,11 @@ impl Scenario {
                 return Err(at(&["expect", key, "outcome"], "`breaks` needs a `why` for the report".into()));
             }
             for (from, to) in &e.misdelivered {
-                for c in [from, to] {
+                let to = match to {
+                    Reached::Client(c) => Some(c),
+                    Reached::Nobody => None,
+                };
+                for c in std::iter::once(from).chain(to) {
                     if !client_ok(c.0) {
                         return Err(at(
                             &["expect", key, "misdelivered"],
@@ -888,6 +938,9 @@ impl Scenario {
         Ok(())
     }
 }
+
+/// The most bytes a traffic step moves each way.
+pub const MAX_TRANSFER: u64 = 100_000_000;
 
 /// Longest case name.
 pub const CASE_MAX: usize = 64;
@@ -1002,12 +1055,12 @@ tunnels = ["up"]
         let s =
             parse(&GOOD.replace("[expect.off]\n", &format!("[expect.naive]\n{more}\n[expect.off]\n"))).expect("loads");
         let e = &s.file.expect[&ExpectKey::Naive];
-        assert_eq!(e.misdelivered.iter().next(), Some((&ClientRef(1), &ClientRef(1))));
+        assert_eq!(e.misdelivered.iter().next(), Some((&ClientRef(1), &Reached::Client(ClientRef(1)))));
         assert_eq!(e.public_ports.keys().next(), Some(&PortRef { proto: 17, port: 500 }));
         assert_eq!(e.counters["unsolicited"], CountWant::Some);
         assert!(CountWant::Some.holds(2) && !CountWant::Some.holds(0) && CountWant::Exactly(0).holds(0));
         for (bad, says) in [
-            ("misdelivered = { c1 = \"x2\" }", "`x2`: name a client"),
+            ("misdelivered = { c1 = \"x2\" }", "`x2`: name a client c1, c2… or `nobody`"),
             ("misdelivered = { c1 = \"c0\" }", "`c0`: name a client"),
             ("public_ports = { \"udq/500\" = 1 }", "write a protocol and port"),
             ("public_ports = { \"udp/70000\" = 1 }", "write a protocol and port"),
@@ -1059,6 +1112,18 @@ tunnels = ["up"]
         assert!(e.contains("client 3; this topology has clients 1 to 1"), "{e}");
         let e = parse(&format!("{GOOD}\n[expect.linux.counters]\nx = \"0\"\n")).expect_err("dup or counters");
         assert!(e.contains("linux"), "{e}");
+        let traffic = |bytes: &str| GOOD.replace("do = \"traffic\"", &format!("do = \"traffic\"\nbytes = {bytes}"));
+        let s = parse(&traffic("1000000")).expect("a transfer size");
+        assert!(s.file.steps.iter().any(|st| matches!(st, Step::Traffic { bytes: 1_000_000, .. })));
+        let e = parse(&traffic("100000001")).expect_err("too many bytes");
+        assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
+        let esp = traffic("10").replace("family = \"pptp\"", "family = \"esp\"");
+        let e = parse(&esp).expect_err("bytes through raw ESP");
+        assert!(e.contains("`bytes` needs a tunnel that carries TCP"), "{e}");
+        let nobody =
+            GOOD.replace("[expect.off]\n", "[expect.naive]\nmisdelivered = { c1 = \"nobody\" }\n\n[expect.off]\n");
+        let s = parse(&nobody).expect("nobody");
+        assert_eq!(s.file.expect[&ExpectKey::Naive].misdelivered[&ClientRef(1)], Reached::Nobody);
     }
 
     #[test]

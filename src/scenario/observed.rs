@@ -27,6 +27,9 @@ pub struct Observed {
     pub traffic: BTreeMap<String, Vec<Delivery>>,
     /// Raw ESP: whether each client received echoes meant for another.
     pub foreign: Vec<bool>,
+    /// Whether client 1 still reached its server after the intruder's
+    /// spray (`None` without a hostile step).
+    pub forwards_after_hostile: Option<bool>,
     /// The router's LAN side.
     pub lan: Facts,
     /// The router's WAN side.

@@ -15,7 +15,7 @@ use super::format::{Delivery, Direction, ExpectedOutcome, Family, Scenario, Step
 use super::ladder::{self, Rung};
 use super::observed::{Check, Observed};
 use crate::capture::Capture;
-use crate::lab::{Cmd, Host, Lab, LabError, Result};
+use crate::lab::{Cmd, Host, Lab, LabError, Process, Proto, Result};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
 use crate::vpn::strongswan::TestPki;
 
@@ -275,6 +275,10 @@ struct Player<'s, 'l> {
     tunnels: Vec<Tunnel>,
     traffic: BTreeMap<String, Vec<Delivery>>,
     foreign: Vec<bool>,
+    /// Whether client 1 still reached server 1 after the intruder's spray.
+    forwards_after_hostile: Option<bool>,
+    /// Each server's TCP reflector, once a traffic step moved bytes.
+    reflectors: BTreeMap<usize, Process>,
     captures: Vec<Capture>,
     pki: Option<TestPki>,
 }
@@ -302,6 +306,8 @@ impl<'s, 'l> Player<'s, 'l> {
             tunnels: (0..n).map(|_| Tunnel::default()).collect(),
             traffic: BTreeMap::new(),
             foreign: vec![false; n],
+            forwards_after_hostile: None,
+            reflectors: BTreeMap::new(),
             captures: Vec::new(),
             pki: None,
         }
@@ -369,9 +375,9 @@ impl<'s, 'l> Player<'s, 'l> {
                     self.tunnels[i - 1] = Tunnel { note: Some("disconnected".into()), ..Tunnel::default() };
                 }
             }
-            Step::Traffic { clients, directions, name } => {
+            Step::Traffic { clients, directions, bytes, name } => {
                 let clients = self.clients_of(clients);
-                let result = self.traffic(&clients, directions)?;
+                let result = self.traffic(&clients, directions, *bytes)?;
                 self.traffic.insert(name.clone(), result);
             }
             Step::Wait { seconds } => std::thread::sleep(Duration::from_secs_f64(*seconds)),
@@ -419,6 +425,10 @@ impl<'s, 'l> Player<'s, 'l> {
                     "--rounds",
                     &rounds.to_string(),
                 ]))?;
+                // The router still forwards: client 1 reaches its server
+                // outside any tunnel.
+                let c1 = self.host(&router::client_name(1))?;
+                self.forwards_after_hostile = Some(ping(&c1, self.shape.server_addr(self.s.server_of(1)))?);
             }
         }
         Ok(())
@@ -462,7 +472,9 @@ impl<'s, 'l> Player<'s, 'l> {
     /// Every client's `out` first, in order, then every client's `in`, last
     /// client first: the order that shows which client a router hands a
     /// shared server's packets to.
-    fn traffic(&mut self, clients: &[usize], directions: &[Direction]) -> Result<Vec<Delivery>> {
+    /// What crossed each client's tunnel: pings both ways, then `bytes`
+    /// over TCP each way if asked.
+    fn traffic(&mut self, clients: &[usize], directions: &[Direction], bytes: u64) -> Result<Vec<Delivery>> {
         let n = self.s.file.topology.clients;
         let mut out = vec![false; n];
         let mut inb = vec![false; n];
@@ -489,10 +501,15 @@ impl<'s, 'l> Player<'s, 'l> {
                 for i in order {
                     let t = &self.tunnels[i - 1];
                     let (Some(local), Some(remote), true) = (t.local, t.remote, t.up) else { continue };
-                    let ok = match dir {
-                        Direction::Out => ping(&self.host(&router::client_name(i))?, remote)?,
+                    let client = self.host(&router::client_name(i))?;
+                    let mut ok = match dir {
+                        Direction::Out => ping(&client, remote)?,
                         Direction::In => ping(&self.host(&self.shape.server_name(self.s.server_of(i)))?, local)?,
                     };
+                    if ok && bytes > 0 {
+                        self.ensure_reflector(self.s.server_of(i))?;
+                        ok = transfer(&client, remote, bytes, dir == Direction::In)?;
+                    }
                     match dir {
                         Direction::Out => out[i - 1] = ok,
                         Direction::In => inb[i - 1] = ok,
@@ -508,6 +525,21 @@ impl<'s, 'l> Player<'s, 'l> {
                 (false, false) => Delivery::None,
             })
             .collect())
+    }
+
+    /// Server `j`'s TCP reflector, for traffic steps that move bytes.
+    fn ensure_reflector(&mut self, j: usize) -> Result<()> {
+        if self.reflectors.contains_key(&j) {
+            return Ok(());
+        }
+        let bin = crate::lab::own_binary()?;
+        let host = self.host(&self.shape.server_name(j))?;
+        let port = REFLECTOR_PORT.to_string();
+        let p =
+            host.spawn(Cmd::new(bin.to_string_lossy()).args(&["probe", "serve", "--tcp", &port]).label("reflector"))?;
+        p.or_stop(p.wait_for_port(Proto::Tcp, REFLECTOR_PORT, Duration::from_secs(5)))?;
+        self.reflectors.insert(j, p);
+        Ok(())
     }
 
     /// Every client and server advertises `mss`, so that the other side
@@ -550,6 +582,7 @@ impl<'s, 'l> Player<'s, 'l> {
             inner_addrs: self.tunnels.iter().map(|t| t.local).collect(),
             traffic: self.traffic.clone(),
             foreign: self.foreign.clone(),
+            forwards_after_hostile: self.forwards_after_hostile,
             lan,
             wan,
             counters,
@@ -595,6 +628,21 @@ fn explain_down(note: &str, client: &dyn Daemons) -> String {
         }
     }
     note.lines().next().unwrap_or_default().to_string()
+}
+
+/// The port of the servers' TCP reflectors.
+const REFLECTOR_PORT: u16 = 7300;
+
+/// Whether `bytes` crossed over TCP between `client` and the reflector at
+/// `server` (from the reflector to the client with `reverse`).
+fn transfer(client: &Host<'_>, server: Ipv4Addr, bytes: u64, reverse: bool) -> Result<bool> {
+    let bin = crate::lab::own_binary()?;
+    let target = format!("{server}:{REFLECTOR_PORT}");
+    let mut cmd = Cmd::new(bin.to_string_lossy()).args(&["probe", "transfer", &target, "--bytes", &bytes.to_string()]);
+    if reverse {
+        cmd = cmd.arg("--reverse");
+    }
+    Ok(client.exec(cmd.timeout(Duration::from_secs(60)))?.status.success())
 }
 
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {

@@ -82,7 +82,7 @@ impl Item {
             endpoints: Endpoints { auth: self.auth, ..Endpoints::default() },
             steps: vec![
                 Step::Connect { clients: None },
-                Step::Traffic { clients: None, directions: vec![Direction::Out], name: "traffic".into() },
+                Step::Traffic { clients: None, directions: vec![Direction::Out], bytes: 0, name: "traffic".into() },
             ],
             expect: BTreeMap::from([(ExpectKey::Direct, expect)]),
         };

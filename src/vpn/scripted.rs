@@ -297,6 +297,9 @@ pub fn parse_esp_report(text: &str) -> Option<EspReport> {
     Some(EspReport { server_spi, sent, echoed, foreign })
 }
 
+/// Packets a round of [`hostile`] sends.
+pub const HOSTILE_PER_ROUND: usize = 7;
+
 /// Sends `rounds` of spoofed VPN packets at `target` (a NAT's public
 /// address): enhanced GRE for Call IDs, raw ESP and ESP-in-UDP for SPIs,
 /// L2TP data and control for Tunnel IDs, IKE on 500. Returns how many
@@ -325,7 +328,7 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
         udp.send_to(&ike::emit(u64::from(id) << 16 | 1, 0, b"spoofed"), to(ike::PORT))?;
         let nat_t = esp::emit(u32::from(id) | 0x0200_0000, 1, b"spoofed");
         udp.send_to(&nat_t, to(ike::NAT_T_PORT))?;
-        sent += 7;
+        sent += HOSTILE_PER_ROUND as u64;
     }
     say(&format!("hostile: sent {sent} packets to {target}"));
     Ok(sent)

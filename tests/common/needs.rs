@@ -8,23 +8,5 @@ use super::Need;
 pub const PPTP: &[Need] =
     &[Need::Root, Need::Tool("pptpd"), Need::Tool("pptp"), Need::Tool("nft"), Need::Tool("tcpdump")];
 pub const L2TP: &[Need] = &[Need::Root, Need::Tool("xl2tpd"), Need::Tool("nft"), Need::Tool("tcpdump")];
-pub const IPSEC: &[Need] = &[
-    Need::Root,
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("tcpdump"),
-    Need::Tool("openssl"),
-];
-pub const L2TP_IPSEC: &[Need] = &[
-    Need::Root,
-    Need::Tool("xl2tpd"),
-    Need::Tool("charon"),
-    Need::Tool("swanctl"),
-    Need::Tool("kernel-libipsec"),
-    Need::Tool("nft"),
-    Need::Tool("tcpdump"),
-];
 /// Scripted peers and captures only.
 pub const CAPTURE: &[Need] = &[Need::Root, Need::Tool("nft"), Need::Tool("tcpdump")];

@@ -14,6 +14,7 @@ use crate::scenario::format::{IpsecAuth, Scenario, Step, Target, TunnelState};
 use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::strongswan::{CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, client_conf, server_conf};
 use crate::vpn::xl2tpd::Xl2tpd;
+use crate::wire::ike::NAT_T_PORT;
 
 /// The IPsec client's connection name.
 const IKE_NAME: &str = "home";
@@ -144,6 +145,7 @@ impl VpnFamily for Ipsec {
         )?;
         let mut l2tp = None;
         let tunnel = match charon.initiate(CHILD, timeout) {
+            Ok(sa) if sa.local_vips.is_empty() => Tunnel::down(format!("no virtual IP: {sa:?}")),
             Ok(sa) if self.l2tp => {
                 let lac = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
                 let link = lac.connect("server", timeout);
@@ -153,7 +155,7 @@ impl VpnFamily for Ipsec {
             }
             Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
                 Some(vip) => Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
-                None => Tunnel::down(format!("no virtual IP: {sa:?}")),
+                None => Tunnel::down(format!("a virtual IP that is no IPv4 address: {sa:?}")),
             },
             Err(err) => Tunnel::down(err.to_string()),
         };
@@ -184,6 +186,32 @@ impl VpnFamily for Ipsec {
                 "IKE_AUTH crosses the LAN in IP fragments",
                 !authenticating || fragments > 0,
                 format!("{fragments} later fragments from the clients; IKE past IKE_SA_INIT: {authenticating}"),
+            ));
+        }
+        // Through a NAT, IKE must have seen it: NAT-T moves the client to
+        // UDP 4500 (RFC 3947, RFC 7296 §2.23). Without it the story of a
+        // tunnel through a NAT was never told.
+        if target != Target::Direct {
+            for (k, _) in o.tunnels.iter().enumerate().filter(|(_, t)| **t == TunnelState::Up) {
+                let c = o.shape.seen_as(k + 1);
+                let nat_t = o.lan.packets.iter().filter(|p| p.src == c).filter_map(|p| p.what.ports());
+                let nat_t = nat_t.filter(|&(proto, _, dport)| proto == 17 && dport == NAT_T_PORT).count();
+                out.push(premise(
+                    format!("c{}'s IKE saw the NAT (it moved to UDP {NAT_T_PORT})", k + 1),
+                    nat_t > 0,
+                    format!("{nat_t} packets from c{} to UDP {NAT_T_PORT} on the LAN", k + 1),
+                ));
+            }
+        }
+        // L2TP over IPsec: the CHILD_SA carries it, so the WAN sees it only
+        // inside ESP in UDP.
+        if self.l2tp && o.tunnels.contains(&TunnelState::Up) {
+            let clear = o.wan.count(None, None, |w| matches!(w, What::L2tp { .. }));
+            let esp_in_udp = o.wan.count(None, None, |w| matches!(w, What::Esp { ports: Some(_), .. }));
+            out.push(premise(
+                "L2TP crosses the WAN only inside ESP in UDP",
+                clear == 0 && esp_in_udp > 0,
+                format!("{clear} L2TP packets in clear, {esp_in_udp} ESP-in-UDP packets on the WAN"),
             ));
         }
         if let Target::Rust(mode) = target

@@ -115,9 +115,25 @@ impl VpnFamily for L2tp {
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {
+        let mut out = Vec::new();
+        if s.file.endpoints.lns == Lns::NewPort {
+            // The story is an answer from a new port: once an SCCRQ crossed
+            // the WAN, the LNS must have sent one.
+            let asked = o.wan.count(None, None, |w| matches!(w, What::L2tp { control: Some(l2tp::SCCRQ), .. }));
+            let answered = o.wan.count(
+                None,
+                None,
+                |w| matches!(w, What::L2tp { control: Some(l2tp::SCCRP), sport, .. } if *sport != L2TP_PORT),
+            );
+            out.push(premise(
+                "the LNS answered from a new port",
+                asked == 0 || answered > 0,
+                format!("{asked} SCCRQs and {answered} SCCRPs from a port other than {L2TP_PORT} on the WAN"),
+            ));
+        }
         let clients = o.clients_seen_as();
         if !scripted_lns(s) || clients.len() < 2 {
-            return Vec::new();
+            return out;
         }
         let sccrq = |p: &&crate::capture::Seen| matches!(p.what, What::L2tp { control: Some(l2tp::SCCRQ), .. });
         let last_first_sccrq = clients
@@ -128,13 +144,14 @@ impl VpnFamily for L2tp {
             matches!(p.what, What::L2tp { control: Some(l2tp::STOP_CCN), .. })
                 && last_first_sccrq.is_some_and(|t| p.time <= t)
         });
-        vec![premise(
+        out.push(premise(
             "every client's tunnel is live when the last client dials",
             early_stop.is_none(),
             match early_stop {
                 Some(p) => format!("{} sent StopCCN before the last SCCRQ", p.src),
                 None => "no StopCCN from a client before the last SCCRQ".into(),
             },
-        )]
+        ));
+        out
     }
 }
