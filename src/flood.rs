@@ -27,7 +27,7 @@ use crate::wire::{arp, checksum, esp, ethernet, gre, icmp, ike, ipv4, l2tp, pptp
 
 /// Where the frames go and whom they claim to be.
 #[derive(Debug, Clone)]
-pub struct Target {
+pub struct Aim {
     /// The side the hostile host is on: on the LAN it spoofs LAN hosts and
     /// opens state towards the servers, on the WAN it spoofs the servers
     /// and strangers towards the public address.
@@ -50,14 +50,14 @@ pub const KINDS: [&str; 10] =
 
 /// An endless, repeatable stream of hostile frames.
 pub struct Flood {
-    target: Target,
+    target: Aim,
     state: u64,
     counts: [u64; KINDS.len()],
 }
 
 impl Flood {
     /// A stream for `target`, the same for the same `seed`.
-    pub fn new(target: Target, seed: u64) -> Flood {
+    pub fn new(target: Aim, seed: u64) -> Flood {
         Flood { target, state: seed ^ 0x9e37_79b9_7f4a_7c15, counts: [0; KINDS.len()] }
     }
 
@@ -317,8 +317,8 @@ pub fn send(
 mod tests {
     use super::*;
 
-    fn target(side: Side) -> Target {
-        Target {
+    fn target(side: Side) -> Aim {
+        Aim {
             side,
             own_mac: [2, 0, 0, 0, 0, 9],
             nat_mac: [2, 0, 0, 0, 0, 1],

@@ -238,7 +238,7 @@ fn under_attack() -> TestResult {
     let intruder = nl.lab.host(router::INTRUDER)?;
     let inside = nl.client(5)?;
     let servers = vec![shape.server_addr(1), shape.server_addr(2)];
-    let wan_target = flood::Target {
+    let wan_aim = flood::Aim {
         side: vpn_passthrough::nat::Side::Wan,
         own_mac: mac_of(&intruder, "eth0")?,
         nat_mac: wan_mac,
@@ -246,7 +246,7 @@ fn under_attack() -> TestResult {
         lan: shape.lan,
         servers: servers.clone(),
     };
-    let lan_target = flood::Target {
+    let lan_aim = flood::Aim {
         side: vpn_passthrough::nat::Side::Lan,
         own_mac: mac_of(&inside, "eth0")?,
         nat_mac: lan_mac,
@@ -254,10 +254,10 @@ fn under_attack() -> TestResult {
         lan: shape.lan,
         servers,
     };
-    let flood_from = |host: &Host<'_>, target: flood::Target, seed: u64, progress: &AtomicU64| {
+    let flood_from = |host: &Host<'_>, aim: flood::Aim, seed: u64, progress: &AtomicU64| {
         let ifname = host.ifname("eth0")?;
         host.inside(|| {
-            flood::send(&ifname, flood::Flood::new(target, seed), FLOOD_FRAMES, FLOOD_PER_SECOND, progress)
+            flood::send(&ifname, flood::Flood::new(aim, seed), FLOOD_FRAMES, FLOOD_PER_SECOND, progress)
                 .map_err(|e| vpn_passthrough::lab::LabError::io("sending the flood", e))
         })
     };
@@ -285,8 +285,8 @@ fn under_attack() -> TestResult {
         Ok(text.split(" received").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0))
     };
     let (sent, replies) = std::thread::scope(|s| {
-        let wan = s.spawn(|| flood_from(&intruder, wan_target.clone(), 1, &no_watch));
-        let lan = s.spawn(|| flood_from(&inside, lan_target.clone(), 2, &no_watch));
+        let wan = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 1, &no_watch));
+        let lan = s.spawn(|| flood_from(&inside, lan_aim.clone(), 2, &no_watch));
         let pings: Vec<_> = tunnels.iter().map(|&(i, to)| s.spawn(move || answered(i, to, pings_each))).collect();
         let sent = [wan.join(), lan.join()];
         let replies: Vec<_> = pings.into_iter().map(|p| p.join()).collect();
@@ -351,7 +351,7 @@ fn under_attack() -> TestResult {
     // SIGTERM while a flood is still running: the NAT stops within 1 s.
     let progress = AtomicU64::new(0);
     let stopped = std::thread::scope(|s| {
-        let flood = s.spawn(|| flood_from(&intruder, wan_target.clone(), 3, &progress));
+        let flood = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 3, &progress));
         nat.wait_until("be flooded", Duration::from_secs(10), || progress.load(Ordering::Relaxed) >= 10_000)?;
         if flood.is_finished() {
             return Err(vpn_passthrough::lab::LabError::Input("the flood ended before SIGTERM".into()));

@@ -60,7 +60,7 @@ impl Timing {
 
 /// The measurements of a benchmark run.
 #[derive(Debug, Clone)]
-pub struct Report {
+pub struct LabBenchReport {
     /// The shape measured.
     pub shape: Layout,
     /// Hosts in it.
@@ -76,7 +76,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-impl Report {
+impl LabBenchReport {
     /// Median build+teardown of the engine.
     pub fn engine_median(&self) -> Duration {
         median(self.engine.iter().map(Timing::total).collect())
@@ -125,11 +125,11 @@ impl Report {
 }
 
 /// Runs `rounds` rounds, alternating engine and script.
-pub fn run(shape: Layout, hosts: usize, rounds: usize) -> Result<Report> {
+pub fn run(shape: Layout, hosts: usize, rounds: usize) -> Result<LabBenchReport> {
     let topology = shape.topology(hosts);
     let plan = Plan::new(&topology)?;
     crate::prereq::require_tool("ip")?;
-    let mut report = Report { shape, hosts, engine: Vec::new(), script: Vec::new() };
+    let mut report = LabBenchReport { shape, hosts, engine: Vec::new(), script: Vec::new() };
     for _ in 0..rounds.max(1) {
         report.engine.push(time_engine(&topology)?);
         report.script.push(time_script(&plan)?);
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn the_ratio_compares_medians() {
         let t = |ms| Timing { build: Duration::from_millis(ms), teardown: Duration::ZERO };
-        let r = Report {
+        let r = LabBenchReport {
             shape: Layout::Star,
             hosts: 10,
             engine: vec![t(10), t(100), t(12)],

@@ -7,4 +7,4 @@ pub mod core;
 pub mod lab;
 pub mod nat;
 
-pub use lab::{Layout, Report, Timing, ip_script, run};
+pub use lab::{LabBenchReport, Layout, Timing, ip_script, run};

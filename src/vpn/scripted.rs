@@ -450,18 +450,18 @@ pub struct LnsSend {
 /// The scripted LNS's tunnels, without sockets: each datagram in gives at
 /// most one datagram out and a log line.
 #[derive(Debug, Clone)]
-pub struct Lns {
+pub struct ScriptedLns {
     first_port: u16,
     to_port: Option<u16>,
     tunnels: Vec<LnsTunnel>,
 }
 
-impl Lns {
+impl ScriptedLns {
     /// An LNS that answers tunnel n (from 0) from port `first_port + n`
     /// (from 1701 for all when `first_port` is 1701), to `to_port` of the
     /// client's address when given.
-    pub fn new(first_port: u16, to_port: Option<u16>) -> Lns {
-        Lns { first_port, to_port, tunnels: Vec::new() }
+    pub fn new(first_port: u16, to_port: Option<u16>) -> ScriptedLns {
+        ScriptedLns { first_port, to_port, tunnels: Vec::new() }
     }
 
     fn dest(&self, from: SocketAddr) -> SocketAddr {
@@ -582,7 +582,7 @@ pub fn l2tp_lns_new_port(first_port: u16, to_port: Option<u16>) -> io::Result<()
     let main = UdpSocket::bind(("0.0.0.0", l2tp::PORT))?;
     main.set_nonblocking(true)?;
     say(&format!("listening udp/{} (answers from {first_port} on)", l2tp::PORT));
-    let mut lns = Lns::new(first_port, to_port);
+    let mut lns = ScriptedLns::new(first_port, to_port);
     // Our UDP ports and their sockets; the main one first.
     let mut socks: Vec<(u16, UdpSocket)> = vec![(l2tp::PORT, main)];
     let mut buf = vec![0u8; 65536];
@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn the_lns_answers_once_per_tunnel_and_acks_what_follows() {
         let a: SocketAddr = "198.51.100.1:1701".parse().expect("addr");
-        let mut lns = Lns::new(40000, None);
+        let mut lns = ScriptedLns::new(40000, None);
         let (send, log) = lns.on_datagram(a, &sccrq(5));
         assert_eq!(send, Some(LnsSend { from_port: 40000, to: a, bytes: sccrp(5, 0x4000, 1) }));
         assert_eq!(
@@ -692,7 +692,7 @@ mod tests {
         assert_eq!(second.map(|s| (s.from_port, s.bytes)), Some((40001, sccrp(6, 0x4001, 1))));
         assert!(log.starts_with("answered SCCRQ"), "{log}");
         // SCCCN, then Hello: each acked with a ZLB to the client's tunnel.
-        let ack = |lns: &mut Lns, b: &[u8]| lns.on_datagram(a, b).0.map(|s| (s.from_port, s.bytes));
+        let ack = |lns: &mut ScriptedLns, b: &[u8]| lns.on_datagram(a, b).0.map(|s| (s.from_port, s.bytes));
         assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::SCCCN, &[], 1, 1)), Some((40000, zlb(5, 1, 2))));
         assert_eq!(ack(&mut lns, &from_client(0x4000, l2tp::HELLO, &[], 2, 1)), Some((40000, zlb(5, 1, 3))));
         // A duplicate and one from beyond a gap: Nr stays.
@@ -713,7 +713,7 @@ mod tests {
     fn with_to_port_the_lns_sends_there_and_says_so() {
         let a: SocketAddr = "198.51.100.1:1024".parse().expect("addr");
         let to: SocketAddr = "198.51.100.1:1701".parse().expect("addr");
-        let mut lns = Lns::new(1701, Some(1701));
+        let mut lns = ScriptedLns::new(1701, Some(1701));
         let (send, log) = lns.on_datagram(a, &sccrq(9));
         assert_eq!(send, Some(LnsSend { from_port: 1701, to, bytes: sccrp(9, 0x4000, 1) }));
         assert!(log.contains("from 198.51.100.1:1024 (tunnel 9) from port 1701 to port 1701"), "{log}");

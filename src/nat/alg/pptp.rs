@@ -46,7 +46,7 @@ pub const PORT: u16 = 1723;
 /// A control connection: the LAN endpoint, the server, and the public TCP
 /// port the NAT gave it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Control {
+pub struct ControlConnection {
     /// The LAN host's endpoint.
     pub client: Endpoint,
     /// The server's address.
@@ -58,7 +58,7 @@ pub struct Control {
 /// A call through the NAT.
 #[derive(Debug, Clone)]
 struct Call {
-    control: Control,
+    control: ControlConnection,
     lan_call: u16,
     public_call: u16,
     server_call: Option<u16>,
@@ -137,11 +137,11 @@ pub struct Pptp {
     choice: CallIdChoice,
     control_timeout: Duration,
     bounds: Bounds,
-    controls: HashMap<Control, ControlState>,
+    controls: HashMap<ControlConnection, ControlState>,
     /// By (server, public Call ID): what inbound GRE is looked up by.
     calls: HashMap<([u8; 4], u16), Call>,
     /// By (control connection, LAN Call ID): the public Call ID.
-    by_lan: HashMap<(Control, u16), u16>,
+    by_lan: HashMap<(ControlConnection, u16), u16>,
     /// Calls per LAN host.
     per_host: PerHost,
     /// Control connections per LAN host.
@@ -193,7 +193,7 @@ impl Pptp {
     fn stream_segment(
         &mut self,
         from: Side,
-        control: Control,
+        control: ControlConnection,
         p: &mut Packet,
         seq: u32,
         syn: bool,
@@ -243,7 +243,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: Control,
+        control: ControlConnection,
         p: &mut Packet,
         seq: u32,
     ) -> Result<(), DropReason> {
@@ -284,7 +284,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: Control,
+        control: ControlConnection,
         p: &mut Packet,
         at: usize,
         at_seq: u32,
@@ -362,7 +362,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: Control,
+        control: ControlConnection,
         value: u16,
     ) -> Result<Option<u16>, DropReason> {
         match from {
@@ -385,7 +385,7 @@ impl Pptp {
 
     /// The receiver's Call ID: the server's going out (noted for the call
     /// the message set up), the LAN host's coming in (made private again).
-    fn peer_call_id(&mut self, s: &mut Stream, from: Side, control: Control, value: u16) -> Option<u16> {
+    fn peer_call_id(&mut self, s: &mut Stream, from: Side, control: ControlConnection, value: u16) -> Option<u16> {
         match from {
             Side::Lan => {
                 if let Some(public) = s.public {
@@ -404,7 +404,7 @@ impl Pptp {
         }
     }
 
-    fn note_server_call(&mut self, control: Control, public: u16, server_call: u16) {
+    fn note_server_call(&mut self, control: ControlConnection, public: u16, server_call: u16) {
         if let Some(call) = self.calls.get_mut(&(control.server, public)).filter(|c| c.control == control) {
             // A call has one server Call ID: a new one replaces the old.
             if let Some(old) = call.server_call.replace(server_call) {
@@ -417,7 +417,7 @@ impl Pptp {
     /// What happens when a message is complete: a call ends with its
     /// Call-Clear-Request or Call-Disconnect-Notify, all of a control
     /// connection's calls with Stop-Control-Connection.
-    fn message_end(&mut self, s: &mut Stream, from: Side, control: Control) {
+    fn message_end(&mut self, s: &mut Stream, from: Side, control: ControlConnection) {
         match s.ctrl_type {
             msg::CCRQ | msg::CDN => {
                 let public = match from {
@@ -441,13 +441,13 @@ impl Pptp {
         }
     }
 
-    fn find_public(&self, control: Control, lan_call: u16) -> Option<u16> {
+    fn find_public(&self, control: ControlConnection, lan_call: u16) -> Option<u16> {
         self.by_lan.get(&(control, lan_call)).copied()
     }
 
     /// The public Call ID of the LAN host's call `lan_call`, made if new;
     /// refused when no ID of its block is free or a bound is reached.
-    fn public_for(&mut self, control: Control, lan_call: u16) -> Result<u16, DropReason> {
+    fn public_for(&mut self, control: ControlConnection, lan_call: u16) -> Result<u16, DropReason> {
         if !self.controls.contains_key(&control) {
             // A call started after a Stop-Control-Connection in the same
             // segment would outlive its control connection: refused.
@@ -497,7 +497,7 @@ impl Pptp {
     }
 
     /// The control connection ended (FIN, RST, timeout): its calls end too.
-    fn close(&mut self, control: Control) {
+    fn close(&mut self, control: ControlConnection) {
         // Calls live only as long as their control connection.
         if self.controls.remove(&control).is_none() {
             return;
@@ -575,7 +575,7 @@ impl Alg for Pptp {
         if self.mode != PptpMode::CallId || conn.remote.port != PORT {
             return Ok(());
         }
-        let control = Control { client: conn.lan, server: conn.remote.addr, public_port: conn.public_port };
+        let control = ControlConnection { client: conn.lan, server: conn.remote.addr, public_port: conn.public_port };
         let Some(seg) = p.ports.map(|ports| ports.tcp) else {
             return Ok(());
         };
@@ -591,7 +591,7 @@ impl Alg for Pptp {
 
     /// Forgets idle control connections, and their calls with them.
     fn expire(&mut self, now: Duration) {
-        let idle: Vec<Control> =
+        let idle: Vec<ControlConnection> =
             self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
         for c in idle {
             self.close(c);
