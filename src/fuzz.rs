@@ -474,23 +474,6 @@ fn check_bounds(nat: &Nat) {
     if let Some(over) = nat.over_bounds() {
         broken("state stays within its bounds", over);
     }
-    let s = nat.state_sizes();
-    let p = &nat.config().profile;
-    let l = &p.limits;
-    for (name, n, max) in [
-        ("mappings", s.mappings, p.max_mappings),
-        ("sessions", s.sessions, l.sessions),
-        ("pptp_controls", s.pptp_controls, l.pptp_controls),
-        ("pptp_calls", s.pptp_calls, l.pptp_calls),
-        ("l2tp_tunnels", s.l2tp_tunnels, l.l2tp_tunnels),
-        ("ipsec_sas", s.ipsec_sas, l.ipsec_sas),
-        ("fragment_datagrams", s.fragment_datagrams, l.fragment_datagrams),
-        ("fragments_waiting", s.fragments_waiting, l.fragments_waiting),
-    ] {
-        if n > max {
-            broken("state stays within its bounds", format!("{name}: {n} > {max}"));
-        }
-    }
 }
 
 /// Each LAN host holds at most its share, each mapping at most its remotes.
