@@ -77,6 +77,9 @@ pub enum DropReason {
     /// A Call ID whose first byte left in an earlier segment could not be
     /// rewritten (the control-port Call ID choice only).
     PptpSplitField,
+    /// A PPTP control segment in IP fragments: the ALG would read only the
+    /// first, and a Call ID in a later one would cross unrewritten.
+    PptpFragmented,
     /// Enhanced GRE from the WAN with a Call ID no live call of that server
     /// has (or from a host that is not the server).
     PptpGreUnmatched,
@@ -178,6 +181,7 @@ impl DropReason {
             DropReason::PptpMalformed => "pptp-control-malformed".into(),
             DropReason::PptpOutOfOrder => "pptp-control-out-of-order".into(),
             DropReason::PptpSplitField => "pptp-call-id-split".into(),
+            DropReason::PptpFragmented => "pptp-control-fragmented".into(),
             DropReason::PptpGreUnmatched => "pptp-gre-unmatched".into(),
             DropReason::L2tpOff => "l2tp-off".into(),
             DropReason::L2tpMalformed => "l2tp-malformed".into(),

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
-pub use super::Side;
-use super::alg::{self, AlgState, Algs, Claim, Connection, Context};
+use super::Side;
+use super::alg::{self, AlgState, Algs, Claim, Connection};
 use super::counters::{Counters, DropReason};
 use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
 use super::profile::{Profile, Protocol};
@@ -359,7 +359,7 @@ impl Nat {
                     let conn = Connection { lan: Endpoint::new(src, ports.src), remote, public_port: public };
                     let translated = Ports { src: public, ..ports };
                     let mut p = alg::Packet::new(&mut pkt[..total], hl, Some(translated), csum);
-                    let mut cx = Context { now, counters: &mut self.counters };
+                    let mut cx = alg::Context { now, counters: &mut self.counters };
                     if let Err(reason) = self.algs.segment(Side::Lan, conn, followed.flatten(), &mut p, &mut cx) {
                         return self.drop(Some(proto), reason);
                     }
@@ -457,6 +457,9 @@ impl Nat {
                 match self.claim(Side::Wan, &mut pkt[..total], hl, Some(ports), csum, now) {
                     Claim::Pass => {}
                     Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { lan_host } if !self.source_allowed(Side::Lan, lan_host) => {
+                        return self.drop(Some(proto), DropReason::NotRouted);
+                    }
                     Claim::Own { lan_host } => {
                         // The ALG's: to the LAN host it names, on the port
                         // it sent from.
@@ -488,7 +491,7 @@ impl Nat {
                     let conn = Connection { lan: internal, remote, public_port: ports.dst };
                     let translated = Ports { dst: internal.port, ..ports };
                     let mut p = alg::Packet::new(&mut pkt[..total], hl, Some(translated), csum);
-                    let mut cx = Context { now, counters: &mut self.counters };
+                    let mut cx = alg::Context { now, counters: &mut self.counters };
                     if let Err(reason) = self.algs.segment(Side::Wan, conn, followed, &mut p, &mut cx) {
                         return self.drop(Some(proto), reason);
                     }
@@ -522,6 +525,9 @@ impl Nat {
                 match self.claim(Side::Wan, &mut pkt[..total], hl, None, csum, now) {
                     Claim::Pass => {}
                     Claim::Drop(reason) => return self.drop(Some(proto), reason),
+                    Claim::Own { lan_host } if !self.source_allowed(Side::Lan, lan_host) => {
+                        return self.drop(Some(proto), DropReason::NotRouted);
+                    }
                     Claim::Own { lan_host } => {
                         ipv4::Packet::new_unchecked(&mut *pkt).set_dst(lan_host);
                         let internal = Endpoint::new(lan_host, 0);
@@ -654,7 +660,8 @@ impl Nat {
     }
 
     /// Asks the ALGs whether a packet from `from` (cut to its total
-    /// length) is theirs, before plain NAPT.
+    /// length) is theirs, before plain NAPT; a TCP segment only whether
+    /// its passthrough is turned off.
     fn claim(
         &mut self,
         from: Side,
@@ -665,7 +672,10 @@ impl Nat {
         now: Duration,
     ) -> Claim {
         let mut p = alg::Packet::new(pkt, hl, ports, csum);
-        self.algs.claim(from, &mut p, &mut Context { now, counters: &mut self.counters })
+        if p.proto == Protocol::Tcp {
+            return self.algs.refuses(from, &p).map_or(Claim::Pass, Claim::Drop);
+        }
+        self.algs.claim(from, &mut p, &mut alg::Context { now, counters: &mut self.counters })
     }
 
     fn map_error(&mut self, proto: Protocol, e: MapError) -> Verdict {

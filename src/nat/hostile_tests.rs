@@ -2,9 +2,10 @@
 //! on either side could crash it, grow its state, tear down someone else's
 //! state, or take another host's share.
 
+use super::Side;
 use super::alg::tests::esp_seq;
 use super::counters::DropReason;
-use super::engine::{Nat, Side, Verdict};
+use super::engine::{Nat, Verdict};
 use super::profile::{Behaviour, Profile};
 use super::tests::{
     C1, C2, FAR, LAN, S1, S2, WAN, echo, fill_l4_checksum, forward, icmp_error, inb, ip_packet, l2tp_ctl, nat_with,

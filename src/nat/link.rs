@@ -34,8 +34,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::Side;
 use super::counters::DropReason;
-use super::engine::{L4Checksum, Nat, Side, Verdict};
+use super::engine::{L4Checksum, Nat, Verdict};
 use super::impair::Impairer;
 use crate::wire::{arp, ethernet};
 

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use nix::libc;
 
+use super::Side;
 use super::control::{Control, Dump, LinkInfo, Links, Request};
 use super::counters::DropReason;
-use super::engine::{Config, L4Checksum, Nat, Side};
+use super::engine::{Config, L4Checksum, Nat};
 use super::link::{FrameVerdict, Interface, Link, Offload, OutFrame};
 use super::socket::{self, PacketSocket, RxBatch, VNET_F_DATA_VALID, VNET_F_NEEDS_CSUM, VNET_HDR_LEN};
 use crate::sys;

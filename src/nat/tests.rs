@@ -3,8 +3,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
+use super::Side;
 use super::counters::DropReason;
-use super::engine::{Config, L4Checksum, Nat, Side, Verdict};
+use super::engine::{Config, L4Checksum, Nat, Verdict};
 use super::profile::{Behaviour, PortRange, Profile, Protocol};
 use crate::wire::{WireError, checksum, icmp, ipv4, tcp, udp};
 

@@ -316,7 +316,9 @@ impl Alg for L2tp {
             _ => return Claim::Pass,
         };
         if let Some((at, value)) = field {
-            p.patch_u16(at, value);
+            if !p.patch_u16(at, value) {
+                return Claim::Drop(DropReason::L2tpMalformed);
+            }
             if from == Side::Lan {
                 cx.counters.l2tp_tunnel_ids_rewritten += 1;
             }

@@ -6,18 +6,24 @@
 //!
 //! 1. [`Alg::refuses`]: a passthrough the profile turns off (PPTP's TCP
 //!    1723 and GRE, L2TP's UDP 1701, IPsec's IKE, NAT-T and ESP) is dropped
-//!    before anything else.
-//! 2. [`Alg::claim`]: before plain NAPT, an ALG may take a TCP or UDP
-//!    packet or one of another IP protocol (GRE, ESP) as its own. Going
-//!    out, an owned packet keeps its ports and only its source address
-//!    becomes public; coming in, it goes to the LAN host the ALG names,
-//!    ports unchanged. The ALG may rewrite the packet's data on the way,
-//!    through [`Packet`], which keeps the checksums right.
-//! 3. [`Alg::segment`]: after NAPT translated a TCP segment's headers, an
-//!    ALG that follows a control connection reads and rewrites its data.
+//!    before any ALG claims it or NAPT maps it (later fragments, which
+//!    follow their first, never reach the ALGs).
+//! 2. [`Alg::claim`]: before plain NAPT, an ALG may take a UDP packet or
+//!    one of another IP protocol (GRE, ESP) as its own; TCP is never
+//!    owned (NAPT keeps no TCP port for an ALG). Going out, an owned
+//!    packet keeps its ports and only its source address becomes public;
+//!    coming in, it goes to the LAN host the ALG names, ports unchanged.
+//!    An ALG rewrites a packet's data only when it owns it, through
+//!    [`Packet`], which keeps the checksums right.
+//! 3. [`Alg::segment`]: after NAPT translated a TCP segment's headers, and
+//!    only for a segment inside the connection's window, an ALG that
+//!    follows a control connection reads and rewrites its data. The
+//!    packet's addresses and ports are then the translated ones: the
+//!    [`Connection`] says who is who.
 //!
-//! A new ALG, or a quirk of an existing one, is one module here and one
-//! field of [`Algs`].
+//! A quirk of an ALG stays in its module. A new ALG is a module here and
+//! its place in [`Algs`]; ARCHITECTURE.md lists what else it touches (its
+//! profile fields, counters, bounds).
 
 pub mod ipsec;
 pub mod l2tp;
@@ -38,7 +44,8 @@ pub enum Claim {
     /// Not the ALG's: the next ALG is asked, then plain NAPT translates it.
     Pass,
     /// The ALG's, for the LAN host `lan_host` (its sender going out, its
-    /// receiver coming in).
+    /// receiver coming in: an address on the LAN, or the engine drops the
+    /// packet).
     Own {
         /// The LAN host.
         lan_host: [u8; 4],
@@ -48,7 +55,7 @@ pub enum Claim {
 }
 
 /// A TCP connection through the NAT, as NAPT translated it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Connection {
     /// The LAN host's endpoint.
     pub lan: Endpoint,
@@ -93,6 +100,7 @@ impl<'a> Packet<'a> {
     /// its total length) with a header of `hl` bytes; `ports` as read for
     /// TCP and UDP; `csum` as the packet I/O layer got the L4 checksum.
     pub(crate) fn new(pkt: &'a mut [u8], hl: usize, ports: Option<Ports>, csum: L4Checksum) -> Packet<'a> {
+        debug_assert!(hl <= pkt.len(), "the engine checked the header length");
         let ip = ipv4::Packet::new_unchecked(&*pkt);
         let (proto, src, dst, whole) = (Protocol::of(ip.protocol()), ip.src_bytes(), ip.dst_bytes(), !ip.more_frags());
         let full = csum == L4Checksum::Full;
@@ -117,22 +125,36 @@ impl<'a> Packet<'a> {
         &self.buf[self.data_at..]
     }
 
-    /// The data, to change in place when no checksum covers it (GRE, ESP,
-    /// UDP sent without a checksum); `None` when one does: change it with
-    /// [`Packet::patch_byte`] and [`Packet::patch_u16`] instead.
+    /// The data to change in place, for what no checksum the NAT must keep
+    /// covers: GRE's and ESP's (a GRE checksum, which enhanced GRE never
+    /// has, is the ALG's to check), and TCP's or UDP's when the checksum is
+    /// absent or left to hardware. `None` when a TCP or UDP checksum covers
+    /// it: change it with [`Packet::patch_byte`] and [`Packet::patch_u16`].
     pub fn data_mut(&mut self) -> Option<&mut [u8]> {
         self.patch.checksum_at.is_none().then(|| &mut self.buf[self.data_at..])
     }
 
-    /// Changes the data's byte `at`, and the checksum that covers it.
-    pub fn patch_byte(&mut self, at: usize, new: u8) {
-        patch_byte(self.buf, self.data_at + at, new, self.patch);
+    /// Changes the data's byte `at`, and the checksum that covers it;
+    /// `false` (and nothing changed) when `at` is past the data.
+    #[must_use]
+    pub fn patch_byte(&mut self, at: usize, new: u8) -> bool {
+        let fits = at < self.data().len();
+        if fits {
+            patch_byte(self.buf, self.data_at + at, new, self.patch);
+        }
+        fits
     }
 
     /// Changes the data's 16-bit field at `at` (aligned or not), and the
-    /// checksum that covers it.
-    pub fn patch_u16(&mut self, at: usize, new: u16) {
-        patch_u16(self.buf, self.data_at + at, new, self.patch);
+    /// checksum that covers it; `false` (and nothing changed) when the
+    /// field is not all in the data.
+    #[must_use]
+    pub fn patch_u16(&mut self, at: usize, new: u16) -> bool {
+        let fits = at.checked_add(2).is_some_and(|end| end <= self.data().len());
+        if fits {
+            patch_u16(self.buf, self.data_at + at, new, self.patch);
+        }
+        fits
     }
 
     /// The port on the server's side: the destination port of a packet
@@ -160,19 +182,20 @@ pub trait Alg {
         None
     }
 
-    /// Whether the packet from `from` is the ALG's, before plain NAPT.
+    /// Whether the packet from `from` (UDP, or an IP protocol other than
+    /// TCP, UDP and ICMP) is the ALG's, before plain NAPT.
     fn claim(&mut self, _from: Side, _p: &mut Packet, _cx: &mut Context) -> Claim {
         Claim::Pass
     }
 
-    /// A TCP segment from `from` on `conn`, its headers translated;
-    /// `state` is the connection's state after it, `None` for a segment
-    /// outside its window.
+    /// A TCP segment from `from` on `conn`, inside the connection's window
+    /// and its headers translated; `state` is the connection's state after
+    /// it.
     fn segment(
         &mut self,
         _from: Side,
         _conn: Connection,
-        _state: Option<TcpState>,
+        _state: TcpState,
         _p: &mut Packet,
         _cx: &mut Context,
     ) -> Result<(), DropReason> {
@@ -212,10 +235,17 @@ impl Algs {
         self.each_ref().iter().filter_map(|a| a.reserved_udp_port()).collect()
     }
 
-    /// A passthrough turned off drops the packet; else the first ALG that
-    /// does not pass it decides.
+    /// Why a packet is dropped, when the profile turns its passthrough off.
+    pub fn refuses(&self, from: Side, p: &Packet) -> Option<DropReason> {
+        self.each_ref().iter().find_map(|a| a.refuses(from, p))
+    }
+
+    /// A passthrough turned off drops the packet (UDP, or an IP protocol
+    /// other than TCP, UDP and ICMP); else the first ALG that does not pass
+    /// it decides.
     pub fn claim(&mut self, from: Side, p: &mut Packet, cx: &mut Context) -> Claim {
-        if let Some(reason) = self.each_ref().iter().find_map(|a| a.refuses(from, p)) {
+        debug_assert!(!matches!(p.proto, Protocol::Tcp | Protocol::Icmp), "TCP and ICMP are never owned");
+        if let Some(reason) = self.refuses(from, p) {
             return Claim::Drop(reason);
         }
         for alg in self.each() {
@@ -227,8 +257,8 @@ impl Algs {
         Claim::Pass
     }
 
-    /// A translated TCP segment, through every ALG; the first refusal
-    /// drops it.
+    /// A translated TCP segment, through every ALG when it is inside its
+    /// connection's window (`state` is `Some`); the first refusal drops it.
     pub fn segment(
         &mut self,
         from: Side,
@@ -237,6 +267,7 @@ impl Algs {
         p: &mut Packet,
         cx: &mut Context,
     ) -> Result<(), DropReason> {
+        let Some(state) = state else { return Ok(()) };
         self.each().into_iter().try_for_each(|alg| alg.segment(from, conn, state, p, cx))
     }
 

@@ -3,8 +3,7 @@
 //!
 //! Each side of a PPTP call picks its own Call ID, and enhanced GRE carries
 //! the *receiver's*. Two LAN hosts calling one server may pick the same
-//! Call ID (pptp-linux picks the lowest free one), so the server's GRE for
-//! both would carry the same key. The ALG parses both directions of every
+//! Call ID, so the server's GRE for both would carry the same key. The ALG parses both directions of every
 //! control connection on TCP 1723 and rewrites the LAN host's Call ID to a
 //! public one that is unique for the server wherever it appears: as the
 //! sender's own Call ID going out, as the Peer's Call ID coming back. GRE
@@ -37,28 +36,16 @@ use crate::nat::counters::DropReason;
 use crate::nat::profile::{CallIdChoice, PptpMode, Profile, Protocol};
 use crate::nat::quota::PerHost;
 use crate::nat::serial::after;
-use crate::nat::table::{Endpoint, TcpState};
+use crate::nat::table::TcpState;
 use crate::wire::{gre, pptp as msg, tcp};
 
 /// The PPTP control port.
 pub const PORT: u16 = 1723;
 
-/// A control connection: the LAN endpoint, the server, and the public TCP
-/// port the NAT gave it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ControlConnection {
-    /// The LAN host's endpoint.
-    pub client: Endpoint,
-    /// The server's address.
-    pub server: [u8; 4],
-    /// The control connection's public TCP port.
-    pub public_port: u16,
-}
-
 /// A call through the NAT.
 #[derive(Debug, Clone)]
 struct Call {
-    control: ControlConnection,
+    control: Connection,
     lan_call: u16,
     public_call: u16,
     server_call: Option<u16>,
@@ -137,11 +124,11 @@ pub struct Pptp {
     choice: CallIdChoice,
     control_timeout: Duration,
     bounds: Bounds,
-    controls: HashMap<ControlConnection, ControlState>,
+    controls: HashMap<Connection, ControlState>,
     /// By (server, public Call ID): what inbound GRE is looked up by.
     calls: HashMap<([u8; 4], u16), Call>,
     /// By (control connection, LAN Call ID): the public Call ID.
-    by_lan: HashMap<(ControlConnection, u16), u16>,
+    by_lan: HashMap<(Connection, u16), u16>,
     /// Calls per LAN host.
     per_host: PerHost,
     /// Control connections per LAN host.
@@ -193,7 +180,7 @@ impl Pptp {
     fn stream_segment(
         &mut self,
         from: Side,
-        control: ControlConnection,
+        control: Connection,
         p: &mut Packet,
         seq: u32,
         syn: bool,
@@ -208,10 +195,10 @@ impl Pptp {
             if self.controls.len() >= self.bounds.controls {
                 return Err(DropReason::PptpControlsFull);
             }
-            if !self.controls_per_host.has_room(control.client.addr) {
+            if !self.controls_per_host.has_room(control.lan.addr) {
                 return Err(DropReason::HostQuota);
             }
-            self.controls_per_host.add(control.client.addr);
+            self.controls_per_host.add(control.lan.addr);
         }
         let state = self.controls.entry(control).or_default();
         state.last_seen = now;
@@ -243,7 +230,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: ControlConnection,
+        control: Connection,
         p: &mut Packet,
         seq: u32,
     ) -> Result<(), DropReason> {
@@ -267,7 +254,7 @@ impl Pptp {
         for i in 0..seen.min(len) {
             let at_seq = seq.wrapping_add(i);
             if let Some(&(_, b)) = s.rewrites.iter().find(|(q, _)| *q == at_seq) {
-                p.patch_byte(i as usize, b);
+                patch(p, i as usize, b)?;
             }
         }
         for i in seen..len {
@@ -284,7 +271,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: ControlConnection,
+        control: Connection,
         p: &mut Packet,
         at: usize,
         at_seq: u32,
@@ -333,7 +320,7 @@ impl Pptp {
                     if nh != hi {
                         match hi_at {
                             Some(hat) => {
-                                p.patch_byte(hat, nh);
+                                patch(p, hat, nh)?;
                                 remember(s, at_seq.wrapping_sub(1), nh);
                             }
                             // The high byte left in an earlier segment.
@@ -341,7 +328,7 @@ impl Pptp {
                         }
                     }
                     if nl != b {
-                        p.patch_byte(at, nl);
+                        patch(p, at, nl)?;
                         remember(s, at_seq, nl);
                     }
                 }
@@ -362,7 +349,7 @@ impl Pptp {
         &mut self,
         s: &mut Stream,
         from: Side,
-        control: ControlConnection,
+        control: Connection,
         value: u16,
     ) -> Result<Option<u16>, DropReason> {
         match from {
@@ -385,7 +372,7 @@ impl Pptp {
 
     /// The receiver's Call ID: the server's going out (noted for the call
     /// the message set up), the LAN host's coming in (made private again).
-    fn peer_call_id(&mut self, s: &mut Stream, from: Side, control: ControlConnection, value: u16) -> Option<u16> {
+    fn peer_call_id(&mut self, s: &mut Stream, from: Side, control: Connection, value: u16) -> Option<u16> {
         match from {
             Side::Lan => {
                 if let Some(public) = s.public {
@@ -394,7 +381,7 @@ impl Pptp {
                 None
             }
             Side::Wan => {
-                let call = self.calls.get(&(control.server, value)).filter(|c| c.control == control)?;
+                let call = self.calls.get(&(control.remote.addr, value)).filter(|c| c.control == control)?;
                 let lan = call.lan_call;
                 if let Some(server_call) = s.server_own.take() {
                     self.note_server_call(control, value, server_call);
@@ -404,20 +391,20 @@ impl Pptp {
         }
     }
 
-    fn note_server_call(&mut self, control: ControlConnection, public: u16, server_call: u16) {
-        if let Some(call) = self.calls.get_mut(&(control.server, public)).filter(|c| c.control == control) {
+    fn note_server_call(&mut self, control: Connection, public: u16, server_call: u16) {
+        if let Some(call) = self.calls.get_mut(&(control.remote.addr, public)).filter(|c| c.control == control) {
             // A call has one server Call ID: a new one replaces the old.
             if let Some(old) = call.server_call.replace(server_call) {
-                self.by_server_call.remove(&(control.server, old, control.client.addr));
+                self.by_server_call.remove(&(control.remote.addr, old, control.lan.addr));
             }
-            self.by_server_call.insert((control.server, server_call, control.client.addr), public);
+            self.by_server_call.insert((control.remote.addr, server_call, control.lan.addr), public);
         }
     }
 
     /// What happens when a message is complete: a call ends with its
     /// Call-Clear-Request or Call-Disconnect-Notify, all of a control
     /// connection's calls with Stop-Control-Connection.
-    fn message_end(&mut self, s: &mut Stream, from: Side, control: ControlConnection) {
+    fn message_end(&mut self, s: &mut Stream, from: Side, control: Connection) {
         match s.ctrl_type {
             msg::CCRQ | msg::CDN => {
                 let public = match from {
@@ -425,15 +412,15 @@ impl Pptp {
                     Side::Wan => s
                         .server_own
                         .take()
-                        .and_then(|sc| self.by_server_call.get(&(control.server, sc, control.client.addr)).copied()),
+                        .and_then(|sc| self.by_server_call.get(&(control.remote.addr, sc, control.lan.addr)).copied()),
                     // The LAN host hung up: its Call ID was just made public.
                     Side::Lan => s.public.take(),
                 };
                 // Only a call of this control connection.
                 if let Some(p) =
-                    public.filter(|p| self.calls.get(&(control.server, *p)).is_some_and(|c| c.control == control))
+                    public.filter(|p| self.calls.get(&(control.remote.addr, *p)).is_some_and(|c| c.control == control))
                 {
-                    self.remove_call(control.server, p);
+                    self.remove_call(control.remote.addr, p);
                 }
             }
             msg::STOP_CCRQ | msg::STOP_CCRP => self.close(control),
@@ -441,13 +428,13 @@ impl Pptp {
         }
     }
 
-    fn find_public(&self, control: ControlConnection, lan_call: u16) -> Option<u16> {
+    fn find_public(&self, control: Connection, lan_call: u16) -> Option<u16> {
         self.by_lan.get(&(control, lan_call)).copied()
     }
 
     /// The public Call ID of the LAN host's call `lan_call`, made if new;
     /// refused when no ID of its block is free or a bound is reached.
-    fn public_for(&mut self, control: ControlConnection, lan_call: u16) -> Result<u16, DropReason> {
+    fn public_for(&mut self, control: Connection, lan_call: u16) -> Result<u16, DropReason> {
         if !self.controls.contains_key(&control) {
             // A call started after a Stop-Control-Connection in the same
             // segment would outlive its control connection: refused.
@@ -456,7 +443,7 @@ impl Pptp {
         if let Some(p) = self.find_public(control, lan_call) {
             return Ok(p);
         }
-        let taken = |p: u16| self.calls.contains_key(&(control.server, p));
+        let taken = |p: u16| self.calls.contains_key(&(control.remote.addr, p));
         let public = match self.choice {
             // With the control port as Call ID a second call finds the first
             // in place: like Linux, its GRE then reaches the first call.
@@ -473,12 +460,12 @@ impl Pptp {
         if self.calls.len() >= self.bounds.calls {
             return Err(DropReason::PptpCallsFull);
         }
-        let host = control.client.addr;
+        let host = control.lan.addr;
         if !self.per_host.has_room(host) {
             return Err(DropReason::HostQuota);
         }
         let call = Call { control, lan_call, public_call: public, server_call: None };
-        self.calls.insert((control.server, public), call);
+        self.calls.insert((control.remote.addr, public), call);
         self.by_lan.insert((control, lan_call), public);
         self.per_host.add(host);
         Ok(public)
@@ -486,26 +473,26 @@ impl Pptp {
 
     fn remove_call(&mut self, server: [u8; 4], public: u16) {
         if let Some(c) = self.calls.remove(&(server, public)) {
-            let key = c.server_call.map(|sc| (server, sc, c.control.client.addr));
+            let key = c.server_call.map(|sc| (server, sc, c.control.lan.addr));
             // Only if it still names this call (another may have taken it).
             if let Some(key) = key.filter(|k| self.by_server_call.get(k) == Some(&public)) {
                 self.by_server_call.remove(&key);
             }
             self.by_lan.remove(&(c.control, c.lan_call));
-            self.per_host.release(c.control.client.addr);
+            self.per_host.release(c.control.lan.addr);
         }
     }
 
     /// The control connection ended (FIN, RST, timeout): its calls end too.
-    fn close(&mut self, control: ControlConnection) {
+    fn close(&mut self, control: Connection) {
         // Calls live only as long as their control connection.
         if self.controls.remove(&control).is_none() {
             return;
         }
-        self.controls_per_host.release(control.client.addr);
+        self.controls_per_host.release(control.lan.addr);
         let ended: Vec<u16> = self.calls.values().filter(|c| c.control == control).map(|c| c.public_call).collect();
         for p in ended {
-            self.remove_call(control.server, p);
+            self.remove_call(control.remote.addr, p);
         }
     }
 
@@ -513,7 +500,7 @@ impl Pptp {
     /// Call ID it knows, if a live call has them. Nothing from anyone else.
     fn inbound_gre(&self, server: [u8; 4], public_call: u16) -> Option<([u8; 4], u16)> {
         let c = self.calls.get(&(server, public_call))?;
-        Some((c.control.client.addr, c.lan_call))
+        Some((c.control.lan.addr, c.lan_call))
     }
 
     /// The calls, for the dump.
@@ -522,8 +509,8 @@ impl Pptp {
             .calls
             .values()
             .map(|c| CallInfo {
-                client: c.control.client.to_string(),
-                server: std::net::Ipv4Addr::from(c.control.server).to_string(),
+                client: c.control.lan.to_string(),
+                server: std::net::Ipv4Addr::from(c.control.remote.addr).to_string(),
                 lan_call_id: c.lan_call,
                 public_call_id: c.public_call,
                 server_call_id: c.server_call,
@@ -555,48 +542,56 @@ impl Alg for Pptp {
         let Some((client, lan_call)) = self.inbound_gre(p.src, call) else {
             return Claim::Drop(DropReason::PptpGreUnmatched);
         };
-        if let Some(mut g) = p.data_mut().and_then(|d| gre::Packet::new_checked(d).ok()) {
-            g.set_call_id(lan_call);
-        }
+        // Enhanced GRE has no checksum: its data is the ALG's to change.
+        let Some(mut g) = p.data_mut().and_then(|d| gre::Packet::new_checked(d).ok()) else {
+            return Claim::Drop(DropReason::PptpMalformed);
+        };
+        g.set_call_id(lan_call);
         Claim::Own { lan_host: client }
     }
 
     /// A segment of a control connection on TCP 1723: the ALG reads it
-    /// only while the connection is open and the segment in its window,
-    /// and the connection's calls end when it closes.
+    /// while the connection is open, and the connection's calls end when
+    /// it closes. A segment in IP fragments is dropped: only the first
+    /// would be read, and a Call ID in a later one would cross as it is.
     fn segment(
         &mut self,
         from: Side,
         conn: Connection,
-        state: Option<TcpState>,
+        state: TcpState,
         p: &mut Packet,
         cx: &mut Context,
     ) -> Result<(), DropReason> {
         if self.mode != PptpMode::CallId || conn.remote.port != PORT {
             return Ok(());
         }
-        let control = ControlConnection { client: conn.lan, server: conn.remote.addr, public_port: conn.public_port };
+        if !p.whole {
+            return Err(DropReason::PptpFragmented);
+        }
         let Some(seg) = p.ports.map(|ports| ports.tcp) else {
             return Ok(());
         };
-        match state {
-            Some(TcpState::Closing) => {
-                self.close(control);
-                Ok(())
-            }
-            Some(_) => self.stream_segment(from, control, p, seg.seq, seg.flags & tcp::SYN != 0, cx.now),
-            None => Ok(()),
+        if state == TcpState::Closing {
+            self.close(conn);
+            return Ok(());
         }
+        self.stream_segment(from, conn, p, seg.seq, seg.flags & tcp::SYN != 0, cx.now)
     }
 
     /// Forgets idle control connections, and their calls with them.
     fn expire(&mut self, now: Duration) {
-        let idle: Vec<ControlConnection> =
+        let idle: Vec<Connection> =
             self.controls.iter().filter(|(_, s)| s.last_seen + self.control_timeout <= now).map(|(c, _)| *c).collect();
         for c in idle {
             self.close(c);
         }
     }
+}
+
+/// Changes the data's byte `at` (within the segment: the stream reads no
+/// further).
+fn patch(p: &mut Packet, at: usize, b: u8) -> Result<(), DropReason> {
+    if p.patch_byte(at, b) { Ok(()) } else { Err(DropReason::PptpMalformed) }
 }
 
 fn remember(s: &mut Stream, seq: u32, byte: u8) {

@@ -1,8 +1,9 @@
 //! The passthrough ALGs driven with byte vectors through the NAT, in every
 //! mode: PPTP control messages and enhanced GRE, L2TP, IKE and raw ESP.
 
+use crate::nat::Side;
 use crate::nat::counters::DropReason;
-use crate::nat::engine::{L4Checksum, Nat, Side, Verdict};
+use crate::nat::engine::{L4Checksum, Nat, Verdict};
 use crate::nat::profile::{CallIdChoice, PptpMode};
 use crate::nat::tests::{
     C1, C2, S1, S2, WAN, addrs, assert_checksums, forward, inb, ip_packet, nat_with, out, ports, t,
@@ -164,7 +165,7 @@ fn a_call_id_high_byte_left_in_an_earlier_segment_is_never_written_by_its_old_pl
     // With the control port as public Call ID the high byte changes too.
     // When it left in an earlier segment, where it was in that segment is
     // no place in the next one: the NAT drops the segment it cannot
-    // rewrite (found by fuzzing: it wrote, or panicked, at the old index).
+    // rewrite.
     let mut n = nat_with(|p| p.pptp_call_ids = CallIdChoice::ControlPort);
     let mut a = Conn::open(&mut n, C1, 40000, S1);
     let m = msg::emit(msg::OCRQ, Some(0x0005), None);
@@ -172,6 +173,27 @@ fn a_call_id_high_byte_left_in_an_earlier_segment_is_never_written_by_its_old_pl
     assert!(matches!(v1, Verdict::Forward { .. }), "{v1:?}");
     let (v2, _) = a.send(&mut n, &m[13..20]);
     assert_eq!(v2, Verdict::Drop(DropReason::PptpSplitField));
+}
+
+#[test]
+fn a_control_segment_in_ip_fragments_is_dropped_both_ways() {
+    // The ALG would read the first fragment only: a Call ID in a later one
+    // would cross as it is, and the server's GRE for it reach another call.
+    let mut n = full();
+    let a = Conn::open(&mut n, C1, 40000, S1);
+    let ocrq = msg::emit(msg::OCRQ, Some(0x0005), None);
+    let whole = seg(C1, 40000, S1, PPTP, a.out_seq, tcp::ACK, &ocrq);
+    let (mut first, _) = ipv4::split(&whole, 32).expect("splits");
+    assert_eq!(out(&mut n, &mut first, t(1)), Verdict::Drop(DropReason::PptpFragmented));
+    assert!(n.alg_state().pptp_calls.is_empty(), "no call from a fragment");
+    let ocrp = msg::emit(msg::OCRP, Some(1), Some(0x0005));
+    let whole = seg(S1, PPTP, WAN, a.public_port, a.in_seq, tcp::ACK, &ocrp);
+    let (mut first, _) = ipv4::split(&whole, 32).expect("splits");
+    assert_eq!(inb(&mut n, &mut first, t(1)), Verdict::Drop(DropReason::PptpFragmented));
+    // Whole, the same message goes through.
+    let mut again = seg(C1, 40000, S1, PPTP, a.out_seq, tcp::ACK, &ocrq);
+    assert!(matches!(out(&mut n, &mut again, t(1)), Verdict::Forward { .. }));
+    assert_eq!(n.alg_state().pptp_calls.len(), 1);
 }
 
 #[test]
