@@ -50,15 +50,15 @@ pub const KINDS: [&str; 10] =
 
 /// An endless, repeatable stream of hostile frames.
 pub struct Flood {
-    target: Aim,
+    aim: Aim,
     state: u64,
     counts: [u64; KINDS.len()],
 }
 
 impl Flood {
-    /// A stream for `target`, the same for the same `seed`.
-    pub fn new(target: Aim, seed: u64) -> Flood {
-        Flood { target, state: seed ^ 0x9e37_79b9_7f4a_7c15, counts: [0; KINDS.len()] }
+    /// A stream for `aim`, the same for the same `seed`.
+    pub fn new(aim: Aim, seed: u64) -> Flood {
+        Flood { aim, state: seed ^ 0x9e37_79b9_7f4a_7c15, counts: [0; KINDS.len()] }
     }
 
     /// How many frames of each kind were made, by name.
@@ -86,36 +86,36 @@ impl Flood {
     /// LAN anything across and beyond the LAN prefix.
     fn spoofed_source(&mut self) -> [u8; 4] {
         let r = self.u32();
-        match self.target.side {
+        match self.aim.side {
             Side::Wan => [203, 0, 113, (r & 0xff) as u8],
             Side::Lan if r & 3 == 0 => [10, (r >> 8) as u8, (r >> 16) as u8, (r >> 24) as u8],
             Side::Lan => {
-                let base = u32::from(self.target.lan.network());
-                let host = (r >> 8) & !u32::from(self.target.lan.netmask());
+                let base = u32::from(self.aim.lan.network());
+                let host = (r >> 8) & !u32::from(self.aim.lan.netmask());
                 Ipv4Addr::from(base | host).octets()
             }
         }
     }
 
     fn server(&mut self) -> [u8; 4] {
-        let n = self.target.servers.len().max(1);
+        let n = self.aim.servers.len().max(1);
         let i = (self.u32() as usize) % n;
-        self.target.servers.get(i).map_or([198, 51, 100, 2], |a| a.octets())
+        self.aim.servers.get(i).map_or([198, 51, 100, 2], |a| a.octets())
     }
 
     /// Source and destination of an IP packet towards the NAT: from a
     /// server (WAN) or spoofed LAN host (LAN), to the public address (WAN)
     /// or a server (LAN).
     fn ends(&mut self, from_server: bool) -> ([u8; 4], [u8; 4]) {
-        match self.target.side {
-            Side::Wan if from_server => (self.server(), self.target.nat_addr.octets()),
-            Side::Wan => (self.spoofed_source(), self.target.nat_addr.octets()),
+        match self.aim.side {
+            Side::Wan if from_server => (self.server(), self.aim.nat_addr.octets()),
+            Side::Wan => (self.spoofed_source(), self.aim.nat_addr.octets()),
             Side::Lan => (self.spoofed_source(), self.server()),
         }
     }
 
     fn frame(&self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
-        ethernet::emit(self.target.own_mac, self.target.nat_mac, ethertype, payload)
+        ethernet::emit(self.aim.own_mac, self.aim.nat_mac, ethertype, payload)
     }
 
     fn ip(&mut self, src: [u8; 4], dst: [u8; 4], proto: u8, l4: &[u8]) -> Vec<u8> {
@@ -133,7 +133,7 @@ impl Flood {
     }
 
     fn make(&mut self, kind: usize) -> Vec<u8> {
-        let lan = self.target.side == Side::Lan;
+        let lan = self.aim.side == Side::Lan;
         match kind {
             0 => {
                 let (src, dst) = self.ends(false);
@@ -189,7 +189,7 @@ impl Flood {
                 let claimed = if lan { self.spoofed_source() } else { self.server() };
                 let mut a = vec![0u8; arp::LEN];
                 let op = if self.u32() & 1 == 0 { arp::OP_REPLY } else { arp::OP_REQUEST };
-                arp::emit(&mut a, op, self.target.own_mac, claimed, [0; 6], claimed);
+                arp::emit(&mut a, op, self.aim.own_mac, claimed, [0; 6], claimed);
                 let mut f = self.frame(ethernet::ETHERTYPE_ARP, &a);
                 if op == arp::OP_REQUEST {
                     f[..6].copy_from_slice(&ethernet::BROADCAST);
@@ -221,7 +221,7 @@ impl Flood {
                 let len = 1 + (self.u32() % 7) as usize;
                 let mut m = vec![0u8; len];
                 m[0] = icmp::ECHO_REQUEST;
-                let dst = self.target.nat_addr.octets();
+                let dst = self.aim.nat_addr.octets();
                 self.ip(src, dst, ipv4::PROTO_ICMP, &m)
             }
         }
@@ -317,7 +317,7 @@ pub fn send(
 mod tests {
     use super::*;
 
-    fn target(side: Side) -> Aim {
+    fn aim(side: Side) -> Aim {
         Aim {
             side,
             own_mac: [2, 0, 0, 0, 0, 9],
@@ -330,17 +330,17 @@ mod tests {
 
     #[test]
     fn the_stream_repeats_for_a_seed_and_mixes_every_kind() {
-        let a: Vec<Vec<u8>> = Flood::new(target(Side::Wan), 7).take(2000).collect();
-        let b: Vec<Vec<u8>> = Flood::new(target(Side::Wan), 7).take(2000).collect();
+        let a: Vec<Vec<u8>> = Flood::new(aim(Side::Wan), 7).take(2000).collect();
+        let b: Vec<Vec<u8>> = Flood::new(aim(Side::Wan), 7).take(2000).collect();
         assert_eq!(a, b);
-        let mut f = Flood::new(target(Side::Lan), 7);
+        let mut f = Flood::new(aim(Side::Lan), 7);
         f.by_ref().take(5000).for_each(drop);
         assert!(f.counts().iter().all(|(_, n)| *n > 100), "{:?}", f.counts());
     }
 
     #[test]
     fn wan_frames_go_to_the_nat_and_claim_the_server_or_a_stranger() {
-        for f in Flood::new(target(Side::Wan), 1).take(3000) {
+        for f in Flood::new(aim(Side::Wan), 1).take(3000) {
             let eth = ethernet::Frame::new_checked(&f[..]).expect("ethernet");
             assert!(eth.dst() == [2, 0, 0, 0, 0, 1] || eth.dst() == ethernet::BROADCAST);
             if eth.ethertype() == ethernet::ETHERTYPE_IPV4 && f.len() >= 34 {

@@ -583,10 +583,10 @@ fn show(name: &str) -> Result<(), LabError> {
 }
 
 fn find_scenario(name: &str) -> Result<vpn_passthrough::scenario::Scenario, LabError> {
-    use vpn_passthrough::scenario::{self, Scenario};
+    use vpn_passthrough::scenario;
     let path = PathBuf::from(name);
     if path.is_file() {
-        return Scenario::load(&path).map_err(LabError::Input);
+        return scenario::load_file(&path).map_err(LabError::Input);
     }
     let all = scenario::load(&scenario_paths(Vec::new())).map_err(LabError::Input)?;
     let known: Vec<String> = all.iter().map(|s| s.id.clone()).collect();

@@ -1,5 +1,5 @@
-//! Real VPN daemons around the Rust NAT under attack: a tunnel of every
-//! family keeps delivering while hostile hosts on both sides flood it; and
+//! Real VPN daemons around the Rust NAT under attack: IKEv2, PPTP, L2TP
+//! and raw ESP tunnels keep delivering while hostile hosts on both sides flood it; and
 //! a daemon that dies at start is named with its log. The stories of one
 //! family through each router are scenario files (`tests/scenarios.rs`).
 

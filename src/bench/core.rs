@@ -10,7 +10,7 @@ use crate::wire::{ipv4, udp};
 
 /// What the core benchmark measured.
 #[derive(Debug, Clone)]
-pub struct CoreReport {
+pub struct CoreBenchReport {
     /// Translating an outbound UDP packet of an established mapping (with
     /// a 60-byte copy of the packet into the buffer each time).
     pub translate_ns: f64,
@@ -24,7 +24,7 @@ pub struct CoreReport {
     pub insert_ns: f64,
 }
 
-impl CoreReport {
+impl CoreBenchReport {
     /// The report as text, with the targets.
     pub fn render(&self) -> String {
         let mut s = String::from("nat core benchmark\n");
@@ -68,7 +68,7 @@ pub fn udp_packet(src: [u8; 4], sport: u16, dst: [u8; 4]) -> Vec<u8> {
 
 /// Runs the benchmark; `allocated` reads a byte count of live memory (a
 /// counting global allocator's, or [`resident_bytes`]).
-pub fn run(mappings: usize, allocated: Option<&dyn Fn() -> usize>) -> Result<CoreReport, String> {
+pub fn run(mappings: usize, allocated: Option<&dyn Fn() -> usize>) -> Result<CoreBenchReport, String> {
     // Translation of an established mapping.
     let mut n = nat(Profile::default())?;
     let template = udp_packet([10, 0, 0, 2], 40000, [198, 51, 100, 2]);
@@ -115,5 +115,5 @@ pub fn run(mappings: usize, allocated: Option<&dyn Fn() -> usize>) -> Result<Cor
         _ => None,
     };
     std::hint::black_box(&n);
-    Ok(CoreReport { translate_ns, copy_ns, mappings: made, bytes_per_mapping, insert_ns })
+    Ok(CoreBenchReport { translate_ns, copy_ns, mappings: made, bytes_per_mapping, insert_ns })
 }

@@ -1,13 +1,14 @@
-//! The check of each expectation of a scenario file against what was seen.
+//! The check of each expectation of a scenario file against what was seen,
+//! with the premises no family owns (the intruder's spray, lost packets)
+//! and the check every hostile story makes: the router still forwards.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use super::family;
-use super::format::{Delivery, Expect, Reached, Scenario, Step, Target};
+use super::format::{Delivery, Expect, MisdeliveredTo, Scenario, Step, Target};
 use super::observed::{Check, Observed, check, premise};
 use crate::capture::{Facts, What};
-use crate::vpn::scripted::HOSTILE_PER_ROUND;
 
 /// Checks every expectation `e` gives against `o`.
 pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<Check> {
@@ -15,6 +16,20 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
     // The situations the story needs, checked from the captures first: a
     // verdict means something only when the lab really produced them.
     let mut checks = family::of(s.file.family).premises(s, o, target);
+    let lost = o.lan.capture_drops + o.wan.capture_drops;
+    if lost > 0 {
+        checks.push(premise("the captures hold every packet", false, format!("{lost} packets lost by tcpdump")));
+    }
+    if s.file.steps.iter().any(|st| matches!(st, Step::Hostile { .. })) {
+        // The spray must have crossed the WAN for "nothing of it reached
+        // the LAN" to mean anything.
+        let crossed = o.wan.count(Some(o.shape.intruder_addr()), None, |w| !matches!(w, What::Icmp { .. }));
+        checks.push(premise(
+            "the intruder's spray reached the router's WAN side",
+            crossed as u64 >= o.hostile_sent && o.hostile_sent > 0,
+            format!("{crossed} of its {} packets on the WAN", o.hostile_sent),
+        ));
+    }
     let n = o.tunnels.len();
     if let Some(want) = &e.tunnels {
         for (k, want) in want.iter().enumerate() {
@@ -44,12 +59,12 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             .filter_map(|a| (1..=n).find(|c| o.shape.seen_as(*c) == *a).map(|c| format!("c{c}")))
             .collect();
         let c = match to {
-            Reached::Client(to) => {
+            MisdeliveredTo::Client(to) => {
                 check(format!("{from}'s tunnel traffic reached {to} on the LAN"), true, seen.contains(&to.to_string()))
             }
             // Seen reaching its own client, and no other: a family whose
             // captures tell nothing cannot claim it.
-            Reached::Nobody => check(
+            MisdeliveredTo::Nobody => check(
                 format!("{from}'s tunnel traffic reached {from} only on the LAN"),
                 true,
                 seen == [from.to_string()],
@@ -103,23 +118,8 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             premise: false,
         });
     }
-    let rounds: usize =
-        s.file.steps.iter().map(|st| if let Step::Hostile { rounds } = st { usize::from(*rounds) } else { 0 }).sum();
-    if rounds > 0 {
-        // The spray must have crossed the WAN for "nothing of it reached
-        // the LAN" to mean anything.
-        let sent = rounds * HOSTILE_PER_ROUND;
-        let crossed = o.wan.count(Some(o.shape.intruder_addr()), None, |w| !matches!(w, What::Icmp { .. }));
-        checks.push(premise(
-            "the intruder's spray reached the router's WAN side",
-            crossed >= sent,
-            format!("{crossed} of its {sent} packets on the WAN"),
-        ));
+    if o.forwards_after_hostile.is_some() {
         checks.push(check("the router forwards from the LAN after the spray", true, o.forwards_after_hostile));
-    }
-    let lost = o.lan.capture_drops + o.wan.capture_drops;
-    if lost > 0 {
-        checks.push(premise("the captures hold every packet", false, format!("{lost} packets lost by tcpdump")));
     }
     checks
 }

@@ -280,7 +280,8 @@ pub enum Step {
         clients: Clients,
     },
     /// Pings through each client's tunnel: every client's `out` first, in
-    /// order, then every client's `in`.
+    /// order, then every client's `in`; with `bytes`, that many bytes over
+    /// TCP each way after each ping.
     Traffic {
         /// Which clients.
         #[serde(default)]
@@ -326,7 +327,8 @@ pub enum Step {
         mode: Mode,
     },
     /// The intruder sends spoofed GRE, ESP, L2TP, IKE and NAT-T at the
-    /// router's public address.
+    /// router's public address; then client 1 pings its server outside any
+    /// tunnel.
     Hostile {
         /// Rounds of 7 packets.
         #[serde(default = "default_rounds")]
@@ -479,28 +481,28 @@ impl fmt::Display for ClientRef {
 /// only).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(try_from = "String", into = "String")]
-pub enum Reached {
-    /// This client.
+pub enum MisdeliveredTo {
+    /// Another client (`c2`).
     Client(ClientRef),
-    /// No other client.
+    /// No other client: it reached its own client only.
     Nobody,
 }
 
-impl TryFrom<String> for Reached {
+impl TryFrom<String> for MisdeliveredTo {
     type Error = String;
-    fn try_from(s: String) -> Result<Reached, String> {
+    fn try_from(s: String) -> Result<MisdeliveredTo, String> {
         if s == "nobody" {
-            return Ok(Reached::Nobody);
+            return Ok(MisdeliveredTo::Nobody);
         }
-        ClientRef::try_from(s).map(Reached::Client).map_err(|e| format!("{e} or `nobody`"))
+        ClientRef::try_from(s).map(MisdeliveredTo::Client).map_err(|e| format!("{e} or `nobody`"))
     }
 }
 
-impl From<Reached> for String {
-    fn from(r: Reached) -> String {
+impl From<MisdeliveredTo> for String {
+    fn from(r: MisdeliveredTo) -> String {
         match r {
-            Reached::Client(c) => c.to_string(),
-            Reached::Nobody => "nobody".into(),
+            MisdeliveredTo::Client(c) => c.to_string(),
+            MisdeliveredTo::Nobody => "nobody".into(),
         }
     }
 }
@@ -609,9 +611,10 @@ pub struct Expect {
     #[serde(default)]
     pub foreign: Option<Vec<bool>>,
     /// On the LAN, traffic for one client's tunnel reached another:
-    /// `{ c1 = "c2" }` (PPTP GRE by inner address, ESP by SPI).
+    /// `{ c1 = "c2" }` (PPTP GRE by inner address, ESP by SPI); or it
+    /// reached its own client only: `{ c1 = "nobody" }`.
     #[serde(default)]
-    pub misdelivered: BTreeMap<ClientRef, Reached>,
+    pub misdelivered: BTreeMap<ClientRef, MisdeliveredTo>,
     /// PPTP: the Call IDs of the Outgoing-Call-Requests differ between LAN
     /// and WAN.
     #[serde(default)]
@@ -846,14 +849,6 @@ impl Scenario {
                     if *bytes > MAX_TRANSFER {
                         return Err(at(&["step"], format!("{where_}: {bytes} bytes; allowed: 0 to {MAX_TRANSFER}")));
                     }
-                    // Raw ESP clients count their own echoes: no tunnel
-                    // carries TCP.
-                    if *bytes > 0 && f.family == Family::Esp {
-                        return Err(at(
-                            &["step"],
-                            format!("{where_}: `bytes` needs a tunnel that carries TCP; raw ESP clients send echoes"),
-                        ));
-                    }
                 }
                 Step::LinkDown { client } | Step::LinkUp { client } if !client_ok(*client) => {
                     return Err(bad(*client));
@@ -916,8 +911,8 @@ impl Scenario {
             }
             for (from, to) in &e.misdelivered {
                 let to = match to {
-                    Reached::Client(c) => Some(c),
-                    Reached::Nobody => None,
+                    MisdeliveredTo::Client(c) => Some(c),
+                    MisdeliveredTo::Nobody => None,
                 };
                 for c in std::iter::once(from).chain(to) {
                     if !client_ok(c.0) {
@@ -1055,7 +1050,7 @@ tunnels = ["up"]
         let s =
             parse(&GOOD.replace("[expect.off]\n", &format!("[expect.naive]\n{more}\n[expect.off]\n"))).expect("loads");
         let e = &s.file.expect[&ExpectKey::Naive];
-        assert_eq!(e.misdelivered.iter().next(), Some((&ClientRef(1), &Reached::Client(ClientRef(1)))));
+        assert_eq!(e.misdelivered.iter().next(), Some((&ClientRef(1), &MisdeliveredTo::Client(ClientRef(1)))));
         assert_eq!(e.public_ports.keys().next(), Some(&PortRef { proto: 17, port: 500 }));
         assert_eq!(e.counters["unsolicited"], CountWant::Some);
         assert!(CountWant::Some.holds(2) && !CountWant::Some.holds(0) && CountWant::Exactly(0).holds(0));
@@ -1117,13 +1112,10 @@ tunnels = ["up"]
         assert!(s.file.steps.iter().any(|st| matches!(st, Step::Traffic { bytes: 1_000_000, .. })));
         let e = parse(&traffic("100000001")).expect_err("too many bytes");
         assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
-        let esp = traffic("10").replace("family = \"pptp\"", "family = \"esp\"");
-        let e = parse(&esp).expect_err("bytes through raw ESP");
-        assert!(e.contains("`bytes` needs a tunnel that carries TCP"), "{e}");
         let nobody =
             GOOD.replace("[expect.off]\n", "[expect.naive]\nmisdelivered = { c1 = \"nobody\" }\n\n[expect.off]\n");
         let s = parse(&nobody).expect("nobody");
-        assert_eq!(s.file.expect[&ExpectKey::Naive].misdelivered[&ClientRef(1)], Reached::Nobody);
+        assert_eq!(s.file.expect[&ExpectKey::Naive].misdelivered[&ClientRef(1)], MisdeliveredTo::Nobody);
     }
 
     #[test]

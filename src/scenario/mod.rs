@@ -54,13 +54,20 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Loads one scenario file, checked against what its family can do.
+pub fn load_file(path: &Path) -> Result<Scenario, String> {
+    let s = Scenario::load(path)?;
+    family::check(&s)?;
+    Ok(s)
+}
+
 /// Loads every scenario under `paths`; all broken files are reported at
 /// once.
 pub fn load(paths: &[PathBuf]) -> Result<Vec<Scenario>, String> {
     let mut scenarios = Vec::new();
     let mut errors = Vec::new();
     for file in find(paths)? {
-        match Scenario::load(&file) {
+        match load_file(&file) {
             Ok(s) => scenarios.push(s),
             Err(e) => errors.push(e),
         }

@@ -27,6 +27,8 @@ pub struct Observed {
     pub traffic: BTreeMap<String, Vec<Delivery>>,
     /// Raw ESP: whether each client received echoes meant for another.
     pub foreign: Vec<bool>,
+    /// How many packets the intruder's sprays sent.
+    pub hostile_sent: u64,
     /// Whether client 1 still reached its server after the intruder's
     /// spray (`None` without a hostile step).
     pub forwards_after_hostile: Option<bool>,

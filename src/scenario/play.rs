@@ -275,7 +275,10 @@ struct Player<'s, 'l> {
     tunnels: Vec<Tunnel>,
     traffic: BTreeMap<String, Vec<Delivery>>,
     foreign: Vec<bool>,
-    /// Whether client 1 still reached server 1 after the intruder's spray.
+    /// How many packets the intruder's sprays sent.
+    hostile_sent: u64,
+    /// Whether client 1 still reached its server after the intruder's
+    /// spray.
     forwards_after_hostile: Option<bool>,
     /// Each server's TCP reflector, once a traffic step moved bytes.
     reflectors: BTreeMap<usize, Process>,
@@ -306,6 +309,7 @@ impl<'s, 'l> Player<'s, 'l> {
             tunnels: (0..n).map(|_| Tunnel::default()).collect(),
             traffic: BTreeMap::new(),
             foreign: vec![false; n],
+            hostile_sent: 0,
             forwards_after_hostile: None,
             reflectors: BTreeMap::new(),
             captures: Vec::new(),
@@ -418,13 +422,17 @@ impl<'s, 'l> Player<'s, 'l> {
                 // Resolve the router's address first: packets sent while ARP
                 // is pending would be lost before they reach it.
                 intruder.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &public]))?;
-                intruder.run_ok(Cmd::new(bin.to_string_lossy()).args(&[
+                let out = intruder.run_ok(Cmd::new(bin.to_string_lossy()).args(&[
                     "peer",
                     "hostile",
                     &public,
                     "--rounds",
                     &rounds.to_string(),
                 ]))?;
+                let said = String::from_utf8_lossy(&out.stdout);
+                self.hostile_sent += crate::vpn::scripted::parse_hostile_report(&said).ok_or_else(|| {
+                    LabError::Input(format!("the intruder's peer said nothing of what it sent: {said}"))
+                })?;
                 // The router still forwards: client 1 reaches its server
                 // outside any tunnel.
                 let c1 = self.host(&router::client_name(1))?;
@@ -472,8 +480,8 @@ impl<'s, 'l> Player<'s, 'l> {
     /// Every client's `out` first, in order, then every client's `in`, last
     /// client first: the order that shows which client a router hands a
     /// shared server's packets to.
-    /// What crossed each client's tunnel: pings both ways, then `bytes`
-    /// over TCP each way if asked.
+    /// What crossed each client's tunnel in `directions`: a ping each
+    /// way, then `bytes` over TCP that way if asked.
     fn traffic(&mut self, clients: &[usize], directions: &[Direction], bytes: u64) -> Result<Vec<Delivery>> {
         let n = self.s.file.topology.clients;
         let mut out = vec![false; n];
@@ -582,6 +590,7 @@ impl<'s, 'l> Player<'s, 'l> {
             inner_addrs: self.tunnels.iter().map(|t| t.local).collect(),
             traffic: self.traffic.clone(),
             foreign: self.foreign.clone(),
+            hostile_sent: self.hostile_sent,
             forwards_after_hostile: self.forwards_after_hostile,
             lan,
             wan,

@@ -297,9 +297,6 @@ pub fn parse_esp_report(text: &str) -> Option<EspReport> {
     Some(EspReport { server_spi, sent, echoed, foreign })
 }
 
-/// Packets a round of [`hostile`] sends.
-pub const HOSTILE_PER_ROUND: usize = 7;
-
 /// Sends `rounds` of spoofed VPN packets at `target` (a NAT's public
 /// address): enhanced GRE for Call IDs, raw ESP and ESP-in-UDP for SPIs,
 /// L2TP data and control for Tunnel IDs, IKE on 500. Returns how many
@@ -328,10 +325,15 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
         udp.send_to(&ike::emit(u64::from(id) << 16 | 1, 0, b"spoofed"), to(ike::PORT))?;
         let nat_t = esp::emit(u32::from(id) | 0x0200_0000, 1, b"spoofed");
         udp.send_to(&nat_t, to(ike::NAT_T_PORT))?;
-        sent += HOSTILE_PER_ROUND as u64;
+        sent += 7;
     }
     say(&format!("hostile: sent {sent} packets to {target}"));
     Ok(sent)
+}
+
+/// How many packets [`hostile`] said it sent, from its output.
+pub fn parse_hostile_report(text: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix("hostile: sent ")?.split(' ').next()?.parse().ok())
 }
 
 /// AVP types of an SCCRP that `l2tp` does not name (RFC 2661 §4.4).

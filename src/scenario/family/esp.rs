@@ -106,6 +106,10 @@ impl VpnFamily for Esp {
     }
 
     /// Client `i`'s ESP reached whoever got packets with its SPI.
+    fn tells_whose_traffic(&self) -> bool {
+        true
+    }
+
     fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
         o.lan
             .packets

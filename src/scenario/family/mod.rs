@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::format::{Family, IpsecAuth, Scenario, Target};
+use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target};
 use super::observed::{Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Host, Lab, LabError, Process, Result};
@@ -91,6 +91,35 @@ pub trait VpnFamily: Sync {
     /// The LAN addresses that client `i`'s tunnel traffic was delivered
     /// to, as far as the captures tell (for `misdelivered`).
     fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr>;
+
+    /// Whether the captures tell whose tunnel traffic a packet is
+    /// ([`VpnFamily::reached_by`] says something).
+    fn tells_whose_traffic(&self) -> bool {
+        false
+    }
+}
+
+/// What a scenario file asks that its family cannot do: the file and the
+/// key, and why.
+pub fn check(s: &Scenario) -> std::result::Result<(), String> {
+    let f = of(s.file.family);
+    let path = s.path.display();
+    let moves_bytes = s.file.steps.iter().any(|st| matches!(st, Step::Traffic { bytes, .. } if *bytes > 0));
+    if moves_bytes && f.counts_own_echoes() {
+        return Err(format!(
+            "{path}: step traffic: `bytes` needs a tunnel that carries TCP; {} clients count their own echoes",
+            s.file.family.name()
+        ));
+    }
+    for (kind, e) in &s.file.expect {
+        if !f.tells_whose_traffic() && e.misdelivered.values().any(|to| *to == MisdeliveredTo::Nobody) {
+            return Err(format!(
+                "{path}: expect.{kind}.misdelivered: the captures cannot tell whose {} traffic a packet is, so \"nobody\" cannot be checked",
+                s.file.family.name()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A running VPN endpoint: a server's or a client's daemons.
@@ -219,4 +248,43 @@ impl Daemons for Scripted {
 fn peer_cmd(args: &[&str], label: &str) -> Result<crate::lab::Cmd> {
     let bin = crate::lab::own_binary()?;
     Ok(crate::lab::Cmd::new(bin.to_string_lossy()).arg("peer").args(args).label(label))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn scenario(family: &str, traffic: &str, full: &str) -> Scenario {
+        let text = format!(
+            "family = \"{family}\"\ndescription = \"d\"\nmodes = [\"full\"]\n\n[topology]\nclients = 2\n\n\
+             [[step]]\ndo = \"connect\"\n\n[[step]]\ndo = \"traffic\"\n{traffic}\n\n\
+             [expect.full]\n{full}\n\n[expect.linux]\ntunnels = [\"up\", \"up\"]\n"
+        );
+        Scenario::parse(Path::new(&format!("scenarios/{family}/x.toml")), &text)
+            .expect("the file itself is well formed")
+    }
+
+    #[test]
+    fn a_file_that_asks_what_its_family_cannot_do_is_refused() {
+        let nobody = "misdelivered = { c1 = \"nobody\" }";
+        for (family, traffic, full, refused) in [
+            ("esp", "bytes = 10", "", Some("`bytes` needs a tunnel that carries TCP; esp clients")),
+            ("pptp", "bytes = 10", "", None),
+            ("l2tp", "", nobody, Some("expect.full.misdelivered: the captures cannot tell whose l2tp")),
+            ("ikev2", "", nobody, Some("cannot tell whose ikev2")),
+            ("esp", "", nobody, None),
+            ("pptp", "", nobody, None),
+        ] {
+            let got = check(&scenario(family, traffic, full));
+            match refused {
+                Some(says) => {
+                    let e = got.expect_err(family);
+                    assert!(e.starts_with(&format!("scenarios/{family}/x.toml: ")) && e.contains(says), "{e}");
+                }
+                None => assert_eq!(got, Ok(()), "{family} {traffic} {full}"),
+            }
+        }
+    }
 }
