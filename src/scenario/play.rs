@@ -477,11 +477,10 @@ impl<'s, 'l> Player<'s, 'l> {
         Ok(())
     }
 
-    /// Every client's `out` first, in order, then every client's `in`, last
-    /// client first: the order that shows which client a router hands a
-    /// shared server's packets to.
-    /// What crossed each client's tunnel in `directions`: a ping each
-    /// way, then `bytes` over TCP that way if asked.
+    /// What crossed each client's tunnel in `directions`: a ping, then
+    /// `bytes` over TCP that way if asked. Every client's `out` first, in
+    /// order, then every client's `in`, last client first: the order that
+    /// shows which client a router hands a shared server's packets to.
     fn traffic(&mut self, clients: &[usize], directions: &[Direction], bytes: u64) -> Result<Vec<Delivery>> {
         let n = self.s.file.topology.clients;
         let mut out = vec![false; n];
@@ -651,7 +650,10 @@ fn transfer(client: &Host<'_>, server: Ipv4Addr, bytes: u64, reverse: bool) -> R
     if reverse {
         cmd = cmd.arg("--reverse");
     }
-    Ok(client.exec(cmd.timeout(Duration::from_secs(60)))?.status.success())
+    // The probe gives up on a stalled tunnel by itself (30 s to connect,
+    // 30 s per stalled read or write) and says so in its exit status: a
+    // router's failure, not the lab's. This limit is only a backstop.
+    Ok(client.exec(cmd.timeout(Duration::from_secs(150)))?.status.success())
 }
 
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
