@@ -1418,3 +1418,31 @@ fn ike_collisions_in_every_mode() {
     assert_eq!(ike_collision(preset("naive")), [Some(0), Some(1), Some(2)], "naive: NAPT gives each a port");
     assert_eq!(ike_collision(preset("full")), [Some(0), Some(1), Some(2)], "spi: all on 500, told apart by SPI");
 }
+
+mod packet {
+    use crate::nat::alg::Packet;
+    use crate::nat::engine::L4Checksum;
+    use crate::nat::profile::Protocol;
+    use crate::nat::tests::{C1, S1, assert_checksums, udp};
+    use crate::nat::translate::read_ports;
+
+    #[test]
+    fn a_patch_past_the_data_changes_nothing_and_says_so() {
+        let mut pkt = udp(C1, 1701, S1, 1701, b"abcd");
+        let ports = read_ports(&pkt[20..], Protocol::Udp, false).ok();
+        let before = pkt.clone();
+        {
+            let mut p = Packet::new(&mut pkt, 20, ports, L4Checksum::Full);
+            assert_eq!(p.data(), b"abcd");
+            assert!(p.data_mut().is_none(), "the UDP checksum covers the data");
+            assert!(!p.patch_byte(4, 0xff), "one past the last byte");
+            assert!(!p.patch_u16(3, 0xffff), "a field half past the end");
+            assert!(!p.patch_u16(usize::MAX, 0xffff), "an offset that overflows");
+        }
+        assert_eq!(pkt, before, "nothing changed");
+        let mut p = Packet::new(&mut pkt, 20, ports, L4Checksum::Full);
+        assert!(p.patch_byte(3, b'D') && p.patch_u16(0, u16::from_be_bytes(*b"AB")));
+        assert_eq!(p.data(), b"ABcD");
+        assert_checksums(&pkt);
+    }
+}
