@@ -640,6 +640,7 @@ fn l2tp_clients_with_one_tunnel_id_are_made_distinct() {
         checksums_ok(&sent);
         public.push(assigned(&sent));
     }
+    assert_eq!(n.counters().l2tp_tunnel_ids_rewritten, 2, "the SCCRQs of the second and third clients");
     assert_eq!(public[0], 5);
     assert!(public[1] != 5 && public[2] != 5 && public[1] != public[2] && public.iter().all(|p| *p != 0));
     for (p, c) in public.iter().zip(clients) {
@@ -648,7 +649,7 @@ fn l2tp_clients_with_one_tunnel_id_are_made_distinct() {
         assert_eq!(header_tunnel(&got), 5, "each client sees its own Tunnel ID");
         checksums_ok(&got);
     }
-    assert_eq!(n.counters().l2tp_tunnel_ids_rewritten, 2);
+    assert_eq!(n.counters().l2tp_tunnel_ids_rewritten, 2, "restoring them coming back is no new rewrite");
 }
 
 #[test]
@@ -719,6 +720,10 @@ fn malformed_l2tp_is_dropped_and_counted() {
 fn l2tp_off_drops_and_naive_breaks_the_second_client() {
     let mut off = nat_with(|p| p.l2tp = L2tpMode::Off);
     assert_eq!(l2tp_out(&mut off, C1, S1, l2tp::PORT, &sccrq(1)).0, Verdict::Drop(DropReason::L2tpOff));
+    // Only L2TP: other UDP, and TCP to port 1701, still cross.
+    assert!(matches!(out(&mut off, &mut udp(C1, 5353, S1, 53, b"q"), t(0)), Verdict::Forward { .. }));
+    let mut tcp_1701 = crate::nat::tests::tcp_seg(C1, 40000, S1, l2tp::PORT, tcp::SYN);
+    assert!(matches!(out(&mut off, &mut tcp_1701, t(0)), Verdict::Forward { .. }));
 
     let mut naive = nat_with(|p| p.l2tp = L2tpMode::Naive);
     let (_, a) = l2tp_out(&mut naive, C1, S1, l2tp::PORT, &sccrq(1));
