@@ -386,6 +386,11 @@ fn off_drops_pptp_and_naive_hands_gre_to_the_last_sender() {
     assert_eq!(out(&mut off, &mut syn, t(0)), Verdict::Drop(DropReason::PptpOff));
     assert_eq!(out(&mut off, &mut gre(C1, S1, 1, false, false), t(0)), Verdict::Drop(DropReason::PptpOff));
     assert_eq!(inb(&mut off, &mut gre(S1, WAN, 1, false, false), t(0)), Verdict::Drop(DropReason::PptpOff));
+    // Only PPTP: other TCP, and UDP to port 1723, still cross.
+    let mut web = seg(C1, 40001, S1, 80, 1, tcp::SYN, b"");
+    assert!(matches!(out(&mut off, &mut web, t(0)), Verdict::Forward { .. }));
+    let mut udp_1723 = crate::nat::tests::udp(C1, 40002, S1, PPTP, b"x");
+    assert!(matches!(out(&mut off, &mut udp_1723, t(0)), Verdict::Forward { .. }));
 
     let mut naive = nat_with(|p| p.pptp = PptpMode::Naive);
     let mut a = Conn::open(&mut naive, C1, 40000, S1);
