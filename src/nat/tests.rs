@@ -123,6 +123,10 @@ fn udp_goes_out_and_its_reply_comes_back() {
     let c = n.counters().protocol(Protocol::Udp);
     assert_eq!((c.outbound, c.inbound), (1, 1));
     assert_eq!(n.counters().mappings_created, 1);
+    // Any port but those an ALG keeps (1701, 500), the lowest too.
+    let mut low = udp(C2, 1, S1, 53, b"query");
+    assert_eq!(out(&mut n, &mut low, t(0)), forward(Side::Wan, S1));
+    assert_eq!(ports(&low), (1, 53), "port 1 is preserved");
 }
 
 #[test]
