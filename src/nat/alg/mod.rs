@@ -106,9 +106,11 @@ impl<'a> Packet<'a> {
         let full = csum == L4Checksum::Full;
         let (data_at, patch) = match proto {
             Protocol::Tcp => {
-                let header = tcp::Segment::new_checked(&pkt[hl..]).map_or(pkt.len() - hl, |s| s.header_len());
+                // The data is what the ports' reading counted past the TCP
+                // header: the segment is not parsed again.
+                let data_len = ports.map_or(0, |p| p.tcp.len as usize);
                 let checksum_at = full.then_some(hl + tcp::CHECKSUM_OFFSET);
-                (hl + header, Patch { l4_start: hl, checksum_at, udp: false })
+                (pkt.len().saturating_sub(data_len), Patch { l4_start: hl, checksum_at, udp: false })
             }
             Protocol::Udp => {
                 let checksum_at = ports.and_then(|p| p.checksum_at).filter(|_| full).map(|at| hl + at);
