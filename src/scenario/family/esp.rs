@@ -105,11 +105,11 @@ impl VpnFamily for Esp {
         )]
     }
 
-    /// Client `i`'s ESP reached whoever got packets with its SPI.
     fn tells_whose_traffic(&self) -> bool {
         true
     }
 
+    /// Client `i`'s ESP reached whoever got packets with its SPI.
     fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
         o.lan
             .packets

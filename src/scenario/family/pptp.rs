@@ -67,11 +67,11 @@ impl VpnFamily for Pptp {
         s.file.endpoints.same_call_id
     }
 
-    /// The hosts GRE carrying client `i`'s inner address reached.
     fn tells_whose_traffic(&self) -> bool {
         true
     }
 
+    /// The hosts GRE carrying client `i`'s inner address reached.
     fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
         o.inner_addrs.get(i - 1).copied().flatten().map(|a| o.lan.gre_carrying_to(a)).unwrap_or_default()
     }
