@@ -4,8 +4,9 @@
 //! PAP or CHAP-MD5 and IPCP ([`session`]), and moves IP packets between the
 //! link and a `pppN` TUN interface ([`tun`]).
 //!
-//! pptpd names it with its `ppp` option; xl2tpd and the pptp client exec
-//! `/usr/sbin/pppd`, over which a lab host bind-mounts this binary.
+//! pptpd names it with its `ppp` option; xl2tpd execs `/usr/sbin/pppd`,
+//! over which a lab host bind-mounts this binary, and a lab's PPTP client is
+//! `/usr/sbin/pppd pty "pptp SERVER --nolaunchpppd"`.
 
 pub mod hdlc;
 pub mod options;
@@ -65,6 +66,21 @@ impl Log {
 struct Line {
     read: OwnedFd,
     write: OwnedFd,
+    /// The `pty` command on the other end of the line, if we started it.
+    script: Option<std::process::Child>,
+}
+
+impl Drop for Line {
+    /// The `pty` command lives as long as the link, as under pppd.
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.script {
+            if let Ok(pid) = i32::try_from(child.id()) {
+                // SAFETY: a signal to our own child, which we have not reaped.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+            let _ = child.wait();
+        }
+    }
 }
 
 pub(crate) fn set_nonblocking(fd: RawFd) -> io::Result<()> {
@@ -90,9 +106,34 @@ fn make_raw(fd: RawFd) {
     }
 }
 
+/// Starts `script` under `sh -c` with the slave end of a new pseudo-terminal
+/// as its standard input and output; returns the master end and the child.
+fn start_pty_script(script: &str) -> io::Result<(OwnedFd, std::process::Child)> {
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors it opened; no name, termios or size.
+    check(unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) })?;
+    // SAFETY: openpty succeeded, so both are open descriptors we own.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    make_raw(slave.as_raw_fd());
+    let child = std::process::Command::new("/bin/sh")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::from(slave.try_clone()?))
+        .stdout(std::process::Stdio::from(slave))
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("starting the pty command '{script}': {e}")))?;
+    Ok((master, child))
+}
+
 fn open_line(opts: &Options) -> io::Result<Line> {
-    let (read, write) = match &opts.device {
-        Some(path) => {
+    let mut script = None;
+    let (read, write) = match (&opts.pty, &opts.device) {
+        (Some(command), _) => {
+            let (master, child) = start_pty_script(command)?;
+            script = Some(child);
+            let write = master.try_clone()?;
+            (master, write)
+        }
+        (None, Some(path)) => {
             let f = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -103,7 +144,7 @@ fn open_line(opts: &Options) -> io::Result<Line> {
             let write = read.try_clone()?;
             (read, write)
         }
-        None => {
+        (None, None) => {
             // SAFETY: dup of our standard input and output.
             let read = unsafe { OwnedFd::from_raw_fd(check(libc::dup(0))?) };
             // SAFETY: as above.
@@ -114,7 +155,7 @@ fn open_line(opts: &Options) -> io::Result<Line> {
     make_raw(read.as_raw_fd());
     set_nonblocking(read.as_raw_fd())?;
     set_nonblocking(write.as_raw_fd())?;
-    Ok(Line { read, write })
+    Ok(Line { read, write, script })
 }
 
 fn random_u32() -> u32 {

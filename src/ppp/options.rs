@@ -21,6 +21,10 @@ use super::session::{AuthProto, Secret};
 pub struct Options {
     /// The tty to use (a `/dev/...` argument); stdin when absent.
     pub device: Option<PathBuf>,
+    /// A command to run with a pseudo-terminal as its standard input and
+    /// output, whose other end is the line (`pty SCRIPT`, as pppd does):
+    /// how pptp runs as `pptp SERVER --nolaunchpppd`.
+    pub pty: Option<String>,
     /// Line speed (meaningless on a pty; accepted).
     pub speed: Option<u32>,
     /// Our address (`L:R`, left side).
@@ -77,7 +81,6 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "plugin",
     "connect",
     "disconnect",
-    "pty",
     "idle",
     "maxfail",
     "holdoff",
@@ -252,6 +255,7 @@ impl Options {
                     let w = words(&text).map_err(|e| format!("options file {path}: {e}"))?;
                     self.apply(&w, depth + 1).map_err(|e| format!("options file {path}: {e}"))?;
                 }
+                "pty" => self.pty = Some(value("pty")?),
                 "user" => self.user = Some(value("user")?),
                 "name" => self.name = Some(value("name")?),
                 "password" => self.password = Some(value("password")?),
@@ -364,6 +368,15 @@ mod tests {
         assert!(pptpctrl.ignored.contains(&"ms-dns 10.0.0.53".to_string()));
         let pptp = Options::parse(&args(&format!("/dev/pts/3 38400 file {f} ipparam vpn"))).expect("pptp's arguments");
         assert_eq!(pptp.device, Some(PathBuf::from("/dev/pts/3")));
+        let pty = Options::parse(
+            &args(&format!("file {f}"))
+                .into_iter()
+                .chain(["pty".into(), "pptp 198.51.100.2 --nolaunchpppd".into()])
+                .collect::<Vec<_>>(),
+        )
+        .expect("pppd running pptp on a pty");
+        assert_eq!(pty.pty.as_deref(), Some("pptp 198.51.100.2 --nolaunchpppd"));
+        assert_eq!(pty.device, None);
         let named = Options::parse(&args("name lns user client1 password x remotename lns")).expect("names");
         assert_eq!((named.name.as_deref(), named.user.as_deref()), (Some("lns"), Some("client1")));
         assert_eq!(named.remotename.as_deref(), Some("lns"));

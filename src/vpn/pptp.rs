@@ -1,6 +1,6 @@
 //! PPTP in lab hosts: pptpd as the server (its `ppp` option names our PPP
-//! peer) and the pptp client (which runs `/usr/sbin/pppd`, our PPP peer
-//! inside lab hosts), each call a `pppN` link.
+//! peer) and the pptp client (run by `/usr/sbin/pppd`, our PPP peer inside
+//! lab hosts, on a pty), each call a `pppN` link.
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
@@ -98,7 +98,7 @@ pub struct PptpClient<'lab> {
 }
 
 impl<'lab> PptpClient<'lab> {
-    /// Starts pptp towards `server` (it runs our PPP peer for the call).
+    /// Starts a call to `server`: our PPP peer, running pptp on its line.
     pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
         let pptp = crate::prereq::require_tool("pptp")?;
         pppd::require_ppp_peer(&host)?;
@@ -106,11 +106,15 @@ impl<'lab> PptpClient<'lab> {
         let options = pppd::write_options(&host, "options.pptp", ppp)?;
         std::fs::create_dir_all(host.run_dir()?.join("pptp"))
             .map_err(|e| crate::lab::LabError::io("creating the pptp socket directory", e))?;
-        let cmd = Cmd::new(pptp.to_string_lossy())
-            .arg(server.to_string())
-            .args(&["--nohostroute", "--debug", "--loglevel", "2", "--logstring", host.name()])
-            .args(&["file", &options.to_string_lossy()])
-            .label("pptp");
+        // pppd runs pptp on a pty (`pty "pptp SERVER --nolaunchpppd"`, as
+        // pptp's manual suggests): when pptp starts pppd itself, it sleeps
+        // 2 s before it carries the call's first frame.
+        let pty = format!(
+            "{} {server} --nolaunchpppd --nohostroute --loglevel 2 --logstring {}",
+            pptp.to_string_lossy(),
+            host.name()
+        );
+        let cmd = Cmd::new(pppd::PPPD).args(&["pty", &pty, "file", &options.to_string_lossy()]).label("pptp");
         let process = host.spawn(cmd)?;
         Ok(PptpClient { host, process })
     }
@@ -130,7 +134,7 @@ impl<'lab> PptpClient<'lab> {
         pppd::ppp_links(&self.host)
     }
 
-    /// Hangs up: stops pptp (and so its PPP peer).
+    /// Hangs up: stops the PPP peer (and so pptp).
     pub fn stop(&self) -> Result<()> {
         self.process.stop(Duration::from_secs(5)).map(|_| ())
     }
