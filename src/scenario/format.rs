@@ -255,7 +255,7 @@ pub enum Direction {
 }
 
 fn both_directions() -> Vec<Direction> {
-    vec![Direction::Out, Direction::In]
+    vec![Direction::In, Direction::Out]
 }
 
 fn traffic_name() -> String {
@@ -279,9 +279,10 @@ pub enum Step {
         #[serde(default)]
         clients: Clients,
     },
-    /// Pings through each client's tunnel: every client's `out` first, in
-    /// order, then every client's `in`; with `bytes`, that many bytes over
-    /// TCP each way after each ping.
+    /// Pings through each client's tunnel, one direction after the other in
+    /// the order given (by default every client's `in`, last client first,
+    /// then every client's `out`, in order); with `bytes`, that many bytes
+    /// over TCP each way after each ping.
     Traffic {
         /// Which clients.
         #[serde(default)]
@@ -846,6 +847,9 @@ impl Scenario {
                     if directions.is_empty() {
                         return Err(at(&["step"], format!("{where_}: no directions; allowed: out, in")));
                     }
+                    if directions.iter().enumerate().any(|(k, d)| directions[..k].contains(d)) {
+                        return Err(at(&["step"], format!("{where_}: a direction given twice; allowed: out, in")));
+                    }
                     if *bytes > MAX_TRANSFER {
                         return Err(at(&["step"], format!("{where_}: {bytes} bytes; allowed: 0 to {MAX_TRANSFER}")));
                     }
@@ -1110,6 +1114,18 @@ tunnels = ["up"]
         let traffic = |bytes: &str| GOOD.replace("do = \"traffic\"", &format!("do = \"traffic\"\nbytes = {bytes}"));
         let s = parse(&traffic("1000000")).expect("a transfer size");
         assert!(s.file.steps.iter().any(|st| matches!(st, Step::Traffic { bytes: 1_000_000, .. })));
+        let directions = |d: &str| GOOD.replace("do = \"traffic\"", &format!("do = \"traffic\"\ndirections = {d}"));
+        let s = parse(&directions("[\"out\", \"in\"]")).expect("an order of directions");
+        assert!(s.file.steps.iter().any(|st| matches!(st, Step::Traffic { directions, .. }
+            if directions == &[Direction::Out, Direction::In])));
+        let s = parse(GOOD).expect("loads");
+        assert!(
+            s.file.steps.iter().any(|st| matches!(st, Step::Traffic { directions, .. }
+            if directions == &[Direction::In, Direction::Out])),
+            "by default `in` comes first"
+        );
+        let e = parse(&directions("[\"in\", \"in\"]")).expect_err("twice");
+        assert!(e.contains("step 2 (traffic): a direction given twice"), "{e}");
         let e = parse(&traffic("100000001")).expect_err("too many bytes");
         assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
         let nobody =

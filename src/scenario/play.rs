@@ -477,10 +477,13 @@ impl<'s, 'l> Player<'s, 'l> {
         Ok(())
     }
 
-    /// What crossed each client's tunnel in `directions`: a ping, then
-    /// `bytes` over TCP that way if asked. Every client's `out` first, in
-    /// order, then every client's `in`, last client first: the order that
-    /// shows which client a router hands a shared server's packets to.
+    /// What crossed each client's tunnel in `directions`, in that order: a
+    /// ping, then `bytes` over TCP that way if asked. `in` goes last client
+    /// first, `out` in order. The default, `in` before `out`, shows which
+    /// client a router hands a shared server's packets to: a router that
+    /// hands them to the last client that sent is asked before any client's
+    /// own traffic (and the acknowledgements it draws) can make that client
+    /// the last.
     fn traffic(&mut self, clients: &[usize], directions: &[Direction], bytes: u64) -> Result<Vec<Delivery>> {
         let n = self.s.file.topology.clients;
         let mut out = vec![false; n];
@@ -495,10 +498,7 @@ impl<'s, 'l> Player<'s, 'l> {
             }
         }
         if !measured {
-            for dir in [Direction::Out, Direction::In] {
-                if !directions.contains(&dir) {
-                    continue;
-                }
+            for &dir in directions {
                 // Inbound, the last client first: the one a router favours
                 // is checked before strays meant for others reach it.
                 let order: Vec<usize> = match dir {
@@ -656,7 +656,9 @@ fn transfer(client: &Host<'_>, server: Ipv4Addr, bytes: u64, reverse: bool) -> R
     Ok(client.exec(cmd.timeout(Duration::from_secs(150)))?.status.success())
 }
 
+/// Whether `to` answers a ping from `host`: one echo every 200 ms until the
+/// first reply, for at most 3 s.
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
-    let out = host.exec(Cmd::argv(&["ping", "-n", "-c", "2", "-W", "2", &to.to_string()]))?;
+    let out = host.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", "3", &to.to_string()]))?;
     Ok(out.status.success())
 }
