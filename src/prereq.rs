@@ -75,7 +75,10 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "xl2tpd", package: "xl2tpd", paths: &[], used_for: "L2TP endpoints" },
     Tool { name: "pptpd", package: "pptpd", paths: &[], used_for: "the PPTP server" },
     Tool { name: "pptp", package: "pptp-linux", paths: &[], used_for: "the PPTP client" },
-    Tool { name: "openssl", package: "openssl", paths: &[], used_for: "test certificates for IPsec" },
+    Tool { name: "openssl", package: "openssl", paths: &[], used_for: "test certificates for IPsec and OpenVPN" },
+    Tool { name: "wireguard-go", package: "wireguard-go", paths: &[], used_for: "WireGuard endpoints (userspace)" },
+    Tool { name: "wg", package: "wireguard-tools", paths: &[], used_for: "configuring WireGuard endpoints" },
+    Tool { name: "openvpn", package: "openvpn", paths: &[], used_for: "OpenVPN endpoints" },
     Tool {
         name: "conntrack",
         package: "conntrack",

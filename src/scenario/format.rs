@@ -28,12 +28,14 @@ pub enum Family {
     Ikev1,
     /// Raw ESP (IP protocol 50) between scripted peers.
     Esp,
+    /// WireGuard: wireguard-go on both ends.
+    Wireguard,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 6] =
-        [Family::Pptp, Family::L2tp, Family::L2tpIpsec, Family::Ikev2, Family::Ikev1, Family::Esp];
+    pub const ALL: [Family; 7] =
+        [Family::Pptp, Family::L2tp, Family::L2tpIpsec, Family::Ikev2, Family::Ikev1, Family::Esp, Family::Wireguard];
 
     /// The name used in files and test names.
     pub fn name(self) -> &'static str {
@@ -44,6 +46,7 @@ impl Family {
             Family::Ikev2 => "ikev2",
             Family::Ikev1 => "ikev1",
             Family::Esp => "esp",
+            Family::Wireguard => "wireguard",
         }
     }
 }
@@ -1093,7 +1096,7 @@ tunnels = ["up"]
 
     #[test]
     fn a_bad_value_names_the_allowed_ones() {
-        let e = parse(&GOOD.replace("family = \"pptp\"", "family = \"wireguard\"")).expect_err("bad family");
+        let e = parse(&GOOD.replace("family = \"pptp\"", "family = \"sstp\"")).expect_err("bad family");
         assert!(e.contains(":2:") && e.contains("pptp") && e.contains("l2tp-ipsec"), "{e}");
         let e = parse(&GOOD.replace("do = \"traffic\"", "do = \"dance\"")).expect_err("bad step");
         assert!(e.contains(":9:") && e.contains("dance") && e.contains("reboot"), "{e}");

@@ -8,4 +8,5 @@ pub mod pptp;
 pub mod scripted;
 pub mod strongswan;
 pub mod vici;
+pub mod wireguard;
 pub mod xl2tpd;

@@ -15,6 +15,7 @@ pub mod l2tp;
 pub mod pptp;
 pub mod tcp;
 pub mod udp;
+pub mod wireguard;
 
 use std::fmt;
 

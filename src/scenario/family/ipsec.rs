@@ -10,7 +10,7 @@ use super::{Daemons, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{LabError, Process, Result};
 use crate::router::client_name;
-use crate::scenario::format::{IpsecAuth, Scenario, Step, Target, TunnelState};
+use crate::scenario::format::{IpsecAuth, Scenario, Target, TunnelState};
 use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::strongswan::{CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, client_conf, server_conf};
 use crate::vpn::xl2tpd::Xl2tpd;
@@ -214,32 +214,7 @@ impl VpnFamily for Ipsec {
                 format!("{clear} L2TP packets in clear, {esp_in_udp} ESP-in-UDP packets on the WAN"),
             ));
         }
-        if let Target::Rust(mode) = target
-            && let Ok(profile) = s.profile(mode)
-        {
-            let timeout = profile.timeouts.udp as f64;
-            let waits = f.steps.iter().any(|st| matches!(st, Step::Wait { seconds } if *seconds > timeout));
-            let keepalive = f.endpoints.keepalive_s as f64;
-            if waits && o.tunnels.iter().all(|t| *t == TunnelState::Up) {
-                let c1 = o.shape.seen_as(1);
-                // The silence after c1's last packet lasts until the captures end.
-                let end = o.lan.packets.iter().chain(&o.wan.packets).map(|p| p.time).max();
-                let times: Vec<_> = o.lan.packets.iter().filter(|p| p.src == c1).map(|p| p.time).chain(end).collect();
-                let silence = times.windows(2).map(|w| w[1].saturating_sub(w[0]).as_secs_f64()).fold(0.0, f64::max);
-                let (what, holds) = if keepalive > timeout {
-                    (
-                        format!("c1 falls silent on the LAN for longer than the NAT's UDP timeout ({timeout} s)"),
-                        silence > timeout,
-                    )
-                } else {
-                    (
-                        format!("c1's keepalives keep every silence shorter than the NAT's UDP timeout ({timeout} s)"),
-                        silence < timeout,
-                    )
-                };
-                out.push(premise(what, holds, format!("longest silence {silence:.1} s")));
-            }
-        }
+        out.extend(super::idle_premise(s, o, target));
         out
     }
 }

@@ -11,13 +11,14 @@ mod esp;
 mod ipsec;
 mod l2tp;
 mod pptp;
+mod wireguard;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target};
-use super::observed::{Check, Observed};
+use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target, TunnelState};
+use super::observed::{self, Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Host, Lab, LabError, Process, Result};
 use crate::router::Shape;
@@ -36,6 +37,7 @@ pub fn of(family: Family) -> &'static dyn VpnFamily {
         Family::Ikev2 => &ipsec::IKEV2,
         Family::Ikev1 => &ipsec::IKEV1,
         Family::Esp => &esp::Esp,
+        Family::Wireguard => &wireguard::Wireguard,
     }
 }
 
@@ -120,6 +122,34 @@ pub fn check(s: &Scenario) -> std::result::Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// For a story that idles longer than the Rust NAT's UDP timeout (a `wait`
+/// step past it) with every tunnel up: that c1 really fell silent on the LAN
+/// for longer than the timeout (no keepalive, or a longer one), or that its
+/// keepalives kept every silence shorter.
+fn idle_premise(s: &Scenario, o: &Observed, target: Target) -> Option<Check> {
+    let Target::Rust(mode) = target else { return None };
+    let timeout = s.profile(mode).ok()?.timeouts.udp as f64;
+    let waits = s.file.steps.iter().any(|st| matches!(st, Step::Wait { seconds } if *seconds > timeout));
+    if !waits || !o.tunnels.iter().all(|t| *t == TunnelState::Up) {
+        return None;
+    }
+    let keepalive = s.file.endpoints.keepalive_s as f64;
+    let c1 = o.shape.seen_as(1);
+    // The silence after c1's last packet lasts until the captures end.
+    let end = o.lan.packets.iter().chain(&o.wan.packets).map(|p| p.time).max();
+    let times: Vec<_> = o.lan.packets.iter().filter(|p| p.src == c1).map(|p| p.time).chain(end).collect();
+    let silence = times.windows(2).map(|w| w[1].saturating_sub(w[0]).as_secs_f64()).fold(0.0, f64::max);
+    let (what, holds) = if keepalive == 0.0 || keepalive > timeout {
+        (format!("c1 falls silent on the LAN for longer than the NAT's UDP timeout ({timeout} s)"), silence > timeout)
+    } else {
+        (
+            format!("c1's keepalives keep every silence shorter than the NAT's UDP timeout ({timeout} s)"),
+            silence < timeout,
+        )
+    };
+    Some(observed::premise(what, holds, format!("longest silence {silence:.1} s")))
 }
 
 /// A running VPN endpoint: a server's or a client's daemons.
