@@ -367,49 +367,24 @@ impl<'lab> Charon<'lab> {
 
 /// A throwaway CA and host certificates, made with openssl in `dir`.
 ///
-/// Keys are RSA 3072, so that IKE_AUTH messages are large (they cross the
-/// router as IP fragments). Generating one takes most of a second, so a
-/// process makes two — the CA's and one that every host certificate
-/// carries — and each PKI only signs.
+/// The CA signs with a fixed RSA 3072 key and every host certificate
+/// carries another ([`LAB_KEYS`]), so no run waits for key generation and
+/// IKE_AUTH messages are large (they cross the router as IP fragments).
 pub struct TestPki {
     /// The CA certificate.
     pub ca: PathBuf,
     dir: PathBuf,
 }
 
-/// The CA's and the hosts' private keys (PEM), made once per process.
-fn pki_keys() -> Result<&'static (String, String)> {
-    static KEYS: std::sync::OnceLock<std::result::Result<(String, String), String>> = std::sync::OnceLock::new();
-    let made = KEYS.get_or_init(|| {
-        let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory for keys: {e}"))?;
-        let keygen = |name: &str| {
-            duct::cmd!("openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:3072", "-out", name)
-                .dir(dir.path())
-                .stdout_capture()
-                .stderr_capture()
-                .unchecked()
-                .start()
-                .map_err(|e| format!("running openssl: {e}"))
-        };
-        // Both at once: each is CPU-bound on one core.
-        let (ca, host) = (keygen("ca.key")?, keygen("host.key")?);
-        for (handle, name) in [(ca, "ca.key"), (host, "host.key")] {
-            let out = handle.wait().map_err(|e| format!("openssl genpkey: {e}"))?;
-            if !out.status.success() {
-                return Err(format!("openssl genpkey {name}: {}", String::from_utf8_lossy(&out.stderr).trim()));
-            }
-        }
-        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).map_err(|e| format!("{name}: {e}"));
-        Ok((read("ca.key")?, read("host.key")?))
-    });
-    made.as_ref().map_err(|e| LabError::Input(format!("making the test PKI's keys: {e}")))
-}
+/// The CA's and the hosts' private keys (PEM): public test fixtures that
+/// secure nothing (see `src/vpn/lab-pki/README.md`).
+pub const LAB_KEYS: (&str, &str) = (include_str!("lab-pki/ca.key"), include_str!("lab-pki/host.key"));
 
 impl TestPki {
     /// Makes a CA.
     pub fn new(dir: &Path) -> Result<TestPki> {
         crate::prereq::require_tool("openssl")?;
-        let (ca_key, _) = pki_keys()?;
+        let (ca_key, _) = LAB_KEYS;
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
         write_key(&dir.join("ca.key"), ca_key)?;
         let ca = dir.join("ca.crt");
@@ -427,7 +402,7 @@ impl TestPki {
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
         std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{name}\n"))
             .map_err(|e| LabError::io("writing a certificate extension file", e))?;
-        write_key(&self.dir.join(&key), &pki_keys()?.1)?;
+        write_key(&self.dir.join(&key), LAB_KEYS.1)?;
         openssl(&self.dir, &["req", "-new", "-key", &key, "-out", &csr], &["-subj", &format!("/CN={name}")])?;
         openssl(
             &self.dir,
