@@ -60,6 +60,16 @@ impl<'lab> Host<'lab> {
         out.pop().ok_or_else(no_runtime)
     }
 
+    /// Sets a `net.*` sysctl of the host's network namespace.
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        if !key.starts_with("net.") || key.contains("..") || key.contains('/') {
+            return Err(LabError::Input(format!("host '{}': sysctl {key}: only net.* keys", self.name())));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let what = format!("host '{}': setting {key} = {value}", self.name());
+        self.inside(move || std::fs::write(&path, format!("{value}\n")).map_err(|e| LabError::io(what, e)))
+    }
+
     /// Its network namespace's name (for `ip netns exec`).
     pub fn netns(&self) -> String {
         self.lab.record.id.netns_name(self.name())

@@ -28,14 +28,27 @@ pub enum Family {
     Ikev1,
     /// Raw ESP (IP protocol 50) between scripted peers.
     Esp,
+    /// OpenVPN over UDP.
+    Openvpn,
+    /// OpenVPN over TCP.
+    OpenvpnTcp,
     /// WireGuard: wireguard-go on both ends.
     Wireguard,
 }
 
 impl Family {
     /// Every family, in report order.
-    pub const ALL: [Family; 7] =
-        [Family::Pptp, Family::L2tp, Family::L2tpIpsec, Family::Ikev2, Family::Ikev1, Family::Esp, Family::Wireguard];
+    pub const ALL: [Family; 9] = [
+        Family::Pptp,
+        Family::L2tp,
+        Family::L2tpIpsec,
+        Family::Ikev2,
+        Family::Ikev1,
+        Family::Esp,
+        Family::Openvpn,
+        Family::OpenvpnTcp,
+        Family::Wireguard,
+    ];
 
     /// The name used in files and test names.
     pub fn name(self) -> &'static str {
@@ -46,6 +59,8 @@ impl Family {
             Family::Ikev2 => "ikev2",
             Family::Ikev1 => "ikev1",
             Family::Esp => "esp",
+            Family::Openvpn => "openvpn",
+            Family::OpenvpnTcp => "openvpn-tcp",
             Family::Wireguard => "wireguard",
         }
     }
@@ -211,8 +226,12 @@ pub struct Endpoints {
     pub same_call_id: bool,
     /// IPsec: authentication.
     pub auth: IpsecAuth,
-    /// IPsec: NAT-T keepalive interval of the clients, seconds.
+    /// The clients' keepalive interval, seconds: IPsec NAT-T keepalives,
+    /// WireGuard `PersistentKeepalive`, OpenVPN `ping` (0: none).
     pub keepalive_s: u64,
+    /// OpenVPN: the server accepts a client's packets from a new address or
+    /// port mid-session (`float`).
+    pub float: bool,
     /// L2TP: the server.
     pub lns: Lns,
     /// Raw ESP: how long the server holds each echo, ms (clients that start
@@ -235,6 +254,7 @@ impl Default for Endpoints {
             same_call_id: false,
             auth: IpsecAuth::Psk,
             keepalive_s: 20,
+            float: false,
             lns: Lns::Xl2tpd,
             esp_delay_ms: 0,
             esp_packets: 1,

@@ -3,6 +3,7 @@
 //! ready and reports tunnel state.
 
 pub mod diagnose;
+pub mod openvpn;
 pub mod pppd;
 pub mod pptp;
 pub mod scripted;

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use nix::libc;
 
 use crate::sys::{self, check};
-use crate::wire::{esp, gre, ike, l2tp, wireguard};
+use crate::wire::{esp, gre, ike, l2tp, openvpn, wireguard};
 
 /// What the ESP client puts before its SPI in the IKE body.
 const ASK: &[u8] = b"ESP-SPI ";
@@ -300,7 +300,8 @@ pub fn parse_esp_report(text: &str) -> Option<EspReport> {
 /// Sends `rounds` of spoofed VPN packets at `target` (a NAT's public
 /// address): enhanced GRE for Call IDs, raw ESP and ESP-in-UDP for SPIs,
 /// L2TP data and control for Tunnel IDs, IKE on 500, WireGuard handshakes
-/// and data for receiver indices. Returns how many packets left.
+/// and data for receiver indices, OpenVPN hard resets. Returns how many
+/// packets left.
 pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
     let gre = RawSocket::open(47)?;
     let esp = RawSocket::open(50)?;
@@ -327,7 +328,8 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
         udp.send_to(&nat_t, to(ike::NAT_T_PORT))?;
         udp.send_to(&wireguard::emit_initiation(u32::from(id)), to(wireguard::PORT))?;
         udp.send_to(&wireguard::emit_data(u32::from(id), u64::from(i), b"spoofed"), to(wireguard::PORT))?;
-        sent += 9;
+        udp.send_to(&openvpn::emit_hard_reset(u64::from(id), u32::from(i)), to(openvpn::PORT))?;
+        sent += 10;
     }
     say(&format!("hostile: sent {sent} packets to {target}"));
     Ok(sent)

@@ -12,6 +12,7 @@ pub mod icmp;
 pub mod ike;
 pub mod ipv4;
 pub mod l2tp;
+pub mod openvpn;
 pub mod pptp;
 pub mod tcp;
 pub mod udp;

@@ -10,11 +10,13 @@
 mod esp;
 mod ipsec;
 mod l2tp;
+mod openvpn;
 mod pptp;
 mod wireguard;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target, TunnelState};
@@ -37,6 +39,8 @@ pub fn of(family: Family) -> &'static dyn VpnFamily {
         Family::Ikev2 => &ipsec::IKEV2,
         Family::Ikev1 => &ipsec::IKEV1,
         Family::Esp => &esp::Esp,
+        Family::Openvpn => &openvpn::OPENVPN_UDP,
+        Family::OpenvpnTcp => &openvpn::OPENVPN_TCP,
         Family::Wireguard => &wireguard::Wireguard,
     }
 }
@@ -247,12 +251,19 @@ impl<'l> Stage<'_, 'l> {
         if self.scenario.file.endpoints.auth == IpsecAuth::Psk {
             return Ok(Auth::Psk(SECRET.into()));
         }
+        let (ca, cert, key) = self.certificate(name)?;
+        Ok(Auth::Cert { ca, cert, key })
+    }
+
+    /// A certificate and key for `name` from the run's authority (made
+    /// when first needed), and the authority's certificate.
+    fn certificate(&mut self, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
         if self.pki.is_none() {
             *self.pki = Some(TestPki::new(&self.lab.dir().join("pki"))?);
         }
         let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
         let (cert, key) = pki.issue(name)?;
-        Ok(Auth::Cert { ca: pki.ca.clone(), cert, key })
+        Ok((pki.ca.clone(), cert, key))
     }
 }
 
