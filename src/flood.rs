@@ -51,14 +51,14 @@ pub const KINDS: [&str; 10] =
 /// An endless, repeatable stream of hostile frames.
 pub struct Flood {
     aim: Aim,
-    state: u64,
+    rng: crate::rng::Rng,
     counts: [u64; KINDS.len()],
 }
 
 impl Flood {
     /// A stream for `aim`, the same for the same `seed`.
     pub fn new(aim: Aim, seed: u64) -> Flood {
-        Flood { aim, state: seed ^ 0x9e37_79b9_7f4a_7c15, counts: [0; KINDS.len()] }
+        Flood { aim, rng: crate::rng::Rng::new(seed), counts: [0; KINDS.len()] }
     }
 
     /// How many frames of each kind were made, by name.
@@ -67,11 +67,7 @@ impl Flood {
     }
 
     fn next_u64(&mut self) -> u64 {
-        // xorshift64*: fast, and the same stream for the same seed.
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     fn u16(&mut self) -> u16 {

@@ -24,6 +24,7 @@ pub mod nat;
 pub mod ppp;
 pub mod prereq;
 pub mod probe;
+pub mod rng;
 pub mod router;
 pub mod scenario;
 pub mod sys;

@@ -18,7 +18,7 @@ struct Scheduled<T> {
 /// One direction's impairment queue of items (frames with their metadata).
 pub struct Impairer<T> {
     cfg: Impairment,
-    rng: u64,
+    rng: crate::rng::Rng,
     seq: u64,
     queue: Vec<Scheduled<T>>,
     held: Option<Scheduled<T>>,
@@ -27,7 +27,7 @@ pub struct Impairer<T> {
 impl<T: Clone> Impairer<T> {
     /// An impairer with these settings and seed.
     pub fn new(cfg: Impairment, seed: u64) -> Impairer<T> {
-        Impairer { cfg, rng: seed | 1, seq: 0, queue: Vec::new(), held: None }
+        Impairer { cfg, rng: crate::rng::Rng::new(seed), seq: 0, queue: Vec::new(), held: None }
     }
 
     /// Whether this direction is unimpaired (frames need not come here).
@@ -36,11 +36,7 @@ impl<T: Clone> Impairer<T> {
     }
 
     fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        self.rng.next_u64()
     }
 
     fn chance(&mut self, percent: f64) -> bool {

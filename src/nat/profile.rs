@@ -180,6 +180,19 @@ impl Timeouts {
 /// The longest timeout a profile may set: a year, in seconds.
 pub const MAX_TIMEOUT_S: u64 = 365 * 24 * 3600;
 
+/// How a NAT picks a public port when it does not keep the internal one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortAllocation {
+    /// The next free port after the last one handed out: a NAT that
+    /// restarts hands the same ports out again.
+    #[default]
+    Sequential,
+    /// A random free port for every new mapping (as Linux with
+    /// `--random`): a flow whose mapping was forgotten gets a new public port.
+    Random,
+}
+
 /// The public ports a NAT may hand out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,6 +367,8 @@ pub struct Profile {
     pub port_preservation: bool,
     /// Public ports to hand out.
     pub port_range: PortRange,
+    /// How a public port is picked when the internal one is not kept.
+    pub port_allocation: PortAllocation,
     /// Let LAN hosts reach each other through the public address (RFC 4787 REQ-9).
     pub hairpinning: bool,
     /// Idle timeouts.
@@ -389,6 +404,7 @@ impl Default for Profile {
             filtering: Behaviour::AddressAndPortDependent,
             port_preservation: true,
             port_range: PortRange::default(),
+            port_allocation: PortAllocation::Sequential,
             hairpinning: true,
             timeouts: Timeouts::default(),
             max_mappings: 65536,
@@ -416,6 +432,7 @@ pub const PRESETS: &[&str] = &[
     "naive",
     "full",
     "linux-like",
+    "port-randomising",
 ];
 
 impl Profile {
@@ -426,7 +443,10 @@ impl Profile {
     /// `symmetric`. Passthrough presets, on the default behaviour:
     /// `passthrough-off`, `naive` (what cheap firmware does), `full` (every
     /// ALG), `linux-like` (what the Linux kernel does: a PPTP ALG with one
-    /// call per control connection, nothing for L2TP or ESP).
+    /// call per control connection, nothing for L2TP or ESP). Field-failure
+    /// presets, on `full`: `port-randomising` (no port preservation and a
+    /// random public port per mapping: a flow forgotten in a reboot or flush
+    /// comes back from a new public port).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
         let base = Profile { name: name.to_string(), ..Profile::default() };
@@ -456,6 +476,9 @@ impl Profile {
                     shared_remote: SharedRemote::OldestKeeps,
                     ..base
                 });
+            }
+            "port-randomising" => {
+                return Some(Profile { port_preservation: false, port_allocation: PortAllocation::Random, ..base });
             }
             _ => return None,
         };

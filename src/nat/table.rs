@@ -185,6 +185,8 @@ pub struct Table {
     len: usize,
     sweep_cursor: usize,
     next_port: u32,
+    /// Where random allocation draws from (`port_allocation = "random"`).
+    random: Option<crate::rng::Rng>,
     /// Public UDP ports the ALGs own (L2TP's 1701, IKE's 500, as the
     /// profile has them): never handed out.
     reserved: Vec<u16>,
@@ -234,6 +236,8 @@ impl Table {
             len: 0,
             sweep_cursor: 0,
             next_port: 0,
+            random: (profile.port_allocation == super::profile::PortAllocation::Random)
+                .then(crate::rng::Rng::from_entropy),
             per_host: PerHost::new(profile.limits.mappings_per_host),
             sessions: 0,
             max_sessions: profile.limits.sessions,
@@ -346,7 +350,8 @@ impl Table {
     }
 
     /// Picks a public port: the internal one if preservation is on and it is
-    /// free, else the next free one in the range.
+    /// free, else the next free one in the range (from a random place in it,
+    /// with random allocation).
     fn allocate(
         &mut self,
         proto: u8,
@@ -366,6 +371,9 @@ impl Table {
             return Ok(wanted);
         }
         let span = u32::from(self.high) - u32::from(self.low) + 1;
+        if let Some(rng) = &mut self.random {
+            self.next_port = (rng.next_u64() % u64::from(span)) as u32;
+        }
         for _ in 0..span {
             let port = (u32::from(self.low) + self.next_port % span) as u16;
             self.next_port = self.next_port.wrapping_add(1);
