@@ -55,6 +55,9 @@ pub enum DropReason {
     FragmentUnmatched,
     /// Too many fragments waiting for their first fragment.
     FragmentQueueFull,
+    /// A fragment, dropped because the profile drops every fragment
+    /// (`drop_fragments`).
+    FragmentDropped,
     /// Removed by the profile's impairment (loss).
     ImpairedLoss,
     /// Not an IPv4 or ARP frame (IPv6, VLAN tags, other EtherTypes).
@@ -171,6 +174,7 @@ impl DropReason {
             DropReason::ToRouter => "to-router".into(),
             DropReason::FragmentUnmatched => "fragment-unmatched".into(),
             DropReason::FragmentQueueFull => "fragment-queue-full".into(),
+            DropReason::FragmentDropped => "fragment-dropped".into(),
             DropReason::ImpairedLoss => "impaired-loss".into(),
             DropReason::NotIpv4 => "not-ipv4".into(),
             DropReason::Ethernet => "ethernet-truncated".into(),

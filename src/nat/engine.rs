@@ -217,6 +217,9 @@ impl Nat {
         if self.cfg.profile.blocked.contains(&proto) {
             return self.drop(Some(proto), DropReason::Blocked);
         }
+        if self.cfg.profile.drop_fragments && (ip.more_frags() || ip.frag_offset() != 0) {
+            return self.drop(Some(proto), DropReason::FragmentDropped);
+        }
         let dst = ip.dst_bytes();
         let ttl = ip.ttl();
         if !self.source_allowed(side, ip.src_bytes()) {

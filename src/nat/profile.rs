@@ -379,6 +379,9 @@ pub struct Profile {
     pub limits: Limits,
     /// Protocols dropped in both directions.
     pub blocked: BTreeSet<Protocol>,
+    /// Drop every IP fragment, both ways (a router that never reassembles
+    /// nor forwards fragments).
+    pub drop_fragments: bool,
     /// Loss, delay, reordering and duplication.
     pub impair: Impairments,
     /// PPTP passthrough.
@@ -410,6 +413,7 @@ impl Default for Profile {
             max_mappings: 65536,
             limits: Limits::default(),
             blocked: BTreeSet::new(),
+            drop_fragments: false,
             impair: Impairments::default(),
             pptp: PptpMode::CallId,
             pptp_call_ids: CallIdChoice::Unique,
@@ -433,6 +437,7 @@ pub const PRESETS: &[&str] = &[
     "full",
     "linux-like",
     "port-randomising",
+    "fragment-dropping",
 ];
 
 impl Profile {
@@ -446,7 +451,8 @@ impl Profile {
     /// call per control connection, nothing for L2TP or ESP). Field-failure
     /// presets, on `full`: `port-randomising` (no port preservation and a
     /// random public port per mapping: a flow forgotten in a reboot or flush
-    /// comes back from a new public port).
+    /// comes back from a new public port), `fragment-dropping` (every IP
+    /// fragment dropped, both ways).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
         let base = Profile { name: name.to_string(), ..Profile::default() };
@@ -477,6 +483,7 @@ impl Profile {
                     ..base
                 });
             }
+            "fragment-dropping" => return Some(Profile { drop_fragments: true, ..base }),
             "port-randomising" => {
                 return Some(Profile { port_preservation: false, port_allocation: PortAllocation::Random, ..base });
             }
@@ -565,6 +572,13 @@ mod tests {
         assert_eq!(sym.mapping, Behaviour::AddressAndPortDependent);
         assert_eq!(Profile::preset("full-cone").expect("full cone").filtering, Behaviour::EndpointIndependent);
         assert!(Profile::preset("nope").is_none());
+        let random = Profile::preset("port-randomising").expect("port-randomising");
+        assert!(!random.port_preservation && random.port_allocation == PortAllocation::Random);
+        assert_eq!(random.ipsec, IpsecMode::Spi, "field-failure presets build on full");
+        assert!(Profile::preset("fragment-dropping").expect("fragment-dropping").drop_fragments);
+        for name in PRESETS {
+            assert!(Profile::preset(name).is_some(), "{name} is listed but not made");
+        }
     }
 
     #[test]

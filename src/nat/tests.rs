@@ -503,6 +503,19 @@ fn every_fragment_of_a_datagram_is_translated_alike() {
 }
 
 #[test]
+fn a_router_that_drops_fragments_drops_every_part_and_counts_them() {
+    let mut n = nat_with(|p| p.drop_fragments = true);
+    let (mut f1, mut f2) = fragments(C1, S1, 5500, 5500);
+    assert_eq!(out(&mut n, &mut f1, t(0)), Verdict::Drop(DropReason::FragmentDropped));
+    assert_eq!(out(&mut n, &mut f2, t(0)), Verdict::Drop(DropReason::FragmentDropped));
+    let (_, mut g2) = fragments(S1, WAN, 5500, 5500);
+    assert_eq!(inb(&mut n, &mut g2, t(0)), Verdict::Drop(DropReason::FragmentDropped));
+    assert_eq!(n.counters().dropped(DropReason::FragmentDropped), 3);
+    let mut whole = udp(C1, 5500, S1, 5500, b"whole");
+    assert_eq!(out(&mut n, &mut whole, t(0)), forward(Side::Wan, S1), "a whole datagram still crosses");
+}
+
+#[test]
 fn a_lone_later_fragment_gives_up() {
     let mut n = nat();
     let (_, mut f2) = fragments(S1, WAN, 500, 500);

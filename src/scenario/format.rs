@@ -232,6 +232,9 @@ pub struct Endpoints {
     /// OpenVPN: the server accepts a client's packets from a new address or
     /// port mid-session (`float`).
     pub float: bool,
+    /// IPsec with certificates: IKEv2 fragmentation (RFC 7383) on, so
+    /// IKE_AUTH crosses in IKE fragments instead of IP fragments.
+    pub ike_fragmentation: bool,
     /// L2TP: the server.
     pub lns: Lns,
     /// Raw ESP: how long the server holds each echo, ms (clients that start
@@ -255,6 +258,7 @@ impl Default for Endpoints {
             auth: IpsecAuth::Psk,
             keepalive_s: 20,
             float: false,
+            ike_fragmentation: false,
             lns: Lns::Xl2tpd,
             esp_delay_ms: 0,
             esp_packets: 1,

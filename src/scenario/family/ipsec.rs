@@ -67,6 +67,12 @@ impl Ipsec {
         }
     }
 
+    /// Whether IKE is left to fragment at the IP layer: with certificates,
+    /// unless the file turns IKEv2 fragmentation on.
+    fn ip_fragments(s: &Scenario) -> bool {
+        s.file.endpoints.auth == IpsecAuth::Certificates && !s.file.endpoints.ike_fragmentation
+    }
+
     fn id(s: &Scenario, role: &str, n: usize) -> String {
         match s.file.endpoints.auth {
             IpsecAuth::Psk => format!("{role}{n}"),
@@ -107,7 +113,7 @@ impl VpnFamily for Ipsec {
                 local_ts: inner_ts,
                 remote_ts: client_ts,
                 pool: format!("10.99.{j}.0/24"),
-                ip_fragments: s.file.endpoints.auth == IpsecAuth::Certificates,
+                ip_fragments: Self::ip_fragments(s),
             }),
             &auth,
         )?;
@@ -139,7 +145,7 @@ impl VpnFamily for Ipsec {
                 server: server_addr,
                 remote_ts: inner_ts,
                 local_ts: client_ts,
-                ip_fragments: s.file.endpoints.auth == IpsecAuth::Certificates,
+                ip_fragments: Self::ip_fragments(s),
             }),
             &auth,
         )?;
@@ -182,11 +188,16 @@ impl VpnFamily for Ipsec {
                 .any(|p| matches!(p.what, What::Ike { responder_spi, .. } if responder_spi != 0));
             let fragments =
                 o.lan.packets.iter().filter(from_client).filter(|p| matches!(p.what, What::Fragment { .. })).count();
-            out.push(premise(
-                "IKE_AUTH crosses the LAN in IP fragments",
-                !authenticating || fragments > 0,
-                format!("{fragments} later fragments from the clients; IKE past IKE_SA_INIT: {authenticating}"),
-            ));
+            let seen = format!("{fragments} later fragments from the clients; IKE past IKE_SA_INIT: {authenticating}");
+            out.push(if f.endpoints.ike_fragmentation {
+                premise(
+                    "IKE_AUTH crosses the LAN in IKE fragments (RFC 7383), not IP fragments",
+                    !authenticating || fragments == 0,
+                    seen,
+                )
+            } else {
+                premise("IKE_AUTH crosses the LAN in IP fragments", !authenticating || fragments > 0, seen)
+            });
         }
         // Through a NAT, IKE must have seen it: NAT-T moves the client to
         // UDP 4500 (RFC 3947, RFC 7296 §2.23). Without it the story of a
