@@ -1,7 +1,6 @@
 //! IPsec with strongSwan: IKEv2 or IKEv1 with NAT-T, and L2TP inside an
 //! IKEv2 CHILD_SA narrowed to udp/1701.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -166,12 +165,6 @@ impl VpnFamily for Ipsec {
             Err(err) => Tunnel::down(err.to_string()),
         };
         Ok((Box::new(Ends { charon, l2tp }), tunnel))
-    }
-
-    /// ESP inside NAT-T is encrypted and the captures read no SPI owner:
-    /// nothing is told.
-    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
-        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {

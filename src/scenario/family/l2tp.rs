@@ -2,7 +2,6 @@
 //! the tunnel only (from port 1701 to the client's 1701, or from a new
 //! port).
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
@@ -106,12 +105,6 @@ impl VpnFamily for L2tp {
             lan.facts().is_ok_and(|f| sccrp(&f) >= n)
         });
         Ok(())
-    }
-
-    /// L2TP data carries no per-client mark the captures read: nothing is
-    /// told.
-    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
-        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {

@@ -95,8 +95,13 @@ pub trait VpnFamily: Sync {
     }
 
     /// The LAN addresses that client `i`'s tunnel traffic was delivered
-    /// to, as far as the captures tell (for `misdelivered`).
-    fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr>;
+    /// to, as far as the captures tell (for `misdelivered`). None, for a
+    /// family whose traffic the captures cannot attribute (encrypted, or
+    /// with no per-client mark they read): then it must say nothing in
+    /// [`VpnFamily::tells_whose_traffic`] either.
+    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
+        BTreeSet::new()
+    }
 
     /// Whether the captures tell whose tunnel traffic a packet is
     /// ([`VpnFamily::reached_by`] says something).

@@ -1,7 +1,6 @@
 //! OpenVPN: an `openvpn` server and clients with certificates of the run's
 //! authority, over UDP or over TCP.
 
-use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -80,10 +79,6 @@ impl VpnFamily for Openvpn {
             Err(why) => Tunnel::down(why),
         };
         Ok((Box::new(client), tunnel))
-    }
-
-    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
-        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {

@@ -1,7 +1,6 @@
 //! WireGuard: wireguard-go on both ends, one server peer and a client peer
 //! per client, with the scenario's keepalive as `PersistentKeepalive`.
 
-use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
@@ -92,10 +91,6 @@ impl VpnFamily for Wireguard {
             Tunnel::down("no handshake with the server: its handshake initiations went unanswered")
         };
         Ok((Box::new(wg), tunnel))
-    }
-
-    fn reached_by(&self, _o: &Observed, _i: usize) -> BTreeSet<Ipv4Addr> {
-        BTreeSet::new()
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
