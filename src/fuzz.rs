@@ -1623,7 +1623,7 @@ pub fn nat(data: &[u8]) {
     let (lan, wan, gateway) = fuzz_net(r.u8());
     let d = r.u8();
     let driver = fuzz_driver(d, &mut r);
-    let mut run = Run::new(Config { lan, wan, gateway, profile }, driver);
+    let mut run = Run::new(Config { lan, wan, gateway, profile, seed: 1 }, driver);
     run.play(&mut r);
 }
 
@@ -1654,7 +1654,7 @@ pub fn pptp(data: &[u8]) {
     }
     let (lan, wan) = lan_wan();
     let mut run = Run::new(
-        Config { lan, wan, gateway: None, profile },
+        Config { lan, wan, gateway: None, profile, seed: 1 },
         Driver { link: false, vnet: false, answer_arp: true, link_limits: LinkLimits::default() },
     );
     let wan_addr = run.wan_addr;
@@ -1719,7 +1719,7 @@ pub fn l2tp(data: &[u8]) {
         profile.limits.l2tp_tunnels_per_host = 1;
     }
     let mut run = Run::new(
-        Config { lan, wan, gateway: None, profile },
+        Config { lan, wan, gateway: None, profile, seed: 1 },
         Driver { link: false, vnet: false, answer_arp: true, link_limits: LinkLimits::default() },
     );
     let clients = [[192, 168, 1, 10], [192, 168, 1, 11], [192, 168, 1, 12]];
@@ -1841,7 +1841,7 @@ pub fn profile(data: &[u8]) {
         let (lan, wan) = lan_wan();
         (lan, wan, None, Driver { link: true, vnet: false, answer_arp: true, link_limits: LinkLimits::default() })
     };
-    let mut run = Run::new(Config { lan, wan, gateway, profile: p }, driver);
+    let mut run = Run::new(Config { lan, wan, gateway, profile: p, seed: 1 }, driver);
     run.play(&mut r);
 }
 

@@ -141,13 +141,18 @@ enum PeerCommand {
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
     },
-    /// Send spoofed GRE, ESP, L2TP, IKE and NAT-T packets at an address.
+    /// Send spoofed GRE, ESP, L2TP, IKE, NAT-T, WireGuard and OpenVPN packets at an address.
     Hostile {
         /// The NAT's public address.
         target: std::net::Ipv4Addr,
-        /// Rounds of seven packets.
+        /// Rounds of ten packets (and three more per port of `--ports`).
         #[arg(long, default_value_t = 64)]
         rounds: u16,
+        /// Public UDP ports the NAT gave its clients (comma-separated): each
+        /// round also sends WireGuard data, an OpenVPN hard reset and
+        /// ESP-in-UDP to each, from this host's address.
+        #[arg(long, value_delimiter = ',')]
+        ports: Vec<u16>,
     },
     /// An L2TP LNS that answers each SCCRQ from a new UDP port (or from
     /// 1701), optionally always to one port of the client, and keeps each
@@ -251,7 +256,8 @@ struct NatArgs {
     #[arg(long, value_name = "ADDR")]
     gateway: Option<std::net::Ipv4Addr>,
     /// A preset (default, full-cone, restricted-cone, port-restricted-cone,
-    /// symmetric) or a TOML profile file.
+    /// symmetric, passthrough-off, naive, full, linux-like, port-randomising,
+    /// fragment-dropping) or a TOML profile file.
     #[arg(long, value_name = "FILE|NAME", default_value = "default")]
     profile: String,
     /// Where to listen for `nat-dump`: a Unix socket, mode 0600. A stale
@@ -711,7 +717,13 @@ fn nat(args: NatArgs) -> Result<(), LabError> {
     let cfg = run::RunConfig {
         lan_if: args.lan,
         wan_if: args.wan,
-        nat: Config { lan: args.lan_addr, wan: args.wan_addr, gateway: args.gateway, profile },
+        nat: Config {
+            lan: args.lan_addr,
+            wan: args.wan_addr,
+            gateway: args.gateway,
+            profile,
+            seed: vpn_passthrough::rng::Rng::from_entropy().next_u64(),
+        },
         control: (!args.no_control).then_some(args.control),
     };
     let stop = Arc::new(AtomicBool::new(false));
@@ -823,7 +835,7 @@ fn peer(cmd: PeerCommand) -> ExitCode {
                 Err(e) => done(Err(e)),
             }
         }
-        PeerCommand::Hostile { target, rounds } => done(scripted::hostile(target, rounds).map(|_| ())),
+        PeerCommand::Hostile { target, rounds, ports } => done(scripted::hostile(target, rounds, &ports).map(|_| ())),
         PeerCommand::L2tpLns { first_port, to_port } => done(scripted::l2tp_lns_new_port(first_port, to_port)),
     }
 }

@@ -8,8 +8,16 @@ pub struct Rng(u64);
 
 impl Rng {
     /// A generator whose stream is fixed by `seed` (any value; 0 is fine).
+    /// The seed goes through splitmix64 first, so nearby seeds start far
+    /// apart and no two seeds share a stream.
     pub fn new(seed: u64) -> Rng {
-        Rng(seed ^ 0x9e37_79b9_7f4a_7c15 | 1)
+        let mut z = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        // xorshift never leaves zero; splitmix64 is a bijection, so only one
+        // seed lands there.
+        Rng(if z == 0 { 0x9e37_79b9_7f4a_7c15 } else { z })
     }
 
     /// A generator seeded from the kernel's entropy (or the time and the
@@ -47,6 +55,8 @@ mod tests {
         assert_eq!(xs, (0..4).map(|_| b.next_u64()).collect::<Vec<_>>());
         assert_ne!(xs, (0..4).map(|_| c.next_u64()).collect::<Vec<_>>());
         assert_ne!(Rng::new(0).next_u64(), 0, "a zero seed still moves");
+        let firsts: std::collections::BTreeSet<u64> = (0..64).map(|s| Rng::new(s).next_u64()).collect();
+        assert_eq!(firsts.len(), 64, "neighbouring seeds share a stream");
         assert_ne!(Rng::from_entropy().next_u64(), Rng::from_entropy().next_u64());
     }
 }

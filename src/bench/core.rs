@@ -50,6 +50,7 @@ fn nat(profile: Profile) -> Result<Nat, String> {
         wan: "198.51.100.1/24".parse().map_err(|e| format!("{e}"))?,
         gateway: Some(Ipv4Addr::new(198, 51, 100, 254)),
         profile,
+        seed: 1,
     };
     Nat::new(cfg)
 }

@@ -59,6 +59,10 @@ pub struct Config {
     pub gateway: Option<Ipv4Addr>,
     /// Behaviour.
     pub profile: Profile,
+    /// Where the NAT's random choices start (random port allocation): the
+    /// `nat` command draws it afresh at every start, as a rebooted router
+    /// would; tests and fuzz targets fix it, so every run repeats.
+    pub seed: u64,
 }
 
 /// Mappings looked at per [`Nat::handle_timeout`].
@@ -105,7 +109,7 @@ impl Nat {
         Ok(Nat {
             lan_addr: cfg.lan.addr().octets(),
             wan_addr: cfg.wan.addr().octets(),
-            table: Table::new(&cfg.profile, algs.reserved_udp_ports()),
+            table: Table::new(&cfg.profile, algs.reserved_udp_ports(), cfg.seed),
             algs,
             frags,
             counters: Counters::default(),

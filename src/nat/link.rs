@@ -707,6 +707,7 @@ mod tests {
             wan: "198.51.100.1/24".parse().expect("wan"),
             gateway: None,
             profile,
+            seed: 1,
         })
         .expect("valid");
         Link::new(
@@ -849,6 +850,7 @@ mod tests {
             wan: "198.51.100.1/24".parse().expect("wan"),
             gateway: None,
             profile: Profile::default(),
+            seed: 1,
         })
         .expect("valid");
         let limits = LinkLimits { neighbours: 4, resolving: 2, frames_per_neighbour: 3, queued_bytes: 1 << 20 };
@@ -899,6 +901,7 @@ mod tests {
             wan: "198.51.100.1/24".parse().expect("wan"),
             gateway: None,
             profile: Profile::default(),
+            seed: 1,
         })
         .expect("valid");
         let frame_len = udp_frame(C1_MAC, LAN_MAC, [192, 168, 1, 10], SERVER).len();

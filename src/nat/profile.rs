@@ -188,8 +188,10 @@ pub enum PortAllocation {
     /// restarts hands the same ports out again.
     #[default]
     Sequential,
-    /// A random free port for every new mapping (as Linux with
-    /// `--random`): a flow whose mapping was forgotten gets a new public port.
+    /// A random free port for every new mapping whose internal port is not
+    /// kept (with `port_preservation = false`, as Linux with
+    /// `--random-fully`): a flow whose mapping was forgotten gets a new
+    /// public port.
     Random,
 }
 

@@ -219,8 +219,8 @@ fn ms(d: Duration) -> u64 {
 
 impl Table {
     /// An empty table for `profile`, never handing out the UDP ports in
-    /// `reserved`.
-    pub fn new(profile: &Profile, reserved: Vec<u16>) -> Table {
+    /// `reserved`; random allocation draws from `seed`.
+    pub fn new(profile: &Profile, reserved: Vec<u16>, seed: u64) -> Table {
         Table {
             mapping: profile.mapping,
             filtering: profile.filtering,
@@ -237,7 +237,7 @@ impl Table {
             sweep_cursor: 0,
             next_port: 0,
             random: (profile.port_allocation == super::profile::PortAllocation::Random)
-                .then(crate::rng::Rng::from_entropy),
+                .then(|| crate::rng::Rng::new(seed)),
             per_host: PerHost::new(profile.limits.mappings_per_host),
             sessions: 0,
             max_sessions: profile.limits.sessions,

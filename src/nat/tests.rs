@@ -23,6 +23,11 @@ pub(crate) fn t(secs: u64) -> Duration {
 }
 
 pub(crate) fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
+    nat_seeded(1, f)
+}
+
+/// A NAT whose random choices start from `seed`.
+pub(crate) fn nat_seeded(seed: u64, f: impl FnOnce(&mut Profile)) -> Nat {
     let mut profile = Profile::default();
     f(&mut profile);
     Nat::new(Config {
@@ -30,6 +35,7 @@ pub(crate) fn nat_with(f: impl FnOnce(&mut Profile)) -> Nat {
         wan: "198.51.100.1/24".parse().expect("wan"),
         gateway: Some(Ipv4Addr::from(GW)),
         profile,
+        seed,
     })
     .expect("valid config")
 }
@@ -238,10 +244,18 @@ fn random_allocation_gives_a_restarted_nat_new_ports_and_still_fills_the_range()
         p.port_preservation = false;
         p.port_allocation = PortAllocation::Random;
     };
-    // The same flow through NATs that start afresh, as after a reboot.
+    // The same flow through NATs that start afresh with new seeds, as the
+    // `nat` command does after a reboot; the same seed repeats its choice.
+    let first = |seed| {
+        let mut n = nat_seeded(seed, random);
+        let mut p = udp(C1, 5000, S1, 53, b"x");
+        assert!(matches!(out(&mut n, &mut p, t(0)), Verdict::Forward { .. }));
+        ports(&p).0
+    };
+    assert_eq!(first(3), first(3));
     let firsts: std::collections::BTreeSet<u16> = (0..8)
-        .map(|_| {
-            let mut n = nat_with(random);
+        .map(|seed| {
+            let mut n = nat_seeded(seed, random);
             let mut p = udp(C1, 5000, S1, 53, b"x");
             assert!(matches!(out(&mut n, &mut p, t(0)), Verdict::Forward { .. }));
             ports(&p).0
