@@ -18,6 +18,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use crate::sys::{self, check};
@@ -71,15 +72,24 @@ struct Line {
 }
 
 impl Drop for Line {
-    /// The `pty` command lives as long as the link, as under pppd.
+    /// The `pty` command lives as long as the link, as under pppd: its
+    /// process group (it leads one) is told to end, and the child reaped.
     fn drop(&mut self) {
         if let Some(child) = &mut self.script {
             if let Ok(pid) = i32::try_from(child.id()) {
-                // SAFETY: a signal to our own child, which we have not reaped.
-                unsafe { libc::kill(pid, libc::SIGTERM) };
+                // SAFETY: a signal to the process group our child leads.
+                unsafe { libc::kill(-pid, libc::SIGTERM) };
             }
             let _ = child.wait();
         }
+    }
+}
+
+impl Line {
+    /// Whether the `pty` command has exited (the line is then as good as
+    /// hung up, even if something it started still holds the terminal).
+    fn script_exited(&mut self) -> bool {
+        self.script.as_mut().is_some_and(|c| !matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -114,11 +124,21 @@ fn start_pty_script(script: &str) -> io::Result<(OwnedFd, std::process::Child)> 
     check(unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) })?;
     // SAFETY: openpty succeeded, so both are open descriptors we own.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    // Neither end may leak into the command (or what it starts) beyond
+    // its standard input and output: a leaked end would keep the line
+    // open after one side is gone, and hide the hangup from the other.
+    for fd in [master.as_raw_fd(), slave.as_raw_fd()] {
+        // SAFETY: fcntl on a descriptor we own.
+        check(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    }
     make_raw(slave.as_raw_fd());
+    // `exec`: the shell becomes the command; its own process group, so
+    // that ending the link ends whatever it started too.
     let child = std::process::Command::new("/bin/sh")
-        .args(["-c", script])
+        .args(["-c", &format!("exec {script}")])
         .stdin(std::process::Stdio::from(slave.try_clone()?))
         .stdout(std::process::Stdio::from(slave))
+        .process_group(0)
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("starting the pty command '{script}': {e}")))?;
     Ok((master, child))
@@ -159,10 +179,7 @@ fn open_line(opts: &Options) -> io::Result<Line> {
 }
 
 fn random_u32() -> u32 {
-    let mut b = [0u8; 4];
-    // SAFETY: getrandom fills the 4 bytes we pass.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), 4, 0) };
-    if n == 4 { u32::from_ne_bytes(b) | 1 } else { std::process::id() | 1 }
+    (crate::rng::Rng::from_entropy().next_u64() >> 32) as u32 | 1
 }
 
 /// Frames read from the line wait here for the session. A reader thread
@@ -289,7 +306,7 @@ pub fn run(args: &[String]) -> i32 {
 }
 
 fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
-    let line = open_line(opts)?;
+    let mut line = open_line(opts)?;
     let (sig_read, sig_write) = UnixStream::pair()?;
     sig_read.set_nonblocking(true)?;
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
@@ -369,6 +386,9 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
                 flush(line.write.as_fd(), &mut outbox)?;
             }
             break;
+        }
+        if !closed && line.script_exited() {
+            closed = true;
         }
         if closed {
             log.line("hangup: the line closed");
