@@ -62,12 +62,8 @@ impl<'lab> Host<'lab> {
 
     /// Sets a `net.*` sysctl of the host's network namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
-        if !key.starts_with("net.") || key.contains("..") || key.contains('/') {
-            return Err(LabError::Input(format!("host '{}': sysctl {key}: only net.* keys", self.name())));
-        }
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
         let what = format!("host '{}': setting {key} = {value}", self.name());
-        self.inside(move || std::fs::write(&path, format!("{value}\n")).map_err(|e| LabError::io(what, e)))
+        self.inside(move || super::sysctl::write(key, value).map_err(|e| LabError::io(what, e)))
     }
 
     /// Its network namespace's name (for `ip netns exec`).

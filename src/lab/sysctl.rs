@@ -54,9 +54,15 @@ pub fn apply(node: &NodePlan, run: RunId, stage: SysctlStage) -> Result<()> {
         writes.push((parts.join("."), value.clone()));
     }
     for (key, value) in writes {
-        let path = format!("/proc/sys/{}", key.replace('.', "/"));
-        std::fs::write(&path, format!("{value}\n"))
-            .map_err(|e| LabError::io(format!("{}: setting {key} = {value}", node.label()), e))?;
+        write(&key, &value).map_err(|e| LabError::io(format!("{}: setting {key} = {value}", node.label()), e))?;
     }
     Ok(())
+}
+
+/// Writes one `net.*` sysctl of the calling thread's network namespace.
+pub fn write(key: &str, value: &str) -> std::io::Result<()> {
+    if !key.starts_with("net.") || key.contains("..") || key.contains('/') {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{key}: only net.* keys")));
+    }
+    std::fs::write(format!("/proc/sys/{}", key.replace('.', "/")), format!("{value}\n"))
 }

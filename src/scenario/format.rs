@@ -250,6 +250,25 @@ pub struct Endpoints {
     pub mss: u16,
 }
 
+impl Endpoints {
+    /// The settings of `[endpoints]` that only some families read, by key,
+    /// that this file changes from their defaults.
+    pub fn family_settings_changed(&self) -> Vec<&'static str> {
+        let d = Endpoints::default();
+        let changed = [
+            ("same_call_id", self.same_call_id != d.same_call_id),
+            ("auth", self.auth != d.auth),
+            ("ike_fragmentation", self.ike_fragmentation != d.ike_fragmentation),
+            ("lns", self.lns != d.lns),
+            ("esp_delay_ms", self.esp_delay_ms != d.esp_delay_ms),
+            ("esp_packets", self.esp_packets != d.esp_packets),
+            ("esp_interval_ms", self.esp_interval_ms != d.esp_interval_ms),
+            ("float", self.float != d.float),
+        ];
+        changed.into_iter().filter(|(_, c)| *c).map(|(k, _)| k).collect()
+    }
+}
+
 impl Default for Endpoints {
     fn default() -> Endpoints {
         Endpoints {
@@ -354,11 +373,11 @@ pub enum Step {
         /// The mode.
         mode: Mode,
     },
-    /// The intruder sends spoofed GRE, ESP, L2TP, IKE and NAT-T at the
+    /// The intruder sends spoofed packets of every family at the
     /// router's public address; then client 1 pings its server outside any
     /// tunnel.
     Hostile {
-        /// Rounds of 7 packets.
+        /// Rounds of 10 packets.
         #[serde(default = "default_rounds")]
         rounds: u16,
     },
@@ -853,6 +872,15 @@ impl Scenario {
                 ),
             ));
         }
+        if !(1..=120).contains(&e.connect_timeout_s) {
+            return Err(at(
+                &["endpoints", "connect_timeout_s"],
+                format!("{} s; allowed: 1 to 120", e.connect_timeout_s),
+            ));
+        }
+        if e.keepalive_s > 3600 {
+            return Err(at(&["endpoints", "keepalive_s"], format!("{} s; allowed: 0 to 3600", e.keepalive_s)));
+        }
         if f.steps.is_empty() {
             return Err(at(&["step"], "no steps: a story needs at least a connect".into()));
         }
@@ -1153,6 +1181,11 @@ tunnels = ["up"]
         );
         let e = parse(&directions("[\"in\", \"in\"]")).expect_err("twice");
         assert!(e.contains("step 2 (traffic): a direction given twice"), "{e}");
+        let endpoints = |kv: &str| GOOD.replacen("[[step]]", &format!("[endpoints]\n{kv}\n\n[[step]]"), 1);
+        let e = parse(&endpoints("connect_timeout_s = 100000000000000")).expect_err("a timeout past any clock");
+        assert!(e.contains("endpoints.connect_timeout_s") && e.contains("allowed: 1 to 120"), "{e}");
+        let e = parse(&endpoints("keepalive_s = 70000")).expect_err("a keepalive wg cannot take");
+        assert!(e.contains("allowed: 0 to 3600"), "{e}");
         let e = parse(&traffic("100000001")).expect_err("too many bytes");
         assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
         let nobody =

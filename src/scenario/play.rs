@@ -2,7 +2,7 @@
 //! router and the VPN endpoints, runs the steps, captures both sides of the
 //! router, and checks what was seen against what the file expects.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ use super::observed::{Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Cmd, Host, Lab, LabError, Process, Proto, Result};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
-use crate::vpn::strongswan::TestPki;
+use crate::vpn::pki::TestPki;
 
 /// How a played scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -422,13 +422,27 @@ impl<'s, 'l> Player<'s, 'l> {
                 // Resolve the router's address first: packets sent while ARP
                 // is pending would be lost before they reach it.
                 intruder.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "1", &public]))?;
-                let out = intruder.run_ok(Cmd::new(bin.to_string_lossy()).args(&[
-                    "peer",
-                    "hostile",
-                    &public,
-                    "--rounds",
-                    &rounds.to_string(),
-                ]))?;
+                // The public ports of the clients' UDP flows, from the WAN
+                // capture: what an attacker who watched the router would aim at.
+                let ports: BTreeSet<u16> = match self.captures.get(1) {
+                    Some(wan) => wan
+                        .facts()?
+                        .packets
+                        .iter()
+                        .filter(|p| p.src == self.shape.wan.addr())
+                        .filter_map(|p| p.what.ports())
+                        .filter(|(proto, _, _)| *proto == 17)
+                        .map(|(_, sport, _)| sport)
+                        .collect(),
+                    None => BTreeSet::new(),
+                };
+                let ports: Vec<String> = ports.iter().map(u16::to_string).collect();
+                let mut cmd = Cmd::new(bin.to_string_lossy()).args(&["peer", "hostile", &public, "--rounds"]);
+                cmd = cmd.arg(rounds.to_string());
+                if !ports.is_empty() {
+                    cmd = cmd.args(&["--ports", &ports.join(",")]);
+                }
+                let out = intruder.run_ok(cmd)?;
                 let said = String::from_utf8_lossy(&out.stdout);
                 self.hostile_sent += crate::vpn::scripted::parse_hostile_report(&said).ok_or_else(|| {
                     LabError::Input(format!("the intruder's peer said nothing of what it sent: {said}"))

@@ -127,7 +127,12 @@ fn explain(o: &Outcome) -> String {
     let text = o.failure();
     let what = match o.checks.iter().find(|c| !c.ok) {
         Some(c) => c.line(),
-        None => o.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("no outcome").trim().to_string(),
+        // An error that introduces its details ("…:") keeps the first one.
+        None => match o.error.as_deref().map(|e| e.lines().map(str::trim).collect::<Vec<_>>()) {
+            Some(lines) if lines.len() > 1 && lines[0].ends_with(':') => format!("{} {}", lines[0], lines[1]),
+            Some(lines) => lines.first().copied().unwrap_or("no outcome").to_string(),
+            None => "no outcome".into(),
+        },
     };
     let fix = text
         .lines()

@@ -23,6 +23,14 @@ const EXPLAINS: &[&str] = &[
     "connection refused",
     "no route to host",
     "peer closed",
+    // OpenVPN
+    "tls error",
+    "verify error",
+    "tls key negotiation failed",
+    "cannot resolve host address",
+    // WireGuard (wireguard-go)
+    "handshake did not complete",
+    "invalid handshake initiation",
     // PPP
     "authentication failed",
     "never acknowledged",

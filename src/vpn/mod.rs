@@ -4,6 +4,7 @@
 
 pub mod diagnose;
 pub mod openvpn;
+pub mod pki;
 pub mod pppd;
 pub mod pptp;
 pub mod scripted;

@@ -5,11 +5,11 @@
 
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+use super::pki::Credentials;
 use crate::lab::{Cmd, Host, LabError, Process, Proto, Result};
 
 pub use crate::wire::openvpn::PORT as OPENVPN_PORT;
@@ -21,17 +21,6 @@ pub enum Transport {
     Udp,
     /// TCP: one connection carries everything.
     Tcp,
-}
-
-/// The certificates an endpoint presents and trusts.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// The CA certificate.
-    pub ca: PathBuf,
-    /// The endpoint's certificate.
-    pub cert: PathBuf,
-    /// Its private key.
-    pub key: PathBuf,
 }
 
 /// A server.
@@ -94,7 +83,7 @@ pub fn client_conf(c: &ClientConfig) -> String {
     };
     let _ = writeln!(s, "client\nproto {proto}\nremote {} {OPENVPN_PORT}\nnobind", c.server);
     // One try per connect: a blocked server is an outcome, not a retry loop.
-    let _ = writeln!(s, "connect-retry 1\nserver-poll-timeout 10");
+    let _ = writeln!(s, "connect-retry-max 1\nserver-poll-timeout 10");
     if c.keepalive_s > 0 {
         let _ = writeln!(s, "ping {}", c.keepalive_s);
     }
@@ -102,13 +91,13 @@ pub fn client_conf(c: &ClientConfig) -> String {
 }
 
 /// openvpn running in a host.
-pub struct OpenVpn<'lab> {
+pub struct OpenvpnDaemon<'lab> {
     host: Host<'lab>,
     process: Process,
 }
 
-impl<'lab> OpenVpn<'lab> {
-    fn start(host: Host<'lab>, label: &str, conf: &str) -> Result<OpenVpn<'lab>> {
+impl<'lab> OpenvpnDaemon<'lab> {
+    fn start(host: Host<'lab>, label: &str, conf: &str) -> Result<OpenvpnDaemon<'lab>> {
         let openvpn = crate::prereq::require_tool("openvpn")?;
         // The tunnel carries IPv4. Left with IPv6, the kernel sends router
         // solicitations through tun0 4 s, 8 s… after it appears: traffic
@@ -120,12 +109,12 @@ impl<'lab> OpenVpn<'lab> {
             .args(&["--writepid", &host.run_dir()?.join(format!("{label}.pid")).to_string_lossy()])
             .label(label);
         let process = host.spawn(cmd)?;
-        Ok(OpenVpn { host, process })
+        Ok(OpenvpnDaemon { host, process })
     }
 
     /// Starts a server and waits until it listens.
-    pub fn server(host: Host<'lab>, c: &ServerConfig) -> Result<OpenVpn<'lab>> {
-        let server = OpenVpn::start(host, "openvpn-server", &server_conf(c))?;
+    pub fn server(host: Host<'lab>, c: &ServerConfig) -> Result<OpenvpnDaemon<'lab>> {
+        let server = OpenvpnDaemon::start(host, "openvpn-server", &server_conf(c))?;
         let proto = match c.transport {
             Transport::Udp => Proto::Udp,
             Transport::Tcp => Proto::Tcp,
@@ -138,8 +127,8 @@ impl<'lab> OpenVpn<'lab> {
     }
 
     /// Starts a client (it dials at once).
-    pub fn client(host: Host<'lab>, c: &ClientConfig) -> Result<OpenVpn<'lab>> {
-        OpenVpn::start(host, "openvpn-client", &client_conf(c))
+    pub fn client(host: Host<'lab>, c: &ClientConfig) -> Result<OpenvpnDaemon<'lab>> {
+        OpenvpnDaemon::start(host, "openvpn-client", &client_conf(c))
     }
 
     /// The openvpn process.

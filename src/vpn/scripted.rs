@@ -8,7 +8,7 @@
 //!   the client's SPI, after a chosen delay. Both sides print what they
 //!   saw, so delivery is checkable both ways, and so is misdelivery: a
 //!   client prints ESP that reached it for somebody else's SPI.
-//! - A hostile WAN host: spoofed GRE, ESP, L2TP, IKE and NAT-T packets at
+//! - A hostile WAN host: spoofed GRE, ESP, L2TP, IKE, NAT-T, WireGuard and OpenVPN packets at
 //!   the NAT's public address, with IDs a tunnel behind it might use.
 //! - An L2TP LNS that answers each SCCRQ from a new UDP port, as some
 //!   servers do, and keeps the tunnel up (no calls).
@@ -300,9 +300,11 @@ pub fn parse_esp_report(text: &str) -> Option<EspReport> {
 /// Sends `rounds` of spoofed VPN packets at `target` (a NAT's public
 /// address): enhanced GRE for Call IDs, raw ESP and ESP-in-UDP for SPIs,
 /// L2TP data and control for Tunnel IDs, IKE on 500, WireGuard handshakes
-/// and data for receiver indices, OpenVPN hard resets. Returns how many
-/// packets left.
-pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
+/// and data for receiver indices, OpenVPN hard resets; and to each of
+/// `ports` (the public ports of the NAT's clients' UDP flows), WireGuard
+/// data, an OpenVPN hard reset and ESP-in-UDP. Returns how many packets
+/// left.
+pub fn hostile(target: Ipv4Addr, rounds: u16, ports: &[u16]) -> io::Result<u64> {
     let gre = RawSocket::open(47)?;
     let esp = RawSocket::open(50)?;
     let udp = UdpSocket::bind(("0.0.0.0", 0))?;
@@ -330,6 +332,12 @@ pub fn hostile(target: Ipv4Addr, rounds: u16) -> io::Result<u64> {
         udp.send_to(&wireguard::emit_data(u32::from(id), u64::from(i), b"spoofed"), to(wireguard::PORT))?;
         udp.send_to(&openvpn::emit_hard_reset(u64::from(id), u32::from(i)), to(openvpn::PORT))?;
         sent += 10;
+        for &port in ports {
+            udp.send_to(&wireguard::emit_data(u32::from(id), u64::from(i), b"spoofed"), to(port))?;
+            udp.send_to(&openvpn::emit_hard_reset(u64::from(id), u32::from(i)), to(port))?;
+            udp.send_to(&esp::emit(u32::from(id) | 0x0300_0000, u32::from(i) + 1, b"spoofed"), to(port))?;
+            sent += 3;
+        }
     }
     say(&format!("hostile: sent {sent} packets to {target}"));
     Ok(sent)

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use crate::lab::{Cmd, Host, LabError, Process, Result};
 
+use super::pki::Credentials;
 use super::vici::{self, IkeSa, Vici};
 
 /// Where Debian installs charon.
@@ -96,14 +97,7 @@ pub enum Auth {
     Psk(String),
     /// Certificates of a test CA: this end's certificate and key, and the
     /// CA that signed the other end's.
-    Cert {
-        /// The CA certificate.
-        ca: PathBuf,
-        /// This end's certificate.
-        cert: PathBuf,
-        /// This end's private key.
-        key: PathBuf,
-    },
+    Cert(Credentials),
 }
 
 /// A road-warrior client: gets a virtual IP from the server's pool and a
@@ -157,11 +151,12 @@ pub struct ServerConfig {
 /// The CHILD_SA name both ends use.
 pub const CHILD: &str = "net";
 
-/// strongswan.conf for a host: `keepalive` is the NAT-T keepalive interval.
+/// strongswan.conf for a host: `keepalive` is the NAT-T keepalive interval
+/// (zero: none).
 pub fn strongswan_conf(keepalive: Duration) -> String {
     format!(
         "charon {{\n  load_modular = no\n  load = {CHARON_PLUGINS}\n  port = 500\n  port_nat_t = 4500\n  keep_alive = {}s\n  install_routes = yes\n  install_virtual_ip = yes\n  filelog {{\n    stderr {{\n      default = 1\n      ike = 2\n      cfg = 2\n      time_format = %T\n    }}\n  }}\n}}\nswanctl {{\n  load = {SWANCTL_PLUGINS}\n}}\n",
-        keepalive.as_secs().max(1)
+        keepalive.as_secs()
     )
 }
 
@@ -174,7 +169,9 @@ fn file_name(p: &Path) -> String {
 fn auth_block(auth: &Auth, id: &str) -> String {
     match auth {
         Auth::Psk(_) => format!("auth = psk\n      id = {id}"),
-        Auth::Cert { cert, .. } => format!("auth = pubkey\n      certs = {}\n      id = {id}", file_name(cert)),
+        Auth::Cert(Credentials { cert, .. }) => {
+            format!("auth = pubkey\n      certs = {}\n      id = {id}", file_name(cert))
+        }
     }
 }
 
@@ -182,14 +179,14 @@ fn remote_block(auth: &Auth, id: Option<&str>) -> String {
     let id = id.map(|i| format!("\n      id = {i}")).unwrap_or_default();
     match auth {
         Auth::Psk(_) => format!("auth = psk{id}"),
-        Auth::Cert { ca, .. } => format!("auth = pubkey\n      cacerts = {}{id}", file_name(ca)),
+        Auth::Cert(Credentials { ca, .. }) => format!("auth = pubkey\n      cacerts = {}{id}", file_name(ca)),
     }
 }
 
 fn secrets(auth: &Auth) -> String {
     match auth {
         Auth::Psk(secret) => format!("secrets {{\n  ike-any {{\n    secret = \"{secret}\"\n  }}\n}}\n"),
-        Auth::Cert { .. } => String::new(),
+        Auth::Cert(_) => String::new(),
     }
 }
 
@@ -281,7 +278,7 @@ impl<'lab> Charon<'lab> {
     /// Loads a swanctl.conf (written to the host's config directory), with
     /// the certificates and key `auth` names copied beside it.
     pub fn load(&self, swanctl_conf: &str, auth: &Auth) -> Result<()> {
-        if let Auth::Cert { ca, cert, key } = auth {
+        if let Auth::Cert(Credentials { ca, cert, key }) = auth {
             let dir = self.host.conf_dir()?;
             for (sub, file) in [("x509ca", ca), ("x509", cert), ("private", key)] {
                 let to = dir.join(sub).join(file_name(file));
@@ -363,83 +360,4 @@ impl<'lab> Charon<'lab> {
         })?;
         found.ok_or_else(|| LabError::Input(format!("host '{}': {child} vanished", self.host.name())))
     }
-}
-
-/// A throwaway CA and host certificates, made with openssl in `dir`.
-///
-/// The CA signs with a fixed RSA 3072 key and every host certificate
-/// carries another ([`LAB_KEYS`]), so no run waits for key generation and
-/// IKE_AUTH messages are large (they cross the router as IP fragments).
-pub struct TestPki {
-    /// The CA certificate.
-    pub ca: PathBuf,
-    dir: PathBuf,
-}
-
-/// The CA's and the hosts' private keys (PEM): public test fixtures that
-/// secure nothing (see `src/vpn/lab-pki/README.md`).
-pub const LAB_KEYS: (&str, &str) = (include_str!("lab-pki/ca.key"), include_str!("lab-pki/host.key"));
-
-impl TestPki {
-    /// Makes a CA.
-    pub fn new(dir: &Path) -> Result<TestPki> {
-        crate::prereq::require_tool("openssl")?;
-        let (ca_key, _) = LAB_KEYS;
-        std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
-        write_key(&dir.join("ca.key"), ca_key)?;
-        let ca = dir.join("ca.crt");
-        openssl(
-            dir,
-            &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2"],
-            &["-subj", "/CN=vpn-passthrough test CA"],
-        )?;
-        Ok(TestPki { ca, dir: dir.to_path_buf() })
-    }
-
-    /// A certificate and key for identity `name` (a DNS name in the SAN).
-    pub fn issue(&self, name: &str) -> Result<(PathBuf, PathBuf)> {
-        let (key, csr, crt, ext) =
-            (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
-        std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{name}\n"))
-            .map_err(|e| LabError::io("writing a certificate extension file", e))?;
-        write_key(&self.dir.join(&key), LAB_KEYS.1)?;
-        openssl(&self.dir, &["req", "-new", "-key", &key, "-out", &csr], &["-subj", &format!("/CN={name}")])?;
-        openssl(
-            &self.dir,
-            &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt],
-            &["-days", "2", "-extfile", &ext],
-        )?;
-        Ok((self.dir.join(crt), self.dir.join(key)))
-    }
-}
-
-fn write_key(path: &Path, pem: &str) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| std::io::Write::write_all(&mut f, pem.as_bytes()))
-        .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
-}
-
-fn openssl(dir: &Path, args: &[&str], more: &[&str]) -> Result<()> {
-    let out = duct::cmd("openssl", args.iter().chain(more))
-        .dir(dir)
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| LabError::io("running openssl", e))?;
-    if !out.status.success() {
-        return Err(LabError::Failed {
-            host: "(this machine)".into(),
-            command: format!("openssl {}", args.join(" ")),
-            status: crate::lab::process::describe(out.status),
-            output: format!(":\n{}", String::from_utf8_lossy(&out.stderr)),
-        });
-    }
-    Ok(())
 }

@@ -92,14 +92,14 @@ pub fn setconf(c: &WgConfig) -> String {
 }
 
 /// wireguard-go running in a host, its interface configured and up.
-pub struct WireGuard<'lab> {
+pub struct WireguardGo<'lab> {
     host: Host<'lab>,
     process: Process,
 }
 
-impl<'lab> WireGuard<'lab> {
+impl<'lab> WireguardGo<'lab> {
     /// Starts wireguard-go, configures `wg0` from `c` and brings it up.
-    pub fn start(host: Host<'lab>, c: &WgConfig) -> Result<WireGuard<'lab>> {
+    pub fn start(host: Host<'lab>, c: &WgConfig) -> Result<WireguardGo<'lab>> {
         let wg_go = crate::prereq::require_tool("wireguard-go")?;
         crate::prereq::require_tool("wg")?;
         let cmd = Cmd::new(wg_go.to_string_lossy())
@@ -112,7 +112,7 @@ impl<'lab> WireGuard<'lab> {
         let socket = host.run_dir()?.join("wireguard").join(format!("{IFACE}.sock"));
         process.or_stop(process.wait_for_path(&socket, Duration::from_secs(10)))?;
         let conf = host.write_conf("wg0.conf", &setconf(c))?;
-        let wg = WireGuard { host, process };
+        let wg = WireguardGo { host, process };
         let steps: [&[&str]; 3] = [
             &["wg", "setconf", IFACE, &conf.to_string_lossy()],
             &["ip", "address", "add", &c.address.to_string(), "dev", IFACE],
@@ -147,8 +147,9 @@ impl<'lab> WireGuard<'lab> {
     /// passes (WireGuard shakes hands on the first packet), then says
     /// whether a handshake with a peer completed.
     pub fn dial(&self, peer_inner: Ipv4Addr, timeout: Duration) -> Result<bool> {
-        let secs = timeout.as_secs().max(1).to_string();
-        self.host.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &secs, &peer_inner.to_string()]))?;
+        let secs = timeout.as_secs().max(1);
+        let ping = Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &secs.to_string(), &peer_inner.to_string()]);
+        self.host.exec(ping.timeout(Duration::from_secs(secs + 5)))?;
         Ok(!self.handshaken()?.is_empty())
     }
 }

@@ -37,6 +37,10 @@ impl Daemons for Client {
 }
 
 impl VpnFamily for Esp {
+    fn settings(&self) -> &'static [&'static str] {
+        &["esp_delay_ms", "esp_packets", "esp_interval_ms"]
+    }
+
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
         &[]
     }

@@ -81,6 +81,10 @@ impl Ipsec {
 }
 
 impl VpnFamily for Ipsec {
+    fn settings(&self) -> &'static [&'static str] {
+        &["auth", "ike_fragmentation"]
+    }
+
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
         if self.l2tp {
             &["xl2tpd", "charon", "swanctl", "kernel-libipsec"]

@@ -52,6 +52,10 @@ fn scripted_lns(s: &Scenario) -> bool {
 }
 
 impl VpnFamily for L2tp {
+    fn settings(&self) -> &'static [&'static str] {
+        &["lns"]
+    }
+
     fn tools(&self, s: &Scenario) -> &'static [&'static str] {
         if scripted_lns(s) { &[] } else { &["xl2tpd"] }
     }

@@ -16,7 +16,6 @@ mod wireguard;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target, TunnelState};
@@ -24,8 +23,9 @@ use super::observed::{self, Check, Observed};
 use crate::capture::Capture;
 use crate::lab::{Host, Lab, LabError, Process, Result};
 use crate::router::Shape;
+use crate::vpn::pki::{Credentials, TestPki};
 use crate::vpn::pppd::PppLink;
-use crate::vpn::strongswan::{Auth, TestPki};
+use crate::vpn::strongswan::Auth;
 
 /// The password of every PPP account and the IPsec pre-shared key.
 const SECRET: &str = "lab secret";
@@ -103,6 +103,13 @@ pub trait VpnFamily: Sync {
         BTreeSet::new()
     }
 
+    /// The family-only settings of `[endpoints]` it reads (see
+    /// [`crate::scenario::format::Endpoints::family_settings_changed`]); a
+    /// file that sets another is refused when it loads.
+    fn settings(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Whether the captures tell whose tunnel traffic a packet is
     /// ([`VpnFamily::reached_by`] says something).
     fn tells_whose_traffic(&self) -> bool {
@@ -120,6 +127,16 @@ pub fn check(s: &Scenario) -> std::result::Result<(), String> {
         return Err(format!(
             "{path}: step traffic: `bytes` needs a tunnel that carries TCP; {} clients count their own echoes",
             s.file.family.name()
+        ));
+    }
+    if let Some(key) = s.file.endpoints.family_settings_changed().into_iter().find(|k| !f.settings().contains(k)) {
+        return Err(format!(
+            "{path}: endpoints.{key}: {} endpoints do not read it{}",
+            s.file.family.name(),
+            match f.settings() {
+                [] => String::new(),
+                keys => format!("; they read {}", keys.join(", ")),
+            }
         ));
     }
     for (kind, e) in &s.file.expect {
@@ -256,19 +273,17 @@ impl<'l> Stage<'_, 'l> {
         if self.scenario.file.endpoints.auth == IpsecAuth::Psk {
             return Ok(Auth::Psk(SECRET.into()));
         }
-        let (ca, cert, key) = self.certificate(name)?;
-        Ok(Auth::Cert { ca, cert, key })
+        Ok(Auth::Cert(self.certificate(name)?))
     }
 
     /// A certificate and key for `name` from the run's authority (made
     /// when first needed), and the authority's certificate.
-    fn certificate(&mut self, name: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    fn certificate(&mut self, name: &str) -> Result<Credentials> {
         if self.pki.is_none() {
             *self.pki = Some(TestPki::new(&self.lab.dir().join("pki"))?);
         }
         let pki = self.pki.as_ref().ok_or_else(|| LabError::Input("no PKI".into()))?;
-        let (cert, key) = pki.issue(name)?;
-        Ok((pki.ca.clone(), cert, key))
+        pki.issue(name)
     }
 }
 
@@ -310,6 +325,24 @@ mod tests {
         );
         Scenario::parse(Path::new(&format!("scenarios/{family}/x.toml")), &text)
             .expect("the file itself is well formed")
+    }
+
+    #[test]
+    fn a_setting_the_family_does_not_read_is_refused() {
+        let with = |family: &str, setting: &str| {
+            let text = format!(
+                "family = \"{family}\"\ndescription = \"d\"\nmodes = [\"full\"]\n\n[endpoints]\n{setting}\n\n\
+                 [[step]]\ndo = \"connect\"\n\n[expect.full]\ntunnels = [\"up\"]\n\n[expect.linux]\ntunnels = [\"up\"]\n"
+            );
+            let s = Scenario::parse(Path::new(&format!("scenarios/{family}/x.toml")), &text).expect("well formed");
+            check(&s)
+        };
+        assert_eq!(with("openvpn", "float = true"), Ok(()));
+        let e = with("wireguard", "float = true").expect_err("float is OpenVPN's");
+        assert!(e.contains("endpoints.float: wireguard endpoints do not read it"), "{e}");
+        let e = with("pptp", "ike_fragmentation = true").expect_err("IPsec's");
+        assert!(e.contains("they read same_call_id"), "{e}");
+        assert_eq!(with("ikev2", "ike_fragmentation = true"), Ok(()));
     }
 
     #[test]

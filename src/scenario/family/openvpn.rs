@@ -10,7 +10,7 @@ use crate::lab::{Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{Scenario, Target};
 use crate::scenario::observed::{Check, Observed};
-use crate::vpn::openvpn::{ClientConfig, Credentials, OpenVpn, ServerConfig, Transport};
+use crate::vpn::openvpn::{ClientConfig, OpenvpnDaemon, ServerConfig, Transport};
 
 /// OpenVPN over one transport.
 pub struct Openvpn {
@@ -31,18 +31,17 @@ fn server_inner(j: usize) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(network(j).network()) + 1)
 }
 
-impl Daemons for OpenVpn<'_> {
+impl Daemons for OpenvpnDaemon<'_> {
     fn processes(&self) -> Vec<&Process> {
         vec![self.process()]
     }
 }
 
-fn credentials(stage: &mut Stage<'_, '_>, name: &str) -> Result<Credentials> {
-    let (ca, cert, key) = stage.certificate(name)?;
-    Ok(Credentials { ca, cert, key })
-}
-
 impl VpnFamily for Openvpn {
+    fn settings(&self) -> &'static [&'static str] {
+        &["float"]
+    }
+
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
         &["openvpn", "openssl"]
     }
@@ -53,10 +52,10 @@ impl VpnFamily for Openvpn {
             listen: stage.shape.server_addr(j),
             transport: self.transport,
             network: network(j),
-            credentials: credentials(stage, &format!("server{j}.lab"))?,
+            credentials: stage.certificate(&format!("server{j}.lab"))?,
             float: stage.scenario.file.endpoints.float,
         };
-        Ok(Box::new(OpenVpn::server(host, &config)?))
+        Ok(Box::new(OpenvpnDaemon::server(host, &config)?))
     }
 
     fn connect<'l>(
@@ -70,10 +69,10 @@ impl VpnFamily for Openvpn {
         let config = ClientConfig {
             server: stage.shape.server_addr(j),
             transport: self.transport,
-            credentials: credentials(stage, &format!("client{i}.lab"))?,
+            credentials: stage.certificate(&format!("client{i}.lab"))?,
             keepalive_s: stage.scenario.file.endpoints.keepalive_s,
         };
-        let client = OpenVpn::client(host, &config)?;
+        let client = OpenvpnDaemon::client(host, &config)?;
         let tunnel = match client.wait_until_up(stage.connect_timeout()) {
             Ok(local) => Tunnel { up: true, local: Some(local), remote: Some(server_inner(j)), note: None },
             Err(why) => Tunnel::down(why),

@@ -34,6 +34,10 @@ impl Daemons for PptpClient<'_> {
 }
 
 impl VpnFamily for Pptp {
+    fn settings(&self) -> &'static [&'static str] {
+        &["same_call_id"]
+    }
+
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
         &["pptpd", "pptp"]
     }

@@ -10,8 +10,9 @@ use crate::lab::{Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{Scenario, Target};
 use crate::scenario::observed::{Check, Observed};
-use crate::vpn::wireguard::{WG_PORT, WgConfig, WgPeer, WireGuard, lab_key, public_key};
+use crate::vpn::wireguard::{WG_PORT, WgConfig, WgPeer, WireguardGo, lab_key, public_key};
 
+/// WireGuard, the family.
 pub struct Wireguard;
 
 /// Server `j`'s tunnel network: the server is `.1`, client `i` is `.(1 + i)`.
@@ -32,7 +33,7 @@ fn client_inner(j: usize, i: usize) -> Ipv4Addr {
     host_addr(j, 1 + i)
 }
 
-impl Daemons for WireGuard<'_> {
+impl Daemons for WireguardGo<'_> {
     fn processes(&self) -> Vec<&Process> {
         vec![self.process()]
     }
@@ -62,7 +63,7 @@ impl VpnFamily for Wireguard {
             address: Ipv4Net::new(server_inner(j), network(j).prefix_len()).unwrap_or_default(),
             peers,
         };
-        Ok(Box::new(WireGuard::start(host, &config)?))
+        Ok(Box::new(WireguardGo::start(host, &config)?))
     }
 
     fn connect<'l>(
@@ -84,7 +85,7 @@ impl VpnFamily for Wireguard {
                 keepalive_s: stage.scenario.file.endpoints.keepalive_s,
             }],
         };
-        let wg = WireGuard::start(host, &config)?;
+        let wg = WireguardGo::start(host, &config)?;
         let tunnel = if wg.dial(server_inner(j), stage.connect_timeout())? {
             Tunnel { up: true, local: Some(client_inner(j, i)), remote: Some(server_inner(j)), note: None }
         } else {
