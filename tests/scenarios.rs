@@ -322,8 +322,10 @@ fn daemon_crash() -> TestResult {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()?;
-    let Some((id, _)) = lab_of(child.id(), "hosts/c1/log/pptp.log") else {
-        return Err("the run did not start a lab with a dialling client within 20 s".into());
+    // The scenario's lab, not the family's preflight before it (which has
+    // no router, and a pptpd of its own that must not be the one killed).
+    let Some((id, _)) = lab_of(child.id(), "hosts/router/log/nat.log") else {
+        return Err("the run did not start a lab with a router within 20 s".into());
     };
     // The tunnel is up once the wait step runs; then kill pptpd.
     let server_ns = std::fs::metadata(netns::netns_path(&id.netns_name("server")))?.ino();
@@ -379,9 +381,20 @@ fn interrupted() -> TestResult {
         .stderr(std::process::Stdio::piped())
         .spawn()?;
     let pid = child.id();
-    // Wait until the child's lab exists and a client is dialling (the
-    // router, pptpd and pptp all run).
-    let Some((id, dir)) = lab_of(pid, "hosts/c1/log/pptp.log") else {
+    // Wait until the scenario's lab exists (it has a router; the family's
+    // preflight before it has none) and a client is dialling (the router,
+    // pptpd and pptp all run).
+    let dialling = lab_of(pid, "hosts/router/log/nat.log").filter(|(_, dir)| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if dir.join("hosts/c1/log/pptp.log").is_file() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    });
+    let Some((id, dir)) = dialling else {
         let _ = child.kill();
         let _ = child.wait();
         return Err("the run did not start a lab with a dialling client within 20 s".into());
