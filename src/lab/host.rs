@@ -209,6 +209,14 @@ impl<'lab> Host<'lab> {
         })
     }
 
+    /// Whether `target` answers: one echo every 200 ms until the first
+    /// reply, for at most `within` (whole seconds, at least 1).
+    pub fn answers_ping(&self, target: IpAddr, within: std::time::Duration) -> Result<bool> {
+        let secs = within.as_secs().max(1);
+        let ping = Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &secs.to_string(), &target.to_string()]);
+        Ok(self.exec(ping.timeout(std::time::Duration::from_secs(secs + 5)))?.status.success())
+    }
+
     /// Sends one ICMP echo to `target` and requires the reply within 2 s.
     pub fn ping(&self, target: IpAddr) -> Result<Output> {
         self.run_ok(Cmd::argv(&["ping", "-n", "-c", "1", "-W", "2", &target.to_string()]))

@@ -673,6 +673,5 @@ fn transfer(client: &Host<'_>, server: Ipv4Addr, bytes: u64, reverse: bool) -> R
 /// Whether `to` answers a ping from `host`: one echo every 200 ms until the
 /// first reply, for at most 3 s.
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
-    let out = host.exec(Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", "3", &to.to_string()]))?;
-    Ok(out.status.success())
+    host.answers_ping(to.into(), Duration::from_secs(3))
 }

@@ -147,9 +147,7 @@ impl<'lab> WireguardGo<'lab> {
     /// passes (WireGuard shakes hands on the first packet), then says
     /// whether a handshake with a peer completed.
     pub fn dial(&self, peer_inner: Ipv4Addr, timeout: Duration) -> Result<bool> {
-        let secs = timeout.as_secs().max(1);
-        let ping = Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &secs.to_string(), &peer_inner.to_string()]);
-        self.host.exec(ping.timeout(Duration::from_secs(secs + 5)))?;
+        self.host.answers_ping(peer_inner.into(), timeout)?;
         Ok(!self.handshaken()?.is_empty())
     }
 }
