@@ -272,7 +272,7 @@ impl Watch {
             strength: rank(p.mapping).max(rank(p.filtering)),
             alg_udp_ports,
             gre_alg: p.pptp == PptpMode::CallId,
-            esp_alg: p.ipsec == IpsecMode::Spi,
+            esp_alg: matches!(p.ipsec, IpsecMode::Spi | IpsecMode::Tracker),
             sent: Vec::new(),
             all_valid: true,
         }
@@ -1528,7 +1528,7 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         let m = r.u8();
         p.pptp = [PptpMode::Off, PptpMode::Naive, PptpMode::CallId][usize::from(m % 3)];
         p.l2tp = [L2tpMode::Off, L2tpMode::Naive, L2tpMode::TunnelId][usize::from((m >> 2) % 3)];
-        p.ipsec = [IpsecMode::Off, IpsecMode::Naive, IpsecMode::Spi][usize::from((m >> 4) % 3)];
+        p.ipsec = [IpsecMode::Off, IpsecMode::Naive, IpsecMode::Spi, IpsecMode::Tracker][usize::from((m >> 4) % 4)];
         p.nat_t = m & 0x40 == 0;
         if m & 0x80 != 0 {
             p.blocked.insert(Protocol::ALL[usize::from(r.u8()) % 6]);
@@ -1550,6 +1550,7 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         l.l2tp_tunnels_per_host = small();
         l.ipsec_sas = small();
         l.ipsec_sas_per_host = small();
+        p.esp_tracker.entries = small();
         l.fragment_datagrams = small();
         l.fragments_waiting = small();
         l.neighbours = small();
@@ -1561,6 +1562,8 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         let t = &mut p.timeouts;
         (t.udp, t.tcp_established, t.tcp_transitory) = (short(), short(), short());
         (t.icmp, t.other, t.fragment) = (short(), short(), short());
+        p.esp_tracker.unreplied_timeout = short();
+        p.esp_tracker.follows_rekey = c & 16 == 0;
     }
     if c & 4 != 0 {
         let i = &mut p.impair;

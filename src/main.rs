@@ -115,9 +115,11 @@ enum RouterArg {
 enum PeerCommand {
     /// Answer ESP SPI requests on UDP 500 and echo ESP back after a delay.
     EspServer {
-        /// How long to hold each echo.
-        #[arg(long, default_value_t = 0)]
-        delay_ms: u64,
+        /// How long to hold each echo, ms: one value, or one per client
+        /// separated by commas (the Nth for the client whose IKE initiator
+        /// SPI's low byte is N; the last past the list).
+        #[arg(long, value_delimiter = ',', default_value = "0")]
+        delay_ms: Vec<u64>,
     },
     /// Ask a server for SPIs on UDP 500, then send ESP and count echoes.
     /// Exits 0 when every packet came back, 5 when some did not.
@@ -140,6 +142,9 @@ enum PeerCommand {
         /// count × interval (0: each once the previous one was echoed).
         #[arg(long, default_value_t = 0)]
         interval_ms: u64,
+        /// Rekey (new SPIs both ways) after this many packets; 0: never.
+        #[arg(long, default_value_t = 0)]
+        rekey_after: u32,
     },
     /// Send spoofed GRE, ESP, L2TP, IKE, NAT-T, WireGuard and OpenVPN packets at an address.
     Hostile {
@@ -257,7 +262,7 @@ struct NatArgs {
     gateway: Option<std::net::Ipv4Addr>,
     /// A preset (default, full-cone, restricted-cone, port-restricted-cone,
     /// symmetric, passthrough-off, naive, full, linux-like, port-randomising,
-    /// fragment-dropping) or a TOML profile file.
+    /// fragment-dropping, soc-esp-tracker) or a TOML profile file.
     #[arg(long, value_name = "FILE|NAME", default_value = "default")]
     profile: String,
     /// Where to listen for `nat-dump`: a Unix socket, mode 0600. A stale
@@ -819,8 +824,11 @@ fn peer(cmd: PeerCommand) -> ExitCode {
         }
     };
     match cmd {
-        PeerCommand::EspServer { delay_ms } => done(scripted::esp_server(Duration::from_millis(delay_ms))),
-        PeerCommand::Esp { server, spi, ike_spi, count, wait_ms, interval_ms } => {
+        PeerCommand::EspServer { delay_ms } => {
+            let delays: Vec<Duration> = delay_ms.into_iter().map(Duration::from_millis).collect();
+            done(scripted::esp_server(&delays))
+        }
+        PeerCommand::Esp { server, spi, ike_spi, count, wait_ms, interval_ms, rekey_after } => {
             let client = scripted::EspClient {
                 server,
                 ike_spi,
@@ -828,6 +836,7 @@ fn peer(cmd: PeerCommand) -> ExitCode {
                 count,
                 wait: Duration::from_millis(wait_ms),
                 interval: Duration::from_millis(interval_ms),
+                rekey_after,
             };
             match client.run() {
                 Ok(r) if r.echoed == r.sent => ExitCode::SUCCESS,

@@ -109,6 +109,10 @@ pub enum DropReason {
     EspMalformed,
     /// ESP from the WAN with an SPI no client has and no client waiting.
     EspUnknownSpi,
+    /// ESP from a LAN host when the ESP tracker's table is full.
+    EspTrackerFull,
+    /// ESP from a LAN host off the prefixes the ESP tracker serves.
+    EspTrackerLan,
     /// A source address that cannot be on the side the packet came from:
     /// off the LAN prefix from the LAN; the LAN prefix or the NAT's own
     /// address from the WAN.
@@ -198,6 +202,8 @@ impl DropReason {
             DropReason::IkeSpiTaken => "ike-spi-taken".into(),
             DropReason::EspMalformed => "esp-malformed".into(),
             DropReason::EspUnknownSpi => "esp-unknown-spi".into(),
+            DropReason::EspTrackerFull => "esp-tracker-full".into(),
+            DropReason::EspTrackerLan => "esp-tracker-lan".into(),
             DropReason::SpoofedSource => "spoofed-source".into(),
             DropReason::IcmpRateLimited => "icmp-rate-limited".into(),
             DropReason::TcpOutOfWindow => "tcp-out-of-window".into(),

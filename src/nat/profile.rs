@@ -81,7 +81,46 @@ pub enum IpsecMode {
     /// IKE keeps port 500 and is told apart by the initiator's SPI; raw ESP
     /// is told apart by SPI, learned as servers first answer.
     Spi,
+    /// IKE is NAPT'd; raw ESP goes through a router SoC vendor's ESP
+    /// tracker, set up by `[esp_tracker]`: a server's first ESP goes to the
+    /// client that has waited longest for that server.
+    Tracker,
 }
+
+/// The ESP tracker that router SoC vendors ship (`nf_conntrack_proto_esp`
+/// ports), for `ipsec = "tracker"`. A client's ESP to a server makes an
+/// entry with the client's outbound SPI; ESP from that server with an SPI
+/// no entry has is bound to the oldest of its entries no server answered
+/// yet, for good. Its quirks are fields, so that each field failure can be
+/// shown alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EspTracker {
+    /// Entries in its table, for all clients; a new client's ESP past them
+    /// is dropped (`esp-tracker-full`). Vendor tables hold 8 to 64.
+    pub entries: usize,
+    /// Seconds an entry that no server answered lives after its client's
+    /// last ESP (vendors: 30 to 60). Answered entries live `timeouts.other`.
+    pub unreplied_timeout: u64,
+    /// The LAN prefixes whose hosts get ESP passthrough; other hosts' ESP
+    /// is dropped (`esp-tracker-lan`). Empty: every LAN host.
+    pub lans: Vec<ipnet::Ipv4Net>,
+    /// A client's ESP with an SPI it has not sent before makes a new entry,
+    /// so a rekey's new SPIs are learned. `false`: a client's ESP to a
+    /// server matches its entry by addresses alone, and the entry keeps
+    /// the server's old SPI, so after a rekey the server's ESP is dropped.
+    pub follows_rekey: bool,
+}
+
+impl Default for EspTracker {
+    fn default() -> EspTracker {
+        EspTracker { entries: 64, unreplied_timeout: 60, lans: Vec::new(), follows_rekey: true }
+    }
+}
+
+/// The most entries an ESP tracker may have (it is searched entry by entry,
+/// as vendors' are).
+pub const MAX_ESP_TRACKER_ENTRIES: usize = 1024;
 
 /// Who gets an address-only protocol's packets when two LAN hosts talk it
 /// to the same server.
@@ -394,6 +433,8 @@ pub struct Profile {
     pub l2tp: L2tpMode,
     /// IPsec passthrough.
     pub ipsec: IpsecMode,
+    /// The ESP tracker, with `ipsec = "tracker"`.
+    pub esp_tracker: EspTracker,
     /// NAT traversal (IKE and ESP on UDP 4500); `false` drops UDP 4500.
     pub nat_t: bool,
     /// GRE, ESP and other protocols without ports: who gets a server's
@@ -421,6 +462,7 @@ impl Default for Profile {
             pptp_call_ids: CallIdChoice::Unique,
             l2tp: L2tpMode::TunnelId,
             ipsec: IpsecMode::Spi,
+            esp_tracker: EspTracker::default(),
             nat_t: true,
             shared_remote: SharedRemote::NewestWins,
         }
@@ -440,6 +482,7 @@ pub const PRESETS: &[&str] = &[
     "linux-like",
     "port-randomising",
     "fragment-dropping",
+    "soc-esp-tracker",
 ];
 
 impl Profile {
@@ -454,7 +497,9 @@ impl Profile {
     /// presets, on `full`: `port-randomising` (no port preservation and a
     /// random public port per mapping: a flow forgotten in a reboot or flush
     /// comes back from a new public port), `fragment-dropping` (every IP
-    /// fragment dropped, both ways).
+    /// fragment dropped, both ways), `soc-esp-tracker` (raw ESP through a
+    /// SoC vendor's ESP tracker with every quirk: 8 entries, a 60 s
+    /// unreplied timeout, 192.168.0.0/16 LANs only, rekeys not followed).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
         let base = Profile { name: name.to_string(), ..Profile::default() };
@@ -486,6 +531,15 @@ impl Profile {
                 });
             }
             "fragment-dropping" => return Some(Profile { drop_fragments: true, ..base }),
+            "soc-esp-tracker" => {
+                let esp_tracker = EspTracker {
+                    entries: 8,
+                    unreplied_timeout: 60,
+                    lans: vec![ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(192, 168, 0, 0), 16).ok()?],
+                    follows_rekey: false,
+                };
+                return Some(Profile { ipsec: IpsecMode::Tracker, esp_tracker, ..base });
+            }
             "port-randomising" => {
                 return Some(Profile { port_preservation: false, port_allocation: PortAllocation::Random, ..base });
             }
@@ -536,6 +590,16 @@ impl Profile {
         {
             return Err(format!("timeouts must be at most {MAX_TIMEOUT_S} seconds (a year)"));
         }
+        let e = &self.esp_tracker;
+        if !(1..=MAX_ESP_TRACKER_ENTRIES).contains(&e.entries) {
+            return Err(format!("esp_tracker.entries = {} must be 1 to {MAX_ESP_TRACKER_ENTRIES}", e.entries));
+        }
+        if !(1..=MAX_TIMEOUT_S).contains(&e.unreplied_timeout) {
+            return Err(format!(
+                "esp_tracker.unreplied_timeout = {} must be 1 to {MAX_TIMEOUT_S} seconds",
+                e.unreplied_timeout
+            ));
+        }
         for (dir, i) in [("outbound", &self.impair.outbound), ("inbound", &self.impair.inbound)] {
             for (what, v) in [
                 ("loss_percent", i.loss_percent),
@@ -578,6 +642,9 @@ mod tests {
         assert!(!random.port_preservation && random.port_allocation == PortAllocation::Random);
         assert_eq!(random.ipsec, IpsecMode::Spi, "field-failure presets build on full");
         assert!(Profile::preset("fragment-dropping").expect("fragment-dropping").drop_fragments);
+        let soc = Profile::preset("soc-esp-tracker").expect("soc-esp-tracker");
+        assert_eq!((soc.ipsec, soc.esp_tracker.entries, soc.esp_tracker.follows_rekey), (IpsecMode::Tracker, 8, false));
+        assert_eq!(soc.esp_tracker.lans.len(), 1);
         for name in PRESETS {
             assert!(Profile::preset(name).is_some(), "{name} is listed but not made");
         }
@@ -639,6 +706,11 @@ mod tests {
         let typo = Profile::from_toml("maping = \"symmetric\"\n").expect_err("typo");
         assert!(typo.contains("maping"), "{typo}");
         assert!(Profile::from_toml("[timeouts]\nudp = 0\n").is_err());
+        let t = Profile::from_toml("ipsec = \"tracker\"\n[esp_tracker]\nentries = 8\nlans = [\"10.0.0.0/8\"]\n")
+            .expect("a tracker");
+        assert_eq!((t.esp_tracker.entries, t.esp_tracker.unreplied_timeout), (8, 60));
+        assert!(Profile::from_toml("[esp_tracker]\nentries = 0\n").expect_err("none").contains("esp_tracker.entries"));
+        assert!(Profile::from_toml("[esp_tracker]\nlans = [\"10.0.0/8\"]\n").is_err(), "not a prefix");
         let huge = Profile::from_toml("[timeouts]\nudp = 18446744073709551\n").expect_err("past a year");
         assert!(huge.contains("at most"), "{huge}");
     }

@@ -238,8 +238,12 @@ pub struct Endpoints {
     /// L2TP: the server.
     pub lns: Lns,
     /// Raw ESP: how long the server holds each echo, ms (clients that start
-    /// "at once" send before the first echo returns).
-    pub esp_delay_ms: u64,
+    /// "at once" send before the first echo returns); one value for every
+    /// client, or one per client.
+    pub esp_delay_ms: PerClient,
+    /// Raw ESP: each client rekeys (new SPIs both ways, asked for on UDP
+    /// 500 again) after this many packets; 0: never.
+    pub esp_rekey_after: u32,
     /// Raw ESP: packets each client's flow sends.
     pub esp_packets: u32,
     /// Raw ESP: ms between a flow's packets (a flow that must outlast a
@@ -262,6 +266,7 @@ impl Endpoints {
             ("lns", self.lns != d.lns),
             ("esp_delay_ms", self.esp_delay_ms != d.esp_delay_ms),
             ("esp_packets", self.esp_packets != d.esp_packets),
+            ("esp_rekey_after", self.esp_rekey_after != d.esp_rekey_after),
             ("esp_interval_ms", self.esp_interval_ms != d.esp_interval_ms),
             ("float", self.float != d.float),
         ];
@@ -279,10 +284,31 @@ impl Default for Endpoints {
             float: false,
             ike_fragmentation: false,
             lns: Lns::Xl2tpd,
-            esp_delay_ms: 0,
+            esp_delay_ms: PerClient::All(0),
+            esp_rekey_after: 0,
             esp_packets: 1,
             esp_interval_ms: 0,
             mss: 0,
+        }
+    }
+}
+
+/// A setting with one value for every client, or one per client.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum PerClient {
+    /// The same for every client.
+    All(u64),
+    /// Client `i`'s is the `i`th (from 1).
+    Each(Vec<u64>),
+}
+
+impl PerClient {
+    /// Every client's value, in order, for `clients` clients.
+    pub fn values(&self, clients: usize) -> Vec<u64> {
+        match self {
+            PerClient::All(v) => vec![*v; clients],
+            PerClient::Each(v) => v.clone(),
         }
     }
 }
@@ -850,8 +876,8 @@ impl Scenario {
         if !(1..=16).contains(&t.clients) {
             return Err(at(&["topology", "clients"], format!("{} clients; allowed: 1 to 16", t.clients)));
         }
-        if !(1..=8).contains(&t.servers) {
-            return Err(at(&["topology", "servers"], format!("{} servers; allowed: 1 to 8", t.servers)));
+        if !(1..=16).contains(&t.servers) {
+            return Err(at(&["topology", "servers"], format!("{} servers; allowed: 1 to 16", t.servers)));
         }
         if t.lan.prefix_len() > 26 || t.lan.addr() == t.lan.network() {
             return Err(at(
@@ -870,6 +896,23 @@ impl Scenario {
                     "{} packets {} ms apart; allowed: 1 to 1000 packets, a flow of at most 20 s",
                     e.esp_packets, e.esp_interval_ms
                 ),
+            ));
+        }
+        if let PerClient::Each(v) = &e.esp_delay_ms
+            && v.len() != t.clients
+        {
+            return Err(at(
+                &["endpoints", "esp_delay_ms"],
+                format!("{} values for {} clients; give one, or one per client", v.len(), t.clients),
+            ));
+        }
+        if e.esp_delay_ms.values(t.clients).iter().any(|d| *d > 20_000) {
+            return Err(at(&["endpoints", "esp_delay_ms"], "at most 20000 ms".into()));
+        }
+        if e.esp_rekey_after >= e.esp_packets && e.esp_rekey_after != 0 {
+            return Err(at(
+                &["endpoints", "esp_rekey_after"],
+                format!("{}: a rekey must come before the last of the {} packets", e.esp_rekey_after, e.esp_packets),
             ));
         }
         if !(1..=120).contains(&e.connect_timeout_s) {
@@ -1186,6 +1229,13 @@ tunnels = ["up"]
         assert!(e.contains("endpoints.connect_timeout_s") && e.contains("allowed: 1 to 120"), "{e}");
         let e = parse(&endpoints("keepalive_s = 70000")).expect_err("a keepalive wg cannot take");
         assert!(e.contains("allowed: 0 to 3600"), "{e}");
+        let esp = |kv: &str| endpoints(kv).replace("family = \"pptp\"", "family = \"esp\"");
+        let s = parse(&esp("esp_delay_ms = [700]")).expect("one delay per client");
+        assert_eq!(s.file.endpoints.esp_delay_ms.values(1), vec![700]);
+        let e = parse(&esp("esp_delay_ms = [1, 2]")).expect_err("two delays for one client");
+        assert!(e.contains("endpoints.esp_delay_ms") && e.contains("2 values for 1 clients"), "{e}");
+        let e = parse(&esp("esp_rekey_after = 1")).expect_err("a rekey after the only packet");
+        assert!(e.contains("endpoints.esp_rekey_after"), "{e}");
         let e = parse(&traffic("100000001")).expect_err("too many bytes");
         assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
         let nobody =

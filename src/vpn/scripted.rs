@@ -100,15 +100,21 @@ fn esp_fields(p: &[u8]) -> Option<(u32, u32, &[u8])> {
 }
 
 /// The ESP server: answers IKE-like requests on UDP 500 and echoes ESP
-/// back with the client's SPI after `delay`. Runs until killed; prints
-/// `listening` once both sockets are open.
-pub fn esp_server(delay: Duration) -> io::Result<()> {
+/// back with the client's SPI after a delay: `delays[n - 1]` for the
+/// client whose IKE initiator SPI's low byte is `n` (a rekey keeps it),
+/// the last one past the list. Runs until killed; prints `listening` once
+/// both sockets are open.
+pub fn esp_server(delays: &[Duration]) -> io::Result<()> {
+    let delay_of = |initiator: u64| {
+        let n = usize::from(initiator as u8).max(1);
+        delays.get(n - 1).or(delays.last()).copied().unwrap_or_default()
+    };
     let udp = UdpSocket::bind(("0.0.0.0", ike::PORT))?;
     udp.set_nonblocking(true)?;
     let raw = RawSocket::open(50)?;
     say("listening udp/500 esp");
-    // Server SPI -> client SPI; IKE initiator SPI -> server SPI.
-    let mut sessions: HashMap<u32, u32> = HashMap::new();
+    // Server SPI -> client SPI and echo delay; IKE initiator SPI -> server SPI.
+    let mut sessions: HashMap<u32, (u32, Duration)> = HashMap::new();
     let mut by_initiator: HashMap<u64, u32> = HashMap::new();
     let mut next_spi = 0x5000_0001u32;
     let mut echoes: VecDeque<(Instant, Ipv4Addr, Vec<u8>)> = VecDeque::new();
@@ -144,7 +150,7 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
                 next_spi += 1;
                 next_spi - 1
             });
-            sessions.insert(ours, spi);
+            sessions.insert(ours, (spi, delay_of(initiator)));
             let reply = ike::emit(initiator, u64::from(ours) << 32 | 1, &ours.to_be_bytes());
             udp.send_to(&reply, from)?;
             say(&format!("ike from {from}: client spi {spi:#010x}, server spi {ours:#010x}"));
@@ -154,9 +160,12 @@ pub fn esp_server(delay: Duration) -> io::Result<()> {
         {
             match esp_fields(&p) {
                 Some((spi, seq, payload)) => match sessions.get(&spi) {
-                    Some(&client) => {
+                    Some(&(client, delay)) => {
                         say(&format!("esp from {src} spi {spi:#010x} seq {seq}"));
-                        echoes.push_back((Instant::now() + delay, src, esp::emit(client, seq, payload)));
+                        let due = Instant::now() + delay;
+                        // Sent in the order they fall due.
+                        let at = echoes.partition_point(|(d, _, _)| *d <= due);
+                        echoes.insert(at, (due, src, esp::emit(client, seq, payload)));
                     }
                     None => say(&format!("esp from {src} with unknown spi {spi:#010x}, dropped")),
                 },
@@ -195,6 +204,16 @@ pub struct EspClient {
     /// Time between two packets; zero sends each one once the previous
     /// one was echoed or given up on.
     pub interval: Duration,
+    /// Rekey after this many packets (0: never): once their echoes are in
+    /// or given up on, ask for new SPIs on UDP 500 ([`rekeyed`]) and send
+    /// the rest with them.
+    pub rekey_after: u32,
+}
+
+/// A rekeyed SA's SPIs: the IKE initiator SPI (its low byte, which names
+/// the client to the server, kept) and our ESP SPI.
+pub fn rekeyed(ike_spi: u64, spi: u32) -> (u64, u32) {
+    (ike_spi | 0x100, spi ^ 0x0001_0000)
 }
 
 impl EspClient {
@@ -206,30 +225,14 @@ impl EspClient {
     /// packet was echoed or given up on.
     pub fn run(&self) -> io::Result<EspReport> {
         let udp = UdpSocket::bind(("0.0.0.0", ike::PORT))?;
-        let mut body = ASK.to_vec();
-        body.extend_from_slice(&self.spi.to_be_bytes());
-        let ask = ike::emit(self.ike_spi, 0, &body);
         udp.set_read_timeout(Some(Duration::from_millis(700)))?;
-        let mut buf = vec![0u8; 65536];
-        let mut server_spi = None;
-        for _ in 0..5 {
-            udp.send_to(&ask, SocketAddrV4::new(self.server, ike::PORT))?;
-            if let Ok((n, _)) = udp.recv_from(&mut buf)
-                && let Ok(m) = ike::Message::new_checked(&buf[..n])
-                && m.initiator_spi() == self.ike_spi
-                && let Some(b) = buf.get(ike::HEADER_LEN..ike::HEADER_LEN + 4)
-            {
-                server_spi = Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-                break;
-            }
-        }
-        let server_spi = server_spi.ok_or_else(|| {
-            io::Error::new(io::ErrorKind::TimedOut, format!("no IKE answer from {}:500 after 5 tries", self.server))
-        })?;
-        say(&format!("ike: server spi {server_spi:#010x}"));
+        let mut server_spi = self.ask(&udp, self.ike_spi, self.spi)?;
+        let mut spi = self.spi;
+        // Every SPI we were given, old and new: neither is foreign.
+        let mut ours = vec![self.spi, server_spi];
         let raw = RawSocket::open(50)?;
         let mut report = EspReport { server_spi, sent: 0, echoed: 0, foreign: 0 };
-        let payload_of = |seq: u32| format!("esp {:#010x} seq {seq}", self.spi).into_bytes();
+        let payload_of = |spi: u32, seq: u32| format!("esp {spi:#010x} seq {seq}").into_bytes();
         // Sequence numbers sent and not yet echoed -> when to give up.
         let mut waiting: BTreeMap<u32, Instant> = BTreeMap::new();
         let start = Instant::now();
@@ -241,17 +244,26 @@ impl EspClient {
                 waiting.remove(&seq);
                 say(&format!("lost seq {seq}"));
             }
+            if self.rekey_after > 0 && next == self.rekey_after + 1 && spi == self.spi && waiting.is_empty() {
+                let (ike_spi, new) = rekeyed(self.ike_spi, self.spi);
+                server_spi = self.ask(&udp, ike_spi, new)?;
+                spi = new;
+                ours.extend([new, server_spi]);
+                report.server_spi = server_spi;
+                say(&format!("rekeyed: spi {spi:#010x}"));
+            }
             let due = start + self.interval.saturating_mul(next.saturating_sub(1));
-            let sending = next <= self.count;
+            let rekey_first = self.rekey_after > 0 && next == self.rekey_after + 1 && spi == self.spi;
+            let sending = next <= self.count && !rekey_first;
             if sending && if self.interval.is_zero() { waiting.is_empty() } else { now >= due } {
-                raw.send(self.server, &esp::emit(server_spi, next, &payload_of(next)))?;
+                raw.send(self.server, &esp::emit(server_spi, next, &payload_of(spi, next)))?;
                 report.sent += 1;
                 waiting.insert(next, Instant::now() + self.wait);
                 say(&format!("sent seq {next}"));
                 next += 1;
                 continue;
             }
-            if !sending && waiting.is_empty() {
+            if !sending && !rekey_first && waiting.is_empty() {
                 break;
             }
             // Until the next packet is due or the oldest wait ends.
@@ -261,12 +273,12 @@ impl EspClient {
             }
             let Some((src, p)) = raw.recv(until.saturating_duration_since(now))? else { continue };
             match esp_fields(&p) {
-                Some((spi, s, pl)) if spi == self.spi && waiting.contains_key(&s) && pl == payload_of(s).as_slice() => {
+                Some((to, s, pl)) if to == spi && waiting.contains_key(&s) && pl == payload_of(spi, s).as_slice() => {
                     waiting.remove(&s);
                     report.echoed += 1;
                     say(&format!("echoed seq {s}"));
                 }
-                Some((spi, s, _)) if spi != self.spi && spi != server_spi => {
+                Some((spi, s, _)) if !ours.contains(&spi) => {
                     report.foreign += 1;
                     say(&format!("foreign esp from {src} spi {spi:#010x} seq {s}"));
                 }
@@ -278,6 +290,28 @@ impl EspClient {
             report.sent, report.echoed, report.foreign, report.server_spi
         ));
         Ok(report)
+    }
+
+    /// Asks the server for its SPI over UDP 500 (initiator SPI `ike_spi`,
+    /// ours `spi`), 5 tries 700 ms apart.
+    fn ask(&self, udp: &UdpSocket, ike_spi: u64, spi: u32) -> io::Result<u32> {
+        let mut body = ASK.to_vec();
+        body.extend_from_slice(&spi.to_be_bytes());
+        let ask = ike::emit(ike_spi, 0, &body);
+        let mut buf = vec![0u8; 65536];
+        for _ in 0..5 {
+            udp.send_to(&ask, SocketAddrV4::new(self.server, ike::PORT))?;
+            if let Ok((n, _)) = udp.recv_from(&mut buf)
+                && let Ok(m) = ike::Message::new_checked(&buf[..n])
+                && m.initiator_spi() == ike_spi
+                && let Some(b) = buf.get(ike::HEADER_LEN..ike::HEADER_LEN + 4)
+            {
+                let server_spi = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+                say(&format!("ike: server spi {server_spi:#010x}"));
+                return Ok(server_spi);
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("no IKE answer from {}:500 after 5 tries", self.server)))
     }
 }
 

@@ -32,6 +32,12 @@
 //!
 //! IKE SAs and ESP SPIs are bounded in all and per LAN host; state past a
 //! bound is refused (counted), never made by evicting a live SA.
+//!
+//! With `ipsec = "tracker"` IKE is plain NAPT and raw ESP goes through a
+//! SoC vendor's ESP tracker instead ([`tracker`]), whose entries count
+//! against the same bounds.
+
+mod tracker;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -106,8 +112,10 @@ pub struct Ipsec {
     waiting: Vec<Waiting>,
     /// When each client last got ESP from each server.
     last_in: HashMap<([u8; 4], [u8; 4]), Duration>,
-    /// Entries of the three maps per LAN host.
+    /// Entries of the three maps and the tracker per LAN host.
     per_host: PerHost,
+    /// Raw ESP with `ipsec = "tracker"`.
+    tracker: tracker::Tracker,
 }
 
 /// The client an inbound ESP packet goes to, and whether that was a guess.
@@ -137,12 +145,13 @@ impl Ipsec {
             waiting: Vec::new(),
             last_in: HashMap::new(),
             per_host: PerHost::new(bounds.per_host),
+            tracker: tracker::Tracker::new(profile),
         }
     }
 
     /// How many SAs and SPIs it keeps, in all.
     pub(crate) fn len(&self) -> usize {
-        self.ike.len() + self.esp_in.len() + self.esp_out.len()
+        self.ike.len() + self.esp_in.len() + self.esp_out.len() + self.tracker.len()
     }
 
     /// Room for one more entry of `client`'s, counted if there is.
@@ -207,6 +216,21 @@ impl Ipsec {
         }
         if (!known || deaf) && !self.waiting.iter().any(|w| w.client == client && w.server == server) {
             self.waiting.push(Waiting { client, server, since: now, tentative: None });
+        }
+        Ok(())
+    }
+
+    /// ESP from `client` to `server` through the tracker.
+    fn tracked_outbound(
+        &mut self,
+        client: [u8; 4],
+        server: [u8; 4],
+        spi: u32,
+        now: Duration,
+    ) -> Result<(), DropReason> {
+        if !self.tracker.outbound(client, server, spi, now)? {
+            self.claim(client)?;
+            self.tracker.insert(client, server, spi, now);
         }
         Ok(())
     }
@@ -277,6 +301,15 @@ impl Ipsec {
                 server: ip(*server),
                 spi: format!("{spi:08x}"),
             }))
+            .chain(self.tracker.view().map(|e| SaInfo {
+                kind: "esp-tracked",
+                client: ip(e.client),
+                server: ip(e.server),
+                spi: match e.in_spi {
+                    Some(i) => format!("{:08x} in {i:08x}", e.out_spi),
+                    None => format!("{:08x} unanswered", e.out_spi),
+                },
+            }))
             .collect();
         v.sort_by(|a, b| (a.kind, &a.server, &a.spi).cmp(&(b.kind, &b.server, &b.spi)));
         v
@@ -298,19 +331,25 @@ impl Alg for Ipsec {
         (!self.nat_t && udp_port == Some(ike::NAT_T_PORT)).then_some(DropReason::NatTOff)
     }
 
-    /// IKE between port 500 and port 500, and raw ESP.
+    /// IKE between port 500 and port 500, and raw ESP; with the tracker,
+    /// raw ESP only.
     fn claim(&mut self, from: Side, p: &mut Packet, cx: &mut Context) -> Claim {
-        if self.mode != IpsecMode::Spi {
-            return Claim::Pass;
-        }
         let (src, dst, now) = (p.src, p.dst, cx.now);
-        let decided = match (p.proto, p.ports, from) {
-            (Protocol::Udp, Some(ports), Side::Lan) if ports.src == ike::PORT && ports.dst == ike::PORT => {
+        let decided = match (self.mode, p.proto, p.ports, from) {
+            (IpsecMode::Spi, Protocol::Udp, Some(ports), Side::Lan)
+                if ports.src == ike::PORT && ports.dst == ike::PORT =>
+            {
                 self.ike_outbound(src, dst, p.data(), now).map(|()| src)
             }
-            (Protocol::Udp, Some(ports), Side::Wan) if ports.dst == ike::PORT => self.ike_inbound(src, p.data(), now),
-            (Protocol::Esp, _, _) => match esp::Packet::new_checked(p.data()) {
+            (IpsecMode::Spi, Protocol::Udp, Some(ports), Side::Wan) if ports.dst == ike::PORT => {
+                self.ike_inbound(src, p.data(), now)
+            }
+            (IpsecMode::Spi | IpsecMode::Tracker, Protocol::Esp, _, _) => match esp::Packet::new_checked(p.data()) {
                 Err(_) => Err(DropReason::EspMalformed),
+                Ok(e) if self.mode == IpsecMode::Tracker && from == Side::Lan => {
+                    self.tracked_outbound(src, dst, e.spi(), now).map(|()| src)
+                }
+                Ok(e) if self.mode == IpsecMode::Tracker => self.tracker.inbound(src, e.spi(), now),
                 Ok(e) if from == Side::Lan => self.esp_outbound(src, dst, e.spi(), now).map(|()| src),
                 Ok(e) => self.esp_inbound(src, e.spi(), e.seq(), now).map(|t| {
                     if t.ambiguous {
@@ -350,6 +389,9 @@ impl Alg for Ipsec {
         });
         self.esp_out.retain(|(client, _, _), seen| keep(*client, *seen + t > now));
         self.last_in.retain(|_, at| *at + t > now);
+        for client in self.tracker.expire(now) {
+            self.per_host.release(client);
+        }
         let esp_in = &self.esp_in;
         // A client waits no longer than an SA lives; its binding for now
         // goes if it was dropped above.

@@ -1456,3 +1456,84 @@ mod packet {
         assert_checksums(&pkt);
     }
 }
+
+/// A NAT whose raw ESP goes through the vendor ESP tracker, set up by `f`.
+fn tracker(f: impl FnOnce(&mut crate::nat::profile::EspTracker)) -> Nat {
+    nat_with(|p| {
+        p.ipsec = IpsecMode::Tracker;
+        f(&mut p.esp_tracker);
+    })
+}
+
+#[test]
+fn the_esp_tracker_binds_a_servers_first_esp_to_its_oldest_unanswered_client() {
+    // Both clients wait for S1; S1 answers the younger (C2) first: the
+    // tracker gives C2's answer to C1, and C1's later answer to C2.
+    let mut n = tracker(|_| {});
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 0xa1), t(0)), forward(Side::Wan, S1));
+    assert_eq!(out(&mut n, &mut esp(C2, S1, 0xa2), t(1)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc2), t(2)), forward(Side::Lan, C1), "the oldest waiter");
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc1), t(2)), forward(Side::Lan, C2), "the only one left");
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc2), t(3)), forward(Side::Lan, C1), "for good");
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc9), t(3)), Verdict::Drop(DropReason::EspUnknownSpi), "nobody waits");
+    // The SPI ALG in the same order guesses the same way but only for now
+    // (see the ALG's own tests); the tracker's binding is in the dump.
+    let dump = n.alg_state().ipsec_sas;
+    assert!(dump.iter().any(|s| s.kind == "esp-tracked" && s.spi == "000000a1 in 000000c2"), "{dump:?}");
+}
+
+#[test]
+fn the_esp_tracker_table_is_full_at_its_entries_and_frees_unanswered_ones_at_their_timeout() {
+    let mut n = tracker(|e| {
+        e.entries = 2;
+        e.unreplied_timeout = 5;
+    });
+    out(&mut n, &mut esp(C1, S1, 1), t(0));
+    out(&mut n, &mut esp(C2, S1, 2), t(0));
+    let mut third = esp([192, 168, 1, 12], S1, 3);
+    assert_eq!(out(&mut n, &mut third, t(1)), Verdict::Drop(DropReason::EspTrackerFull));
+    assert_eq!(out(&mut n, &mut esp(C1, S1, 1), t(1)), forward(Side::Wan, S1), "a known entry still passes");
+    // C1's answer keeps its entry (`other` timeout); C2's unanswered one
+    // goes 5 s after its last ESP, and the third client gets its place.
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc1), t(2)), forward(Side::Lan, C1));
+    n.handle_timeout(t(4));
+    assert_eq!(out(&mut n, &mut esp([192, 168, 1, 12], S1, 3), t(4)), Verdict::Drop(DropReason::EspTrackerFull));
+    n.handle_timeout(t(5));
+    assert_eq!(out(&mut n, &mut esp([192, 168, 1, 12], S1, 3), t(5)), forward(Side::Wan, S1));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc1), t(6)), forward(Side::Lan, C1), "answered: still there");
+    assert_eq!(n.state_sizes().ipsec_sas, 2);
+}
+
+#[test]
+fn an_unanswered_esp_tracker_entry_is_gone_when_the_servers_first_answer_comes_late() {
+    let mut n = tracker(|e| e.unreplied_timeout = 3);
+    out(&mut n, &mut esp(C1, S1, 1), t(0));
+    n.handle_timeout(t(3));
+    assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc1), t(3)), Verdict::Drop(DropReason::EspUnknownSpi));
+    // The SPI ALG waits as long as an SA lives.
+    let mut spi = nat_with(|_| {});
+    out(&mut spi, &mut esp(C1, S1, 1), t(0));
+    spi.handle_timeout(t(3));
+    assert_eq!(inb(&mut spi, &mut esp(S1, WAN, 0xc1), t(3)), forward(Side::Lan, C1));
+}
+
+#[test]
+fn the_esp_tracker_serves_only_its_lans_and_without_follows_rekey_keeps_the_old_binding() {
+    let mut only = tracker(|e| e.lans = vec!["10.0.0.0/8".parse().expect("a prefix")]);
+    assert_eq!(out(&mut only, &mut esp(C1, S1, 1), t(0)), Verdict::Drop(DropReason::EspTrackerLan));
+    assert_eq!(only.counters().dropped(DropReason::EspTrackerLan), 1);
+
+    for follows_rekey in [true, false] {
+        let mut n = tracker(|e| e.follows_rekey = follows_rekey);
+        out(&mut n, &mut esp(C1, S1, 1), t(0));
+        assert_eq!(inb(&mut n, &mut esp(S1, WAN, 0xc1), t(0)), forward(Side::Lan, C1));
+        // A rekey: new SPIs both ways.
+        assert_eq!(out(&mut n, &mut esp(C1, S1, 2), t(1)), forward(Side::Wan, S1));
+        let answer = inb(&mut n, &mut esp(S1, WAN, 0xc2), t(1));
+        if follows_rekey {
+            assert_eq!(answer, forward(Side::Lan, C1), "the new SPI is learned");
+        } else {
+            assert_eq!(answer, Verdict::Drop(DropReason::EspUnknownSpi), "the entry kept the old SPI");
+        }
+    }
+}
