@@ -253,6 +253,9 @@ struct Watch {
     alg_udp_ports: Vec<u16>,
     gre_alg: bool,
     esp_alg: bool,
+    /// The profile's `bad_gre_checksum`: GRE leaves with the checksum it
+    /// came with.
+    stale_gre_checksum: bool,
     /// What LAN hosts sent, one record per packet (scanned only when a
     /// packet to the LAN is checked).
     sent: Vec<Sent>,
@@ -273,6 +276,7 @@ impl Watch {
             alg_udp_ports,
             gre_alg: p.pptp == PptpMode::CallId,
             esp_alg: matches!(p.ipsec, IpsecMode::Spi | IpsecMode::Tracker),
+            stale_gre_checksum: p.bad_gre_checksum,
             sent: Vec::new(),
             all_valid: true,
         }
@@ -425,7 +429,8 @@ impl Watch {
         let Ok(ip) = ipv4::Packet::new_checked(pkt) else {
             broken("the NAT sends IPv4", format!("{side:?}: {}", hex(pkt)));
         };
-        if !ip.verify_checksum() {
+        let stale_allowed = self.stale_gre_checksum && ip.protocol() == ipv4::PROTO_GRE;
+        if !(ip.verify_checksum() || stale_allowed) {
             broken("the IPv4 header checksum stays right", format!("{side:?}: {}", hex(pkt)));
         }
         if expect_valid && l4_ok(pkt, csum) == Some(false) {

@@ -27,6 +27,9 @@ pub struct Seen {
     /// Bytes of transport payload: after the TCP or UDP header, or the
     /// whole IP payload of other protocols (as the IP header states it).
     pub payload: u16,
+    /// The IPv4 header checksum is right (a receiving host drops the
+    /// packet otherwise).
+    pub header_checksum_ok: bool,
 }
 
 /// What a packet carried.
@@ -212,6 +215,16 @@ pub fn classify(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, What)> {
 
 /// The transport payload length an IPv4 packet's headers state (TCP and
 /// UDP headers taken off in first fragments and whole datagrams).
+/// Whether an IPv4 packet's header checksum is right (`true` for a header
+/// cut short by the capture: nothing can be said of it).
+fn header_checksum_ok(packet: &[u8]) -> bool {
+    if packet.len() < 20 {
+        return true;
+    }
+    let ip = ipv4::Packet::new_unchecked(packet);
+    ip.header_len() > packet.len() || ip.verify_checksum()
+}
+
 fn payload_len(packet: &[u8]) -> u16 {
     if packet.len() < 20 {
         return 0;
@@ -297,8 +310,9 @@ impl Facts {
         for r in &p.records {
             match ipv4_of(p.linktype, &r.data).and_then(classify) {
                 Some((src, dst, what)) => {
-                    let payload = ipv4_of(p.linktype, &r.data).map(payload_len).unwrap_or(0);
-                    f.packets.push(Seen { time: r.time, src, dst, what, payload })
+                    let packet = ipv4_of(p.linktype, &r.data).unwrap_or_default();
+                    let (payload, header_checksum_ok) = (payload_len(packet), header_checksum_ok(packet));
+                    f.packets.push(Seen { time: r.time, src, dst, what, payload, header_checksum_ok })
                 }
                 None => f.not_ipv4 += 1,
             }

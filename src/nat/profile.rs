@@ -423,6 +423,10 @@ pub struct Profile {
     /// Drop every IP fragment, both ways (a router that never reassembles
     /// nor forwards fragments).
     pub drop_fragments: bool,
+    /// Send translated GRE with the IPv4 header checksum it came with
+    /// (firmware that rewrites the addresses and not the checksum): every
+    /// host drops it.
+    pub bad_gre_checksum: bool,
     /// Loss, delay, reordering and duplication.
     pub impair: Impairments,
     /// PPTP passthrough.
@@ -457,6 +461,7 @@ impl Default for Profile {
             limits: Limits::default(),
             blocked: BTreeSet::new(),
             drop_fragments: false,
+            bad_gre_checksum: false,
             impair: Impairments::default(),
             pptp: PptpMode::CallId,
             pptp_call_ids: CallIdChoice::Unique,
@@ -483,6 +488,7 @@ pub const PRESETS: &[&str] = &[
     "port-randomising",
     "fragment-dropping",
     "soc-esp-tracker",
+    "bad-gre-checksum",
 ];
 
 impl Profile {
@@ -499,7 +505,9 @@ impl Profile {
     /// comes back from a new public port), `fragment-dropping` (every IP
     /// fragment dropped, both ways), `soc-esp-tracker` (raw ESP through a
     /// SoC vendor's ESP tracker with every quirk: 8 entries, a 60 s
-    /// unreplied timeout, 192.168.0.0/16 LANs only, rekeys not followed).
+    /// unreplied timeout, 192.168.0.0/16 LANs only, rekeys not followed),
+    /// `bad-gre-checksum` (translated GRE keeps the IPv4 header checksum it
+    /// came with).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
         let base = Profile { name: name.to_string(), ..Profile::default() };
@@ -531,6 +539,7 @@ impl Profile {
                 });
             }
             "fragment-dropping" => return Some(Profile { drop_fragments: true, ..base }),
+            "bad-gre-checksum" => return Some(Profile { bad_gre_checksum: true, ..base }),
             "soc-esp-tracker" => {
                 let esp_tracker = EspTracker {
                     entries: 8,
@@ -645,6 +654,7 @@ mod tests {
         let soc = Profile::preset("soc-esp-tracker").expect("soc-esp-tracker");
         assert_eq!((soc.ipsec, soc.esp_tracker.entries, soc.esp_tracker.follows_rekey), (IpsecMode::Tracker, 8, false));
         assert_eq!(soc.esp_tracker.lans.len(), 1);
+        assert!(Profile::preset("bad-gre-checksum").expect("bad-gre-checksum").bad_gre_checksum);
         for name in PRESETS {
             assert!(Profile::preset(name).is_some(), "{name} is listed but not made");
         }

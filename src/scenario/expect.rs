@@ -30,6 +30,20 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             format!("{crossed} of its {} packets on the WAN", o.hostile_sent),
         ));
     }
+    // Evidence about the router in any run with GRE: a host drops a
+    // packet whose IPv4 header checksum is wrong, so that would break PPTP
+    // whatever else went right. It comes
+    // first: it is the cause the verdict names.
+    let (bad, all) = translated_gre_checksums(o);
+    if all > 0 || e.gre_header_checksums_ok.is_some() {
+        let want = e.gre_header_checksums_ok.unwrap_or(true);
+        let c = check("the IPv4 header checksums of translated GRE are right", want, bad == 0);
+        checks.push(c.because(if bad > 0 {
+            format!("bad IPv4 header checksum on translated GRE: {bad} of the {all} GRE packets the router sent")
+        } else {
+            format!("all {all} GRE packets the router sent")
+        }));
+    }
     let n = o.tunnels.len();
     if let Some(want) = &e.tunnels {
         for (k, want) in want.iter().enumerate() {
@@ -122,6 +136,19 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
         checks.push(check("the router forwards from the LAN after the spray", true, o.forwards_after_hostile));
     }
     checks
+}
+
+/// GRE packets the router sent (its public address as source on the WAN;
+/// from off the LAN to a client on the LAN): how many had a wrong IPv4
+/// header checksum, of how many.
+fn translated_gre_checksums(o: &Observed) -> (usize, usize) {
+    let public = o.shape.wan.addr();
+    let clients: BTreeSet<Ipv4Addr> = (1..=o.shape.clients).map(|i| o.shape.seen_as(i)).collect();
+    let out = o.wan.packets.iter().filter(|p| p.src == public);
+    let inb = o.lan.packets.iter().filter(|p| clients.contains(&p.dst) && !o.shape.lan.contains(&p.src));
+    let gre: Vec<bool> =
+        out.chain(inb).filter(|p| matches!(p.what, What::Gre { .. })).map(|p| p.header_checksum_ok).collect();
+    (gre.iter().filter(|ok| !**ok).count(), gre.len())
 }
 
 fn distinct(ids: &[u16]) -> bool {

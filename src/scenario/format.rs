@@ -708,6 +708,11 @@ pub struct Expect {
     /// Whether any packet from the intruder reached the LAN.
     #[serde(default)]
     pub intruder_reached_lan: Option<bool>,
+    /// PPTP: whether every GRE packet the router translated has a right
+    /// IPv4 header checksum. Checked in every run that saw translated GRE,
+    /// `true` unless given.
+    #[serde(default)]
+    pub gre_header_checksums_ok: Option<bool>,
     /// Rust NAT drop counters by reason: `"0"`, `">0"` or a number.
     #[serde(default)]
     pub counters: BTreeMap<String, CountWant>,

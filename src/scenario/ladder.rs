@@ -122,6 +122,7 @@ mod tests {
             dst: Ipv4Addr::from(dst),
             what,
             payload: 0,
+            header_checksum_ok: true,
         }
     }
 

@@ -1537,3 +1537,29 @@ fn the_esp_tracker_serves_only_its_lans_and_without_follows_rekey_keeps_the_old_
         }
     }
 }
+
+#[test]
+fn with_bad_gre_checksum_translated_gre_keeps_the_header_checksum_it_came_with() {
+    for quirk in [false, true] {
+        let mut n = nat_with(|p| {
+            p.bad_gre_checksum = quirk;
+            p.pptp = PptpMode::Naive;
+        });
+        let mut g = gre(C1, S1, 0x1234, true, false);
+        let came_with = ipv4::Packet::new_unchecked(&g[..]).checksum();
+        assert_eq!(out(&mut n, &mut g, t(0)), forward(Side::Wan, S1));
+        let ip = ipv4::Packet::new_unchecked(&g[..]);
+        assert_eq!(ip.src_bytes(), WAN, "translated");
+        assert_eq!(ip.verify_checksum(), !quirk, "quirk {quirk}");
+        if quirk {
+            assert_eq!(ip.checksum(), came_with);
+        }
+        let mut back = gre(S1, WAN, 0x1234, true, false);
+        assert_eq!(inb(&mut n, &mut back, t(1)), forward(Side::Lan, C1));
+        assert_eq!(ipv4::Packet::new_unchecked(&back[..]).verify_checksum(), !quirk);
+        // Other protocols keep right checksums.
+        let mut e = esp(C1, S1, 7);
+        out(&mut n, &mut e, t(1));
+        assert_checksums(&e);
+    }
+}
