@@ -234,7 +234,7 @@ struct Sent {
 /// dependent, to R's address and port. Protocols mapped by address only
 /// (GRE, ESP, others) come only from an address H sent that protocol to.
 /// Traffic the passthrough ALGs steer (L2TP to port 1701 and IKE to 500 with
-/// their ALGs, PPTP's GRE with the Call ID ALG, ESP with the SPI ALG) comes
+/// their ALGs, PPTP's GRE with the Call ID ALG, ESP with the SPI ALG or the ESP tracker) comes
 /// from an address H sent something to (the server may answer from another
 /// port), or follows the rules of an ordinary mapping. Later fragments come
 /// from an address H sent something to (under endpoint-independent rules:
@@ -255,7 +255,7 @@ struct Watch {
     esp_alg: bool,
     /// The profile's `bad_gre_checksum`: GRE leaves with the checksum it
     /// came with.
-    stale_gre_checksum: bool,
+    bad_gre_checksum: bool,
     /// What LAN hosts sent, one record per packet (scanned only when a
     /// packet to the LAN is checked).
     sent: Vec<Sent>,
@@ -276,7 +276,7 @@ impl Watch {
             alg_udp_ports,
             gre_alg: p.pptp == PptpMode::CallId,
             esp_alg: matches!(p.ipsec, IpsecMode::Spi | IpsecMode::Tracker),
-            stale_gre_checksum: p.bad_gre_checksum,
+            bad_gre_checksum: p.bad_gre_checksum,
             sent: Vec::new(),
             all_valid: true,
         }
@@ -429,8 +429,8 @@ impl Watch {
         let Ok(ip) = ipv4::Packet::new_checked(pkt) else {
             broken("the NAT sends IPv4", format!("{side:?}: {}", hex(pkt)));
         };
-        let stale_allowed = self.stale_gre_checksum && ip.protocol() == ipv4::PROTO_GRE;
-        if !(ip.verify_checksum() || stale_allowed) {
+        let bad_allowed = self.bad_gre_checksum && ip.protocol() == ipv4::PROTO_GRE;
+        if !(ip.verify_checksum() || bad_allowed) {
             broken("the IPv4 header checksum stays right", format!("{side:?}: {}", hex(pkt)));
         }
         if expect_valid && l4_ok(pkt, csum) == Some(false) {
@@ -1535,6 +1535,17 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         p.l2tp = [L2tpMode::Off, L2tpMode::Naive, L2tpMode::TunnelId][usize::from((m >> 2) % 3)];
         p.ipsec = [IpsecMode::Off, IpsecMode::Naive, IpsecMode::Spi, IpsecMode::Tracker][usize::from((m >> 4) % 4)];
         p.nat_t = m & 0x40 == 0;
+        if p.ipsec == IpsecMode::Tracker {
+            // A small table with a short unreplied timeout, serving the
+            // whole LAN or a prefix that leaves part of it out.
+            let e = r.u8();
+            p.esp_tracker.entries = 1 + usize::from(e % 4);
+            p.esp_tracker.unreplied_timeout = 1 + u64::from(e >> 2 & 7);
+            p.esp_tracker.follows_rekey = e & 0x20 == 0;
+            if e & 0x40 != 0 {
+                p.esp_tracker.lans = vec![Ipv4Net::new(Ipv4Addr::new(192, 168, 0, 0), 17).unwrap_or_default()];
+            }
+        }
         if m & 0x80 != 0 {
             p.blocked.insert(Protocol::ALL[usize::from(r.u8()) % 6]);
         }
@@ -1555,7 +1566,6 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         l.l2tp_tunnels_per_host = small();
         l.ipsec_sas = small();
         l.ipsec_sas_per_host = small();
-        p.esp_tracker.entries = small();
         l.fragment_datagrams = small();
         l.fragments_waiting = small();
         l.neighbours = small();
@@ -1567,8 +1577,6 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         let t = &mut p.timeouts;
         (t.udp, t.tcp_established, t.tcp_transitory) = (short(), short(), short());
         (t.icmp, t.other, t.fragment) = (short(), short(), short());
-        p.esp_tracker.unreplied_timeout = short();
-        p.esp_tracker.follows_rekey = c & 16 == 0;
     }
     if c & 4 != 0 {
         let i = &mut p.impair;

@@ -213,8 +213,6 @@ pub fn classify(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr, What)> {
     Some((src, dst, what))
 }
 
-/// The transport payload length an IPv4 packet's headers state (TCP and
-/// UDP headers taken off in first fragments and whole datagrams).
 /// Whether an IPv4 packet's header checksum is right (`true` for a header
 /// cut short by the capture: nothing can be said of it).
 fn header_checksum_ok(packet: &[u8]) -> bool {
@@ -225,6 +223,8 @@ fn header_checksum_ok(packet: &[u8]) -> bool {
     ip.header_len() > packet.len() || ip.verify_checksum()
 }
 
+/// The transport payload length an IPv4 packet's headers state (TCP and
+/// UDP headers taken off in first fragments and whole datagrams).
 fn payload_len(packet: &[u8]) -> u16 {
     if packet.len() < 20 {
         return 0;

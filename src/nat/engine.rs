@@ -207,20 +207,18 @@ impl Nat {
     pub fn process(&mut self, side: Side, pkt: &mut [u8], csum: L4Checksum, now: Duration) -> Verdict {
         // The quirk of firmware that rewrites GRE's addresses and leaves
         // the IPv4 header checksum as it came.
-        let stale =
-            if self.cfg.profile.bad_gre_checksum && pkt.len() >= ipv4::MIN_HEADER_LEN && pkt[9] == ipv4::PROTO_GRE {
-                Some([pkt[10], pkt[11]])
-            } else {
-                None
-            };
-        let verdict = self.translate(side, pkt, csum, now);
-        if let (Some(c), Verdict::Forward { .. }) = (stale, &verdict) {
-            pkt[10..12].copy_from_slice(&c);
+        let bad_gre_checksum = match ipv4::Packet::new_checked(&*pkt) {
+            Ok(ip) if self.cfg.profile.bad_gre_checksum && ip.protocol() == ipv4::PROTO_GRE => Some(ip.checksum()),
+            _ => None,
+        };
+        let verdict = self.process_packet(side, pkt, csum, now);
+        if let (Some(c), Verdict::Forward { .. }) = (bad_gre_checksum, &verdict) {
+            ipv4::Packet::new_unchecked(&mut *pkt).set_checksum(c);
         }
         verdict
     }
 
-    fn translate(&mut self, side: Side, pkt: &mut [u8], csum: L4Checksum, now: Duration) -> Verdict {
+    fn process_packet(&mut self, side: Side, pkt: &mut [u8], csum: L4Checksum, now: Duration) -> Verdict {
         let ip = match ipv4::Packet::new_checked(&*pkt) {
             Ok(ip) => ip,
             Err(e) => return self.drop(None, DropReason::Ipv4(e)),

@@ -1,6 +1,8 @@
 //! The check of each expectation of a scenario file against what was seen,
-//! with the premises no family owns (the intruder's spray, lost packets)
-//! and the check every hostile story makes: the router still forwards.
+//! with the premises no family owns (the intruder's spray, lost packets),
+//! the check every run with GRE makes (the router's GRE has right IPv4
+//! header checksums) and the check every hostile story makes: the router
+//! still forwards.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -213,7 +213,7 @@ pub struct EspClient {
 /// A rekeyed SA's SPIs: the IKE initiator SPI (its low byte, which names
 /// the client to the server, kept) and our ESP SPI.
 pub fn rekeyed(ike_spi: u64, spi: u32) -> (u64, u32) {
-    (ike_spi | 0x100, spi ^ 0x0001_0000)
+    (ike_spi ^ 0x100, spi ^ 0x0001_0000)
 }
 
 impl EspClient {
@@ -244,16 +244,30 @@ impl EspClient {
                 waiting.remove(&seq);
                 say(&format!("lost seq {seq}"));
             }
-            if self.rekey_after > 0 && next == self.rekey_after + 1 && spi == self.spi && waiting.is_empty() {
+            // The rekey is due before the packet after `rekey_after`, once
+            // every echo before it is in or given up on.
+            let rekey_due = self.rekey_after > 0 && next.checked_sub(1) == Some(self.rekey_after) && spi == self.spi;
+            if rekey_due && waiting.is_empty() {
                 let (ike_spi, new) = rekeyed(self.ike_spi, self.spi);
-                server_spi = self.ask(&udp, ike_spi, new)?;
+                server_spi = match self.ask(&udp, ike_spi, new) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // The packets it could not send count as lost.
+                        say(&format!(
+                            "rekey failed: {e}; the {} packets after it count as lost",
+                            self.count - report.sent
+                        ));
+                        report.sent = self.count;
+                        break;
+                    }
+                };
                 spi = new;
                 ours.extend([new, server_spi]);
                 report.server_spi = server_spi;
                 say(&format!("rekeyed: spi {spi:#010x}"));
             }
             let due = start + self.interval.saturating_mul(next.saturating_sub(1));
-            let rekey_first = self.rekey_after > 0 && next == self.rekey_after + 1 && spi == self.spi;
+            let rekey_first = rekey_due && spi == self.spi;
             let sending = next <= self.count && !rekey_first;
             if sending && if self.interval.is_zero() { waiting.is_empty() } else { now >= due } {
                 raw.send(self.server, &esp::emit(server_spi, next, &payload_of(spi, next)))?;

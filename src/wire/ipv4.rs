@@ -159,6 +159,11 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Packet<T> {
         put16(b, 10, check);
     }
 
+    /// Sets the header checksum field as it is, right or not.
+    pub fn set_checksum(&mut self, check: u16) {
+        put16(self.buffer.as_mut(), 10, check);
+    }
+
     /// Sets the TTL, updating the header checksum.
     pub fn set_ttl(&mut self, ttl: u8) {
         let b = self.buffer.as_ref();

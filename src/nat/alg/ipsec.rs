@@ -89,7 +89,9 @@ pub struct Bounds {
 /// An SA as the dump shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SaInfo {
-    /// `ike` (an IKE SA on port 500), `esp-in` or `esp-out`.
+    /// `ike` (an IKE SA on port 500), `esp-in`, `esp-out`, or
+    /// `esp-tracked` (an entry of the ESP tracker: its client's SPI, and
+    /// the server's once it answered).
     pub kind: &'static str,
     /// The LAN host.
     pub client: String,
@@ -389,7 +391,7 @@ impl Alg for Ipsec {
         });
         self.esp_out.retain(|(client, _, _), seen| keep(*client, *seen + t > now));
         self.last_in.retain(|_, at| *at + t > now);
-        for client in self.tracker.expire(now) {
+        for client in self.tracker.expire(now, t) {
             self.per_host.release(client);
         }
         let esp_in = &self.esp_in;

@@ -39,7 +39,6 @@ struct Entry {
 /// The tracker's table.
 pub struct Tracker {
     config: profile::EspTracker,
-    replied: Duration,
     unreplied: Duration,
     entries: Vec<Entry>,
 }
@@ -57,7 +56,6 @@ impl Tracker {
     pub fn new(profile: &Profile) -> Tracker {
         let config = profile.esp_tracker.clone();
         Tracker {
-            replied: Duration::from_secs(profile.timeouts.other),
             unreplied: Duration::from_secs(config.unreplied_timeout),
             entries: Vec::with_capacity(config.entries.min(profile::MAX_ESP_TRACKER_ENTRIES)),
             config,
@@ -110,10 +108,11 @@ impl Tracker {
         Ok(e.client)
     }
 
-    /// Forgets entries past their timeout; the clients whose entries went.
-    pub fn expire(&mut self, now: Duration) -> Vec<[u8; 4]> {
+    /// Forgets entries past their timeout (`replied` for answered ones, the
+    /// IPsec ALG's SA timeout); the clients whose entries went.
+    pub fn expire(&mut self, now: Duration, replied: Duration) -> Vec<[u8; 4]> {
         let mut gone = Vec::new();
-        let (replied, unreplied) = (self.replied, self.unreplied);
+        let unreplied = self.unreplied;
         self.entries.retain(|e| {
             let live = e.last_seen + if e.in_spi.is_some() { replied } else { unreplied } > now;
             if !live {
