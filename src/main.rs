@@ -262,7 +262,8 @@ struct NatArgs {
     gateway: Option<std::net::Ipv4Addr>,
     /// A preset (default, full-cone, restricted-cone, port-restricted-cone,
     /// symmetric, passthrough-off, naive, full, linux-like, port-randomising,
-    /// fragment-dropping, soc-esp-tracker, bad-gre-checksum) or a TOML profile file.
+    /// fragment-dropping, soc-esp-tracker, bad-gre-checksum,
+    /// first-packet-dropping) or a TOML profile file.
     #[arg(long, value_name = "FILE|NAME", default_value = "default")]
     profile: String,
     /// Where to listen for `nat-dump`: a Unix socket, mode 0600. A stale

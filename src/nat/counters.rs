@@ -60,6 +60,9 @@ pub enum DropReason {
     FragmentDropped,
     /// Removed by the profile's impairment (loss).
     ImpairedLoss,
+    /// The first packet of a new VPN flow from the LAN
+    /// (`drop_first_vpn_packet`).
+    FirstPacketDropped,
     /// Not an IPv4 or ARP frame (IPv6, VLAN tags, other EtherTypes).
     NotIpv4,
     /// An Ethernet frame shorter than its header.
@@ -180,6 +183,7 @@ impl DropReason {
             DropReason::FragmentQueueFull => "fragment-queue-full".into(),
             DropReason::FragmentDropped => "fragment-dropped".into(),
             DropReason::ImpairedLoss => "impaired-loss".into(),
+            DropReason::FirstPacketDropped => "first-packet-dropped".into(),
             DropReason::NotIpv4 => "not-ipv4".into(),
             DropReason::Ethernet => "ethernet-truncated".into(),
             DropReason::Arp => "arp-malformed".into(),

@@ -13,6 +13,7 @@ use ipnet::Ipv4Net;
 use super::Side;
 use super::alg::{self, AlgState, Algs, Claim, Connection};
 use super::counters::{Counters, DropReason};
+use super::first_packet::{FirstPackets, Flow};
 use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
 use super::profile::{Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
@@ -77,6 +78,8 @@ pub struct Nat {
     wan_addr: [u8; 4],
     table: Table,
     frags: Fragments,
+    /// VPN flows seen, for `drop_first_vpn_packet`.
+    first_packets: FirstPackets,
     counters: Counters,
     out: VecDeque<Transmit>,
     ident: u16,
@@ -112,6 +115,7 @@ impl Nat {
             table: Table::new(&cfg.profile, algs.reserved_udp_ports(), cfg.seed),
             algs,
             frags,
+            first_packets: FirstPackets::new(cfg.profile.limits.sessions),
             counters: Counters::default(),
             out: VecDeque::new(),
             ident: 0,
@@ -157,6 +161,7 @@ impl Nat {
             ipsec_sas: self.algs.ipsec.len(),
             fragment_datagrams: self.frags.known(),
             fragments_waiting: self.frags.waiting(),
+            first_packet_flows: self.first_packets.flows(),
         }
     }
 
@@ -173,6 +178,7 @@ impl Nat {
             ("limits.ipsec_sas", s.ipsec_sas, l.ipsec_sas),
             ("limits.fragment_datagrams", s.fragment_datagrams, l.fragment_datagrams),
             ("limits.fragments_waiting", s.fragments_waiting, l.fragments_waiting),
+            ("limits.sessions (VPN flows seen)", s.first_packet_flows, l.sessions),
         ]
         .into_iter()
         .find(|(_, n, max)| n > max)
@@ -193,6 +199,7 @@ impl Nat {
     pub fn handle_timeout(&mut self, now: Duration) {
         self.counters.mappings_expired += self.table.sweep(now, SWEEP_BUDGET) as u64;
         self.algs.expire(now);
+        self.first_packets.expire(now);
         for _ in 0..self.frags.expire(now) {
             self.counters.drop(None, DropReason::FragmentUnmatched);
         }
@@ -259,6 +266,12 @@ impl Nat {
             Side::Lan => {
                 if ttl <= 1 {
                     return self.ttl_exceeded(side, pkt, proto, now);
+                }
+                if self.cfg.profile.drop_first_vpn_packet
+                    && let Some(flow) = Flow::of(pkt)
+                    && self.first_packets.first(flow, now, self.timeout(proto, TcpState::Established))
+                {
+                    return self.drop(Some(proto), DropReason::FirstPacketDropped);
                 }
                 self.outbound(pkt, proto, csum, now)
             }
@@ -761,4 +774,6 @@ pub struct StateSizes {
     pub fragment_datagrams: usize,
     /// Fragments waiting for their first one.
     pub fragments_waiting: usize,
+    /// VPN flows seen (`drop_first_vpn_packet`).
+    pub first_packet_flows: usize,
 }

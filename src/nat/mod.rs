@@ -15,6 +15,7 @@ pub mod alg;
 pub mod control;
 pub mod counters;
 pub mod engine;
+pub mod first_packet;
 pub mod frag;
 pub mod impair;
 pub mod link;

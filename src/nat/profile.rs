@@ -427,6 +427,10 @@ pub struct Profile {
     /// (firmware that rewrites the addresses and not the checksum): every
     /// host drops it.
     pub bad_gre_checksum: bool,
+    /// Drop the first packet of every new VPN flow from the LAN (TCP to
+    /// 1723, GRE, ESP, UDP to 500, 4500 or 1701): the VPN comes up on
+    /// retransmissions.
+    pub drop_first_vpn_packet: bool,
     /// Loss, delay, reordering and duplication.
     pub impair: Impairments,
     /// PPTP passthrough.
@@ -462,6 +466,7 @@ impl Default for Profile {
             blocked: BTreeSet::new(),
             drop_fragments: false,
             bad_gre_checksum: false,
+            drop_first_vpn_packet: false,
             impair: Impairments::default(),
             pptp: PptpMode::CallId,
             pptp_call_ids: CallIdChoice::Unique,
@@ -489,6 +494,7 @@ pub const PRESETS: &[&str] = &[
     "fragment-dropping",
     "soc-esp-tracker",
     "bad-gre-checksum",
+    "first-packet-dropping",
 ];
 
 impl Profile {
@@ -507,7 +513,8 @@ impl Profile {
     /// SoC vendor's ESP tracker with every quirk: 8 entries, a 60 s
     /// unreplied timeout, 192.168.0.0/16 LANs only, rekeys not followed),
     /// `bad-gre-checksum` (translated GRE keeps the IPv4 header checksum it
-    /// came with).
+    /// came with), `first-packet-dropping` (the first packet of every new
+    /// VPN flow from the LAN dropped).
     pub fn preset(name: &str) -> Option<Profile> {
         use Behaviour::*;
         let base = Profile { name: name.to_string(), ..Profile::default() };
@@ -540,6 +547,7 @@ impl Profile {
             }
             "fragment-dropping" => return Some(Profile { drop_fragments: true, ..base }),
             "bad-gre-checksum" => return Some(Profile { bad_gre_checksum: true, ..base }),
+            "first-packet-dropping" => return Some(Profile { drop_first_vpn_packet: true, ..base }),
             "soc-esp-tracker" => {
                 let esp_tracker = EspTracker {
                     entries: 8,
@@ -655,6 +663,7 @@ mod tests {
         assert_eq!((soc.ipsec, soc.esp_tracker.entries, soc.esp_tracker.follows_rekey), (IpsecMode::Tracker, 8, false));
         assert_eq!(soc.esp_tracker.lans.len(), 1);
         assert!(Profile::preset("bad-gre-checksum").expect("bad-gre-checksum").bad_gre_checksum);
+        assert!(Profile::preset("first-packet-dropping").expect("first-packet-dropping").drop_first_vpn_packet);
         for name in PRESETS {
             assert!(Profile::preset(name).is_some(), "{name} is listed but not made");
         }

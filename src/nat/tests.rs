@@ -7,7 +7,7 @@ use super::Side;
 use super::counters::DropReason;
 use super::engine::{Config, L4Checksum, Nat, Verdict};
 use super::profile::{Behaviour, PortAllocation, PortRange, Profile, Protocol};
-use crate::wire::{WireError, checksum, icmp, ipv4, tcp, udp};
+use crate::wire::{WireError, checksum, gre, icmp, ipv4, tcp, udp};
 
 pub(crate) const C1: [u8; 4] = [192, 168, 1, 10];
 pub(crate) const C2: [u8; 4] = [192, 168, 1, 11];
@@ -700,4 +700,42 @@ fn mutated_packets_never_panic_and_always_get_a_verdict() {
             n.handle_timeout(t(i / 100));
         }
     }
+}
+
+#[test]
+fn drop_first_vpn_packet_drops_each_new_vpn_flows_first_packet_only() {
+    let mut n = nat_with(|p| {
+        p.drop_first_vpn_packet = true;
+        p.timeouts.udp = 30;
+    });
+    let first = Verdict::Drop(DropReason::FirstPacketDropped);
+    let ike = |n: &mut Nat, sport: u16, at: u64| {
+        let dport = if sport == 500 { 500 } else { 4500 };
+        out(n, &mut udp(C1, sport, S1, dport, &crate::wire::ike::emit(7, 0, b"sa-init")), t(at))
+    };
+    assert_eq!(ike(&mut n, 500, 0), first, "a new flow's first packet");
+    assert_eq!(ike(&mut n, 500, 1), forward(Side::Wan, S1), "its retransmission");
+    assert_eq!(ike(&mut n, 4500, 1), first, "another port is another flow");
+    assert_eq!(out(&mut n, &mut udp(C1, 5353, S1, 53, b"dns"), t(1)), forward(Side::Wan, S1), "not a VPN flow");
+    assert_eq!(out(&mut n, &mut tcp_seg(C1, 40000, S1, 1723, tcp::SYN), t(1)), first, "PPTP control");
+    let gre = ip_packet(C1, S1, ipv4::PROTO_GRE, &gre::emit_pptp(1, Some(1), None, b"x"));
+    assert_eq!(out(&mut n, &mut gre.clone(), t(1)), first, "GRE");
+    assert_eq!(out(&mut n, &mut gre.clone(), t(1)), forward(Side::Wan, S1));
+    // Idle for its protocol's timeout, a flow is new again.
+    n.handle_timeout(t(31));
+    assert_eq!(ike(&mut n, 500, 31), first);
+    assert_eq!(n.counters().dropped(DropReason::FirstPacketDropped), 5);
+    assert_eq!(n.state_sizes().first_packet_flows, 3);
+    // Past its bound a new flow's first packet passes: a flood cannot make
+    // the quirk cost other hosts more.
+    let mut small = nat_with(|p| {
+        p.drop_first_vpn_packet = true;
+        p.limits.sessions = 1;
+    });
+    let sa_init = |spi: u64| crate::wire::ike::emit(spi, 0, b"sa-init");
+    assert_eq!(out(&mut small, &mut udp(C1, 500, S1, 500, &sa_init(1)), t(0)), first);
+    assert_eq!(out(&mut small, &mut udp(C2, 500, S1, 500, &sa_init(2)), t(0)), forward(Side::Wan, S1));
+    assert!(small.over_bounds().is_none());
+    // Without the quirk nothing is dropped.
+    assert_eq!(ike(&mut nat(), 500, 0), forward(Side::Wan, S1));
 }
