@@ -235,6 +235,9 @@ pub struct Endpoints {
     /// IPsec with certificates: IKEv2 fragmentation (RFC 7383) on, so
     /// IKE_AUTH crosses in IKE fragments instead of IP fragments.
     pub ike_fragmentation: bool,
+    /// IKEv2 and IKEv1: tunnels each client holds at once, to its server
+    /// and the next ones in turn (1 to `servers`).
+    pub tunnels_per_client: usize,
     /// L2TP: the server.
     pub lns: Lns,
     /// Raw ESP: how long the server holds each echo, ms (clients that start
@@ -264,6 +267,7 @@ impl Endpoints {
             ("auth", self.auth != d.auth),
             ("ike_fragmentation", self.ike_fragmentation != d.ike_fragmentation),
             ("lns", self.lns != d.lns),
+            ("tunnels_per_client", self.tunnels_per_client != d.tunnels_per_client),
             ("esp_delay_ms", self.esp_delay_ms != d.esp_delay_ms),
             ("esp_packets", self.esp_packets != d.esp_packets),
             ("esp_rekey_after", self.esp_rekey_after != d.esp_rekey_after),
@@ -284,6 +288,7 @@ impl Default for Endpoints {
             float: false,
             ike_fragmentation: false,
             lns: Lns::Xl2tpd,
+            tunnels_per_client: 1,
             esp_delay_ms: PerClient::All(0),
             esp_rekey_after: 0,
             esp_packets: 1,
@@ -863,6 +868,13 @@ impl Scenario {
         (i - 1) % self.file.topology.servers.max(1) + 1
     }
 
+    /// Every server client `i` holds a tunnel to: its own, then the next
+    /// ones in turn (`tunnels_per_client`).
+    pub fn servers_of(&self, i: usize) -> Vec<usize> {
+        let servers = self.file.topology.servers.max(1);
+        (0..self.file.endpoints.tunnels_per_client).map(|k| (self.server_of(i) - 1 + k) % servers + 1).collect()
+    }
+
     fn check(&self, text: &str) -> Result<(), String> {
         let f = &self.file;
         let at = |path: &[&str], msg: String| -> String {
@@ -901,6 +913,12 @@ impl Scenario {
                     "{} packets {} ms apart; allowed: 1 to 1000 packets, a flow of at most 20 s",
                     e.esp_packets, e.esp_interval_ms
                 ),
+            ));
+        }
+        if !(1..=t.servers).contains(&e.tunnels_per_client) {
+            return Err(at(
+                &["endpoints", "tunnels_per_client"],
+                format!("{}; allowed: 1 to the {} servers", e.tunnels_per_client, t.servers),
             ));
         }
         if let PerClient::Each(v) = &e.esp_delay_ms
@@ -1241,6 +1259,12 @@ tunnels = ["up"]
         assert!(e.contains("endpoints.esp_delay_ms") && e.contains("2 values for 1 clients"), "{e}");
         let e = parse(&esp("esp_rekey_after = 1")).expect_err("a rekey after the only packet");
         assert!(e.contains("endpoints.esp_rekey_after"), "{e}");
+        let e = parse(&endpoints("tunnels_per_client = 2")).expect_err("two tunnels, one server");
+        assert!(e.contains("endpoints.tunnels_per_client") && e.contains("1 to the 1 servers"), "{e}");
+        let two =
+            endpoints("tunnels_per_client = 2").replacen("[endpoints]", "[topology]\nservers = 2\n\n[endpoints]", 1);
+        let s = parse(&two).expect("two tunnels, two servers");
+        assert_eq!((s.servers_of(1), s.servers_of(2)), (vec![1, 2], vec![2, 1]));
         let e = parse(&traffic("100000001")).expect_err("too many bytes");
         assert!(e.contains("step 2 (traffic): 100000001 bytes; allowed: 0 to 100000000"), "{e}");
         let nobody =

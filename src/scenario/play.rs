@@ -478,7 +478,9 @@ impl<'s, 'l> Player<'s, 'l> {
     /// noted with the daemon's last log lines.
     fn connect(&mut self, i: usize) -> Result<()> {
         let j = self.s.server_of(i);
-        self.ensure_server(j)?;
+        for to in self.s.servers_of(i) {
+            self.ensure_server(to)?;
+        }
         let family = self.family;
         let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
         let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;

@@ -192,21 +192,39 @@ fn secrets(auth: &Auth) -> String {
 
 /// swanctl.conf of a client.
 pub fn client_conf(c: &ClientConfig) -> String {
+    clients_conf(std::slice::from_ref(c))
+}
+
+/// The CHILD_SA name of a client's `k`th connection (from 0) in
+/// [`clients_conf`]: [`CHILD`], then `net2`, `net3`…
+pub fn child_name(k: usize) -> String {
+    if k == 0 { CHILD.to_string() } else { format!("{CHILD}{}", k + 1) }
+}
+
+/// swanctl.conf of a client with one connection per config, each with its
+/// own CHILD_SA ([`child_name`]); the secrets are the first's.
+pub fn clients_conf(cs: &[ClientConfig]) -> String {
     let mut s = String::from("connections {\n");
-    let _ = write!(
-        s,
-        "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {CHILD} {{\n        remote_ts = {ts}{local_ts}\n        esp_proposals = {ESP_PROPOSALS}\n        start_action = none\n      }}\n    }}\n  }}\n}}\n",
-        name = c.name,
-        v = c.version.number(),
-        ike = c.version.proposals(),
-        server = c.server,
-        frag = if c.ip_fragments { "no" } else { "yes" },
-        local = auth_block(&c.auth, &c.id),
-        remote = remote_block(&c.auth, Some(&c.server_id)),
-        ts = c.remote_ts,
-        local_ts = c.local_ts.as_ref().map(|t| format!("\n        local_ts = {t}")).unwrap_or_default(),
-    );
-    s.push_str(&secrets(&c.auth));
+    for (k, c) in cs.iter().enumerate() {
+        let _ = write!(
+            s,
+            "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {child} {{\n        remote_ts = {ts}{local_ts}\n        esp_proposals = {ESP_PROPOSALS}\n        start_action = none\n      }}\n    }}\n  }}\n",
+            name = c.name,
+            v = c.version.number(),
+            ike = c.version.proposals(),
+            server = c.server,
+            frag = if c.ip_fragments { "no" } else { "yes" },
+            local = auth_block(&c.auth, &c.id),
+            remote = remote_block(&c.auth, Some(&c.server_id)),
+            child = child_name(k),
+            ts = c.remote_ts,
+            local_ts = c.local_ts.as_ref().map(|t| format!("\n        local_ts = {t}")).unwrap_or_default(),
+        );
+    }
+    s.push_str("}\n");
+    if let Some(c) = cs.first() {
+        s.push_str(&secrets(&c.auth));
+    }
     s
 }
 

@@ -5,13 +5,15 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::l2tp::{lac_config, lns_config};
-use super::{Daemons, Stage, Tunnel, VpnFamily};
+use super::{Daemons, OwnTraffic, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
-use crate::lab::{LabError, Process, Result};
+use crate::lab::{Host, LabError, Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{IpsecAuth, Scenario, Target, TunnelState};
 use crate::scenario::observed::{Check, Observed, premise};
-use crate::vpn::strongswan::{CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, client_conf, server_conf};
+use crate::vpn::strongswan::{
+    CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, child_name, clients_conf, server_conf,
+};
 use crate::vpn::xl2tpd::Xl2tpd;
 use crate::wire::ike::NAT_T_PORT;
 
@@ -35,6 +37,9 @@ pub const L2TP_IPSEC: Ipsec = Ipsec { version: IkeVersion::V2, l2tp: true };
 struct Ends<'l> {
     charon: Charon<'l>,
     l2tp: Option<Xl2tpd<'l>>,
+    /// A client with several tunnels: its host, and each tunnel's server
+    /// inner address, which its traffic reaches through every tunnel.
+    tunnels: Option<(Host<'l>, Vec<Ipv4Addr>)>,
 }
 
 impl Daemons for Ends<'_> {
@@ -51,6 +56,14 @@ impl Daemons for Ends<'_> {
 
     fn rekey(&self, timeout: Duration) -> Option<Result<()>> {
         Some(self.charon.rekey(IKE_NAME, CHILD, timeout).map(|_| ()))
+    }
+
+    /// With several tunnels, every server answers a ping through its own.
+    fn own_traffic(&self) -> Option<OwnTraffic> {
+        let (host, inners) = self.tunnels.as_ref()?;
+        let all_echoed =
+            inners.iter().all(|to| host.answers_ping((*to).into(), Duration::from_secs(3)).unwrap_or(false));
+        Some(OwnTraffic { all_echoed, foreign: false })
     }
 }
 
@@ -82,7 +95,7 @@ impl Ipsec {
 
 impl VpnFamily for Ipsec {
     fn settings(&self) -> &'static [&'static str] {
-        &["auth", "ike_fragmentation"]
+        if self.l2tp { &["auth", "ike_fragmentation"] } else { &["auth", "ike_fragmentation", "tunnels_per_client"] }
     }
 
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
@@ -121,7 +134,7 @@ impl VpnFamily for Ipsec {
             &auth,
         )?;
         let l2tp = if self.l2tp { Some(Xl2tpd::lns(host, &lns_config(inner, j, true))?) } else { None };
-        Ok(Box::new(Ends { charon, l2tp }))
+        Ok(Box::new(Ends { charon, l2tp, tunnels: None }))
     }
 
     fn connect<'l>(
@@ -133,25 +146,41 @@ impl VpnFamily for Ipsec {
     ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
         let host = stage.host(&client_name(i))?;
         let timeout = stage.connect_timeout();
-        let (server_addr, inner) = (stage.shape.server_addr(j), stage.shape.server_inner(j));
-        let (inner_ts, client_ts) = self.selectors(inner);
+        let inner = stage.shape.server_inner(j);
         let auth = stage.auth(&format!("client{i}.lab"))?;
         let s = stage.scenario;
+        // Its server, then the next ones in turn, one connection each.
+        let servers = s.servers_of(i);
+        let n = servers.len();
+        let configs: Vec<ClientConfig> = servers
+            .iter()
+            .enumerate()
+            .map(|(k, &to)| {
+                let (inner_ts, client_ts) = self.selectors(stage.shape.server_inner(to));
+                ClientConfig {
+                    name: if k == 0 { IKE_NAME.into() } else { format!("{IKE_NAME}{}", k + 1) },
+                    version: self.version,
+                    auth: auth.clone(),
+                    id: Self::id(s, "client", i),
+                    server_id: Self::id(s, "server", to),
+                    server: stage.shape.server_addr(to),
+                    remote_ts: inner_ts,
+                    local_ts: client_ts,
+                    ip_fragments: Self::ip_fragments(s),
+                }
+            })
+            .collect();
         let charon = Charon::start(host, Duration::from_secs(s.file.endpoints.keepalive_s))?;
-        charon.load(
-            &client_conf(&ClientConfig {
-                name: IKE_NAME.into(),
-                version: self.version,
-                auth: auth.clone(),
-                id: Self::id(s, "client", i),
-                server_id: Self::id(s, "server", j),
-                server: server_addr,
-                remote_ts: inner_ts,
-                local_ts: client_ts,
-                ip_fragments: Self::ip_fragments(s),
-            }),
-            &auth,
-        )?;
+        charon.load(&clients_conf(&configs), &auth)?;
+        // The other tunnels first, so that the first one's state is what
+        // the client's tunnel reports.
+        for (k, &to) in servers.iter().enumerate().skip(1) {
+            if let Err(err) = charon.initiate(&child_name(k), timeout) {
+                let tunnel = Tunnel::down(format!("tunnel {} of {n} (to server {to}): {err}", k + 1));
+                return Ok((Box::new(Ends { charon, l2tp: None, tunnels: None }), tunnel));
+            }
+        }
+        let tunnels = (n > 1).then(|| (host, servers.iter().map(|to| stage.shape.server_inner(*to)).collect()));
         let mut l2tp = None;
         let tunnel = match charon.initiate(CHILD, timeout) {
             Ok(sa) if sa.local_vips.is_empty() => Tunnel::down(format!("no virtual IP: {sa:?}")),
@@ -168,7 +197,7 @@ impl VpnFamily for Ipsec {
             },
             Err(err) => Tunnel::down(err.to_string()),
         };
-        Ok((Box::new(Ends { charon, l2tp }), tunnel))
+        Ok((Box::new(Ends { charon, l2tp, tunnels }), tunnel))
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
