@@ -95,6 +95,8 @@ fn ipsec_up(nl: &NatLab) -> Result<(Charon<'_>, Charon<'_>), Failed> {
             remote_ts: inner,
             local_ts: None,
             ip_fragments: false,
+            mobike: true,
+            dpd_s: 0,
         }),
         &psk,
     )?;

@@ -235,6 +235,12 @@ pub struct Endpoints {
     /// IPsec with certificates: IKEv2 fragmentation (RFC 7383) on, so
     /// IKE_AUTH crosses in IKE fragments instead of IP fragments.
     pub ike_fragmentation: bool,
+    /// IKEv2: the client offers MOBIKE (RFC 4555), as strongSwan does by
+    /// default.
+    pub mobike: bool,
+    /// IPsec: the client's dead peer detection, seconds without traffic
+    /// from the server before an IKE liveness check (0: none).
+    pub dpd_s: u64,
     /// IKEv2 and IKEv1: tunnels each client holds at once, to its server
     /// and the next ones in turn (1 to `servers`).
     pub tunnels_per_client: usize,
@@ -268,6 +274,8 @@ impl Endpoints {
             ("ike_fragmentation", self.ike_fragmentation != d.ike_fragmentation),
             ("lns", self.lns != d.lns),
             ("tunnels_per_client", self.tunnels_per_client != d.tunnels_per_client),
+            ("mobike", self.mobike != d.mobike),
+            ("dpd_s", self.dpd_s != d.dpd_s),
             ("esp_delay_ms", self.esp_delay_ms != d.esp_delay_ms),
             ("esp_packets", self.esp_packets != d.esp_packets),
             ("esp_rekey_after", self.esp_rekey_after != d.esp_rekey_after),
@@ -289,6 +297,8 @@ impl Default for Endpoints {
             ike_fragmentation: false,
             lns: Lns::Xl2tpd,
             tunnels_per_client: 1,
+            mobike: true,
+            dpd_s: 0,
             esp_delay_ms: PerClient::All(0),
             esp_rekey_after: 0,
             esp_packets: 1,
@@ -914,6 +924,9 @@ impl Scenario {
                     e.esp_packets, e.esp_interval_ms
                 ),
             ));
+        }
+        if e.dpd_s > 3600 {
+            return Err(at(&["endpoints", "dpd_s"], format!("{} s; allowed: 0 to 3600", e.dpd_s)));
         }
         if !(1..=t.servers).contains(&e.tunnels_per_client) {
             return Err(at(

@@ -124,6 +124,11 @@ pub struct ClientConfig {
     /// Let IKE fragment at the IP layer (no IKEv2 fragmentation), so that
     /// large IKE_AUTH messages cross the NAT as IP fragments.
     pub ip_fragments: bool,
+    /// IKEv2 mobility (MOBIKE, RFC 4555) offered.
+    pub mobike: bool,
+    /// Dead peer detection: an IKE liveness check after this long without
+    /// traffic from the server (0: none).
+    pub dpd_s: u64,
 }
 
 /// A road-warrior server: hands out virtual IPs, tunnels to its inner
@@ -208,12 +213,14 @@ pub fn clients_conf(cs: &[ClientConfig]) -> String {
     for (k, c) in cs.iter().enumerate() {
         let _ = write!(
             s,
-            "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {child} {{\n        remote_ts = {ts}{local_ts}\n        esp_proposals = {ESP_PROPOSALS}\n        start_action = none\n      }}\n    }}\n  }}\n",
+            "  {name} {{\n    version = {v}\n    remote_addrs = {server}\n    vips = 0.0.0.0\n    fragmentation = {frag}\n    mobike = {mobike}\n{dpd}    proposals = {ike}\n    local {{\n      {local}\n    }}\n    remote {{\n      {remote}\n    }}\n    children {{\n      {child} {{\n        remote_ts = {ts}{local_ts}\n        esp_proposals = {ESP_PROPOSALS}\n        start_action = none\n      }}\n    }}\n  }}\n",
             name = c.name,
             v = c.version.number(),
             ike = c.version.proposals(),
             server = c.server,
             frag = if c.ip_fragments { "no" } else { "yes" },
+            mobike = if c.mobike { "yes" } else { "no" },
+            dpd = if c.dpd_s > 0 { format!("    dpd_delay = {}s\n", c.dpd_s) } else { String::new() },
             local = auth_block(&c.auth, &c.id),
             remote = remote_block(&c.auth, Some(&c.server_id)),
             child = child_name(k),
@@ -377,5 +384,41 @@ impl<'lab> Charon<'lab> {
             found.is_some()
         })?;
         found.ok_or_else(|| LabError::Input(format!("host '{}': {child} vanished", self.host.name())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, server: [u8; 4], mobike: bool, dpd_s: u64) -> ClientConfig {
+        ClientConfig {
+            name: name.into(),
+            version: IkeVersion::V2,
+            auth: Auth::Psk("s".into()),
+            id: "client1".into(),
+            server_id: "server1".into(),
+            server: Ipv4Addr::from(server),
+            remote_ts: "10.10.0.1/32".into(),
+            local_ts: None,
+            ip_fragments: false,
+            mobike,
+            dpd_s,
+        }
+    }
+
+    #[test]
+    fn a_client_conf_holds_one_connection_per_config_each_with_its_own_child() {
+        let one = client_conf(&config("home", [198, 51, 100, 2], true, 0));
+        assert!(one.contains("mobike = yes") && !one.contains("dpd_delay"), "{one}");
+        assert_eq!(one.matches("secrets {").count(), 1);
+        let two =
+            clients_conf(&[config("home", [198, 51, 100, 2], false, 2), config("home2", [198, 51, 100, 3], false, 2)]);
+        assert!(two.contains("home2 {") && two.contains("remote_addrs = 198.51.100.3"), "{two}");
+        assert!(two.contains(&format!("      {} {{", child_name(0))) && two.contains("      net2 {"), "{two}");
+        assert_eq!((two.matches("mobike = no").count(), two.matches("dpd_delay = 2s").count()), (2, 2));
+        assert_eq!(two.matches("secrets {").count(), 1, "one secret for all");
+        // Braces balance: the file parses as one `connections` block.
+        assert_eq!(two.matches('{').count(), two.matches('}').count());
     }
 }

@@ -95,7 +95,11 @@ impl Ipsec {
 
 impl VpnFamily for Ipsec {
     fn settings(&self) -> &'static [&'static str] {
-        if self.l2tp { &["auth", "ike_fragmentation"] } else { &["auth", "ike_fragmentation", "tunnels_per_client"] }
+        match (self.version, self.l2tp) {
+            (IkeVersion::V2, false) => &["auth", "ike_fragmentation", "tunnels_per_client", "mobike", "dpd_s"],
+            (IkeVersion::V1, _) => &["auth", "ike_fragmentation", "tunnels_per_client", "dpd_s"],
+            (IkeVersion::V2, true) => &["auth", "ike_fragmentation", "mobike", "dpd_s"],
+        }
     }
 
     fn tools(&self, _s: &Scenario) -> &'static [&'static str] {
@@ -167,6 +171,8 @@ impl VpnFamily for Ipsec {
                     remote_ts: inner_ts,
                     local_ts: client_ts,
                     ip_fragments: Self::ip_fragments(s),
+                    mobike: s.file.endpoints.mobike,
+                    dpd_s: s.file.endpoints.dpd_s,
                 }
             })
             .collect();
