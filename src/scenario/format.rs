@@ -353,12 +353,17 @@ fn traffic_name() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
-    /// Clients bring their tunnels up, one after the other; a tunnel that
-    /// does not come up is an observation, not an error.
+    /// Clients bring their tunnels up, one after the other (or all at
+    /// once); a tunnel that does not come up is an observation, not an
+    /// error.
     Connect {
         /// Which clients.
         #[serde(default)]
         clients: Clients,
+        /// Every client dials at the same moment, and then each tunnel is
+        /// awaited (families that can: [`crate::scenario::family::VpnFamily::dial`]).
+        #[serde(default)]
+        at_once: bool,
     },
     /// Clients take their tunnels down.
     Disconnect {
@@ -969,7 +974,7 @@ impl Scenario {
             let bad =
                 |c: usize| at(&["step"], format!("{where_}: client {c}; this topology has clients 1 to {}", t.clients));
             match step {
-                Step::Connect { clients } | Step::Disconnect { clients } | Step::Rekey { clients } => {
+                Step::Connect { clients, .. } | Step::Disconnect { clients } | Step::Rekey { clients } => {
                     if let Some(c) = clients.iter().flatten().find(|c| !client_ok(**c)) {
                         return Err(bad(*c));
                     }

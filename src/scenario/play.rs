@@ -360,9 +360,13 @@ impl<'s, 'l> Player<'s, 'l> {
 
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
-            Step::Connect { clients } => {
-                for i in self.clients_of(clients) {
-                    self.connect(i)?;
+            Step::Connect { clients, at_once } => {
+                if *at_once {
+                    self.connect_at_once(&self.clients_of(clients))?;
+                } else {
+                    for i in self.clients_of(clients) {
+                        self.connect(i)?;
+                    }
                 }
                 if let (Some(server), Some(lan)) = (self.servers.get(&1), self.captures.first()) {
                     let stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut None };
@@ -490,6 +494,38 @@ impl<'s, 'l> Player<'s, 'l> {
         }
         self.clients.insert(i, client);
         self.tunnels[i - 1] = tunnel;
+        Ok(())
+    }
+
+    /// Every client of `clients` dials at the same moment; then each
+    /// tunnel is awaited in turn (the daemons run meanwhile), within the
+    /// connect timeout of the first.
+    fn connect_at_once(&mut self, clients: &[usize]) -> Result<()> {
+        for &i in clients {
+            for to in self.s.servers_of(i) {
+                self.ensure_server(to)?;
+            }
+        }
+        let family = self.family;
+        let mut dialing = Vec::new();
+        for &i in clients {
+            let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
+            let d = family
+                .dial(&mut stage, i, self.s.server_of(i))?
+                .ok_or_else(|| LabError::Input(format!("the {} family cannot dial at once", self.s.file.family)))?;
+            dialing.push((i, d));
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.s.file.endpoints.connect_timeout_s);
+        for (i, d) in dialing {
+            let j = self.s.server_of(i);
+            let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
+            let (client, mut tunnel) = d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now()))?;
+            if let Some(note) = tunnel.note.take() {
+                tunnel.note = Some(explain_down(&note, client.as_ref()));
+            }
+            self.clients.insert(i, client);
+            self.tunnels[i - 1] = tunnel;
+        }
         Ok(())
     }
 

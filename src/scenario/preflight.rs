@@ -81,7 +81,7 @@ impl Item {
             router: toml::Table::new(),
             endpoints: Endpoints { auth: self.auth, ..Endpoints::default() },
             steps: vec![
-                Step::Connect { clients: None },
+                Step::Connect { clients: None, at_once: false },
                 Step::Traffic { clients: None, directions: vec![Direction::Out], bytes: 0, name: "traffic".into() },
             ],
             expect: BTreeMap::from([(ExpectKey::Direct, expect)]),

@@ -83,6 +83,20 @@ pub trait VpnFamily: Sync {
         server: &dyn Daemons,
     ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>;
 
+    /// Whether [`VpnFamily::dial`] can start a client without waiting for
+    /// its tunnel (a file that asks `at_once` of a family that cannot is
+    /// refused when it loads).
+    fn dials_at_once(&self) -> bool {
+        false
+    }
+
+    /// Starts client `i`'s endpoint towards server `j` (already started)
+    /// without waiting for its tunnel, for a `connect` step whose clients
+    /// dial at once; `None` for a family that cannot.
+    fn dial<'l>(&self, _stage: &mut Stage<'_, 'l>, _i: usize, _j: usize) -> Result<Option<Box<dyn Dialing<'l> + 'l>>> {
+        Ok(None)
+    }
+
     /// Runs after every client of a `connect` step has dialled.
     fn after_connect(&self, _stage: &Stage<'_, '_>, _server: &dyn Daemons, _lan: &Capture) -> Result<()> {
         Ok(())
@@ -137,6 +151,12 @@ pub fn check(s: &Scenario) -> std::result::Result<(), String> {
                 [] => String::new(),
                 keys => format!("; they read {}", keys.join(", ")),
             }
+        ));
+    }
+    if !f.dials_at_once() && s.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. })) {
+        return Err(format!(
+            "{path}: step connect: `at_once`: {} clients are brought up one after the other only",
+            s.file.family.name()
         ));
     }
     for (kind, e) in &s.file.expect {
@@ -209,6 +229,12 @@ pub struct OwnTraffic {
     pub all_echoed: bool,
     /// It received traffic meant for another client.
     pub foreign: bool,
+}
+
+/// A client that has dialled and whose tunnel is not awaited yet.
+pub trait Dialing<'l> {
+    /// Waits up to `timeout` for the tunnel to `server`.
+    fn wait(self: Box<Self>, server: &dyn Daemons, timeout: Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>;
 }
 
 /// A client's tunnel as the steps left it.
@@ -365,5 +391,13 @@ mod tests {
                 None => assert_eq!(got, Ok(()), "{family} {traffic} {full}"),
             }
         }
+        let at_once = |family: &str| {
+            let mut s = scenario(family, "", "");
+            s.file.steps.insert(0, Step::Connect { clients: None, at_once: true });
+            check(&s)
+        };
+        assert_eq!(at_once("pptp"), Ok(()));
+        let e = at_once("l2tp").expect_err("l2tp dials one after the other");
+        assert!(e.contains("step connect: `at_once`: l2tp clients"), "{e}");
     }
 }

@@ -4,18 +4,40 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Daemons, SECRET, Stage, Tunnel, VpnFamily};
+use super::{Daemons, Dialing, SECRET, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{Process, Result};
 use crate::ppp::session::AuthProto;
 use crate::router::client_name;
-use crate::scenario::format::{Scenario, Target};
+use crate::scenario::format::{Scenario, Step, Target};
 use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::pppd::PppConfig;
 use crate::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
 use crate::wire::pptp;
 
 pub struct Pptp;
+
+/// How close together calls that start "at once" must be.
+const AT_ONCE: Duration = Duration::from_millis(250);
+
+impl Pptp {
+    /// Starts client `i`'s call to server `j`.
+    fn start_call<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<PptpClient<'l>> {
+        let host = stage.host(&client_name(i))?;
+        let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
+        PptpClient::start(host, stage.shape.server_addr(j), &ppp)
+    }
+}
+
+/// A call that was started, and whose link is awaited.
+struct Call<'l>(PptpClient<'l>);
+
+impl<'l> Dialing<'l> for Call<'l> {
+    fn wait(self: Box<Self>, server: &dyn Daemons, timeout: Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+        let tunnel = Tunnel::linked(self.0.wait_for_link(timeout), server)?;
+        Ok((Box::new(self.0), tunnel))
+    }
+}
 
 impl Daemons for Pptpd<'_> {
     fn processes(&self) -> Vec<&Process> {
@@ -60,11 +82,16 @@ impl VpnFamily for Pptp {
         j: usize,
         server: &dyn Daemons,
     ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
-        let host = stage.host(&client_name(i))?;
-        let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
-        let call = PptpClient::start(host, stage.shape.server_addr(j), &ppp)?;
-        let tunnel = Tunnel::linked(call.wait_for_link(stage.connect_timeout()), server)?;
-        Ok((Box::new(call), tunnel))
+        let timeout = stage.connect_timeout();
+        Box::new(Call(self.start_call(stage, i, j)?)).wait(server, timeout)
+    }
+
+    fn dials_at_once(&self) -> bool {
+        true
+    }
+
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Option<Box<dyn Dialing<'l> + 'l>>> {
+        Ok(Some(Box::new(Call(self.start_call(stage, i, j)?))))
     }
 
     fn constant_entropy(&self, s: &Scenario) -> bool {
@@ -98,6 +125,31 @@ impl VpnFamily for Pptp {
                 largest <= mss,
                 format!("{} segments with data, the largest {largest} bytes", segments.len()),
             ));
+        }
+        if f.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. })) {
+            // When each client's first Outgoing-Call-Request crossed the
+            // LAN; a router that kept the calls from starting leaves fewer
+            // than two, and nothing that happened at once to judge.
+            let clients = o.clients_seen_as();
+            let mut first: BTreeMap<Ipv4Addr, Duration> = BTreeMap::new();
+            for p in o.lan.packets.iter().filter(|p| clients.contains(&p.src)) {
+                if let What::PptpControl { message: pptp::OCRQ, .. } = p.what {
+                    first.entry(p.src).or_insert(p.time);
+                }
+            }
+            if first.len() >= 2 {
+                let (earliest, latest) = (first.values().min().copied(), first.values().max().copied());
+                let spread = latest.zip(earliest).map(|(l, e)| l.saturating_sub(e)).unwrap_or_default();
+                out.push(premise(
+                    format!("the clients' calls start within {} ms of each other", AT_ONCE.as_millis()),
+                    spread <= AT_ONCE,
+                    format!(
+                        "the first Outgoing-Call-Requests of {} clients cross the LAN {} ms apart",
+                        first.len(),
+                        spread.as_millis()
+                    ),
+                ));
+            }
         }
         if f.endpoints.same_call_id {
             let clients = o.clients_seen_as();
