@@ -1568,6 +1568,8 @@ fn fuzz_profile(r: &mut Input) -> Profile {
         l.ipsec_sas_per_host = small();
         l.fragment_datagrams = small();
         l.fragments_waiting = small();
+        l.vpn_flows = small();
+        l.vpn_flows_per_host = small();
         l.neighbours = small();
         l.icmp_per_second = 1 + u32::from(r.u8() % 4);
     }

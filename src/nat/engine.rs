@@ -115,7 +115,7 @@ impl Nat {
             table: Table::new(&cfg.profile, algs.reserved_udp_ports(), cfg.seed),
             algs,
             frags,
-            first_packets: FirstPackets::new(cfg.profile.limits.sessions),
+            first_packets: FirstPackets::new(cfg.profile.limits.vpn_flows, cfg.profile.limits.vpn_flows_per_host),
             counters: Counters::default(),
             out: VecDeque::new(),
             ident: 0,
@@ -178,7 +178,7 @@ impl Nat {
             ("limits.ipsec_sas", s.ipsec_sas, l.ipsec_sas),
             ("limits.fragment_datagrams", s.fragment_datagrams, l.fragment_datagrams),
             ("limits.fragments_waiting", s.fragments_waiting, l.fragments_waiting),
-            ("limits.sessions (VPN flows seen)", s.first_packet_flows, l.sessions),
+            ("limits.vpn_flows", s.first_packet_flows, l.vpn_flows),
         ]
         .into_iter()
         .find(|(_, n, max)| n > max)
@@ -221,6 +221,13 @@ impl Nat {
         let verdict = self.process_packet(side, pkt, csum, now);
         if let (Some(c), Verdict::Forward { .. }) = (bad_gre_checksum, &verdict) {
             ipv4::Packet::new_unchecked(&mut *pkt).set_checksum(c);
+        }
+        // A VPN flow the server keeps talking on stays known.
+        if let (true, Side::Wan, Verdict::Forward { side: Side::Lan, .. }) =
+            (self.cfg.profile.drop_first_vpn_packet, side, &verdict)
+            && let Some(flow) = Flow::answered_by(pkt)
+        {
+            self.first_packets.answered(flow, now);
         }
         verdict
     }
@@ -269,7 +276,7 @@ impl Nat {
                 }
                 if self.cfg.profile.drop_first_vpn_packet
                     && let Some(flow) = Flow::of(pkt)
-                    && self.first_packets.first(flow, now, self.timeout(proto, TcpState::Established))
+                    && self.first_packets.is_new(flow, now, self.timeout(proto, TcpState::Established))
                 {
                     return self.drop(Some(proto), DropReason::FirstPacketDropped);
                 }

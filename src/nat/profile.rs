@@ -340,6 +340,11 @@ pub struct Limits {
     pub fragment_datagrams_per_source: usize,
     /// Fragments that may wait for their first one.
     pub fragments_waiting: usize,
+    /// VPN flows a `drop_first_vpn_packet` router remembers (past it a new
+    /// flow's first packet passes).
+    pub vpn_flows: usize,
+    /// The same, per LAN host.
+    pub vpn_flows_per_host: usize,
     /// ARP neighbours remembered, per side.
     pub neighbours: usize,
     /// ICMP messages the NAT makes itself (echo replies, time exceeded)
@@ -364,6 +369,8 @@ impl Default for Limits {
             fragment_datagrams: 4096,
             fragment_datagrams_per_source: 256,
             fragments_waiting: 256,
+            vpn_flows: 16384,
+            vpn_flows_per_host: 256,
             neighbours: 1024,
             icmp_per_second: 100,
         }
@@ -372,7 +379,7 @@ impl Default for Limits {
 
 impl Limits {
     /// Each bound by its TOML name, for checks and messages.
-    fn named(&self) -> [(&'static str, usize); 16] {
+    fn named(&self) -> [(&'static str, usize); 18] {
         [
             ("mappings_per_host", self.mappings_per_host),
             ("remotes_per_mapping", self.remotes_per_mapping),
@@ -388,6 +395,8 @@ impl Limits {
             ("fragment_datagrams", self.fragment_datagrams),
             ("fragment_datagrams_per_source", self.fragment_datagrams_per_source),
             ("fragments_waiting", self.fragments_waiting),
+            ("vpn_flows", self.vpn_flows),
+            ("vpn_flows_per_host", self.vpn_flows_per_host),
             ("neighbours", self.neighbours),
             ("icmp_per_second", self.icmp_per_second as usize),
         ]

@@ -721,16 +721,22 @@ fn drop_first_vpn_packet_drops_each_new_vpn_flows_first_packet_only() {
     let gre = ip_packet(C1, S1, ipv4::PROTO_GRE, &gre::emit_pptp(1, Some(1), None, b"x"));
     assert_eq!(out(&mut n, &mut gre.clone(), t(1)), first, "GRE");
     assert_eq!(out(&mut n, &mut gre.clone(), t(1)), forward(Side::Wan, S1));
-    // Idle for its protocol's timeout, a flow is new again.
+    // A flow the server answers on stays known past the timeout counted
+    // from the client's last packet; idle both ways for its protocol's
+    // timeout, a flow is new again.
+    let answer = |n: &mut Nat, at: u64| inb(n, &mut udp(S1, 500, WAN, 500, &crate::wire::ike::emit(7, 1, b"r")), t(at));
+    assert_eq!(answer(&mut n, 20), forward(Side::Lan, C1));
     n.handle_timeout(t(31));
-    assert_eq!(ike(&mut n, 500, 31), first);
+    assert_eq!(ike(&mut n, 500, 31), forward(Side::Wan, S1), "answered at 20 s: still known");
+    n.handle_timeout(t(61));
+    assert_eq!(ike(&mut n, 500, 61), first);
     assert_eq!(n.counters().dropped(DropReason::FirstPacketDropped), 5);
     assert_eq!(n.state_sizes().first_packet_flows, 3);
     // Past its bound a new flow's first packet passes: a flood cannot make
     // the quirk cost other hosts more.
     let mut small = nat_with(|p| {
         p.drop_first_vpn_packet = true;
-        p.limits.sessions = 1;
+        p.limits.vpn_flows = 1;
     });
     let sa_init = |spi: u64| crate::wire::ike::emit(spi, 0, b"sa-init");
     assert_eq!(out(&mut small, &mut udp(C1, 500, S1, 500, &sa_init(1)), t(0)), first);

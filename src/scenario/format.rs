@@ -883,6 +883,11 @@ impl Scenario {
         (i - 1) % self.file.topology.servers.max(1) + 1
     }
 
+    /// Whether a `connect` step has its clients dial at once.
+    pub fn connects_at_once(&self) -> bool {
+        self.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. }))
+    }
+
     /// Every server client `i` holds a tunnel to: its own, then the next
     /// ones in turn (`tunnels_per_client`).
     pub fn servers_of(&self, i: usize) -> Vec<usize> {
@@ -939,6 +944,17 @@ impl Scenario {
                 format!("{}; allowed: 1 to the {} servers", e.tunnels_per_client, t.servers),
             ));
         }
+        let connects: Vec<bool> = f
+            .steps
+            .iter()
+            .filter_map(|st| if let Step::Connect { at_once, .. } = st { Some(*at_once) } else { None })
+            .collect();
+        if connects.contains(&true) && connects.contains(&false) {
+            return Err(at(
+                &["step"],
+                "connect steps with and without `at_once`: a story dials at once or one by one, so that its first calls are the ones made together".into(),
+            ));
+        }
         if let PerClient::Each(v) = &e.esp_delay_ms
             && v.len() != t.clients
         {
@@ -977,6 +993,11 @@ impl Scenario {
                 Step::Connect { clients, .. } | Step::Disconnect { clients } | Step::Rekey { clients } => {
                     if let Some(c) = clients.iter().flatten().find(|c| !client_ok(**c)) {
                         return Err(bad(*c));
+                    }
+                    if let Some(list) = clients
+                        && let Some(c) = list.iter().enumerate().find(|(k, c)| list[..*k].contains(c)).map(|(_, c)| c)
+                    {
+                        return Err(at(&["step"], format!("{where_}: client {c} given twice")));
                     }
                 }
                 Step::Traffic { clients, directions, bytes, .. } => {
@@ -1277,6 +1298,12 @@ tunnels = ["up"]
         assert!(e.contains("endpoints.esp_delay_ms") && e.contains("2 values for 1 clients"), "{e}");
         let e = parse(&esp("esp_rekey_after = 1")).expect_err("a rekey after the only packet");
         assert!(e.contains("endpoints.esp_rekey_after"), "{e}");
+        let e = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nclients = [1, 1]")).expect_err("twice");
+        assert!(e.contains("step 1 (connect): client 1 given twice"), "{e}");
+        let mixed = GOOD.replace("do = \"connect\"", "do = \"connect\"\nat_once = true\n\n[[step]]\ndo = \"connect\"");
+        assert!(parse(&mixed).expect_err("mixed").contains("with and without `at_once`"));
+        let s = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nat_once = true")).expect("at once");
+        assert!(s.connects_at_once());
         let e = parse(&endpoints("tunnels_per_client = 2")).expect_err("two tunnels, one server");
         assert!(e.contains("endpoints.tunnels_per_client") && e.contains("1 to the 1 servers"), "{e}");
         let two =

@@ -482,29 +482,39 @@ impl<'s, 'l> Player<'s, 'l> {
     /// noted with the daemon's last log lines.
     fn connect(&mut self, i: usize) -> Result<()> {
         let j = self.s.server_of(i);
-        for to in self.s.servers_of(i) {
-            self.ensure_server(to)?;
-        }
+        self.ensure_servers_of(i)?;
         let family = self.family;
         let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
         let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
-        let (client, mut tunnel) = family.connect(&mut stage, i, j, server.as_ref())?;
+        let (client, tunnel) = family.connect(&mut stage, i, j, server.as_ref())?;
+        self.settle(i, client, tunnel);
+        Ok(())
+    }
+
+    /// Starts every server client `i` holds a tunnel to.
+    fn ensure_servers_of(&mut self, i: usize) -> Result<()> {
+        for to in self.s.servers_of(i) {
+            self.ensure_server(to)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps client `i`'s daemons and its tunnel; a tunnel that is down is
+    /// noted with the daemon's last log lines.
+    fn settle(&mut self, i: usize, client: Box<dyn Daemons + 'l>, mut tunnel: Tunnel) {
         if let Some(note) = tunnel.note.take() {
             tunnel.note = Some(explain_down(&note, client.as_ref()));
         }
         self.clients.insert(i, client);
         self.tunnels[i - 1] = tunnel;
-        Ok(())
     }
 
     /// Every client of `clients` dials at the same moment; then each
-    /// tunnel is awaited in turn (the daemons run meanwhile), within the
-    /// connect timeout of the first.
+    /// tunnel is awaited in turn (the daemons run meanwhile), all within one
+    /// connect timeout from the moment the last one dialled.
     fn connect_at_once(&mut self, clients: &[usize]) -> Result<()> {
         for &i in clients {
-            for to in self.s.servers_of(i) {
-                self.ensure_server(to)?;
-            }
+            self.ensure_servers_of(i)?;
         }
         let family = self.family;
         let mut dialing = Vec::new();
@@ -519,12 +529,8 @@ impl<'s, 'l> Player<'s, 'l> {
         for (i, d) in dialing {
             let j = self.s.server_of(i);
             let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
-            let (client, mut tunnel) = d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now()))?;
-            if let Some(note) = tunnel.note.take() {
-                tunnel.note = Some(explain_down(&note, client.as_ref()));
-            }
-            self.clients.insert(i, client);
-            self.tunnels[i - 1] = tunnel;
+            let (client, tunnel) = d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now()))?;
+            self.settle(i, client, tunnel);
         }
         Ok(())
     }

@@ -200,10 +200,16 @@ pub fn client_conf(c: &ClientConfig) -> String {
     clients_conf(std::slice::from_ref(c))
 }
 
+/// The name of a client's `k`th connection (from 0) in [`clients_conf`]:
+/// `base`, then `base2`, `base3`…
+pub fn conn_name(base: &str, k: usize) -> String {
+    if k == 0 { base.to_string() } else { format!("{base}{}", k + 1) }
+}
+
 /// The CHILD_SA name of a client's `k`th connection (from 0) in
 /// [`clients_conf`]: [`CHILD`], then `net2`, `net3`…
 pub fn child_name(k: usize) -> String {
-    if k == 0 { CHILD.to_string() } else { format!("{CHILD}{}", k + 1) }
+    conn_name(CHILD, k)
 }
 
 /// swanctl.conf of a client with one connection per config, each with its

@@ -12,7 +12,7 @@ use crate::router::client_name;
 use crate::scenario::format::{IpsecAuth, Scenario, Target, TunnelState};
 use crate::scenario::observed::{Check, Observed, premise};
 use crate::vpn::strongswan::{
-    CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, child_name, clients_conf, server_conf,
+    CHILD, Charon, ClientConfig, IkeVersion, ServerConfig, child_name, clients_conf, conn_name, server_conf,
 };
 use crate::vpn::xl2tpd::Xl2tpd;
 use crate::wire::ike::NAT_T_PORT;
@@ -162,7 +162,7 @@ impl VpnFamily for Ipsec {
             .map(|(k, &to)| {
                 let (inner_ts, client_ts) = self.selectors(stage.shape.server_inner(to));
                 ClientConfig {
-                    name: if k == 0 { IKE_NAME.into() } else { format!("{IKE_NAME}{}", k + 1) },
+                    name: conn_name(IKE_NAME, k),
                     version: self.version,
                     auth: auth.clone(),
                     id: Self::id(s, "client", i),

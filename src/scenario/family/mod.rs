@@ -153,7 +153,13 @@ pub fn check(s: &Scenario) -> std::result::Result<(), String> {
             }
         ));
     }
-    if !f.dials_at_once() && s.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. })) {
+    let rekeys = s.file.steps.iter().any(|st| matches!(st, Step::Rekey { .. }));
+    if s.file.endpoints.tunnels_per_client > 1 && (moves_bytes || rekeys) {
+        return Err(format!(
+            "{path}: endpoints.tunnels_per_client: a client with several tunnels pings through each; `bytes` and `rekey` steps are for one tunnel"
+        ));
+    }
+    if !f.dials_at_once() && s.connects_at_once() {
         return Err(format!(
             "{path}: step connect: `at_once`: {} clients are brought up one after the other only",
             s.file.family.name()

@@ -126,11 +126,24 @@ impl VpnFamily for Pptp {
                 format!("{} segments with data, the largest {largest} bytes", segments.len()),
             ));
         }
-        if f.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. })) {
+        // The clients that dial at once (a file whose connect steps do not
+        // all dial at once is refused when it loads).
+        let at_once: Vec<usize> = f
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::Connect { at_once: true, clients } => {
+                    Some(clients.clone().unwrap_or_else(|| (1..=f.topology.clients).collect()))
+                }
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        if !at_once.is_empty() {
             // When each client's first Outgoing-Call-Request crossed the
             // LAN; a router that kept the calls from starting leaves fewer
             // than two, and nothing that happened at once to judge.
-            let clients = o.clients_seen_as();
+            let clients: Vec<Ipv4Addr> = at_once.iter().map(|i| o.shape.seen_as(*i)).collect();
             let mut first: BTreeMap<Ipv4Addr, Duration> = BTreeMap::new();
             for p in o.lan.packets.iter().filter(|p| clients.contains(&p.src)) {
                 if let What::PptpControl { message: pptp::OCRQ, .. } = p.what {
