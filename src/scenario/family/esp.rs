@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::{Daemons, OwnTraffic, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
-use crate::capture::What;
+use crate::capture::{Facts, Seen, What};
 use crate::lab::{Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{PerClient, Scenario, Step, Target, TunnelState};
@@ -26,20 +26,18 @@ fn client_spis(i: usize) -> [u32; 2] {
     [esp_spi(i), rekeyed(i as u64, esp_spi(i)).1]
 }
 
+/// The ESP packets of one side carrying client `i`'s SPIs.
+fn esp_of(side: &Facts, i: usize) -> impl Iterator<Item = &Seen> {
+    let spis = client_spis(i);
+    side.packets.iter().filter(move |p| matches!(p.what, What::Esp { spi, .. } if spis.contains(&spi)))
+}
+
 /// With a delay per client, the server's first answers that reached the
 /// WAN must have come in the order of those delays: a story about which
 /// client the router gives an answer to depends on it. (A router that
 /// dropped a client's ESP leaves that client unanswered.)
 fn answer_order(delays: &[u64], o: &Observed) -> Check {
-    let first = |i: usize| {
-        let spis = client_spis(i);
-        o.wan
-            .packets
-            .iter()
-            .filter(|p| matches!(p.what, What::Esp { spi, .. } if spis.contains(&spi)))
-            .map(|p| p.time)
-            .next()
-    };
+    let first = |i: usize| esp_of(&o.wan, i).map(|p| p.time).next();
     let mut seen: Vec<(u64, usize, _)> =
         delays.iter().enumerate().filter_map(|(k, d)| first(k + 1).map(|t| (*d, k + 1, t))).collect();
     seen.sort_by_key(|(d, _, _)| *d);
@@ -172,12 +170,6 @@ impl VpnFamily for Esp {
     /// Client `i`'s ESP reached whoever got packets with its SPIs (its
     /// first, and its rekeyed one).
     fn reached_by(&self, o: &Observed, i: usize) -> BTreeSet<Ipv4Addr> {
-        let spis = client_spis(i);
-        o.lan
-            .packets
-            .iter()
-            .filter(|p| matches!(p.what, What::Esp { spi, .. } if spis.contains(&spi)))
-            .map(|p| p.dst)
-            .collect()
+        esp_of(&o.lan, i).map(|p| p.dst).collect()
     }
 }
