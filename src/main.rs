@@ -98,6 +98,13 @@ struct RunArgs {
     /// is spent waiting on daemons and timeouts, so more than cores).
     #[arg(long, default_value_t = 8)]
     jobs: usize,
+    /// What a verdict is about: `vpn` (tunnels up, traffic delivered,
+    /// nothing misdelivered or let in; what the router did to ports, Call
+    /// IDs and counters is reported as observed behaviour) or `exact`
+    /// (everything the file expects). Default: `vpn` for an external
+    /// router, `exact` for the suite's own.
+    #[arg(long, value_enum)]
+    judge: Option<vpn_passthrough::scenario::observed::Judge>,
     /// The report directory.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -538,7 +545,17 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             eprintln!("  {}", r.line());
         }
     }
-    eprintln!("playing {} runs against {}, {} at a time", work.len(), routers.name(), args.jobs);
+    let judge = args.judge.unwrap_or_else(|| routers.default_judge());
+    eprintln!(
+        "playing {} runs against {}, {} at a time, judged {}",
+        work.len(),
+        routers.name(),
+        routers.jobs(args.jobs),
+        match judge {
+            vpn_passthrough::scenario::observed::Judge::Vpn => "on whether the VPNs work",
+            vpn_passthrough::scenario::observed::Judge::Exact => "on everything the files expect",
+        }
+    );
     let started = Instant::now();
     let progress = |n: usize, total: usize, o: &scenario::Outcome| {
         let width = 30;
@@ -554,8 +571,11 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         if let Some(line) = o.summary() {
             eprintln!("      {line}");
         }
+        for line in o.observed_behaviour() {
+            eprintln!("      observed: {line}");
+        }
     };
-    let outcomes = suite::run_all(&work, &routers, &binary, args.jobs, &progress);
+    let outcomes = suite::run_all(&work, &routers, &binary, args.jobs, judge, &progress);
     print!("{}", report::matrix_text(&outcomes));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);

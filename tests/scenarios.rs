@@ -12,6 +12,7 @@ use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::scenario::family;
 use vpn_passthrough::scenario::format::Step;
+use vpn_passthrough::scenario::observed::Judge;
 use vpn_passthrough::scenario::{self, Scenario, Status, Target, suite};
 
 const REBOOT: &[Need] = &[Need::Root, Need::Tool("conntrack")];
@@ -102,7 +103,7 @@ fn both(a: &'static [Need], b: &'static [Need]) -> &'static [Need] {
 }
 
 fn play(s: &Scenario, target: Target) -> TestResult {
-    let o = suite::play_one(s, target, &suite::Routers::Both, &binary());
+    let o = suite::play_one(s, target, &suite::Routers::Both, &binary(), Judge::Exact);
     match o.status {
         Status::Pass | Status::ExpectedFailure => Ok(()),
         Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
@@ -156,7 +157,8 @@ fn report_renders() -> TestResult {
         );
     }
     let routers = suite::Routers::Rust;
-    let outcomes = suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, &|_, _, _| {});
+    let outcomes =
+        suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, Judge::Exact, &|_, _, _| {});
     let dir = tempfile::tempdir()?;
     scenario::report::write(dir.path(), &outcomes, &routers.name())?;
     let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
@@ -256,8 +258,11 @@ fn external_router() -> TestResult {
         wan: "198.51.100.1/24".parse()?,
     });
     let scenarios = scenario::load(&external_files())?;
-    // One lab at a time: every lab adopts the same two ports.
-    let outcomes = suite::run_all(&suite::work(&scenarios, &routers, None), &routers, &binary(), 1, &|_, _, _| {});
+    // Asked for 8 at a time, as the CLI's default; an external router is
+    // played one lab at a time (every lab adopts the same two ports), and
+    // judged on whether the VPNs work.
+    let work = suite::work(&scenarios, &routers, None);
+    let outcomes = suite::run_all(&work, &routers, &binary(), 8, routers.default_judge(), &|_, _, _| {});
     let mut problems = Vec::new();
     for o in &outcomes {
         let want = if o.case == "nat-reboot" { Status::Skipped } else { Status::Pass };

@@ -91,18 +91,24 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
     let (lan_ids, wan_ids) = (o.lan.pptp_outgoing_calls(None), o.wan.pptp_outgoing_calls(None));
     if let Some(want) = e.call_ids_rewritten {
         let c = check("Call IDs rewritten between LAN and WAN", want, !lan_ids.is_empty() && lan_ids != wan_ids);
-        checks.push(c.because(format!("LAN {lan_ids:?}, WAN {wan_ids:?}")));
+        checks.push(c.because(format!("LAN {lan_ids:?}, WAN {wan_ids:?}")).behaviour());
     }
     if let Some(want) = e.lan_call_ids_distinct {
-        checks.push(check("distinct Call IDs on the LAN", want, distinct(&lan_ids)).because(format!("{lan_ids:?}")));
+        checks.push(
+            check("distinct Call IDs on the LAN", want, distinct(&lan_ids)).because(format!("{lan_ids:?}")).behaviour(),
+        );
     }
     if let Some(want) = e.wan_call_ids_distinct {
-        checks.push(check("distinct Call IDs on the WAN", want, distinct(&wan_ids)).because(format!("{wan_ids:?}")));
+        checks.push(
+            check("distinct Call IDs on the WAN", want, distinct(&wan_ids)).because(format!("{wan_ids:?}")).behaviour(),
+        );
     }
     for (port, want) in &e.public_ports {
         let ports = public_ports(&o.wan, o.shape.wan.addr(), port.proto, port.port);
         checks.push(
-            check(format!("public source ports towards {port}"), want, ports.len()).because(format!("{ports:?}")),
+            check(format!("public source ports towards {port}"), want, ports.len())
+                .because(format!("{ports:?}"))
+                .behaviour(),
         );
     }
     if let Some(want) = &e.l2tp_answered {
@@ -132,6 +138,7 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             ok,
             reason: None,
             premise: false,
+            behaviour: true,
         });
     }
     if o.forwards_after_hostile.is_some() {

@@ -66,6 +66,30 @@ pub struct Check {
     /// lab had to produce this situation for the verdict to mean anything.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub premise: bool,
+    /// What the router did to ports and IDs on the way (public ports, Call
+    /// IDs rewritten, its counters) rather than whether the VPN works:
+    /// judged only with [`Judge::Exact`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub behaviour: bool,
+}
+
+/// What a verdict is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Judge {
+    /// Whether the VPNs do what they must: tunnels, traffic, nothing
+    /// misdelivered or let in. What the router did to ports and IDs is
+    /// reported beside the verdict as observed behaviour.
+    Vpn,
+    /// Everything the file expects, the router's behaviour included.
+    Exact,
+}
+
+impl Judge {
+    /// Whether `c` counts for the verdict.
+    pub fn counts(self, c: &Check) -> bool {
+        self == Judge::Exact || !c.behaviour
+    }
 }
 
 impl Check {
@@ -79,12 +103,23 @@ impl Check {
         self.reason = Some(reason.into());
         self
     }
+
+    /// The check is about the router's behaviour, not the VPN's.
+    pub(crate) fn behaviour(mut self) -> Check {
+        self.behaviour = true;
+        self
+    }
+
+    /// Whether it is a failure under `judge`.
+    pub fn fails(&self, judge: Judge) -> bool {
+        !self.ok && judge.counts(self)
+    }
 }
 
 pub(crate) fn check(what: impl Into<String>, expected: impl Serialize, seen: impl Serialize) -> Check {
     let expected = show(&expected);
     let seen = show(&seen);
-    Check { what: what.into(), ok: expected == seen, expected, seen, reason: None, premise: false }
+    Check { what: what.into(), ok: expected == seen, expected, seen, reason: None, premise: false, behaviour: false }
 }
 
 /// A premise: `holds` must be true, `seen` says what the captures showed.
@@ -96,9 +131,33 @@ pub(crate) fn premise(what: impl Into<String>, holds: bool, seen: impl Into<Stri
         ok: holds,
         reason: Some(seen.into()),
         premise: true,
+        behaviour: false,
     }
 }
 
 fn show(v: &impl Serialize) -> String {
     serde_json::to_string(v).unwrap_or_default().replace('"', "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::format::ExpectedOutcome;
+    use crate::scenario::play::{Status, verdict};
+
+    #[test]
+    fn a_vpn_verdict_reports_behaviour_beside_it_and_an_exact_one_judges_it() {
+        let tunnel = check("tunnel c1", "up", "up");
+        let ports = check("public source ports towards udp/500", 1, 2).behaviour();
+        let checks = vec![tunnel.clone(), ports.clone()];
+        assert_eq!(verdict(&checks, ExpectedOutcome::Works, Judge::Exact).0, Status::Fail);
+        assert_eq!(verdict(&checks, ExpectedOutcome::Works, Judge::Vpn).0, Status::Pass);
+        assert_eq!(verdict(&checks, ExpectedOutcome::Breaks, Judge::Vpn).0, Status::ExpectedFailure);
+        // A VPN check fails under both; a premise not met is a lab error.
+        let down = vec![check("tunnel c1", "up", "down"), ports];
+        assert_eq!(verdict(&down, ExpectedOutcome::Works, Judge::Vpn).0, Status::Fail);
+        let lab = vec![tunnel, premise("the spray crossed", false, "0 packets")];
+        let (status, why) = verdict(&lab, ExpectedOutcome::Works, Judge::Vpn);
+        assert_eq!((status, why.map(|c| c.what.as_str())), (Status::Error, Some("the spray crossed")));
+    }
 }

@@ -11,9 +11,9 @@ use serde::Serialize;
 
 use super::expect;
 use super::family::{self, Daemons, Stage, Tunnel, VpnFamily};
-use super::format::{Delivery, Direction, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
+use super::format::{Delivery, Direction, ExpectKey, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
 use super::ladder::{self, Rung};
-use super::observed::{Check, Observed};
+use super::observed::{Check, Judge, Observed};
 use crate::capture::Capture;
 use crate::lab::{Cmd, Host, Lab, LabError, Process, Proto, Result};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
@@ -72,6 +72,8 @@ pub struct Outcome {
     pub why: Option<String>,
     /// Each expectation and what was seen.
     pub checks: Vec<Check>,
+    /// What the verdict was about.
+    pub judge: Judge,
     /// Why the run could not judge the router (a lab that did not build, a
     /// daemon that did not start, a premise not met).
     pub error: Option<String>,
@@ -100,7 +102,7 @@ impl Outcome {
                 Some(format!("lab error: {}", e.lines().next().unwrap_or_default()))
             }
             Status::Fail => {
-                let failed: Vec<&Check> = self.checks.iter().filter(|c| !c.ok).collect();
+                let failed: Vec<&Check> = self.checks.iter().filter(|c| c.fails(self.judge)).collect();
                 let first = failed.first()?;
                 let more = match failed.len() {
                     1 => String::new(),
@@ -119,7 +121,7 @@ impl Outcome {
         if self.status == Status::Error {
             s.push_str("lab error: ");
         }
-        for c in self.checks.iter().filter(|c| !c.ok) {
+        for c in self.checks.iter().filter(|c| c.fails(self.judge)) {
             s.push_str(&c.line());
             s.push('\n');
         }
@@ -152,6 +154,7 @@ impl Outcome {
             status: Status::Error,
             why: None,
             checks: Vec::new(),
+            judge: Judge::Exact,
             error: None,
             logs: None,
             seconds: 0.0,
@@ -160,12 +163,37 @@ impl Outcome {
             shape: scenario.file.topology.shape(),
         }
     }
+
+    /// What the router did that the file expected otherwise, when the
+    /// verdict was not about it ([`Judge::Vpn`]): one line each.
+    pub fn observed_behaviour(&self) -> Vec<String> {
+        self.checks.iter().filter(|c| !c.ok && !self.judge.counts(c)).map(Check::line).collect()
+    }
 }
 
-/// Plays `scenario` against `router` as `target`.
-pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -> Outcome {
+/// The verdict on `checks` under `judge`, for a file that expects
+/// `outcome`; with the premise that was not met, if one was not.
+pub fn verdict(checks: &[Check], outcome: ExpectedOutcome, judge: Judge) -> (Status, Option<&Check>) {
+    let premise = checks.iter().find(|c| c.premise && !c.ok);
+    let failed = checks.iter().any(|c| c.fails(judge));
+    let status = match (premise, failed, outcome) {
+        (Some(_), _, _) => Status::Error,
+        (None, true, _) => Status::Fail,
+        (None, false, ExpectedOutcome::Works) => Status::Pass,
+        (None, false, ExpectedOutcome::Breaks) => Status::ExpectedFailure,
+    };
+    (status, premise)
+}
+
+/// Plays `scenario` against `router` as `target`, judged by `judge`; a
+/// file's own `[expect.external]` block is judged whole: what it says of a
+/// real router's behaviour matters.
+pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, judge: Judge) -> Outcome {
     let started = Instant::now();
     let mut out = Outcome::blank(scenario, target);
+    let own_external = target == Target::External && scenario.file.expect.contains_key(&ExpectKey::External);
+    let judge = if own_external { Judge::Exact } else { judge };
+    out.judge = judge;
     if let Some((lan, wan)) = router.addressing() {
         (out.shape.lan, out.shape.wan) = (lan, wan);
     }
@@ -179,23 +207,17 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest) -
         return out;
     }
     out.why = expect.why.clone();
-    let judge = |o: &Observed| expect::evaluate(scenario, expect, o, target);
-    match run(scenario, target, router, &out.shape.clone(), &judge) {
+    let evaluate = |o: &Observed| expect::evaluate(scenario, expect, o, target);
+    match run(scenario, target, router, &out.shape.clone(), &evaluate) {
         Ok((observed, checks, kept, logs)) => {
             out.checks = checks;
             out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
-            let premise = out.checks.iter().find(|c| c.premise && !c.ok);
-            let failed = out.checks.iter().any(|c| !c.ok);
-            out.status = match (premise, failed, expect.outcome) {
-                (Some(p), _, _) => {
-                    out.error = Some(format!("the lab did not produce the story's premise: {}", p.line()));
-                    Status::Error
-                }
-                (None, true, _) => Status::Fail,
-                (None, false, ExpectedOutcome::Works) => Status::Pass,
-                (None, false, ExpectedOutcome::Breaks) => Status::ExpectedFailure,
-            };
-            if failed {
+            let (status, premise) = verdict(&out.checks, expect.outcome, judge);
+            if let Some(p) = premise {
+                out.error = Some(format!("the lab did not produce the story's premise: {}", p.line()));
+            }
+            out.status = status;
+            if matches!(status, Status::Fail | Status::Error) {
                 out.logs = Some(logs);
                 out.kept = kept;
             }

@@ -222,14 +222,18 @@ the story's premise did not happen) &mdash; fix the lab and run again.</p>\n",
         if !o.checks.is_empty() {
             s.push_str("<table><tr><th>expectation</th><th>expected</th><th>seen</th><th></th></tr>\n");
             for c in &o.checks {
+                // Behaviour a `vpn` verdict is not about is shown as seen.
+                let (class, word) = match (c.ok, o.judge.counts(c)) {
+                    (true, _) => ("pass", "ok"),
+                    (false, true) => ("FAIL", "not met"),
+                    (false, false) => ("observed", "observed"),
+                };
                 let _ = writeln!(
                     s,
-                    "<tr class=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    if c.ok { "pass" } else { "FAIL" },
+                    "<tr class=\"{class}\"><td>{}</td><td>{}</td><td>{}</td><td>{word}</td></tr>",
                     esc(&if c.premise { format!("premise: {}", c.what) } else { c.what.clone() }),
                     esc(&c.expected),
                     esc(&c.reason.as_ref().map(|r| format!("{} ({r})", c.seen)).unwrap_or_else(|| c.seen.clone())),
-                    if c.ok { "ok" } else { "not met" }
                 );
             }
             s.push_str("</table>\n");
@@ -417,6 +421,7 @@ mod tests {
             ok: false,
             reason: Some("charon: received NO_PROPOSAL_CHOSEN notify".into()),
             premise: false,
+            behaviour: false,
         }];
         fail.logs = Some(colour.into());
         let mut error = outcome("a", Target::Linux, Status::Error);

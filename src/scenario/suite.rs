@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::format::{Scenario, Target};
+use super::observed::Judge;
 use super::play::{Outcome, play};
 use super::preflight;
 use crate::router::{Direct, ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
@@ -45,6 +46,24 @@ impl Routers {
             Routers::External(_) => vec![Target::External],
         }
     }
+
+    /// How many runs may play at once when `asked` are: one for an
+    /// external router, which can only sit in one lab at a time.
+    pub fn jobs(&self, asked: usize) -> usize {
+        match self {
+            Routers::External(_) => 1,
+            _ => asked.max(1),
+        }
+    }
+
+    /// What a verdict is about unless the user says: whether the VPNs work
+    /// for a real router, everything the file expects for the suite's own.
+    pub fn default_judge(&self) -> Judge {
+        match self {
+            Routers::External(_) => Judge::Vpn,
+            _ => Judge::Exact,
+        }
+    }
 }
 
 /// The router for `target`, with `binary` as the Rust NAT's program.
@@ -65,7 +84,7 @@ pub fn router_for(
 
 /// Plays `s` against `target`; a router that cannot be made, or a family
 /// whose preflight failed, is a lab error.
-pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path) -> Outcome {
+pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path, judge: Judge) -> Outcome {
     if target == Target::External
         && let Some(why) = needs_control(s)
     {
@@ -82,7 +101,7 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         return o;
     }
     match router_for(s, target, routers, binary) {
-        Ok(r) => play(s, target, r.as_ref()),
+        Ok(r) => play(s, target, r.as_ref(), judge),
         Err(e) => {
             let mut o = Outcome::blank(s, target);
             o.error = Some(e);
@@ -117,15 +136,18 @@ pub fn work<'a>(scenarios: &'a [Scenario], routers: &Routers, filter: Option<&st
         .collect()
 }
 
-/// Plays each (scenario, target) of `work` on `jobs` workers; `progress`
-/// hears of each outcome as it lands. Outcomes come back in input order.
+/// Plays each (scenario, target) of `work` on `jobs` workers (one for an
+/// external router), judged by `judge`; `progress` hears of each outcome
+/// as it lands. Outcomes come back in input order.
 pub fn run_all(
     work: &[(&Scenario, Target)],
     routers: &Routers,
     binary: &std::path::Path,
     jobs: usize,
+    judge: Judge,
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
+    let jobs = routers.jobs(jobs);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);
@@ -135,7 +157,7 @@ pub fn run_all(
                 loop {
                     let k = next.fetch_add(1, Ordering::SeqCst);
                     let Some((s, t)) = work.get(k) else { break };
-                    let o = play_one(s, *t, routers, binary);
+                    let o = play_one(s, *t, routers, binary, judge);
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(n, work.len(), &o);
                     if let Ok(mut r) = results.lock() {
