@@ -108,6 +108,9 @@ struct RunArgs {
     /// The report directory.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// A name for this run in every report (a firmware version, say).
+    #[arg(long)]
+    label: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -579,7 +582,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     print!("{}", report::matrix_text(&outcomes));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);
-    match report::write(&dir, &outcomes, &routers.name()) {
+    match report::write(&dir, &outcomes, &routers.name(), args.label.as_deref()) {
         Ok(()) => println!("report: {}", dir.join("index.html").display()),
         Err(e) => return fail(e),
     }

@@ -160,7 +160,7 @@ fn report_renders() -> TestResult {
     let outcomes =
         suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, Judge::Exact, &|_, _, _| {});
     let dir = tempfile::tempdir()?;
-    scenario::report::write(dir.path(), &outcomes, &routers.name())?;
+    scenario::report::write(dir.path(), &outcomes, &routers.name(), Some("a labelled run"))?;
     let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
     let profile = tempfile::tempdir()?;
     let out = std::process::Command::new(chromium)
@@ -191,6 +191,10 @@ fn report_renders() -> TestResult {
         if !dir.path().join(f).is_file() {
             return Err(format!("the report has no {f}").into());
         }
+    }
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json"))?)?;
+    if !dom.contains("VPN passthrough report: a labelled run") || json["label"] != "a labelled run" {
+        return Err(format!("the run's label is missing from the page or report.json (label {})", json["label"]).into());
     }
     Ok(())
 }

@@ -65,13 +65,14 @@ fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells<'_
 
 /// Writes the report directory: `junit.xml`, `report.json`, `index.html`,
 /// and `failures/NAME/` with the kept logs and captures of each failure.
-pub fn write(dir: &Path, outcomes: &[Outcome], router: &str) -> Result<(), String> {
+/// `label` names the run (a firmware version, say) in each.
+pub fn write(dir: &Path, outcomes: &[Outcome], router: &str, label: Option<&str>) -> Result<(), String> {
     let io = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
-    let json = serde_json::json!({ "router": router, "outcomes": outcomes });
+    let json = serde_json::json!({ "router": router, "label": label, "outcomes": outcomes });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| io("report.json", e))?;
-    std::fs::write(dir.join("junit.xml"), junit(outcomes)).map_err(|e| io("junit.xml", e))?;
+    std::fs::write(dir.join("junit.xml"), junit(outcomes, label)).map_err(|e| io("junit.xml", e))?;
     // Only this run's failures.
     match std::fs::remove_dir_all(dir.join("failures")) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io("clearing failures/", e)),
@@ -83,7 +84,7 @@ pub fn write(dir: &Path, outcomes: &[Outcome], router: &str) -> Result<(), Strin
             copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
         }
     }
-    std::fs::write(dir.join("index.html"), html(outcomes, router)).map_err(|e| io("index.html", e))?;
+    std::fs::write(dir.join("index.html"), html(outcomes, router, label)).map_err(|e| io("index.html", e))?;
     Ok(())
 }
 
@@ -118,9 +119,10 @@ fn esc(s: &str) -> String {
 /// JUnit XML: one testsuite per family, one testcase per outcome; a FAIL
 /// is a `<failure>`, a lab error an `<error>`. Written by `quick-junit`,
 /// which escapes markup and drops colour codes and characters XML forbids.
-pub fn junit(outcomes: &[Outcome]) -> String {
+pub fn junit(outcomes: &[Outcome], label: Option<&str>) -> String {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-    let mut report = Report::new("vpn-passthrough");
+    let mut report =
+        Report::new(label.map_or_else(|| "vpn-passthrough".to_string(), |l| format!("vpn-passthrough: {l}")));
     for family in Family::ALL {
         let mine: Vec<&Outcome> = outcomes.iter().filter(|o| o.family == family).collect();
         if mine.is_empty() {
@@ -158,7 +160,7 @@ pub fn junit(outcomes: &[Outcome]) -> String {
 }
 
 /// The HTML page: the matrix, then one section per outcome.
-pub fn html(outcomes: &[Outcome], router: &str) -> String {
+pub fn html(outcomes: &[Outcome], router: &str, label: Option<&str>) -> String {
     let (rows, cols, cells) = matrix(outcomes);
     let mut s = String::new();
     let _ = write!(
@@ -169,11 +171,12 @@ td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{backgro
 .FAIL{{background:#f8c8c8;font-weight:bold}} .ERROR{{background:#d9d2f2;font-weight:bold}} .skip{{background:#eee}}\n\
 td small{{display:block;font-weight:normal;max-width:28em}} pre{{background:#f6f6f6;padding:.5em;overflow:auto}}\n\
 .ladder td{{font-family:monospace;font-size:.85em}} section{{margin-top:2em;border-top:1px solid #ddd}}\n\
-</style></head><body>\n<h1>VPN passthrough report</h1>\n<p>Router under test: <b>{}</b>. {} scenarios. \
+</style></head><body>\n<h1>VPN passthrough report{}</h1>\n<p>Router under test: <b>{}</b>. {} scenarios. \
 <b>pass</b>: the VPN works and everything expected was seen; <b>xfail</b>: the VPN breaks exactly as expected for this router; \
 <b>FAIL</b>: the router did not do what was expected; \
 <b>ERROR</b>: the lab could not judge the router (a family's preflight failed, a daemon would not start or died, \
 the story's premise did not happen) &mdash; fix the lab and run again.</p>\n",
+        label.map(|l| format!(": {}", esc(l))).unwrap_or_default(),
         esc(router),
         outcomes.len()
     );
@@ -451,7 +454,8 @@ mod tests {
 
     #[test]
     fn junit_is_strict_xml_with_a_failure_and_an_error() {
-        let xml = junit(&outcomes());
+        let xml = junit(&outcomes(), Some("fw 1.2.3"));
+        assert!(xml.contains("vpn-passthrough: fw 1.2.3"), "the label names the report");
         let doc = roxmltree::Document::parse(&xml).unwrap_or_else(|e| panic!("not well-formed: {e}\n{xml}"));
         let count = |tag: &str| doc.descendants().filter(|n| n.has_tag_name(tag)).count();
         assert_eq!((count("testcase"), count("failure"), count("error"), count("skipped")), (5, 1, 1, 1), "{xml}");
@@ -469,7 +473,8 @@ mod tests {
         let json = serde_json::to_value(&all).expect("json");
         assert_eq!(json[1]["status"], "error");
         assert_eq!(json[0]["status"], "fail");
-        let html = html(&all, "test");
+        let html = html(&all, "test", Some("fw <1.2.3>"));
+        assert!(html.contains("VPN passthrough report: fw &lt;1.2.3&gt;"), "the label, escaped, heads the page");
         assert!(html.contains("<td class=\"ERROR\">"), "no ERROR cell");
         assert!(html.contains("lab error: the pptp preflight failed"), "no one-line summary");
         // Logs go in a collapsed block, never into the check table.
