@@ -64,6 +64,19 @@ enum Command {
         /// A scenario file, or its name (`pptp::same-call-id`).
         scenario: String,
     },
+    /// Compare two runs' reports: regressions (pass or xfail in the first,
+    /// FAIL or ERROR in the second) first, then fixes, other changes, and
+    /// the router's behaviour values that moved. Exits 1 when there is a
+    /// regression.
+    Compare {
+        /// The first run's report.json.
+        a: PathBuf,
+        /// The second run's report.json.
+        b: PathBuf,
+        /// Also write the comparison as a page here.
+        #[arg(long)]
+        html: Option<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -390,6 +403,7 @@ fn main() -> ExitCode {
         Command::Run(args) => return run_scenarios(args),
         Command::List { paths } => list(paths),
         Command::Show { scenario } => show(&scenario),
+        Command::Compare { a, b, html } => return compare_runs(&a, &b, html.as_deref()),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Layout::Star,
@@ -594,6 +608,27 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     } else {
         ExitCode::SUCCESS
     }
+}
+
+fn compare_runs(a: &std::path::Path, b: &std::path::Path, html: Option<&std::path::Path>) -> ExitCode {
+    use vpn_passthrough::scenario::compare::{RunReport, compare};
+    let (ra, rb) = match (RunReport::load(a), RunReport::load(b)) {
+        (Ok(ra), Ok(rb)) => (ra, rb),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let c = compare(&ra, &rb);
+    print!("{}", c.text());
+    if let Some(path) = html {
+        if let Err(e) = std::fs::write(path, c.html()) {
+            eprintln!("error: writing {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        println!("page: {}", path.display());
+    }
+    if c.regressions.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
 fn list(paths: Vec<PathBuf>) -> Result<(), LabError> {

@@ -77,6 +77,7 @@ fn main() {
         preflight,
     ));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
+    trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
     // The stand-in router is built with `ip`; the rest is what its
     // scenarios' families need.
     let external = match scenario::load(&external_files()) {
@@ -147,6 +148,44 @@ fn broken_file() -> TestResult {
 /// Plays two quick scenarios, writes the report, and has headless
 /// Chromium render `index.html`: the DOM it builds must hold the matrix
 /// with a row per scenario and a topology drawing per outcome.
+/// Two real runs of one story, judged by the same expectation: two raw-ESP
+/// clients to one server through the naive Rust NAT (one gets the
+/// other's echoes) and through the full one. `compare` lists the story as
+/// a fix from naive to full and as a regression the other way.
+fn compare_naive_and_full() -> TestResult {
+    use vpn_passthrough::scenario::compare::{RunReport, compare};
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("esp").join("two-at-once.toml");
+    std::fs::create_dir_all(file.parent().ok_or("no parent")?)?;
+    std::fs::write(
+        &file,
+        "family = \"esp\"\ndescription = \"two raw-ESP clients to one server\"\nmodes = [\"naive\", \"full\"]\n\n\
+         [topology]\nclients = 2\n\n[endpoints]\nesp_delay_ms = 800\n\n\
+         [[step]]\ndo = \"connect\"\n\n[[step]]\ndo = \"traffic\"\n\n\
+         [expect.rust]\ntunnels = [\"up\", \"up\"]\ntraffic = [\"both\", \"both\"]\n\n\
+         [expect.linux]\nskip = \"not compared\"\n",
+    )?;
+    let scenarios = scenario::load(&[file])?;
+    let routers = suite::Routers::Rust;
+    let mut reports = Vec::new();
+    for (mode, label) in [("rust-naive", "naive"), ("rust-full", "full")] {
+        let work = suite::work(&scenarios, &routers, Some(mode));
+        let outcomes = suite::run_all(&work, &routers, &binary(), 1, Judge::Exact, &|_, _, _| {});
+        let out = dir.path().join(label);
+        scenario::report::write(&out, &outcomes, &routers.name(), Some(label))?;
+        reports.push(RunReport::load(&out.join("report.json"))?);
+    }
+    let (naive, full) = (&reports[0], &reports[1]);
+    let up = compare(naive, full);
+    let down = compare(full, naive);
+    let names = |v: &[vpn_passthrough::scenario::compare::Change]| v.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+    let want = vec!["esp::two-at-once".to_string()];
+    if names(&up.fixes) != want || !up.regressions.is_empty() || names(&down.regressions) != want {
+        return Err(format!("naive to full:\n{}\nfull to naive:\n{}", up.text(), down.text()).into());
+    }
+    Ok(())
+}
+
 fn report_renders() -> TestResult {
     let scenarios = scenario::load(&[scenario::default_dir().join("esp")])?;
     let pick: Vec<Scenario> =

@@ -2,6 +2,7 @@
 //! `scenarios/README.md`), played against a router under test, checked, and
 //! reported.
 
+pub mod compare;
 pub mod expect;
 pub mod family;
 pub mod format;

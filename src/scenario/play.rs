@@ -20,7 +20,7 @@ use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
 use crate::vpn::pki::TestPki;
 
 /// How a played scenario ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Everything expected was seen, and the VPN works.
