@@ -67,7 +67,7 @@ enum Command {
     /// Compare two runs' reports: regressions (pass or xfail in the first,
     /// FAIL or ERROR in the second) first, then fixes, other changes, and
     /// the router's behaviour values that moved. Exits 1 when there is a
-    /// regression.
+    /// regression, 2 when a report cannot be read.
     Compare {
         /// The first run's report.json.
         a: PathBuf,
@@ -115,7 +115,8 @@ struct RunArgs {
     /// nothing misdelivered or let in; what the router did to ports, Call
     /// IDs and counters is reported as observed behaviour) or `exact`
     /// (everything the file expects). Default: `vpn` for an external
-    /// router, `exact` for the suite's own.
+    /// router, `exact` for the suite's own. A file's own `[expect.external]`
+    /// block is always judged exact.
     #[arg(long, value_enum)]
     judge: Option<vpn_passthrough::scenario::observed::Judge>,
     /// The report directory.
@@ -616,7 +617,7 @@ fn compare_runs(a: &std::path::Path, b: &std::path::Path, html: Option<&std::pat
         (Ok(ra), Ok(rb)) => (ra, rb),
         (Err(e), _) | (_, Err(e)) => {
             eprintln!("error: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
     };
     let c = compare(&ra, &rb);
@@ -624,7 +625,7 @@ fn compare_runs(a: &std::path::Path, b: &std::path::Path, html: Option<&std::pat
     if let Some(path) = html {
         if let Err(e) = std::fs::write(path, c.html()) {
             eprintln!("error: writing {}: {e}", path.display());
-            return ExitCode::FAILURE;
+            return ExitCode::from(2);
         }
         println!("page: {}", path.display());
     }

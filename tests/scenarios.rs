@@ -145,9 +145,6 @@ fn broken_file() -> TestResult {
     Ok(())
 }
 
-/// Plays two quick scenarios, writes the report, and has headless
-/// Chromium render `index.html`: the DOM it builds must hold the matrix
-/// with a row per scenario and a topology drawing per outcome.
 /// Two real runs of one story, judged by the same expectation: two raw-ESP
 /// clients to one server through the naive Rust NAT (one gets the
 /// other's echoes) and through the full one. `compare` lists the story as
@@ -186,6 +183,9 @@ fn compare_naive_and_full() -> TestResult {
     Ok(())
 }
 
+/// Plays two quick scenarios, writes the report, and has headless
+/// Chromium render `index.html`: the DOM it builds must hold the matrix
+/// with a row per scenario and a topology drawing per outcome.
 fn report_renders() -> TestResult {
     let scenarios = scenario::load(&[scenario::default_dir().join("esp")])?;
     let pick: Vec<Scenario> =

@@ -6,13 +6,14 @@
 //! against one router (two firmware versions of one device, or two Rust
 //! NAT modes), else by the whole run name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::path::Path;
 
 use serde::Deserialize;
 
 use super::play::Status;
+use super::report::esc;
 
 /// A `report.json`, as far as a comparison reads it.
 #[derive(Debug, Deserialize)]
@@ -33,6 +34,9 @@ pub struct Recorded {
     pub name: String,
     /// How it ended.
     pub status: Status,
+    /// What its verdict was about (`vpn` or `exact`).
+    #[serde(default)]
+    pub judge: Option<String>,
     /// Its checks.
     #[serde(default)]
     pub checks: Vec<RecordedCheck>,
@@ -51,8 +55,12 @@ pub struct RecordedCheck {
 }
 
 impl RunReport {
-    /// Reads and parses a `report.json`.
+    /// Reads and parses a `report.json` (at most [`MAX_REPORT`] bytes).
     pub fn load(path: &Path) -> Result<RunReport, String> {
+        let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+        if size > MAX_REPORT {
+            return Err(format!("{}: {size} bytes; a report.json is at most {MAX_REPORT}", path.display()));
+        }
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: not a vpn-passthrough report.json: {e}", path.display()))
     }
@@ -73,6 +81,19 @@ impl RunReport {
         cases.sort();
         cases.windows(2).all(|w| w[0] != w[1])
     }
+}
+
+/// The largest report `compare` reads.
+pub const MAX_REPORT: u64 = 256 << 20;
+
+/// What the runs of a report were judged on.
+fn judges(r: &RunReport) -> BTreeSet<String> {
+    r.outcomes.iter().map(|o| o.judge.clone().unwrap_or_else(|| "exact".into())).collect()
+}
+
+/// Text for a terminal: control characters shown, not obeyed.
+fn plain(t: &str) -> String {
+    t.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 /// `family::case` of `family::case::target`.
@@ -123,6 +144,9 @@ pub struct Comparison {
     pub only_a: Vec<String>,
     /// Runs in only B.
     pub only_b: Vec<String>,
+    /// Why the two cannot be compared run for run, if so (they were judged
+    /// on different things).
+    pub warning: Option<String>,
 }
 
 fn good(s: Status) -> bool {
@@ -138,6 +162,13 @@ pub fn compare(a: &RunReport, b: &RunReport) -> Comparison {
     let per_case = a.one_router() && b.one_router();
     let (ka, kb) = (a.by_key(per_case), b.by_key(per_case));
     let mut c = Comparison { a: a.title(), b: b.title(), ..Comparison::default() };
+    let (ja, jb) = (judges(a), judges(b));
+    if ja != jb {
+        c.warning = Some(format!(
+            "the runs were judged on different things ({:?} against {:?}): a change of status may be the judge's",
+            ja, jb
+        ));
+    }
     for (key, ra) in &ka {
         let Some(rb) = kb.get(key) else {
             c.only_a.push(key.clone());
@@ -151,8 +182,10 @@ pub fn compare(a: &RunReport, b: &RunReport) -> Comparison {
         } else if ra.status != rb.status {
             c.other.push(change);
         }
+        let in_b: BTreeMap<&str, &RecordedCheck> =
+            rb.checks.iter().filter(|k| k.behaviour).map(|k| (k.what.as_str(), k)).collect();
         for ca in ra.checks.iter().filter(|k| k.behaviour) {
-            if let Some(cb) = rb.checks.iter().find(|k| k.behaviour && k.what == ca.what)
+            if let Some(cb) = in_b.get(ca.what.as_str())
                 && cb.seen != ca.seen
             {
                 c.moved.push(Moved {
@@ -171,11 +204,14 @@ pub fn compare(a: &RunReport, b: &RunReport) -> Comparison {
 impl Comparison {
     /// The comparison for a terminal: regressions first.
     pub fn text(&self) -> String {
-        let mut s = format!("{} -> {}\n", self.a, self.b);
+        let mut s = format!("{} -> {}\n", plain(&self.a), plain(&self.b));
+        if let Some(w) = &self.warning {
+            let _ = writeln!(s, "warning: {}", plain(w));
+        }
         let changes = |s: &mut String, title: &str, v: &[Change]| {
             let _ = writeln!(s, "{title}: {}", v.len());
             for c in v {
-                let _ = writeln!(s, "  {:<50} {} -> {}", c.name, c.from.word(), c.to.word());
+                let _ = writeln!(s, "  {:<50} {} -> {}", plain(&c.name), c.from.word(), c.to.word());
             }
         };
         changes(&mut s, "regressions", &self.regressions);
@@ -183,11 +219,11 @@ impl Comparison {
         changes(&mut s, "other changes", &self.other);
         let _ = writeln!(s, "behaviour that moved: {}", self.moved.len());
         for m in &self.moved {
-            let _ = writeln!(s, "  {:<50} {}: {} -> {}", m.name, m.what, m.from, m.to);
+            let _ = writeln!(s, "  {:<50} {}: {} -> {}", plain(&m.name), plain(&m.what), plain(&m.from), plain(&m.to));
         }
         for (title, v) in [("only in the first", &self.only_a), ("only in the second", &self.only_b)] {
             if !v.is_empty() {
-                let _ = writeln!(s, "{title}: {}", v.join(", "));
+                let _ = writeln!(s, "{title}: {}", plain(&v.join(", ")));
             }
         }
         s
@@ -195,7 +231,6 @@ impl Comparison {
 
     /// The comparison as a page.
     pub fn html(&self) -> String {
-        let esc = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         let mut s = format!(
             "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>VPN passthrough: {a} to {b}</title>\n\
 <style>body{{font-family:system-ui,sans-serif;margin:2em}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:.25em .6em}}\n\
@@ -203,6 +238,9 @@ impl Comparison {
             a = esc(&self.a),
             b = esc(&self.b)
         );
+        if let Some(w) = &self.warning {
+            let _ = writeln!(s, "<p><b>Warning:</b> {}</p>", esc(w));
+        }
         for (title, class, v) in [
             ("Regressions", "regression", &self.regressions),
             ("Fixes", "fix", &self.fixes),
@@ -237,6 +275,11 @@ impl Comparison {
                 );
             }
             s.push_str("</table>\n");
+        }
+        for (title, v) in [("Only in the first", &self.only_a), ("Only in the second", &self.only_b)] {
+            if !v.is_empty() {
+                let _ = writeln!(s, "<h2>{title}: {}</h2>\n<p>{}</p>", v.len(), esc(&v.join(", ")));
+            }
         }
         s.push_str("</body></html>\n");
         s
@@ -290,7 +333,14 @@ mod tests {
         let text = c.text();
         assert!(text.starts_with("fw 1 -> fw 2\nregressions: 1\n"), "{text}");
         assert!(text.find("regressions").unwrap_or(usize::MAX) < text.find("fixes").unwrap_or(0), "{text}");
-        assert!(c.html().contains("<h2>Regressions: 1</h2>"));
+        assert!(c.html().contains("<h2>Regressions: 1</h2>") && c.html().contains("Only in the second: 1"));
+        assert!(c.warning.is_none(), "both judged exact");
+        let mut vpn = report("fw 3", &[("pptp::one::x", "pass", "1")]);
+        vpn.outcomes[0].judge = Some("vpn".into());
+        assert!(compare(&a, &vpn).warning.is_some_and(|w| w.contains("judged on different things")));
+        let hostile = report("fw\\u001b[2J", &[]);
+        assert!(hostile.title().contains('\u{1b}'), "the report's label holds an escape code");
+        assert!(!compare(&hostile, &hostile).text().contains('\u{1b}'), "no escape codes reach the terminal");
         // Two routers per case: runs are matched by their whole name.
         let both = report("x", &[("pptp::one::linux", "pass", "1"), ("pptp::one::rust-full", "pass", "1")]);
         assert!(compare(&both, &both).regressions.is_empty() && compare(&both, &both).only_a.is_empty());

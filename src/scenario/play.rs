@@ -172,17 +172,24 @@ impl Outcome {
 }
 
 /// The verdict on `checks` under `judge`, for a file that expects
-/// `outcome`; with the premise that was not met, if one was not.
-pub fn verdict(checks: &[Check], outcome: ExpectedOutcome, judge: Judge) -> (Status, Option<&Check>) {
-    let premise = checks.iter().find(|c| c.premise && !c.ok);
-    let failed = checks.iter().any(|c| c.fails(judge));
-    let status = match (premise, failed, outcome) {
-        (Some(_), _, _) => Status::Error,
-        (None, true, _) => Status::Fail,
-        (None, false, ExpectedOutcome::Works) => Status::Pass,
-        (None, false, ExpectedOutcome::Breaks) => Status::ExpectedFailure,
+/// `outcome`; with why the run could not judge the router, when it could
+/// not (a premise not met, or nothing the verdict is about expected).
+pub fn verdict(checks: &[Check], outcome: ExpectedOutcome, judge: Judge) -> (Status, Option<String>) {
+    if let Some(p) = checks.iter().find(|c| c.premise && !c.ok) {
+        return (Status::Error, Some(format!("the lab did not produce the story's premise: {}", p.line())));
+    }
+    if !checks.is_empty() && !checks.iter().any(|c| !c.premise && judge.counts(c)) {
+        return (
+            Status::Error,
+            Some("the file expects only the router's behaviour, which this verdict is not about".into()),
+        );
+    }
+    let status = match (checks.iter().any(|c| c.fails(judge)), outcome) {
+        (true, _) => Status::Fail,
+        (false, ExpectedOutcome::Works) => Status::Pass,
+        (false, ExpectedOutcome::Breaks) => Status::ExpectedFailure,
     };
-    (status, premise)
+    (status, None)
 }
 
 /// Plays `scenario` against `router` as `target`, judged by `judge`; a
@@ -212,10 +219,8 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
         Ok((observed, checks, kept, logs)) => {
             out.checks = checks;
             out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
-            let (status, premise) = verdict(&out.checks, expect.outcome, judge);
-            if let Some(p) = premise {
-                out.error = Some(format!("the lab did not produce the story's premise: {}", p.line()));
-            }
+            let (status, error) = verdict(&out.checks, expect.outcome, judge);
+            out.error = error;
             out.status = status;
             if matches!(status, Status::Fail | Status::Error) {
                 out.logs = Some(logs);

@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use super::format::{Family, Scenario, Step};
+use super::observed::Judge;
 use super::play::{Outcome, Status};
 use crate::router::{self, Shape};
 
@@ -107,7 +108,7 @@ fn copy_logs(hosts: &Path, to: &Path) -> std::io::Result<()> {
 
 /// Text made safe for HTML: colour codes and characters XML forbids
 /// removed, markup escaped.
-fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     quick_junit::XmlString::new(s)
         .into_string()
         .replace('&', "&amp;")
@@ -165,20 +166,27 @@ pub fn html(outcomes: &[Outcome], router: &str, label: Option<&str>) -> String {
     let mut s = String::new();
     let _ = write!(
         s,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>VPN passthrough report</title>\n<style>\n\
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>VPN passthrough report{}</title>\n<style>\n\
 body{{font-family:system-ui,sans-serif;margin:2em;color:#222}} table{{border-collapse:collapse}}\n\
 td,th{{border:1px solid #ccc;padding:.25em .6em;text-align:left}} .pass{{background:#d9f2d9}} .xfail{{background:#fff2cc}}\n\
-.FAIL{{background:#f8c8c8;font-weight:bold}} .ERROR{{background:#d9d2f2;font-weight:bold}} .skip{{background:#eee}}\n\
+.FAIL{{background:#f8c8c8;font-weight:bold}} .ERROR{{background:#d9d2f2;font-weight:bold}} .skip{{background:#eee}} .observed{{background:#e6eefa}}\n\
 td small{{display:block;font-weight:normal;max-width:28em}} pre{{background:#f6f6f6;padding:.5em;overflow:auto}}\n\
 .ladder td{{font-family:monospace;font-size:.85em}} section{{margin-top:2em;border-top:1px solid #ddd}}\n\
 </style></head><body>\n<h1>VPN passthrough report{}</h1>\n<p>Router under test: <b>{}</b>. {} scenarios. \
 <b>pass</b>: the VPN works and everything expected was seen; <b>xfail</b>: the VPN breaks exactly as expected for this router; \
 <b>FAIL</b>: the router did not do what was expected; \
 <b>ERROR</b>: the lab could not judge the router (a family's preflight failed, a daemon would not start or died, \
-the story's premise did not happen) &mdash; fix the lab and run again.</p>\n",
+the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
+        label.map(|l| format!(": {}", esc(l))).unwrap_or_default(),
         label.map(|l| format!(": {}", esc(l))).unwrap_or_default(),
         esc(router),
-        outcomes.len()
+        outcomes.len(),
+        if outcomes.iter().any(|o| o.judge == Judge::Vpn) {
+            " Verdicts are about whether the VPNs work: what the router did to ports, Call IDs and counters \
+             is shown as <b>observed</b>, beside them."
+        } else {
+            ""
+        }
     );
     s.push_str("<table id=\"matrix\"><thead><tr><th>family</th><th>case</th>");
     for c in &cols {

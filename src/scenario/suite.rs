@@ -89,6 +89,7 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         && let Some(why) = needs_control(s)
     {
         let mut o = Outcome::blank(s, target);
+        o.judge = judge;
         o.status = super::play::Status::Skipped;
         o.why = Some(format!("{why}, which the suite cannot do to an external router"));
         return o;
@@ -97,6 +98,7 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         && let Err(e) = preflight::family_works(s.file.family)
     {
         let mut o = Outcome::blank(s, target);
+        o.judge = judge;
         o.error = Some(e);
         return o;
     }
@@ -104,6 +106,7 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         Ok(r) => play(s, target, r.as_ref(), judge),
         Err(e) => {
             let mut o = Outcome::blank(s, target);
+            o.judge = judge;
             o.error = Some(e);
             o
         }
