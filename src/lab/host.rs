@@ -210,11 +210,23 @@ impl<'lab> Host<'lab> {
     }
 
     /// Whether `target` answers: one echo every 200 ms until the first
-    /// reply, for at most `within` (whole seconds, at least 1).
+    /// reply, for at most `within` (whole seconds, at least 1). A ping that
+    /// cannot even send (no route yet: a tunnel's route lands a moment
+    /// after its SA) is run again, 200 ms later, until the time is up.
     pub fn answers_ping(&self, target: IpAddr, within: std::time::Duration) -> Result<bool> {
-        let secs = within.as_secs().max(1);
-        let ping = Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &secs.to_string(), &target.to_string()]);
-        Ok(self.exec(ping.timeout(std::time::Duration::from_secs(secs + 5)))?.status.success())
+        use std::time::{Duration, Instant};
+        let deadline = Instant::now() + Duration::from_secs(within.as_secs().max(1));
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs_f64().ceil().max(1.0) as u64;
+            let ping = Cmd::argv(&["ping", "-n", "-c", "1", "-i", "0.2", "-w", &left.to_string(), &target.to_string()]);
+            if self.exec(ping.timeout(Duration::from_secs(left + 5)))?.status.success() {
+                return Ok(true);
+            }
+            if Instant::now() + Duration::from_millis(200) >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// Sends one ICMP echo to `target` and requires the reply within 2 s.
