@@ -214,9 +214,11 @@ impl Nat {
     pub fn process(&mut self, side: Side, pkt: &mut [u8], csum: L4Checksum, now: Duration) -> Verdict {
         // The quirk of firmware that rewrites GRE's addresses and leaves
         // the IPv4 header checksum as it came.
-        let bad_gre_checksum = match ipv4::Packet::new_checked(&*pkt) {
-            Ok(ip) if self.cfg.profile.bad_gre_checksum && ip.protocol() == ipv4::PROTO_GRE => Some(ip.checksum()),
-            _ => None,
+        // Only then is the header read here: every packet comes this way.
+        let bad_gre_checksum = if self.cfg.profile.bad_gre_checksum {
+            ipv4::Packet::new_checked(&*pkt).ok().filter(|ip| ip.protocol() == ipv4::PROTO_GRE).map(|ip| ip.checksum())
+        } else {
+            None
         };
         let verdict = self.process_packet(side, pkt, csum, now);
         if let (Some(c), Verdict::Forward { .. }) = (bad_gre_checksum, &verdict) {
