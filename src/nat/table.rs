@@ -8,6 +8,12 @@
 //! mappings that share a public port apart. Protocols without ports (GRE,
 //! ESP, others) are mapped by address: the inbound key is the remote address
 //! alone, so the last LAN host to talk to a server gets its packets.
+//!
+//! Under a mapping that depends on the remote (address-dependent or
+//! address-and-port-dependent), a public port belongs to one mapping at a
+//! time, as RFC 4787 §4.1 has it: each destination that needs a mapping of
+//! its own gets a public endpoint of its own, and port preservation keeps
+//! the internal port for the first of them only.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -196,6 +202,9 @@ pub struct Table {
     sessions: usize,
     max_sessions: usize,
     max_remotes: usize,
+    /// Under a mapping that depends on the remote: the mapping that holds
+    /// each (protocol, public port), so that none is handed out twice.
+    held: FxMap<(u8, u16), u32>,
 }
 
 /// A mapping as reports show it.
@@ -243,6 +252,7 @@ impl Table {
             max_sessions: profile.limits.sessions,
             max_remotes: profile.limits.remotes_per_mapping,
             reserved,
+            held: FxMap::default(),
         }
     }
 
@@ -259,6 +269,12 @@ impl Table {
     /// Whether the table is empty.
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether public ports are counted in `held`: under a mapping that
+    /// depends on the remote.
+    fn holds_ports(&self) -> bool {
+        self.mapping != Behaviour::EndpointIndependent
     }
 
     fn remote_part(behaviour: Behaviour, class: Class, remote: Endpoint) -> Endpoint {
@@ -343,6 +359,9 @@ impl Table {
         };
         self.by_out.insert(key, id);
         self.by_in.insert(in_key, id);
+        if self.holds_ports() && public_port != 0 {
+            self.held.insert((proto, public_port), id);
+        }
         self.len += 1;
         self.sessions += 1;
         self.per_host.add(internal.addr);
@@ -363,6 +382,11 @@ impl Table {
         let free = |t: &mut Table, port: u16| {
             if proto == ipv4::PROTO_UDP && t.reserved.contains(&port) {
                 return false;
+            }
+            if let Some(holder) = t.held.get(&(proto, port)).copied() {
+                if t.if_live(holder, now_ms).is_some() {
+                    return false;
+                }
             }
             let k = t.in_key(proto, class, port, remote);
             t.by_in.get(&k).copied().and_then(|id| t.if_live(id, now_ms)).is_none()
@@ -533,6 +557,9 @@ impl Table {
         }
         if self.by_in.get(&m.in_key) == Some(&id) {
             self.by_in.remove(&m.in_key);
+        }
+        if self.held.get(&(m.proto, m.public_port)) == Some(&id) {
+            self.held.remove(&(m.proto, m.public_port));
         }
         self.free.push(id);
         self.len -= 1;

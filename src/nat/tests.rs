@@ -178,10 +178,10 @@ fn a_filtered_packet_is_counted_apart_from_unsolicited() {
     assert_eq!(n.counters().dropped(DropReason::Filtered), 1);
 }
 
-fn mapping_case(mapping: Behaviour) -> (u16, u16, u16, usize) {
+fn mapping_case(mapping: Behaviour, preserve: bool) -> (u16, u16, u16, usize) {
     let mut n = nat_with(|p| {
         p.mapping = mapping;
-        p.port_preservation = false;
+        p.port_preservation = preserve;
     });
     let mut public = |dst, dport| {
         let mut p = udp(C1, 40000, dst, dport, b"x");
@@ -194,12 +194,29 @@ fn mapping_case(mapping: Behaviour) -> (u16, u16, u16, usize) {
 
 #[test]
 fn each_mapping_behaviour_reuses_what_rfc4787_says() {
-    let (a, b, c, n) = mapping_case(Behaviour::EndpointIndependent);
-    assert!(a == b && b == c && n == 1, "EIM: one mapping for every destination");
-    let (a, b, c, n) = mapping_case(Behaviour::AddressDependent);
-    assert!(a == b && a != c && n == 2, "ADM: one mapping per destination address");
-    let (a, b, c, n) = mapping_case(Behaviour::AddressAndPortDependent);
-    assert!(a != b && a != c && b != c && n == 3, "APDM: one per destination endpoint");
+    // With port preservation too: a mapping per destination gets a public
+    // port of its own, not the internal port again (RFC 4787 §4.1).
+    for preserve in [false, true] {
+        let (a, b, c, n) = mapping_case(Behaviour::EndpointIndependent, preserve);
+        assert!(a == b && b == c && n == 1, "EIM: one mapping for every destination");
+        let (a, b, c, n) = mapping_case(Behaviour::AddressDependent, preserve);
+        assert!(a == b && a != c && n == 2, "ADM: one mapping per destination address ({a} {b} {c})");
+        let (a, b, c, n) = mapping_case(Behaviour::AddressAndPortDependent, preserve);
+        assert!(a != b && a != c && b != c && n == 3, "APDM: one per destination endpoint ({a} {b} {c})");
+        assert_eq!(a == 40000, preserve, "the first mapping keeps the internal port only with preservation");
+    }
+}
+
+#[test]
+fn a_port_held_under_dependent_mapping_is_free_again_once_its_mapping_expires() {
+    let mut n = nat_with(|p| p.mapping = Behaviour::AddressAndPortDependent);
+    let mut first = udp(C1, 40000, S1, 3478, b"x");
+    out(&mut n, &mut first, t(0));
+    assert_eq!(ports(&first).0, 40000);
+    let later = t(Profile::default().timeouts.udp + 1);
+    let mut again = udp(C1, 40000, S2, 3478, b"x");
+    out(&mut n, &mut again, later);
+    assert_eq!(ports(&again).0, 40000, "the expired mapping no longer holds the port");
 }
 
 #[test]
