@@ -21,6 +21,7 @@ pub mod flood;
 pub mod fuzz;
 pub mod lab;
 pub mod nat;
+pub mod nat_behaviour;
 pub mod ppp;
 pub mod prereq;
 pub mod probe;

@@ -7,6 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand, ValueEnum};
 use vpn_passthrough::bench::{self, Layout};
 use vpn_passthrough::lab::{Lab, LabError, Topology};
+use vpn_passthrough::nat::Profile;
 use vpn_passthrough::{doctor, prereq};
 
 /// Test harness and conformance suite for VPN passthrough on NAT routers.
@@ -64,6 +65,11 @@ enum Command {
         /// A scenario file, or its name (`pptp::same-call-id`).
         scenario: String,
     },
+    /// Measure a router's NAT behaviour end to end (mapping, filtering,
+    /// port preservation and parity, hairpinning, ICMP errors, fragments,
+    /// idle timeouts) and say what each value means for VPNs. Exits 1 when
+    /// `--check` finds the Rust NAT measuring other than its profile.
+    Behaviour(BehaviourArgs),
     /// Compare two runs' reports: regressions (pass or xfail in the first,
     /// FAIL or ERROR in the second) first, then fixes, other changes, and
     /// the router's behaviour values that moved. Exits 1 when there is a
@@ -125,6 +131,47 @@ struct RunArgs {
     /// A name for this run in every report (a firmware version, say).
     #[arg(long)]
     label: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct BehaviourArgs {
+    /// The router: `rust` (with --profile), `linux`, or `external` (wired
+    /// to --lan-port and --wan-port).
+    #[arg(long, value_enum, default_value_t = RouterArg::Rust)]
+    router: RouterArg,
+    /// The Rust NAT's profile: a preset or a TOML file.
+    #[arg(long, default_value = "default")]
+    profile: String,
+    /// External router: the NIC wired to its LAN.
+    #[arg(long, required_if_eq("router", "external"))]
+    lan_port: Option<String>,
+    /// External router: the NIC wired to its WAN.
+    #[arg(long, required_if_eq("router", "external"))]
+    wan_port: Option<String>,
+    /// External router: its LAN address and prefix.
+    #[arg(long, default_value = "192.168.1.1/24")]
+    lan: ipnet::Ipv4Net,
+    /// External router: its WAN address and prefix.
+    #[arg(long, default_value = "198.51.100.1/24")]
+    wan: ipnet::Ipv4Net,
+    /// The longest an idle probe waits, in seconds (0: timeouts are not
+    /// measured). Every timeout is probed at once, so this is about how
+    /// long the measurement takes.
+    #[arg(long, default_value_t = 60)]
+    budget_s: u64,
+    /// How many waits below the budget (the resolution is budget / steps).
+    #[arg(long, default_value_t = 40)]
+    steps: usize,
+    /// Real-world timeouts: probe up to 2 h 10 min.
+    #[arg(long, conflicts_with_all = ["budget_s", "steps"])]
+    long: bool,
+    /// Print the table as JSON.
+    #[arg(long)]
+    json: bool,
+    /// With the Rust NAT: compare every value with the profile's and exit 1
+    /// on a difference.
+    #[arg(long)]
+    check: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -223,9 +270,11 @@ enum ProbeCommand {
         #[arg(long)]
         tcp: Option<u16>,
         /// First ask this reflector from the UDP port, opening a NAT mapping
-        /// for it (prints `punched seen ADDR:PORT`).
+        /// for it (prints `punched seen ADDR:PORT`). Given again, the later
+        /// ones are sent one datagram each, answered or not, so that a
+        /// filtering NAT lets them in.
         #[arg(long, value_name = "ADDR:PORT")]
-        punch: Option<std::net::SocketAddrV4>,
+        punch: Vec<std::net::SocketAddrV4>,
     },
     /// Ask a reflector what it saw of us; prints `seen ADDR:PORT`. Exits 2
     /// on timeout, 3 when refused (ICMP port unreachable or TCP reset).
@@ -241,6 +290,29 @@ enum ProbeCommand {
         /// How long to wait for the answer.
         #[arg(long, default_value_t = 2000)]
         timeout_ms: u64,
+        /// Pad the question to this many bytes (UDP; past the MTU it
+        /// leaves as fragments).
+        #[arg(long, default_value_t = 0)]
+        size: usize,
+        /// Ask for an answer of this many bytes (UDP).
+        #[arg(long, default_value_t = 0)]
+        back: usize,
+    },
+    /// Learn how long a NAT keeps an idle flow: one flow per wait asks the
+    /// reflector to answer after that wait, all at once; prints
+    /// `idle MS alive` or `idle MS dead` for each.
+    Idle {
+        /// The reflector.
+        target: std::net::SocketAddrV4,
+        /// The flow: udp, tcp (established) or tcp-half-closed (FIN sent).
+        #[arg(long, default_value = "udp")]
+        flow: String,
+        /// The waits, in milliseconds.
+        #[arg(long, value_delimiter = ',', required = true)]
+        wait_ms: Vec<u64>,
+        /// How long after its wait an answer may still come.
+        #[arg(long, default_value_t = 1000)]
+        grace_ms: u64,
     },
     /// Move bytes over TCP to a reflector (or from it, with --reverse);
     /// prints how many arrived.
@@ -405,6 +477,7 @@ fn main() -> ExitCode {
         Command::List { paths } => list(paths),
         Command::Show { scenario } => show(&scenario),
         Command::Compare { a, b, html } => return compare_runs(&a, &b, html.as_deref()),
+        Command::Behaviour(args) => return behaviour(args),
         Command::Bench(BenchCommand::Lab { hosts, shape, rounds }) => {
             let shape = match shape {
                 ShapeArg::Star => Layout::Star,
@@ -519,6 +592,65 @@ fn scenario_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
     }
     let here = PathBuf::from("scenarios");
     vec![if here.is_dir() { here } else { vpn_passthrough::scenario::default_dir() }]
+}
+
+fn behaviour(args: BehaviourArgs) -> ExitCode {
+    use vpn_passthrough::nat_behaviour::{self, Budget, Measured};
+    use vpn_passthrough::router::{self, RouterUnderTest};
+    let fail = |e: String| {
+        eprintln!("error: {e}");
+        ExitCode::FAILURE
+    };
+    if let Err(e) = prereq::require_lab_privileges() {
+        return fail(e.to_string());
+    }
+    let mut profile = None;
+    let r: Box<dyn RouterUnderTest> = match args.router {
+        RouterArg::Rust => match Profile::load(&args.profile) {
+            Ok(p) => {
+                profile = Some(p.clone());
+                match router::RustNat::new(p) {
+                    Ok(r) => Box::new(r),
+                    Err(e) => return fail(e.to_string()),
+                }
+            }
+            Err(e) => return fail(e),
+        },
+        RouterArg::Linux => Box::new(router::LinuxNat { pptp_helper: true }),
+        RouterArg::Both => return fail("measure one router at a time: --router rust, linux or external".into()),
+        RouterArg::External => Box::new(router::ExternalRouter {
+            lan_port: args.lan_port.clone().unwrap_or_default(),
+            wan_port: args.wan_port.clone().unwrap_or_default(),
+            lan: args.lan,
+            wan: args.wan,
+        }),
+    };
+    let budget = if args.long {
+        Budget::LONG
+    } else {
+        Budget { longest: std::time::Duration::from_secs(args.budget_s), steps: args.steps.max(1) }
+    };
+    let started = Instant::now();
+    let measured = match nat_behaviour::measure_router(r.as_ref(), budget) {
+        Ok(m) => m,
+        Err(e) => return fail(e.to_string()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&measured).unwrap_or_default());
+    } else {
+        print!("{}", measured.text());
+        println!("in {:.0} s", started.elapsed().as_secs_f64());
+    }
+    if let (true, Some(p)) = (args.check, &profile) {
+        let off = measured.disagreements(&Measured::expected(p));
+        for line in &off {
+            eprintln!("differs from the profile: {line}");
+        }
+        if !off.is_empty() {
+            return ExitCode::FAILURE;
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn run_scenarios(args: RunArgs) -> ExitCode {
@@ -835,13 +967,35 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
         ExitCode::from(code)
     };
     match cmd {
-        ProbeCommand::Serve { udp, tcp, punch } => match probe::serve(udp, tcp, punch) {
+        ProbeCommand::Serve { udp, tcp, punch } => match probe::serve(udp, tcp, &punch) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, e),
         },
-        ProbeCommand::Ask { tcp, target, from, timeout_ms } => {
+        ProbeCommand::Idle { target, flow, wait_ms, grace_ms } => {
+            let flow = match flow.as_str() {
+                "udp" => probe::IdleFlow::Udp,
+                "tcp" => probe::IdleFlow::Tcp,
+                "tcp-half-closed" => probe::IdleFlow::TcpHalfClosed,
+                other => {
+                    eprintln!("error: --flow {other}: expected udp, tcp or tcp-half-closed");
+                    return ExitCode::from(1);
+                }
+            };
+            let waits: Vec<Duration> = wait_ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
+            match probe::idle(flow, target, &waits, Duration::from_millis(grace_ms)) {
+                Ok(alive) => {
+                    for (ms, alive) in wait_ms.iter().zip(alive) {
+                        println!("idle {ms} {}", if alive { "alive" } else { "dead" });
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, e),
+            }
+        }
+        ProbeCommand::Ask { tcp, target, from, timeout_ms, size, back } => {
             let transport = if tcp { Transport::Tcp } else { Transport::Udp };
-            match probe::ask(transport, target, from, Duration::from_millis(timeout_ms)) {
+            let sizes = probe::Sizes { out: size, back };
+            match probe::ask(transport, target, from, sizes, Duration::from_millis(timeout_ms)) {
                 Ok(seen) => {
                     println!("seen {seen}");
                     ExitCode::SUCCESS

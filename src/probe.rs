@@ -1,10 +1,13 @@
 //! Small traffic tools run inside lab hosts: a reflector that tells each
 //! sender the address and port it saw (as STUN does, without the protocol),
-//! the asking side, and a UDP round-trip timer. They are how a test learns
-//! what a NAT did to a flow, end to end.
+//! the asking side, a UDP round-trip timer, and idle probes that learn how
+//! long a NAT keeps a flow it has not seen traffic on. They are how a test
+//! learns what a NAT did to a flow, end to end.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// What the reflector answers: `seen ADDR:PORT`.
@@ -12,21 +15,80 @@ pub fn answer(peer: SocketAddr) -> String {
     format!("seen {peer}\n")
 }
 
-/// Reads a reflector's answer.
+/// Reads a reflector's answer (its first line; padding may follow).
 pub fn parse_answer(text: &str) -> Option<SocketAddr> {
-    text.trim().strip_prefix("seen ")?.parse().ok()
+    text.lines().next()?.trim().strip_prefix("seen ")?.parse().ok()
+}
+
+/// The longest a `later` request may have the reflector wait: a day.
+const MAX_LATER: Duration = Duration::from_secs(24 * 3600);
+/// The most `later` answers a reflector keeps waiting at once; past it a
+/// request is ignored.
+const MAX_PENDING: usize = 1024;
+/// The largest answer a reflector pads to.
+const MAX_BACK: usize = 65000;
+
+/// What a sender asks the reflector, read once from the first line of a
+/// datagram or connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Request {
+    /// `rtt …`: echo the datagram whole.
+    Rtt,
+    /// `later MS`: answer `back` after MS milliseconds of silence (an idle
+    /// probe: does the NAT still let the answer in?).
+    Later(Duration),
+    /// Anything else: answer `seen ADDR:PORT`, padded to `back=N` bytes if
+    /// the line asks for it.
+    Seen { back: usize },
+}
+
+impl Request {
+    fn parse(data: &[u8]) -> Request {
+        if data.starts_with(b"rtt ") {
+            return Request::Rtt;
+        }
+        let line = data.split(|b| *b == b'\n').next().unwrap_or_default();
+        let line = String::from_utf8_lossy(line);
+        let mut words = line.split_whitespace();
+        if words.next() == Some("later") {
+            if let Some(ms) = words.next().and_then(|w| w.parse::<u64>().ok()) {
+                return Request::Later(Duration::from_millis(ms).min(MAX_LATER));
+            }
+        }
+        let back = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("back="))
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0)
+            .min(MAX_BACK);
+        Request::Seen { back }
+    }
+}
+
+/// `text`, padded with `x` after a newline to `len` bytes.
+fn padded(text: &str, len: usize) -> Vec<u8> {
+    let mut v = text.as_bytes().to_vec();
+    if v.len() < len {
+        v.resize(len, b'x');
+    }
+    v
 }
 
 /// Serves UDP on `udp` and TCP on `tcp` (either may be absent) until the
 /// process is killed, answering each datagram or connection with what it
 /// saw. Prints `listening` when both sockets are bound. With `punch`, the
-/// UDP socket first asks that reflector what it sees, as a peer-to-peer
-/// application opens a NAT mapping for its listening port, and prints
-/// `punched seen ADDR:PORT`.
-pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: Option<SocketAddrV4>) -> io::Result<()> {
+/// UDP socket first asks the first of those reflectors what it sees, as a
+/// peer-to-peer application opens a NAT mapping for its listening port,
+/// and prints `punched seen ADDR:PORT`; it sends one datagram to each of
+/// the others, answered or not, so that a filtering NAT lets them in. A
+/// punched listener prints `from ADDR:PORT` for every datagram it gets.
+pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4]) -> io::Result<()> {
     let udp_sock = udp.map(|p| UdpSocket::bind(("0.0.0.0", p))).transpose()?;
     let tcp_sock = tcp.map(|p| TcpListener::bind(("0.0.0.0", p))).transpose()?;
-    if let (Some(sock), Some(target)) = (&udp_sock, punch) {
+    if let (Some(sock), Some((&target, others))) = (&udp_sock, punch.split_first()) {
+        for other in others {
+            sock.send_to(b"hello\n", other)?;
+        }
         sock.set_read_timeout(Some(Duration::from_secs(2)))?;
         sock.send_to(b"who am i\n", target)?;
         let mut buf = [0u8; 512];
@@ -38,21 +100,30 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: Option<SocketAddrV4>) ->
     }
     println!("listening udp/{} tcp/{}", fmt_port(udp), fmt_port(tcp));
     io::stdout().flush()?;
+    let pending = Arc::new(AtomicUsize::new(0));
+    // A listener (punched) says whom it hears from: who its NAT let in.
+    let tell = !punch.is_empty();
     std::thread::scope(|s| {
         if let Some(sock) = &udp_sock {
+            let pending = &pending;
             s.spawn(move || {
                 let mut buf = [0u8; 65536];
                 loop {
-                    match sock.recv_from(&mut buf) {
-                        Ok((n, peer)) => {
-                            // An "rtt" datagram is echoed whole; anything else
-                            // gets the reflector's answer.
-                            if buf[..n].starts_with(b"rtt ") {
+                    let got = sock.recv_from(&mut buf);
+                    if let (true, Ok((_, peer))) = (tell, &got) {
+                        println!("from {peer}");
+                        let _ = io::stdout().flush();
+                    }
+                    match got {
+                        Ok((n, peer)) => match Request::parse(&buf[..n]) {
+                            Request::Rtt => {
                                 let _ = sock.send_to(&buf[..n], peer);
-                            } else {
-                                let _ = sock.send_to(answer(peer).as_bytes(), peer);
                             }
-                        }
+                            Request::Seen { back } => {
+                                let _ = sock.send_to(&padded(&answer(peer), back), peer);
+                            }
+                            Request::Later(wait) => answer_later(sock, peer, wait, pending),
+                        },
                         Err(e) => eprintln!("udp: {e}"),
                     }
                 }
@@ -74,8 +145,26 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: Option<SocketAddrV4>) ->
     Ok(())
 }
 
+/// Sends `back` to `peer` from `sock` after `wait`, on a thread of its own
+/// (at most [`MAX_PENDING`] wait at once).
+fn answer_later(sock: &UdpSocket, peer: SocketAddr, wait: Duration, pending: &Arc<AtomicUsize>) {
+    let Ok(sock) = sock.try_clone() else { return };
+    if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+        pending.fetch_sub(1, Ordering::SeqCst);
+        return;
+    }
+    let pending = Arc::clone(pending);
+    std::thread::spawn(move || {
+        std::thread::sleep(wait);
+        let _ = sock.send_to(b"back\n", peer);
+        let _ = sock.send_to(b"back\n", peer);
+        pending.fetch_sub(1, Ordering::SeqCst);
+    });
+}
+
 /// One TCP connection to the reflector: `sink N` reads N bytes and
-/// answers `got N`; `source N` sends N bytes; anything else gets `seen`.
+/// answers `got N`; `source N` sends N bytes; `later MS` answers `back`
+/// after MS milliseconds; anything else gets `seen`.
 fn serve_tcp(mut st: TcpStream) {
     let _ = st.set_read_timeout(Some(Duration::from_secs(30)));
     let peer = st.peer_addr();
@@ -96,6 +185,10 @@ fn serve_tcp(mut st: TcpStream) {
         }
         Some("source") => {
             let _ = io::copy(&mut io::repeat(0x5a).take(n), &mut st);
+        }
+        Some("later") => {
+            std::thread::sleep(Duration::from_millis(n).min(MAX_LATER));
+            let _ = st.write_all(b"back\n");
         }
         _ => {
             if let Ok(peer) = peer {
@@ -139,17 +232,35 @@ pub enum Transport {
     Tcp,
 }
 
+/// How large an ask's datagrams are (UDP only): the question padded to
+/// `out` bytes, the answer asked to be `back` bytes (0: as small as they
+/// come). Larger than the path's MTU, they cross as fragments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sizes {
+    /// The question's payload.
+    pub out: usize,
+    /// The answer's payload.
+    pub back: usize,
+}
+
 /// Asks the reflector at `target` from local port `from` (any if 0) what
 /// it saw. Errors say whether the answer timed out or was refused (an ICMP
 /// port unreachable or a TCP reset came back).
-pub fn ask(transport: Transport, target: SocketAddrV4, from: u16, timeout: Duration) -> io::Result<SocketAddr> {
+pub fn ask(
+    transport: Transport,
+    target: SocketAddrV4,
+    from: u16,
+    sizes: Sizes,
+    timeout: Duration,
+) -> io::Result<SocketAddr> {
     match transport {
         Transport::Udp => {
             let sock = UdpSocket::bind(("0.0.0.0", from))?;
             sock.connect(target)?;
             sock.set_read_timeout(Some(timeout))?;
-            sock.send(b"who am i\n")?;
-            let mut buf = [0u8; 512];
+            let question = if sizes.back > 0 { format!("who am i back={}\n", sizes.back) } else { "who am i\n".into() };
+            sock.send(&padded(&question, sizes.out.min(MAX_BACK)))?;
+            let mut buf = vec![0u8; 65536];
             let n = sock.recv(&mut buf)?;
             parse_answer(&String::from_utf8_lossy(&buf[..n]))
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a reflector's answer"))
@@ -188,6 +299,56 @@ fn connect_from(target: SocketAddrV4, from: u16, timeout: Duration) -> io::Resul
     std_sock.set_write_timeout(Some(timeout))?;
     nix::sys::socket::connect(std::os::fd::AsRawFd::as_raw_fd(&std_sock), &remote).map_err(io::Error::from)?;
     Ok(std_sock)
+}
+
+/// How an idle probe's flow waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleFlow {
+    /// A UDP datagram, answered after the wait.
+    Udp,
+    /// An established TCP connection, answered after the wait.
+    Tcp,
+    /// A TCP connection the asking side has closed its half of (FIN sent),
+    /// answered after the wait.
+    TcpHalfClosed,
+}
+
+/// Idle probes: for each wait, a flow of its own to the reflector at
+/// `target` asks to be answered after that wait, and all wait at once.
+/// Returns, per wait, whether the answer came (within `grace` after it).
+pub fn idle(flow: IdleFlow, target: SocketAddrV4, waits: &[Duration], grace: Duration) -> io::Result<Vec<bool>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = waits.iter().map(|&wait| s.spawn(move || idle_one(flow, target, wait, grace))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("idle probe panicked")))).collect()
+    })
+}
+
+fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duration) -> io::Result<bool> {
+    let ask = format!("later {}\n", wait.as_millis());
+    let deadline = wait + grace;
+    match flow {
+        IdleFlow::Udp => {
+            let sock = UdpSocket::bind(("0.0.0.0", 0))?;
+            sock.connect(target)?;
+            sock.set_read_timeout(Some(deadline))?;
+            // Asked twice and answered twice (any answer will do): one lost
+            // datagram does not pass for a NAT that forgot the flow.
+            sock.send(ask.as_bytes())?;
+            sock.send(ask.as_bytes())?;
+            let mut buf = [0u8; 64];
+            Ok(matches!(sock.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"back")))
+        }
+        IdleFlow::Tcp | IdleFlow::TcpHalfClosed => {
+            let st = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2))?;
+            (&st).write_all(ask.as_bytes())?;
+            if flow == IdleFlow::TcpHalfClosed {
+                st.shutdown(Shutdown::Write)?;
+            }
+            st.set_read_timeout(Some(deadline))?;
+            let mut line = String::new();
+            Ok(BufReader::new(&st).read_line(&mut line).is_ok() && line.starts_with("back"))
+        }
+    }
 }
 
 /// Round-trip times of `count` UDP datagrams to a reflector, one at a time.
@@ -252,8 +413,52 @@ mod tests {
                 let _ = sock.send_to(answer(peer).as_bytes(), peer);
             }
         });
-        let seen = ask(Transport::Udp, SocketAddrV4::new([127, 0, 0, 1].into(), port), 0, Duration::from_secs(5))
-            .expect("an answer");
+        let target = SocketAddrV4::new([127, 0, 0, 1].into(), port);
+        let seen = ask(Transport::Udp, target, 0, Sizes::default(), Duration::from_secs(5)).expect("an answer");
         assert_eq!(seen.ip().to_string(), "127.0.0.1");
+    }
+
+    #[test]
+    fn requests_are_read_once_from_their_first_line() {
+        assert_eq!(Request::parse(b"rtt 00000001"), Request::Rtt);
+        assert_eq!(Request::parse(b"later 1500\n"), Request::Later(Duration::from_millis(1500)));
+        assert_eq!(Request::parse(b"later 99999999999\n"), Request::Later(MAX_LATER));
+        assert_eq!(Request::parse(b"who am i back=3000\nxxxx"), Request::Seen { back: 3000 });
+        assert_eq!(Request::parse(b"who am i back=9999999\n"), Request::Seen { back: MAX_BACK });
+        assert_eq!(Request::parse(b"later soon\n"), Request::Seen { back: 0 });
+        assert_eq!(Request::parse(&[0xff, 0xfe]), Request::Seen { back: 0 });
+    }
+
+    #[test]
+    fn a_padded_answer_still_reads() {
+        let peer: SocketAddr = "198.51.100.1:40000".parse().expect("addr");
+        let big = padded(&answer(peer), 3000);
+        assert_eq!(big.len(), 3000);
+        assert_eq!(parse_answer(&String::from_utf8_lossy(&big)), Some(peer));
+    }
+
+    #[test]
+    fn an_idle_probe_tells_an_answer_from_silence() {
+        // One responder answers `later` as the reflector does, one never answers.
+        let answering = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let silent = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let addr = |s: &UdpSocket| match s.local_addr() {
+            Ok(SocketAddr::V4(a)) => a,
+            other => panic!("not IPv4: {other:?}"),
+        };
+        let (a, q) = (addr(&answering), addr(&silent));
+        let pending = Arc::new(AtomicUsize::new(0));
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 64];
+            while let Ok((n, peer)) = answering.recv_from(&mut buf) {
+                if let Request::Later(wait) = Request::parse(&buf[..n]) {
+                    answer_later(&answering, peer, wait, &pending);
+                }
+            }
+        });
+        let waits = [Duration::from_millis(10), Duration::from_millis(60)];
+        assert_eq!(idle(IdleFlow::Udp, a, &waits, Duration::from_secs(2)).expect("probe"), vec![true, true]);
+        assert_eq!(idle(IdleFlow::Udp, q, &waits, Duration::from_millis(100)).expect("probe"), vec![false, false]);
+        drop(silent);
     }
 }

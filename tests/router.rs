@@ -12,6 +12,7 @@ use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::lab::{Cmd, Host, Process, Proto};
 use vpn_passthrough::nat::{Behaviour, Profile, profile::PortRange};
+use vpn_passthrough::nat_behaviour::{self, Budget, Key, Measured, Value};
 use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat, Shape};
 
 const NEEDS: &[Need] = &[Need::Root, Need::Tool("ping"), Need::Tool("nft")];
@@ -59,6 +60,13 @@ fn main() {
         checksums_hold,
     ));
     trials.push(lab_test("rust_nat::the_dump_shows_mappings_and_drops", NEEDS, dump_shows_state));
+    for &preset in vpn_passthrough::nat::profile::PRESETS {
+        trials.push(lab_test(&format!("rust_nat::measured_behaviour_is_the_profile_s::{preset}"), NEEDS, move || {
+            preset_measures_as_its_profile(preset)
+        }));
+    }
+    trials.push(lab_test("rust_nat::measured_timeouts_are_the_profile_s", NEEDS, rust_timeouts_measured));
+    trials.push(lab_test("linux_nat::measured_behaviour_is_the_kernel_s", NEEDS, linux_behaviour_measured));
     trials.push(lab_test("rust_nat::impairments_delay_and_drop", NEEDS, impairments));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
@@ -266,6 +274,78 @@ fn mapping_behaviour() -> TestResult {
         nl.teardown()?;
     }
     Ok(())
+}
+
+/// A lab for NAT behaviour: two clients, two servers.
+fn behaviour_lab(router: &dyn RouterUnderTest) -> Result<NatLab, libtest_mimic::Failed> {
+    Ok(NatLab::build_shaped(router, &Shape { servers: 2, ..Shape::new(2) }, |t| t)?)
+}
+
+/// Measures `nl` and fails with every value that is not `expected`.
+fn measures_as(nl: NatLab, budget: Budget, expected: &[(Key, Value)]) -> TestResult {
+    let measured = nat_behaviour::measure(&nl, budget)?;
+    nl.teardown()?;
+    let off = measured.disagreements(expected);
+    if !off.is_empty() {
+        return Err(format!("{}\n{}", off.join("\n"), measured.text()).into());
+    }
+    Ok(())
+}
+
+fn preset_measures_as_its_profile(preset: &str) -> TestResult {
+    let profile = Profile::preset(preset).ok_or("no such preset")?;
+    let expected = Measured::expected(&profile);
+    let nl = behaviour_lab(&RustNat { profile, binary: binary().into() })?;
+    // Every preset's timeouts are minutes: two seconds of idle probes show
+    // only that they are longer.
+    measures_as(nl, Budget { longest: Duration::from_secs(2), steps: 4 }, &expected)
+}
+
+/// The waits that measure timeouts of 2 to 4 s to within 0.25 s.
+const SHORT: Budget = Budget { longest: Duration::from_secs(6), steps: 24 };
+
+fn rust_timeouts_measured() -> TestResult {
+    let mut profile = Profile::default();
+    profile.timeouts.udp = 2;
+    profile.timeouts.tcp_established = 3;
+    profile.timeouts.tcp_transitory = 4;
+    let expected = Measured::expected(&profile);
+    let nl = behaviour_lab(&RustNat { profile, binary: binary().into() })?;
+    measures_as(nl, SHORT, &expected)
+}
+
+fn linux_behaviour_measured() -> TestResult {
+    let nl = behaviour_lab(&LinuxNat { pptp_helper: true })?;
+    // Conntrack's timeouts, short; a half-closed connection is in FIN_WAIT
+    // or CLOSE_WAIT, given the same.
+    let router = nl.lab.host(router::ROUTER)?;
+    let secs = |s: f64| Value::Seconds { alive_s: s, dead_s: s };
+    for (key, value) in [
+        ("udp_timeout", "2"),
+        ("tcp_timeout_established", "3"),
+        ("tcp_timeout_fin_wait", "4"),
+        ("tcp_timeout_close_wait", "4"),
+    ] {
+        router.sysctl(&format!("net.netfilter.nf_conntrack_{key}"), value)?;
+    }
+    let flag = |yes| Value::Flag { yes };
+    let expected = [
+        (Key::Mapping, Value::Behaviour { behaviour: Behaviour::EndpointIndependent }),
+        (Key::Filtering, Value::Behaviour { behaviour: Behaviour::AddressAndPortDependent }),
+        (Key::PortPreservation, flag(true)),
+        (Key::PortParity, flag(false)),
+        // The ruleset has no hairpin rules: a LAN host's packet to the
+        // public address is the router's own.
+        (Key::HairpinningUdp, flag(false)),
+        (Key::HairpinningTcp, flag(false)),
+        (Key::IcmpErrors, flag(true)),
+        (Key::FragmentsOut, flag(true)),
+        (Key::FragmentsIn, flag(true)),
+        (Key::UdpTimeout, secs(2.0)),
+        (Key::TcpEstablishedTimeout, secs(3.0)),
+        (Key::TcpTransitoryTimeout, secs(4.0)),
+    ];
+    measures_as(nl, SHORT, &expected)
 }
 
 fn hairpinning() -> TestResult {
