@@ -131,6 +131,19 @@ struct RunArgs {
     /// A name for this run in every report (a firmware version, say).
     #[arg(long)]
     label: Option<String>,
+    /// Measure each router's NAT behaviour first (as `behaviour` does) and
+    /// put the table in the report. On by default for an external router.
+    #[arg(long)]
+    behaviour: bool,
+    /// Do not measure NAT behaviour, even for an external router.
+    #[arg(long, conflicts_with = "behaviour")]
+    no_behaviour: bool,
+    /// The longest idle probe of the behaviour measurement, in seconds.
+    #[arg(long, default_value_t = 60)]
+    budget_s: u64,
+    /// Real-world timeouts in the behaviour measurement: probe up to 2 h 10 min.
+    #[arg(long, conflicts_with = "budget_s")]
+    long: bool,
 }
 
 #[derive(clap::Args)]
@@ -695,6 +708,26 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             eprintln!("  {}", r.line());
         }
     }
+    let mut behaviour = Vec::new();
+    if args.behaviour || (routers.measures_behaviour() && !args.no_behaviour) {
+        use vpn_passthrough::nat_behaviour::{self, Budget};
+        let budget = if args.long {
+            Budget::LONG
+        } else {
+            Budget { longest: std::time::Duration::from_secs(args.budget_s), ..Budget::DEFAULT }
+        };
+        for r in routers.behaviour_routers(&binary) {
+            let started = Instant::now();
+            match nat_behaviour::measure_router(r.as_ref(), budget) {
+                Ok(m) => {
+                    eprint!("{}", m.text());
+                    eprintln!("measured in {:.0} s", started.elapsed().as_secs_f64());
+                    behaviour.push(m);
+                }
+                Err(e) => eprintln!("NAT behaviour of {}: not measured: {e}", r.name()),
+            }
+        }
+    }
     let judge = args.judge.unwrap_or_else(|| routers.default_judge());
     eprintln!(
         "playing {} runs against {}, {} at a time, judged {}",
@@ -729,7 +762,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     print!("{}", report::matrix_text(&outcomes));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);
-    match report::write(&dir, &outcomes, &routers.name(), args.label.as_deref()) {
+    match report::write(&dir, &outcomes, &routers.name(), args.label.as_deref(), &behaviour) {
         Ok(()) => println!("report: {}", dir.join("index.html").display()),
         Err(e) => return fail(e),
     }

@@ -96,10 +96,6 @@ impl Key {
             Key::TcpTransitoryTimeout => "TCP half-closed timeout",
         }
     }
-
-    fn is_timeout(self) -> bool {
-        matches!(self, Key::UdpTimeout | Key::TcpEstablishedTimeout | Key::TcpTransitoryTimeout)
-    }
 }
 
 /// One measured value.
@@ -155,15 +151,26 @@ impl Value {
         Value::Unmeasured { why: why.into() }
     }
 
-    /// Whether `self`, measured, agrees with `expected` (a timeout is
-    /// expected as `Seconds` with both ends equal).
-    pub fn agrees_with(&self, expected: &Value) -> bool {
-        match (self, expected) {
-            (Value::Seconds { alive_s, dead_s }, Value::Seconds { alive_s: t, .. }) => alive_s <= t && t <= dead_s,
-            (Value::AtLeast { s }, Value::Seconds { alive_s: t, .. }) => t >= s,
-            (Value::Below { s }, Value::Seconds { alive_s: t, .. }) => t <= s,
-            (Value::Unmeasured { .. }, Value::Unmeasured { .. }) => true,
-            (a, b) => a == b,
+    /// Whether `self`, measured, agrees with `other`, measured or
+    /// expected: the same value, or, for timeouts, ranges that overlap (an
+    /// expected timeout is `Seconds` with both ends equal).
+    pub fn agrees_with(&self, other: &Value) -> bool {
+        match (self.range(), other.range()) {
+            (Some((a0, a1)), Some((b0, b1))) => a0 <= b1 && b0 <= a1,
+            _ => match (self, other) {
+                (Value::Unmeasured { .. }, Value::Unmeasured { .. }) => true,
+                (a, b) => a == b,
+            },
+        }
+    }
+
+    /// The seconds a timeout may be.
+    fn range(&self) -> Option<(f64, f64)> {
+        match self {
+            Value::Seconds { alive_s, dead_s } => Some((*alive_s, *dead_s)),
+            Value::AtLeast { s } => Some((*s, f64::INFINITY)),
+            Value::Below { s } => Some((0.0, *s)),
+            _ => None,
         }
     }
 }
@@ -175,6 +182,7 @@ impl fmt::Display for Value {
             Value::Flag { yes } => f.write_str(if *yes { "yes" } else { "no" }),
             Value::Hairpin { as_public: true } => f.write_str("yes"),
             Value::Hairpin { as_public: false } => f.write_str("yes, from the LAN address"),
+            Value::Seconds { alive_s, dead_s } if alive_s == dead_s => write!(f, "{alive_s} s"),
             Value::Seconds { alive_s, dead_s } => {
                 write!(f, "{} s (between {alive_s:.2} and {dead_s:.2})", mid(*alive_s, *dead_s))
             }
@@ -262,7 +270,7 @@ impl Measured {
             .iter()
             .filter_map(|(key, want)| match self.get(*key) {
                 Some(got) if got.agrees_with(want) => None,
-                Some(got) => Some(format!("{}: measured {got}, expected {}", key.title(), shown(*key, want))),
+                Some(got) => Some(format!("{}: measured {got}, expected {want}", key.title())),
                 None => Some(format!("{}: not in the table", key.title())),
             })
             .collect()
@@ -277,14 +285,6 @@ impl Measured {
             out += &format!("  {:width$}  {:vwidth$}  {}\n", r.key.title(), r.value.to_string(), r.meaning);
         }
         out
-    }
-}
-
-/// An expected value as a person reads it (a timeout is one number).
-fn shown(key: Key, v: &Value) -> String {
-    match v {
-        Value::Seconds { alive_s, .. } if key.is_timeout() => format!("{alive_s} s"),
-        other => other.to_string(),
     }
 }
 

@@ -23,6 +23,9 @@ pub struct RunReport {
     /// The run's `--label`.
     #[serde(default)]
     pub label: Option<String>,
+    /// The NAT behaviour measured of each router, if it was.
+    #[serde(default)]
+    pub behaviour: Vec<crate::nat_behaviour::Measured>,
     /// Every run.
     pub outcomes: Vec<Recorded>,
 }
@@ -198,7 +201,35 @@ pub fn compare(a: &RunReport, b: &RunReport) -> Comparison {
         }
     }
     c.only_b = kb.keys().filter(|k| !ka.contains_key(*k)).cloned().collect();
+    c.moved.extend(measured_moves(a, b));
     c
+}
+
+/// Measured NAT behaviour values that differ (timeouts: ranges that do not
+/// overlap), table by table: the one table of each report, else tables of
+/// the same router.
+fn measured_moves(a: &RunReport, b: &RunReport) -> Vec<Moved> {
+    let pairs: Vec<_> = if a.behaviour.len() == 1 && b.behaviour.len() == 1 {
+        vec![(&a.behaviour[0], &b.behaviour[0])]
+    } else {
+        a.behaviour.iter().filter_map(|ma| Some((ma, b.behaviour.iter().find(|mb| mb.router == ma.router)?))).collect()
+    };
+    let mut moved = Vec::new();
+    for (ma, mb) in pairs {
+        for ra in &ma.rows {
+            if let Some(vb) = mb.get(ra.key)
+                && !ra.value.agrees_with(vb)
+            {
+                moved.push(Moved {
+                    name: format!("NAT behaviour of {}", mb.router),
+                    what: ra.key.title().to_string(),
+                    from: ra.value.to_string(),
+                    to: vb.to_string(),
+                });
+            }
+        }
+    }
+    moved
 }
 
 impl Comparison {
@@ -345,5 +376,32 @@ mod tests {
         let both = report("x", &[("pptp::one::linux", "pass", "1"), ("pptp::one::rust-full", "pass", "1")]);
         assert!(compare(&both, &both).regressions.is_empty() && compare(&both, &both).only_a.is_empty());
         assert!(RunReport::load(Path::new("/nonexistent/report.json")).is_err());
+    }
+
+    #[test]
+    fn measured_behaviour_that_moved_is_listed_and_timeouts_move_only_when_their_ranges_part() {
+        use crate::nat_behaviour::{Key, Measured, Value};
+        let table = |udp: Value, preserved: bool| {
+            let mut m = Measured::new(
+                "r",
+                vec![(Key::UdpTimeout, udp), (Key::PortPreservation, Value::Flag { yes: preserved })],
+            );
+            m.router = "external router".into();
+            m
+        };
+        let mut a = report("fw 1", &[]);
+        let mut b = report("fw 2", &[]);
+        a.behaviour = vec![table(Value::Seconds { alive_s: 29.0, dead_s: 30.5 }, true)];
+        b.behaviour = vec![table(Value::Seconds { alive_s: 30.0, dead_s: 31.5 }, false)];
+        let moved = compare(&a, &b).moved;
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(
+            (moved[0].what.as_str(), moved[0].from.as_str(), moved[0].to.as_str()),
+            ("port preservation", "yes", "no")
+        );
+        b.behaviour = vec![table(Value::AtLeast { s: 60.0 }, true)];
+        let moved = compare(&a, &b).moved;
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert_eq!(moved[0].what, "UDP mapping timeout");
     }
 }

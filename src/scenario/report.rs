@@ -10,6 +10,7 @@ use std::path::Path;
 use super::format::{Family, Scenario, Step};
 use super::observed::Judge;
 use super::play::{Outcome, Status};
+use crate::nat_behaviour::Measured;
 use crate::router::{self, Shape};
 
 /// The matrix as text: one row per family and case, one column per
@@ -66,11 +67,18 @@ fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells<'_
 
 /// Writes the report directory: `junit.xml`, `report.json`, `index.html`,
 /// and `failures/NAME/` with the kept logs and captures of each failure.
-/// `label` names the run (a firmware version, say) in each.
-pub fn write(dir: &Path, outcomes: &[Outcome], router: &str, label: Option<&str>) -> Result<(), String> {
+/// `label` names the run (a firmware version, say) in each; `behaviour`
+/// holds the NAT behaviour measured of each router, if it was.
+pub fn write(
+    dir: &Path,
+    outcomes: &[Outcome],
+    router: &str,
+    label: Option<&str>,
+    behaviour: &[Measured],
+) -> Result<(), String> {
     let io = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
-    let json = serde_json::json!({ "router": router, "label": label, "outcomes": outcomes });
+    let json = serde_json::json!({ "router": router, "label": label, "behaviour": behaviour, "outcomes": outcomes });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| io("report.json", e))?;
     std::fs::write(dir.join("junit.xml"), junit(outcomes, label)).map_err(|e| io("junit.xml", e))?;
@@ -85,8 +93,29 @@ pub fn write(dir: &Path, outcomes: &[Outcome], router: &str, label: Option<&str>
             copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
         }
     }
-    std::fs::write(dir.join("index.html"), html(outcomes, router, label)).map_err(|e| io("index.html", e))?;
+    std::fs::write(dir.join("index.html"), html(outcomes, router, label, behaviour))
+        .map_err(|e| io("index.html", e))?;
     Ok(())
+}
+
+/// A router's measured NAT behaviour: a table of values and what each
+/// means for VPNs.
+fn behaviour_html(s: &mut String, m: &Measured) {
+    let _ = writeln!(
+        s,
+        "<h2>NAT behaviour of {}</h2>\n<table class=\"behaviour\"><tr><th>what</th><th>measured</th><th>for VPNs</th></tr>",
+        esc(&m.router)
+    );
+    for r in &m.rows {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(r.key.title()),
+            esc(&r.value.to_string()),
+            esc(&r.meaning)
+        );
+    }
+    s.push_str("</table>\n");
 }
 
 /// Copies each host's `log/` (daemon logs, syslog, pcaps).
@@ -161,7 +190,7 @@ pub fn junit(outcomes: &[Outcome], label: Option<&str>) -> String {
 }
 
 /// The HTML page: the matrix, then one section per outcome.
-pub fn html(outcomes: &[Outcome], router: &str, label: Option<&str>) -> String {
+pub fn html(outcomes: &[Outcome], router: &str, label: Option<&str>, behaviour: &[Measured]) -> String {
     let (rows, cols, cells) = matrix(outcomes);
     let mut s = String::new();
     let _ = write!(
@@ -213,6 +242,9 @@ the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
         s.push_str("</tr>\n");
     }
     s.push_str("</tbody></table>\n");
+    for m in behaviour {
+        behaviour_html(&mut s, m);
+    }
     let mut ordered: Vec<&Outcome> = outcomes.iter().collect();
     ordered.sort_by_key(|o| (o.family, o.case.clone(), o.target));
     for o in ordered {
@@ -481,7 +513,13 @@ mod tests {
         let json = serde_json::to_value(&all).expect("json");
         assert_eq!(json[1]["status"], "error");
         assert_eq!(json[0]["status"], "fail");
-        let html = html(&all, "test", Some("fw <1.2.3>"));
+        let measured = crate::nat_behaviour::Measured::new(
+            "rust-nat <full>",
+            crate::nat_behaviour::Measured::expected(&crate::nat::Profile::default()),
+        );
+        let html = html(&all, "test", Some("fw <1.2.3>"), std::slice::from_ref(&measured));
+        assert!(html.contains("NAT behaviour of rust-nat &lt;full&gt;"), "a table per measured router");
+        assert!(html.contains("<td>UDP mapping timeout</td><td>300 s"), "each value in a row");
         assert!(html.contains("VPN passthrough report: fw &lt;1.2.3&gt;"), "the label, escaped, heads the page");
         assert!(html.contains("<td class=\"ERROR\">"), "no ERROR cell");
         assert!(html.contains("lab error: the pptp preflight failed"), "no one-line summary");

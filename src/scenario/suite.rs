@@ -56,6 +56,29 @@ impl Routers {
         }
     }
 
+    /// The routers whose NAT behaviour a run measures: the Rust NAT (its
+    /// `full` profile: every mode shares its mapping and timeouts), the
+    /// Linux NAT, or the external router.
+    pub fn behaviour_routers(&self, binary: &std::path::Path) -> Vec<Box<dyn RouterUnderTest>> {
+        let rust = || -> Box<dyn RouterUnderTest> {
+            let profile = crate::nat::Profile::preset("full").unwrap_or_default();
+            Box::new(RustNat { profile, binary: binary.to_path_buf() })
+        };
+        let linux = || -> Box<dyn RouterUnderTest> { Box::new(LinuxNat { pptp_helper: true }) };
+        match self {
+            Routers::Rust => vec![rust()],
+            Routers::Linux => vec![linux()],
+            Routers::Both => vec![rust(), linux()],
+            Routers::External(e) => vec![Box::new(e.clone())],
+        }
+    }
+
+    /// Whether a run measures NAT behaviour unless told: for an external
+    /// router, whose behaviour is what its users do not know.
+    pub fn measures_behaviour(&self) -> bool {
+        matches!(self, Routers::External(_))
+    }
+
     /// What a verdict is about unless the user says: whether the VPNs work
     /// for a real router, everything the file expects for the suite's own.
     pub fn default_judge(&self) -> Judge {
