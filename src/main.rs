@@ -94,22 +94,8 @@ struct RunArgs {
     /// router wired to --lan-port and --wan-port).
     #[arg(long, value_enum, default_value_t = RouterArg::Rust)]
     router: RouterArg,
-    /// External router: the NIC wired to its LAN (joined to the clients'
-    /// switch for the run, given back after).
-    #[arg(long, required_if_eq("router", "external"))]
-    lan_port: Option<String>,
-    /// External router: the NIC wired to its WAN (joined to the servers'
-    /// switch).
-    #[arg(long, required_if_eq("router", "external"))]
-    wan_port: Option<String>,
-    /// External router: its LAN address and prefix; clients get addresses
-    /// in it from .10 up and use it as their gateway.
-    #[arg(long, default_value = "192.168.1.1/24")]
-    lan: ipnet::Ipv4Net,
-    /// External router: its WAN address and prefix; servers get addresses
-    /// beside it from .2 up.
-    #[arg(long, default_value = "198.51.100.1/24")]
-    wan: ipnet::Ipv4Net,
+    #[command(flatten)]
+    external: ExternalArgs,
     /// Only scenarios whose name (`family::case::router`) contains this.
     #[arg(long)]
     filter: Option<String>,
@@ -146,6 +132,41 @@ struct RunArgs {
     long: bool,
 }
 
+/// How the suite reaches an external router.
+#[derive(clap::Args)]
+struct ExternalArgs {
+    /// External router: the NIC wired to its LAN (joined to the clients'
+    /// switch for the run, given back after).
+    #[arg(long, required_if_eq("router", "external"))]
+    lan_port: Option<String>,
+    /// External router: the NIC wired to its WAN (joined to the servers'
+    /// switch).
+    #[arg(long, required_if_eq("router", "external"))]
+    wan_port: Option<String>,
+    /// External router: `dhcp` (its DHCP server gives the clients their
+    /// addresses, and its LAN address is the lease's router option) or its
+    /// LAN address and prefix, set by hand (clients get addresses in it
+    /// from .10 up and use it as their gateway).
+    #[arg(long, default_value = "dhcp", value_name = "dhcp|ADDR/LEN")]
+    lan: vpn_passthrough::router::Addressing,
+    /// External router: `dhcp` (the suite's DHCP server on its WAN hands it
+    /// 198.51.100.1/24) or its WAN address and prefix, set by hand. Servers
+    /// get addresses beside it from .2 up.
+    #[arg(long, default_value = "dhcp", value_name = "dhcp|ADDR/LEN")]
+    wan: vpn_passthrough::router::Addressing,
+}
+
+impl ExternalArgs {
+    fn router(&self) -> vpn_passthrough::router::ExternalRouter {
+        vpn_passthrough::router::ExternalRouter {
+            lan_port: self.lan_port.clone().unwrap_or_default(),
+            wan_port: self.wan_port.clone().unwrap_or_default(),
+            lan: self.lan,
+            wan: self.wan,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct BehaviourArgs {
     /// The router: `rust` (with --profile), `linux`, or `external` (wired
@@ -155,18 +176,8 @@ struct BehaviourArgs {
     /// The Rust NAT's profile: a preset or a TOML file.
     #[arg(long, default_value = "default")]
     profile: String,
-    /// External router: the NIC wired to its LAN.
-    #[arg(long, required_if_eq("router", "external"))]
-    lan_port: Option<String>,
-    /// External router: the NIC wired to its WAN.
-    #[arg(long, required_if_eq("router", "external"))]
-    wan_port: Option<String>,
-    /// External router: its LAN address and prefix.
-    #[arg(long, default_value = "192.168.1.1/24")]
-    lan: ipnet::Ipv4Net,
-    /// External router: its WAN address and prefix.
-    #[arg(long, default_value = "198.51.100.1/24")]
-    wan: ipnet::Ipv4Net,
+    #[command(flatten)]
+    external: ExternalArgs,
     /// The longest an idle probe waits, in seconds (0: timeouts are not
     /// measured). Every timeout is probed at once, so this is about how
     /// long the measurement takes.
@@ -631,12 +642,7 @@ fn behaviour(args: BehaviourArgs) -> ExitCode {
         },
         RouterArg::Linux => Box::new(router::LinuxNat { pptp_helper: true }),
         RouterArg::Both => return fail("measure one router at a time: --router rust, linux or external".into()),
-        RouterArg::External => Box::new(router::ExternalRouter {
-            lan_port: args.lan_port.clone().unwrap_or_default(),
-            wan_port: args.wan_port.clone().unwrap_or_default(),
-            lan: args.lan,
-            wan: args.wan,
-        }),
+        RouterArg::External => Box::new(args.external.router()),
     };
     let budget = if args.long {
         Budget::LONG
@@ -687,12 +693,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         RouterArg::Rust => suite::Routers::Rust,
         RouterArg::Linux => suite::Routers::Linux,
         RouterArg::Both => suite::Routers::Both,
-        RouterArg::External => suite::Routers::External(vpn_passthrough::router::ExternalRouter {
-            lan_port: args.lan_port.clone().unwrap_or_default(),
-            wan_port: args.wan_port.clone().unwrap_or_default(),
-            lan: args.lan,
-            wan: args.wan,
-        }),
+        RouterArg::External => suite::Routers::External(args.external.router()),
     };
     let work = suite::work(&scenarios, &routers, args.filter.as_deref());
     {

@@ -86,6 +86,13 @@ pub const TOOLS: &[Tool] = &[
         used_for: "rebooting the Linux NAT (flushing its connections)",
     },
     Tool { name: "chromium", package: "chromium", paths: &[], used_for: "checking that the HTML report renders" },
+    Tool { name: "dnsmasq", package: "dnsmasq-base", paths: &[], used_for: "DHCP on an external router's WAN" },
+    Tool {
+        name: "busybox",
+        package: "busybox",
+        paths: &[],
+        used_for: "DHCP clients (udhcpc) on an external router's LAN",
+    },
 ];
 
 /// The tool called `name`.

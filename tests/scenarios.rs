@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use common::needs::{CAPTURE, PPTP};
 use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
+use vpn_passthrough::router::Addressing;
 use vpn_passthrough::scenario::family;
 use vpn_passthrough::scenario::format::Step;
 use vpn_passthrough::scenario::observed::Judge;
@@ -81,7 +82,11 @@ fn main() {
     // The stand-in router is built with `ip`; the rest is what its
     // scenarios' families need.
     let external = match scenario::load(&external_files()) {
-        Ok(scenarios) => scenarios.iter().fold(&[Need::Tool("ip")][..], |need, s| both(need, needs(s))),
+        Ok(scenarios) => {
+            scenarios.iter().fold(&[Need::Tool("ip"), Need::Tool("dnsmasq"), Need::Tool("busybox")][..], |need, s| {
+                both(need, needs(s))
+            })
+        }
         Err(_) => CAPTURE,
     };
     trials.push(lab_test("external::a_router_on_two_ports", external, external_router));
@@ -238,19 +243,32 @@ fn report_renders() -> TestResult {
     Ok(())
 }
 
-/// A stand-in for a real router: a namespace outside any lab, running the
-/// kernel's NAT, wired by two veth pairs whose other ends sit in this
-/// namespace, as a real router's cables sit in two NICs.
+/// A stand-in for a real router from the box: a namespace outside any lab,
+/// running the kernel's NAT, wired by two veth pairs whose other ends sit
+/// in this namespace, as a real router's cables sit in two NICs. Its LAN
+/// address is its own (192.168.1.1/24), it serves DHCP on its LAN
+/// (dnsmasq) and asks for its WAN address by DHCP (udhcpc), as a router
+/// fresh from the box does.
 struct BoxRouter {
     ns: String,
     lan_port: String,
     wan_port: String,
+    daemons: Vec<std::process::Child>,
+    _dir: tempfile::TempDir,
 }
 
 impl BoxRouter {
     fn build() -> Result<BoxRouter, String> {
+        use vpn_passthrough::router::dhcp;
         let id = std::process::id() % 100_000;
-        let b = BoxRouter { ns: format!("xr{id}-box"), lan_port: format!("xr{id}l"), wan_port: format!("xr{id}w") };
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let mut b = BoxRouter {
+            ns: format!("xr{id}-box"),
+            lan_port: format!("xr{id}l"),
+            wan_port: format!("xr{id}w"),
+            daemons: Vec::new(),
+            _dir: dir,
+        };
         let ip = |args: &[&str]| -> Result<(), String> {
             let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
             if out.status.success() {
@@ -262,17 +280,42 @@ impl BoxRouter {
         ip(&["netns", "add", &b.ns])?;
         ip(&["link", "add", &b.lan_port, "type", "veth", "peer", "name", "lan", "netns", &b.ns])?;
         ip(&["link", "add", &b.wan_port, "type", "veth", "peer", "name", "wan", "netns", &b.ns])?;
-        for (dev, addr) in [("lan", "192.168.1.1/24"), ("wan", "198.51.100.1/24")] {
-            ip(&["-n", &b.ns, "addr", "add", addr, "dev", dev])?;
+        ip(&["-n", &b.ns, "addr", "add", "192.168.1.1/24", "dev", "lan"])?;
+        for dev in ["lo", "lan", "wan"] {
             ip(&["-n", &b.ns, "link", "set", dev, "up"])?;
         }
-        ip(&["-n", &b.ns, "link", "set", "lo", "up"])?;
         let rules = vpn_passthrough::router::LinuxNat { pptp_helper: true }.ruleset("lan", "wan");
-        let file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
-        std::fs::write(file.path(), rules).map_err(|e| e.to_string())?;
-        let sysctl = ["netns", "exec", &b.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"];
-        ip(&sysctl)?;
-        ip(&["netns", "exec", &b.ns, "nft", "-f", &file.path().to_string_lossy()])?;
+        let rules_file = b._dir.path().join("box.nft");
+        std::fs::write(&rules_file, rules).map_err(|e| e.to_string())?;
+        ip(&["netns", "exec", &b.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        ip(&["netns", "exec", &b.ns, "nft", "-f", &rules_file.to_string_lossy()])?;
+        let path = |name: &str| b._dir.path().join(name).to_string_lossy().into_owned();
+        let lan: ipnet::Ipv4Net = "192.168.1.0/24".parse().map_err(|e| format!("{e}"))?;
+        let mut lan_dhcp = vec!["netns".to_string(), "exec".into(), b.ns.clone(), "dnsmasq".into()];
+        lan_dhcp.extend(dhcp::server_args(
+            "lan",
+            lan,
+            "192.168.1.10".parse().map_err(|e| format!("{e}"))?,
+            "192.168.1.200".parse().map_err(|e| format!("{e}"))?,
+            Some("192.168.1.1".parse().map_err(|e| format!("{e}"))?),
+            &path("lan.leases"),
+        ));
+        let script = path("udhcpc.sh");
+        std::fs::write(&script, dhcp::CLIENT_SCRIPT).map_err(|e| e.to_string())?;
+        dhcp::make_executable(std::path::Path::new(&script)).map_err(|e| e.to_string())?;
+        let mut wan_dhcp = vec!["netns".to_string(), "exec".into(), b.ns.clone(), "busybox".into()];
+        wan_dhcp.extend(dhcp::client_args("wan", None, "box-router", &script, false));
+        for (args, log) in [(lan_dhcp, "dnsmasq.log"), (wan_dhcp, "udhcpc.log")] {
+            let log = std::fs::File::create(path(log)).map_err(|e| e.to_string())?;
+            let err = log.try_clone().map_err(|e| e.to_string())?;
+            let child = std::process::Command::new("ip")
+                .args(&args)
+                .stdout(log)
+                .stderr(err)
+                .spawn()
+                .map_err(|e| format!("starting {}: {e}", args.join(" ")))?;
+            b.daemons.push(child);
+        }
         Ok(b)
     }
 
@@ -283,6 +326,10 @@ impl BoxRouter {
 
 impl Drop for BoxRouter {
     fn drop(&mut self) {
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
         // Deleting the namespace destroys both veth pairs.
         let _ = std::process::Command::new("ip").args(["netns", "del", &self.ns]).output();
     }
@@ -294,11 +341,12 @@ impl Drop for BoxRouter {
 /// are back in this namespace afterwards.
 fn external_router() -> TestResult {
     let b = BoxRouter::build()?;
+    // Nothing but the two ports: the router's addresses come by DHCP.
     let routers = suite::Routers::External(vpn_passthrough::router::ExternalRouter {
         lan_port: b.lan_port.clone(),
         wan_port: b.wan_port.clone(),
-        lan: "192.168.1.1/24".parse()?,
-        wan: "198.51.100.1/24".parse()?,
+        lan: Addressing::Dhcp,
+        wan: Addressing::Dhcp,
     });
     let scenarios = scenario::load(&external_files())?;
     // Asked for 8 at a time, as the CLI's default; an external router is

@@ -20,10 +20,7 @@ pub use measure::{Budget, measure};
 /// Builds a lab of two clients and two servers around `router`, measures
 /// it, and tears the lab down.
 pub fn measure_router(router: &dyn crate::router::RouterUnderTest, budget: Budget) -> crate::lab::Result<Measured> {
-    let mut shape = crate::router::Shape { servers: 2, ..crate::router::Shape::new(2) };
-    if let Some((lan, wan)) = router.addressing() {
-        (shape.lan, shape.wan) = (lan, wan);
-    }
+    let shape = router.place(crate::router::Shape { servers: 2, ..crate::router::Shape::new(2) });
     let nl = crate::router::NatLab::build_shaped(router, &shape, |t| t)?;
     let measured = measure(&nl, budget);
     let down = nl.teardown();

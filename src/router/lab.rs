@@ -30,25 +30,36 @@ pub(super) fn placed_topology(placement: Placement<'_>, shape: &Shape) -> Topolo
     };
     let client_switch = if shape.double_nat {
         let home_lan = shape.client_lan().to_string();
+        let (home, wan0) = if shape.lan_dhcp {
+            (HostSpec::new(HOME).forwarding(), EndpointSpec::new(HOME, "wan0"))
+        } else {
+            (
+                HostSpec::new(HOME).forwarding().default_route(&shape.lan.addr().to_string()),
+                EndpointSpec::new(HOME, "wan0").addr(&format!("{}/{}", shape.home_addr(), shape.lan.prefix_len())),
+            )
+        };
         t = t
             .switch("homelan")
-            .host(HostSpec::new(HOME).forwarding().default_route(&shape.lan.addr().to_string()))
-            .link(
-                EndpointSpec::new(HOME, "wan0").addr(&format!("{}/{}", shape.home_addr(), shape.lan.prefix_len())),
-                "lan",
-            )
+            .host(home)
+            .link(wan0, "lan")
             .link(EndpointSpec::new(HOME, "lan0").addr(&home_lan), "homelan");
         "homelan"
     } else {
         "lan"
     };
     let gw = shape.client_lan().addr().to_string();
+    // Clients on the router's LAN lease their address when the LAN is
+    // served by DHCP; behind a second NAT they never do.
+    let leased = shape.lan_dhcp && !shape.double_nat;
     for i in 1..=shape.clients {
         let name = client_name(i);
         let addr = format!("{}/{}", shape.client_addr(i), shape.client_lan().prefix_len());
-        t = t
-            .host(crate::vpn::pppd::with_ppp_peer(HostSpec::new(&name).default_route(&gw)))
-            .link(EndpointSpec::new(&name, "eth0").addr(&addr), client_switch);
+        let (host, end) = if leased {
+            (HostSpec::new(&name), EndpointSpec::new(&name, "eth0"))
+        } else {
+            (HostSpec::new(&name).default_route(&gw), EndpointSpec::new(&name, "eth0").addr(&addr))
+        };
+        t = t.host(crate::vpn::pppd::with_ppp_peer(host)).link(end, client_switch);
     }
     let server_end = |j: usize| {
         EndpointSpec::new(&shape.server_name(j), "eth0").addr(&format!(
@@ -103,6 +114,28 @@ pub(super) fn direct_topology(shape: &Shape) -> Topology {
     )
 }
 
+/// Leases an address from the router's DHCP server for every host on its
+/// LAN, each asking for the address the shape would give it; the shape
+/// learns the leases and, from the first, the router's LAN address and
+/// prefix (the lease's router option).
+fn lease_lan(lab: &Lab, shape: &mut Shape) -> Result<()> {
+    for name in shape.lan_hosts() {
+        let host = lab.host(&name)?;
+        let iface = if name == HOME { "wan0" } else { "eth0" };
+        let lease = super::dhcp::lease(&host, iface, shape.wanted_lan_addr(&name))?;
+        let Some(gateway) = lease.gateway() else {
+            return Err(crate::lab::LabError::Input(format!(
+                "host '{name}' leased {} from the router's DHCP server, with no router option on that subnet: \
+                 the suite learns the router's LAN address from it",
+                lease.addr
+            )));
+        };
+        shape.lan = gateway;
+        shape.leases.insert(name, lease.addr.addr());
+    }
+    Ok(())
+}
+
 /// A lab with a router under test running in it.
 pub struct NatLab {
     /// The lab.
@@ -137,14 +170,18 @@ impl NatLab {
         change: impl FnOnce(Topology) -> Topology,
     ) -> Result<NatLab> {
         let lab = Lab::build(&change(router.topology(shape)))?;
+        let mut shape = shape.clone();
+        if shape.lan_dhcp {
+            lease_lan(&lab, &mut shape)?;
+        }
         if shape.double_nat {
             let home = lab.host(HOME)?;
             let rules = LinuxNat { pptp_helper: true }.ruleset(&home.ifname("lan0")?, &home.ifname("wan0")?);
             let file = home.write_conf("home.nft", &rules)?;
             home.run_ok(Cmd::argv(&["nft", "-f", &file.to_string_lossy()]))?;
         }
-        let running = router.start(&lab, shape)?;
-        Ok(NatLab { lab, router: running, shape: shape.clone() })
+        let running = router.start(&lab, &shape)?;
+        Ok(NatLab { lab, router: running, shape })
     }
 
     /// Client `i` (from 1).

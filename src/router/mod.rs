@@ -13,6 +13,7 @@
 //!   …                ─┘          192.168.1.1   198.51.100.1   198.51.100.2
 //! ```
 
+pub mod dhcp;
 mod direct;
 mod external;
 mod lab;
@@ -29,7 +30,7 @@ use crate::lab::{Cmd, Host, Lab, LabError, Process, Result, Topology};
 use crate::nat::Profile;
 
 pub use direct::Direct;
-pub use external::ExternalRouter;
+pub use external::{Addressing, ExternalRouter};
 pub use lab::{NatLab, shaped_topology};
 pub use linux_nat::LinuxNat;
 pub use rust_nat::RustNat;
@@ -70,6 +71,19 @@ pub trait RouterUnderTest: Send + Sync {
     /// it (a real router); `None` when the lab chooses.
     fn addressing(&self) -> Option<(Ipv4Net, Ipv4Net)> {
         None
+    }
+    /// Whether the hosts on its LAN ask its DHCP server for addresses.
+    fn serves_lan_dhcp(&self) -> bool {
+        false
+    }
+    /// `shape`, addressed as this router has it: its LAN and WAN, and
+    /// whether its LAN is served by DHCP.
+    fn place(&self, mut shape: Shape) -> Shape {
+        if let Some((lan, wan)) = self.addressing() {
+            (shape.lan, shape.wan) = (lan, wan);
+        }
+        shape.lan_dhcp = self.serves_lan_dhcp();
+        shape
     }
     /// The lab this router is tested in.
     fn topology(&self, shape: &Shape) -> Topology {

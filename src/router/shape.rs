@@ -1,6 +1,7 @@
 //! The shape of a NAT lab: its hosts, their names and every address, all
 //! from one [`Shape`].
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -54,6 +55,11 @@ pub struct Shape {
     pub double_nat: bool,
     /// A WAN host that is nobody's peer ([`INTRUDER`]).
     pub intruder: bool,
+    /// The hosts on the router's LAN (the clients, or the second NAT) get
+    /// their addresses from the router's DHCP server.
+    pub lan_dhcp: bool,
+    /// The addresses they were leased, by host name, once they were.
+    pub leases: BTreeMap<String, Ipv4Addr>,
 }
 
 /// The second NAT's host name in a double-NAT [`Shape`].
@@ -62,7 +68,16 @@ pub const HOME: &str = "home";
 impl Shape {
     /// `clients` clients, one server, the default LAN.
     pub fn new(clients: usize) -> Shape {
-        Shape { clients, servers: 1, lan: default_lan(), wan: default_wan(), double_nat: false, intruder: false }
+        Shape {
+            clients,
+            servers: 1,
+            lan: default_lan(),
+            wan: default_wan(),
+            double_nat: false,
+            intruder: false,
+            lan_dhcp: false,
+            leases: BTreeMap::new(),
+        }
     }
 
     /// The prefix and gateway of the LAN the clients are on.
@@ -70,9 +85,21 @@ impl Shape {
         if self.double_nat { Ipv4Net::new(Ipv4Addr::new(10, 20, 0, 1), 24).unwrap_or_default() } else { self.lan }
     }
 
-    /// Client `i`'s address (clients are numbered from 1).
+    /// Client `i`'s address (clients are numbered from 1): its lease, if
+    /// it has one, else the LAN's `.9 + i`.
     pub fn client_addr(&self, i: usize) -> Ipv4Addr {
+        self.leases.get(&client_name(i)).copied().unwrap_or_else(|| self.wanted_client_addr(i))
+    }
+
+    /// The address client `i` is given, or asks the router's DHCP server
+    /// for: the LAN's `.9 + i`.
+    pub fn wanted_client_addr(&self, i: usize) -> Ipv4Addr {
         nth(self.client_lan(), 9 + i as u32)
+    }
+
+    /// The hosts on the router's LAN: the clients, or the second NAT.
+    pub fn lan_hosts(&self) -> Vec<String> {
+        if self.double_nat { vec![HOME.to_string()] } else { (1..=self.clients).map(client_name).collect() }
     }
 
     /// The address the router sees client `i` as: its own, or the second
@@ -81,9 +108,18 @@ impl Shape {
         if self.double_nat { self.home_addr() } else { self.client_addr(i) }
     }
 
-    /// The second NAT's address on the router's LAN.
+    /// The second NAT's address on the router's LAN: its lease, if it has
+    /// one, else the LAN's `.2`.
     pub fn home_addr(&self) -> Ipv4Addr {
-        nth(self.lan, 2)
+        self.leases.get(HOME).copied().unwrap_or_else(|| nth(self.lan, 2))
+    }
+
+    /// The address `host` on the router's LAN is given or asks for.
+    pub fn wanted_lan_addr(&self, host: &str) -> Option<Ipv4Addr> {
+        if host == HOME {
+            return Some(nth(self.lan, 2));
+        }
+        (1..=self.clients).find(|i| client_name(*i) == host).map(|i| self.wanted_client_addr(i))
     }
 
     /// The hosts VPN endpoints run on: the clients, then the servers.

@@ -201,9 +201,7 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
     let own_external = target == Target::External && scenario.file.expect.contains_key(&ExpectKey::External);
     let judge = if own_external { Judge::Exact } else { judge };
     out.judge = judge;
-    if let Some((lan, wan)) = router.addressing() {
-        (out.shape.lan, out.shape.wan) = (lan, wan);
-    }
+    out.shape = router.place(out.shape);
     let Some(expect) = scenario.expectation(target) else {
         out.error = Some(format!("{}: nothing expected for {}", scenario.path.display(), target.label()));
         return out;
@@ -217,6 +215,8 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
     let evaluate = |o: &Observed| expect::evaluate(scenario, expect, o, target);
     match run(scenario, target, router, &out.shape.clone(), &evaluate) {
         Ok((observed, checks, kept, logs)) => {
+            // The lab's own shape: with the addresses its hosts leased.
+            out.shape = observed.shape.clone();
             out.checks = checks;
             out.ladder = ladder::rungs(&observed.lan, &observed.wan, 80);
             let (status, error) = verdict(&out.checks, expect.outcome, judge);
