@@ -213,7 +213,10 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
     }
     out.why = expect.why.clone();
     let evaluate = |o: &Observed| expect::evaluate(scenario, expect, o, target);
-    match run(scenario, target, router, &out.shape.clone(), &evaluate) {
+    // A run's directory is kept (and its logs read) when its verdict is
+    // FAIL or ERROR, not for a behaviour the judge only reports.
+    let keep = |checks: &[Check]| matches!(verdict(checks, expect.outcome, judge).0, Status::Fail | Status::Error);
+    match run(scenario, target, router, &out.shape.clone(), &evaluate, &keep) {
         Ok((observed, checks, kept, logs)) => {
             // The lab's own shape: with the addresses its hosts leased.
             out.shape = observed.shape.clone();
@@ -237,6 +240,16 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
     out
 }
 
+/// The byte a lab's constant entropy repeats: every client of the lab
+/// reads the same (so they pick the same Call ID), and each lab another,
+/// so that a router that outlives a lab (an external one) holds no state
+/// from the last lab's identical Call IDs, which would capture this lab's
+/// GRE. Never zero.
+fn entropy_byte() -> u8 {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    0x40 | (NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 0x3f + 1)
+}
+
 /// What was seen, its checks, and on failure the kept run directory and
 /// the hosts' last log lines; or why the run itself failed, with the logs.
 type RunResult =
@@ -250,10 +263,11 @@ fn run(
     router: &dyn RouterUnderTest,
     shape: &Shape,
     judge: &dyn Fn(&Observed) -> Vec<Check>,
+    keep: &dyn Fn(&[Check]) -> bool,
 ) -> RunResult {
     let entropy =
         tempfile::NamedTempFile::new().map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
-    std::fs::write(entropy.path(), [0x5a; 4096])
+    std::fs::write(entropy.path(), [entropy_byte(); 4096])
         .map_err(|e| (format!("a temporary file: {e}"), String::new(), None))?;
     let constant_entropy = family::of(scenario.file.family).constant_entropy(scenario);
     let nl = NatLab::build_shaped(router, shape, |mut t| {
@@ -271,7 +285,7 @@ fn run(
         let mut player = Player::new(scenario, target, router, &lab, running, shape);
         let observed = player.play().and_then(|()| player.observe());
         let checks = observed.as_ref().map(judge).unwrap_or_default();
-        let failed = observed.is_err() || checks.iter().any(|c| !c.ok);
+        let failed = observed.is_err() || keep(&checks);
         let logs = if failed { player.logs() } else { String::new() };
         // A client program that gave up (no IKE answer, a call refused) is
         // an outcome the expectations judge, not a crash.
