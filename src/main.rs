@@ -299,6 +299,10 @@ enum ProbeCommand {
         /// filtering NAT lets them in.
         #[arg(long, value_name = "ADDR:PORT")]
         punch: Vec<std::net::SocketAddrV4>,
+        /// Also answer ICMP echo requests that say `later MS`, MS later (from
+        /// a raw socket: turn the host's own echo replies off).
+        #[arg(long)]
+        icmp: bool,
     },
     /// Ask a reflector what it saw of us; prints `seen ADDR:PORT`. Exits 2
     /// on timeout, 3 when refused (ICMP port unreachable or TCP reset).
@@ -324,11 +328,12 @@ enum ProbeCommand {
     },
     /// Learn how long a NAT keeps an idle flow: one flow per wait asks the
     /// reflector to answer after that wait, all at once; prints
-    /// `idle MS alive` or `idle MS dead` for each.
+    /// `idle MS alive`, `idle MS dead` or `idle MS not-opened` for each.
     Idle {
         /// The reflector.
         target: std::net::SocketAddrV4,
-        /// The flow: udp, tcp (established) or tcp-half-closed (FIN sent).
+        /// The flow: udp, tcp (established), tcp-half-closed (FIN sent) or
+        /// icmp (an echo request).
         #[arg(long, default_value = "udp")]
         flow: String,
         /// The waits, in milliseconds.
@@ -1001,7 +1006,7 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
         ExitCode::from(code)
     };
     match cmd {
-        ProbeCommand::Serve { udp, tcp, punch } => match probe::serve(udp, tcp, &punch) {
+        ProbeCommand::Serve { udp, tcp, punch, icmp } => match probe::serve(udp, tcp, &punch, icmp) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, e),
         },
@@ -1010,21 +1015,23 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
                 "udp" => probe::IdleFlow::Udp,
                 "tcp" => probe::IdleFlow::Tcp,
                 "tcp-half-closed" => probe::IdleFlow::TcpHalfClosed,
+                "icmp" => probe::IdleFlow::Icmp,
                 other => {
-                    eprintln!("error: --flow {other}: expected udp, tcp or tcp-half-closed");
+                    eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed or icmp");
                     return ExitCode::from(1);
                 }
             };
             let waits: Vec<Duration> = wait_ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
-            match probe::idle(flow, target, &waits, Duration::from_millis(grace_ms)) {
-                Ok(alive) => {
-                    for (ms, alive) in wait_ms.iter().zip(alive) {
-                        println!("idle {ms} {}", if alive { "alive" } else { "dead" });
-                    }
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(1, e),
+            let alive = probe::idle(flow, target, &waits, Duration::from_millis(grace_ms));
+            for (ms, alive) in wait_ms.iter().zip(alive) {
+                let word = match alive {
+                    Some(true) => "alive",
+                    Some(false) => "dead",
+                    None => "not-opened",
+                };
+                println!("idle {ms} {word}");
             }
+            ExitCode::SUCCESS
         }
         ProbeCommand::Ask { tcp, target, from, timeout_ms, size, back } => {
             let transport = if tcp { Transport::Tcp } else { Transport::Udp };

@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::vpn::scripted::RawSocket;
+use crate::wire::{icmp, ipv4};
+
 /// What the reflector answers: `seen ADDR:PORT`.
 pub fn answer(peer: SocketAddr) -> String {
     format!("seen {peer}\n")
@@ -21,10 +24,11 @@ pub fn parse_answer(text: &str) -> Option<SocketAddr> {
 }
 
 /// The longest a `later` request may have the reflector wait: a day.
-const MAX_LATER: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_LATER: Duration = Duration::from_secs(24 * 3600);
 /// The most `later` answers a reflector keeps waiting at once; past it a
-/// request is ignored.
-const MAX_PENDING: usize = 1024;
+/// request is ignored. Idle probes ask at most twice per flow, three
+/// kinds of flow at once of at most 256 waits each.
+const MAX_PENDING: usize = 2048;
 /// The largest answer a reflector pads to.
 const MAX_BACK: usize = 65000;
 
@@ -82,19 +86,34 @@ fn padded(text: &str, len: usize) -> Vec<u8> {
 /// and prints `punched seen ADDR:PORT`; it sends one datagram to each of
 /// the others, answered or not, so that a filtering NAT lets them in. A
 /// punched listener prints `from ADDR:PORT` for every datagram it gets.
-pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4]) -> io::Result<()> {
+/// With `icmp`, echo requests that say `later MS` are answered after MS
+/// (the host's own echo replies should be off: `icmp_echo_ignore_all`).
+pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], icmp: bool) -> io::Result<()> {
     let udp_sock = udp.map(|p| UdpSocket::bind(("0.0.0.0", p))).transpose()?;
     let tcp_sock = tcp.map(|p| TcpListener::bind(("0.0.0.0", p))).transpose()?;
+    let icmp_sock = icmp.then(|| RawSocket::open(ipv4::PROTO_ICMP).map(Arc::new)).transpose()?;
     if let (Some(sock), Some((&target, others))) = (&udp_sock, punch.split_first()) {
         for other in others {
             sock.send_to(b"hello\n", other)?;
         }
-        sock.set_read_timeout(Some(Duration::from_secs(2)))?;
-        sock.send_to(b"who am i\n", target)?;
+        // Asked up to three times: one lost datagram is not a failed punch.
+        // Only the target's answer counts.
+        sock.set_read_timeout(Some(Duration::from_millis(700)))?;
         let mut buf = [0u8; 512];
-        let (n, _) = sock.recv_from(&mut buf)?;
-        let seen = parse_answer(&String::from_utf8_lossy(&buf[..n]))
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not a reflector's answer"))?;
+        let mut seen = None;
+        for _ in 0..3 {
+            sock.send_to(b"who am i\n", target)?;
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) if from == SocketAddr::V4(target) => {
+                    seen = parse_answer(&String::from_utf8_lossy(&buf[..n]));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let seen = seen.ok_or_else(|| io::Error::new(io::ErrorKind::TimedOut, format!("no answer from {target}")))?;
         println!("punched seen {seen}");
         sock.set_read_timeout(None)?;
     }
@@ -129,20 +148,67 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4]) -> io::
                 }
             });
         }
+        if let Some(raw) = &icmp_sock {
+            let pending = &pending;
+            s.spawn(move || serve_icmp(raw, pending));
+        }
         if let Some(listener) = &tcp_sock {
+            let pending = &pending;
             s.spawn(move || {
                 for stream in listener.incoming() {
                     match stream {
                         Ok(st) => {
-                            std::thread::spawn(move || serve_tcp(st));
+                            let pending = Arc::clone(pending);
+                            // No thread to spare: the connection is dropped.
+                            let _ = std::thread::Builder::new().spawn(move || serve_tcp(st, &pending));
                         }
-                        Err(e) => eprintln!("tcp: {e}"),
+                        Err(e) => {
+                            // Out of descriptors, say: wait rather than spin.
+                            eprintln!("tcp: {e}");
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
                     }
                 }
             });
         }
     });
     Ok(())
+}
+
+/// Answers echo requests that say `later MS` with their echo reply, MS
+/// later (twice, as a UDP answer is sent).
+fn serve_icmp(raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
+    loop {
+        let (from, msg) = match raw.recv(Duration::from_secs(1)) {
+            Ok(Some(got)) => got,
+            Ok(None) => continue,
+            Err(e) => {
+                eprintln!("icmp: {e}");
+                return;
+            }
+        };
+        let Ok(m) = icmp::Message::new_checked(&msg[..]) else { continue };
+        if m.msg_type() != icmp::ECHO_REQUEST {
+            continue;
+        }
+        let Request::Later(wait) = Request::parse(m.payload()) else { continue };
+        let seq = u16::from_be_bytes([msg[6], msg[7]]);
+        let reply = icmp::emit_echo(false, m.ident(), seq, m.payload());
+        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
+            pending.fetch_sub(1, Ordering::SeqCst);
+            continue;
+        }
+        let (raw, pending, undo) = (Arc::clone(raw), Arc::clone(pending), Arc::clone(pending));
+        let spawned = std::thread::Builder::new().spawn(move || {
+            std::thread::sleep(wait);
+            let _ = raw.send(from, &reply);
+            let _ = raw.send(from, &reply);
+            pending.fetch_sub(1, Ordering::SeqCst);
+        });
+        if spawned.is_err() {
+            undo.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Sends `back` to `peer` from `sock` after `wait`, on a thread of its own
@@ -153,19 +219,22 @@ fn answer_later(sock: &UdpSocket, peer: SocketAddr, wait: Duration, pending: &Ar
         pending.fetch_sub(1, Ordering::SeqCst);
         return;
     }
-    let pending = Arc::clone(pending);
-    std::thread::spawn(move || {
+    let (pending, undo) = (Arc::clone(pending), Arc::clone(pending));
+    let spawned = std::thread::Builder::new().spawn(move || {
         std::thread::sleep(wait);
         let _ = sock.send_to(b"back\n", peer);
         let _ = sock.send_to(b"back\n", peer);
         pending.fetch_sub(1, Ordering::SeqCst);
     });
+    if spawned.is_err() {
+        undo.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// One TCP connection to the reflector: `sink N` reads N bytes and
 /// answers `got N`; `source N` sends N bytes; `later MS` answers `back`
 /// after MS milliseconds; anything else gets `seen`.
-fn serve_tcp(mut st: TcpStream) {
+fn serve_tcp(mut st: TcpStream, pending: &Arc<AtomicUsize>) {
     let _ = st.set_read_timeout(Some(Duration::from_secs(30)));
     let peer = st.peer_addr();
     let mut reader = BufReader::new(match st.try_clone() {
@@ -187,8 +256,11 @@ fn serve_tcp(mut st: TcpStream) {
             let _ = io::copy(&mut io::repeat(0x5a).take(n), &mut st);
         }
         Some("later") => {
-            std::thread::sleep(Duration::from_millis(n).min(MAX_LATER));
-            let _ = st.write_all(b"back\n");
+            if pending.fetch_add(1, Ordering::SeqCst) < MAX_PENDING {
+                std::thread::sleep(Duration::from_millis(n).min(MAX_LATER));
+                let _ = st.write_all(b"back\n");
+            }
+            pending.fetch_sub(1, Ordering::SeqCst);
         }
         _ => {
             if let Ok(peer) = peer {
@@ -311,15 +383,20 @@ pub enum IdleFlow {
     /// A TCP connection the asking side has closed its half of (FIN sent),
     /// answered after the wait.
     TcpHalfClosed,
+    /// An ICMP echo request (an identifier of its own), answered after the
+    /// wait by a reflector serving `--icmp`.
+    Icmp,
 }
 
 /// Idle probes: for each wait, a flow of its own to the reflector at
 /// `target` asks to be answered after that wait, and all wait at once.
-/// Returns, per wait, whether the answer came (within `grace` after it).
-pub fn idle(flow: IdleFlow, target: SocketAddrV4, waits: &[Duration], grace: Duration) -> io::Result<Vec<bool>> {
+/// Returns, per wait, whether the answer came (within `grace` after it),
+/// or `None` when the flow could not even be opened (a connection refused
+/// or never answered, a send refused).
+pub fn idle(flow: IdleFlow, target: SocketAddrV4, waits: &[Duration], grace: Duration) -> Vec<Option<bool>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = waits.iter().map(|&wait| s.spawn(move || idle_one(flow, target, wait, grace))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(io::Error::other("idle probe panicked")))).collect()
+        handles.into_iter().map(|h| h.join().ok().and_then(|r| r.ok())).collect()
     })
 }
 
@@ -337,6 +414,25 @@ fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duratio
             sock.send(ask.as_bytes())?;
             let mut buf = [0u8; 64];
             Ok(matches!(sock.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"back")))
+        }
+        IdleFlow::Icmp => {
+            static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
+            let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
+            let raw = RawSocket::open(ipv4::PROTO_ICMP)?;
+            let request = icmp::emit_echo(true, ident, 1, ask.as_bytes());
+            raw.send(*target.ip(), &request)?;
+            raw.send(*target.ip(), &request)?;
+            let until = Instant::now() + deadline;
+            while let Some(left) = until.checked_duration_since(Instant::now()) {
+                let Some((_, msg)) = raw.recv(left)? else { break };
+                if let Ok(m) = icmp::Message::new_checked(&msg[..])
+                    && m.msg_type() == icmp::ECHO_REPLY
+                    && m.ident() == ident
+                {
+                    return Ok(true);
+                }
+            }
+            Ok(false)
         }
         IdleFlow::Tcp | IdleFlow::TcpHalfClosed => {
             let st = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2))?;
@@ -457,8 +553,8 @@ mod tests {
             }
         });
         let waits = [Duration::from_millis(10), Duration::from_millis(60)];
-        assert_eq!(idle(IdleFlow::Udp, a, &waits, Duration::from_secs(2)).expect("probe"), vec![true, true]);
-        assert_eq!(idle(IdleFlow::Udp, q, &waits, Duration::from_millis(100)).expect("probe"), vec![false, false]);
+        assert_eq!(idle(IdleFlow::Udp, a, &waits, Duration::from_secs(2)), vec![Some(true), Some(true)]);
+        assert_eq!(idle(IdleFlow::Udp, q, &waits, Duration::from_millis(100)), vec![Some(false), Some(false)]);
         drop(silent);
     }
 }

@@ -301,7 +301,7 @@ fn preset_measures_as_its_profile(preset: &str) -> TestResult {
     measures_as(nl, Budget { longest: Duration::from_secs(2), steps: 4 }, &expected)
 }
 
-/// The waits that measure timeouts of 2 to 4 s to within 0.25 s.
+/// The waits that measure timeouts of 2 to 5 s to within 0.25 s.
 const SHORT: Budget = Budget { longest: Duration::from_secs(6), steps: 24 };
 
 fn rust_timeouts_measured() -> TestResult {
@@ -309,6 +309,7 @@ fn rust_timeouts_measured() -> TestResult {
     profile.timeouts.udp = 2;
     profile.timeouts.tcp_established = 3;
     profile.timeouts.tcp_transitory = 4;
+    profile.timeouts.icmp = 5;
     let expected = Measured::expected(&profile);
     let nl = behaviour_lab(&RustNat { profile, binary: binary().into() })?;
     measures_as(nl, SHORT, &expected)
@@ -325,6 +326,7 @@ fn linux_behaviour_measured() -> TestResult {
         ("tcp_timeout_established", "3"),
         ("tcp_timeout_fin_wait", "4"),
         ("tcp_timeout_close_wait", "4"),
+        ("icmp_timeout", "5"),
     ] {
         router.sysctl(&format!("net.netfilter.nf_conntrack_{key}"), value)?;
     }
@@ -344,6 +346,7 @@ fn linux_behaviour_measured() -> TestResult {
         (Key::UdpTimeout, secs(2.0)),
         (Key::TcpEstablishedTimeout, secs(3.0)),
         (Key::TcpTransitoryTimeout, secs(4.0)),
+        (Key::IcmpTimeout, secs(5.0)),
     ];
     measures_as(nl, SHORT, &expected)
 }

@@ -205,6 +205,11 @@ pub struct Table {
     /// Under a mapping that depends on the remote: the mapping that holds
     /// each (protocol, public port), so that none is handed out twice.
     held: FxMap<(u8, u16), u32>,
+    /// Protocols whose last search of the range found no free port, and
+    /// until when (ms) a new mapping fails at once without searching again,
+    /// unless a mapping is removed first: a host making new flows as fast as
+    /// it can makes one search of the whole range a second, not one a packet.
+    exhausted_until: FxMap<u8, u64>,
 }
 
 /// A mapping as reports show it.
@@ -221,6 +226,10 @@ pub struct MappingInfo {
     /// Seconds until it expires.
     pub expires_in_s: u64,
 }
+
+/// How long after a search of the range found no free port the next
+/// search waits, unless a mapping goes first.
+const EXHAUSTED_RETRY_MS: u64 = 1000;
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
@@ -253,6 +262,7 @@ impl Table {
             max_remotes: profile.limits.remotes_per_mapping,
             reserved,
             held: FxMap::default(),
+            exhausted_until: FxMap::default(),
         }
     }
 
@@ -395,6 +405,9 @@ impl Table {
             return Ok(wanted);
         }
         let span = u32::from(self.high) - u32::from(self.low) + 1;
+        if self.exhausted_until.get(&proto).is_some_and(|&until| now_ms < until) {
+            return Err(MapError::PortsExhausted);
+        }
         if let Some(rng) = &mut self.random {
             self.next_port = (rng.next_u64() % u64::from(span)) as u32;
         }
@@ -405,6 +418,7 @@ impl Table {
                 return Ok(port);
             }
         }
+        self.exhausted_until.insert(proto, now_ms + EXHAUSTED_RETRY_MS);
         Err(MapError::PortsExhausted)
     }
 
@@ -561,6 +575,7 @@ impl Table {
         if self.held.get(&(m.proto, m.public_port)) == Some(&id) {
             self.held.remove(&(m.proto, m.public_port));
         }
+        self.exhausted_until.remove(&m.proto);
         self.free.push(id);
         self.len -= 1;
         self.sessions -= m.remotes.len();

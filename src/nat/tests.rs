@@ -256,6 +256,30 @@ fn without_port_preservation_ports_come_from_the_range() {
 }
 
 #[test]
+fn a_full_range_is_searched_at_most_once_a_second_until_a_mapping_goes() {
+    // Address-and-port-dependent mapping: each destination takes a port.
+    let mut n = nat_with(|p| {
+        p.mapping = Behaviour::AddressAndPortDependent;
+        p.port_preservation = false;
+        p.port_range = PortRange { low: 20000, high: 20001 };
+    });
+    for dport in [1, 2] {
+        assert!(matches!(out(&mut n, &mut udp(C1, 5000, S1, dport, b"x"), t(0)), Verdict::Forward { .. }));
+    }
+    // Just before they expire, a third destination finds the range full.
+    let expiry = Duration::from_secs(Profile::default().timeouts.udp);
+    let full = t(0) + expiry - Duration::from_millis(200);
+    assert_eq!(out(&mut n, &mut udp(C1, 5000, S1, 3, b"x"), full), Verdict::Drop(DropReason::PortsExhausted));
+    // They expire; within a second of that search the range is not searched
+    // again, after it the search finds their ports free.
+    let soon = full + Duration::from_millis(500);
+    assert_eq!(out(&mut n, &mut udp(C1, 5000, S1, 4, b"x"), soon), Verdict::Drop(DropReason::PortsExhausted));
+    let later = full + Duration::from_millis(1100);
+    let v = out(&mut n, &mut udp(C1, 5000, S1, 5, b"x"), later);
+    assert!(matches!(v, Verdict::Forward { .. }), "{v:?}");
+}
+
+#[test]
 fn random_allocation_gives_a_restarted_nat_new_ports_and_still_fills_the_range() {
     let random = |p: &mut Profile| {
         p.port_preservation = false;

@@ -54,11 +54,16 @@ impl Budget {
     /// established TCP fits), to within 2 min.
     pub const LONG: Budget = Budget { longest: Duration::from_secs(7800), steps: 64 };
 
+    /// The most waits: each holds sockets and a reflector thread.
+    pub const MAX_STEPS: usize = 256;
+
     /// The waits: the middles of `steps` equal slices of `longest`, so that
-    /// a timeout of whole seconds never falls on one.
+    /// a timeout of whole seconds never falls on one; at most
+    /// [`Budget::MAX_STEPS`] of them, none longer than a reflector waits.
     pub fn waits(&self) -> Vec<Duration> {
-        let n = self.steps.max(1) as u32;
-        (1..=n).map(|i| self.longest * (2 * i - 1) / (2 * n)).collect()
+        let n = self.steps.clamp(1, Budget::MAX_STEPS) as u32;
+        let longest = self.longest.min(probe::MAX_LATER);
+        (1..=n).map(|i| longest * (2 * i - 1) / (2 * n)).collect()
     }
 }
 
@@ -101,26 +106,31 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         bin: own_binary()?.to_string_lossy().into_owned(),
     };
     let _reflectors = [
-        m.reflector(&m.s1, &["--udp", "7000", "--tcp", "7000"], &[Proto::Udp, Proto::Tcp], REFLECTOR)?,
+        m.reflector(&m.s1, &["--udp", "7000", "--tcp", "7000", "--icmp"], &[Proto::Udp, Proto::Tcp], REFLECTOR)?,
         m.reflector(&m.s1, &["--udp", "7001"], &[Proto::Udp], SECOND_REFLECTOR)?,
         m.reflector(&m.s2, &["--udp", "7000"], &[Proto::Udp], REFLECTOR)?,
     ];
+    // The reflector answers echo requests itself, after their wait.
+    m.s1.sysctl("net.ipv4.icmp_echo_ignore_all", "1")?;
+    // Each client's first question: the router learns both sides' link
+    // addresses before the idle probes open all their flows at once (a
+    // router holds only so many packets for a neighbour it is resolving).
+    for c in [&m.c1, &m.c2] {
+        m.ask_udp(c, m.target(1, REFLECTOR), 0)?;
+    }
     let waits = budget.waits();
     std::thread::scope(|scope| {
         let target = m.target(1, REFLECTOR);
         let (m, waits) = (&m, &waits);
         let idle = |client: usize, flow: IdleFlow| {
             let host = if client == 1 { &m.c1 } else { &m.c2 };
-            scope.spawn(move || {
-                host.inside(move || {
-                    probe::idle(flow, target, waits, GRACE).map_err(|e| LabError::io("an idle probe", e))
-                })
-            })
+            scope.spawn(move || host.inside(move || Ok(probe::idle(flow, target, waits, GRACE))))
         };
-        let timed = (budget.longest > Duration::ZERO)
-            .then(|| [idle(1, IdleFlow::Udp), idle(1, IdleFlow::Tcp), idle(2, IdleFlow::TcpHalfClosed)]);
+        let timed = (budget.longest > Duration::ZERO).then(|| {
+            [idle(1, IdleFlow::Udp), idle(1, IdleFlow::Tcp), idle(2, IdleFlow::TcpHalfClosed), idle(2, IdleFlow::Icmp)]
+        });
         let mut values = m.immediate()?;
-        let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout];
+        let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout, Key::IcmpTimeout];
         match timed {
             None => values.extend(keys.map(|k| (k, Value::unmeasured("no time budget for idle probes")))),
             Some(handles) => {
@@ -138,22 +148,31 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
 /// The value idle probes found: the longest wait lived through, and the
 /// shortest wait past it that was not. A flow that died below the longest
 /// survivor lost a packet; a few such are forgiven, more make the value
-/// unmeasured.
-fn bracket(waits: &[Duration], alive: &[bool]) -> Value {
+/// unmeasured, as do flows that could not be opened and a router under
+/// which no flow lived at all (it does not forward this traffic).
+fn bracket(waits: &[Duration], alive: &[Option<bool>]) -> Value {
     let secs = |d: Duration| d.as_secs_f64();
-    let Some(last_alive) = alive.iter().rposition(|a| *a) else {
-        return Value::Below { s: waits.first().copied().map_or(0.0, secs) };
+    let unopened = alive.iter().filter(|a| a.is_none()).count();
+    if unopened > alive.len() / 4 {
+        return Value::unmeasured(format!("{unopened} of {} flows could not be opened", alive.len()));
+    }
+    let Some(last_alive) = alive.iter().rposition(|a| *a == Some(true)) else {
+        return Value::unmeasured(format!(
+            "no flow lived through even the shortest wait ({:.2} s): does the router forward this traffic?",
+            waits.first().copied().map_or(0.0, secs)
+        ));
     };
-    let lost = alive[..last_alive].iter().filter(|a| !**a).count();
+    let lost = alive[..last_alive].iter().filter(|a| **a == Some(false)).count();
     if lost > alive.len() / 8 {
         return Value::unmeasured(format!(
             "{lost} of {} flows died before a longer one did: the path loses packets; measure again",
             alive.len()
         ));
     }
-    match waits.get(last_alive + 1) {
+    let first_dead = (last_alive + 1..alive.len()).find(|&i| alive[i] == Some(false));
+    match first_dead {
         None => Value::AtLeast { s: secs(waits[last_alive]) },
-        Some(&dead) => Value::Seconds { alive_s: secs(waits[last_alive]), dead_s: secs(dead) },
+        Some(i) => Value::Seconds { alive_s: secs(waits[last_alive]), dead_s: secs(waits[i]) },
     }
 }
 
@@ -386,12 +405,16 @@ mod tests {
     #[test]
     fn a_bracket_is_the_last_wait_lived_through_and_the_first_not() {
         let w: Vec<Duration> = [1, 2, 3, 4].map(Duration::from_secs).to_vec();
-        assert_eq!(bracket(&w, &[true, true, false, false]), Value::Seconds { alive_s: 2.0, dead_s: 3.0 });
-        assert_eq!(bracket(&w, &[true; 4]), Value::AtLeast { s: 4.0 });
-        assert_eq!(bracket(&w, &[false; 4]), Value::Below { s: 1.0 });
-        assert!(matches!(bracket(&w, &[true, false, true, false]), Value::Unmeasured { .. }));
+        let (t, f) = (Some(true), Some(false));
+        assert_eq!(bracket(&w, &[t, t, f, f]), Value::Seconds { alive_s: 2.0, dead_s: 3.0 });
+        assert_eq!(bracket(&w, &[t; 4]), Value::AtLeast { s: 4.0 });
+        assert!(matches!(bracket(&w, &[f; 4]), Value::Unmeasured { .. }), "no flow at all is no timeout");
+        assert!(matches!(bracket(&w, &[t, f, t, f]), Value::Unmeasured { .. }));
+        assert!(matches!(bracket(&w, &[None, None, t, f]), Value::Unmeasured { .. }), "half could not be opened");
         let w8: Vec<Duration> = (1..=8).map(Duration::from_secs).collect();
-        let one_lost = [true, false, true, true, true, false, false, false];
+        let one_lost = [t, f, t, t, t, f, f, f];
         assert_eq!(bracket(&w8, &one_lost), Value::Seconds { alive_s: 5.0, dead_s: 6.0 }, "one loss is forgiven");
+        let unopened_past = [t, t, t, t, t, None, f, f];
+        assert_eq!(bracket(&w8, &unopened_past), Value::Seconds { alive_s: 5.0, dead_s: 7.0 });
     }
 }

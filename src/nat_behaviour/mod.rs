@@ -57,11 +57,13 @@ pub enum Key {
     TcpEstablishedTimeout,
     /// How long an idle half-closed TCP connection lasts.
     TcpTransitoryTimeout,
+    /// How long an idle ICMP query (echo) mapping lasts.
+    IcmpTimeout,
 }
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 12] = [
+    pub const ALL: [Key; 13] = [
         Key::Mapping,
         Key::Filtering,
         Key::PortPreservation,
@@ -74,6 +76,7 @@ impl Key {
         Key::UdpTimeout,
         Key::TcpEstablishedTimeout,
         Key::TcpTransitoryTimeout,
+        Key::IcmpTimeout,
     ];
 
     /// The row's title.
@@ -91,6 +94,7 @@ impl Key {
             Key::UdpTimeout => "UDP mapping timeout",
             Key::TcpEstablishedTimeout => "TCP established timeout",
             Key::TcpTransitoryTimeout => "TCP half-closed timeout",
+            Key::IcmpTimeout => "ICMP query timeout",
         }
     }
 }
@@ -127,11 +131,6 @@ pub enum Value {
         /// The longest wait.
         s: f64,
     },
-    /// An idle flow died already in the shortest wait, `s`.
-    Below {
-        /// The shortest wait.
-        s: f64,
-    },
     /// Not measured, and why.
     Unmeasured {
         /// Why.
@@ -166,7 +165,6 @@ impl Value {
         match self {
             Value::Seconds { alive_s, dead_s } => Some((*alive_s, *dead_s)),
             Value::AtLeast { s } => Some((*s, f64::INFINITY)),
-            Value::Below { s } => Some((0.0, *s)),
             _ => None,
         }
     }
@@ -184,7 +182,6 @@ impl fmt::Display for Value {
                 write!(f, "{} s (between {alive_s:.2} and {dead_s:.2})", mid(*alive_s, *dead_s))
             }
             Value::AtLeast { s } => write!(f, "over {s:.0} s"),
-            Value::Below { s } => write!(f, "under {s:.2} s"),
             Value::Unmeasured { why } => write!(f, "not measured: {why}"),
         }
     }
@@ -258,6 +255,7 @@ impl Measured {
             (Key::UdpTimeout, secs(t.udp)),
             (Key::TcpEstablishedTimeout, secs(t.tcp_established)),
             (Key::TcpTransitoryTimeout, secs(t.tcp_transitory)),
+            (Key::IcmpTimeout, secs(t.icmp)),
         ]
     }
 
@@ -364,6 +362,9 @@ pub fn meaning(key: Key, value: &Value) -> String {
             None => "",
         },
         (Key::TcpTransitoryTimeout, _) => "how long a connection that one side has closed keeps its state",
+        (Key::IcmpTimeout, _) => {
+            "how long a ping's mapping lasts: a monitoring ping slower than this loses its replies"
+        }
         _ => "",
     };
     s.to_string()
@@ -374,7 +375,6 @@ fn lasts(v: &Value) -> Option<f64> {
     match v {
         Value::Seconds { alive_s, .. } => Some(*alive_s),
         Value::AtLeast { s } => Some(*s),
-        Value::Below { .. } => Some(0.0),
         _ => None,
     }
 }
@@ -405,7 +405,6 @@ mod tests {
         assert!(!Value::Seconds { alive_s: 30.5, dead_s: 31.0 }.agrees_with(&want));
         assert!(Value::AtLeast { s: 20.0 }.agrees_with(&want));
         assert!(!Value::AtLeast { s: 40.0 }.agrees_with(&want));
-        assert!(Value::Below { s: 40.0 }.agrees_with(&want));
         assert!(!Value::flag(true).agrees_with(&want));
     }
 
