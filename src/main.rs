@@ -68,7 +68,8 @@ enum Command {
     /// Measure a router's NAT behaviour end to end (mapping, filtering,
     /// port preservation and parity, hairpinning, ICMP errors, fragments,
     /// idle timeouts) and say what each value means for VPNs. Exits 1 when
-    /// `--check` finds the Rust NAT measuring other than its profile.
+    /// `--check` finds the Rust NAT measuring other than its profile, 2 when
+    /// the lab could not measure.
     Behaviour(BehaviourArgs),
     /// Compare two runs' reports: regressions (pass or xfail in the first,
     /// FAIL or ERROR in the second) first, then fixes, other changes, and
@@ -183,9 +184,10 @@ struct BehaviourArgs {
     /// long the measurement takes.
     #[arg(long, default_value_t = 60)]
     budget_s: u64,
-    /// How many waits below the budget (the resolution is budget / steps).
-    #[arg(long, default_value_t = 40)]
-    steps: usize,
+    /// How many waits below the budget (the resolution is budget / steps;
+    /// default 40, at most 256).
+    #[arg(long)]
+    steps: Option<usize>,
     /// Real-world timeouts: probe up to 2 h 10 min.
     #[arg(long, conflicts_with_all = ["budget_s", "steps"])]
     long: bool,
@@ -649,15 +651,18 @@ fn behaviour(args: BehaviourArgs) -> ExitCode {
         RouterArg::Both => return fail("measure one router at a time: --router rust, linux or external".into()),
         RouterArg::External => Box::new(args.external.router()),
     };
-    let budget = if args.long {
-        Budget::LONG
-    } else {
-        Budget { longest: std::time::Duration::from_secs(args.budget_s), steps: args.steps.max(1) }
-    };
+    if args.check && profile.is_none() {
+        return fail("--check compares with a Rust NAT profile: use it with --router rust".into());
+    }
+    let budget = Budget::asked(args.long, args.budget_s, args.steps);
     let started = Instant::now();
     let measured = match nat_behaviour::measure_router(r.as_ref(), budget) {
         Ok(m) => m,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => {
+            // A lab error, as `run` exits.
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&measured).unwrap_or_default());
@@ -717,11 +722,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     let mut behaviour = Vec::new();
     if args.behaviour || (routers.measures_behaviour() && !args.no_behaviour) {
         use vpn_passthrough::nat_behaviour::{self, Budget};
-        let budget = if args.long {
-            Budget::LONG
-        } else {
-            Budget { longest: std::time::Duration::from_secs(args.budget_s), ..Budget::DEFAULT }
-        };
+        let budget = Budget::asked(args.long, args.budget_s, None);
         for r in routers.behaviour_routers(&binary) {
             let started = Instant::now();
             match nat_behaviour::measure_router(r.as_ref(), budget) {

@@ -278,7 +278,7 @@ fn mapping_behaviour() -> TestResult {
 
 /// A lab for NAT behaviour: two clients, two servers.
 fn behaviour_lab(router: &dyn RouterUnderTest) -> Result<NatLab, libtest_mimic::Failed> {
-    Ok(NatLab::build_shaped(router, &Shape { servers: 2, ..Shape::new(2) }, |t| t)?)
+    Ok(NatLab::build_shaped(router, &nat_behaviour::shape(), |t| t)?)
 }
 
 /// Measures `nl` and fails with every value that is not `expected`.

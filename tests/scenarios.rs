@@ -248,7 +248,7 @@ struct BoxRouter {
     lan_port: String,
     wan_port: String,
     daemons: Vec<std::process::Child>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl BoxRouter {
@@ -261,7 +261,7 @@ impl BoxRouter {
             lan_port: format!("xr{id}l"),
             wan_port: format!("xr{id}w"),
             daemons: Vec::new(),
-            _dir: dir,
+            dir,
         };
         let ip = |args: &[&str]| -> Result<(), String> {
             let out = std::process::Command::new("ip").args(args).output().map_err(|e| e.to_string())?;
@@ -274,26 +274,21 @@ impl BoxRouter {
         ip(&["netns", "add", &b.ns])?;
         ip(&["link", "add", &b.lan_port, "type", "veth", "peer", "name", "lan", "netns", &b.ns])?;
         ip(&["link", "add", &b.wan_port, "type", "veth", "peer", "name", "wan", "netns", &b.ns])?;
-        ip(&["-n", &b.ns, "addr", "add", "192.168.1.1/24", "dev", "lan"])?;
+        // The LAN a router from the box has: the suite's default.
+        let lan = vpn_passthrough::router::default_lan();
+        ip(&["-n", &b.ns, "addr", "add", &lan.to_string(), "dev", "lan"])?;
         for dev in ["lo", "lan", "wan"] {
             ip(&["-n", &b.ns, "link", "set", dev, "up"])?;
         }
         let rules = vpn_passthrough::router::LinuxNat { pptp_helper: true }.ruleset("lan", "wan");
-        let rules_file = b._dir.path().join("box.nft");
+        let rules_file = b.dir.path().join("box.nft");
         std::fs::write(&rules_file, rules).map_err(|e| e.to_string())?;
         ip(&["netns", "exec", &b.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         ip(&["netns", "exec", &b.ns, "nft", "-f", &rules_file.to_string_lossy()])?;
-        let path = |name: &str| b._dir.path().join(name).to_string_lossy().into_owned();
-        let lan: ipnet::Ipv4Net = "192.168.1.0/24".parse().map_err(|e| format!("{e}"))?;
+        let path = |name: &str| b.dir.path().join(name).to_string_lossy().into_owned();
+        let nth = |n: u32| std::net::Ipv4Addr::from(u32::from(lan.network()) + n);
         let mut lan_dhcp = vec!["netns".to_string(), "exec".into(), b.ns.clone(), "dnsmasq".into()];
-        lan_dhcp.extend(dhcp::server_args(
-            "lan",
-            lan,
-            "192.168.1.10".parse().map_err(|e| format!("{e}"))?,
-            "192.168.1.200".parse().map_err(|e| format!("{e}"))?,
-            Some("192.168.1.1".parse().map_err(|e| format!("{e}"))?),
-            &path("lan.leases"),
-        ));
+        lan_dhcp.extend(dhcp::server_args("lan", lan, nth(10), nth(200), Some(lan.addr()), &path("lan.leases")));
         let script = path("udhcpc.sh");
         std::fs::write(&script, dhcp::CLIENT_SCRIPT).map_err(|e| e.to_string())?;
         dhcp::make_executable(std::path::Path::new(&script)).map_err(|e| e.to_string())?;
@@ -309,6 +304,18 @@ impl BoxRouter {
                 .spawn()
                 .map_err(|e| format!("starting {}: {e}", args.join(" ")))?;
             b.daemons.push(child);
+        }
+        // Ready once its DHCP server serves, as `dhcp::serve` waits in a lab.
+        let log = path("dnsmasq.log");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !std::fs::read_to_string(&log).unwrap_or_default().contains("DHCP, IP range") {
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "the stand-in's dnsmasq did not start: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
         Ok(b)
     }

@@ -54,6 +54,15 @@ impl Budget {
     /// established TCP fits), to within 2 min.
     pub const LONG: Budget = Budget { longest: Duration::from_secs(7800), steps: 64 };
 
+    /// The budget a command line asks for: [`Budget::LONG`], or `secs`
+    /// cut in `steps` (the default's, if not given).
+    pub fn asked(long: bool, secs: u64, steps: Option<usize>) -> Budget {
+        if long {
+            return Budget::LONG;
+        }
+        Budget { longest: Duration::from_secs(secs), steps: steps.unwrap_or(Budget::DEFAULT.steps) }
+    }
+
     /// The most waits: each holds sockets and a reflector thread.
     pub const MAX_STEPS: usize = 256;
 
@@ -105,10 +114,11 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         a2: shape.server_addr(2),
         bin: own_binary()?.to_string_lossy().into_owned(),
     };
+    let (first, second) = (REFLECTOR.to_string(), SECOND_REFLECTOR.to_string());
     let _reflectors = [
-        m.reflector(&m.s1, &["--udp", "7000", "--tcp", "7000", "--icmp"], &[Proto::Udp, Proto::Tcp], REFLECTOR)?,
-        m.reflector(&m.s1, &["--udp", "7001"], &[Proto::Udp], SECOND_REFLECTOR)?,
-        m.reflector(&m.s2, &["--udp", "7000"], &[Proto::Udp], REFLECTOR)?,
+        m.reflector(&m.s1, &["--udp", &first, "--tcp", &first, "--icmp"], &[Proto::Udp, Proto::Tcp], REFLECTOR)?,
+        m.reflector(&m.s1, &["--udp", &second], &[Proto::Udp], SECOND_REFLECTOR)?,
+        m.reflector(&m.s2, &["--udp", &first], &[Proto::Udp], REFLECTOR)?,
     ];
     // The reflector answers echo requests itself, after their wait.
     m.s1.sysctl("net.ipv4.icmp_echo_ignore_all", "1")?;

@@ -17,10 +17,15 @@ use crate::nat::{Behaviour, Profile, Protocol};
 
 pub use measure::{Budget, measure};
 
-/// Builds a lab of two clients and two servers around `router`, measures
+/// The lab the measurement needs: two clients, two servers.
+pub fn shape() -> crate::router::Shape {
+    crate::router::Shape { servers: 2, ..crate::router::Shape::new(2) }
+}
+
+/// Builds a lab of [`shape`] around `router`, measures
 /// it, and tears the lab down.
 pub fn measure_router(router: &dyn crate::router::RouterUnderTest, budget: Budget) -> crate::lab::Result<Measured> {
-    let shape = router.place(crate::router::Shape { servers: 2, ..crate::router::Shape::new(2) });
+    let shape = router.place(shape());
     let nl = crate::router::NatLab::build_shaped(router, &shape, |t| t)?;
     let measured = measure(&nl, budget);
     let down = nl.teardown();

@@ -13,8 +13,9 @@ use ipnet::Ipv4Net;
 use crate::lab::{Cmd, Host, LabError, Process, Result};
 
 /// How long a lease may take: a router from the box can be slow to answer
-/// its first DISCOVER.
-pub const LEASE_WAIT: Duration = Duration::from_secs(30);
+/// its first DISCOVER, and one whose WAN client found no server before the
+/// first lab backs off between DISCOVERs (up to 64 s, RFC 2131 §4.1).
+pub const LEASE_WAIT: Duration = Duration::from_secs(90);
 /// The lease time the suite's own server hands out.
 const LEASE_TIME: &str = "1h";
 
@@ -29,7 +30,7 @@ deconfig)
     ;;
 bound|renew)
     ip -4 addr flush dev "$interface"
-    ip addr add "$ip/${mask:-24}" dev "$interface"
+    ip addr add "$ip/${mask:-24}" dev "$interface" || exit 1
     set -- $router
     if [ -n "$1" ]; then ip route replace default via "$1" dev "$interface"; fi
     echo "lease $ip/${mask:-24} router ${1:-none}"

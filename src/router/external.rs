@@ -6,7 +6,7 @@ use crate::lab::{Cmd, Host, Lab, LabError, Result, Topology};
 
 use super::dhcp;
 use super::lab::{Placement, placed_topology};
-use super::shape::{HOME, SERVER, Shape, client_name};
+use super::shape::{HOME, SERVER, Shape, client_name, default_lan, default_wan};
 use super::{RouterUnderTest, RunningRouter};
 
 /// How one side of an external router is addressed.
@@ -56,9 +56,10 @@ pub struct ExternalRouter {
     pub wan: Addressing,
 }
 
-impl ExternalRouter {
-    fn side(a: Addressing, by_dhcp: Ipv4Net) -> Ipv4Net {
-        match a {
+impl Addressing {
+    /// The address and prefix: set by hand, or `by_dhcp` (what DHCP gives).
+    fn or(self, by_dhcp: Ipv4Net) -> Ipv4Net {
+        match self {
             Addressing::Dhcp => by_dhcp,
             Addressing::Static(n) => n,
         }
@@ -67,17 +68,7 @@ impl ExternalRouter {
 
 impl RouterUnderTest for ExternalRouter {
     fn name(&self) -> String {
-        let side = |a: Addressing| match a {
-            Addressing::Dhcp => "by DHCP".to_string(),
-            Addressing::Static(n) => n.to_string(),
-        };
-        format!(
-            "external router (LAN {} on {}, WAN {} on {})",
-            side(self.lan),
-            self.lan_port,
-            side(self.wan),
-            self.wan_port
-        )
+        format!("external router (LAN {} on {}, WAN {} on {})", self.lan, self.lan_port, self.wan, self.wan_port)
     }
 
     fn kernel_routes(&self) -> bool {
@@ -121,8 +112,7 @@ impl RouterUnderTest for ExternalRouter {
     }
 
     fn addressing(&self) -> Option<(Ipv4Net, Ipv4Net)> {
-        let fresh = Shape::new(1);
-        Some((ExternalRouter::side(self.lan, fresh.lan), ExternalRouter::side(self.wan, fresh.wan)))
+        Some((self.lan.or(default_lan()), self.wan.or(default_wan())))
     }
 
     fn serves_lan_dhcp(&self) -> bool {

@@ -116,21 +116,46 @@ pub(super) fn direct_topology(shape: &Shape) -> Topology {
 
 /// Leases an address from the router's DHCP server for every host on its
 /// LAN, each asking for the address the shape would give it; the shape
-/// learns the leases and, from the first, the router's LAN address and
-/// prefix (the lease's router option).
+/// learns the leases and the router's LAN address and prefix (the leases'
+/// router option). A router under test is not trusted: leases must name a
+/// router on their own subnet other than the host, on one LAN apart from
+/// the WAN, and differ from each other.
 fn lease_lan(lab: &Lab, shape: &mut Shape) -> Result<()> {
+    let mut gateway: Option<ipnet::Ipv4Net> = None;
     for name in shape.lan_hosts() {
         let host = lab.host(&name)?;
         let iface = if name == HOME { "wan0" } else { "eth0" };
         let lease = super::dhcp::lease(&host, iface, shape.wanted_lan_addr(&name))?;
-        let Some(gateway) = lease.gateway() else {
-            return Err(crate::lab::LabError::Input(format!(
-                "host '{name}' leased {} from the router's DHCP server, with no router option on that subnet: \
-                 the suite learns the router's LAN address from it",
-                lease.addr
-            )));
+        let refuse = |why: String| {
+            Err(crate::lab::LabError::Input(format!(
+                "host '{name}' leased {} (router {}) from the router's DHCP server: {why}",
+                lease.addr,
+                lease.router.map_or("none".to_string(), |r| r.to_string())
+            )))
         };
-        shape.lan = gateway;
+        let Some(gw) = lease.gateway() else {
+            return refuse("no router option on that subnet; the suite learns the router's LAN address from it".into());
+        };
+        if !(8..=30).contains(&gw.prefix_len()) {
+            return refuse(format!("a /{} LAN is no LAN a router hands out", gw.prefix_len()));
+        }
+        if gw.addr() == lease.addr.addr() || gw.addr() == gw.network() || gw.addr() == gw.broadcast() {
+            return refuse("the router option is the host itself, or the subnet's network or broadcast address".into());
+        }
+        if gw.contains(&shape.wan.addr()) || shape.wan.contains(&gw.addr()) {
+            return refuse(format!("the LAN overlaps the WAN ({})", shape.wan));
+        }
+        if gateway.is_some_and(|g| g != gw) {
+            return refuse(format!(
+                "another host's lease named {}",
+                gateway.map(|g| g.to_string()).unwrap_or_default()
+            ));
+        }
+        if shape.leases.values().any(|a| *a == lease.addr.addr()) {
+            return refuse("another host on the LAN holds that address".into());
+        }
+        gateway = Some(gw);
+        shape.lan = gw;
         shape.leases.insert(name, lease.addr.addr());
     }
     Ok(())

@@ -34,7 +34,7 @@ pub use external::{Addressing, ExternalRouter};
 pub use lab::{NatLab, shaped_topology};
 pub use linux_nat::LinuxNat;
 pub use rust_nat::RustNat;
-pub use shape::{HOME, INTRUDER, LAN_IF, ROUTER, SERVER, Shape, WAN_IF, client_name};
+pub use shape::{HOME, INTRUDER, LAN_IF, ROUTER, SERVER, Shape, WAN_IF, client_name, default_lan, default_wan};
 
 /// A kind of router that a lab can put between its LAN and WAN.
 pub trait RouterUnderTest: Send + Sync {

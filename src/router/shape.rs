@@ -18,12 +18,13 @@ pub const LAN_IF: &str = "lan";
 pub const WAN_IF: &str = "wan";
 
 /// The default LAN: the router at 192.168.1.1/24.
-fn default_lan() -> Ipv4Net {
+pub fn default_lan() -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(192, 168, 1, 1), 24).unwrap_or_default()
 }
 
-/// The default WAN: the router's public address 198.51.100.1/24.
-fn default_wan() -> Ipv4Net {
+/// The default WAN: the router's public address 198.51.100.1/24 (what the
+/// suite's DHCP server hands an external router).
+pub fn default_wan() -> Ipv4Net {
     Ipv4Net::new(Ipv4Addr::new(198, 51, 100, 1), 24).unwrap_or_default()
 }
 

@@ -256,7 +256,8 @@ type RunResult =
     std::result::Result<(Observed, Vec<Check>, Option<PathBuf>, String), (String, String, Option<PathBuf>)>;
 
 /// Builds the lab, plays the steps, judges what was seen, tears down. The
-/// run directory (logs, pcaps) is kept when a check failed or the run did.
+/// run directory (logs, pcaps) is kept when `keep` says the checks make a
+/// FAIL or ERROR, or the run itself failed.
 fn run(
     scenario: &Scenario,
     target: Target,
