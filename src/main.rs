@@ -305,6 +305,9 @@ enum ProbeCommand {
         /// a raw socket: turn the host's own echo replies off).
         #[arg(long)]
         icmp: bool,
+        /// Also answer plain GRE packets that say `later MS`, MS later.
+        #[arg(long)]
+        gre: bool,
     },
     /// Ask a reflector what it saw of us; prints `seen ADDR:PORT`. Exits 2
     /// on timeout, 3 when refused (ICMP port unreachable or TCP reset).
@@ -334,8 +337,9 @@ enum ProbeCommand {
     Idle {
         /// The reflector.
         target: std::net::SocketAddrV4,
-        /// The flow: udp, tcp (established), tcp-half-closed (FIN sent) or
-        /// icmp (an echo request).
+        /// The flow: udp, tcp (established), tcp-half-closed (FIN sent),
+        /// icmp (an echo request) or gre (one wait at a time: GRE flows
+        /// between two hosts share a mapping).
         #[arg(long, default_value = "udp")]
         flow: String,
         /// The waits, in milliseconds.
@@ -1007,18 +1011,25 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
         ExitCode::from(code)
     };
     match cmd {
-        ProbeCommand::Serve { udp, tcp, punch, icmp } => match probe::serve(udp, tcp, &punch, icmp) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(1, e),
-        },
+        ProbeCommand::Serve { udp, tcp, punch, icmp, gre } => {
+            let raw: Vec<probe::RawLater> = [(icmp, probe::RawLater::Icmp), (gre, probe::RawLater::Gre)]
+                .into_iter()
+                .filter_map(|(on, r)| on.then_some(r))
+                .collect();
+            match probe::serve(udp, tcp, &punch, &raw) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(1, e),
+            }
+        }
         ProbeCommand::Idle { target, flow, wait_ms, grace_ms } => {
             let flow = match flow.as_str() {
                 "udp" => probe::IdleFlow::Udp,
                 "tcp" => probe::IdleFlow::Tcp,
                 "tcp-half-closed" => probe::IdleFlow::TcpHalfClosed,
                 "icmp" => probe::IdleFlow::Icmp,
+                "gre" => probe::IdleFlow::Gre,
                 other => {
-                    eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed or icmp");
+                    eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed, icmp or gre");
                     return ExitCode::from(1);
                 }
             };

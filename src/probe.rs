@@ -86,12 +86,14 @@ fn padded(text: &str, len: usize) -> Vec<u8> {
 /// and prints `punched seen ADDR:PORT`; it sends one datagram to each of
 /// the others, answered or not, so that a filtering NAT lets them in. A
 /// punched listener prints `from ADDR:PORT` for every datagram it gets.
-/// With `icmp`, echo requests that say `later MS` are answered after MS
-/// (the host's own echo replies should be off: `icmp_echo_ignore_all`).
-pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], icmp: bool) -> io::Result<()> {
+/// From a raw socket per protocol of `raw`, ICMP echo requests and plain
+/// GRE packets that say `later MS` are answered after MS (the host's own
+/// echo replies should be off: `icmp_echo_ignore_all`).
+pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], raw: &[RawLater]) -> io::Result<()> {
     let udp_sock = udp.map(|p| UdpSocket::bind(("0.0.0.0", p))).transpose()?;
     let tcp_sock = tcp.map(|p| TcpListener::bind(("0.0.0.0", p))).transpose()?;
-    let icmp_sock = icmp.then(|| RawSocket::open(ipv4::PROTO_ICMP).map(Arc::new)).transpose()?;
+    let raw_socks =
+        raw.iter().map(|&r| RawSocket::open(r.protocol()).map(|s| (r, Arc::new(s)))).collect::<io::Result<Vec<_>>>()?;
     if let (Some(sock), Some((&target, others))) = (&udp_sock, punch.split_first()) {
         for other in others {
             sock.send_to(b"hello\n", other)?;
@@ -148,9 +150,9 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], icmp: b
                 }
             });
         }
-        if let Some(raw) = &icmp_sock {
+        for (kind, raw) in &raw_socks {
             let pending = &pending;
-            s.spawn(move || serve_icmp(raw, pending));
+            s.spawn(move || serve_raw(*kind, raw, pending));
         }
         if let Some(listener) = &tcp_sock {
             let pending = &pending;
@@ -175,25 +177,75 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], icmp: b
     Ok(())
 }
 
-/// Answers echo requests that say `later MS` with their echo reply, MS
-/// later (twice, as a UDP answer is sent).
-fn serve_icmp(raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
+/// What a reflector answers later from a raw socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RawLater {
+    /// ICMP echo requests, with their echo reply.
+    Icmp,
+    /// Plain GRE (version 0, no options), with the same packet back.
+    Gre,
+}
+
+impl RawLater {
+    fn protocol(self) -> u8 {
+        match self {
+            RawLater::Icmp => ipv4::PROTO_ICMP,
+            RawLater::Gre => ipv4::PROTO_GRE,
+        }
+    }
+
+    /// The answer to `msg` (what follows the IP header), if it asks for
+    /// one later, and after how long.
+    fn answer(self, msg: &[u8]) -> Option<(Duration, Vec<u8>)> {
+        match self {
+            RawLater::Icmp => {
+                let m = icmp::Message::new_checked(msg).ok()?;
+                if m.msg_type() != icmp::ECHO_REQUEST {
+                    return None;
+                }
+                let Request::Later(wait) = Request::parse(m.payload()) else { return None };
+                let seq = u16::from_be_bytes([msg[6], msg[7]]);
+                Some((wait, icmp::emit_echo(false, m.ident(), seq, m.payload())))
+            }
+            RawLater::Gre => {
+                let payload = plain_gre_payload(msg)?;
+                let Request::Later(wait) = Request::parse(payload) else { return None };
+                Some((wait, msg.to_vec()))
+            }
+        }
+    }
+}
+
+/// The EtherType idle probes put in plain GRE: local experimental (IEEE
+/// 802), which no tunnel decapsulates.
+const GRE_PROBE_TYPE: [u8; 2] = [0x88, 0xb5];
+
+/// A plain GRE packet (version 0, no checksum, key or sequence number) of
+/// the probes' EtherType around `payload`.
+fn plain_gre(payload: &[u8]) -> Vec<u8> {
+    let mut v = vec![0, 0, GRE_PROBE_TYPE[0], GRE_PROBE_TYPE[1]];
+    v.extend_from_slice(payload);
+    v
+}
+
+/// The payload of a plain GRE packet of the probes' EtherType.
+fn plain_gre_payload(msg: &[u8]) -> Option<&[u8]> {
+    (msg.len() >= 4 && msg[0] == 0 && msg[1] == 0 && msg[2..4] == GRE_PROBE_TYPE).then(|| &msg[4..])
+}
+
+/// Answers what asks `later MS` on `raw`, MS later (twice, as a UDP answer
+/// is sent).
+fn serve_raw(kind: RawLater, raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
     loop {
         let (from, msg) = match raw.recv(Duration::from_secs(1)) {
             Ok(Some(got)) => got,
             Ok(None) => continue,
             Err(e) => {
-                eprintln!("icmp: {e}");
+                eprintln!("{kind:?}: {e}");
                 return;
             }
         };
-        let Ok(m) = icmp::Message::new_checked(&msg[..]) else { continue };
-        if m.msg_type() != icmp::ECHO_REQUEST {
-            continue;
-        }
-        let Request::Later(wait) = Request::parse(m.payload()) else { continue };
-        let seq = u16::from_be_bytes([msg[6], msg[7]]);
-        let reply = icmp::emit_echo(false, m.ident(), seq, m.payload());
+        let Some((wait, reply)) = kind.answer(&msg) else { continue };
         if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
             pending.fetch_sub(1, Ordering::SeqCst);
             continue;
@@ -386,6 +438,10 @@ pub enum IdleFlow {
     /// An ICMP echo request (an identifier of its own), answered after the
     /// wait by a reflector serving `--icmp`.
     Icmp,
+    /// A plain GRE packet, answered after the wait by a reflector serving
+    /// `--gre`. GRE has no ports: every GRE flow between two hosts shares
+    /// one NAT mapping, so only one may wait at a time.
+    Gre,
 }
 
 /// Idle probes: for each wait, a flow of its own to the reflector at
@@ -415,20 +471,26 @@ fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duratio
             let mut buf = [0u8; 64];
             Ok(matches!(sock.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"back")))
         }
-        IdleFlow::Icmp => {
+        IdleFlow::Icmp | IdleFlow::Gre => {
             static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
             let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
-            let raw = RawSocket::open(ipv4::PROTO_ICMP)?;
-            let request = icmp::emit_echo(true, ident, 1, ask.as_bytes());
+            let (proto, request) = if flow == IdleFlow::Icmp {
+                (ipv4::PROTO_ICMP, icmp::emit_echo(true, ident, 1, ask.as_bytes()))
+            } else {
+                (ipv4::PROTO_GRE, plain_gre(format!("{} {ident}\n", ask.trim_end()).as_bytes()))
+            };
+            let answered = |msg: &[u8]| match flow {
+                IdleFlow::Icmp => icmp::Message::new_checked(msg)
+                    .is_ok_and(|m| m.msg_type() == icmp::ECHO_REPLY && m.ident() == ident),
+                _ => msg == request.as_slice(),
+            };
+            let raw = RawSocket::open(proto)?;
             raw.send(*target.ip(), &request)?;
             raw.send(*target.ip(), &request)?;
             let until = Instant::now() + deadline;
             while let Some(left) = until.checked_duration_since(Instant::now()) {
-                let Some((_, msg)) = raw.recv(left)? else { break };
-                if let Ok(m) = icmp::Message::new_checked(&msg[..])
-                    && m.msg_type() == icmp::ECHO_REPLY
-                    && m.ident() == ident
-                {
+                let Some((from, msg)) = raw.recv(left)? else { break };
+                if from == *target.ip() && answered(&msg) {
                     return Ok(true);
                 }
             }

@@ -281,11 +281,20 @@ fn behaviour_lab(router: &dyn RouterUnderTest) -> Result<NatLab, libtest_mimic::
     Ok(NatLab::build_shaped(router, &nat_behaviour::shape(), |t| t)?)
 }
 
-/// Measures `nl` and fails with every value that is not `expected`.
-fn measures_as(nl: NatLab, budget: Budget, expected: &[(Key, Value)]) -> TestResult {
+/// Measures `nl` and fails with every value that is not `expected`; with
+/// `bracketed`, every timeout expected must also be found between two
+/// waits (not only longer than the budget).
+fn measures_as(nl: NatLab, budget: Budget, expected: &[(Key, Value)], bracketed: bool) -> TestResult {
     let measured = nat_behaviour::measure(&nl, budget)?;
     nl.teardown()?;
-    let off = measured.disagreements(expected);
+    let mut off = measured.disagreements(expected);
+    if bracketed {
+        for (key, want) in expected {
+            if matches!(want, Value::Seconds { .. }) && !matches!(measured.get(*key), Some(Value::Seconds { .. })) {
+                off.push(format!("{}: not bracketed", key.title()));
+            }
+        }
+    }
     if !off.is_empty() {
         return Err(format!("{}\n{}", off.join("\n"), measured.text()).into());
     }
@@ -298,7 +307,7 @@ fn preset_measures_as_its_profile(preset: &str) -> TestResult {
     let nl = behaviour_lab(&RustNat { profile, binary: binary().into() })?;
     // Every preset's timeouts are minutes: two seconds of idle probes show
     // only that they are longer.
-    measures_as(nl, Budget { longest: Duration::from_secs(2), steps: 4 }, &expected)
+    measures_as(nl, Budget { longest: Duration::from_secs(2), steps: 4 }, &expected, false)
 }
 
 /// The waits that measure timeouts of 2 to 5 s to within 0.25 s.
@@ -310,9 +319,10 @@ fn rust_timeouts_measured() -> TestResult {
     profile.timeouts.tcp_established = 3;
     profile.timeouts.tcp_transitory = 4;
     profile.timeouts.icmp = 5;
+    profile.timeouts.other = 3;
     let expected = Measured::expected(&profile);
     let nl = behaviour_lab(&RustNat { profile, binary: binary().into() })?;
-    measures_as(nl, SHORT, &expected)
+    measures_as(nl, SHORT, &expected, true)
 }
 
 fn linux_behaviour_measured() -> TestResult {
@@ -327,6 +337,8 @@ fn linux_behaviour_measured() -> TestResult {
         ("tcp_timeout_fin_wait", "4"),
         ("tcp_timeout_close_wait", "4"),
         ("icmp_timeout", "5"),
+        ("gre_timeout", "3"),
+        ("gre_timeout_stream", "3"),
     ] {
         router.sysctl(&format!("net.netfilter.nf_conntrack_{key}"), value)?;
     }
@@ -347,8 +359,9 @@ fn linux_behaviour_measured() -> TestResult {
         (Key::TcpEstablishedTimeout, secs(3.0)),
         (Key::TcpTransitoryTimeout, secs(4.0)),
         (Key::IcmpTimeout, secs(5.0)),
+        (Key::GreTimeout, secs(3.0)),
     ];
-    measures_as(nl, SHORT, &expected)
+    measures_as(nl, SHORT, &expected, true)
 }
 
 fn hairpinning() -> TestResult {

@@ -116,7 +116,12 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
     };
     let (first, second) = (REFLECTOR.to_string(), SECOND_REFLECTOR.to_string());
     let _reflectors = [
-        m.reflector(&m.s1, &["--udp", &first, "--tcp", &first, "--icmp"], &[Proto::Udp, Proto::Tcp], REFLECTOR)?,
+        m.reflector(
+            &m.s1,
+            &["--udp", &first, "--tcp", &first, "--icmp", "--gre"],
+            &[Proto::Udp, Proto::Tcp],
+            REFLECTOR,
+        )?,
         m.reflector(&m.s1, &["--udp", &second], &[Proto::Udp], SECOND_REFLECTOR)?,
         m.reflector(&m.s2, &["--udp", &first], &[Proto::Udp], REFLECTOR)?,
     ];
@@ -139,8 +144,29 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         let timed = (budget.longest > Duration::ZERO).then(|| {
             [idle(1, IdleFlow::Udp), idle(1, IdleFlow::Tcp), idle(2, IdleFlow::TcpHalfClosed), idle(2, IdleFlow::Icmp)]
         });
+        // GRE has no ports: its flows between two hosts share one mapping,
+        // so they wait one at a time, beside the others.
+        let gre = (budget.longest > Duration::ZERO).then(|| {
+            scope.spawn(move || {
+                m.c1.inside(move || {
+                    Ok(search(waits, budget.longest.min(probe::MAX_LATER) * 2, |wait| {
+                        probe::idle(IdleFlow::Gre, target, &[wait], GRACE).first().copied().flatten()
+                    }))
+                })
+            })
+        });
         let mut values = m.immediate()?;
         let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout, Key::IcmpTimeout];
+        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Value>>| {
+            h.join().map_err(|_| LabError::io("an idle probe", std::io::Error::other("panicked")))?
+        };
+        values.push((
+            Key::GreTimeout,
+            match gre {
+                None => Value::unmeasured("no time budget for idle probes"),
+                Some(h) => joined(h)?,
+            },
+        ));
         match timed {
             None => values.extend(keys.map(|k| (k, Value::unmeasured("no time budget for idle probes")))),
             Some(handles) => {
@@ -183,6 +209,63 @@ fn bracket(waits: &[Duration], alive: &[Option<bool>]) -> Value {
     match first_dead {
         None => Value::AtLeast { s: secs(waits[last_alive]) },
         Some(i) => Value::Seconds { alive_s: secs(waits[last_alive]), dead_s: secs(waits[i]) },
+    }
+}
+
+/// A timeout of flows that share one mapping (GRE between two hosts), one
+/// wait at a time: the waits are tried first, second, fourth, eighth…
+/// until a flow dies, then the bracket is halved, while the waits tried add
+/// up to no more than `limit`. `trial` says whether a flow lived through a
+/// wait (`None`: it could not be sent).
+fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -> Option<bool>) -> Value {
+    let Some(last) = waits.len().checked_sub(1) else { return Value::unmeasured("no waits") };
+    let mut spent = Duration::ZERO;
+    let mut run = |i: usize| -> Option<Option<bool>> {
+        if spent + waits[i] > limit {
+            return None;
+        }
+        spent += waits[i];
+        Some(trial(waits[i]))
+    };
+    let (mut alive, mut dead): (Option<usize>, Option<usize>) = (None, None);
+    let mut i = 0;
+    loop {
+        match run(i) {
+            None => break,
+            Some(None) => return Value::unmeasured("the flow could not be sent"),
+            Some(Some(true)) => alive = Some(i),
+            Some(Some(false)) => {
+                dead = Some(i);
+                break;
+            }
+        }
+        if i == last {
+            break;
+        }
+        i = (2 * i + 1).min(last);
+    }
+    while let Some(d) = dead {
+        let lo = alive.map_or(0, |a| a + 1);
+        if lo >= d {
+            break;
+        }
+        let mid = lo + (d - lo) / 2;
+        match run(mid) {
+            None => break,
+            Some(None) => return Value::unmeasured("the flow could not be sent"),
+            Some(Some(true)) => alive = Some(mid),
+            Some(Some(false)) => dead = Some(mid),
+        }
+    }
+    let secs = |i: usize| waits[i].as_secs_f64();
+    match (alive, dead) {
+        (Some(a), Some(d)) => Value::Seconds { alive_s: secs(a), dead_s: secs(d) },
+        (Some(a), None) => Value::AtLeast { s: secs(a) },
+        (None, Some(_)) => Value::unmeasured(format!(
+            "no flow lived through even the shortest wait ({:.2} s): does the router forward this traffic?",
+            secs(0)
+        )),
+        (None, None) => Value::unmeasured("no time budget for idle probes"),
     }
 }
 
@@ -410,6 +493,25 @@ mod tests {
         assert_eq!(w.first(), Some(&Duration::from_millis(250)));
         assert_eq!(w.last(), Some(&Duration::from_millis(3750)));
         assert!(w.iter().all(|d| d.subsec_millis() != 0));
+    }
+
+    #[test]
+    fn a_search_gallops_then_halves_within_its_limit() {
+        let w: Vec<Duration> = (1..=16).map(Duration::from_secs).collect();
+        let mut tried = Vec::new();
+        let v = search(&w, Duration::from_secs(100), |d| {
+            tried.push(d.as_secs());
+            Some(d.as_secs() <= 9)
+        });
+        assert_eq!(v, Value::Seconds { alive_s: 9.0, dead_s: 10.0 });
+        assert_eq!(tried, [1, 2, 4, 8, 16, 12, 10, 9], "gallop up, then halve");
+        let v = search(&w, Duration::from_secs(20), |d| Some(d.as_secs() <= 9));
+        assert_eq!(v, Value::AtLeast { s: 8.0 }, "out of time before any flow died");
+        let v = search(&w, Duration::from_secs(31), |d| Some(d.as_secs() <= 9));
+        assert_eq!(v, Value::Seconds { alive_s: 8.0, dead_s: 16.0 }, "out of time while halving: the bracket so far");
+        assert_eq!(search(&w, Duration::from_secs(1000), |_| Some(true)), Value::AtLeast { s: 16.0 });
+        assert!(matches!(search(&w, Duration::from_secs(1000), |_| Some(false)), Value::Unmeasured { .. }));
+        assert!(matches!(search(&w, Duration::from_secs(1000), |_| None), Value::Unmeasured { .. }));
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::nat::profile::PptpMode;
 use crate::nat::{Behaviour, Profile, Protocol};
 
 pub use measure::{Budget, measure};
@@ -64,11 +65,13 @@ pub enum Key {
     TcpTransitoryTimeout,
     /// How long an idle ICMP query (echo) mapping lasts.
     IcmpTimeout,
+    /// How long an idle GRE mapping (by address) lasts.
+    GreTimeout,
 }
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 13] = [
+    pub const ALL: [Key; 14] = [
         Key::Mapping,
         Key::Filtering,
         Key::PortPreservation,
@@ -82,6 +85,7 @@ impl Key {
         Key::TcpEstablishedTimeout,
         Key::TcpTransitoryTimeout,
         Key::IcmpTimeout,
+        Key::GreTimeout,
     ];
 
     /// The row's title.
@@ -100,6 +104,7 @@ impl Key {
             Key::TcpEstablishedTimeout => "TCP established timeout",
             Key::TcpTransitoryTimeout => "TCP half-closed timeout",
             Key::IcmpTimeout => "ICMP query timeout",
+            Key::GreTimeout => "GRE timeout",
         }
     }
 }
@@ -261,6 +266,17 @@ impl Measured {
             (Key::TcpEstablishedTimeout, secs(t.tcp_established)),
             (Key::TcpTransitoryTimeout, secs(t.tcp_transitory)),
             (Key::IcmpTimeout, secs(t.icmp)),
+            (
+                Key::GreTimeout,
+                // Plain GRE is mapped by address, unless the profile drops GRE
+                // or sends it with a header checksum no host accepts.
+                if profile.pptp == PptpMode::Off || profile.blocked.contains(&Protocol::Gre) || profile.bad_gre_checksum
+                {
+                    Value::unmeasured("no GRE crosses")
+                } else {
+                    secs(t.other)
+                },
+            ),
         ]
     }
 
@@ -370,6 +386,18 @@ pub fn meaning(key: Key, value: &Value) -> String {
         (Key::IcmpTimeout, _) => {
             "how long a ping's mapping lasts: a monitoring ping slower than this loses its replies"
         }
+        (Key::GreTimeout, Value::AtLeast { s }) if *s < PPTP_ECHO_S => {
+            return format!("lasts over {s:.0} s; a longer budget tells whether an idle PPTP call keeps its GRE");
+        }
+        (Key::GreTimeout, v) => match lasts(v) {
+            Some(t) if t < PPTP_ECHO_S => {
+                return format!(
+                    "an idle PPTP call's GRE dies after {t:.0} s: PPTP's 60 s echo runs on TCP and does not keep it"
+                );
+            }
+            Some(_) => "an idle PPTP call keeps its GRE mapping a minute or more",
+            None => "",
+        },
         _ => "",
     };
     s.to_string()
