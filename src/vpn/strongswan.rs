@@ -335,6 +335,10 @@ impl<'lab> Charon<'lab> {
     /// waits until the CHILD_SA is installed again.
     pub fn rekey(&self, ike: &str, child: &str, timeout: Duration) -> Result<IkeSa> {
         self.swanctl(&["--rekey", "--ike", ike], timeout)?;
+        // The CHILD_SA moves to the new IKE_SA: until it is installed there,
+        // swanctl finds no SA to rekey (seen once in CI as "no matching SAs
+        // to rekey found").
+        self.wait_for_child(child, timeout)?;
         self.swanctl(&["--rekey", "--child", child], timeout)?;
         self.wait_for_child(child, timeout)
     }
