@@ -1053,11 +1053,11 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
                     println!("seen {seen}");
                     ExitCode::SUCCESS
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-                    fail(2, e)
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => fail(3, e),
-                Err(e) => fail(1, e),
+                Err(e) => match probe::Asked::of_error(&e) {
+                    Some(probe::Asked::TimedOut) => fail(2, e),
+                    Some(probe::Asked::Refused) => fail(3, e),
+                    _ => fail(1, e),
+                },
             }
         }
         ProbeCommand::Transfer { target, bytes, reverse } => {

@@ -246,27 +246,17 @@ fn serve_raw(kind: RawLater, raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
             }
         };
         let Some((wait, reply)) = kind.answer(&msg) else { continue };
-        if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
-            pending.fetch_sub(1, Ordering::SeqCst);
-            continue;
-        }
-        let (raw, pending, undo) = (Arc::clone(raw), Arc::clone(pending), Arc::clone(pending));
-        let spawned = std::thread::Builder::new().spawn(move || {
-            std::thread::sleep(wait);
+        let raw = Arc::clone(raw);
+        later(pending, wait, move || {
             let _ = raw.send(from, &reply);
-            let _ = raw.send(from, &reply);
-            pending.fetch_sub(1, Ordering::SeqCst);
         });
-        if spawned.is_err() {
-            undo.fetch_sub(1, Ordering::SeqCst);
-        }
     }
 }
 
-/// Sends `back` to `peer` from `sock` after `wait`, on a thread of its own
-/// (at most [`MAX_PENDING`] wait at once).
-fn answer_later(sock: &UdpSocket, peer: SocketAddr, wait: Duration, pending: &Arc<AtomicUsize>) {
-    let Ok(sock) = sock.try_clone() else { return };
+/// Runs `send` twice, `wait` from now, on a thread of its own: at most
+/// [`MAX_PENDING`] answers wait at once, and one past them, or one no
+/// thread can be made for, is not sent.
+fn later(pending: &Arc<AtomicUsize>, wait: Duration, send: impl Fn() + Send + 'static) {
     if pending.fetch_add(1, Ordering::SeqCst) >= MAX_PENDING {
         pending.fetch_sub(1, Ordering::SeqCst);
         return;
@@ -274,13 +264,21 @@ fn answer_later(sock: &UdpSocket, peer: SocketAddr, wait: Duration, pending: &Ar
     let (pending, undo) = (Arc::clone(pending), Arc::clone(pending));
     let spawned = std::thread::Builder::new().spawn(move || {
         std::thread::sleep(wait);
-        let _ = sock.send_to(b"back\n", peer);
-        let _ = sock.send_to(b"back\n", peer);
+        send();
+        send();
         pending.fetch_sub(1, Ordering::SeqCst);
     });
     if spawned.is_err() {
         undo.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// Sends `back` to `peer` from `sock` after `wait` (see [`later`]).
+fn answer_later(sock: &UdpSocket, peer: SocketAddr, wait: Duration, pending: &Arc<AtomicUsize>) {
+    let Ok(sock) = sock.try_clone() else { return };
+    later(pending, wait, move || {
+        let _ = sock.send_to(b"back\n", peer);
+    });
 }
 
 /// One TCP connection to the reflector: `sink N` reads N bytes and
@@ -308,8 +306,12 @@ fn serve_tcp(mut st: TcpStream, pending: &Arc<AtomicUsize>) {
             let _ = io::copy(&mut io::repeat(0x5a).take(n), &mut st);
         }
         Some("later") => {
+            let wait = match Request::parse(line.as_bytes()) {
+                Request::Later(wait) => wait,
+                _ => Duration::ZERO,
+            };
             if pending.fetch_add(1, Ordering::SeqCst) < MAX_PENDING {
-                std::thread::sleep(Duration::from_millis(n).min(MAX_LATER));
+                std::thread::sleep(wait);
                 let _ = st.write_all(b"back\n");
             }
             pending.fetch_sub(1, Ordering::SeqCst);
@@ -365,6 +367,29 @@ pub struct Sizes {
     pub out: usize,
     /// The answer's payload.
     pub back: usize,
+}
+
+/// How a question to a reflector ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Asked {
+    /// Answered: what the reflector saw.
+    Seen(SocketAddr),
+    /// No answer in time.
+    TimedOut,
+    /// An ICMP port unreachable or a TCP reset came back.
+    Refused,
+}
+
+impl Asked {
+    /// The ending an [`ask`] error stands for, if it is one (else the
+    /// error is the asking side's own).
+    pub fn of_error(e: &io::Error) -> Option<Asked> {
+        match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => Some(Asked::TimedOut),
+            io::ErrorKind::ConnectionRefused => Some(Asked::Refused),
+            _ => None,
+        }
+    }
 }
 
 /// Asks the reflector at `target` from local port `from` (any if 0) what

@@ -575,7 +575,9 @@ impl Table {
         if self.held.get(&(m.proto, m.public_port)) == Some(&id) {
             self.held.remove(&(m.proto, m.public_port));
         }
-        self.exhausted_until.remove(&m.proto);
+        if !self.exhausted_until.is_empty() {
+            self.exhausted_until.remove(&m.proto);
+        }
         self.free.push(id);
         self.len -= 1;
         self.sessions -= m.remotes.len();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::{Key, Measured, NEEDS_EIM, Value};
 use crate::lab::{Cmd, Host, LabError, Process, Proto, Result, own_binary};
 use crate::nat::Behaviour;
-use crate::probe::{self, IdleFlow, Sizes, Transport};
+use crate::probe::{self, Asked, IdleFlow, Sizes, Transport};
 use crate::router::NatLab;
 
 /// The servers' reflector ports.
@@ -76,23 +76,20 @@ impl Budget {
     }
 }
 
-/// How a question ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Asked {
-    Seen(SocketAddr),
-    TimedOut,
-    Refused,
-}
-
+/// A question's ending, or the asking side's own error.
 fn asked(r: std::io::Result<SocketAddr>, what: &str) -> Result<Asked> {
     match r {
         Ok(seen) => Ok(Asked::Seen(seen)),
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
-            Ok(Asked::TimedOut)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Ok(Asked::Refused),
-        Err(e) => Err(LabError::io(what, e)),
+        Err(e) => Asked::of_error(&e).ok_or_else(|| LabError::io(what, e)),
     }
+}
+
+/// Why a timeout was not measured when there is no time for idle probes.
+const NO_BUDGET: &str = "no time budget for idle probes";
+
+/// What a thread of the measurement returned.
+fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
+    h.join().map_err(|_| LabError::io("an idle probe", std::io::Error::other("panicked")))?
 }
 
 /// Measures the router of `nl`, a lab of at least two clients and two
@@ -157,23 +154,18 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         });
         let mut values = m.immediate()?;
         let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout, Key::IcmpTimeout];
-        let joined = |h: std::thread::ScopedJoinHandle<'_, Result<Value>>| {
-            h.join().map_err(|_| LabError::io("an idle probe", std::io::Error::other("panicked")))?
-        };
         values.push((
             Key::GreTimeout,
             match gre {
-                None => Value::unmeasured("no time budget for idle probes"),
+                None => Value::unmeasured(NO_BUDGET),
                 Some(h) => joined(h)?,
             },
         ));
         match timed {
-            None => values.extend(keys.map(|k| (k, Value::unmeasured("no time budget for idle probes")))),
+            None => values.extend(keys.map(|k| (k, Value::unmeasured(NO_BUDGET)))),
             Some(handles) => {
                 for (key, h) in keys.into_iter().zip(handles) {
-                    let alive =
-                        h.join().map_err(|_| LabError::io("an idle probe", std::io::Error::other("panicked")))??;
-                    values.push((key, bracket(waits, &alive)));
+                    values.push((key, bracket(waits, &joined(h)?)));
                 }
             }
         }
@@ -265,7 +257,7 @@ fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -
             "no flow lived through even the shortest wait ({:.2} s): does the router forward this traffic?",
             secs(0)
         )),
-        (None, None) => Value::unmeasured("no time budget for idle probes"),
+        (None, None) => Value::unmeasured(NO_BUDGET),
     }
 }
 
@@ -307,7 +299,7 @@ impl Measurer<'_> {
         host.inside(move || {
             for _ in 1..ATTEMPTS {
                 match probe::ask(transport, target, from, sizes, ANSWER) {
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                    Err(e) if Asked::of_error(&e) == Some(Asked::TimedOut) => {}
                     other => return asked(other, &what),
                 }
             }

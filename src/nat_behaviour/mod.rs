@@ -368,39 +368,53 @@ pub fn meaning(key: Key, value: &Value) -> String {
             );
         }
         (Key::UdpTimeout, v) => return udp_meaning(lasts(v)),
-        (Key::TcpEstablishedTimeout, Value::AtLeast { s }) if *s < PPTP_ECHO_S => {
-            return format!(
-                "lasts over {s:.0} s; a longer budget tells whether PPTP's 60 s echo keeps its control connection"
+        (Key::TcpEstablishedTimeout, v) => {
+            return against_keepalive(
+                v,
+                PPTP_ECHO_S,
+                "PPTP's 60 s echo keeps its control connection",
+                |t| {
+                    format!(
+                        "under PPTP's 60 s echo: an idle PPTP control connection or OpenVPN over TCP dies after {t:.0} s"
+                    )
+                },
+                "PPTP's 60 s echo keeps its control connection",
             );
         }
-        (Key::TcpEstablishedTimeout, v) => match lasts(v) {
-            Some(t) if t < PPTP_ECHO_S => {
-                return format!(
-                    "under PPTP's 60 s echo: an idle PPTP control connection or OpenVPN over TCP dies after {t:.0} s"
-                );
-            }
-            Some(_) => "PPTP's 60 s echo keeps its control connection",
-            None => "",
-        },
         (Key::TcpTransitoryTimeout, _) => "how long a connection that one side has closed keeps its state",
         (Key::IcmpTimeout, _) => {
             "how long a ping's mapping lasts: a monitoring ping slower than this loses its replies"
         }
-        (Key::GreTimeout, Value::AtLeast { s }) if *s < PPTP_ECHO_S => {
-            return format!("lasts over {s:.0} s; a longer budget tells whether an idle PPTP call keeps its GRE");
+        (Key::GreTimeout, v) => {
+            return against_keepalive(
+                v,
+                PPTP_ECHO_S,
+                "an idle PPTP call keeps its GRE",
+                |t| {
+                    format!(
+                        "an idle PPTP call's GRE dies after {t:.0} s: PPTP's 60 s echo runs on TCP and does not keep it"
+                    )
+                },
+                "an idle PPTP call keeps its GRE mapping a minute or more",
+            );
         }
-        (Key::GreTimeout, v) => match lasts(v) {
-            Some(t) if t < PPTP_ECHO_S => {
-                return format!(
-                    "an idle PPTP call's GRE dies after {t:.0} s: PPTP's 60 s echo runs on TCP and does not keep it"
-                );
-            }
-            Some(_) => "an idle PPTP call keeps its GRE mapping a minute or more",
-            None => "",
-        },
         _ => "",
     };
     s.to_string()
+}
+
+/// What timeout `v` means beside something that keeps a flow alive every
+/// `every` seconds: `unsure` is what a longer budget would tell, `short`
+/// says what a shorter timeout breaks, `enough` that it is long enough.
+fn against_keepalive(v: &Value, every: f64, unsure: &str, short: impl Fn(f64) -> String, enough: &str) -> String {
+    match (v, lasts(v)) {
+        (Value::AtLeast { s }, _) if *s < every => {
+            format!("lasts over {s:.0} s; a longer budget tells whether {unsure}")
+        }
+        (_, Some(t)) if t < every => short(t),
+        (_, Some(_)) => enough.to_string(),
+        (_, None) => String::new(),
+    }
 }
 
 /// The shortest an idle flow is known to last.
