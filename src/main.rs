@@ -308,6 +308,10 @@ enum ProbeCommand {
         /// Also answer plain GRE packets that say `later MS`, MS later.
         #[arg(long)]
         gre: bool,
+        /// Also answer ESP packets that say `later MS`, MS later, under the
+        /// asking SPI with its top bit flipped.
+        #[arg(long)]
+        esp: bool,
     },
     /// Ask a reflector what it saw of us; prints `seen ADDR:PORT`. Exits 2
     /// on timeout, 3 when refused (ICMP port unreachable or TCP reset).
@@ -338,8 +342,9 @@ enum ProbeCommand {
         /// The reflector.
         target: std::net::SocketAddrV4,
         /// The flow: udp, tcp (established), tcp-half-closed (FIN sent),
-        /// icmp (an echo request) or gre (one wait at a time: GRE flows
-        /// between two hosts share a mapping).
+        /// icmp (an echo request), gre or esp (answered once before the
+        /// wait; one wait at a time, as flows without ports between two
+        /// hosts may share a mapping).
         #[arg(long, default_value = "udp")]
         flow: String,
         /// The waits, in milliseconds.
@@ -1011,11 +1016,12 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
         ExitCode::from(code)
     };
     match cmd {
-        ProbeCommand::Serve { udp, tcp, punch, icmp, gre } => {
-            let raw: Vec<probe::RawLater> = [(icmp, probe::RawLater::Icmp), (gre, probe::RawLater::Gre)]
-                .into_iter()
-                .filter_map(|(on, r)| on.then_some(r))
-                .collect();
+        ProbeCommand::Serve { udp, tcp, punch, icmp, gre, esp } => {
+            let raw: Vec<probe::RawLater> =
+                [(icmp, probe::RawLater::Icmp), (gre, probe::RawLater::Gre), (esp, probe::RawLater::Esp)]
+                    .into_iter()
+                    .filter_map(|(on, r)| on.then_some(r))
+                    .collect();
             match probe::serve(udp, tcp, &punch, &raw) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(1, e),
@@ -1026,10 +1032,11 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
                 "udp" => probe::IdleFlow::Udp,
                 "tcp" => probe::IdleFlow::Tcp,
                 "tcp-half-closed" => probe::IdleFlow::TcpHalfClosed,
-                "icmp" => probe::IdleFlow::Icmp,
-                "gre" => probe::IdleFlow::Gre,
+                "icmp" => probe::IdleFlow::Raw(probe::RawLater::Icmp),
+                "gre" => probe::IdleFlow::Raw(probe::RawLater::Gre),
+                "esp" => probe::IdleFlow::Raw(probe::RawLater::Esp),
                 other => {
-                    eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed, icmp or gre");
+                    eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed, icmp, gre or esp");
                     return ExitCode::from(1);
                 }
             };

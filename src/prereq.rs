@@ -58,7 +58,12 @@ pub const TOOLS: &[Tool] = &[
     Tool { name: "tcpdump", package: "tcpdump", paths: &[], used_for: "packet captures" },
     Tool { name: "ethtool", package: "ethtool", paths: &[], used_for: "inspecting offloads by hand" },
     Tool { name: "iperf3", package: "iperf3", paths: &[], used_for: "throughput checks" },
-    Tool { name: "nft", package: "nftables", paths: &[], used_for: "the Linux NAT router" },
+    Tool {
+        name: "nft",
+        package: "nftables",
+        paths: &[],
+        used_for: "the Linux NAT router, and TCP simultaneous open when measuring NAT behaviour",
+    },
     Tool {
         name: "charon",
         package: "strongswan-charon",

@@ -5,13 +5,13 @@
 //! learns what a NAT did to a flow, end to end.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::vpn::scripted::RawSocket;
-use crate::wire::{icmp, ipv4};
+use crate::wire::{esp, icmp, ipv4, tcp};
 
 /// What the reflector answers: `seen ADDR:PORT`.
 pub fn answer(peer: SocketAddr) -> String {
@@ -86,9 +86,9 @@ fn padded(text: &str, len: usize) -> Vec<u8> {
 /// and prints `punched seen ADDR:PORT`; it sends one datagram to each of
 /// the others, answered or not, so that a filtering NAT lets them in. A
 /// punched listener prints `from ADDR:PORT` for every datagram it gets.
-/// From a raw socket per protocol of `raw`, ICMP echo requests and plain
-/// GRE packets that say `later MS` are answered after MS (the host's own
-/// echo replies should be off: `icmp_echo_ignore_all`).
+/// From a raw socket per protocol of `raw`, ICMP echo requests, plain GRE
+/// and ESP packets that say `later MS` are answered after MS (the host's
+/// own echo replies should be off: `icmp_echo_ignore_all`).
 pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], raw: &[RawLater]) -> io::Result<()> {
     let udp_sock = udp.map(|p| UdpSocket::bind(("0.0.0.0", p))).transpose()?;
     let tcp_sock = tcp.map(|p| TcpListener::bind(("0.0.0.0", p))).transpose()?;
@@ -184,6 +184,9 @@ pub enum RawLater {
     Icmp,
     /// Plain GRE (version 0, no options), with the same packet back.
     Gre,
+    /// ESP, answered with the same sequence number and payload under the
+    /// server's SPI ([`esp_answer_spi`]).
+    Esp,
 }
 
 impl RawLater {
@@ -191,6 +194,7 @@ impl RawLater {
         match self {
             RawLater::Icmp => ipv4::PROTO_ICMP,
             RawLater::Gre => ipv4::PROTO_GRE,
+            RawLater::Esp => ipv4::PROTO_ESP,
         }
     }
 
@@ -212,8 +216,21 @@ impl RawLater {
                 let Request::Later(wait) = Request::parse(payload) else { return None };
                 Some((wait, msg.to_vec()))
             }
+            RawLater::Esp => {
+                let p = esp::Packet::new_checked(msg).ok()?;
+                let payload = &msg[esp::HEADER_LEN..];
+                let Request::Later(wait) = Request::parse(payload) else { return None };
+                Some((wait, esp::emit(esp_answer_spi(p.spi()), p.seq(), payload)))
+            }
         }
     }
+}
+
+/// The SPI a reflector answers ESP with: the asking SA's, top bit flipped
+/// (each direction of an SA pair has an SPI of its own, and only the
+/// receiver's is on the wire).
+pub fn esp_answer_spi(spi: u32) -> u32 {
+    spi ^ 0x8000_0000
 }
 
 /// The EtherType idle probes put in plain GRE: local experimental (IEEE
@@ -450,6 +467,60 @@ fn connect_from(target: SocketAddrV4, from: u16, timeout: Duration) -> io::Resul
     Ok(std_sock)
 }
 
+/// A pure SYN (no ACK) in what a raw TCP socket got: its source.
+fn syn_of(from: Ipv4Addr, msg: &[u8], to_port: u16) -> Option<SocketAddrV4> {
+    let seg = tcp::Segment::new_checked(msg).ok()?;
+    let syn = seg.flags() & (tcp::SYN | tcp::ACK) == tcp::SYN;
+    (syn && seg.dst_port() == to_port).then(|| SocketAddrV4::new(from, seg.src_port()))
+}
+
+/// TCP simultaneous open (RFC 5382 REQ-2), the server's half: waits up to
+/// `within` on a raw socket for a SYN to `port`, then connects from `port`
+/// to where it came from, so that its own SYN crosses the client's, and
+/// says `simultaneous` if the connection opens. The host's TCP answers that
+/// first SYN with a reset, which the caller must drop (nothing listens on
+/// `port`). `ready` is called once the raw socket is open. Returns the
+/// client's endpoint as seen here, or `None` if no SYN came; whether the
+/// connection opened is the client's to tell.
+pub fn simultaneous_open_server(port: u16, within: Duration, ready: impl FnOnce()) -> io::Result<Option<SocketAddrV4>> {
+    let raw = RawSocket::open(ipv4::PROTO_TCP)?;
+    ready();
+    let until = Instant::now() + within;
+    let peer = loop {
+        let Some(left) = until.checked_duration_since(Instant::now()) else { return Ok(None) };
+        if let Some((from, msg)) = raw.recv(left)? {
+            if let Some(peer) = syn_of(from, &msg, port) {
+                break peer;
+            }
+        }
+    };
+    if let Ok(st) = connect_from(peer, port, within) {
+        let _ = (&st).write_all(b"simultaneous\n");
+    }
+    Ok(Some(peer))
+}
+
+/// The client's half: connects from `from` to `target` (the server's
+/// half) and watches, on a raw socket, what comes back. Whether the
+/// connection opened, and whether the server's own SYN reached this host:
+/// a NAT that drops it still lets the connection open the usual way, from
+/// the client's retransmitted SYN, so only that SYN tells simultaneous
+/// open from a plain one.
+pub fn simultaneous_open_client(target: SocketAddrV4, from: u16, within: Duration) -> io::Result<(bool, bool)> {
+    let raw = RawSocket::open(ipv4::PROTO_TCP)?;
+    let opened = connect_from(target, from, within).and_then(|st| {
+        st.set_read_timeout(Some(within))?;
+        let mut line = String::new();
+        BufReader::new(&st).read_line(&mut line)?;
+        Ok(line.starts_with("simultaneous"))
+    });
+    let mut syn = false;
+    while let Some((src, msg)) = raw.recv(Duration::ZERO)? {
+        syn |= src == *target.ip() && syn_of(src, &msg, from).is_some_and(|s| s.port() == target.port());
+    }
+    Ok((opened.unwrap_or(false), syn))
+}
+
 /// How an idle probe's flow waits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IdleFlow {
@@ -460,13 +531,14 @@ pub enum IdleFlow {
     /// A TCP connection the asking side has closed its half of (FIN sent),
     /// answered after the wait.
     TcpHalfClosed,
-    /// An ICMP echo request (an identifier of its own), answered after the
-    /// wait by a reflector serving `--icmp`.
-    Icmp,
-    /// A plain GRE packet, answered after the wait by a reflector serving
-    /// `--gre`. GRE has no ports: every GRE flow between two hosts shares
-    /// one NAT mapping, so only one may wait at a time.
-    Gre,
+    /// A flow without ports, answered by a reflector serving its kind
+    /// (`--icmp`, `--gre`, `--esp`): an ICMP echo request of an
+    /// identifier of its own, answered after the wait; plain GRE or ESP of
+    /// an SPI of its own, answered once at once and then after the wait.
+    /// GRE has no ports, and a NAT that maps ESP by address has none
+    /// either: every such flow between two hosts shares one NAT mapping,
+    /// so only one may wait at a time.
+    Raw(RawLater),
 }
 
 /// Idle probes: for each wait, a flow of its own to the reflector at
@@ -496,31 +568,7 @@ fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duratio
             let mut buf = [0u8; 64];
             Ok(matches!(sock.recv(&mut buf), Ok(n) if buf[..n].starts_with(b"back")))
         }
-        IdleFlow::Icmp | IdleFlow::Gre => {
-            static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
-            let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
-            let (proto, request) = if flow == IdleFlow::Icmp {
-                (ipv4::PROTO_ICMP, icmp::emit_echo(true, ident, 1, ask.as_bytes()))
-            } else {
-                (ipv4::PROTO_GRE, plain_gre(format!("{} {ident}\n", ask.trim_end()).as_bytes()))
-            };
-            let answered = |msg: &[u8]| match flow {
-                IdleFlow::Icmp => icmp::Message::new_checked(msg)
-                    .is_ok_and(|m| m.msg_type() == icmp::ECHO_REPLY && m.ident() == ident),
-                _ => msg == request.as_slice(),
-            };
-            let raw = RawSocket::open(proto)?;
-            raw.send(*target.ip(), &request)?;
-            raw.send(*target.ip(), &request)?;
-            let until = Instant::now() + deadline;
-            while let Some(left) = until.checked_duration_since(Instant::now()) {
-                let Some((from, msg)) = raw.recv(left)? else { break };
-                if from == *target.ip() && answered(&msg) {
-                    return Ok(true);
-                }
-            }
-            Ok(false)
-        }
+        IdleFlow::Raw(kind) => raw_idle(kind, target, wait, grace),
         IdleFlow::Tcp | IdleFlow::TcpHalfClosed => {
             let st = TcpStream::connect_timeout(&target.into(), Duration::from_secs(2))?;
             (&st).write_all(ask.as_bytes())?;
@@ -532,6 +580,76 @@ fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duratio
             Ok(BufReader::new(&st).read_line(&mut line).is_ok() && line.starts_with("back"))
         }
     }
+}
+
+/// An idle probe of a flow without ports (see [`IdleFlow::Raw`]).
+fn raw_idle(kind: RawLater, target: SocketAddrV4, wait: Duration, grace: Duration) -> io::Result<bool> {
+    static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
+    let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
+    let raw = RawSocket::open(kind.protocol())?;
+    // GRE and ESP carry tunnels, whose state has seen both ways: the
+    // flow is answered once before it idles, so that what is measured
+    // is an answered flow's timeout (Linux keeps an unanswered GRE
+    // flow a sixth as long).
+    if kind != RawLater::Icmp && !raw_exchange(&raw, kind, *target.ip(), ident, Duration::ZERO, grace)? {
+        return Err(io::Error::new(io::ErrorKind::TimedOut, "the flow's first question got no answer"));
+    }
+    raw_exchange(&raw, kind, *target.ip(), ident, wait, grace)
+}
+
+/// The SPI of every ESP idle probe of this process, as one SA of a real
+/// tunnel: a NAT's ESP table (some hold 8 entries) does not fill up with
+/// the probes, and the flows are told apart by what they ask.
+fn probe_spi() -> u32 {
+    0x1000_0000 | (std::process::id() & 0xffff)
+}
+
+/// The next two sequence numbers of [`probe_spi`]'s SA.
+fn next_esp_seq() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    NEXT.fetch_add(2, Ordering::SeqCst)
+}
+
+/// Asks the reflector at `to`, on `raw`, to answer after `wait`: two
+/// packets of `kind` that say so under `ident` (ESP: of [`probe_spi`], in
+/// sequence). Whether an answer came within `grace` after the wait.
+fn raw_exchange(
+    raw: &RawSocket,
+    kind: RawLater,
+    to: Ipv4Addr,
+    ident: u16,
+    wait: Duration,
+    grace: Duration,
+) -> io::Result<bool> {
+    let text = format!("later {} {ident}\n", wait.as_millis());
+    let spi = probe_spi();
+    let requests = match kind {
+        RawLater::Icmp => vec![icmp::emit_echo(true, ident, 1, text.as_bytes()); 2],
+        RawLater::Gre => vec![plain_gre(text.as_bytes()); 2],
+        RawLater::Esp => {
+            let seq = next_esp_seq();
+            vec![esp::emit(spi, seq, text.as_bytes()), esp::emit(spi, seq.wrapping_add(1), text.as_bytes())]
+        }
+    };
+    let answered = |msg: &[u8]| match kind {
+        RawLater::Icmp => {
+            icmp::Message::new_checked(msg).is_ok_and(|m| m.msg_type() == icmp::ECHO_REPLY && m.ident() == ident)
+        }
+        RawLater::Gre => msg == requests[0].as_slice(),
+        RawLater::Esp => esp::Packet::new_checked(msg)
+            .is_ok_and(|p| p.spi() == esp_answer_spi(spi) && &msg[esp::HEADER_LEN..] == text.as_bytes()),
+    };
+    for r in &requests {
+        raw.send(to, r)?;
+    }
+    let until = Instant::now() + wait + grace;
+    while let Some(left) = until.checked_duration_since(Instant::now()) {
+        let Some((from, msg)) = raw.recv(left)? else { break };
+        if from == to && answered(&msg) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Round-trip times of `count` UDP datagrams to a reflector, one at a time.

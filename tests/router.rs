@@ -337,8 +337,11 @@ fn linux_behaviour_measured() -> TestResult {
         ("tcp_timeout_fin_wait", "4"),
         ("tcp_timeout_close_wait", "4"),
         ("icmp_timeout", "5"),
-        ("gre_timeout", "3"),
+        // An answered GRE flow lives `gre_timeout_stream`, an unanswered
+        // one `gre_timeout`; ESP is the generic protocol's.
+        ("gre_timeout", "2"),
         ("gre_timeout_stream", "3"),
+        ("generic_timeout", "4"),
     ] {
         router.sysctl(&format!("net.netfilter.nf_conntrack_{key}"), value)?;
     }
@@ -352,6 +355,7 @@ fn linux_behaviour_measured() -> TestResult {
         // public address is the router's own.
         (Key::HairpinningUdp, flag(false)),
         (Key::HairpinningTcp, flag(false)),
+        (Key::TcpSimultaneousOpen, flag(true)),
         (Key::IcmpErrors, flag(true)),
         (Key::FragmentsOut, flag(true)),
         (Key::FragmentsIn, flag(true)),
@@ -360,6 +364,7 @@ fn linux_behaviour_measured() -> TestResult {
         (Key::TcpTransitoryTimeout, secs(4.0)),
         (Key::IcmpTimeout, secs(5.0)),
         (Key::GreTimeout, secs(3.0)),
+        (Key::EspTimeout, secs(4.0)),
     ];
     measures_as(nl, SHORT, &expected, true)
 }

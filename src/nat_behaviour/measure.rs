@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::{Key, Measured, NEEDS_EIM, Value};
 use crate::lab::{Cmd, Host, LabError, Process, Proto, Result, own_binary};
 use crate::nat::Behaviour;
-use crate::probe::{self, Asked, IdleFlow, Sizes, Transport};
+use crate::probe::{self, Asked, IdleFlow, RawLater, Sizes, Transport};
 use crate::router::NatLab;
 
 /// The servers' reflector ports.
@@ -30,6 +30,10 @@ const PARITY_PORTS: [u16; 12] = [22000, 22002, 22004, 22006, 22001, 22008, 22003
 const FILTER_PORT: u16 = 23000;
 const HAIRPIN_UDP: (u16, u16) = (24000, 24100);
 const HAIRPIN_TCP: u16 = 25000;
+/// Both ends' port for TCP simultaneous open.
+const SIMULTANEOUS: u16 = 26000;
+/// How long each half of a simultaneous open waits.
+const SIMULTANEOUS_WAIT: Duration = Duration::from_secs(5);
 /// A datagram this large leaves as fragments on 1500-byte links.
 const FRAGMENTED: usize = 4000;
 /// How long a question waits for its answer, and how often it is asked.
@@ -87,6 +91,9 @@ fn asked(r: std::io::Result<SocketAddr>, what: &str) -> Result<Asked> {
 /// Why a timeout was not measured when there is no time for idle probes.
 const NO_BUDGET: &str = "no time budget for idle probes";
 
+/// Why a flow answered before it idles was not measured.
+const NOT_OPENED: &str = "the flow got no answer even before it idled: the router does not forward this traffic";
+
 /// What a thread of the measurement returned.
 fn joined<T>(h: std::thread::ScopedJoinHandle<'_, Result<T>>) -> Result<T> {
     h.join().map_err(|_| LabError::io("an idle probe", std::io::Error::other("panicked")))?
@@ -115,7 +122,7 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
     let _reflectors = [
         m.reflector(
             &m.s1,
-            &["--udp", &first, "--tcp", &first, "--icmp", "--gre"],
+            &["--udp", &first, "--tcp", &first, "--icmp", "--gre", "--esp"],
             &[Proto::Udp, Proto::Tcp],
             REFLECTOR,
         )?,
@@ -139,28 +146,43 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
             scope.spawn(move || host.inside(move || Ok(probe::idle(flow, target, waits, GRACE))))
         };
         let timed = (budget.longest > Duration::ZERO).then(|| {
-            [idle(1, IdleFlow::Udp), idle(1, IdleFlow::Tcp), idle(2, IdleFlow::TcpHalfClosed), idle(2, IdleFlow::Icmp)]
+            [
+                idle(1, IdleFlow::Udp),
+                idle(1, IdleFlow::Tcp),
+                idle(2, IdleFlow::TcpHalfClosed),
+                idle(2, IdleFlow::Raw(RawLater::Icmp)),
+            ]
         });
-        // GRE has no ports: its flows between two hosts share one mapping,
-        // so they wait one at a time, beside the others.
-        let gre = (budget.longest > Duration::ZERO).then(|| {
-            scope.spawn(move || {
-                m.c1.inside(move || {
-                    Ok(search(waits, budget.longest.min(probe::MAX_LATER) * 2, |wait| {
-                        probe::idle(IdleFlow::Gre, target, &[wait], GRACE).first().copied().flatten()
-                    }))
+        // GRE has no ports, and ESP mapped by address has none either: their
+        // flows between two hosts share one mapping, so they wait one at a
+        // time, beside the others. Both go from client 1: a router keeps an
+        // answered flow's mapping for minutes, and that mapping must belong
+        // to the client that later labs (on the same external router, with
+        // the same leases) send their first ESP and GRE from, or it would
+        // stand in the way of their raw ESP to the same server.
+        let sequential = |kind: RawLater| {
+            (budget.longest > Duration::ZERO).then(|| {
+                scope.spawn(move || {
+                    m.c1.inside(move || {
+                        Ok(search(waits, budget.longest.min(probe::MAX_LATER) * 2, |wait| {
+                            probe::idle(IdleFlow::Raw(kind), target, &[wait], GRACE).first().copied().flatten()
+                        }))
+                    })
                 })
             })
-        });
+        };
+        let sequential = [(Key::GreTimeout, sequential(RawLater::Gre)), (Key::EspTimeout, sequential(RawLater::Esp))];
         let mut values = m.immediate()?;
         let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout, Key::IcmpTimeout];
-        values.push((
-            Key::GreTimeout,
-            match gre {
-                None => Value::unmeasured(NO_BUDGET),
-                Some(h) => joined(h)?,
-            },
-        ));
+        for (key, h) in sequential {
+            values.push((
+                key,
+                match h {
+                    None => Value::unmeasured(NO_BUDGET),
+                    Some(h) => joined(h)?,
+                },
+            ));
+        }
         match timed {
             None => values.extend(keys.map(|k| (k, Value::unmeasured(NO_BUDGET)))),
             Some(handles) => {
@@ -206,35 +228,32 @@ fn bracket(waits: &[Duration], alive: &[Option<bool>]) -> Value {
 
 /// A timeout of flows that share one mapping (GRE between two hosts), one
 /// wait at a time: the waits are tried first, second, fourth, eighth…
-/// until a flow dies, then the bracket is halved, while the waits tried add
-/// up to no more than `limit`. `trial` says whether a flow lived through a
+/// (the longest that still fits, where the next would not) until a flow
+/// dies, then the bracket is halved, while the waits tried add up to no
+/// more than `limit`. `trial` says whether a flow lived through a
 /// wait (`None`: it could not be sent).
 fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -> Option<bool>) -> Value {
     let Some(last) = waits.len().checked_sub(1) else { return Value::unmeasured("no waits") };
     let mut spent = Duration::ZERO;
-    let mut run = |i: usize| -> Option<Option<bool>> {
-        if spent + waits[i] > limit {
-            return None;
-        }
-        spent += waits[i];
-        Some(trial(waits[i]))
-    };
     let (mut alive, mut dead): (Option<usize>, Option<usize>) = (None, None);
     let mut i = 0;
     loop {
-        match run(i) {
-            None => break,
-            Some(None) => return Value::unmeasured("the flow could not be sent"),
-            Some(Some(true)) => alive = Some(i),
-            Some(Some(false)) => {
-                dead = Some(i);
+        // A gallop that would overrun the limit goes as far as it still can.
+        let left = limit.saturating_sub(spent);
+        let Some(j) = (alive.map_or(0, |a| a + 1)..=i).rev().find(|&j| waits[j] <= left) else { break };
+        spent += waits[j];
+        match trial(waits[j]) {
+            None => return Value::unmeasured(NOT_OPENED),
+            Some(true) => alive = Some(j),
+            Some(false) => {
+                dead = Some(j);
                 break;
             }
         }
-        if i == last {
+        if j == last {
             break;
         }
-        i = (2 * i + 1).min(last);
+        i = (2 * j + 1).min(last);
     }
     while let Some(d) = dead {
         let lo = alive.map_or(0, |a| a + 1);
@@ -242,11 +261,14 @@ fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -
             break;
         }
         let mid = lo + (d - lo) / 2;
-        match run(mid) {
-            None => break,
-            Some(None) => return Value::unmeasured("the flow could not be sent"),
-            Some(Some(true)) => alive = Some(mid),
-            Some(Some(false)) => dead = Some(mid),
+        if spent + waits[mid] > limit {
+            break;
+        }
+        spent += waits[mid];
+        match trial(waits[mid]) {
+            None => return Value::unmeasured(NOT_OPENED),
+            Some(true) => alive = Some(mid),
+            Some(false) => dead = Some(mid),
         }
     }
     let secs = |i: usize| waits[i].as_secs_f64();
@@ -359,6 +381,7 @@ impl Measurer<'_> {
             values.push((Key::HairpinningUdp, Value::unmeasured(NEEDS_EIM)));
             values.push((Key::HairpinningTcp, Value::unmeasured(NEEDS_EIM)));
         }
+        values.push((Key::TcpSimultaneousOpen, self.simultaneous_open()?));
         let refused = self.ask_udp(&self.c1, self.target(1, CLOSED), 0)? == Asked::Refused;
         values.push((Key::IcmpErrors, Value::flag(refused)));
         for (key, sizes) in [
@@ -456,6 +479,52 @@ impl Measurer<'_> {
         })
     }
 
+    /// Client 1 connects from [`SIMULTANEOUS`] to server 1's, where nothing
+    /// listens and the server's resets are dropped; server 1 learns the
+    /// client's public endpoint from the SYN and connects to it from the
+    /// same port. The router supports simultaneous open (RFC 5382 REQ-2)
+    /// when the server's SYN reaches the client and the connection opens.
+    fn simultaneous_open(&self) -> Result<Value> {
+        let nft = crate::prereq::require_tool("nft")?.to_string_lossy().into_owned();
+        let port = SIMULTANEOUS.to_string();
+        for rule in [
+            "add table ip simultaneous-open",
+            "add chain ip simultaneous-open out { type filter hook output priority 0 ; }",
+        ] {
+            self.s1.run_ok(Cmd::new(&nft).args(&rule.split(' ').collect::<Vec<_>>()))?;
+        }
+        let drop_resets = ["add", "rule", "ip", "simultaneous-open", "out", "tcp", "sport", &port, "tcp", "flags"];
+        self.s1.run_ok(Cmd::new(&nft).args(&drop_resets).args(&["&", "rst", "==", "rst", "drop"]))?;
+        let target = self.target(1, SIMULTANEOUS);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::scope(|scope| {
+            let what = format!("host '{}': waiting for a SYN on a raw socket", self.s1.name());
+            let server = scope.spawn(|| {
+                self.s1.inside(move || {
+                    probe::simultaneous_open_server(SIMULTANEOUS, SIMULTANEOUS_WAIT, move || {
+                        let _ = ready_tx.send(());
+                    })
+                    .map_err(|e| LabError::io(what, e))
+                })
+            });
+            if ready_rx.recv_timeout(SIMULTANEOUS_WAIT).is_err() {
+                joined(server)?;
+                return Err(LabError::Input(format!("host '{}': the raw TCP socket did not open", self.s1.name())));
+            }
+            let what = format!("host '{}': a simultaneous open to {target}", self.c1.name());
+            let client = self.c1.inside(move || {
+                probe::simultaneous_open_client(target, SIMULTANEOUS, SIMULTANEOUS_WAIT)
+                    .map_err(|e| LabError::io(what, e))
+            });
+            let reached = joined(server)?;
+            let (opened, crossed) = client?;
+            Ok(match reached {
+                None => Value::unmeasured("the client's SYN did not reach the server"),
+                Some(_) => Value::flag(opened && crossed),
+            })
+        })
+    }
+
     /// Client 1 opens a TCP mapping by connecting to server 1, then listens
     /// on that port; client 2 connects to its public endpoint.
     fn hairpin_tcp(&self) -> Result<Value> {
@@ -499,6 +568,8 @@ mod tests {
         assert_eq!(tried, [1, 2, 4, 8, 16, 12, 10, 9], "gallop up, then halve");
         let v = search(&w, Duration::from_secs(20), |d| Some(d.as_secs() <= 9));
         assert_eq!(v, Value::AtLeast { s: 8.0 }, "out of time before any flow died");
+        let v = search(&w, Duration::from_secs(25), |d| Some(d.as_secs() <= 9));
+        assert_eq!(v, Value::Seconds { alive_s: 8.0, dead_s: 10.0 }, "the last gallop as long as the limit lets it");
         let v = search(&w, Duration::from_secs(31), |d| Some(d.as_secs() <= 9));
         assert_eq!(v, Value::Seconds { alive_s: 8.0, dead_s: 16.0 }, "out of time while halving: the bracket so far");
         assert_eq!(search(&w, Duration::from_secs(1000), |_| Some(true)), Value::AtLeast { s: 16.0 });

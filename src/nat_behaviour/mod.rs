@@ -13,7 +13,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::nat::profile::PptpMode;
+use crate::nat::profile::{IpsecMode, PptpMode};
 use crate::nat::{Behaviour, Profile, Protocol};
 
 pub use measure::{Budget, measure};
@@ -51,6 +51,9 @@ pub enum Key {
     HairpinningUdp,
     /// TCP between two LAN hosts through the public address.
     HairpinningTcp,
+    /// TCP connections opened by a SYN from each end at once (RFC 5382
+    /// REQ-2).
+    TcpSimultaneousOpen,
     /// An ICMP port unreachable comes back translated (RFC 5508).
     IcmpErrors,
     /// Fragmented UDP from the LAN out.
@@ -65,19 +68,22 @@ pub enum Key {
     TcpTransitoryTimeout,
     /// How long an idle ICMP query (echo) mapping lasts.
     IcmpTimeout,
-    /// How long an idle GRE mapping (by address) lasts.
+    /// How long an idle, answered GRE mapping (by address) lasts.
     GreTimeout,
+    /// How long an idle, answered ESP mapping lasts.
+    EspTimeout,
 }
 
 impl Key {
     /// Every key, in table order.
-    pub const ALL: [Key; 14] = [
+    pub const ALL: [Key; 16] = [
         Key::Mapping,
         Key::Filtering,
         Key::PortPreservation,
         Key::PortParity,
         Key::HairpinningUdp,
         Key::HairpinningTcp,
+        Key::TcpSimultaneousOpen,
         Key::IcmpErrors,
         Key::FragmentsOut,
         Key::FragmentsIn,
@@ -86,6 +92,7 @@ impl Key {
         Key::TcpTransitoryTimeout,
         Key::IcmpTimeout,
         Key::GreTimeout,
+        Key::EspTimeout,
     ];
 
     /// The row's title.
@@ -97,6 +104,7 @@ impl Key {
             Key::PortParity => "port parity",
             Key::HairpinningUdp => "hairpinning, UDP",
             Key::HairpinningTcp => "hairpinning, TCP",
+            Key::TcpSimultaneousOpen => "TCP simultaneous open (RFC 5382)",
             Key::IcmpErrors => "ICMP errors translated (RFC 5508)",
             Key::FragmentsOut => "fragments, LAN to WAN",
             Key::FragmentsIn => "fragments, WAN to LAN",
@@ -105,6 +113,7 @@ impl Key {
             Key::TcpTransitoryTimeout => "TCP half-closed timeout",
             Key::IcmpTimeout => "ICMP query timeout",
             Key::GreTimeout => "GRE timeout",
+            Key::EspTimeout => "ESP timeout",
         }
     }
 }
@@ -259,6 +268,7 @@ impl Measured {
             (Key::PortParity, Value::flag(false)),
             (Key::HairpinningUdp, hairpin(profile.hairpinning)),
             (Key::HairpinningTcp, hairpin(profile.hairpinning && profile.filtering == Behaviour::EndpointIndependent)),
+            (Key::TcpSimultaneousOpen, Value::flag(true)),
             (Key::IcmpErrors, Value::flag(!profile.blocked.contains(&Protocol::Icmp))),
             (Key::FragmentsOut, Value::flag(!profile.drop_fragments)),
             (Key::FragmentsIn, Value::flag(!profile.drop_fragments)),
@@ -273,6 +283,16 @@ impl Measured {
                 if profile.pptp == PptpMode::Off || profile.blocked.contains(&Protocol::Gre) || profile.bad_gre_checksum
                 {
                     Value::unmeasured("no GRE crosses")
+                } else {
+                    secs(t.other)
+                },
+            ),
+            (
+                Key::EspTimeout,
+                // Raw ESP by address, by SPI or through the tracker: an
+                // answered flow lives `other` in each.
+                if profile.ipsec == IpsecMode::Off || profile.blocked.contains(&Protocol::Esp) {
+                    Value::unmeasured("no ESP crosses")
                 } else {
                     secs(t.other)
                 },
@@ -352,6 +372,12 @@ pub fn meaning(key: Key, value: &Value) -> String {
         (Key::HairpinningUdp, _) => {
             "a LAN client cannot reach a VPN server behind the same router by its public address"
         }
+        (Key::TcpSimultaneousOpen, Value::Flag { yes: true }) => {
+            "TCP hole punching works: two peers behind NATs can open a TCP tunnel to each other"
+        }
+        (Key::TcpSimultaneousOpen, _) => {
+            "TCP hole punching fails (RFC 5382 REQ-2); VPNs over TCP to a server are unaffected"
+        }
         (Key::IcmpErrors, Value::Flag { yes: true }) => {
             "path MTU discovery works through the NAT: large tunnelled packets are not black-holed"
         }
@@ -398,6 +424,17 @@ pub fn meaning(key: Key, value: &Value) -> String {
                 "an idle PPTP call keeps its GRE mapping a minute or more",
             );
         }
+        (Key::EspTimeout, Value::AtLeast { s }) => {
+            return format!("an idle raw-ESP tunnel keeps its NAT state over {s:.0} s");
+        }
+        (Key::EspTimeout, v) => match lasts(v) {
+            Some(t) => {
+                return format!(
+                    "an idle raw-ESP tunnel's NAT state dies after {t:.0} s: the server's ESP reaches no one until the client sends; NAT-T's {NAT_T_KEEPALIVE_S:.0} s keepalives avoid it"
+                );
+            }
+            None => "",
+        },
         _ => "",
     };
     s.to_string()
