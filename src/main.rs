@@ -342,9 +342,9 @@ enum ProbeCommand {
         /// The reflector.
         target: std::net::SocketAddrV4,
         /// The flow: udp, tcp (established), tcp-half-closed (FIN sent),
-        /// icmp (an echo request), gre or esp (answered once before the
-        /// wait; one wait at a time, as flows without ports between two
-        /// hosts may share a mapping).
+        /// icmp (an echo request), gre or esp (each answered once before
+        /// its wait; their waits run one after another, as flows without
+        /// ports between two hosts may share a mapping).
         #[arg(long, default_value = "udp")]
         flow: String,
         /// The waits, in milliseconds.
@@ -1017,8 +1017,8 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
     };
     match cmd {
         ProbeCommand::Serve { udp, tcp, punch, icmp, gre, esp } => {
-            let raw: Vec<probe::RawLater> =
-                [(icmp, probe::RawLater::Icmp), (gre, probe::RawLater::Gre), (esp, probe::RawLater::Esp)]
+            let raw: Vec<probe::RawProto> =
+                [(icmp, probe::RawProto::Icmp), (gre, probe::RawProto::Gre), (esp, probe::RawProto::Esp)]
                     .into_iter()
                     .filter_map(|(on, r)| on.then_some(r))
                     .collect();
@@ -1032,9 +1032,9 @@ fn probe(cmd: ProbeCommand) -> ExitCode {
                 "udp" => probe::IdleFlow::Udp,
                 "tcp" => probe::IdleFlow::Tcp,
                 "tcp-half-closed" => probe::IdleFlow::TcpHalfClosed,
-                "icmp" => probe::IdleFlow::Raw(probe::RawLater::Icmp),
-                "gre" => probe::IdleFlow::Raw(probe::RawLater::Gre),
-                "esp" => probe::IdleFlow::Raw(probe::RawLater::Esp),
+                "icmp" => probe::IdleFlow::Raw(probe::RawProto::Icmp),
+                "gre" => probe::IdleFlow::Raw(probe::RawProto::Gre),
+                "esp" => probe::IdleFlow::Raw(probe::RawProto::Esp),
                 other => {
                     eprintln!("error: --flow {other}: expected udp, tcp, tcp-half-closed, icmp, gre or esp");
                     return ExitCode::from(1);

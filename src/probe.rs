@@ -89,7 +89,7 @@ fn padded(text: &str, len: usize) -> Vec<u8> {
 /// From a raw socket per protocol of `raw`, ICMP echo requests, plain GRE
 /// and ESP packets that say `later MS` are answered after MS (the host's
 /// own echo replies should be off: `icmp_echo_ignore_all`).
-pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], raw: &[RawLater]) -> io::Result<()> {
+pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], raw: &[RawProto]) -> io::Result<()> {
     let udp_sock = udp.map(|p| UdpSocket::bind(("0.0.0.0", p))).transpose()?;
     let tcp_sock = tcp.map(|p| TcpListener::bind(("0.0.0.0", p))).transpose()?;
     let raw_socks =
@@ -177,9 +177,10 @@ pub fn serve(udp: Option<u16>, tcp: Option<u16>, punch: &[SocketAddrV4], raw: &[
     Ok(())
 }
 
-/// What a reflector answers later from a raw socket.
+/// A protocol without ports that the reflector answers from a raw socket,
+/// and that idle probes ask over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RawLater {
+pub enum RawProto {
     /// ICMP echo requests, with their echo reply.
     Icmp,
     /// Plain GRE (version 0, no options), with the same packet back.
@@ -189,20 +190,20 @@ pub enum RawLater {
     Esp,
 }
 
-impl RawLater {
+impl RawProto {
     fn protocol(self) -> u8 {
         match self {
-            RawLater::Icmp => ipv4::PROTO_ICMP,
-            RawLater::Gre => ipv4::PROTO_GRE,
-            RawLater::Esp => ipv4::PROTO_ESP,
+            RawProto::Icmp => ipv4::PROTO_ICMP,
+            RawProto::Gre => ipv4::PROTO_GRE,
+            RawProto::Esp => ipv4::PROTO_ESP,
         }
     }
 
-    /// The answer to `msg` (what follows the IP header), if it asks for
-    /// one later, and after how long.
+    /// The reflector's answer to `msg` (what follows the IP header), if it
+    /// asks for one later, and after how long.
     fn answer(self, msg: &[u8]) -> Option<(Duration, Vec<u8>)> {
         match self {
-            RawLater::Icmp => {
+            RawProto::Icmp => {
                 let m = icmp::Message::new_checked(msg).ok()?;
                 if m.msg_type() != icmp::ECHO_REQUEST {
                     return None;
@@ -211,16 +212,48 @@ impl RawLater {
                 let seq = u16::from_be_bytes([msg[6], msg[7]]);
                 Some((wait, icmp::emit_echo(false, m.ident(), seq, m.payload())))
             }
-            RawLater::Gre => {
+            RawProto::Gre => {
                 let payload = plain_gre_payload(msg)?;
                 let Request::Later(wait) = Request::parse(payload) else { return None };
                 Some((wait, msg.to_vec()))
             }
-            RawLater::Esp => {
-                let p = esp::Packet::new_checked(msg).ok()?;
-                let payload = &msg[esp::HEADER_LEN..];
+            RawProto::Esp => {
+                let (spi, seq, payload) = esp::fields(msg)?;
+                // An answer's SPI is never asked under: two reflectors, or
+                // one that hears its own answers, do not answer forever.
+                if spi & ANSWER_SPI_BIT != 0 {
+                    return None;
+                }
                 let Request::Later(wait) = Request::parse(payload) else { return None };
-                Some((wait, esp::emit(esp_answer_spi(p.spi()), p.seq(), payload)))
+                Some((wait, esp::emit(esp_answer_spi(spi), seq, payload)))
+            }
+        }
+    }
+
+    /// The two packets an idle probe sends to say `text`: an echo request
+    /// of identifier `ident` twice, plain GRE twice, or ESP of
+    /// [`probe_spi`] with the next two sequence numbers.
+    fn requests(self, ident: u16, text: &[u8]) -> [Vec<u8>; 2] {
+        match self {
+            RawProto::Icmp => [icmp::emit_echo(true, ident, 1, text), icmp::emit_echo(true, ident, 1, text)],
+            RawProto::Gre => [plain_gre(text), plain_gre(text)],
+            RawProto::Esp => {
+                let seq = next_esp_seq();
+                [esp::emit(probe_spi(), seq, text), esp::emit(probe_spi(), seq.wrapping_add(1), text)]
+            }
+        }
+    }
+
+    /// Whether `msg` is the reflector's answer to [`RawProto::requests`]
+    /// of `ident` and `text`.
+    fn is_answer(self, msg: &[u8], ident: u16, text: &[u8]) -> bool {
+        match self {
+            RawProto::Icmp => {
+                icmp::Message::new_checked(msg).is_ok_and(|m| m.msg_type() == icmp::ECHO_REPLY && m.ident() == ident)
+            }
+            RawProto::Gre => plain_gre_payload(msg) == Some(text),
+            RawProto::Esp => {
+                esp::fields(msg).is_some_and(|(spi, _, payload)| spi == esp_answer_spi(probe_spi()) && payload == text)
             }
         }
     }
@@ -229,9 +262,12 @@ impl RawLater {
 /// The SPI a reflector answers ESP with: the asking SA's, top bit flipped
 /// (each direction of an SA pair has an SPI of its own, and only the
 /// receiver's is on the wire).
-pub fn esp_answer_spi(spi: u32) -> u32 {
-    spi ^ 0x8000_0000
+fn esp_answer_spi(spi: u32) -> u32 {
+    spi | ANSWER_SPI_BIT
 }
+
+/// The bit that sets an answer's SPI apart from the asking one's.
+const ANSWER_SPI_BIT: u32 = 0x8000_0000;
 
 /// The EtherType idle probes put in plain GRE: local experimental (IEEE
 /// 802), which no tunnel decapsulates.
@@ -252,7 +288,7 @@ fn plain_gre_payload(msg: &[u8]) -> Option<&[u8]> {
 
 /// Answers what asks `later MS` on `raw`, MS later (twice, as a UDP answer
 /// is sent).
-fn serve_raw(kind: RawLater, raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
+fn serve_raw(kind: RawProto, raw: &Arc<RawSocket>, pending: &Arc<AtomicUsize>) {
     loop {
         let (from, msg) = match raw.recv(Duration::from_secs(1)) {
             Ok(Some(got)) => got,
@@ -475,50 +511,73 @@ fn syn_of(from: Ipv4Addr, msg: &[u8], to_port: u16) -> Option<SocketAddrV4> {
 }
 
 /// TCP simultaneous open (RFC 5382 REQ-2), the server's half: waits up to
-/// `within` on a raw socket for a SYN to `port`, then connects from `port`
+/// `within` on a raw socket for a SYN to `port` from the router's `public`
+/// address, then connects from `port`
 /// to where it came from, so that its own SYN crosses the client's, and
-/// says `simultaneous` if the connection opens. The host's TCP answers that
+/// says `opened` if the connection opens. The host's TCP answers that
 /// first SYN with a reset, which the caller must drop (nothing listens on
 /// `port`). `ready` is called once the raw socket is open. Returns the
 /// client's endpoint as seen here, or `None` if no SYN came; whether the
 /// connection opened is the client's to tell.
-pub fn simultaneous_open_server(port: u16, within: Duration, ready: impl FnOnce()) -> io::Result<Option<SocketAddrV4>> {
+pub fn simultaneous_open_server(
+    port: u16,
+    public: Ipv4Addr,
+    within: Duration,
+    ready: impl FnOnce(),
+) -> io::Result<Option<SocketAddrV4>> {
     let raw = RawSocket::open(ipv4::PROTO_TCP)?;
     ready();
     let until = Instant::now() + within;
     let peer = loop {
         let Some(left) = until.checked_duration_since(Instant::now()) else { return Ok(None) };
         if let Some((from, msg)) = raw.recv(left)? {
-            if let Some(peer) = syn_of(from, &msg, port) {
+            if let Some(peer) = syn_of(from, &msg, port).filter(|p| *p.ip() == public) {
                 break peer;
             }
         }
     };
     if let Ok(st) = connect_from(peer, port, within) {
-        let _ = (&st).write_all(b"simultaneous\n");
+        let _ = (&st).write_all(b"opened\n");
     }
     Ok(Some(peer))
 }
 
+/// The most segments the client's half of a simultaneous open looks at.
+const MAX_WATCHED: usize = 10_000;
+
+/// What the client's half of a simultaneous open saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimultaneousOpen {
+    /// The connection opened and the server's word came through it.
+    pub opened: bool,
+    /// The server's own SYN (without ACK) reached the client.
+    pub server_syn: bool,
+}
+
 /// The client's half: connects from `from` to `target` (the server's
-/// half) and watches, on a raw socket, what comes back. Whether the
-/// connection opened, and whether the server's own SYN reached this host:
-/// a NAT that drops it still lets the connection open the usual way, from
-/// the client's retransmitted SYN, so only that SYN tells simultaneous
-/// open from a plain one.
-pub fn simultaneous_open_client(target: SocketAddrV4, from: u16, within: Duration) -> io::Result<(bool, bool)> {
+/// half) and watches, on a raw socket, what comes back. A NAT that drops
+/// the server's SYN still lets the connection open the usual way, from the
+/// client's retransmitted SYN, so only that SYN tells simultaneous open
+/// from a plain one.
+pub fn simultaneous_open_client(target: SocketAddrV4, from: u16, within: Duration) -> io::Result<SimultaneousOpen> {
     let raw = RawSocket::open(ipv4::PROTO_TCP)?;
     let opened = connect_from(target, from, within).and_then(|st| {
         st.set_read_timeout(Some(within))?;
         let mut line = String::new();
         BufReader::new(&st).read_line(&mut line)?;
-        Ok(line.starts_with("simultaneous"))
+        Ok(line.starts_with("opened"))
     });
-    let mut syn = false;
-    while let Some((src, msg)) = raw.recv(Duration::ZERO)? {
-        syn |= src == *target.ip() && syn_of(src, &msg, from).is_some_and(|s| s.port() == target.port());
+    // What arrived while the connection opened, and no more than a busy
+    // host's worth of it.
+    let mut server_syn = false;
+    for _ in 0..MAX_WATCHED {
+        let Some((src, msg)) = raw.recv(Duration::ZERO)? else { break };
+        if src == *target.ip() && syn_of(src, &msg, from).is_some_and(|s| s.port() == target.port()) {
+            server_syn = true;
+            break;
+        }
     }
-    Ok((opened.unwrap_or(false), syn))
+    Ok(SimultaneousOpen { opened: opened.unwrap_or(false), server_syn })
 }
 
 /// How an idle probe's flow waits.
@@ -532,21 +591,31 @@ pub enum IdleFlow {
     /// answered after the wait.
     TcpHalfClosed,
     /// A flow without ports, answered by a reflector serving its kind
-    /// (`--icmp`, `--gre`, `--esp`): an ICMP echo request of an
-    /// identifier of its own, answered after the wait; plain GRE or ESP of
-    /// an SPI of its own, answered once at once and then after the wait.
-    /// GRE has no ports, and a NAT that maps ESP by address has none
-    /// either: every such flow between two hosts shares one NAT mapping,
-    /// so only one may wait at a time.
-    Raw(RawLater),
+    /// (`--icmp`, `--gre`, `--esp`): an ICMP echo request of an identifier
+    /// of its own, answered after the wait; plain GRE, or ESP (one SPI per
+    /// process, as one SA), answered once at once and then after the wait.
+    Raw(RawProto),
+}
+
+impl IdleFlow {
+    /// Whether every flow of this kind between two hosts shares one NAT
+    /// mapping, so that its waits must run one after another: GRE has no
+    /// ports, and a NAT that maps ESP by address has none either.
+    fn shares_a_mapping(self) -> bool {
+        matches!(self, IdleFlow::Raw(RawProto::Gre | RawProto::Esp))
+    }
 }
 
 /// Idle probes: for each wait, a flow of its own to the reflector at
-/// `target` asks to be answered after that wait, and all wait at once.
-/// Returns, per wait, whether the answer came (within `grace` after it),
-/// or `None` when the flow could not even be opened (a connection refused
-/// or never answered, a send refused).
+/// `target` asks to be answered after that wait, all at once (GRE and ESP
+/// one after another, as they share a mapping). Returns, per
+/// wait, whether the answer came (within `grace` after it), or `None` when
+/// the flow could not even be opened (a connection refused or never
+/// answered, a send refused).
 pub fn idle(flow: IdleFlow, target: SocketAddrV4, waits: &[Duration], grace: Duration) -> Vec<Option<bool>> {
+    if flow.shares_a_mapping() {
+        return waits.iter().map(|&wait| idle_one(flow, target, wait, grace).ok()).collect();
+    }
     std::thread::scope(|s| {
         let handles: Vec<_> = waits.iter().map(|&wait| s.spawn(move || idle_one(flow, target, wait, grace))).collect();
         handles.into_iter().map(|h| h.join().ok().and_then(|r| r.ok())).collect()
@@ -583,7 +652,7 @@ fn idle_one(flow: IdleFlow, target: SocketAddrV4, wait: Duration, grace: Duratio
 }
 
 /// An idle probe of a flow without ports (see [`IdleFlow::Raw`]).
-fn raw_idle(kind: RawLater, target: SocketAddrV4, wait: Duration, grace: Duration) -> io::Result<bool> {
+fn raw_idle(kind: RawProto, target: SocketAddrV4, wait: Duration, grace: Duration) -> io::Result<bool> {
     static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
     let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
     let raw = RawSocket::open(kind.protocol())?;
@@ -591,7 +660,7 @@ fn raw_idle(kind: RawLater, target: SocketAddrV4, wait: Duration, grace: Duratio
     // flow is answered once before it idles, so that what is measured
     // is an answered flow's timeout (Linux keeps an unanswered GRE
     // flow a sixth as long).
-    if kind != RawLater::Icmp && !raw_exchange(&raw, kind, *target.ip(), ident, Duration::ZERO, grace)? {
+    if kind != RawProto::Icmp && !raw_exchange(&raw, kind, *target.ip(), ident, Duration::ZERO, grace)? {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "the flow's first question got no answer"));
     }
     raw_exchange(&raw, kind, *target.ip(), ident, wait, grace)
@@ -610,43 +679,27 @@ fn next_esp_seq() -> u32 {
     NEXT.fetch_add(2, Ordering::SeqCst)
 }
 
-/// Asks the reflector at `to`, on `raw`, to answer after `wait`: two
-/// packets of `kind` that say so under `ident` (ESP: of [`probe_spi`], in
-/// sequence). Whether an answer came within `grace` after the wait.
+/// Asks the reflector at `to`, on `raw`, to answer after `wait`, in the
+/// two packets of `kind` that say so under `ident`. Whether an answer came
+/// within `grace` after the wait.
 fn raw_exchange(
     raw: &RawSocket,
-    kind: RawLater,
+    kind: RawProto,
     to: Ipv4Addr,
     ident: u16,
     wait: Duration,
     grace: Duration,
 ) -> io::Result<bool> {
     let text = format!("later {} {ident}\n", wait.as_millis());
-    let spi = probe_spi();
-    let requests = match kind {
-        RawLater::Icmp => vec![icmp::emit_echo(true, ident, 1, text.as_bytes()); 2],
-        RawLater::Gre => vec![plain_gre(text.as_bytes()); 2],
-        RawLater::Esp => {
-            let seq = next_esp_seq();
-            vec![esp::emit(spi, seq, text.as_bytes()), esp::emit(spi, seq.wrapping_add(1), text.as_bytes())]
-        }
-    };
-    let answered = |msg: &[u8]| match kind {
-        RawLater::Icmp => {
-            icmp::Message::new_checked(msg).is_ok_and(|m| m.msg_type() == icmp::ECHO_REPLY && m.ident() == ident)
-        }
-        RawLater::Gre => msg == requests[0].as_slice(),
-        RawLater::Esp => esp::Packet::new_checked(msg)
-            .is_ok_and(|p| p.spi() == esp_answer_spi(spi) && &msg[esp::HEADER_LEN..] == text.as_bytes()),
-    };
-    for r in &requests {
-        raw.send(to, r)?;
+    for r in kind.requests(ident, text.as_bytes()) {
+        raw.send(to, &r)?;
     }
     let until = Instant::now() + wait + grace;
     while let Some(left) = until.checked_duration_since(Instant::now()) {
-        let Some((from, msg)) = raw.recv(left)? else { break };
-        if from == to && answered(&msg) {
-            return Ok(true);
+        if let Some((from, msg)) = raw.recv(left)? {
+            if from == to && kind.is_answer(&msg, ident, text.as_bytes()) {
+                return Ok(true);
+            }
         }
     }
     Ok(false)

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::{Key, Measured, NEEDS_EIM, Value};
 use crate::lab::{Cmd, Host, LabError, Process, Proto, Result, own_binary};
 use crate::nat::Behaviour;
-use crate::probe::{self, Asked, IdleFlow, RawLater, Sizes, Transport};
+use crate::probe::{self, Asked, IdleFlow, RawProto, Sizes, Transport};
 use crate::router::NatLab;
 
 /// The servers' reflector ports.
@@ -31,9 +31,9 @@ const FILTER_PORT: u16 = 23000;
 const HAIRPIN_UDP: (u16, u16) = (24000, 24100);
 const HAIRPIN_TCP: u16 = 25000;
 /// Both ends' port for TCP simultaneous open.
-const SIMULTANEOUS: u16 = 26000;
+const SIMULTANEOUS_OPEN_PORT: u16 = 26000;
 /// How long each half of a simultaneous open waits.
-const SIMULTANEOUS_WAIT: Duration = Duration::from_secs(5);
+const SIMULTANEOUS_OPEN_WAIT: Duration = Duration::from_secs(5);
 /// A datagram this large leaves as fragments on 1500-byte links.
 const FRAGMENTED: usize = 4000;
 /// How long a question waits for its answer, and how often it is asked.
@@ -91,7 +91,7 @@ fn asked(r: std::io::Result<SocketAddr>, what: &str) -> Result<Asked> {
 /// Why a timeout was not measured when there is no time for idle probes.
 const NO_BUDGET: &str = "no time budget for idle probes";
 
-/// Why a flow answered before it idles was not measured.
+/// Why a timeout of flows answered before they idle was not measured.
 const NOT_OPENED: &str = "the flow got no answer even before it idled: the router does not forward this traffic";
 
 /// What a thread of the measurement returned.
@@ -116,6 +116,7 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         s2: nl.lab.host(&shape.server_name(2))?,
         a1: shape.server_addr(1),
         a2: shape.server_addr(2),
+        public: shape.wan.addr(),
         bin: own_binary()?.to_string_lossy().into_owned(),
     };
     let (first, second) = (REFLECTOR.to_string(), SECOND_REFLECTOR.to_string());
@@ -150,7 +151,7 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
                 idle(1, IdleFlow::Udp),
                 idle(1, IdleFlow::Tcp),
                 idle(2, IdleFlow::TcpHalfClosed),
-                idle(2, IdleFlow::Raw(RawLater::Icmp)),
+                idle(2, IdleFlow::Raw(RawProto::Icmp)),
             ]
         });
         // GRE has no ports, and ESP mapped by address has none either: their
@@ -160,7 +161,7 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
         // to the client that later labs (on the same external router, with
         // the same leases) send their first ESP and GRE from, or it would
         // stand in the way of their raw ESP to the same server.
-        let sequential = |kind: RawLater| {
+        let one_at_a_time = |kind: RawProto| {
             (budget.longest > Duration::ZERO).then(|| {
                 scope.spawn(move || {
                     m.c1.inside(move || {
@@ -171,10 +172,11 @@ pub fn measure(nl: &NatLab, budget: Budget) -> Result<Measured> {
                 })
             })
         };
-        let sequential = [(Key::GreTimeout, sequential(RawLater::Gre)), (Key::EspTimeout, sequential(RawLater::Esp))];
+        let searches =
+            [(Key::GreTimeout, one_at_a_time(RawProto::Gre)), (Key::EspTimeout, one_at_a_time(RawProto::Esp))];
         let mut values = m.immediate()?;
         let keys = [Key::UdpTimeout, Key::TcpEstablishedTimeout, Key::TcpTransitoryTimeout, Key::IcmpTimeout];
-        for (key, h) in sequential {
+        for (key, h) in searches {
             values.push((
                 key,
                 match h {
@@ -226,12 +228,14 @@ fn bracket(waits: &[Duration], alive: &[Option<bool>]) -> Value {
     }
 }
 
-/// A timeout of flows that share one mapping (GRE between two hosts), one
-/// wait at a time: the waits are tried first, second, fourth, eighth…
-/// (the longest that still fits, where the next would not) until a flow
-/// dies, then the bracket is halved, while the waits tried add up to no
-/// more than `limit`. `trial` says whether a flow lived through a
-/// wait (`None`: it could not be sent).
+/// A timeout of flows that share one mapping (GRE, or ESP mapped by
+/// address, between two hosts), one wait at a time: the waits are tried
+/// first, second, fourth, eighth… (the longest that still fits, where the
+/// next would not) until a flow dies, then the bracket is halved, while
+/// the waits tried add up to no more than `limit`. `trial` says whether a
+/// flow lived through a wait (`None`: its question got no answer even
+/// before the wait). A first flow that gets none leaves the value
+/// unmeasured; a later one ends the search with the bracket so far.
 fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -> Option<bool>) -> Value {
     let Some(last) = waits.len().checked_sub(1) else { return Value::unmeasured("no waits") };
     let mut spent = Duration::ZERO;
@@ -243,7 +247,8 @@ fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -
         let Some(j) = (alive.map_or(0, |a| a + 1)..=i).rev().find(|&j| waits[j] <= left) else { break };
         spent += waits[j];
         match trial(waits[j]) {
-            None => return Value::unmeasured(NOT_OPENED),
+            None if alive.is_none() => return Value::unmeasured(NOT_OPENED),
+            None => break,
             Some(true) => alive = Some(j),
             Some(false) => {
                 dead = Some(j);
@@ -266,7 +271,7 @@ fn search(waits: &[Duration], limit: Duration, mut trial: impl FnMut(Duration) -
         }
         spent += waits[mid];
         match trial(waits[mid]) {
-            None => return Value::unmeasured(NOT_OPENED),
+            None => break,
             Some(true) => alive = Some(mid),
             Some(false) => dead = Some(mid),
         }
@@ -290,6 +295,8 @@ struct Measurer<'l> {
     s2: Host<'l>,
     a1: std::net::Ipv4Addr,
     a2: std::net::Ipv4Addr,
+    /// The router's public address.
+    public: std::net::Ipv4Addr,
     bin: String,
 }
 
@@ -479,48 +486,48 @@ impl Measurer<'_> {
         })
     }
 
-    /// Client 1 connects from [`SIMULTANEOUS`] to server 1's, where nothing
+    /// Client 1 connects from [`SIMULTANEOUS_OPEN_PORT`] to server 1's, where nothing
     /// listens and the server's resets are dropped; server 1 learns the
     /// client's public endpoint from the SYN and connects to it from the
     /// same port. The router supports simultaneous open (RFC 5382 REQ-2)
     /// when the server's SYN reaches the client and the connection opens.
     fn simultaneous_open(&self) -> Result<Value> {
-        let nft = crate::prereq::require_tool("nft")?.to_string_lossy().into_owned();
-        let port = SIMULTANEOUS.to_string();
-        for rule in [
-            "add table ip simultaneous-open",
-            "add chain ip simultaneous-open out { type filter hook output priority 0 ; }",
-        ] {
-            self.s1.run_ok(Cmd::new(&nft).args(&rule.split(' ').collect::<Vec<_>>()))?;
-        }
-        let drop_resets = ["add", "rule", "ip", "simultaneous-open", "out", "tcp", "sport", &port, "tcp", "flags"];
-        self.s1.run_ok(Cmd::new(&nft).args(&drop_resets).args(&["&", "rst", "==", "rst", "drop"]))?;
-        let target = self.target(1, SIMULTANEOUS);
+        let Some(nft) = crate::prereq::tool("nft").and_then(|t| t.locate()) else {
+            return Ok(Value::unmeasured("nft (nftables) is not installed: it drops the server's resets"));
+        };
+        let rules = format!(
+            "table ip simultaneous-open {{\n  chain out {{\n    type filter hook output priority 0;\n    \
+             tcp sport {SIMULTANEOUS_OPEN_PORT} tcp flags & rst == rst drop\n  }}\n}}\n"
+        );
+        let file = self.s1.write_conf("simultaneous-open.nft", &rules)?;
+        self.s1.run_ok(Cmd::argv(&[&nft.to_string_lossy(), "-f", &file.to_string_lossy()]))?;
+        let target = self.target(1, SIMULTANEOUS_OPEN_PORT);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         std::thread::scope(|scope| {
             let what = format!("host '{}': waiting for a SYN on a raw socket", self.s1.name());
-            let server = scope.spawn(|| {
+            let public = self.public;
+            let server = scope.spawn(move || {
                 self.s1.inside(move || {
-                    probe::simultaneous_open_server(SIMULTANEOUS, SIMULTANEOUS_WAIT, move || {
+                    probe::simultaneous_open_server(SIMULTANEOUS_OPEN_PORT, public, SIMULTANEOUS_OPEN_WAIT, move || {
                         let _ = ready_tx.send(());
                     })
                     .map_err(|e| LabError::io(what, e))
                 })
             });
-            if ready_rx.recv_timeout(SIMULTANEOUS_WAIT).is_err() {
+            if ready_rx.recv_timeout(SIMULTANEOUS_OPEN_WAIT).is_err() {
                 joined(server)?;
                 return Err(LabError::Input(format!("host '{}': the raw TCP socket did not open", self.s1.name())));
             }
             let what = format!("host '{}': a simultaneous open to {target}", self.c1.name());
             let client = self.c1.inside(move || {
-                probe::simultaneous_open_client(target, SIMULTANEOUS, SIMULTANEOUS_WAIT)
+                probe::simultaneous_open_client(target, SIMULTANEOUS_OPEN_PORT, SIMULTANEOUS_OPEN_WAIT)
                     .map_err(|e| LabError::io(what, e))
             });
             let reached = joined(server)?;
-            let (opened, crossed) = client?;
+            let seen = client?;
             Ok(match reached {
                 None => Value::unmeasured("the client's SYN did not reach the server"),
-                Some(_) => Value::flag(opened && crossed),
+                Some(_) => Value::flag(seen.opened && seen.server_syn),
             })
         })
     }

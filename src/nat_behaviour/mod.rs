@@ -373,7 +373,7 @@ pub fn meaning(key: Key, value: &Value) -> String {
             "a LAN client cannot reach a VPN server behind the same router by its public address"
         }
         (Key::TcpSimultaneousOpen, Value::Flag { yes: true }) => {
-            "TCP hole punching works: two peers behind NATs can open a TCP tunnel to each other"
+            "TCP hole punching can work (with endpoint-independent mapping): two peers behind NATs can open a TCP tunnel to each other"
         }
         (Key::TcpSimultaneousOpen, _) => {
             "TCP hole punching fails (RFC 5382 REQ-2); VPNs over TCP to a server are unaffected"
@@ -430,7 +430,7 @@ pub fn meaning(key: Key, value: &Value) -> String {
         (Key::EspTimeout, v) => match lasts(v) {
             Some(t) => {
                 return format!(
-                    "an idle raw-ESP tunnel's NAT state dies after {t:.0} s: the server's ESP reaches no one until the client sends; NAT-T's {NAT_T_KEEPALIVE_S:.0} s keepalives avoid it"
+                    "an idle raw-ESP tunnel's NAT state dies after {t:.0} s: the server's ESP is dropped until the client sends again (IKE's DPD, on UDP, does not refresh it); NAT-T (ESP in UDP 4500, with keepalives) avoids it"
                 );
             }
             None => "",

@@ -31,6 +31,13 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+/// An ESP packet's SPI, sequence number and what follows them, if it is
+/// long enough to have them.
+pub fn fields(p: &[u8]) -> Option<(u32, u32, &[u8])> {
+    let esp = Packet::new_checked(p).ok()?;
+    Some((esp.spi(), esp.seq(), &p[HEADER_LEN..]))
+}
+
 /// An ESP packet: SPI, sequence number, then `payload` (what would be the
 /// encrypted part).
 pub fn emit(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
@@ -39,4 +46,16 @@ pub fn emit(spi: u32, seq: u32, payload: &[u8]) -> Vec<u8> {
     p.extend_from_slice(&seq.to_be_bytes());
     p.extend_from_slice(payload);
     p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_round_trip_and_short_packets_are_none() {
+        let p = emit(0xdead_beef, 7, b"hi");
+        assert_eq!(fields(&p), Some((0xdead_beef, 7, &b"hi"[..])));
+        assert_eq!(fields(&p[..7]), None);
+    }
 }
