@@ -131,6 +131,11 @@ struct RunArgs {
     /// Real-world timeouts in the behaviour measurement: probe up to 2 h 10 min.
     #[arg(long, conflicts_with = "budget_s")]
     long: bool,
+    /// Play each run this many times: the matrix shows a run's worst
+    /// outcome, and runs whose outcomes differed as `flaky`, each with a
+    /// line saying how often each outcome came.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeat: u32,
 }
 
 /// How the suite reaches an external router.
@@ -746,8 +751,9 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
     }
     let judge = args.judge.unwrap_or_else(|| routers.default_judge());
     eprintln!(
-        "playing {} runs against {}, {} at a time, judged {}",
+        "playing {} runs{} against {}, {} at a time, judged {}",
         work.len(),
+        if args.repeat > 1 { format!(" {} times each", args.repeat) } else { String::new() },
         routers.name(),
         routers.jobs(args.jobs),
         match judge {
@@ -774,11 +780,12 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             eprintln!("      observed: {line}");
         }
     };
-    let outcomes = suite::run_all(&work, &routers, &binary, args.jobs, judge, &progress);
-    print!("{}", report::matrix_text(&outcomes));
+    let (outcomes, flaky) =
+        suite::run_repeated(&work, &routers, &binary, args.jobs, judge, args.repeat as usize, &progress);
+    print!("{}", report::matrix_text(&outcomes, &flaky));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);
-    match report::write(&dir, &outcomes, &routers.name(), args.label.as_deref(), &behaviour) {
+    match report::write(&dir, &outcomes, &flaky, &routers.name(), args.label.as_deref(), &behaviour) {
         Ok(()) => println!("report: {}", dir.join("index.html").display()),
         Err(e) => return fail(e),
     }

@@ -168,7 +168,7 @@ fn compare_naive_and_full() -> TestResult {
         let work = suite::work(&scenarios, &routers, Some(mode));
         let outcomes = suite::run_all(&work, &routers, &binary(), 1, Judge::Exact, &|_, _, _| {});
         let out = dir.path().join(label);
-        scenario::report::write(&out, &outcomes, &routers.name(), Some(label), &[])?;
+        scenario::report::write(&out, &outcomes, &[], &routers.name(), Some(label), &[])?;
         reports.push(RunReport::load(&out.join("report.json"))?);
     }
     let (naive, full) = (&reports[0], &reports[1]);
@@ -198,7 +198,7 @@ fn report_renders() -> TestResult {
     let outcomes =
         suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, Judge::Exact, &|_, _, _| {});
     let dir = tempfile::tempdir()?;
-    scenario::report::write(dir.path(), &outcomes, &routers.name(), Some("a labelled run"), &[])?;
+    scenario::report::write(dir.path(), &outcomes, &[], &routers.name(), Some("a labelled run"), &[])?;
     let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
     let profile = tempfile::tempdir()?;
     let out = std::process::Command::new(chromium)

@@ -10,12 +10,15 @@ use std::path::Path;
 use super::format::{Family, Scenario, Step};
 use super::observed::Judge;
 use super::play::{Outcome, Status};
+use super::suite::Flaky;
 use crate::nat_behaviour::Measured;
 use crate::router::{self, Shape};
 
 /// The matrix as text: one row per family and case, one column per
 /// router kind or mode.
-pub fn matrix_text(outcomes: &[Outcome]) -> String {
+/// A run played more than once shows `flaky` where its outcomes differed,
+/// and a line with how often each came.
+pub fn matrix_text(outcomes: &[Outcome], flaky: &[Flaky]) -> String {
     let (rows, cols, cells) = matrix(outcomes);
     let width = rows.iter().map(|(f, c)| f.name().len() + c.len() + 2).max().unwrap_or(10).max(8);
     let mut s = format!("{:width$}", "scenario");
@@ -26,12 +29,19 @@ pub fn matrix_text(outcomes: &[Outcome]) -> String {
     for (f, c) in &rows {
         let _ = write!(s, "{:width$}", format!("{f}::{c}"));
         for col in &cols {
-            let word = cells.get(&(*f, c.clone(), col.clone())).map(|o| o.status.word()).unwrap_or("-");
+            let word = match cells.get(&(*f, c.clone(), col.clone())) {
+                Some(o) if flaky_counts(flaky, o).is_some() => "flaky",
+                Some(o) => o.status.word(),
+                None => "-",
+            };
             let _ = write!(s, "  {word:>8}");
         }
         s.push('\n');
     }
     let count = |st: Status| outcomes.iter().filter(|o| o.status == st).count();
+    for f in flaky {
+        let _ = writeln!(s, "flaky  {}: {}", f.name, f.counts());
+    }
     for o in outcomes {
         if let Some(line) = o.summary() {
             let _ = writeln!(s, "{:>5}  {}: {line}", o.status.word(), o.name);
@@ -39,15 +49,21 @@ pub fn matrix_text(outcomes: &[Outcome]) -> String {
     }
     let _ = writeln!(
         s,
-        "{} scenarios: {} pass, {} expected failures, {} FAIL, {} ERROR (lab), {} skipped",
+        "{} scenarios: {} pass, {} expected failures, {} FAIL, {} ERROR (lab), {} skipped{}",
         outcomes.len(),
         count(Status::Pass),
         count(Status::ExpectedFailure),
         count(Status::Fail),
         count(Status::Error),
-        count(Status::Skipped)
+        count(Status::Skipped),
+        if flaky.is_empty() { String::new() } else { format!("; {} flaky", flaky.len()) }
     );
     s
+}
+
+/// How often each status came for `o`'s run, if it was flaky.
+fn flaky_counts(flaky: &[Flaky], o: &Outcome) -> Option<String> {
+    flaky.iter().find(|f| f.name == o.name).map(Flaky::counts)
 }
 
 type Cells<'o> = BTreeMap<(Family, String, String), &'o Outcome>;
@@ -72,13 +88,20 @@ fn matrix(outcomes: &[Outcome]) -> (Vec<(Family, String)>, Vec<String>, Cells<'_
 pub fn write(
     dir: &Path,
     outcomes: &[Outcome],
+    flaky: &[Flaky],
     router: &str,
     label: Option<&str>,
     behaviour: &[Measured],
 ) -> Result<(), String> {
     let io = |what: &str, e: std::io::Error| format!("{}: {what}: {e}", dir.display());
     std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
-    let json = serde_json::json!({ "router": router, "label": label, "behaviour": behaviour, "outcomes": outcomes });
+    let json = serde_json::json!({
+        "router": router,
+        "label": label,
+        "behaviour": behaviour,
+        "outcomes": outcomes,
+        "flaky": flaky,
+    });
     std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json).unwrap_or_default())
         .map_err(|e| io("report.json", e))?;
     std::fs::write(dir.join("junit.xml"), junit(outcomes, label)).map_err(|e| io("junit.xml", e))?;
@@ -93,7 +116,7 @@ pub fn write(
             copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
         }
     }
-    std::fs::write(dir.join("index.html"), html(outcomes, router, label, behaviour))
+    std::fs::write(dir.join("index.html"), html(outcomes, flaky, router, label, behaviour))
         .map_err(|e| io("index.html", e))?;
     Ok(())
 }
@@ -190,7 +213,13 @@ pub fn junit(outcomes: &[Outcome], label: Option<&str>) -> String {
 }
 
 /// The HTML page: the matrix, then one section per outcome.
-pub fn html(outcomes: &[Outcome], router: &str, label: Option<&str>, behaviour: &[Measured]) -> String {
+pub fn html(
+    outcomes: &[Outcome],
+    flaky: &[Flaky],
+    router: &str,
+    label: Option<&str>,
+    behaviour: &[Measured],
+) -> String {
     let (rows, cols, cells) = matrix(outcomes);
     let mut s = String::new();
     let _ = write!(
@@ -228,7 +257,12 @@ the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
             match cells.get(&(*f, c.clone(), col.clone())) {
                 Some(o) => {
                     let anchor = format!("{f}.{c}.{col}");
-                    let line = o.summary().map(|l| format!("<small>{}</small>", esc(&l))).unwrap_or_default();
+                    let line = flaky_counts(flaky, o)
+                        .map(|n| format!("flaky: {n}"))
+                        .into_iter()
+                        .chain(o.summary())
+                        .map(|l| format!("<small>{}</small>", esc(&l)))
+                        .collect::<String>();
                     let _ = write!(
                         s,
                         "<td class=\"{0}\"><a href=\"#{1}\">{0}</a>{line}</td>",
@@ -242,6 +276,13 @@ the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
         s.push_str("</tr>\n");
     }
     s.push_str("</tbody></table>\n");
+    if !flaky.is_empty() {
+        s.push_str("<h2>Flaky runs</h2>\n<p>Played more than once, with outcomes that differed (each cell shows the worst).</p>\n<ul>\n");
+        for f in flaky {
+            let _ = writeln!(s, "<li class=\"FAIL\">{}: {}</li>", esc(&f.name), esc(&f.counts()));
+        }
+        s.push_str("</ul>\n");
+    }
     for m in behaviour {
         behaviour_html(&mut s, m);
     }
@@ -478,7 +519,7 @@ mod tests {
 
     #[test]
     fn the_matrix_shows_each_outcome_and_a_line_per_problem() {
-        let text = matrix_text(&outcomes());
+        let text = matrix_text(&outcomes(), &[]);
         for word in ["FAIL", "ERROR", "pass", "skip", "xfail"] {
             assert!(text.contains(word), "{word} missing:\n{text}");
         }
@@ -490,6 +531,20 @@ mod tests {
         );
         assert!(text.contains("pptp::a::linux: lab error: the pptp preflight failed"), "{text}");
         assert!(text.contains("1 FAIL, 1 ERROR (lab)"), "{text}");
+    }
+
+    #[test]
+    fn a_flaky_run_is_its_own_line_in_the_matrix_and_the_page() {
+        let all = outcomes();
+        let flaky = [Flaky { name: all[0].name.clone(), statuses: vec![(Status::Pass, 9), (Status::Fail, 1)] }];
+        let text = matrix_text(&all, &flaky);
+        assert!(text.contains("flaky  pptp::a::rust-full: 9 pass, 1 FAIL"), "{text}");
+        assert!(text.contains("; 1 flaky"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("pptp::a")).unwrap_or_default();
+        assert!(row.contains("flaky") && !row.contains("FAIL"), "the cell says flaky: {row}");
+        assert!(!matrix_text(&all, &[]).contains("flaky"), "nothing flaky, nothing said");
+        let page = html(&all, &flaky, "test", None, &[]);
+        assert!(page.contains("<h2>Flaky runs</h2>") && page.contains("flaky: 9 pass, 1 FAIL"), "{page}");
     }
 
     #[test]
@@ -517,7 +572,7 @@ mod tests {
             "rust-nat <full>",
             crate::nat_behaviour::Measured::expected(&crate::nat::Profile::default()),
         );
-        let html = html(&all, "test", Some("fw <1.2.3>"), std::slice::from_ref(&measured));
+        let html = html(&all, &[], "test", Some("fw <1.2.3>"), std::slice::from_ref(&measured));
         assert!(html.contains("NAT behaviour of rust-nat &lt;full&gt;"), "a table per measured router");
         assert!(html.contains("<td>UDP mapping timeout</td><td>300 s"), "each value in a row");
         assert!(html.contains("VPN passthrough report: fw &lt;1.2.3&gt;"), "the label, escaped, heads the page");

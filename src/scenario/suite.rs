@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::format::{Scenario, Target};
 use super::observed::Judge;
-use super::play::{Outcome, play};
+use super::play::{Outcome, Status, play};
 use super::preflight;
 use crate::router::{Direct, ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
 
@@ -196,7 +196,110 @@ pub fn run_all(
     results.into_inner().unwrap_or_default().into_iter().flatten().collect()
 }
 
+/// A run played more than once whose outcomes differed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Flaky {
+    /// `family::case::target`.
+    pub name: String,
+    /// Each status seen and how many times, in the order first seen.
+    pub statuses: Vec<(Status, usize)>,
+}
+
+impl Flaky {
+    /// `7 pass, 3 FAIL`.
+    pub fn counts(&self) -> String {
+        self.statuses.iter().map(|(st, n)| format!("{n} {}", st.word())).collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// Plays `work` `repeat` times over (every round on the same workers, see
+/// [`run_all`]) and folds each run's outcomes into one: its first FAIL,
+/// else its first ERROR, else its first outcome. Returns the folded
+/// outcomes in input order and the runs whose outcomes differed.
+pub fn run_repeated(
+    work: &[(&Scenario, Target)],
+    routers: &Routers,
+    binary: &std::path::Path,
+    jobs: usize,
+    judge: Judge,
+    repeat: usize,
+    progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
+) -> (Vec<Outcome>, Vec<Flaky>) {
+    let rounds: Vec<(&Scenario, Target)> = (0..repeat.max(1)).flat_map(|_| work.iter().copied()).collect();
+    fold(run_all(&rounds, routers, binary, jobs, judge, progress), work.len())
+}
+
+/// Folds `outcomes`, rounds of `runs` outcomes each (see [`run_repeated`]).
+fn fold(outcomes: Vec<Outcome>, runs: usize) -> (Vec<Outcome>, Vec<Flaky>) {
+    let mut each: Vec<Vec<Outcome>> = (0..runs).map(|_| Vec::new()).collect();
+    for (i, o) in outcomes.into_iter().enumerate() {
+        if let Some(v) = each.get_mut(i % runs.max(1)) {
+            v.push(o);
+        }
+    }
+    let mut folded = Vec::new();
+    let mut flaky = Vec::new();
+    for mut played in each.into_iter().filter(|v| !v.is_empty()) {
+        let mut statuses: Vec<(Status, usize)> = Vec::new();
+        for o in &played {
+            match statuses.iter_mut().find(|(st, _)| *st == o.status) {
+                Some((_, n)) => *n += 1,
+                None => statuses.push((o.status, 1)),
+            }
+        }
+        let pick = [Status::Fail, Status::Error]
+            .iter()
+            .find_map(|st| played.iter().position(|o| o.status == *st))
+            .unwrap_or(0);
+        let o = played.swap_remove(pick);
+        if statuses.len() > 1 {
+            flaky.push(Flaky { name: o.name.clone(), statuses });
+        }
+        folded.push(o);
+    }
+    (folded, flaky)
+}
+
 /// The default report directory.
 pub fn default_report_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target").join("vpn-passthrough-report")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::format::Mode;
+
+    fn outcomes(case: &str, statuses: &[Status]) -> Vec<Outcome> {
+        let scenario = Scenario::parse(
+            std::path::Path::new("x/pptp/t.toml"),
+            "family = \"pptp\"\ndescription = \"d\"\n[[step]]\ndo = \"connect\"\n[expect.rust]\n[expect.linux]\n",
+        )
+        .expect("scenario");
+        statuses
+            .iter()
+            .map(|st| {
+                let mut o = Outcome::blank(&scenario, Target::Rust(Mode::Full));
+                o.name = format!("pptp::{case}::rust-full");
+                o.status = *st;
+                o
+            })
+            .collect()
+    }
+
+    #[test]
+    fn repeated_runs_fold_into_their_worst_outcome_and_differing_ones_are_flaky() {
+        use Status::*;
+        // Two runs, three rounds: a's outcomes alternate with b's.
+        let a = outcomes("a", &[Pass, Fail, Pass]);
+        let b = outcomes("b", &[ExpectedFailure, ExpectedFailure, ExpectedFailure]);
+        let rounds: Vec<Outcome> = a.into_iter().zip(b).flat_map(|(a, b)| [a, b]).collect();
+        let (folded, flaky) = fold(rounds, 2);
+        let got: Vec<(&str, Status)> = folded.iter().map(|o| (o.name.as_str(), o.status)).collect();
+        assert_eq!(got, [("pptp::a::rust-full", Fail), ("pptp::b::rust-full", ExpectedFailure)]);
+        assert_eq!(flaky, [Flaky { name: "pptp::a::rust-full".into(), statuses: vec![(Pass, 2), (Fail, 1)] }]);
+        assert_eq!(flaky[0].counts(), "2 pass, 1 FAIL");
+        let (once, none) = fold(outcomes("c", &[Error]), 1);
+        assert_eq!((once.len(), once[0].status, none.len()), (1, Error, 0), "one round: nothing is flaky");
+    }
 }
