@@ -457,7 +457,7 @@ pub fn ask(
 ) -> io::Result<SocketAddr> {
     match transport {
         Transport::Udp => {
-            let sock = UdpSocket::bind(("0.0.0.0", from))?;
+            let sock = bind_udp(from)?;
             sock.connect(target)?;
             sock.set_read_timeout(Some(timeout))?;
             let question = if sizes.back > 0 { format!("who am i back={}\n", sizes.back) } else { "who am i\n".into() };
@@ -477,6 +477,26 @@ pub fn ask(
         }
     }
 }
+
+/// A UDP socket on `port` (0: any). A port this process has just closed
+/// can still be held for a moment by a child it is spawning (a child holds
+/// every descriptor from fork to exec, and a lab host's child mounts its
+/// file systems in between), so a port in use is tried again, for up to
+/// [`BIND_RETRY`].
+fn bind_udp(port: u16) -> io::Result<UdpSocket> {
+    let until = Instant::now() + BIND_RETRY;
+    loop {
+        match UdpSocket::bind(("0.0.0.0", port)) {
+            Err(e) if port != 0 && e.kind() == io::ErrorKind::AddrInUse && Instant::now() < until => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            r => return r,
+        }
+    }
+}
+
+/// How long [`bind_udp`] tries a port in use.
+const BIND_RETRY: Duration = Duration::from_secs(1);
 
 fn connect_from(target: SocketAddrV4, from: u16, timeout: Duration) -> io::Result<TcpStream> {
     if from == 0 {
@@ -741,6 +761,28 @@ pub fn percentile(v: &[Duration], p: f64) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_port_held_for_a_moment_is_bound_once_it_is_free() {
+        let held = UdpSocket::bind(("127.0.0.1", 0)).expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        // Held on every address, as a spawning child holds it.
+        drop(held);
+        let held = UdpSocket::bind(("0.0.0.0", port)).expect("bind again");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            drop(held);
+        });
+        let sock = bind_udp(port).expect("bound after the holder let go");
+        assert_eq!(sock.local_addr().expect("addr").port(), port);
+        release.join().expect("release");
+        let _busy = sock;
+        assert_eq!(
+            bind_udp(port).map(|_| ()).map_err(|e| e.kind()),
+            Err(io::ErrorKind::AddrInUse),
+            "a port held for good"
+        );
+    }
 
     #[test]
     fn answers_round_trip() {
