@@ -66,8 +66,9 @@ enum Command {
         scenario: String,
     },
     /// Measure a router's NAT behaviour end to end (mapping, filtering,
-    /// port preservation and parity, hairpinning, ICMP errors, fragments,
-    /// idle timeouts) and say what each value means for VPNs. Exits 1 when
+    /// port preservation and parity, hairpinning, TCP simultaneous open,
+    /// ICMP errors, fragments, idle timeouts of UDP, TCP, ICMP, GRE and ESP)
+    /// and say what each value means for VPNs. Exits 1 when
     /// `--check` finds the Rust NAT measuring other than its profile, 2 when
     /// the lab could not measure.
     Behaviour(BehaviourArgs),
