@@ -191,6 +191,13 @@ pub enum RawProto {
 }
 
 impl RawProto {
+    /// GRE and ESP carry tunnels: a flow is answered once before it idles
+    /// (a tunnel's state has seen both ways), and, having no ports, every
+    /// flow of the kind between two hosts may share one NAT mapping.
+    fn carries_tunnels(self) -> bool {
+        matches!(self, RawProto::Gre | RawProto::Esp)
+    }
+
     fn protocol(self) -> u8 {
         match self {
             RawProto::Icmp => ipv4::PROTO_ICMP,
@@ -259,7 +266,7 @@ impl RawProto {
     }
 }
 
-/// The SPI a reflector answers ESP with: the asking SA's, top bit flipped
+/// The SPI a reflector answers ESP with: the asking SA's, top bit set
 /// (each direction of an SA pair has an SPI of its own, and only the
 /// receiver's is on the wire).
 fn esp_answer_spi(spi: u32) -> u32 {
@@ -532,9 +539,8 @@ fn syn_of(from: Ipv4Addr, msg: &[u8], to_port: u16) -> Option<SocketAddrV4> {
 
 /// TCP simultaneous open (RFC 5382 REQ-2), the server's half: waits up to
 /// `within` on a raw socket for a SYN to `port` from the router's `public`
-/// address, then connects from `port`
-/// to where it came from, so that its own SYN crosses the client's, and
-/// says `opened` if the connection opens. The host's TCP answers that
+/// address, then connects from `port` to where it came from, so that its
+/// own SYN crosses the client's, and says `opened` if the connection opens. The host's TCP answers that
 /// first SYN with a reset, which the caller must drop (nothing listens on
 /// `port`). `ready` is called once the raw socket is open. Returns the
 /// client's endpoint as seen here, or `None` if no SYN came; whether the
@@ -619,10 +625,9 @@ pub enum IdleFlow {
 
 impl IdleFlow {
     /// Whether every flow of this kind between two hosts shares one NAT
-    /// mapping, so that its waits must run one after another: GRE has no
-    /// ports, and a NAT that maps ESP by address has none either.
+    /// mapping, so that its waits must run one after another.
     fn shares_a_mapping(self) -> bool {
-        matches!(self, IdleFlow::Raw(RawProto::Gre | RawProto::Esp))
+        matches!(self, IdleFlow::Raw(kind) if kind.carries_tunnels())
     }
 }
 
@@ -676,11 +681,9 @@ fn raw_idle(kind: RawProto, target: SocketAddrV4, wait: Duration, grace: Duratio
     static NEXT_IDENT: AtomicUsize = AtomicUsize::new(0);
     let ident = (std::process::id() as usize + NEXT_IDENT.fetch_add(1, Ordering::SeqCst)) as u16;
     let raw = RawSocket::open(kind.protocol())?;
-    // GRE and ESP carry tunnels, whose state has seen both ways: the
-    // flow is answered once before it idles, so that what is measured
-    // is an answered flow's timeout (Linux keeps an unanswered GRE
-    // flow a sixth as long).
-    if kind != RawProto::Icmp && !raw_exchange(&raw, kind, *target.ip(), ident, Duration::ZERO, grace)? {
+    // What is measured is an answered flow's timeout (Linux keeps an
+    // unanswered GRE flow a sixth as long).
+    if kind.carries_tunnels() && !raw_exchange(&raw, kind, *target.ip(), ident, Duration::ZERO, grace)? {
         return Err(io::Error::new(io::ErrorKind::TimedOut, "the flow's first question got no answer"));
     }
     raw_exchange(&raw, kind, *target.ip(), ident, wait, grace)
