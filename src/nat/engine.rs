@@ -14,7 +14,7 @@ use super::Side;
 use super::alg::{self, AlgState, Algs, Claim, Connection};
 use super::counters::{Counters, DropReason};
 use super::first_packet::{FirstPackets, Flow};
-use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments};
+use super::frag::{Bounds as FragBounds, DatagramKey, FragmentTarget, Fragments, Piece};
 use super::profile::{Profile, Protocol};
 use super::table::{Class, Endpoint, MapError, MappingInfo, Table, TcpState};
 use super::tcp::Seg;
@@ -478,7 +478,8 @@ impl Nat {
         let key = DatagramKey { src, dst: ip.dst_bytes(), proto: ip.protocol(), ident: ip.ident() };
         let (later_fragment, first_fragment) = (ip.frag_offset() != 0, ip.more_frags() && ip.frag_offset() == 0);
         if later_fragment {
-            return match self.frags.lookup(&key, now) {
+            let piece = Piece { offset: ip.frag_offset(), len: total.saturating_sub(hl), more: ip.more_frags() };
+            return match self.frags.passes(&key, piece, now) {
                 Some(rw) => {
                     let mut ip = ipv4::Packet::new_unchecked(&mut *pkt);
                     ip.set_dst(rw.dst);
@@ -611,7 +612,9 @@ impl Nat {
         ipv4::Packet::new_unchecked(&mut *pkt).decrement_ttl();
         self.counters.protocol_mut(proto).inbound += 1;
         if first_fragment {
-            for mut late in self.frags.learn(key, FragmentTarget { dst: internal.addr }, now) {
+            let ip = ipv4::Packet::new_unchecked(&*pkt);
+            let first = Piece { offset: 0, len: ip.total_len().saturating_sub(ip.header_len()), more: true };
+            for mut late in self.frags.learn(key, FragmentTarget { dst: internal.addr }, first, now) {
                 if let Ok(mut ip) = ipv4::Packet::new_checked(&mut late[..]) {
                     ip.set_dst(internal.addr);
                     ip.decrement_ttl();

@@ -1,7 +1,12 @@
 //! IPv4 fragments: every fragment of a datagram is translated like its
 //! first one (which alone carries the ports). Fragments that arrive before
 //! their first one wait, a bounded number for a bounded time. The datagrams
-//! followed are bounded too: past the bound a first fragment is refused.
+//! followed are bounded too: past the bound a first fragment is refused. A
+//! datagram is followed until its timeout or until as many bytes as it
+//! holds have passed, so that a bulk transfer's stream of fragmented
+//! datagrams does not fill the table. (Spoofed duplicates can end a
+//! datagram early; its remaining fragments then wait and expire, which
+//! harms only that sender's datagram.)
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -28,6 +33,52 @@ pub struct FragmentTarget {
     pub dst: [u8; 4],
 }
 
+/// Where a fragment lies in its datagram, in bytes of the datagram's
+/// payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Piece {
+    /// The fragment offset, in bytes.
+    pub offset: usize,
+    /// The fragment's payload length.
+    pub len: usize,
+    /// More fragments follow (the MF flag).
+    pub more: bool,
+}
+
+impl Piece {
+    /// The piece an IPv4 packet is: its offset, payload and MF flag.
+    pub fn of(packet: &[u8]) -> Option<Piece> {
+        let ip = crate::wire::ipv4::Packet::new_checked(packet).ok()?;
+        let len = ip.total_len().checked_sub(ip.header_len())?;
+        Some(Piece { offset: ip.frag_offset(), len, more: ip.more_frags() })
+    }
+}
+
+/// A datagram followed: where its fragments go, until when, and how much
+/// of it has passed.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    target: FragmentTarget,
+    deadline: Duration,
+    /// Payload bytes of the fragments that passed.
+    passed: usize,
+    /// The payload's length, once its last fragment passed.
+    end: Option<usize>,
+}
+
+impl Followed {
+    fn count(&mut self, piece: Piece) {
+        self.passed = self.passed.saturating_add(piece.len);
+        if !piece.more {
+            self.end = Some(piece.offset + piece.len);
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.end.is_some_and(|end| self.passed >= end)
+    }
+}
+
 /// A fragment waiting for its first fragment.
 pub struct Waiting {
     /// Its datagram.
@@ -40,7 +91,7 @@ pub struct Waiting {
 
 /// The fragment state of one direction.
 pub struct Fragments {
-    known: HashMap<DatagramKey, (FragmentTarget, Duration)>,
+    known: HashMap<DatagramKey, Followed>,
     /// Datagrams followed per sender, so one sender cannot take them all.
     per_source: PerHost,
     waiting: VecDeque<Waiting>,
@@ -93,8 +144,8 @@ impl Fragments {
 
     fn forget_expired(&mut self, now: Duration) {
         let per_source = &mut self.per_source;
-        self.known.retain(|key, (_, deadline)| {
-            let live = *deadline > now;
+        self.known.retain(|key, f| {
+            let live = f.deadline > now;
             if !live {
                 per_source.release(key.src);
             }
@@ -107,13 +158,14 @@ impl Fragments {
         self.known.len()
     }
 
-    /// Records how a datagram's first fragment was translated; returns the
-    /// fragments that were waiting for it.
-    pub fn learn(&mut self, key: DatagramKey, rewrite: FragmentTarget, now: Duration) -> Vec<Vec<u8>> {
+    /// Records how a datagram's first fragment (`first`) was translated;
+    /// returns the fragments that were waiting for it, counted as passed.
+    pub fn learn(&mut self, key: DatagramKey, rewrite: FragmentTarget, first: Piece, now: Duration) -> Vec<Vec<u8>> {
         if !self.can_learn(&key, now) {
             return Vec::new();
         }
-        if self.known.insert(key, (rewrite, now + self.timeout)).is_none() {
+        let followed = Followed { target: rewrite, deadline: now + self.timeout, passed: 0, end: None };
+        if self.known.insert(key, followed).is_none() {
             self.per_source.add(key.src);
         }
         let mut released = Vec::new();
@@ -125,12 +177,24 @@ impl Fragments {
                 true
             }
         });
+        let pieces = released.iter().filter_map(|p| Piece::of(p)).collect::<Vec<_>>();
+        for piece in std::iter::once(first).chain(pieces) {
+            self.passes(&key, piece, now);
+        }
         released
     }
 
-    /// How to rewrite a later fragment, if its first one was seen.
-    pub fn lookup(&self, key: &DatagramKey, now: Duration) -> Option<FragmentTarget> {
-        self.known.get(key).filter(|(_, deadline)| *deadline > now).map(|(r, _)| *r)
+    /// How to rewrite a later fragment, if its first one was seen; counts
+    /// it as passed, and forgets a datagram once all of it passed.
+    pub fn passes(&mut self, key: &DatagramKey, piece: Piece, now: Duration) -> Option<FragmentTarget> {
+        let f = self.known.get_mut(key).filter(|f| f.deadline > now)?;
+        f.count(piece);
+        let target = f.target;
+        if f.complete() {
+            self.known.remove(key);
+            self.per_source.release(key.src);
+        }
+        Some(target)
     }
 
     /// Keeps a fragment until its first one comes; `false` if too many wait.
@@ -160,6 +224,10 @@ impl Fragments {
 mod tests {
     use super::*;
 
+    /// A first fragment and a middle one: neither ends its datagram.
+    const FIRST: Piece = Piece { offset: 0, len: 8, more: true };
+    const MID: Piece = Piece { offset: 8, len: 8, more: true };
+
     fn key(ident: u16) -> DatagramKey {
         DatagramKey { src: [198, 51, 100, 2], dst: [198, 51, 100, 1], proto: 17, ident }
     }
@@ -171,16 +239,16 @@ mod tests {
         assert!(f.hold(key(1), b"late part", t0));
         assert!(f.hold(key(2), b"other", t0));
         assert!(!f.hold(key(3), b"one too many", t0));
-        let released = f.learn(key(1), FragmentTarget { dst: [192, 168, 1, 10] }, t0);
+        let released = f.learn(key(1), FragmentTarget { dst: [192, 168, 1, 10] }, FIRST, t0);
         assert_eq!(released, vec![b"late part".to_vec()]);
-        assert_eq!(f.lookup(&key(1), t0), Some(FragmentTarget { dst: [192, 168, 1, 10] }));
+        assert_eq!(f.passes(&key(1), MID, t0), Some(FragmentTarget { dst: [192, 168, 1, 10] }));
         assert_eq!(
-            f.lookup(&key(1), t0 + Duration::from_secs(5)),
+            f.passes(&key(1), MID, t0 + Duration::from_secs(5)),
             None,
             "a datagram is followed for its timeout, no longer"
         );
         assert_eq!(f.expire(t0 + Duration::from_secs(6)), 1, "key 2 gave up");
-        assert_eq!(f.lookup(&key(1), t0 + Duration::from_secs(6)), None);
+        assert_eq!(f.passes(&key(1), MID, t0 + Duration::from_secs(6)), None);
     }
 
     #[test]
@@ -188,12 +256,12 @@ mod tests {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 2, per_source: 2 });
         let t0 = Duration::from_secs(100);
         let to = FragmentTarget { dst: [192, 168, 1, 10] };
-        f.learn(key(1), to, t0);
-        f.learn(key(2), to, t0);
+        f.learn(key(1), to, FIRST, t0);
+        f.learn(key(2), to, FIRST, t0);
         assert!(!f.can_learn(&key(3), t0), "full");
         assert!(f.can_learn(&key(2), t0), "a datagram already followed");
-        f.learn(key(3), to, t0);
-        assert_eq!((f.known(), f.lookup(&key(3), t0)), (2, None), "refused, not evicting");
+        f.learn(key(3), to, FIRST, t0);
+        assert_eq!((f.known(), f.passes(&key(3), MID, t0)), (2, None), "refused, not evicting");
         assert!(!f.can_learn(&key(3), t0 + Duration::from_secs(4)), "still followed");
         assert!(f.can_learn(&key(3), t0 + Duration::from_secs(5)), "the others expired at their deadline");
     }
@@ -203,14 +271,14 @@ mod tests {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 4, datagrams: 8, per_source: 8 });
         let t0 = Duration::from_secs(100);
         let to = FragmentTarget { dst: [192, 168, 1, 10] };
-        f.learn(key(1), to, t0);
+        f.learn(key(1), to, FIRST, t0);
         assert!(f.hold(key(2), b"early", t0));
         assert_eq!(f.expire(t0 + Duration::from_secs(1)), 0, "nothing gave up yet");
         let mut gives_up = Fragments::new(Duration::from_secs(5), Bounds { waiting: 4, datagrams: 8, per_source: 8 });
         gives_up.hold(key(3), b"late", t0);
         assert_eq!(gives_up.expire(t0 + Duration::from_secs(5)), 1, "a fragment waits its timeout, no longer");
-        assert_eq!((f.lookup(&key(1), t0 + Duration::from_secs(1)), f.known(), f.waiting()), (Some(to), 1, 1));
-        assert_eq!(f.learn(key(2), to, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
+        assert_eq!((f.passes(&key(1), MID, t0 + Duration::from_secs(1)), f.known(), f.waiting()), (Some(to), 1, 1));
+        assert_eq!(f.learn(key(2), to, FIRST, t0 + Duration::from_secs(2)), vec![b"early".to_vec()]);
         assert_eq!(f.waiting(), 0, "released");
         assert_eq!(f.expire(t0 + Duration::from_secs(10)), 0, "nothing was waiting");
         assert_eq!(f.known(), 0, "both datagrams forgotten");
@@ -221,11 +289,48 @@ mod tests {
         let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 2 });
         let t0 = Duration::from_secs(100);
         let to = FragmentTarget { dst: [192, 168, 1, 10] };
-        f.learn(key(1), to, t0);
-        f.learn(key(2), to, t0);
+        f.learn(key(1), to, FIRST, t0);
+        f.learn(key(2), to, FIRST, t0);
         assert!(!f.can_learn(&key(3), t0), "the sender's share is taken");
         let other = DatagramKey { src: [198, 51, 100, 3], ..key(3) };
         assert!(f.can_learn(&other, t0), "another sender still gets room");
         assert!(f.can_learn(&key(3), t0 + Duration::from_secs(5)), "expired datagrams give the share back");
+    }
+
+    #[test]
+    fn a_datagram_whose_bytes_all_passed_is_forgotten_and_gives_its_room_back() {
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 1 });
+        let t0 = Duration::from_secs(100);
+        let to = FragmentTarget { dst: [192, 168, 1, 10] };
+        f.learn(key(1), to, FIRST, t0);
+        assert!(!f.can_learn(&key(2), t0), "the sender's one datagram is taken");
+        assert_eq!(f.passes(&key(1), MID, t0), Some(to));
+        assert_eq!(f.known(), 1, "more follows");
+        let last = Piece { offset: 16, len: 4, more: false };
+        assert_eq!(f.passes(&key(1), last, t0), Some(to), "the last fragment still goes through");
+        assert_eq!(f.known(), 0, "all 20 bytes passed");
+        assert!(f.can_learn(&key(2), t0), "its room is back before the timeout");
+        // A last fragment that comes first leaves the datagram followed
+        // until the rest has passed.
+        f.learn(key(2), to, FIRST, t0);
+        assert_eq!(f.passes(&key(2), last, t0), Some(to));
+        assert_eq!(f.known(), 1, "8 of 16 bytes between");
+        f.passes(&key(2), MID, t0);
+        assert_eq!(f.known(), 0);
+    }
+
+    #[test]
+    fn a_waiting_fragment_released_by_its_first_counts_as_passed() {
+        let mut f = Fragments::new(Duration::from_secs(5), Bounds { waiting: 2, datagrams: 8, per_source: 8 });
+        let t0 = Duration::from_secs(100);
+        let udp = crate::wire::udp::emit(4500, 4500, &[7u8; 64]);
+        let whole = crate::wire::ipv4::packet([198, 51, 100, 2], [198, 51, 100, 1], 17, &udp);
+        let (first, late) = crate::wire::ipv4::split(&whole, 24).expect("two fragments");
+        assert!(f.hold(key(1), &late, t0));
+        let first = Piece::of(&first).expect("a packet");
+        assert_eq!(first, Piece { offset: 0, len: 24, more: true });
+        let released = f.learn(key(1), FragmentTarget { dst: [192, 168, 1, 10] }, first, t0);
+        assert_eq!(released, vec![late]);
+        assert_eq!(f.known(), 0, "every byte passed: forgotten");
     }
 }

@@ -396,6 +396,29 @@ fn followed_fragmented_datagrams_are_bounded() {
 }
 
 #[test]
+fn a_bulk_stream_of_fragmented_datagrams_is_not_held_up_by_the_bound() {
+    // A tunnel's bulk transfer: every datagram in two fragments, many more
+    // within a fragment timeout than the table follows. Each datagram is
+    // forgotten once both its fragments passed, so none is refused.
+    let mut n = nat_with(|p| {
+        p.limits.fragment_datagrams = 4;
+        p.limits.fragment_datagrams_per_source = 2;
+    });
+    let mut p = udp(C1, 5000, S1, 9000, b"hello");
+    out(&mut n, &mut p, t(0));
+    let public = ports(&p).0;
+    for ident in 0..100u16 {
+        let mut whole = udp(S1, 9000, WAN, public, &[7u8; 64]);
+        whole[4..6].copy_from_slice(&ident.to_be_bytes());
+        ipv4::Packet::new_checked(&mut whole[..]).expect("ip").fill_checksum();
+        let (mut first, mut last) = ipv4::split(&whole, 40).expect("two fragments");
+        assert_eq!(inb(&mut n, &mut first, t(1)), forward(Side::Lan, C1), "datagram {ident}'s first fragment");
+        assert_eq!(inb(&mut n, &mut last, t(1)), forward(Side::Lan, C1), "datagram {ident}'s last fragment");
+    }
+    assert_eq!(n.state_sizes().fragment_datagrams, 0, "every datagram passed whole and was forgotten");
+}
+
+#[test]
 fn a_later_fragment_at_the_smallest_offset_is_not_a_first_one() {
     let mut n = nat_with(|_| {});
     let mut p = udp(C1, 5000, S1, 9000, b"hello");
