@@ -212,6 +212,29 @@ impl Process {
         }
     }
 
+    /// [`Process::wait_until`] for a daemon that gives up and keeps
+    /// running: fails as soon as its log says `gave_up`.
+    pub fn wait_until_unless_log(
+        &self,
+        what: &str,
+        timeout: Duration,
+        gave_up: &str,
+        mut ready: impl FnMut() -> bool,
+    ) -> Result<()> {
+        let mut seen = LogScanner::new(self.0.log.clone(), gave_up);
+        let mut gave = false;
+        self.wait_until(what, timeout, || {
+            ready() || {
+                gave = seen.found();
+                gave
+            }
+        })?;
+        if gave {
+            return Err(self.not_ready(what, timeout, format!(": it gave up first (its log says {gave_up:?})")));
+        }
+        Ok(())
+    }
+
     fn not_ready(&self, what: &str, timeout: Duration, exited: String) -> LabError {
         LabError::NotReady(Box::new(NotReady {
             host: self.0.host.clone(),

@@ -312,6 +312,7 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
     for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT, signal_hook::consts::SIGHUP] {
         signal_hook::low_level::pipe::register(sig, sig_write.try_clone()?)?;
     }
+    let defaults = SessionConfig::default();
     let cfg = SessionConfig {
         require: opts.require,
         name: opts.our_name(),
@@ -327,6 +328,8 @@ fn serve(opts: &Options, log: &mut Log) -> io::Result<i32> {
         passive: opts.passive,
         echo_interval: opts.echo_interval,
         echo_failure: opts.echo_failure.unwrap_or(3),
+        lcp_restart: opts.lcp_restart.unwrap_or(defaults.lcp_restart),
+        lcp_max_configure: opts.lcp_max_configure.unwrap_or(defaults.lcp_max_configure),
     };
     let clock = Instant::now();
     let mut session = Session::new(cfg);

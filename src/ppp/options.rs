@@ -67,6 +67,10 @@ pub struct Options {
     pub echo_interval: Option<Duration>,
     /// LCP echo failures before giving up.
     pub echo_failure: Option<u32>,
+    /// How often an unanswered LCP Configure-Request is sent again.
+    pub lcp_restart: Option<Duration>,
+    /// LCP Configure-Requests before giving up.
+    pub lcp_max_configure: Option<u32>,
     /// Where to log.
     pub logfile: Option<PathBuf>,
     /// Options this PPP peer does not act on, logged.
@@ -93,8 +97,6 @@ const IGNORED_WITH_VALUE: &[&str] = &[
     "chap-max-challenge",
     "pap-restart",
     "pap-max-authreq",
-    "lcp-restart",
-    "lcp-max-configure",
     "ipcp-restart",
     "ipcp-max-configure",
     "connect-delay",
@@ -284,6 +286,15 @@ impl Options {
                     let v = value("lcp-echo-failure")?;
                     self.echo_failure = Some(number("lcp-echo-failure", &v)?);
                 }
+                "lcp-restart" => {
+                    let v = value("lcp-restart")?;
+                    let secs = number("lcp-restart", &v)?.clamp(1, 60);
+                    self.lcp_restart = Some(Duration::from_secs(u64::from(secs)));
+                }
+                "lcp-max-configure" => {
+                    let v = value("lcp-max-configure")?;
+                    self.lcp_max_configure = Some(number("lcp-max-configure", &v)?.clamp(1, 100));
+                }
                 "require-pap" | "require-chap" => {
                     self.require = Some(if arg == "require-pap" { AuthProto::Pap } else { AuthProto::ChapMd5 });
                     self.auth = true;
@@ -377,6 +388,9 @@ mod tests {
         .expect("pppd running pptp on a pty");
         assert_eq!(pty.pty.as_deref(), Some("pptp 198.51.100.2 --nolaunchpppd"));
         assert_eq!(pty.device, None);
+        let timers = Options::parse(&args("lcp-restart 1 lcp-max-configure 4")).expect("LCP timers");
+        assert_eq!((timers.lcp_restart, timers.lcp_max_configure), (Some(Duration::from_secs(1)), Some(4)));
+        assert!(timers.ignored.is_empty(), "acted on, not ignored: {:?}", timers.ignored);
         let named = Options::parse(&args("name lns user client1 password x remotename lns")).expect("names");
         assert_eq!((named.name.as_deref(), named.user.as_deref()), (Some("lns"), Some("client1")));
         assert_eq!(named.remotename.as_deref(), Some("lns"));

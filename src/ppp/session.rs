@@ -41,9 +41,11 @@ const LCP_AUTH: u8 = 3;
 const LCP_MAGIC: u8 = 5;
 const IPCP_ADDRESS: u8 = 3;
 
-/// How often a Configure-Request or Terminate-Request is sent again.
+/// How often a Configure-Request or Terminate-Request is sent again, unless
+/// `lcp-restart` says otherwise for LCP.
 const RESTART: Duration = Duration::from_secs(1);
-/// How many times before giving up.
+/// How many times before giving up, unless `lcp-max-configure` says
+/// otherwise for LCP.
 const MAX_CONFIGURE: u32 = 10;
 
 /// An authentication protocol.
@@ -129,6 +131,12 @@ pub struct SessionConfig {
     pub echo_interval: Option<Duration>,
     /// Give up after this many unanswered Echo-Requests.
     pub echo_failure: u32,
+    /// How often an unanswered LCP Configure-Request is sent again
+    /// (`lcp-restart`).
+    pub lcp_restart: Duration,
+    /// How many LCP Configure-Requests go unanswered before the link is
+    /// given up (`lcp-max-configure`).
+    pub lcp_max_configure: u32,
 }
 
 impl Default for SessionConfig {
@@ -148,6 +156,8 @@ impl Default for SessionConfig {
             passive: false,
             echo_interval: None,
             echo_failure: 3,
+            lcp_restart: RESTART,
+            lcp_max_configure: MAX_CONFIGURE,
         }
     }
 }
@@ -201,15 +211,15 @@ impl Layer {
         self.acked_by_peer && self.acked_peer
     }
 
-    /// Counts one more Configure-Request and schedules its resend; its
-    /// identifier, or `None` once `MAX_CONFIGURE` went unacknowledged.
-    fn next_request(&mut self, now: Duration) -> Option<u8> {
-        if self.tries >= MAX_CONFIGURE {
+    /// Counts one more Configure-Request and schedules its resend after
+    /// `restart`; its identifier, or `None` once `max` went unacknowledged.
+    fn next_request(&mut self, now: Duration, restart: Duration, max: u32) -> Option<u8> {
+        if self.tries >= max {
             return None;
         }
         self.id = self.id.wrapping_add(1);
         self.tries += 1;
-        self.next_send = Some(now + RESTART);
+        self.next_send = Some(now + restart);
         Some(self.id)
     }
 
@@ -439,7 +449,7 @@ impl Session {
     }
 
     fn send_lcp_request(&mut self, now: Duration) {
-        let Some(id) = self.lcp.next_request(now) else {
+        let Some(id) = self.lcp.next_request(now, self.cfg.lcp_restart, self.cfg.lcp_max_configure) else {
             if self.cfg.passive {
                 // Wait quietly; the peer's request restarts ours.
                 self.lcp.tries = 0;
@@ -777,7 +787,7 @@ impl Session {
     // ---- IPCP -------------------------------------------------------------
 
     fn send_ipcp_request(&mut self, now: Duration) {
-        let Some(id) = self.ipcp.next_request(now) else {
+        let Some(id) = self.ipcp.next_request(now, RESTART, MAX_CONFIGURE) else {
             self.down("IPCP: the peer never acknowledged our Configure-Request");
             return;
         };
@@ -1413,6 +1423,29 @@ mod tests {
             while w.a.poll_event().is_some_and(|e| !matches!(e, Event::Down { .. })) {}
         }
         assert!(w.a.is_dead());
+    }
+
+    #[test]
+    fn lcp_restart_and_max_configure_decide_when_an_unanswered_link_is_given_up() {
+        let cfg = SessionConfig { lcp_restart: Duration::from_millis(500), lcp_max_configure: 3, ..client("x") };
+        let mut s = Session::new(cfg);
+        s.start(Duration::ZERO);
+        let mut now = Duration::ZERO;
+        let mut requests = 0;
+        let mut down_at = None;
+        while now < Duration::from_secs(5) && down_at.is_none() {
+            while let Some(e) = s.poll_event() {
+                match e {
+                    Event::Send(..) => requests += 1,
+                    Event::Down { .. } => down_at = Some(now),
+                    Event::Up { .. } | Event::Ip(_) => {}
+                }
+            }
+            now += Duration::from_millis(100);
+            s.handle_timeout(now);
+        }
+        assert_eq!(requests, 3, "three requests, 500 ms apart");
+        assert_eq!(down_at, Some(Duration::from_millis(1500)), "given up when the third went unanswered");
     }
 
     #[test]

@@ -152,6 +152,10 @@ pub fn options_file(ppp: &PppConfig, log_dir: &Path, secrets: Option<&Path>) -> 
     if let Some(mtu) = ppp.mtu {
         let _ = writeln!(s, "mtu {mtu}\nmru {mtu}");
     }
+    // An LCP request every second, 5 of them: a link nobody answers is
+    // given up after 5 s (pppd's defaults, 3 s and 10, take 30 s). A story
+    // whose first packets are dropped still gets its later ones through.
+    let _ = writeln!(s, "lcp-restart 1\nlcp-max-configure 5");
     if ppp.echo_interval > 0 {
         let _ = writeln!(s, "lcp-echo-interval {}\nlcp-echo-failure 3", ppp.echo_interval);
     }
@@ -198,14 +202,30 @@ fn links_here(host: &str) -> Result<Vec<PppLink>> {
 /// error names `daemon` and carries the last lines of its log and of the
 /// host's `pppd.log`. The wait runs inside the host's namespace.
 pub fn wait_for_link(host: &Host<'_>, daemon: &Process, peer: Option<Ipv4Addr>, timeout: Duration) -> Result<PppLink> {
+    wait_for_link_unless(host, daemon, peer, timeout, None)
+}
+
+/// [`wait_for_link`], ended early when the daemon's log says `gave_up` (a
+/// daemon that gives a call up and keeps running).
+pub fn wait_for_link_unless(
+    host: &Host<'_>,
+    daemon: &Process,
+    peer: Option<Ipv4Addr>,
+    timeout: Duration,
+    gave_up: Option<&str>,
+) -> Result<PppLink> {
     let what = format!("bring a PPP link up to {}", peer.map_or("its peer".into(), |p| p.to_string()));
     let name = host.name();
     host.inside(|| {
         let mut found = None;
-        daemon.wait_until(&what, timeout, || {
+        let ready = || {
             found = links_here(name).ok().and_then(|l| l.into_iter().find(|l| peer.is_none_or(|p| l.peer == p)));
             found.is_some()
-        })?;
+        };
+        match gave_up {
+            Some(needle) => daemon.wait_until_unless_log(&what, timeout, needle, ready)?,
+            None => daemon.wait_until(&what, timeout, ready)?,
+        }
         found.ok_or_else(|| LabError::Input(format!("host '{name}': the PPP link vanished")))
     })
     .map_err(|e| with_ppp_log(host, e))
