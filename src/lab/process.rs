@@ -124,6 +124,9 @@ struct Inner {
     netns: u64,
     log: PathBuf,
     stopping: AtomicBool,
+    /// Its exit status was read as an answer (a command run in the
+    /// background): an error exit is no crash.
+    answered: AtomicBool,
 }
 
 impl fmt::Debug for Process {
@@ -145,6 +148,7 @@ impl Process {
             netns,
             log,
             stopping: AtomicBool::new(false),
+            answered: AtomicBool::new(false),
         })))
     }
 
@@ -288,10 +292,18 @@ impl Process {
         statuses.pop().ok_or_else(|| LabError::io("stopping a process", io::Error::other("no status")))
     }
 
-    /// If it exited with an error without being asked to stop, what to
-    /// report about it.
+    /// Its exit status, read as the answer of a command run in the
+    /// background: an error exit is that answer, not a crash.
+    pub fn answer(&self) -> Option<ExitStatus> {
+        let status = self.exit_status()?;
+        self.0.answered.store(true, Ordering::SeqCst);
+        Some(status)
+    }
+
+    /// If it exited with an error without being asked to stop (or its
+    /// status read as an answer), what to report about it.
     pub(crate) fn crash(&self) -> Option<Crash> {
-        if self.0.stopping.load(Ordering::SeqCst) {
+        if self.0.stopping.load(Ordering::SeqCst) || self.0.answered.load(Ordering::SeqCst) {
             return None;
         }
         let status = self.exit_status()?;

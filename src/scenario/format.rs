@@ -353,17 +353,25 @@ fn traffic_name() -> String {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(tag = "do", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Step {
-    /// Clients bring their tunnels up, one after the other (or all at
-    /// once); a tunnel that does not come up is an observation, not an
-    /// error.
+    /// Clients bring their tunnels up: every client dials, one right after
+    /// the other, and then each tunnel is awaited (or, asked, each dials a
+    /// while after the previous one, or once the previous one's tunnel is
+    /// up); a tunnel that does not come up is an observation, not an error.
     Connect {
         /// Which clients.
         #[serde(default)]
         clients: Clients,
-        /// Every client dials at the same moment, and then each tunnel is
-        /// awaited (families that can: [`crate::scenario::family::VpnFamily::dial`]).
+        /// The story needs the calls made together: the default, and the
+        /// family checks from the captures that they were (PPTP).
         #[serde(default)]
         at_once: bool,
+        /// Each client dials once the previous one's tunnel is up, or was
+        /// given up.
+        #[serde(default)]
+        one_by_one: bool,
+        /// Each client dials this many seconds after the previous one.
+        #[serde(default)]
+        stagger_s: f64,
     },
     /// Clients take their tunnels down.
     Disconnect {
@@ -944,6 +952,20 @@ impl Scenario {
                 format!("{}; allowed: 1 to the {} servers", e.tunnels_per_client, t.servers),
             ));
         }
+        for st in &f.steps {
+            if let Step::Connect { at_once, one_by_one, stagger_s, .. } = st {
+                if !(0.0..=60.0).contains(stagger_s) {
+                    return Err(at(&["step", "stagger_s"], format!("{stagger_s} s; allowed: 0 to 60")));
+                }
+                let paces = [*at_once, *one_by_one, *stagger_s > 0.0].iter().filter(|p| **p).count();
+                if paces > 1 {
+                    return Err(at(
+                        &["step"],
+                        "a connect step dials `at_once`, `one_by_one` or with a `stagger_s`: one of them".into(),
+                    ));
+                }
+            }
+        }
         let connects: Vec<bool> = f
             .steps
             .iter()
@@ -1304,6 +1326,12 @@ tunnels = ["up"]
         assert!(parse(&mixed).expect_err("mixed").contains("with and without `at_once`"));
         let s = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nat_once = true")).expect("at once");
         assert!(s.connects_at_once());
+        let both = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nat_once = true\none_by_one = true"));
+        assert!(both.expect_err("two paces").contains("one of them"));
+        let staggered = GOOD.replace("do = \"connect\"", "do = \"connect\"\nstagger_s = 0.5");
+        assert!(matches!(parse(&staggered).expect("staggered").file.steps[0], Step::Connect { stagger_s: 0.5, .. }));
+        let long = parse(&GOOD.replace("do = \"connect\"", "do = \"connect\"\nstagger_s = 61"));
+        assert!(long.expect_err("too long").contains("allowed: 0 to 60"));
         let e = parse(&endpoints("tunnels_per_client = 2")).expect_err("two tunnels, one server");
         assert!(e.contains("endpoints.tunnels_per_client") && e.contains("1 to the 1 servers"), "{e}");
         let two =

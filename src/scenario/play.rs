@@ -402,13 +402,14 @@ impl<'s, 'l> Player<'s, 'l> {
 
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
-            Step::Connect { clients, at_once } => {
-                if *at_once {
-                    self.connect_at_once(&self.clients_of(clients))?;
-                } else {
-                    for i in self.clients_of(clients) {
-                        self.connect(i)?;
+            Step::Connect { clients, one_by_one, stagger_s, .. } => {
+                let clients = self.clients_of(clients);
+                if *one_by_one {
+                    for i in clients {
+                        self.connect(&[i], Duration::ZERO)?;
                     }
+                } else {
+                    self.connect(&clients, Duration::from_secs_f64(*stagger_s))?;
                 }
                 if let (Some(server), Some(lan)) = (self.servers.get(&1), self.captures.first()) {
                     let stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut None };
@@ -520,19 +521,6 @@ impl<'s, 'l> Player<'s, 'l> {
         Ok(())
     }
 
-    /// Brings client `i`'s tunnel up; a tunnel that does not come up is
-    /// noted with the daemon's last log lines.
-    fn connect(&mut self, i: usize) -> Result<()> {
-        let j = self.s.server_of(i);
-        self.ensure_servers_of(i)?;
-        let family = self.family;
-        let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
-        let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
-        let (client, tunnel) = family.connect(&mut stage, i, j, server.as_ref())?;
-        self.settle(i, client, tunnel);
-        Ok(())
-    }
-
     /// Starts every server client `i` holds a tunnel to.
     fn ensure_servers_of(&mut self, i: usize) -> Result<()> {
         for to in self.s.servers_of(i) {
@@ -551,23 +539,25 @@ impl<'s, 'l> Player<'s, 'l> {
         self.tunnels[i - 1] = tunnel;
     }
 
-    /// Every client of `clients` dials at the same moment; then each
-    /// tunnel is awaited in turn (the daemons run meanwhile), all within one
-    /// connect timeout from the moment the last one dialled.
-    fn connect_at_once(&mut self, clients: &[usize]) -> Result<()> {
+    /// Every client of `clients` dials, each `stagger` after the previous
+    /// one; then each tunnel is awaited in turn (the daemons run
+    /// meanwhile), all within one connect timeout from the moment the last
+    /// one dialled. A tunnel that does not come up is noted with the
+    /// daemon's last log lines.
+    fn connect(&mut self, clients: &[usize], stagger: Duration) -> Result<()> {
         for &i in clients {
             self.ensure_servers_of(i)?;
         }
         let family = self.family;
         let mut dialing = Vec::new();
-        for &i in clients {
+        for (k, &i) in clients.iter().enumerate() {
+            if k > 0 && !stagger.is_zero() {
+                std::thread::sleep(stagger);
+            }
             let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
-            let d = family
-                .dial(&mut stage, i, self.s.server_of(i))?
-                .ok_or_else(|| LabError::Input(format!("the {} family cannot dial at once", self.s.file.family)))?;
-            dialing.push((i, d));
+            dialing.push((i, family.dial(&mut stage, i, self.s.server_of(i))?));
         }
-        let deadline = Instant::now() + Duration::from_secs(self.s.file.endpoints.connect_timeout_s);
+        let deadline = Instant::now() + self.connect_timeout();
         for (i, d) in dialing {
             let j = self.s.server_of(i);
             let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;

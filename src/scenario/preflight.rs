@@ -82,7 +82,7 @@ impl Item {
             router: toml::Table::new(),
             endpoints: Endpoints { auth: self.auth, ..Endpoints::default() },
             steps: vec![
-                Step::Connect { clients: None, at_once: false },
+                Step::Connect { clients: None, at_once: false, one_by_one: false, stagger_s: 0.0 },
                 Step::Traffic { clients: None, directions: vec![Direction::Out], bytes: 0, name: "traffic".into() },
             ],
             expect: BTreeMap::from([(ExpectKey::Direct, expect)]),

@@ -153,6 +153,35 @@ pub struct ServerConfig {
     pub ip_fragments: bool,
 }
 
+/// A CHILD_SA charon was asked to bring up ([`Charon::begin_initiate`]).
+pub struct Initiating {
+    swanctl: Process,
+    child: String,
+}
+
+impl Initiating {
+    /// Waits up to `timeout` for swanctl's answer, then for the CHILD_SA
+    /// over vici; an error says why it is not up.
+    pub fn wait(self, charon: &Charon<'_>, timeout: Duration) -> Result<IkeSa> {
+        let deadline = std::time::Instant::now() + timeout;
+        let swanctl = &self.swanctl;
+        // swanctl gives up at its own timeout; the margin lets it say so.
+        swanctl.wait_until("answer", timeout + Duration::from_secs(1), || swanctl.exit_status().is_some())?;
+        match swanctl.answer() {
+            Some(status) if status.success() => {
+                charon.wait_for_child(&self.child, deadline.saturating_duration_since(std::time::Instant::now()))
+            }
+            Some(status) => Err(LabError::Failed {
+                host: swanctl.host().to_string(),
+                command: swanctl.command_line().to_string(),
+                status: crate::lab::process::describe(status),
+                output: format!(":\n{}", swanctl.log_tail(10)),
+            }),
+            None => Err(LabError::Input(format!("host '{}': swanctl never answered", swanctl.host()))),
+        }
+    }
+}
+
 /// The CHILD_SA name both ends use.
 pub const CHILD: &str = "net";
 
@@ -334,9 +363,20 @@ impl<'lab> Charon<'lab> {
     /// Brings a CHILD_SA up and waits for it (swanctl returns when charon
     /// has an answer); then checks the state over vici.
     pub fn initiate(&self, child: &str, timeout: Duration) -> Result<IkeSa> {
+        self.begin_initiate(child, timeout)?.wait(self, timeout)
+    }
+
+    /// Starts bringing a CHILD_SA up, without waiting: swanctl runs in the
+    /// background until charon has an answer or `timeout` passed.
+    pub fn begin_initiate(&self, child: &str, timeout: Duration) -> Result<Initiating> {
         let secs = timeout.as_secs().max(1).to_string();
-        self.swanctl(&["--initiate", "--child", child, "--timeout", &secs], timeout + Duration::from_secs(5))?;
-        self.wait_for_child(child, timeout)
+        let swanctl = self.host.spawn(
+            Cmd::new("swanctl")
+                .args(&["--initiate", "--child", child, "--timeout", &secs])
+                .env("STRONGSWAN_CONF", self.strongswan_conf.to_string_lossy())
+                .label("swanctl-initiate"),
+        )?;
+        Ok(Initiating { swanctl, child: child.to_string() })
     }
 
     /// Rekeys the IKE_SA `ike` and its CHILD_SA `child` (new SPIs both), and

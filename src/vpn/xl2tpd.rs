@@ -150,6 +150,12 @@ impl<'lab> Xl2tpd<'lab> {
     /// Dials the LNS of LAC `name` and waits for the PPP link.
     pub fn connect(&self, name: &str, timeout: Duration) -> Result<PppLink> {
         self.dial(name)?;
+        self.wait_for_call(timeout)
+    }
+
+    /// Waits for the PPP link of the LAC's call, or until xl2tpd gives the
+    /// tunnel up.
+    pub fn wait_for_call(&self, timeout: Duration) -> Result<PppLink> {
         pppd::wait_for_link_unless(&self.host, &self.process, None, timeout, Some(GAVE_UP))
     }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Daemons, OwnTraffic, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
+use super::{Awaiting, Daemons, Dialing, OwnTraffic, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
 use crate::capture::{Facts, Seen, What};
 use crate::lab::{Process, Result};
 use crate::router::client_name;
@@ -90,13 +90,7 @@ impl VpnFamily for Esp {
         Ok(Box::new(Scripted::start(host, peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        _server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
         let host = stage.host(&client_name(i))?;
         let e = &stage.scenario.file.endpoints;
         let (server, spi) = (stage.shape.server_addr(j).to_string(), format!("{:#x}", esp_spi(i)));
@@ -114,17 +108,19 @@ impl VpnFamily for Esp {
             &rekey,
         ]);
         let p = host.spawn(cmd)?;
-        // The next client starts once this one's first ESP left: "at once",
-        // before the server's echo comes back.
-        let tunnel = match p.wait_for_log("sent seq 1", stage.connect_timeout()) {
-            Ok(()) => Tunnel { up: true, ..Tunnel::default() },
-            Err(err) => Tunnel::down(err.to_string()),
-        };
         // Every packet may wait its whole echo wait (one at a time with no
         // interval), after two IKE exchanges of up to 3.5 s each.
         let packets = u64::from(e.esp_packets);
         let within = Duration::from_millis(7_000 + packets * (e.esp_interval_ms + delay + 3000));
-        Ok((Box::new(Client { process: p, within }), tunnel))
+        Ok(Awaiting::boxed(move |_server: &dyn Daemons, timeout| {
+            // The flow is "up" once its first ESP left; its echoes are
+            // counted when it ends.
+            let tunnel = match p.wait_for_log("sent seq 1", timeout) {
+                Ok(()) => Tunnel { up: true, ..Tunnel::default() },
+                Err(err) => Tunnel::down(err.to_string()),
+            };
+            Ok((Box::new(Client { process: p, within }) as Box<dyn Daemons + 'l>, tunnel))
+        }))
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, _target: Target) -> Vec<Check> {

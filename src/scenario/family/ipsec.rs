@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use super::l2tp::{lac_config, lns_config};
-use super::{Daemons, OwnTraffic, Stage, Tunnel, VpnFamily};
+use super::{Awaiting, Daemons, Dialing, OwnTraffic, Stage, Tunnel, VpnFamily};
 use crate::capture::What;
 use crate::lab::{Host, LabError, Process, Result};
 use crate::router::client_name;
@@ -141,13 +141,7 @@ impl VpnFamily for Ipsec {
         Ok(Box::new(Ends { charon, l2tp, tunnels: None }))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
         let host = stage.host(&client_name(i))?;
         let timeout = stage.connect_timeout();
         let inner = stage.shape.server_inner(j);
@@ -178,32 +172,38 @@ impl VpnFamily for Ipsec {
             .collect();
         let charon = Charon::start(host, Duration::from_secs(s.file.endpoints.keepalive_s))?;
         charon.load(&clients_conf(&configs), &auth)?;
-        // The other tunnels first, so that the first one's state is what
-        // the client's tunnel reports.
+        // The other tunnels first, one after the other, so that the first
+        // one's state is what the client's tunnel reports.
         for (k, &to) in servers.iter().enumerate().skip(1) {
             if let Err(err) = charon.initiate(&child_name(k), timeout) {
                 let tunnel = Tunnel::down(format!("tunnel {} of {n} (to server {to}): {err}", k + 1));
-                return Ok((Box::new(Ends { charon, l2tp: None, tunnels: None }), tunnel));
+                return Ok(Awaiting::boxed(move |_server: &dyn Daemons, _timeout| {
+                    Ok((Box::new(Ends { charon, l2tp: None, tunnels: None }) as Box<dyn Daemons + 'l>, tunnel))
+                }));
             }
         }
         let tunnels = (n > 1).then(|| (host, servers.iter().map(|to| stage.shape.server_inner(*to)).collect()));
-        let mut l2tp = None;
-        let tunnel = match charon.initiate(CHILD, timeout) {
-            Ok(sa) if sa.local_vips.is_empty() => Tunnel::down(format!("no virtual IP: {sa:?}")),
-            Ok(sa) if self.l2tp => {
-                let lac = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
-                let link = lac.connect("server", timeout);
-                let link = link.map_err(|err| LabError::Input(format!("IPsec up ({sa:?}), L2TP not: {err}")));
-                l2tp = Some(lac);
-                Tunnel::linked(link, server)?
-            }
-            Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
-                Some(vip) => Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
-                None => Tunnel::down(format!("a virtual IP that is no IPv4 address: {sa:?}")),
-            },
-            Err(err) => Tunnel::down(err.to_string()),
-        };
-        Ok((Box::new(Ends { charon, l2tp, tunnels }), tunnel))
+        let initiating = charon.begin_initiate(CHILD, timeout)?;
+        let l2tp = self.l2tp;
+        Ok(Awaiting::boxed(move |server: &dyn Daemons, timeout| {
+            let mut lac = None;
+            let tunnel = match initiating.wait(&charon, timeout) {
+                Ok(sa) if sa.local_vips.is_empty() => Tunnel::down(format!("no virtual IP: {sa:?}")),
+                Ok(sa) if l2tp => {
+                    let started = Xl2tpd::lac(host, &lac_config(inner, i, true))?;
+                    let link = started.connect("server", timeout);
+                    let link = link.map_err(|err| LabError::Input(format!("IPsec up ({sa:?}), L2TP not: {err}")));
+                    lac = Some(started);
+                    Tunnel::linked(link, server)?
+                }
+                Ok(sa) => match sa.local_vips.first().and_then(|v| v.parse().ok()) {
+                    Some(vip) => Tunnel { up: true, local: Some(vip), remote: Some(inner), note: None },
+                    None => Tunnel::down(format!("a virtual IP that is no IPv4 address: {sa:?}")),
+                },
+                Err(err) => Tunnel::down(err.to_string()),
+            };
+            Ok((Box::new(Ends { charon, l2tp: lac, tunnels }) as Box<dyn Daemons + 'l>, tunnel))
+        }))
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {

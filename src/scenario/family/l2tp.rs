@@ -5,7 +5,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use super::{Daemons, SECRET, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
+use super::{Awaiting, Daemons, Dialing, SECRET, Scripted, Stage, Tunnel, VpnFamily, peer_cmd};
 use crate::capture::{Capture, Facts, What};
 use crate::lab::{Process, Result};
 use crate::ppp::session::AuthProto;
@@ -71,22 +71,19 @@ impl VpnFamily for L2tp {
         Ok(Box::new(Scripted::start(host, peer_cmd(&["l2tp-lns"], "l2tp-lns")?.args(ports))?))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
         let host = stage.host(&client_name(i))?;
         let lac = Xl2tpd::lac(host, &lac_config(stage.shape.server_addr(j), i, false))?;
-        let tunnel = if scripted_lns(stage.scenario) {
-            lac.dial("server")?;
-            Tunnel::down("a scripted LNS answers the tunnel only")
-        } else {
-            Tunnel::linked(lac.connect("server", stage.connect_timeout()), server)?
-        };
-        Ok((Box::new(lac), tunnel))
+        lac.dial("server")?;
+        let scripted = scripted_lns(stage.scenario);
+        Ok(Awaiting::boxed(move |server: &dyn Daemons, timeout| {
+            let tunnel = if scripted {
+                Tunnel::down("a scripted LNS answers the tunnel only")
+            } else {
+                Tunnel::linked(lac.wait_for_call(timeout), server)?
+            };
+            Ok((Box::new(lac) as Box<dyn Daemons + 'l>, tunnel))
+        }))
     }
 
     /// A scripted LNS answers each SCCRQ; waits until it answered every

@@ -72,30 +72,12 @@ pub trait VpnFamily: Sync {
     /// Starts server `j`'s endpoint and waits until it listens.
     fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>>;
 
-    /// Starts client `i`'s endpoint towards server `j` (already started) and
-    /// brings its tunnel up; a tunnel that does not come up is an outcome,
+    /// Starts client `i`'s endpoint towards server `j` (already started),
+    /// without waiting for its tunnel: a `connect` step dials every client
+    /// (at once, staggered or one by one) and then awaits each tunnel with
+    /// [`Dialing::wait`]. A tunnel that does not come up is an outcome,
     /// noted in the [`Tunnel`], not an error.
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>;
-
-    /// Whether [`VpnFamily::dial`] can start a client without waiting for
-    /// its tunnel (a file that asks `at_once` of a family that cannot is
-    /// refused when it loads).
-    fn dials_at_once(&self) -> bool {
-        false
-    }
-
-    /// Starts client `i`'s endpoint towards server `j` (already started)
-    /// without waiting for its tunnel, for a `connect` step whose clients
-    /// dial at once; `None` for a family that cannot.
-    fn dial<'l>(&self, _stage: &mut Stage<'_, 'l>, _i: usize, _j: usize) -> Result<Option<Box<dyn Dialing<'l> + 'l>>> {
-        Ok(None)
-    }
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>>;
 
     /// Runs after every client of a `connect` step has dialled.
     fn after_connect(&self, _stage: &Stage<'_, '_>, _server: &dyn Daemons, _lan: &Capture) -> Result<()> {
@@ -157,12 +139,6 @@ pub fn check(s: &Scenario) -> std::result::Result<(), String> {
     if s.file.endpoints.tunnels_per_client > 1 && (moves_bytes || rekeys) {
         return Err(format!(
             "{path}: endpoints.tunnels_per_client: a client with several tunnels pings through each; `bytes` and `rekey` steps are for one tunnel"
-        ));
-    }
-    if !f.dials_at_once() && s.connects_at_once() {
-        return Err(format!(
-            "{path}: step connect: `at_once`: {} clients are brought up one after the other only",
-            s.file.family.name()
         ));
     }
     for (kind, e) in &s.file.expect {
@@ -241,6 +217,29 @@ pub struct OwnTraffic {
 pub trait Dialing<'l> {
     /// Waits up to `timeout` for the tunnel to `server`.
     fn wait(self: Box<Self>, server: &dyn Daemons, timeout: Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>;
+}
+
+/// A client that has dialled, its wait a closure that owns what it
+/// started.
+pub struct Awaiting<F>(F);
+
+impl<F> Awaiting<F> {
+    /// The dialling client whose tunnel `wait` awaits.
+    pub fn boxed<'l>(wait: F) -> Box<dyn Dialing<'l> + 'l>
+    where
+        F: FnOnce(&dyn Daemons, Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> + 'l,
+    {
+        Box::new(Awaiting(wait))
+    }
+}
+
+impl<'l, F> Dialing<'l> for Awaiting<F>
+where
+    F: FnOnce(&dyn Daemons, Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)>,
+{
+    fn wait(self: Box<Self>, server: &dyn Daemons, timeout: Duration) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+        (self.0)(server, timeout)
+    }
 }
 
 /// A client's tunnel as the steps left it.
@@ -397,13 +396,10 @@ mod tests {
                 None => assert_eq!(got, Ok(()), "{family} {traffic} {full}"),
             }
         }
-        let at_once = |family: &str| {
+        for family in ["pptp", "l2tp", "ikev2", "wireguard"] {
             let mut s = scenario(family, "", "");
-            s.file.steps.insert(0, Step::Connect { clients: None, at_once: true });
-            check(&s)
-        };
-        assert_eq!(at_once("pptp"), Ok(()));
-        let e = at_once("l2tp").expect_err("l2tp dials one after the other");
-        assert!(e.contains("step connect: `at_once`: l2tp clients"), "{e}");
+            s.file.steps.insert(0, Step::Connect { clients: None, at_once: true, one_by_one: false, stagger_s: 0.0 });
+            assert_eq!(check(&s), Ok(()), "every family dials at once");
+        }
     }
 }

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{Daemons, Stage, Tunnel, VpnFamily};
+use super::{Awaiting, Daemons, Dialing, Stage, Tunnel, VpnFamily};
 use crate::lab::{Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{Scenario, Target};
@@ -58,13 +58,7 @@ impl VpnFamily for Openvpn {
         Ok(Box::new(OpenvpnDaemon::server(host, &config)?))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        _server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
         let host = stage.host(&client_name(i))?;
         let config = ClientConfig {
             server: stage.shape.server_addr(j),
@@ -73,11 +67,13 @@ impl VpnFamily for Openvpn {
             keepalive_s: stage.scenario.file.endpoints.keepalive_s,
         };
         let client = OpenvpnDaemon::client(host, &config)?;
-        let tunnel = match client.wait_until_up(stage.connect_timeout()) {
-            Ok(local) => Tunnel { up: true, local: Some(local), remote: Some(server_inner(j)), note: None },
-            Err(why) => Tunnel::down(why),
-        };
-        Ok((Box::new(client), tunnel))
+        Ok(Awaiting::boxed(move |_server: &dyn Daemons, timeout| {
+            let tunnel = match client.wait_until_up(timeout) {
+                Ok(local) => Tunnel { up: true, local: Some(local), remote: Some(server_inner(j)), note: None },
+                Err(why) => Tunnel::down(why),
+            };
+            Ok((Box::new(client) as Box<dyn Daemons + 'l>, tunnel))
+        }))
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {

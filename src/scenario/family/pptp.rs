@@ -75,23 +75,8 @@ impl VpnFamily for Pptp {
         Ok(Box::new(Pptpd::start(host, &config)?))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
-        let timeout = stage.connect_timeout();
-        Box::new(Call(self.start_call(stage, i, j)?)).wait(server, timeout)
-    }
-
-    fn dials_at_once(&self) -> bool {
-        true
-    }
-
-    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Option<Box<dyn Dialing<'l> + 'l>>> {
-        Ok(Some(Box::new(Call(self.start_call(stage, i, j)?))))
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
+        Ok(Box::new(Call(self.start_call(stage, i, j)?)))
     }
 
     fn constant_entropy(&self, s: &Scenario) -> bool {
@@ -132,7 +117,7 @@ impl VpnFamily for Pptp {
             .steps
             .iter()
             .filter_map(|st| match st {
-                Step::Connect { at_once: true, clients } => {
+                Step::Connect { at_once: true, clients, .. } => {
                     Some(clients.clone().unwrap_or_else(|| (1..=f.topology.clients).collect()))
                 }
                 _ => None,

@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
 
-use super::{Daemons, Stage, Tunnel, VpnFamily};
+use super::{Awaiting, Daemons, Dialing, Stage, Tunnel, VpnFamily};
 use crate::lab::{Process, Result};
 use crate::router::client_name;
 use crate::scenario::format::{Scenario, Target};
@@ -66,13 +66,7 @@ impl VpnFamily for Wireguard {
         Ok(Box::new(WireguardGo::start(host, &config)?))
     }
 
-    fn connect<'l>(
-        &self,
-        stage: &mut Stage<'_, 'l>,
-        i: usize,
-        j: usize,
-        _server: &dyn Daemons,
-    ) -> Result<(Box<dyn Daemons + 'l>, Tunnel)> {
+    fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
         let host = stage.host(&client_name(i))?;
         let config = WgConfig {
             private: lab_key('c', i),
@@ -86,12 +80,15 @@ impl VpnFamily for Wireguard {
             }],
         };
         let wg = WireguardGo::start(host, &config)?;
-        let tunnel = if wg.dial(server_inner(j), stage.connect_timeout())? {
-            Tunnel { up: true, local: Some(client_inner(j, i)), remote: Some(server_inner(j)), note: None }
-        } else {
-            Tunnel::down("no handshake with the server: its handshake initiations went unanswered")
-        };
-        Ok((Box::new(wg), tunnel))
+        // wireguard-go starts its handshake with the first packet to send.
+        Ok(Awaiting::boxed(move |_server: &dyn Daemons, timeout| {
+            let tunnel = if wg.dial(server_inner(j), timeout)? {
+                Tunnel { up: true, local: Some(client_inner(j, i)), remote: Some(server_inner(j)), note: None }
+            } else {
+                Tunnel::down("no handshake with the server: its handshake initiations went unanswered")
+            };
+            Ok((Box::new(wg) as Box<dyn Daemons + 'l>, tunnel))
+        }))
     }
 
     fn premises(&self, s: &Scenario, o: &Observed, target: Target) -> Vec<Check> {
