@@ -103,8 +103,9 @@ struct RunArgs {
     filter: Option<String>,
     /// Scenarios played at once (each has its own lab; most of their time
     /// is spent waiting on daemons and timeouts, so more than cores).
-    #[arg(long, default_value_t = 8)]
-    jobs: usize,
+    /// Default: 8 per core, at most one per 256 MiB of available memory.
+    #[arg(long)]
+    jobs: Option<usize>,
     /// What a verdict is about: `vpn` (tunnels up, traffic delivered,
     /// nothing misdelivered or let in; what the router did to ports, Call
     /// IDs and counters is reported as observed behaviour) or `exact`
@@ -751,12 +752,13 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
         }
     }
     let judge = args.judge.unwrap_or_else(|| routers.default_judge());
+    let jobs = args.jobs.unwrap_or_else(suite::default_jobs);
     eprintln!(
         "playing {} runs{} against {}, {} at a time, judged {}",
         work.len(),
         if args.repeat > 1 { format!(" {} times each", args.repeat) } else { String::new() },
         routers.name(),
-        routers.jobs(args.jobs),
+        routers.jobs(jobs),
         match judge {
             vpn_passthrough::scenario::observed::Judge::Vpn => "on whether the VPNs work",
             vpn_passthrough::scenario::observed::Judge::Exact => "on everything the files expect",
@@ -781,8 +783,7 @@ fn run_scenarios(args: RunArgs) -> ExitCode {
             eprintln!("      observed: {line}");
         }
     };
-    let (outcomes, flaky) =
-        suite::run_repeated(&work, &routers, &binary, args.jobs, judge, args.repeat as usize, &progress);
+    let (outcomes, flaky) = suite::run_repeated(&work, &routers, &binary, jobs, judge, args.repeat as usize, &progress);
     print!("{}", report::matrix_text(&outcomes, &flaky));
     println!("in {:.0} s", started.elapsed().as_secs_f64());
     let dir = args.report.unwrap_or_else(suite::default_report_dir);

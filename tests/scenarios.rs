@@ -35,29 +35,41 @@ fn main() {
     let mut args = Arguments::from_args();
     // Scenarios spend most of their time waiting on daemons and timeouts:
     // more of them than cores run well side by side.
-    args.test_threads = args.test_threads.or(Some(4));
+    args.test_threads = args.test_threads.or(Some(suite::default_jobs()));
     // SAFETY: set before any thread starts.
     unsafe {
         std::env::set_var("VPN_PASSTHROUGH_PPPD", env!("CARGO_BIN_EXE_vpn-passthrough-pppd"));
         std::env::set_var("VPN_PASSTHROUGH_BIN", env!("CARGO_BIN_EXE_vpn-passthrough"));
     }
     let mut trials = Vec::new();
+    // The external router's test is the longest: it starts first, so that
+    // the suite does not end waiting for it alone.
+    // The stand-in router is built with `ip`; the rest is what its
+    // scenarios' families need.
+    let external = match scenario::load(&[scenario::default_dir()]) {
+        Ok(scenarios) => {
+            scenarios.iter().fold(&[Need::Tool("ip"), Need::Tool("dnsmasq"), Need::Tool("busybox")][..], |need, s| {
+                both(need, needs(s))
+            })
+        }
+        Err(_) => CAPTURE,
+    };
+    trials.push(lab_test("external::a_router_on_two_ports", external, external_router));
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {
-            for s in scenarios {
+            let runs = scenarios
+                .into_iter()
+                .flat_map(|s| suite::Routers::Both.targets(&s).into_iter().map(move |t| (s.clone(), t)));
+            for (s, target) in runs {
                 // A router kind the file skips (with its reason) gets no
                 // trial: nothing is reported as passed that did not run.
-                let played = suite::Routers::Both
-                    .targets(&s)
-                    .into_iter()
-                    .filter(|t| s.expectation(*t).is_some_and(|e| e.skip.is_none()));
-                for target in played.collect::<Vec<_>>() {
-                    let name = s.name(target);
-                    let reboots = s.file.steps.iter().any(|st| matches!(st, Step::Reboot));
-                    let need = if reboots && target == Target::Linux { both(needs(&s), REBOOT) } else { needs(&s) };
-                    let s = s.clone();
-                    trials.push(lab_test(&name, need, move || play(&s, target)));
+                if s.expectation(target).is_none_or(|e| e.skip.is_some()) {
+                    continue;
                 }
+                let name = s.name(target);
+                let reboots = s.file.steps.iter().any(|st| matches!(st, Step::Reboot));
+                let need = if reboots && target == Target::Linux { both(needs(&s), REBOOT) } else { needs(&s) };
+                trials.push(lab_test(&name, need, move || play(&s, target)));
             }
         }
         Err(e) => trials.push(Trial::test("the scenario files load", move || Err(e.into()))),
@@ -77,17 +89,6 @@ fn main() {
     ));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
     trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
-    // The stand-in router is built with `ip`; the rest is what its
-    // scenarios' families need.
-    let external = match scenario::load(&[scenario::default_dir()]) {
-        Ok(scenarios) => {
-            scenarios.iter().fold(&[Need::Tool("ip"), Need::Tool("dnsmasq"), Need::Tool("busybox")][..], |need, s| {
-                both(need, needs(s))
-            })
-        }
-        Err(_) => CAPTURE,
-    };
-    trials.push(lab_test("external::a_router_on_two_ports", external, external_router));
     trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
     trials.push(lab_test("crash::a_server_daemon_that_dies_fails_with_its_log", PPTP, daemon_crash));
     let conclusion = libtest_mimic::run(&args, trials);
