@@ -164,10 +164,6 @@ impl Fragments {
         if !self.can_learn(&key, now) {
             return Vec::new();
         }
-        let followed = Followed { target: rewrite, deadline: now + self.timeout, passed: 0, end: None };
-        if self.known.insert(key, followed).is_none() {
-            self.per_source.add(key.src);
-        }
         let mut released = Vec::new();
         self.waiting.retain_mut(|w| {
             if w.key == key {
@@ -177,9 +173,17 @@ impl Fragments {
                 true
             }
         });
-        let pieces = released.iter().filter_map(|p| Piece::of(p)).collect::<Vec<_>>();
-        for piece in std::iter::once(first).chain(pieces) {
-            self.passes(&key, piece, now);
+        let mut followed = Followed { target: rewrite, deadline: now + self.timeout, passed: 0, end: None };
+        for piece in std::iter::once(first).chain(released.iter().filter_map(|p| Piece::of(p))) {
+            followed.count(piece);
+        }
+        // A datagram that passed whole is not followed.
+        if followed.complete() {
+            if self.known.remove(&key).is_some() {
+                self.per_source.release(key.src);
+            }
+        } else if self.known.insert(key, followed).is_none() {
+            self.per_source.add(key.src);
         }
         released
     }
