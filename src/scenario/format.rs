@@ -896,6 +896,12 @@ impl Scenario {
         self.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. }))
     }
 
+    /// Whether a `connect` step has each client dial once the previous
+    /// one's tunnel is up.
+    pub fn connects_one_by_one(&self) -> bool {
+        self.file.steps.iter().any(|st| matches!(st, Step::Connect { one_by_one: true, .. }))
+    }
+
     /// Every server client `i` holds a tunnel to: its own, then the next
     /// ones in turn (`tunnels_per_client`).
     pub fn servers_of(&self, i: usize) -> Vec<usize> {
