@@ -665,7 +665,7 @@ fn two_charons_run_at_once() -> TestResult {
         // charon creates its pid file before it writes the pid in it.
         let read_pid = || std::fs::read_to_string(run.join("charon.pid")).ok()?.trim().parse::<u32>().ok();
         p.wait_until("write its pid file", Duration::from_secs(20), || read_pid().is_some())?;
-        p.wait_for_path(&run.join("charon.vici"), Duration::from_secs(20))?;
+        p.wait_for_listener(&run.join("charon.vici"), Duration::from_secs(20))?;
         let pid = read_pid().ok_or("charon's pid file lost its pid")?;
         if pid != p.pid() {
             return Err(format!("host {}: charon.pid says {pid}, charon is {}", host.name(), p.pid()).into());

@@ -263,6 +263,14 @@ impl Process {
         self.wait_until(&format!("create {}", path.display()), timeout, || path.exists())
     }
 
+    /// Waits until the Unix stream socket at `path` takes a connection. Its
+    /// file appears at bind(), before the process listens: a client that
+    /// connects in between is refused (and `wg`, refused, even deletes the
+    /// socket and turns to the kernel).
+    pub fn wait_for_listener(&self, path: &Path, timeout: Duration) -> Result<()> {
+        self.wait_until(&format!("answer on {}", path.display()), timeout, || takes_connections(path))
+    }
+
     /// Waits until a socket of its network namespace listens on TCP `port`
     /// (or is bound to UDP `port`), as `/proc/PID/net` shows.
     pub fn wait_for_port(&self, proto: Proto, port: u16, timeout: Duration) -> Result<()> {
@@ -510,9 +518,30 @@ pub(crate) fn create_log(dir: &Path, label: &str) -> io::Result<(PathBuf, File)>
     }
 }
 
+/// Whether a Unix stream socket at `path` accepts a connection.
+fn takes_connections(path: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_socket_bound_but_not_listening_takes_no_connections() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, bind, socket};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("wg0.sock");
+        assert!(!takes_connections(&path), "no socket yet");
+        let fd = socket(AddressFamily::Unix, SockType::Stream, SockFlag::empty(), None).expect("socket");
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &UnixAddr::new(&path).expect("addr")).expect("bind");
+        assert!(path.exists());
+        assert!(!takes_connections(&path), "bound, not listening");
+        drop(fd);
+        std::fs::remove_file(&path).expect("remove");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).expect("listen");
+        assert!(takes_connections(&path));
+    }
 
     const TCP: &str = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
    0: 00000000:06BB 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0 100 0 0 10 0

@@ -317,11 +317,7 @@ impl<'lab> Charon<'lab> {
         let process = host
             .spawn(Cmd::new(charon.to_string_lossy()).env("STRONGSWAN_CONF", conf.to_string_lossy()).label("charon"))?;
         let vici = host.run_dir()?.join("charon.vici");
-        // The socket file appears at bind(), before charon listens: ready
-        // once a connection is taken.
-        process.or_stop(
-            process.wait_until("answer on its vici socket", Duration::from_secs(15), || Vici::connect(&vici).is_ok()),
-        )?;
+        process.or_stop(process.wait_for_listener(&vici, Duration::from_secs(15)))?;
         let charon = Charon { host, process, strongswan_conf: conf, vici };
         charon.require_crypto()?;
         Ok(charon)

@@ -110,7 +110,7 @@ impl<'lab> WireguardGo<'lab> {
             .label("wireguard-go");
         let process = host.spawn(cmd)?;
         let socket = host.run_dir()?.join("wireguard").join(format!("{IFACE}.sock"));
-        process.or_stop(process.wait_for_path(&socket, Duration::from_secs(10)))?;
+        process.or_stop(process.wait_for_listener(&socket, Duration::from_secs(10)))?;
         let conf = host.write_conf("wg0.conf", &setconf(c))?;
         let wg = WireguardGo { host, process };
         let steps: [&[&str]; 3] = [
