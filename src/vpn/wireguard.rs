@@ -23,7 +23,9 @@ const IFACE: &str = "wg0";
 pub fn lab_key(role: char, n: usize) -> String {
     // 43 base64 digits and the padding: 32 bytes. The last digit before
     // the padding carries 4 bits, so it is one whose low 2 bits are zero.
-    format!("{role}{n:0>41}A=")
+    // `n` ends in byte 30: clamping rewrites bits of the first and the
+    // last byte, and keys that differ only there would be one key.
+    format!("{role}{n:0>40}AA=")
 }
 
 /// The public key of `private`, from `wg pubkey`.
@@ -155,6 +157,34 @@ impl<'lab> WireguardGo<'lab> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The 32 bytes of a key, clamped as X25519 does.
+    fn clamped(key: &str) -> Vec<u8> {
+        const DIGITS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let bits: Vec<bool> = key
+            .trim_end_matches('=')
+            .bytes()
+            .flat_map(|c| {
+                let v = DIGITS.iter().position(|d| *d == c).expect("a base64 digit");
+                (0..6).rev().map(move |b| v >> b & 1 == 1)
+            })
+            .collect();
+        let mut bytes: Vec<u8> =
+            bits.chunks(8).take(32).map(|c| c.iter().fold(0, |a, b| a << 1 | u8::from(*b))).collect();
+        bytes[0] &= 248;
+        bytes[31] = (bytes[31] & 127) | 64;
+        bytes
+    }
+
+    #[test]
+    fn lab_keys_stay_distinct_once_clamped() {
+        let mut seen = std::collections::BTreeSet::new();
+        for role in ['c', 's'] {
+            for n in 1..=crate::vpn::pppd::LAB_CLIENTS {
+                assert!(seen.insert(clamped(&lab_key(role, n))), "{role}{n} is another key once clamped");
+            }
+        }
+    }
 
     #[test]
     fn a_lab_key_is_32_bytes_of_base64() {
