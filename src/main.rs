@@ -481,6 +481,15 @@ enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         rounds: usize,
     },
+    /// Put tunnels of PPTP, L2TP, IKEv2 with NAT-T and WireGuard (as many of
+    /// each) through one Rust NAT and then one Linux NAT, every client
+    /// dialling at once: time to build the lab, time until every tunnel is
+    /// up, the router's memory, echoes per tunnel; both and the ratios.
+    Scale {
+        /// Clients of each family (4 families: 50 makes 200 tunnels).
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=50))]
+        per_family: u16,
+    },
     /// Time the NAT core alone: ns per translated packet, memory per
     /// mapping (resident memory here; `cargo bench --bench nat` counts
     /// allocations exactly).
@@ -534,6 +543,9 @@ fn main() -> ExitCode {
         }
         Command::Bench(BenchCommand::Nat { seconds, rounds }) => vpn_passthrough::lab::own_binary()
             .and_then(|bin| bench::nat::run(seconds, rounds, bin))
+            .map(|r| print!("{}", r.render())),
+        Command::Bench(BenchCommand::Scale { per_family }) => vpn_passthrough::lab::own_binary()
+            .and_then(|bin| bench::scale::run(usize::from(per_family), bin))
             .map(|r| print!("{}", r.render())),
         Command::Bench(BenchCommand::NatCore { mappings }) => {
             let rss = bench::core::resident_bytes;

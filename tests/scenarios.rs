@@ -55,6 +55,14 @@ fn main() {
         Err(_) => CAPTURE,
     };
     trials.push(lab_test("external::a_router_on_two_ports", external, external_router));
+    let scale_needs = vpn_passthrough::bench::scale::FAMILIES.iter().fold(CAPTURE, |need, f| {
+        let s = Scenario::parse(
+            std::path::Path::new("scale.toml"),
+            &format!("family = \"{}\"\ndescription = \"d\"\n[[step]]\ndo = \"connect\"\n[expect.rust]\n", f.name()),
+        );
+        s.map_or(need, |s| both(need, needs(&s)))
+    });
+    trials.push(lab_test("scale::two_hundred_tunnels_through_one_rust_nat", scale_needs, two_hundred_tunnels));
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {
             let runs = scenarios
@@ -110,6 +118,22 @@ fn play(s: &Scenario, target: Target) -> TestResult {
         Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
         // `failure()` opens a lab error with "lab error:".
         Status::Fail | Status::Error => Err(o.failure().into()),
+    }
+}
+
+/// 50 clients each of PPTP, L2TP, IKEv2 with NAT-T and WireGuard behind one
+/// Rust NAT, dialling at once: every tunnel comes up and carries traffic.
+fn two_hundred_tunnels() -> TestResult {
+    use vpn_passthrough::bench::scale;
+    let profile = vpn_passthrough::nat::Profile::preset("full").ok_or("no full profile")?;
+    let router = vpn_passthrough::router::RustNat { profile, binary: binary() };
+    let f = scale::measure(&router, 50)?;
+    eprint!("{}", f.render());
+    // Every tunnel up and carrying traffic; an echo lost to a loaded lab
+    // is in the figures, not a failure.
+    match f.shortfall(1) {
+        Some(short) => Err(short.into()),
+        None => Ok(()),
     }
 }
 

@@ -57,7 +57,13 @@ fn nat(profile: Profile) -> Result<Nat, String> {
 
 /// Bytes resident in this process (for runs without a counting allocator).
 pub fn resident_bytes() -> usize {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    resident_bytes_of("self")
+}
+
+/// The resident set of process `pid` (a number, or `self`); 0 when it
+/// cannot be read.
+pub fn resident_bytes_of(pid: &str) -> usize {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: usize = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
     pages * 4096
 }

@@ -924,8 +924,9 @@ impl Scenario {
             });
         }
         let t = &f.topology;
-        if !(1..=16).contains(&t.clients) {
-            return Err(at(&["topology", "clients"], format!("{} clients; allowed: 1 to 16", t.clients)));
+        let max = crate::vpn::pppd::LAB_CLIENTS;
+        if !(1..=max).contains(&t.clients) {
+            return Err(at(&["topology", "clients"], format!("{} clients; allowed: 1 to {max}", t.clients)));
         }
         if !(1..=16).contains(&t.servers) {
             return Err(at(&["topology", "servers"], format!("{} servers; allowed: 1 to 16", t.servers)));
@@ -934,6 +935,14 @@ impl Scenario {
             return Err(at(
                 &["topology", "lan"],
                 format!("{}: give the router's address with a prefix of /26 or shorter, e.g. 192.168.1.1/24", t.lan),
+            ));
+        }
+        // Clients are the LAN's `.10` onwards.
+        let room = (1u64 << (32 - t.lan.prefix_len())).saturating_sub(11);
+        if t.clients as u64 > room {
+            return Err(at(
+                &["topology", "lan"],
+                format!("{}: {} clients from .10 on do not fit; at most {room}", t.lan, t.clients),
             ));
         }
         if f.modes.is_empty() {
@@ -1234,6 +1243,22 @@ tunnels = ["up"]
 
     fn parse(text: &str) -> Result<Scenario, String> {
         Scenario::parse(Path::new("scenarios/pptp/one-client.toml"), text)
+    }
+
+    #[test]
+    fn up_to_two_hundred_clients_as_long_as_the_lan_holds_them() {
+        let lab = |clients: usize, lan: &str| {
+            parse(&format!(
+                "family = \"pptp\"\ndescription = \"d\"\n[topology]\nclients = {clients}\nlan = \"{lan}\"\n\
+                 [[step]]\ndo = \"connect\"\n[expect.rust]\n[expect.linux]\n"
+            ))
+        };
+        assert_eq!(lab(200, "192.168.1.1/24").expect("200 clients").file.topology.clients, 200);
+        let e = lab(201, "10.0.0.1/16").expect_err("201 clients");
+        assert!(e.contains("topology.clients") && e.contains("allowed: 1 to 200"), "{e}");
+        assert!(lab(53, "192.168.1.1/26").is_ok(), ".10 to .62 of a /26");
+        let e = lab(54, "192.168.1.1/26").expect_err("past the /26");
+        assert!(e.contains("topology.lan") && e.contains("at most 53"), "{e}");
     }
 
     #[test]

@@ -45,8 +45,8 @@ pub fn require_ppp_peer(host: &Host<'_>) -> Result<()> {
 }
 
 /// How many clients a lab has at most: a server accepts `client1` to
-/// `client16` by default, the names tests and scenarios give their clients.
-pub const LAB_CLIENTS: usize = 16;
+/// `client200` by default, the names tests and scenarios give their clients.
+pub const LAB_CLIENTS: usize = 200;
 
 /// What one end's PPP peer is told: authentication and LCP echoes.
 #[derive(Debug, Clone, Default)]
