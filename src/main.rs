@@ -483,11 +483,11 @@ enum BenchCommand {
     },
     /// Put tunnels of PPTP, L2TP, IKEv2 with NAT-T and WireGuard (as many of
     /// each) through one Rust NAT and then one Linux NAT, every client
-    /// dialling at once: time to build the lab, time until every tunnel is
+    /// dialling without waiting for one another: time to build the lab, time until every tunnel is
     /// up, the router's memory, echoes per tunnel; both and the ratios.
     Scale {
         /// Clients of each family (4 families: 50 makes 200 tunnels).
-        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=50))]
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=bench::scale::MAX_PER_FAMILY as i64))]
         per_family: u16,
     },
     /// Time the NAT core alone: ns per translated packet, memory per

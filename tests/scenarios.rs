@@ -122,7 +122,7 @@ fn play(s: &Scenario, target: Target) -> TestResult {
 }
 
 /// 50 clients each of PPTP, L2TP, IKEv2 with NAT-T and WireGuard behind one
-/// Rust NAT, dialling at once: every tunnel comes up and carries traffic.
+/// Rust NAT, dialling without waiting for one another: every tunnel comes up and carries traffic.
 fn two_hundred_tunnels() -> TestResult {
     use vpn_passthrough::bench::scale;
     let profile = vpn_passthrough::nat::Profile::preset("full").ok_or("no full profile")?;

@@ -65,7 +65,8 @@ pub fn resident_bytes() -> usize {
 pub fn resident_bytes_of(pid: &str) -> usize {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).unwrap_or_default();
     let pages: usize = statm.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0);
-    pages * 4096
+    let page = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().unwrap_or(4096);
+    pages * usize::try_from(page).unwrap_or(4096)
 }
 
 /// A UDP packet from `src:sport` to `dst:53` with a right checksum.

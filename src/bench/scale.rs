@@ -1,8 +1,9 @@
 //! Many tunnels through one router: clients of PPTP, L2TP, IKEv2 with NAT-T
 //! and WireGuard behind one NAT, as many of each, one server per family,
-//! every client dialling at once. Measures the time to build the lab, the
-//! time until every tunnel is up, the router's memory and the echoes each
-//! tunnel carries; the same for the Rust NAT and the Linux NAT in one run.
+//! every client dialling without waiting for the others. Measures the time
+//! to build the lab, the time until every tunnel is up, the router's state
+//! and memory, and the echoes each tunnel carries; the same for the Rust
+//! NAT and the Linux NAT in one run.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -18,6 +19,9 @@ use crate::scenario::format::{Family, Scenario};
 /// and dials server `(i - 1) % 4 + 1`, its family's.
 pub const FAMILIES: [Family; 4] = [Family::Pptp, Family::L2tp, Family::Ikev2, Family::Wireguard];
 
+/// Clients of each family a lab holds at most.
+pub const MAX_PER_FAMILY: usize = crate::vpn::pppd::LAB_CLIENTS / FAMILIES.len();
+
 /// Echoes asked through each tunnel.
 pub const PINGS: u32 = 5;
 
@@ -29,8 +33,9 @@ const CONNECT_TIMEOUT_S: u64 = 120;
 pub struct TunnelFigure {
     /// Its family.
     pub family: Family,
-    /// From the first dial until it was up; `None` for a tunnel that did
-    /// not come up.
+    /// From the first dial until it was seen up (tunnels are awaited in
+    /// client order, so no earlier than those before it); `None` for a
+    /// tunnel that did not come up.
     pub up_after: Option<Duration>,
     /// Echoes back of the [`PINGS`] asked through it.
     pub echoes: u32,
@@ -45,7 +50,7 @@ pub struct ScaleFigures {
     pub router: String,
     /// Building the lab, with the router running.
     pub build: Duration,
-    /// From the first dial until the last tunnel was up (or given up).
+    /// From the first dial until every tunnel was up or given up.
     pub all_up: Duration,
     /// The router's memory with every tunnel up: the Rust NAT's resident
     /// set, or the Linux NAT's connection tracking entries times their size.
@@ -58,6 +63,8 @@ pub struct ScaleFigures {
     pub entries: u64,
     /// What `memory_bytes` counts.
     pub memory_of: String,
+    /// What `entries` counts.
+    pub entries_of: String,
     /// Every tunnel, in client order.
     pub tunnels: Vec<TunnelFigure>,
 }
@@ -82,7 +89,7 @@ impl ScaleFigures {
             return None;
         }
         let mut s = format!(
-            "{}: {} of {n} tunnels up, {} carrying all {PINGS} echoes, {} at least {need}",
+            "{}: {} of {n} tunnels up, {} carrying all {PINGS} echoes, {} with at least {need}",
             self.router,
             self.up(),
             self.carrying(),
@@ -101,20 +108,17 @@ impl ScaleFigures {
 
     /// The router's figures by family, and what fell short.
     pub fn render(&self) -> String {
-        let mut s = format!(
-            "  {}: lab built in {:.1} s, every tunnel up in {:.1} s, {} state entries, {:.1} MiB\n",
-            self.router,
-            self.build.as_secs_f64(),
-            self.all_up.as_secs_f64(),
-            self.entries,
-            self.memory_bytes as f64 / f64::from(1 << 20)
-        );
+        let mut s = format!("  {}: {} of {} tunnels up\n", self.router, self.up(), self.tunnels.len());
         for line in self.by_family() {
             let _ = writeln!(s, "    {line}");
         }
         if let Some(short) = self.shortfall(PINGS) {
-            for line in short.lines().skip(1).take(10) {
+            let lines: Vec<&str> = short.lines().skip(1).collect();
+            for line in lines.iter().take(10) {
                 let _ = writeln!(s, "  {line}");
+            }
+            if lines.len() > 10 {
+                let _ = writeln!(s, "    and {} more", lines.len() - 10);
             }
         }
         s
@@ -133,7 +137,7 @@ impl ScaleFigures {
                 let echoes: u32 = of.iter().map(|t| t.echoes).sum();
                 let carrying = of.iter().filter(|t| t.echoes == PINGS).count();
                 format!(
-                    "{:<10} {up:>3}/{} up (all by {:>5.1} s), {carrying:>3} with all {PINGS} echoes, {echoes} echoes in all",
+                    "{:<10} {up:>3}/{} up (the last seen up at {:>5.1} s), {carrying:>3} with all {PINGS} echoes, {echoes} echoes in all",
                     f.name(),
                     of.len(),
                     last.as_secs_f64()
@@ -157,28 +161,30 @@ impl ScaleBenchReport {
     pub fn render(&self) -> String {
         let (r, l) = (&self.rust, &self.linux);
         let mut s = format!(
-            "scale benchmark: {} tunnels through one NAT ({} each of {}), all dialling at once\n",
+            "scale benchmark: {} tunnels through one NAT ({} each of {}), the clients dialling without waiting for one another\n",
             r.tunnels.len(),
             r.tunnels.len() / FAMILIES.len(),
             FAMILIES.map(Family::name).join(", ")
         );
         let _ = writeln!(s, "  {:<34} {:>12} {:>12} {:>10}", "", "rust-nat", "linux-nat", "rust/linux");
-        let ratio = |a: f64, b: f64| if b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
-        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        // Ratios of like figures; the two routers' state and memory count
+        // different things.
+        let ratio = |a: f64, b: f64, like: bool| if like && b > 0.0 { format!("{:.2}x", a / b) } else { "-".into() };
         let kib = |b: u64| b as f64 / 1024.0;
         let rows = [
-            ("lab built (s)", r.build.as_secs_f64(), l.build.as_secs_f64(), 1),
-            ("every tunnel up (s)", r.all_up.as_secs_f64(), l.all_up.as_secs_f64(), 1),
-            ("tunnels up", r.up() as f64, l.up() as f64, 0),
-            (&*format!("tunnels with all {PINGS} echoes"), r.carrying() as f64, l.carrying() as f64, 0),
-            ("state entries (see memory:)", r.entries as f64, l.entries as f64, 0),
-            ("router memory (MiB)", mib(r.memory_bytes), mib(l.memory_bytes), 1),
-            ("  added by the tunnels (KiB)", kib(r.memory_added), kib(l.memory_added), 0),
+            ("lab built (s)", r.build.as_secs_f64(), l.build.as_secs_f64(), 1, true),
+            ("every tunnel up or given up (s)", r.all_up.as_secs_f64(), l.all_up.as_secs_f64(), 1, true),
+            ("tunnels up", r.up() as f64, l.up() as f64, 0, true),
+            (&*format!("tunnels with all {PINGS} echoes"), r.carrying() as f64, l.carrying() as f64, 0, true),
+            ("state entries (1)", r.entries as f64, l.entries as f64, 0, false),
+            ("router memory, KiB (2)", kib(r.memory_bytes), kib(l.memory_bytes), 0, false),
+            ("  added by the tunnels, KiB", kib(r.memory_added), kib(l.memory_added), 0, false),
         ];
-        for (what, a, b, digits) in rows {
-            let _ = writeln!(s, "  {what:<34} {a:>12.digits$} {b:>12.digits$} {:>10}", ratio(a, b));
+        for (what, a, b, digits, like) in rows {
+            let _ = writeln!(s, "  {what:<34} {a:>12.digits$} {b:>12.digits$} {:>10}", ratio(a, b, like));
         }
-        let _ = writeln!(s, "  memory: rust-nat {}; linux-nat {}", r.memory_of, l.memory_of);
+        let _ = writeln!(s, "  (1) rust-nat: {}; linux-nat: {}", r.entries_of, l.entries_of);
+        let _ = writeln!(s, "  (2) rust-nat: {}; linux-nat: {}", r.memory_of, l.memory_of);
         s.push_str(&r.render());
         s.push_str(&l.render());
         s
@@ -208,22 +214,24 @@ pub fn measure(router: &dyn RouterUnderTest, per_family: usize) -> Result<ScaleF
     let nl = NatLab::build_shaped(router, &shape, |t| t)?;
     let mut figures = ScaleFigures { router: router.name(), ..ScaleFigures::default() };
     figures.build = started.elapsed();
-    let before = router_state(&nl);
-    let played = play(&nl, &scenarios, clients, &mut figures);
-    let after = router_state(&nl);
+    let played = router_state(&nl).and_then(|before| play(&nl, &scenarios, clients, before.bytes, &mut figures));
     let teardown = nl.lab.teardown();
     played?;
-    let ((before, _, _), (after, entries, of)) = (before?, after?);
-    figures.memory_bytes = after;
-    figures.memory_added = after.saturating_sub(before);
-    (figures.entries, figures.memory_of) = (entries, of);
     teardown?;
     Ok(figures)
 }
 
 /// Starts the servers, dials every client at once, awaits every tunnel,
-/// pings through each, and stops the clients.
-fn play(nl: &NatLab, scenarios: &[Scenario], clients: usize, figures: &mut ScaleFigures) -> Result<()> {
+/// pings through each, reads the router's state, and stops the clients.
+/// A client that cannot dial or whose tunnel fails is a tunnel down, with
+/// why; a server that cannot start is an error.
+fn play(
+    nl: &NatLab,
+    scenarios: &[Scenario],
+    clients: usize,
+    memory_before: u64,
+    figures: &mut ScaleFigures,
+) -> Result<()> {
     let mut pki = None;
     let mut servers: BTreeMap<usize, Box<dyn Daemons + '_>> = BTreeMap::new();
     for (k, s) in scenarios.iter().enumerate() {
@@ -236,27 +244,31 @@ fn play(nl: &NatLab, scenarios: &[Scenario], clients: usize, figures: &mut Scale
         let j = (i - 1) % scenarios.len() + 1;
         let s = &scenarios[j - 1];
         let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki };
-        dialing.push((i, j, family::of(s.file.family).dial(&mut stage, i, j)?));
+        dialing.push((j, family::of(s.file.family).dial(&mut stage, i, j)));
     }
-    let deadline = first_dial + Duration::from_secs(CONNECT_TIMEOUT_S);
+    // Every tunnel gets the connect timeout from the last dial, as in a
+    // scenario's connect step.
+    let deadline = Instant::now() + Duration::from_secs(CONNECT_TIMEOUT_S);
     let mut ends = Vec::new();
     let mut remotes = BTreeMap::new();
-    for (i, j, d) in dialing {
+    for (i, (j, dialled)) in (1..).zip(dialing) {
+        let mut figure = TunnelFigure { family: scenarios[j - 1].file.family, up_after: None, echoes: 0, note: None };
         let server = servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
-        let (client, tunnel) = d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now()))?;
-        let mut figure =
-            TunnelFigure { family: scenarios[j - 1].file.family, up_after: None, echoes: 0, note: tunnel.note };
-        match (tunnel.up, tunnel.remote) {
-            (true, Some(remote)) => {
-                figure.up_after = Some(first_dial.elapsed());
-                remotes.insert(i, remote);
+        let waited = dialled.and_then(|d| d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now())));
+        match waited {
+            Ok((client, tunnel)) => {
+                match (tunnel.up, tunnel.remote) {
+                    (true, Some(remote)) => {
+                        figure.up_after = Some(first_dial.elapsed());
+                        remotes.insert(i, remote);
+                    }
+                    _ => figure.note = Some(tunnel.note.unwrap_or_else(|| "down".into())),
+                }
+                ends.push(client);
             }
-            _ => {
-                figure.note.get_or_insert_with(|| "down".into());
-            }
+            Err(e) => figure.note = Some(e.to_string()),
         }
         figures.tunnels.push(figure);
-        ends.push(client);
     }
     figures.all_up = first_dial.elapsed();
     // Every tunnel's echoes at the same time: a ping process per client.
@@ -264,7 +276,9 @@ fn play(nl: &NatLab, scenarios: &[Scenario], clients: usize, figures: &mut Scale
     for (&i, remote) in &remotes {
         let host = nl.lab.host(&client_name(i))?;
         let count = PINGS.to_string();
-        let cmd = Cmd::argv(&["ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", &remote.to_string()]).label("ping");
+        let cmd = Cmd::argv(&["ping", "-n", "-c", &count, "-i", "0.2", "-W", "2", &remote.to_string()])
+            .env("LC_ALL", "C")
+            .label("ping");
         pings.insert(i, host.spawn(cmd)?);
     }
     for (i, p) in pings {
@@ -272,10 +286,15 @@ fn play(nl: &NatLab, scenarios: &[Scenario], clients: usize, figures: &mut Scale
         let _ = p.answer();
         figures.tunnels[i - 1].echoes = received(&std::fs::read_to_string(p.log_path()).unwrap_or_default());
     }
+    // The router's state with every tunnel still up.
+    let state = router_state(nl);
     // Clients that gave up are an outcome, not a crash.
-    for p in ends.iter().flat_map(|c| c.processes()) {
-        let _ = p.stop(Duration::from_secs(3));
-    }
+    let processes: Vec<Process> = ends.iter().flat_map(|c| c.processes()).cloned().collect();
+    let _ = crate::lab::process::stop_all(&processes, Duration::from_secs(3));
+    let state = state?;
+    figures.memory_bytes = state.bytes;
+    figures.memory_added = state.bytes.saturating_sub(memory_before);
+    (figures.entries, figures.memory_of, figures.entries_of) = (state.entries, state.memory_of, state.entries_of);
     Ok(())
 }
 
@@ -289,19 +308,40 @@ fn received(log: &str) -> u32 {
         .unwrap_or(0)
 }
 
-/// The router's memory and state entries, and what the memory counts: the
-/// Rust NAT's resident set and live mappings, or the Linux NAT's
-/// connection tracking entries and their slab size.
-fn router_state(nl: &NatLab) -> Result<(u64, u64, String)> {
+/// The router's memory and state entries at one moment.
+struct RouterState {
+    bytes: u64,
+    entries: u64,
+    /// What `bytes` counts.
+    memory_of: String,
+    /// What `entries` counts.
+    entries_of: String,
+}
+
+/// The router's state: the Rust NAT's resident set and live mappings, or
+/// the Linux NAT's connection tracking entries and their slab size.
+fn router_state(nl: &NatLab) -> Result<RouterState> {
     if let Some(p) = nl.router.process() {
         let bytes = super::core::resident_bytes_of(&p.pid().to_string()) as u64;
+        if bytes == 0 {
+            return Err(LabError::Input(format!("cannot read the NAT's resident set in /proc/{}/statm", p.pid())));
+        }
         let dump = nl.router.dump(&nl.lab)?;
-        let mappings = dump["mappings"].as_array().map_or(0, Vec::len) as u64;
-        return Ok((bytes, mappings, "the NAT process's resident set; entries: its live mappings".into()));
+        let entries = dump["mappings"].as_array().map_or(0, Vec::len) as u64;
+        return Ok(RouterState {
+            bytes,
+            entries,
+            memory_of: "the NAT process's resident set".into(),
+            entries_of: "its live mappings".into(),
+        });
     }
     let router = nl.lab.host(ROUTER)?;
     let out = router.run_ok(Cmd::argv(&["cat", "/proc/sys/net/netfilter/nf_conntrack_count"]))?;
-    let entries: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let entries: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| LabError::Input(format!("nf_conntrack_count reads {:?}, not a count", text.trim())))?;
     let slabinfo = std::fs::read_to_string("/proc/slabinfo").unwrap_or_default();
     let size = slabinfo
         .lines()
@@ -309,7 +349,8 @@ fn router_state(nl: &NatLab) -> Result<(u64, u64, String)> {
         .and_then(|l| l.split_whitespace().nth(3))
         .and_then(|v| v.parse::<u64>().ok())
         .ok_or_else(|| LabError::Input("/proc/slabinfo has no nf_conntrack line to size the entries by".into()))?;
-    Ok((entries * size, entries, format!("entries: conntrack's, × {size} bytes (their slab object)")))
+    let memory_of = format!("its conntrack entries × {size} bytes, their slab object");
+    Ok(RouterState { bytes: entries * size, entries, memory_of, entries_of: "its conntrack entries".into() })
 }
 
 /// Measures the Rust NAT (`full`) and then the Linux NAT.
@@ -349,7 +390,10 @@ mod tests {
         f.tunnels.push(tunnel(Family::Ikev2, false, 0, Some("no IKE answer\nlog lines")));
         f.tunnels.push(tunnel(Family::Wireguard, true, 3, None));
         let short = f.shortfall(PINGS).expect("a shortfall");
-        assert!(short.starts_with("rust-nat: 3 of 4 tunnels up, 2 carrying all 5 echoes, 2 at least 5"), "{short}");
+        assert!(
+            short.starts_with("rust-nat: 3 of 4 tunnels up, 2 carrying all 5 echoes, 2 with at least 5"),
+            "{short}"
+        );
         assert!(short.contains("c3 (ikev2): no IKE answer") && !short.contains("log lines"), "{short}");
         assert!(short.contains("c4 (wireguard): 3 of 5 echoes"), "{short}");
         assert!(!short.contains("c1"), "{short}");

@@ -258,7 +258,8 @@ impl Process {
         self.wait_until(&format!("log {needle:?}"), timeout, move || seen.found())
     }
 
-    /// Waits until `path` exists (a pid file, a control socket).
+    /// Waits until `path` exists (a pid file, a FIFO, a socket moved into
+    /// place once listening; a socket bound in place: [`Self::wait_for_listener`]).
     pub fn wait_for_path(&self, path: &Path, timeout: Duration) -> Result<()> {
         self.wait_until(&format!("create {}", path.display()), timeout, || path.exists())
     }

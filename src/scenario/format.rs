@@ -896,12 +896,6 @@ impl Scenario {
         self.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. }))
     }
 
-    /// Whether a `connect` step has each client dial once the previous
-    /// one's tunnel is up.
-    pub fn connects_one_by_one(&self) -> bool {
-        self.file.steps.iter().any(|st| matches!(st, Step::Connect { one_by_one: true, .. }))
-    }
-
     /// Every server client `i` holds a tunnel to: its own, then the next
     /// ones in turn (`tunnels_per_client`).
     pub fn servers_of(&self, i: usize) -> Vec<usize> {
@@ -937,12 +931,29 @@ impl Scenario {
                 format!("{}: give the router's address with a prefix of /26 or shorter, e.g. 192.168.1.1/24", t.lan),
             ));
         }
-        // Clients are the LAN's `.10` onwards.
-        let room = (1u64 << (32 - t.lan.prefix_len())).saturating_sub(11);
+        // Clients are the LAN's `.10` onwards (behind a second NAT, its
+        // /24's), and never on the router's own address.
+        let (clients_lan, prefix) =
+            if t.double_nat { ("10.20.0.0/24".to_string(), 24) } else { (t.lan.to_string(), t.lan.prefix_len()) };
+        let room = (1u64 << (32 - prefix)).saturating_sub(11);
         if t.clients as u64 > room {
             return Err(at(
                 &["topology", "lan"],
-                format!("{}: {} clients from .10 on do not fit; at most {room}", t.lan, t.clients),
+                format!("{clients_lan}: {} clients from .10 on do not fit; at most {room}", t.clients),
+            ));
+        }
+        let router_at = u64::from(u32::from(t.lan.addr()) - u32::from(t.lan.network()));
+        if !t.double_nat && (10..10 + t.clients as u64).contains(&router_at) {
+            return Err(at(
+                &["topology", "lan"],
+                format!("{}: the router's address is among the clients' (.10 on); give it one below .10", t.lan),
+            ));
+        }
+        // A server's PPP address pool holds 100 clients.
+        if t.clients.div_ceil(t.servers) > 100 {
+            return Err(at(
+                &["topology", "clients"],
+                format!("{} clients over {} servers; at most 100 clients a server", t.clients, t.servers),
             ));
         }
         if f.modes.is_empty() {
@@ -1247,16 +1258,22 @@ tunnels = ["up"]
 
     #[test]
     fn up_to_two_hundred_clients_as_long_as_the_lan_holds_them() {
-        let lab = |clients: usize, lan: &str| {
+        let on = |clients: usize, servers: usize, lan: &str| {
             parse(&format!(
-                "family = \"pptp\"\ndescription = \"d\"\n[topology]\nclients = {clients}\nlan = \"{lan}\"\n\
-                 [[step]]\ndo = \"connect\"\n[expect.rust]\n[expect.linux]\n"
+                "family = \"pptp\"\ndescription = \"d\"\n[topology]\nclients = {clients}\nservers = {servers}\n\
+                 lan = \"{lan}\"\n[[step]]\ndo = \"connect\"\n[expect.rust]\n[expect.linux]\n"
             ))
         };
-        assert_eq!(lab(200, "192.168.1.1/24").expect("200 clients").file.topology.clients, 200);
+        let lab = |clients: usize, lan: &str| on(clients, 4, lan);
+        let e = on(200, 1, "192.168.1.1/24").expect_err("200 clients on one server");
+        assert!(e.contains("at most 100 clients a server"), "{e}");
+        assert_eq!(on(200, 2, "192.168.1.1/24").expect("200 clients over 2 servers").file.topology.clients, 200);
         let e = lab(201, "10.0.0.1/16").expect_err("201 clients");
         assert!(e.contains("topology.clients") && e.contains("allowed: 1 to 200"), "{e}");
         assert!(lab(53, "192.168.1.1/26").is_ok(), ".10 to .62 of a /26");
+        let e = lab(50, "192.168.1.50/24").expect_err("the router among the clients");
+        assert!(e.contains("topology.lan") && e.contains("among the clients"), "{e}");
+        assert!(lab(40, "192.168.1.50/24").is_ok(), "the clients end at .49");
         let e = lab(54, "192.168.1.1/26").expect_err("past the /26");
         assert!(e.contains("topology.lan") && e.contains("at most 53"), "{e}");
     }

@@ -75,7 +75,7 @@ impl PppConfig {
     }
 
     /// A server named `name` that requires `proto` of the lab's clients
-    /// (`client1` to `client16`), each with `secret`.
+    /// (`client1` to `client{LAB_CLIENTS}`), each with `secret`.
     pub fn server(proto: AuthProto, name: &str, secret: &str) -> PppConfig {
         let peers = (1..=LAB_CLIENTS).map(|i| format!("client{i}")).collect();
         PppConfig {
