@@ -147,8 +147,7 @@ fn ping_through(client: &Host<'_>, count: u32) -> Result<std::process::Output, F
 
 /// How many replies a `ping` received, from its summary line.
 fn received(out: &std::process::Output) -> u32 {
-    let line = summary(out);
-    line.split(", ").find_map(|part| part.strip_suffix(" received")?.parse().ok()).unwrap_or(0)
+    vpn_passthrough::lab::echoes_received(&String::from_utf8_lossy(&out.stdout))
 }
 
 /// The echo requests `host`'s kernel has taken in so far (`IcmpInEchos`

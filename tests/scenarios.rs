@@ -55,13 +55,8 @@ fn main() {
         Err(_) => CAPTURE,
     };
     trials.push(lab_test("external::a_router_on_two_ports", external, external_router));
-    let scale_needs = vpn_passthrough::bench::scale::FAMILIES.iter().fold(CAPTURE, |need, f| {
-        let s = Scenario::parse(
-            std::path::Path::new("scale.toml"),
-            &format!("family = \"{}\"\ndescription = \"d\"\n[[step]]\ndo = \"connect\"\n[expect.rust]\n", f.name()),
-        );
-        s.map_or(need, |s| both(need, needs(&s)))
-    });
+    let scale = vpn_passthrough::bench::scale::scenarios(vpn_passthrough::bench::scale::FAMILIES.len());
+    let scale_needs = scale.iter().flatten().fold(CAPTURE, |need, s| both(need, needs(s)));
     trials.push(lab_test("scale::two_hundred_tunnels_through_one_rust_nat", scale_needs, two_hundred_tunnels));
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {

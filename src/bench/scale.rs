@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use crate::lab::{Cmd, LabError, Process, Result};
+use crate::lab::{Cmd, LabError, Process, Result, echoes_received};
 use crate::nat::Profile;
 use crate::router::{LinuxNat, NatLab, ROUTER, RouterUnderTest, RustNat, Shape, client_name};
 use crate::scenario::family::{self, Daemons, Stage};
@@ -52,19 +52,11 @@ pub struct ScaleFigures {
     pub build: Duration,
     /// From the first dial until every tunnel was up or given up.
     pub all_up: Duration,
-    /// The router's memory with every tunnel up: the Rust NAT's resident
-    /// set, or the Linux NAT's connection tracking entries times their size.
-    pub memory_bytes: u64,
-    /// What `memory_bytes` grew by from before the first dial: what the
-    /// tunnels' state costs.
+    /// The router's state with every tunnel up.
+    pub state: RouterState,
+    /// What the router's memory grew by from before the first dial: what
+    /// the tunnels' state costs.
     pub memory_added: u64,
-    /// State entries with every tunnel up: the Rust NAT's mappings, or
-    /// the Linux NAT's connection tracking entries.
-    pub entries: u64,
-    /// What `memory_bytes` counts.
-    pub memory_of: String,
-    /// What `entries` counts.
-    pub entries_of: String,
     /// Every tunnel, in client order.
     pub tunnels: Vec<TunnelFigure>,
 }
@@ -176,19 +168,25 @@ impl ScaleBenchReport {
             ("every tunnel up or given up (s)", r.all_up.as_secs_f64(), l.all_up.as_secs_f64(), 1, true),
             ("tunnels up", r.up() as f64, l.up() as f64, 0, true),
             (&*format!("tunnels with all {PINGS} echoes"), r.carrying() as f64, l.carrying() as f64, 0, true),
-            ("state entries (1)", r.entries as f64, l.entries as f64, 0, false),
-            ("router memory, KiB (2)", kib(r.memory_bytes), kib(l.memory_bytes), 0, false),
+            ("state entries (1)", r.state.entries as f64, l.state.entries as f64, 0, false),
+            ("router memory, KiB (2)", kib(r.state.bytes), kib(l.state.bytes), 0, false),
             ("  added by the tunnels, KiB", kib(r.memory_added), kib(l.memory_added), 0, false),
         ];
         for (what, a, b, digits, like) in rows {
             let _ = writeln!(s, "  {what:<34} {a:>12.digits$} {b:>12.digits$} {:>10}", ratio(a, b, like));
         }
-        let _ = writeln!(s, "  (1) rust-nat: {}; linux-nat: {}", r.entries_of, l.entries_of);
-        let _ = writeln!(s, "  (2) rust-nat: {}; linux-nat: {}", r.memory_of, l.memory_of);
+        let _ = writeln!(s, "  (1) rust-nat: {}; linux-nat: {}", r.state.entries_of, l.state.entries_of);
+        let _ = writeln!(s, "  (2) rust-nat: {}; linux-nat: {}", r.state.memory_of, l.state.memory_of);
         s.push_str(&r.render());
         s.push_str(&l.render());
         s
     }
+}
+
+/// The scenarios a lab of `clients` clients (and one server per family)
+/// reads each family's endpoints from, in [`FAMILIES`] order.
+pub fn scenarios(clients: usize) -> Result<Vec<Scenario>> {
+    FAMILIES.iter().map(|f| scenario(*f, clients)).collect()
 }
 
 /// The scenario family `f`'s endpoints read in a lab of `clients` clients
@@ -208,7 +206,7 @@ fn scenario(f: Family, clients: usize) -> Result<Scenario> {
 /// once and measures it.
 pub fn measure(router: &dyn RouterUnderTest, per_family: usize) -> Result<ScaleFigures> {
     let clients = per_family * FAMILIES.len();
-    let scenarios = FAMILIES.iter().map(|f| scenario(*f, clients)).collect::<Result<Vec<_>>>()?;
+    let scenarios = scenarios(clients)?;
     let shape = Shape { servers: FAMILIES.len(), ..Shape::new(clients) };
     let started = Instant::now();
     let nl = NatLab::build_shaped(router, &shape, |t| t)?;
@@ -284,38 +282,31 @@ fn play(
     for (i, p) in pings {
         p.wait_until("finish its pings", Duration::from_secs(30), || p.exit_status().is_some())?;
         let _ = p.answer();
-        figures.tunnels[i - 1].echoes = received(&std::fs::read_to_string(p.log_path()).unwrap_or_default());
+        figures.tunnels[i - 1].echoes = echoes_received(&std::fs::read_to_string(p.log_path()).unwrap_or_default());
     }
     // The router's state with every tunnel still up.
     let state = router_state(nl);
     // Clients that gave up are an outcome, not a crash.
     let processes: Vec<Process> = ends.iter().flat_map(|c| c.processes()).cloned().collect();
     let _ = crate::lab::process::stop_all(&processes, Duration::from_secs(3));
-    let state = state?;
-    figures.memory_bytes = state.bytes;
-    figures.memory_added = state.bytes.saturating_sub(memory_before);
-    (figures.entries, figures.memory_of, figures.entries_of) = (state.entries, state.memory_of, state.entries_of);
+    figures.state = state?;
+    figures.memory_added = figures.state.bytes.saturating_sub(memory_before);
     Ok(())
 }
 
-/// The `N received` of ping's summary.
-fn received(log: &str) -> u32 {
-    log.lines()
-        .find(|l| l.contains("packets transmitted"))
-        .and_then(|l| l.split(", ").nth(1))
-        .and_then(|part| part.split_whitespace().next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
 /// The router's memory and state entries at one moment.
-struct RouterState {
-    bytes: u64,
-    entries: u64,
+#[derive(Debug, Clone, Default)]
+pub struct RouterState {
+    /// The Rust NAT's resident set, or the Linux NAT's connection
+    /// tracking entries times their size.
+    pub bytes: u64,
+    /// The Rust NAT's mappings, or the Linux NAT's connection tracking
+    /// entries.
+    pub entries: u64,
     /// What `bytes` counts.
-    memory_of: String,
+    pub memory_of: String,
     /// What `entries` counts.
-    entries_of: String,
+    pub entries_of: String,
 }
 
 /// The router's state: the Rust NAT's resident set and live mappings, or
@@ -369,8 +360,8 @@ mod tests {
     fn pings_summary_gives_the_echoes_received() {
         let log = "PING 10.10.0.1 (10.10.0.1) 56(84) bytes of data.\n\n--- 10.10.0.1 ping statistics ---\n\
                    5 packets transmitted, 4 received, 20% packet loss, time 801ms\n";
-        assert_eq!(received(log), 4);
-        assert_eq!(received("ping: connect: Network is unreachable\n"), 0);
+        assert_eq!(echoes_received(log), 4);
+        assert_eq!(echoes_received("ping: connect: Network is unreachable\n"), 0);
     }
 
     #[test]
@@ -404,8 +395,7 @@ mod tests {
 
     #[test]
     fn every_family_of_a_scale_run_takes_two_hundred_clients() {
-        for f in FAMILIES {
-            let s = scenario(f, 200).expect("a scale scenario");
+        for s in scenarios(200).expect("the scale scenarios") {
             assert_eq!((s.file.topology.clients, s.file.topology.servers), (200, 4));
         }
     }

@@ -256,3 +256,10 @@ impl<'lab> Host<'lab> {
         LabError::io(context, e)
     }
 }
+
+/// The echoes ping's summary line says came back (`N received`); 0 when
+/// there is no summary.
+pub fn echoes_received(ping_output: &str) -> u32 {
+    let summary = ping_output.lines().find(|l| l.contains("packets transmitted")).unwrap_or("");
+    summary.split(", ").find_map(|part| part.strip_suffix(" received")?.parse().ok()).unwrap_or(0)
+}

@@ -50,7 +50,7 @@ use std::time::Duration;
 
 pub use binaries::{our_binary, own_binary};
 pub use error::{Crash, LabError, NotReady, Result};
-pub use host::Host;
+pub use host::{Host, echoes_received};
 pub use names::RunId;
 pub use plan::{NodeKind, Plan, PlanError};
 pub use process::{Cmd, Process, Proto};

@@ -891,6 +891,20 @@ impl Scenario {
         (i - 1) % self.file.topology.servers.max(1) + 1
     }
 
+    /// The clients a step names, or every client when it names none.
+    pub fn clients_of(&self, which: &Option<Vec<usize>>) -> Vec<usize> {
+        which.clone().unwrap_or_else(|| (1..=self.file.topology.clients).collect())
+    }
+
+    /// The clients of the `connect` steps `paced` picks, in dial order.
+    pub fn clients_dialled(&self, paced: impl Fn(&Step) -> bool) -> Vec<usize> {
+        let steps = self.file.steps.iter().filter(|st| paced(st));
+        steps
+            .filter_map(|st| if let Step::Connect { clients, .. } = st { Some(self.clients_of(clients)) } else { None })
+            .flatten()
+            .collect()
+    }
+
     /// Whether a `connect` step has its clients dial at once.
     pub fn connects_at_once(&self) -> bool {
         self.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. }))

@@ -396,14 +396,10 @@ impl<'s, 'l> Player<'s, 'l> {
         Ok(())
     }
 
-    fn clients_of(&self, which: &Option<Vec<usize>>) -> Vec<usize> {
-        which.clone().unwrap_or_else(|| (1..=self.s.file.topology.clients).collect())
-    }
-
     fn step(&mut self, step: &Step) -> Result<()> {
         match step {
             Step::Connect { clients, one_by_one, stagger_s, .. } => {
-                let clients = self.clients_of(clients);
+                let clients = self.s.clients_of(clients);
                 if *one_by_one {
                     for i in clients {
                         self.connect(&[i], Duration::ZERO)?;
@@ -417,7 +413,7 @@ impl<'s, 'l> Player<'s, 'l> {
                 }
             }
             Step::Disconnect { clients } => {
-                for i in self.clients_of(clients) {
+                for i in self.s.clients_of(clients) {
                     if let Some(c) = self.clients.remove(&i) {
                         for p in c.processes() {
                             p.stop(Duration::from_secs(3))?;
@@ -427,13 +423,13 @@ impl<'s, 'l> Player<'s, 'l> {
                 }
             }
             Step::Traffic { clients, directions, bytes, name } => {
-                let clients = self.clients_of(clients);
+                let clients = self.s.clients_of(clients);
                 let result = self.traffic(&clients, directions, *bytes)?;
                 self.traffic.insert(name.clone(), result);
             }
             Step::Wait { seconds } => std::thread::sleep(Duration::from_secs_f64(*seconds)),
             Step::Rekey { clients } => {
-                for i in self.clients_of(clients) {
+                for i in self.s.clients_of(clients) {
                     if let Some(c) = self.clients.get(&i)
                         && self.tunnels[i - 1].up
                         && let Some(Err(e)) = c.rekey(self.connect_timeout())

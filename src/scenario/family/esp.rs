@@ -59,17 +59,12 @@ fn dial_order(s: &Scenario, o: &Observed) -> Option<Check> {
     if o.shape.double_nat {
         return None;
     }
-    let dialled = s.file.steps.iter().filter_map(|st| match st {
-        Step::Connect { one_by_one: true, clients, .. } => {
-            Some(clients.clone().unwrap_or_else(|| (1..=s.file.topology.clients).collect()))
-        }
-        _ => None,
-    });
+    let dialled = s.clients_dialled(|st| matches!(st, Step::Connect { one_by_one: true, .. }));
     let sent_by = |i: usize| {
         let addr = o.shape.seen_as(i);
         o.lan.packets.iter().find(|p| p.src == addr && matches!(p.what, What::Esp { .. })).map(|p| p.time)
     };
-    let first: Vec<(usize, _)> = dialled.flatten().filter_map(|i| sent_by(i).map(|t| (i, t))).collect();
+    let first: Vec<(usize, _)> = dialled.into_iter().filter_map(|i| sent_by(i).map(|t| (i, t))).collect();
     if first.len() < 2 {
         return None;
     }

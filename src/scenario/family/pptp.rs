@@ -113,17 +113,7 @@ impl VpnFamily for Pptp {
         }
         // The clients that dial at once (a file whose connect steps do not
         // all dial at once is refused when it loads).
-        let at_once: Vec<usize> = f
-            .steps
-            .iter()
-            .filter_map(|st| match st {
-                Step::Connect { at_once: true, clients, .. } => {
-                    Some(clients.clone().unwrap_or_else(|| (1..=f.topology.clients).collect()))
-                }
-                _ => None,
-            })
-            .flatten()
-            .collect();
+        let at_once = s.clients_dialled(|st| matches!(st, Step::Connect { at_once: true, .. }));
         if !at_once.is_empty() {
             // When each client's first Outgoing-Call-Request crossed the
             // LAN; a router that kept the calls from starting leaves fewer
