@@ -545,6 +545,10 @@ impl<'s, 'l> Player<'s, 'l> {
             self.ensure_servers_of(i)?;
         }
         let family = self.family;
+        for &i in clients {
+            let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
+            family.ready(&mut stage, i, self.s.server_of(i))?;
+        }
         let mut dialing = Vec::new();
         for (k, &i) in clients.iter().enumerate() {
             if k > 0 && !stagger.is_zero() {

@@ -91,6 +91,9 @@ impl<'lab> Pptpd<'lab> {
     }
 }
 
+/// The PPP options file of a pptp client, in the host's conf directory.
+const OPTIONS: &str = "options.pptp";
+
 /// The pptp client running in a host: one call to one server.
 pub struct PptpClient<'lab> {
     host: Host<'lab>,
@@ -100,12 +103,28 @@ pub struct PptpClient<'lab> {
 impl<'lab> PptpClient<'lab> {
     /// Starts a call to `server`: our PPP peer, running pptp on its line.
     pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
-        let pptp = crate::prereq::require_tool("pptp")?;
-        pppd::require_ppp_peer(&host)?;
-        quiet_gre_unreachables(&host)?;
-        let options = pppd::write_options(&host, "options.pptp", ppp)?;
+        Self::ready(&host, ppp)?;
+        Self::call(host, server)
+    }
+
+    /// Everything a call needs before it starts: the tools checked, the
+    /// host's GRE unreachables silenced, the PPP options written. Clients
+    /// that call at once are all made ready first, so that their calls
+    /// start as close together as two process launches.
+    pub fn ready(host: &Host<'lab>, ppp: &PppConfig) -> Result<()> {
+        crate::prereq::require_tool("pptp")?;
+        pppd::require_ppp_peer(host)?;
+        quiet_gre_unreachables(host)?;
+        pppd::write_options(host, OPTIONS, ppp)?;
         std::fs::create_dir_all(host.run_dir()?.join("pptp"))
             .map_err(|e| crate::lab::LabError::io("creating the pptp socket directory", e))?;
+        Ok(())
+    }
+
+    /// Starts the call of a host made [`ready`](Self::ready).
+    pub fn call(host: Host<'lab>, server: Ipv4Addr) -> Result<PptpClient<'lab>> {
+        let pptp = crate::prereq::require_tool("pptp")?;
+        let options = host.conf_dir()?.join(OPTIONS);
         // pppd runs pptp on a pty (`pty "pptp SERVER --nolaunchpppd"`, as
         // pptp's manual suggests): when pptp starts pppd itself, it sleeps
         // 2 s before it carries the call's first frame.

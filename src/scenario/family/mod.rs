@@ -72,11 +72,20 @@ pub trait VpnFamily: Sync {
     /// Starts server `j`'s endpoint and waits until it listens.
     fn start_server<'l>(&self, stage: &mut Stage<'_, 'l>, j: usize) -> Result<Box<dyn Daemons + 'l>>;
 
-    /// Starts client `i`'s endpoint towards server `j` (already started),
-    /// without waiting for its tunnel: a `connect` step dials every client
-    /// (at once, staggered or one by one) and then awaits each tunnel with
-    /// [`Dialing::wait`]. A tunnel that does not come up is an outcome,
-    /// noted in the [`Tunnel`], not an error.
+    /// Does for client `i` what its dial to server `j` needs beforehand
+    /// and takes time: tool checks, configs, firewall rules. A `connect`
+    /// step readies every client before the first dials, so that clients
+    /// dialling at once start as close together as process launches.
+    fn ready(&self, _stage: &mut Stage<'_, '_>, _i: usize, _j: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// Starts client `i`'s endpoint towards server `j` (already started,
+    /// and `i` made [`ready`](Self::ready)), without waiting for its
+    /// tunnel: a `connect` step dials every client (at once, staggered or
+    /// one by one) and then awaits each tunnel with [`Dialing::wait`]. A
+    /// tunnel that does not come up is an outcome, noted in the
+    /// [`Tunnel`], not an error.
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>>;
 
     /// Runs after every client of a `connect` step has dialled.

@@ -20,15 +20,6 @@ pub struct Pptp;
 /// How close together calls that start "at once" must be.
 const AT_ONCE: Duration = Duration::from_millis(250);
 
-impl Pptp {
-    /// Starts client `i`'s call to server `j`.
-    fn start_call<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<PptpClient<'l>> {
-        let host = stage.host(&client_name(i))?;
-        let ppp = PppConfig::client(&format!("client{i}"), SECRET).quiet();
-        PptpClient::start(host, stage.shape.server_addr(j), &ppp)
-    }
-}
-
 /// A call that was started, and whose link is awaited.
 struct Call<'l>(PptpClient<'l>);
 
@@ -75,8 +66,12 @@ impl VpnFamily for Pptp {
         Ok(Box::new(Pptpd::start(host, &config)?))
     }
 
+    fn ready(&self, stage: &mut Stage<'_, '_>, i: usize, _j: usize) -> Result<()> {
+        PptpClient::ready(&stage.host(&client_name(i))?, &PppConfig::client(&format!("client{i}"), SECRET).quiet())
+    }
+
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
-        Ok(Box::new(Call(self.start_call(stage, i, j)?)))
+        Ok(Box::new(Call(PptpClient::call(stage.host(&client_name(i))?, stage.shape.server_addr(j))?)))
     }
 
     fn constant_entropy(&self, s: &Scenario) -> bool {
