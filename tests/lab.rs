@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed};
 use vpn_passthrough::lab::{
-    self, Cmd, EndpointSpec, HostSpec, Lab, LabError, LinkSpec, Proto, RunId, Topology, netns, runs,
+    self, Cmd, EndpointSpec, HostSpec, Lab, LabError, LinkSpec, Proto, RunId, StartGate, Topology, netns, runs,
 };
 use vpn_passthrough::prereq;
 
@@ -48,6 +48,7 @@ fn main() {
         lab_test("two_charons_run_at_once", &[Need::Root, Need::Tool("charon")], two_charons_run_at_once),
         lab_test("readiness_waits_on_real_things", &[Need::Root, Need::Tool("iperf3")], readiness_waits_on_real_things),
         lab_test("readiness_errors_name_host_program_and_log", ROOT, readiness_errors_name_host_program_and_log),
+        lab_test("a_start_gate_holds_programs_until_it_opens", ROOT, a_start_gate_holds_programs_until_it_opens),
         lab_test("a_crash_is_reported_at_teardown", ROOT, a_crash_is_reported_at_teardown),
         lab_test("a_missing_program_says_what_to_do", ROOT, a_missing_program_says_what_to_do),
         lab_test("doctor_finds_everything_a_run_needs", ROOT, doctor_finds_everything_a_run_needs),
@@ -690,6 +691,46 @@ fn readiness_waits_on_real_things() -> TestResult {
     }
     let logger = server.spawn(Cmd::argv(&["sh", "-c", "echo ready to serve; exec sleep 600"]).label("logger"))?;
     logger.wait_for_log("ready to serve", Duration::from_secs(5))?;
+    lab.teardown()?;
+    Ok(())
+}
+
+fn a_start_gate_holds_programs_until_it_opens() -> TestResult {
+    let lab = Lab::build(&three_hosts(true))?;
+    let gate = StartGate::new(lab.dir(), "test")?;
+    // Each program notes, in its host's /run, the moment it started.
+    let start = |host: &str| -> Result<lab::Process, Failed> {
+        let cmd = Cmd::argv(&["sh", "-c", "date +%s%N > /run/started; exec sleep 600"]).label("gated");
+        Ok(gate.spawn(&lab.host(host)?, cmd)?)
+    };
+    let gated = [start("client")?, start("server")?];
+    for p in &gated {
+        p.wait_for_log("start gate: waiting", Duration::from_secs(10))?;
+    }
+    let started = |host: &str| -> Result<Option<u128>, Failed> {
+        let path = lab.host(host)?.run_dir()?.join("started");
+        Ok(std::fs::read_to_string(path).ok().and_then(|t| t.trim().parse().ok()))
+    };
+    // Waiting at the gate, neither has started; a second later still not.
+    std::thread::sleep(Duration::from_secs(1));
+    if started("client")?.is_some() || started("server")?.is_some() {
+        return Err("a program behind a closed gate started".into());
+    }
+    gate.open(Duration::from_secs(10))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (a, b) = loop {
+        if let (Some(a), Some(b)) = (started("client")?, started("server")?) {
+            break (a, b);
+        }
+        if Instant::now() > deadline {
+            return Err("the gate opened and a program never started".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let apart_ms = a.abs_diff(b) / 1_000_000;
+    if apart_ms > 100 {
+        return Err(format!("gated programs started {apart_ms} ms apart").into());
+    }
     lab.teardown()?;
     Ok(())
 }

@@ -233,7 +233,7 @@ fn play(
     let mut pki = None;
     let mut servers: BTreeMap<usize, Box<dyn Daemons + '_>> = BTreeMap::new();
     for (k, s) in scenarios.iter().enumerate() {
-        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki };
+        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
         servers.insert(k + 1, family::of(s.file.family).start_server(&mut stage, k + 1)?);
     }
     let server_of = |i: usize| (i - 1) % scenarios.len() + 1;
@@ -241,7 +241,7 @@ fn play(
     for i in 1..=clients {
         let j = server_of(i);
         let s = &scenarios[j - 1];
-        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki };
+        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
         ready.push(family::of(s.file.family).ready(&mut stage, i, j));
     }
     let first_dial = Instant::now();
@@ -249,7 +249,7 @@ fn play(
     for (i, ready) in (1..).zip(ready) {
         let j = server_of(i);
         let s = &scenarios[j - 1];
-        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki };
+        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
         dialing.push((j, ready.and_then(|()| family::of(s.file.family).dial(&mut stage, i, j))));
     }
     // Every tunnel gets the connect timeout from the last dial, as in a

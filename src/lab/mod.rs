@@ -27,6 +27,7 @@
 
 mod binaries;
 mod error;
+pub mod gate;
 mod host;
 pub mod names;
 mod netlink;
@@ -50,6 +51,7 @@ use std::time::Duration;
 
 pub use binaries::{our_binary, own_binary};
 pub use error::{Crash, LabError, NotReady, Result};
+pub use gate::StartGate;
 pub use host::{Host, echoes_received};
 pub use names::RunId;
 pub use plan::{NodeKind, Plan, PlanError};

@@ -79,6 +79,17 @@ impl Cmd {
         self
     }
 
+    /// The same command run by `prefix` (a program and its first
+    /// arguments), keeping its label, environment and time limit.
+    pub fn behind<S: AsRef<str>>(self, prefix: &[S]) -> Cmd {
+        let label = self.name();
+        let mut argv: Vec<String> = prefix.iter().map(|s| s.as_ref().to_string()).collect();
+        argv.push(self.program);
+        argv.extend(self.args);
+        let mut it = argv.into_iter();
+        Cmd { program: it.next().unwrap_or_default(), args: it.collect(), label: Some(label), ..self }
+    }
+
     /// The label, or the program's file name.
     pub fn name(&self) -> String {
         self.label.clone().unwrap_or_else(|| {

@@ -15,7 +15,7 @@ use super::format::{Delivery, Direction, ExpectKey, ExpectedOutcome, Family, Sce
 use super::ladder::{self, Rung};
 use super::observed::{Check, Judge, Observed};
 use crate::capture::Capture;
-use crate::lab::{Cmd, Host, Lab, LabError, Process, Proto, Result};
+use crate::lab::{Cmd, Host, Lab, LabError, Process, Proto, Result, StartGate};
 use crate::router::{self, NatLab, RouterUnderTest, RunningRouter, Shape};
 use crate::vpn::pki::TestPki;
 
@@ -408,7 +408,8 @@ impl<'s, 'l> Player<'s, 'l> {
                     self.connect(&clients, Duration::from_secs_f64(*stagger_s))?;
                 }
                 if let (Some(server), Some(lan)) = (self.servers.get(&1), self.captures.first()) {
-                    let stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut None };
+                    let stage =
+                        Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut None, gate: None };
                     self.family.after_connect(&stage, server.as_ref(), lan)?;
                 }
             }
@@ -505,7 +506,7 @@ impl<'s, 'l> Player<'s, 'l> {
 
     /// The family's view of this run, for setting endpoints up.
     fn stage(&mut self) -> Stage<'_, 'l> {
-        Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki }
+        Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki, gate: None }
     }
 
     fn ensure_server(&mut self, j: usize) -> Result<()> {
@@ -546,16 +547,27 @@ impl<'s, 'l> Player<'s, 'l> {
         }
         let family = self.family;
         for &i in clients {
-            let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
+            let mut stage =
+                Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki, gate: None };
             family.ready(&mut stage, i, self.s.server_of(i))?;
         }
+        // Clients that dial at once wait at a gate until every one has
+        // been launched, then start together.
+        let gate = match (clients.len() > 1, stagger.is_zero()) {
+            (true, true) => Some(StartGate::new(self.lab.dir(), "connect")?),
+            _ => None,
+        };
         let mut dialing = Vec::new();
         for (k, &i) in clients.iter().enumerate() {
             if k > 0 && !stagger.is_zero() {
                 std::thread::sleep(stagger);
             }
-            let mut stage = Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki };
+            let mut stage =
+                Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki, gate: gate.as_ref() };
             dialing.push((i, family.dial(&mut stage, i, self.s.server_of(i))?));
+        }
+        if let Some(gate) = gate {
+            gate.open(self.connect_timeout())?;
         }
         let deadline = Instant::now() + self.connect_timeout();
         for (i, d) in dialing {

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use crate::lab::{Cmd, Host, Process, Proto, Result};
+use crate::lab::{Cmd, Host, Process, Proto, Result, StartGate};
 
 use super::pppd::{self, PppConfig, PppLink};
 
@@ -104,7 +104,7 @@ impl<'lab> PptpClient<'lab> {
     /// Starts a call to `server`: our PPP peer, running pptp on its line.
     pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
         Self::ready(&host, ppp)?;
-        Self::call(host, server)
+        Self::call(host, server, None)
     }
 
     /// Everything a call needs before it starts: the tools checked, the
@@ -121,8 +121,9 @@ impl<'lab> PptpClient<'lab> {
         Ok(())
     }
 
-    /// Starts the call of a host made [`ready`](Self::ready).
-    pub fn call(host: Host<'lab>, server: Ipv4Addr) -> Result<PptpClient<'lab>> {
+    /// Starts the call of a host made [`ready`](Self::ready); behind
+    /// `gate`, if given, so that it starts with the calls of other hosts.
+    pub fn call(host: Host<'lab>, server: Ipv4Addr, gate: Option<&StartGate>) -> Result<PptpClient<'lab>> {
         let pptp = crate::prereq::require_tool("pptp")?;
         let options = host.conf_dir()?.join(OPTIONS);
         // pppd runs pptp on a pty (`pty "pptp SERVER --nolaunchpppd"`, as
@@ -134,7 +135,10 @@ impl<'lab> PptpClient<'lab> {
             host.name()
         );
         let cmd = Cmd::new(pppd::PPPD).args(&["pty", &pty, "file", &options.to_string_lossy()]).label("pptp");
-        let process = host.spawn(cmd)?;
+        let process = match gate {
+            Some(gate) => gate.spawn(&host, cmd)?,
+            None => host.spawn(cmd)?,
+        };
         Ok(PptpClient { host, process })
     }
 

@@ -21,7 +21,7 @@ use std::time::Duration;
 use super::format::{Family, IpsecAuth, MisdeliveredTo, Scenario, Step, Target, TunnelState};
 use super::observed::{self, Check, Observed};
 use crate::capture::Capture;
-use crate::lab::{Host, Lab, LabError, Process, Result};
+use crate::lab::{Host, Lab, LabError, Process, Result, StartGate};
 use crate::router::Shape;
 use crate::vpn::pki::{Credentials, TestPki};
 use crate::vpn::pppd::PppLink;
@@ -284,7 +284,8 @@ impl Tunnel {
 }
 
 /// What a family's endpoints are set up from: the scenario, the lab, its
-/// shape, and the run's certificate authority (made when first needed).
+/// shape, the run's certificate authority (made when first needed), and
+/// the start gate of clients that dial at once.
 pub struct Stage<'a, 'l> {
     /// The scenario being played.
     pub scenario: &'a Scenario,
@@ -294,6 +295,9 @@ pub struct Stage<'a, 'l> {
     pub shape: &'a Shape,
     /// The run's certificate authority, once made.
     pub pki: &'a mut Option<TestPki>,
+    /// While clients dial at once: the gate their endpoints wait at, so
+    /// that they start together once every one has been launched.
+    pub gate: Option<&'a StartGate>,
 }
 
 impl<'l> Stage<'_, 'l> {

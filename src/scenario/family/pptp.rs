@@ -71,7 +71,7 @@ impl VpnFamily for Pptp {
     }
 
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
-        Ok(Box::new(Call(PptpClient::call(stage.host(&client_name(i))?, stage.shape.server_addr(j))?)))
+        Ok(Box::new(Call(PptpClient::call(stage.host(&client_name(i))?, stage.shape.server_addr(j), stage.gate)?)))
     }
 
     fn constant_entropy(&self, s: &Scenario) -> bool {
