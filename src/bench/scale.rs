@@ -236,21 +236,16 @@ fn play(
         let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
         servers.insert(k + 1, family::of(s.file.family).start_server(&mut stage, k + 1)?);
     }
-    let server_of = |i: usize| (i - 1) % scenarios.len() + 1;
-    let mut ready = Vec::new();
-    for i in 1..=clients {
-        let j = server_of(i);
-        let s = &scenarios[j - 1];
-        let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
-        ready.push(family::of(s.file.family).ready(&mut stage, i, j));
-    }
     let first_dial = Instant::now();
     let mut dialing = Vec::new();
-    for (i, ready) in (1..).zip(ready) {
-        let j = server_of(i);
+    for i in 1..=clients {
+        let j = (i - 1) % scenarios.len() + 1;
         let s = &scenarios[j - 1];
+        let family = family::of(s.file.family);
         let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
-        dialing.push((j, ready.and_then(|()| family::of(s.file.family).dial(&mut stage, i, j))));
+        // Each client readied just before it dials: nothing here needs
+        // dials together, and earlier clients' handshakes go on meanwhile.
+        dialing.push((j, family.ready(&mut stage, i, j).and_then(|()| family.dial(&mut stage, i, j))));
     }
     // Every tunnel gets the connect timeout from the last dial, as in a
     // scenario's connect step.

@@ -905,6 +905,21 @@ impl Scenario {
             .collect()
     }
 
+    /// A rough length of a play, in seconds, for ordering runs: what its
+    /// steps wait for on purpose (waits, staggers) and a second for each
+    /// tunnel it dials.
+    pub fn expected_seconds(&self) -> f64 {
+        let steps = self.file.steps.iter().map(|st| match st {
+            Step::Wait { seconds } => *seconds,
+            Step::Connect { clients, stagger_s, .. } => {
+                let n = self.clients_of(clients).len() as f64;
+                n * self.file.endpoints.tunnels_per_client as f64 + (n - 1.0).max(0.0) * stagger_s
+            }
+            _ => 0.0,
+        });
+        steps.sum()
+    }
+
     /// Whether a `connect` step has its clients dial at once.
     pub fn connects_at_once(&self) -> bool {
         self.file.steps.iter().any(|st| matches!(st, Step::Connect { at_once: true, .. }))
@@ -1268,6 +1283,17 @@ tunnels = ["up"]
 
     fn parse(text: &str) -> Result<Scenario, String> {
         Scenario::parse(Path::new("scenarios/pptp/one-client.toml"), text)
+    }
+
+    #[test]
+    fn a_play_that_waits_is_expected_to_take_longer() {
+        let short = parse(GOOD).expect("good").expected_seconds();
+        let waiting = GOOD.replace(
+            "[[step]]\ndo = \"traffic\"",
+            "[[step]]\ndo = \"wait\"\nseconds = 17\n\n[[step]]\ndo = \"traffic\"",
+        );
+        let long = parse(&waiting).expect("waiting").expected_seconds();
+        assert_eq!((short, long), (1.0, 18.0));
     }
 
     #[test]

@@ -181,8 +181,8 @@ fn available_memory() -> Option<u64> {
 }
 
 /// Plays each (scenario, target) of `work` on `jobs` workers (one for an
-/// external router), judged by `judge`; `progress` hears of each outcome
-/// as it lands. Outcomes come back in input order.
+/// external router), the longest first, judged by `judge`; `progress`
+/// hears of each outcome as it lands. Outcomes come back in input order.
 pub fn run_all(
     work: &[(&Scenario, Target)],
     routers: &Routers,
@@ -192,15 +192,18 @@ pub fn run_all(
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
     let jobs = routers.jobs(jobs);
+    // The longest first, so that the suite does not end waiting on a long
+    // run that started last.
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by(|a, b| work[*b].0.expected_seconds().total_cmp(&work[*a].0.expected_seconds()));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);
     std::thread::scope(|scope| {
         for _ in 0..jobs.max(1) {
             scope.spawn(|| {
-                loop {
-                    let k = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((s, t)) = work.get(k) else { break };
+                while let Some(&k) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let (s, t) = &work[k];
                     let o = play_one(s, *t, routers, binary, judge);
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(n, work.len(), &o);
