@@ -18,6 +18,7 @@ use vpn_passthrough::nat::Profile;
 use vpn_passthrough::router::{self, LinuxNat, NatLab, RouterUnderTest, RustNat, Shape};
 
 use vpn_passthrough::ppp::session::AuthProto;
+use vpn_passthrough::vpn::pki::TestPki;
 use vpn_passthrough::vpn::pppd::PppConfig;
 use vpn_passthrough::vpn::pptp::{PptpClient, Pptpd, PptpdConfig};
 use vpn_passthrough::vpn::scripted::{EspReport, parse_esp_report};
@@ -37,6 +38,35 @@ const UNDER_ATTACK: &[Need] = &[
     Need::Tool("nft"),
 ];
 
+/// Two runs' PKIs: the second writes the first's CA and certificate
+/// instead of running openssl again (no request file), and its
+/// certificate verifies against its own CA file.
+fn runs_share_the_ca() -> TestResult {
+    let scratch = tempfile::tempdir()?;
+    let (first, second) = (scratch.path().join("first"), scratch.path().join("second"));
+    let made = TestPki::new(&first)?.issue("client1")?;
+    let again = TestPki::new(&second)?.issue("client1")?;
+    if second.join("client1.csr").exists() {
+        return Err("the second run ran openssl again for an identity the process already has".into());
+    }
+    if std::fs::read(&made.cert)? != std::fs::read(&again.cert)? {
+        return Err("the second run's certificate differs from the first's".into());
+    }
+    let out =
+        std::process::Command::new("openssl").args(["verify", "-CAfile"]).arg(&again.ca).arg(&again.cert).output()?;
+    if !out.status.success() {
+        return Err(format!("the shared certificate does not verify: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    // A new identity is still signed by the same CA.
+    let other = TestPki::new(&second)?.issue("client2")?;
+    let out =
+        std::process::Command::new("openssl").args(["verify", "-CAfile"]).arg(&other.ca).arg(&other.cert).output()?;
+    if !out.status.success() {
+        return Err(format!("a new identity does not verify: {}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    Ok(())
+}
+
 fn rust_full() -> Result<Box<dyn RouterUnderTest>, String> {
     let profile = Profile::preset("full").ok_or("no full preset")?;
     Ok(Box::new(RustNat { profile, binary: env!("CARGO_BIN_EXE_vpn-passthrough").into() }))
@@ -53,6 +83,7 @@ fn main() {
     let trials = vec![
         lab_test("a_daemon_that_dies_is_named_with_its_log", L2TP, daemon_that_dies),
         lab_test("rust_nat::every_tunnel_keeps_delivering_under_attack", UNDER_ATTACK, under_attack),
+        lab_test("runs_share_the_ca_and_its_certificates", &[Need::Tool("openssl")], runs_share_the_ca),
     ];
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {

@@ -1,7 +1,11 @@
 //! The run's throwaway certificate authority, for IPsec with certificates
-//! and for OpenVPN: certificates made with openssl per run, from fixed keys.
+//! and for OpenVPN: certificates made with openssl from fixed keys, once
+//! per process and identity, and written into each run's directory.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::lab::{LabError, Result};
 
@@ -31,36 +35,84 @@ pub struct TestPki {
 /// secure nothing (see `src/vpn/lab-pki/README.md`).
 pub const LAB_KEYS: (&str, &str) = (include_str!("lab-pki/ca.key"), include_str!("lab-pki/host.key"));
 
+/// The certificates openssl made in this process: the CA's and each
+/// identity's (PEM). Every run's CA signs with the same key, so one CA
+/// certificate serves every run of a process, and openssl (a tenth of a
+/// suite's CPU when each run made its own) runs once per identity.
+struct Made {
+    at: Instant,
+    ca: String,
+    certs: HashMap<String, String>,
+}
+
+/// The certificates last `-days 2`; a process older than this makes new ones.
+const REMADE_AFTER: Duration = Duration::from_secs(12 * 3600);
+
+static MADE: Mutex<Option<Made>> = Mutex::new(None);
+
+fn made() -> std::sync::MutexGuard<'static, Option<Made>> {
+    MADE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn read_pem(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| LabError::io(format!("reading {}", path.display()), e))
+}
+
+fn write_pem(path: &Path, pem: &str) -> Result<()> {
+    std::fs::write(path, pem).map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+}
+
 impl TestPki {
-    /// Makes a CA.
+    /// The CA, in `dir`: its key, and its certificate (made by openssl the
+    /// first time in this process).
     pub fn new(dir: &Path) -> Result<TestPki> {
         crate::prereq::require_tool("openssl")?;
         let (ca_key, _) = LAB_KEYS;
         std::fs::create_dir_all(dir).map_err(|e| LabError::io(format!("creating {}", dir.display()), e))?;
         write_key(&dir.join("ca.key"), ca_key)?;
         let ca = dir.join("ca.crt");
-        openssl(
-            dir,
-            &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2"],
-            &["-subj", "/CN=vpn-passthrough test CA"],
-        )?;
+        // Held while openssl runs: every run of the process gets one CA.
+        let mut made = made();
+        match made.as_ref().filter(|m| m.at.elapsed() < REMADE_AFTER) {
+            Some(m) => write_pem(&ca, &m.ca)?,
+            None => {
+                openssl(
+                    dir,
+                    &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2"],
+                    &["-subj", "/CN=vpn-passthrough test CA"],
+                )?;
+                *made = Some(Made { at: Instant::now(), ca: read_pem(&ca)?, certs: HashMap::new() });
+            }
+        }
         Ok(TestPki { ca, dir: dir.to_path_buf() })
     }
 
-    /// A certificate and key for identity `name` (a DNS name in the SAN).
+    /// A certificate and key for identity `name` (a DNS name in the SAN),
+    /// signed by the CA.
     pub fn issue(&self, name: &str) -> Result<Credentials> {
         let (key, csr, crt, ext) =
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
+        write_key(&self.dir.join(&key), LAB_KEYS.1)?;
+        let credentials = Credentials { ca: self.ca.clone(), cert: self.dir.join(&crt), key: self.dir.join(&key) };
+        let ca = read_pem(&self.ca)?;
+        let known = made().as_ref().filter(|m| m.ca == ca).and_then(|m| m.certs.get(name).cloned());
+        if let Some(pem) = known {
+            write_pem(&credentials.cert, &pem)?;
+            return Ok(credentials);
+        }
         std::fs::write(self.dir.join(&ext), format!("subjectAltName=DNS:{name}\n"))
             .map_err(|e| LabError::io("writing a certificate extension file", e))?;
-        write_key(&self.dir.join(&key), LAB_KEYS.1)?;
         openssl(&self.dir, &["req", "-new", "-key", &key, "-out", &csr], &["-subj", &format!("/CN={name}")])?;
         openssl(
             &self.dir,
             &["x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", &crt],
             &["-days", "2", "-extfile", &ext],
         )?;
-        Ok(Credentials { ca: self.ca.clone(), cert: self.dir.join(crt), key: self.dir.join(key) })
+        let pem = read_pem(&credentials.cert)?;
+        if let Some(m) = made().as_mut().filter(|m| m.ca == ca) {
+            m.certs.insert(name.to_string(), pem);
+        }
+        Ok(credentials)
     }
 }
 
