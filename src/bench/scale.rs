@@ -33,7 +33,7 @@ const CONNECT_TIMEOUT_S: u64 = 120;
 pub struct TunnelFigure {
     /// Its family.
     pub family: Family,
-    /// From the first dial until it was seen up (tunnels are awaited in
+    /// From the first client's preparations until it was seen up (tunnels are awaited in
     /// client order, so no earlier than those before it); `None` for a
     /// tunnel that did not come up.
     pub up_after: Option<Duration>,
@@ -50,7 +50,8 @@ pub struct ScaleFigures {
     pub router: String,
     /// Building the lab, with the router running.
     pub build: Duration,
-    /// From the first dial until every tunnel was up or given up.
+    /// From the first client's preparations until every tunnel was up or
+    /// given up.
     pub all_up: Duration,
     /// The router's state with every tunnel up.
     pub state: RouterState,
@@ -236,16 +237,16 @@ fn play(
         let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
         servers.insert(k + 1, family::of(s.file.family).start_server(&mut stage, k + 1)?);
     }
-    let first_dial = Instant::now();
+    let start = Instant::now();
     let mut dialing = Vec::new();
     for i in 1..=clients {
         let j = (i - 1) % scenarios.len() + 1;
         let s = &scenarios[j - 1];
         let family = family::of(s.file.family);
         let mut stage = Stage { scenario: s, lab: &nl.lab, shape: &nl.shape, pki: &mut pki, gate: None };
-        // Each client readied just before it dials: nothing here needs
+        // Each client prepared just before it dials: nothing here needs
         // dials together, and earlier clients' handshakes go on meanwhile.
-        dialing.push((j, family.ready(&mut stage, i, j).and_then(|()| family.dial(&mut stage, i, j))));
+        dialing.push((j, family.prepare(&mut stage, i, j).and_then(|()| family.dial(&mut stage, i, j))));
     }
     // Every tunnel gets the connect timeout from the last dial, as in a
     // scenario's connect step.
@@ -260,7 +261,7 @@ fn play(
             Ok((client, tunnel)) => {
                 match (tunnel.up, tunnel.remote) {
                     (true, Some(remote)) => {
-                        figure.up_after = Some(first_dial.elapsed());
+                        figure.up_after = Some(start.elapsed());
                         remotes.insert(i, remote);
                     }
                     _ => figure.note = Some(tunnel.note.unwrap_or_else(|| "down".into())),
@@ -271,7 +272,7 @@ fn play(
         }
         figures.tunnels.push(figure);
     }
-    figures.all_up = first_dial.elapsed();
+    figures.all_up = start.elapsed();
     // Every tunnel's echoes at the same time: a ping process per client.
     let mut pings: BTreeMap<usize, Process> = BTreeMap::new();
     for (&i, remote) in &remotes {

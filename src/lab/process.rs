@@ -81,7 +81,7 @@ impl Cmd {
 
     /// The same command run by `prefix` (a program and its first
     /// arguments), keeping its label, environment and time limit.
-    pub fn behind<S: AsRef<str>>(self, prefix: &[S]) -> Cmd {
+    pub fn run_by<S: AsRef<str>>(self, prefix: &[S]) -> Cmd {
         let label = self.name();
         let mut argv: Vec<String> = prefix.iter().map(|s| s.as_ref().to_string()).collect();
         argv.push(self.program);
@@ -538,6 +538,15 @@ fn takes_connections(path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_run_by_another_keeps_its_label_environment_and_limit() {
+        let cmd = Cmd::argv(&["pppd", "pty", "pptp x"]).env("A", "1").timeout(Duration::from_secs(7));
+        let run = cmd.run_by(&["sh", "-c", "exec \"$@\"", "sh"]);
+        assert_eq!(run.command_line(), "sh -c 'exec \"$@\"' sh pppd pty 'pptp x'");
+        assert_eq!((run.name(), run.time_limit()), ("pppd".to_string(), Duration::from_secs(7)));
+        assert_eq!(run.env, vec![("A".to_string(), "1".to_string())]);
+    }
 
     #[test]
     fn a_socket_bound_but_not_listening_takes_no_connections() {

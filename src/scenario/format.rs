@@ -1294,6 +1294,13 @@ tunnels = ["up"]
         );
         let long = parse(&waiting).expect("waiting").expected_seconds();
         assert_eq!((short, long), (1.0, 18.0));
+        let two = GOOD
+            .replace("[\"up\"]", "[\"up\", \"up\"]")
+            .replace("[\"down\"]", "[\"down\", \"down\"]")
+            .replace("[\"both\"]", "[\"both\", \"both\"]")
+            .replace("do = \"connect\"", "do = \"connect\"\nstagger_s = 2")
+            + "\n[topology]\nclients = 2\n";
+        assert_eq!(parse(&two).expect("two clients, staggered").expected_seconds(), 2.0 + 2.0);
     }
 
     #[test]

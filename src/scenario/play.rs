@@ -549,7 +549,7 @@ impl<'s, 'l> Player<'s, 'l> {
         for &i in clients {
             let mut stage =
                 Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki, gate: None };
-            family.ready(&mut stage, i, self.s.server_of(i))?;
+            family.prepare(&mut stage, i, self.s.server_of(i))?;
         }
         // Clients that dial at once wait at a gate until every one has
         // been launched, then start together.

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use crate::lab::{LabError, Result};
 
@@ -20,7 +20,8 @@ pub struct Credentials {
     pub key: PathBuf,
 }
 
-/// A throwaway CA and host certificates, made with openssl in `dir`.
+/// A throwaway CA and host certificates in a run's directory `dir`, made
+/// with openssl once per process (see [`CertCache`]).
 ///
 /// The CA signs with a fixed RSA 3072 key and every host certificate
 /// carries another ([`LAB_KEYS`]), so no run waits for key generation and
@@ -39,8 +40,8 @@ pub const LAB_KEYS: (&str, &str) = (include_str!("lab-pki/ca.key"), include_str!
 /// identity's (PEM). Every run's CA signs with the same key, so one CA
 /// certificate serves every run of a process, and openssl (a tenth of a
 /// suite's CPU when each run made its own) runs once per identity.
-struct Made {
-    at: Instant,
+struct CertCache {
+    ca_made_at: SystemTime,
     ca: String,
     certs: HashMap<String, String>,
 }
@@ -48,10 +49,10 @@ struct Made {
 /// The certificates last `-days 2`; a process older than this makes new ones.
 const REMADE_AFTER: Duration = Duration::from_secs(12 * 3600);
 
-static MADE: Mutex<Option<Made>> = Mutex::new(None);
+static CERTS: Mutex<Option<CertCache>> = Mutex::new(None);
 
-fn made() -> std::sync::MutexGuard<'static, Option<Made>> {
-    MADE.lock().unwrap_or_else(|e| e.into_inner())
+fn cache() -> std::sync::MutexGuard<'static, Option<CertCache>> {
+    CERTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn read_pem(path: &Path) -> Result<String> {
@@ -72,8 +73,10 @@ impl TestPki {
         write_key(&dir.join("ca.key"), ca_key)?;
         let ca = dir.join("ca.crt");
         // Held while openssl runs: every run of the process gets one CA.
-        let mut made = made();
-        match made.as_ref().filter(|m| m.at.elapsed() < REMADE_AFTER) {
+        let mut cache = cache();
+        // Wall-clock age: a machine that slept still ages its certificates.
+        let fresh = |m: &&CertCache| m.ca_made_at.elapsed().is_ok_and(|age| age < REMADE_AFTER);
+        match cache.as_ref().filter(fresh) {
             Some(m) => write_pem(&ca, &m.ca)?,
             None => {
                 openssl(
@@ -81,7 +84,7 @@ impl TestPki {
                     &["req", "-x509", "-new", "-key", "ca.key", "-out", "ca.crt", "-days", "2"],
                     &["-subj", "/CN=vpn-passthrough test CA"],
                 )?;
-                *made = Some(Made { at: Instant::now(), ca: read_pem(&ca)?, certs: HashMap::new() });
+                *cache = Some(CertCache { ca_made_at: SystemTime::now(), ca: read_pem(&ca)?, certs: HashMap::new() });
             }
         }
         Ok(TestPki { ca, dir: dir.to_path_buf() })
@@ -90,12 +93,18 @@ impl TestPki {
     /// A certificate and key for identity `name` (a DNS name in the SAN),
     /// signed by the CA.
     pub fn issue(&self, name: &str) -> Result<Credentials> {
+        let plain = |c: char| c.is_ascii_alphanumeric() || c == '.' || c == '-';
+        if name.is_empty() || !name.chars().all(plain) || name.starts_with('.') {
+            return Err(LabError::Input(format!(
+                "certificate identity {name:?}: letters, digits, dots and hyphens only, not starting with a dot"
+            )));
+        }
         let (key, csr, crt, ext) =
             (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"), format!("{name}.ext"));
         write_key(&self.dir.join(&key), LAB_KEYS.1)?;
         let credentials = Credentials { ca: self.ca.clone(), cert: self.dir.join(&crt), key: self.dir.join(&key) };
         let ca = read_pem(&self.ca)?;
-        let known = made().as_ref().filter(|m| m.ca == ca).and_then(|m| m.certs.get(name).cloned());
+        let known = cache().as_ref().filter(|m| m.ca == ca).and_then(|m| m.certs.get(name).cloned());
         if let Some(pem) = known {
             write_pem(&credentials.cert, &pem)?;
             return Ok(credentials);
@@ -109,7 +118,7 @@ impl TestPki {
             &["-days", "2", "-extfile", &ext],
         )?;
         let pem = read_pem(&credentials.cert)?;
-        if let Some(m) = made().as_mut().filter(|m| m.ca == ca) {
+        if let Some(m) = cache().as_mut().filter(|m| m.ca == ca) {
             m.certs.insert(name.to_string(), pem);
         }
         Ok(credentials)

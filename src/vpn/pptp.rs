@@ -103,15 +103,15 @@ pub struct PptpClient<'lab> {
 impl<'lab> PptpClient<'lab> {
     /// Starts a call to `server`: our PPP peer, running pptp on its line.
     pub fn start(host: Host<'lab>, server: Ipv4Addr, ppp: &PppConfig) -> Result<PptpClient<'lab>> {
-        Self::ready(&host, ppp)?;
+        Self::prepare(&host, ppp)?;
         Self::call(host, server, None)
     }
 
     /// Everything a call needs before it starts: the tools checked, the
     /// host's GRE unreachables silenced, the PPP options written. Clients
-    /// that call at once are all made ready first, so that their calls
-    /// start as close together as two process launches.
-    pub fn ready(host: &Host<'lab>, ppp: &PppConfig) -> Result<()> {
+    /// that call at once are all prepared first, so that the launches
+    /// behind their start gate follow one another closely.
+    pub fn prepare(host: &Host<'lab>, ppp: &PppConfig) -> Result<()> {
         crate::prereq::require_tool("pptp")?;
         pppd::require_ppp_peer(host)?;
         quiet_gre_unreachables(host)?;
@@ -121,7 +121,7 @@ impl<'lab> PptpClient<'lab> {
         Ok(())
     }
 
-    /// Starts the call of a host made [`ready`](Self::ready); behind
+    /// Starts the call of a host [`prepare`](Self::prepare)d; behind
     /// `gate`, if given, so that it starts with the calls of other hosts.
     pub fn call(host: Host<'lab>, server: Ipv4Addr, gate: Option<&StartGate>) -> Result<PptpClient<'lab>> {
         let pptp = crate::prereq::require_tool("pptp")?;

@@ -74,18 +74,20 @@ pub trait VpnFamily: Sync {
 
     /// Does for client `i` what its dial to server `j` needs beforehand
     /// and takes time: tool checks, configs, firewall rules. A `connect`
-    /// step readies every client before the first dials, so that clients
-    /// dialling at once start as close together as process launches.
-    fn ready(&self, _stage: &mut Stage<'_, '_>, _i: usize, _j: usize) -> Result<()> {
+    /// step prepares every client before the first dials, so that the
+    /// dials of clients that start together follow one another closely.
+    fn prepare(&self, _stage: &mut Stage<'_, '_>, _i: usize, _j: usize) -> Result<()> {
         Ok(())
     }
 
     /// Starts client `i`'s endpoint towards server `j` (already started,
-    /// and `i` made [`ready`](Self::ready)), without waiting for its
+    /// and `i` [`prepare`](Self::prepare)d), without waiting for its
     /// tunnel: a `connect` step dials every client (at once, staggered or
     /// one by one) and then awaits each tunnel with [`Dialing::wait`]. A
     /// tunnel that does not come up is an outcome, noted in the
-    /// [`Tunnel`], not an error.
+    /// [`Tunnel`], not an error. A process spawned behind
+    /// [`Stage::gate`] does not run until every client has dialled, so
+    /// `dial` must not wait on it.
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>>;
 
     /// Runs after every client of a `connect` step has dialled.
@@ -295,8 +297,10 @@ pub struct Stage<'a, 'l> {
     pub shape: &'a Shape,
     /// The run's certificate authority, once made.
     pub pki: &'a mut Option<TestPki>,
-    /// While clients dial at once: the gate their endpoints wait at, so
-    /// that they start together once every one has been launched.
+    /// While clients dial at once: the gate a family whose clients must
+    /// start together (PPTP) spawns them behind. It opens once every
+    /// client's `dial` has returned, so nothing spawned behind it can be
+    /// waited on inside `dial`.
     pub gate: Option<&'a StartGate>,
 }
 

@@ -66,8 +66,8 @@ impl VpnFamily for Pptp {
         Ok(Box::new(Pptpd::start(host, &config)?))
     }
 
-    fn ready(&self, stage: &mut Stage<'_, '_>, i: usize, _j: usize) -> Result<()> {
-        PptpClient::ready(&stage.host(&client_name(i))?, &PppConfig::client(&format!("client{i}"), SECRET).quiet())
+    fn prepare(&self, stage: &mut Stage<'_, '_>, i: usize, _j: usize) -> Result<()> {
+        PptpClient::prepare(&stage.host(&client_name(i))?, &PppConfig::client(&format!("client{i}"), SECRET).quiet())
     }
 
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
