@@ -697,7 +697,7 @@ fn readiness_waits_on_real_things() -> TestResult {
 
 fn a_start_gate_holds_programs_until_it_opens() -> TestResult {
     let lab = Lab::build(&three_hosts(true))?;
-    let gate = StartGate::new(lab.dir(), "test")?;
+    let gate = StartGate::new(lab.dir(), "test");
     // Each program notes, in its host's /run, the moment it started.
     let start = |host: &str| -> Result<lab::Process, Failed> {
         let cmd = Cmd::argv(&["sh", "-c", "date +%s%N > /run/started; exec sleep 600"]).label("gated");

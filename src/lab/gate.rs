@@ -41,12 +41,8 @@ pub struct StartGate {
 impl StartGate {
     /// A closed gate in directory `dir` (the lab's), named `name`. Nothing
     /// is made until a program is spawned behind it.
-    pub fn new(dir: &Path, name: &str) -> Result<StartGate> {
-        Ok(StartGate {
-            path: dir.join(format!("{name}.gate")),
-            fifo: Mutex::new(None),
-            waiting: Mutex::new(Vec::new()),
-        })
+    pub fn new(dir: &Path, name: &str) -> StartGate {
+        StartGate { path: dir.join(format!("{name}.gate")), fifo: Mutex::new(None), waiting: Mutex::new(Vec::new()) }
     }
 
     /// Makes the FIFO unless it is there.

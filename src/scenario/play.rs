@@ -547,14 +547,13 @@ impl<'s, 'l> Player<'s, 'l> {
         }
         let family = self.family;
         for &i in clients {
-            let mut stage =
-                Stage { scenario: self.s, lab: self.lab, shape: &self.shape, pki: &mut self.pki, gate: None };
-            family.prepare(&mut stage, i, self.s.server_of(i))?;
+            let j = self.s.server_of(i);
+            family.prepare(&mut self.stage(), i, j)?;
         }
         // Clients that dial at once wait at a gate until every one has
         // been launched, then start together.
         let gate = match (clients.len() > 1, stagger.is_zero()) {
-            (true, true) => Some(StartGate::new(self.lab.dir(), "connect")?),
+            (true, true) => Some(StartGate::new(self.lab.dir(), "connect")),
             _ => None,
         };
         let mut dialing = Vec::new();
