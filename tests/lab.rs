@@ -638,6 +638,27 @@ fn hosts_have_private_run_and_sys() -> TestResult {
     }
     let marker = a.run_ok(Cmd::argv(&["cat", "/mnt/marker"]))?;
     assert_eq!(String::from_utf8_lossy(&marker.stdout), "bound in");
+    // One mount namespace per host: its programs share it, hosts and the
+    // machine do not.
+    let mnt = |h: &vpn_passthrough::lab::Host<'_>| -> Result<String, Failed> {
+        Ok(String::from_utf8_lossy(&h.run_ok(Cmd::argv(&["readlink", "/proc/self/ns/mnt"]))?.stdout).into_owned())
+    };
+    let (a1, a2, b1) = (mnt(&a)?, mnt(&a)?, mnt(&b)?);
+    let here = std::fs::read_link("/proc/self/ns/mnt")?.to_string_lossy().into_owned();
+    if a1 != a2 || a1 == b1 || a1.trim() == here {
+        return Err(format!("mount namespaces: a {a1:?} and {a2:?}, b {b1:?}, this process {here:?}").into());
+    }
+    // The lab's files are at their own paths inside a host, wherever the
+    // run directory is (under /dev/shm, which each host has its own of).
+    let conf = a.write_conf("seen.txt", "from the runner")?;
+    let seen = a.run_ok(Cmd::argv(&["cat", &conf.to_string_lossy()]))?;
+    assert_eq!(String::from_utf8_lossy(&seen.stdout), "from the runner");
+    a.run_ok(Cmd::argv(&["touch", "/dev/shm/lab-test-shm"]))?;
+    if b.exec(Cmd::argv(&["test", "-e", "/dev/shm/lab-test-shm"]))?.status.success()
+        || PathBuf::from("/dev/shm/lab-test-shm").exists()
+    {
+        return Err("host a's /dev/shm is seen outside it".into());
+    }
     if b.exec(Cmd::argv(&["cat", "/mnt/marker"]))?.status.success() {
         return Err("host b sees host a's bind mount".into());
     }

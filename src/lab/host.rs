@@ -37,7 +37,8 @@ impl<'lab> Host<'lab> {
         let name = self.name();
         let dirs = HostDirs::create(self.lab.dir(), name)?;
         let file = node.ns.file().map_err(|e| LabError::io(format!("host '{name}': namespace descriptor"), e))?;
-        let sandbox = Sandbox::new(name, file, &dirs.run, &self.plan().binds)?;
+        let netns_path = super::netns::netns_path(node.ns.name());
+        let sandbox = Sandbox::new(name, file, netns_path, self.lab.dir(), &dirs.run, &self.plan().binds)?;
         let _syslog = super::syslog::SyslogSink::start(name, &dirs.run, &dirs.log)?;
         let _ = node.host.set(HostParts { dirs, sandbox, _syslog });
         node.host.get().ok_or_else(no_runtime)
@@ -147,11 +148,8 @@ impl<'lab> Host<'lab> {
         let (log, file) = process::create_log(&parts.dirs.log, &label)
             .map_err(|e| LabError::io(format!("host '{}': creating the log of {label}", self.name()), e))?;
         let err_file = file.try_clone().map_err(|e| LabError::io("duplicating a log descriptor", e))?;
-        let sandbox = parts.sandbox.clone();
-        let expr = cmd.expression().stdout_file(file).stderr_file(err_file).before_spawn(move |c| {
-            sandbox.apply(c);
-            Ok(())
-        });
+        let inside = parts.sandbox.command(&cmd).map_err(|e| self.start_error(&cmd, e))?;
+        let expr = inside.expression().stdout_file(file).stderr_file(err_file);
         let handle = expr.start().map_err(|e| self.start_error(&cmd, e))?;
         let netns = self.lab.nodes.get(self.idx).map(|n| n.ns.inode()).unwrap_or(0);
         let p = Process::new(self.name(), &cmd, handle, log, netns)
@@ -166,12 +164,8 @@ impl<'lab> Host<'lab> {
     /// `log/exec.log`. Killed past the command's time limit.
     pub fn exec(&self, cmd: Cmd) -> Result<Output> {
         let parts = self.parts()?;
-        let sandbox = parts.sandbox.clone();
-        let expr = cmd.expression().before_spawn(move |c| {
-            sandbox.apply(c);
-            Ok(())
-        });
-        let out = process::run_once(self.name(), &cmd, expr).map_err(|e| match e {
+        let inside = parts.sandbox.command(&cmd).map_err(|e| self.start_error(&cmd, e))?;
+        let out = process::run_once(self.name(), &cmd, inside.expression()).map_err(|e| match e {
             LabError::Io { source, .. } => self.start_error(&cmd, source),
             other => other,
         })?;

@@ -90,6 +90,11 @@ impl Cmd {
         Cmd { program: it.next().unwrap_or_default(), args: it.collect(), label: Some(label), ..self }
     }
 
+    /// The program, as given.
+    pub fn program(&self) -> &str {
+        &self.program
+    }
+
     /// The label, or the program's file name.
     pub fn name(&self) -> String {
         self.label.clone().unwrap_or_else(|| {

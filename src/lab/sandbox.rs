@@ -1,44 +1,57 @@
 //! The host sandbox: how a program enters a lab host.
 //!
-//! Between `fork` and `exec`, the child joins the host's network namespace,
-//! unshares its mount namespace (slave to the machine's, so nothing it mounts
-//! leaks out), mounts a sysfs of the host's namespace on `/sys`, shows the
-//! host's own directory at `/run` (and `/var/run` where that is not a link to
-//! it), gives it a `/dev` of its own (the machine's devices through an
-//! overlay, a private pty instance, and `/dev/log` linked to the host's
-//! syslog socket), applies the host's bind mounts, and starts a new session
-//! so that the whole process group can be signalled at teardown.
+//! Each host has one mount namespace, made when its first program starts:
+//! a thread of this process joins the host's network namespace, unshares
+//! a mount namespace (slave to the machine's, so nothing mounted in it
+//! leaks out), mounts a sysfs of the host's network namespace on `/sys`,
+//! shows the host's own directory at `/run` (and `/var/run` where that is
+//! not a link to it), gives it a `/dev` of its own (the machine's devices
+//! through an overlay, a private pty instance, and `/dev/log` linked to the
+//! host's syslog socket) and applies the host's bind mounts. The sandbox
+//! keeps a descriptor of that namespace; it ends when the lab drops the
+//! sandbox and the host's last program has exited, so there are no mounts
+//! to clean up.
+//!
+//! A program enters the host through `vpn-passthrough-enter` (see
+//! [`enter_and_exec`]), spawned without forking this process: it joins the
+//! host's network and mount namespaces, starts a new session (so that the
+//! whole process group can be signalled at teardown) and executes the
+//! program in its place, with the same pid. Forking a runner with many
+//! threads and a large address space for every `ping` cost more than the
+//! programs it started.
 //!
 //! Every program of one host gets the same view, so they share `/run` (a
 //! charon and its swanctl meet at `/run/charon.vici`) while two hosts never
 //! see each other's (two charons each write their hard-coded
-//! `/run/charon.pid`). Nothing is mounted outside the children: a mount
-//! namespace ends with its last process, so there are no mounts to clean up.
+//! `/run/charon.pid`).
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nix::libc;
 
 use super::error::{LabError, Result};
+use super::process::Cmd;
 use super::topology::BindSpec;
 use crate::sys::check;
 
-/// Everything a child needs to enter one host, prepared before `fork` so the
-/// child only makes system calls.
+/// The program that enters a host and executes a command there.
+pub const ENTER_BINARY: &str = "vpn-passthrough-enter";
+
+/// A host's network and mount namespaces, and how a command enters them.
 #[derive(Clone)]
 pub struct Sandbox {
-    netns: Arc<File>,
-    run_dir: CString,
-    var_run_too: bool,
-    binds: Arc<Vec<Bind>>,
+    netns_path: PathBuf,
+    /// The host's mount namespace, held open: `/proc/<this process>/fd/<it>`
+    /// is how `vpn-passthrough-enter` finds it.
+    mnt: Arc<File>,
+    enter: PathBuf,
 }
 
 struct Bind {
@@ -52,10 +65,32 @@ fn cstring(p: &Path) -> Result<CString> {
         .map_err(|_| LabError::io(format!("path {}", p.display()), io::Error::other("contains a NUL byte")))
 }
 
+/// The helper's path, found once per process.
+fn enter_binary() -> Result<PathBuf> {
+    static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| super::our_binary(ENTER_BINARY, "VPN_PASSTHROUGH_ENTER").map_err(|e| e.to_string()))
+        .clone()
+        .map_err(LabError::Input)
+}
+
 impl Sandbox {
-    /// Prepares the sandbox of a host whose network namespace is `netns`,
-    /// whose `/run` is `run_dir`, with `binds` checked to exist.
-    pub fn new(host: &str, netns: File, run_dir: &Path, binds: &[BindSpec]) -> Result<Sandbox> {
+    /// Makes the mount namespace of a host whose network namespace is
+    /// `netns` (named `netns_path`), whose `/run` is `run_dir`, with `binds`
+    /// checked to exist.
+    ///
+    /// The lab's directory `lab_dir` stays visible at its own path inside
+    /// the host, even under `/dev` (`/dev/shm`), which the host has its own
+    /// of.
+    pub fn new(
+        host: &str,
+        netns: File,
+        netns_path: PathBuf,
+        lab_dir: &Path,
+        run_dir: &Path,
+        binds: &[BindSpec],
+    ) -> Result<Sandbox> {
+        let enter = enter_binary()?;
         let mut prepared = Vec::new();
         for b in binds {
             for (what, p) in [("source", &b.source), ("target", &b.target)] {
@@ -69,55 +104,131 @@ impl Sandbox {
             prepared.push(Bind { source: cstring(&b.source)?, target: cstring(&b.target)?, read_only: b.read_only });
         }
         let var_run_too = std::fs::symlink_metadata("/var/run").map(|m| m.is_dir()).unwrap_or(false);
-        Ok(Sandbox { netns: Arc::new(netns), run_dir: cstring(run_dir)?, var_run_too, binds: Arc::new(prepared) })
+        let run_dir = cstring(run_dir)?;
+        let through_dev = lab_dir.starts_with("/dev").then_some(lab_dir);
+        let mnt = std::thread::scope(|scope| {
+            scope
+                .spawn(|| make_mount_namespace(&netns, &run_dir, var_run_too, &prepared, through_dev))
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("the thread making it panicked")))
+        })
+        .map_err(|e| LabError::io(format!("host '{host}': making its mount namespace"), e))?;
+        Ok(Sandbox { netns_path, mnt: Arc::new(mnt), enter })
     }
 
-    /// Makes `cmd` enter this sandbox when it is spawned.
-    pub fn apply(&self, cmd: &mut Command) {
-        let me = self.clone();
-        // SAFETY: `enter` only makes async-signal-safe system calls on data
-        // prepared before fork; it allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || me.enter());
+    /// `cmd` run by `vpn-passthrough-enter` inside this host. A program
+    /// named without a path must be on this machine's `PATH` (the host sees
+    /// the machine's files): one that is not is a `NotFound` error here,
+    /// not an exit status later.
+    pub fn command(&self, cmd: &Cmd) -> io::Result<Cmd> {
+        let program = cmd.program();
+        if !program.contains('/') && !on_path(program) {
+            return Err(io::Error::new(io::ErrorKind::NotFound, format!("`{program}` is not on PATH")));
+        }
+        let mnt = format!("/proc/{}/fd/{}", std::process::id(), self.mnt.as_raw_fd());
+        let enter = self.enter.to_string_lossy();
+        Ok(cmd.clone().run_by(&[enter.as_ref(), &self.netns_path.to_string_lossy(), &mnt]))
+    }
+}
+
+fn on_path(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
+}
+
+/// Runs on a thread of its own, which ends right after: joins `netns`,
+/// unshares a mount namespace, mounts the host's view and returns a
+/// descriptor of the namespace. `through_dev` is the lab's directory when it
+/// lies under `/dev`, to be shown again at its path once the host has its
+/// own `/dev`.
+fn make_mount_namespace(
+    netns: &File,
+    run_dir: &CString,
+    var_run_too: bool,
+    binds: &[Bind],
+    through_dev: Option<&Path>,
+) -> io::Result<File> {
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: every pointer is a NUL-terminated string owned by the caller
+    // (or a static literal) and outlives the calls; the namespace changes
+    // affect this thread only (unsharing the mount namespace unshares its
+    // filesystem attributes too).
+    unsafe {
+        check(libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET))?;
+        check(libc::unshare(libc::CLONE_NEWNS))?;
+        check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()))?;
+        // A sysfs mounted now belongs to the host's network namespace, so
+        // /sys/class/net lists the host's interfaces.
+        if libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) == 0 {
+            check(libc::mount(
+                c"sysfs".as_ptr(),
+                c"/sys".as_ptr(),
+                c"sysfs".as_ptr(),
+                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                std::ptr::null(),
+            ))?;
+        }
+        check(libc::mount(run_dir.as_ptr(), c"/run".as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
+        if var_run_too {
+            check(libc::mount(run_dir.as_ptr(), c"/var/run".as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
+        }
+        // Opened in this namespace, so that it can be bound from here.
+        let lab_dir = through_dev.map(|path| File::open(path).map(|dir| (dir, path))).transpose()?;
+        own_dev()?;
+        if let Some((dir, path)) = lab_dir {
+            std::fs::create_dir_all(path)?;
+            let source = CString::new(format!("/proc/thread-self/fd/{}", dir.as_raw_fd())).map_err(io::Error::other)?;
+            let target = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+            check(libc::mount(source.as_ptr(), target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
+        }
+        for b in binds {
+            check(libc::mount(b.source.as_ptr(), b.target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
+            if b.read_only {
+                let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
+                check(libc::mount(none, b.target.as_ptr(), none, flags, std::ptr::null()))?;
+            }
         }
     }
+    File::open("/proc/thread-self/ns/mnt")
+}
 
-    /// Runs in the child between fork and exec.
-    fn enter(&self) -> io::Result<()> {
-        let none = std::ptr::null::<libc::c_char>();
-        // SAFETY: every pointer is a NUL-terminated string owned by `self`
-        // (or a static literal) and outlives the calls.
-        unsafe {
-            check(libc::setns(self.netns.as_raw_fd(), libc::CLONE_NEWNET))?;
-            check(libc::unshare(libc::CLONE_NEWNS))?;
-            check(libc::mount(none, c"/".as_ptr(), none, libc::MS_REC | libc::MS_SLAVE, std::ptr::null()))?;
-            // A sysfs mounted now belongs to the host's network namespace, so
-            // /sys/class/net lists the host's interfaces.
-            if libc::umount2(c"/sys".as_ptr(), libc::MNT_DETACH) == 0 {
-                check(libc::mount(
-                    c"sysfs".as_ptr(),
-                    c"/sys".as_ptr(),
-                    c"sysfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    std::ptr::null(),
-                ))?;
-            }
-            check(libc::mount(self.run_dir.as_ptr(), c"/run".as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
-            if self.var_run_too {
-                check(libc::mount(self.run_dir.as_ptr(), c"/var/run".as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
-            }
-            own_dev()?;
-            for b in self.binds.iter() {
-                check(libc::mount(b.source.as_ptr(), b.target.as_ptr(), none, libc::MS_BIND, std::ptr::null()))?;
-                if b.read_only {
-                    let flags = libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY;
-                    check(libc::mount(none, b.target.as_ptr(), none, flags, std::ptr::null()))?;
-                }
-            }
-            check(libc::setsid())?;
+/// The body of `vpn-passthrough-enter NETNS MNTNS PROGRAM [ARG...]`: joins
+/// the network namespace at path `NETNS` and the mount namespace at path
+/// `MNTNS`, keeps the working directory, starts a new session and executes
+/// `PROGRAM` (looked up in `PATH`). Returns only on failure: the exit
+/// status (126: cannot enter the host, 127: cannot execute the program),
+/// after saying why on stderr, which is the program's log.
+pub fn enter_and_exec(args: Vec<OsString>) -> i32 {
+    let mut args = args.into_iter();
+    let (Some(netns), Some(mnt), Some(program)) = (args.next(), args.next(), args.next()) else {
+        eprintln!("usage: {ENTER_BINARY} NETNS-PATH MNTNS-PATH PROGRAM [ARG...]");
+        return 2;
+    };
+    let entered = (|| -> io::Result<()> {
+        let cwd = std::env::current_dir()?;
+        for (path, kind) in [(&netns, libc::CLONE_NEWNET), (&mnt, libc::CLONE_NEWNS)] {
+            let ns = File::open(path)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Path::new(path).display())))?;
+            // SAFETY: a namespace descriptor we own; this process has one thread.
+            check(unsafe { libc::setns(ns.as_raw_fd(), kind) })?;
         }
+        // Joining a mount namespace moves to its root; come back.
+        std::env::set_current_dir(cwd)?;
+        // SAFETY: no arguments; fails only for a group leader, which a
+        // freshly spawned process is not.
+        check(unsafe { libc::setsid() })?;
         Ok(())
+    })();
+    if let Err(e) = entered {
+        eprintln!("{ENTER_BINARY}: cannot enter the lab host: {e}");
+        return 126;
     }
+    let e = std::process::Command::new(&program).args(args).exec();
+    eprintln!("{ENTER_BINARY}: cannot execute {}: {e}", Path::new(&program).display());
+    127
 }
 
 /// Where the overlay's writable layer is mounted inside a host, briefly.
@@ -131,7 +242,8 @@ const DEV_LAYER: &std::ffi::CStr = c"/run/.dev";
 /// without overlayfs keeps the machine's `/dev` and loses only the syslog.
 ///
 /// # Safety
-/// Runs between fork and exec: system calls on static strings only.
+/// Changes the calling thread's mounts: only for a thread in a mount
+/// namespace of its own.
 unsafe fn own_dev() -> io::Result<()> {
     let none = std::ptr::null::<libc::c_char>();
     // SAFETY: static NUL-terminated strings; see the function's contract.
