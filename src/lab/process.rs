@@ -352,15 +352,15 @@ impl Process {
 pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus>> {
     for p in processes {
         p.0.stopping.store(true, Ordering::SeqCst);
-        p.signal_group(Signal::SIGTERM);
     }
+    signal_groups(processes, Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     for p in processes {
         let _ = p.0.handle.wait_deadline(deadline);
     }
+    signal_groups(processes, Signal::SIGKILL);
     let mut statuses = Vec::with_capacity(processes.len());
     for p in processes {
-        p.signal_group(Signal::SIGKILL);
         let out =
             p.0.handle
                 .wait()
@@ -370,19 +370,21 @@ pub fn stop_all(processes: &[Process], grace: Duration) -> Result<Vec<ExitStatus
     Ok(statuses)
 }
 
-impl Process {
-    /// Signals the process group. While the leader is not reaped its pid
-    /// (the group id) cannot be reused, so `killpg` is safe; once it is,
-    /// the group's remaining members are found by group id *and* the host's
-    /// namespace.
-    fn signal_group(&self, sig: Signal) {
-        if self.exit_status().is_none() {
-            let _ = killpg(Pid::from_raw(self.0.pid as i32), sig);
-            return;
+/// Signals the process groups of `processes`. While a leader is not
+/// reaped its pid (the group id) cannot be reused, so `killpg` is safe;
+/// the remaining members of groups whose leader is reaped are found by
+/// group id *and* the host's namespace, in one look through `/proc`.
+fn signal_groups(processes: &[Process], sig: Signal) {
+    let mut reaped = Vec::new();
+    for p in processes {
+        if p.exit_status().is_none() {
+            let _ = killpg(Pid::from_raw(p.0.pid as i32), sig);
+        } else {
+            reaped.push((p.0.pid, p.0.netns));
         }
-        for pid in super::runs::group_members(self.0.pid, self.0.netns) {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
-        }
+    }
+    for pid in super::runs::group_members(&reaped) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid as i32), sig);
     }
 }
 

@@ -285,12 +285,22 @@ pub fn netns_inode_of(pid: u32) -> Option<u64> {
     s.strip_prefix("net:[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The processes of process group `pgid` inside the namespace `inode`
-/// (a group id alone could have been reused outside the lab).
-pub fn group_members(pgid: u32, inode: u64) -> Vec<u32> {
+/// The processes of the process groups `groups`, each a group id and the
+/// namespace inode its members are in (a group id alone could have been
+/// reused outside the lab). One look through `/proc`, which reads the
+/// group of only the processes in those namespaces.
+pub fn group_members(groups: &[(u32, u64)]) -> Vec<u32> {
+    if groups.is_empty() {
+        return Vec::new();
+    }
+    let inodes: HashSet<u64> = groups.iter().map(|g| g.1).collect();
     let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
     dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| process_group(*pid) == Some(pgid) && netns_inode_of(*pid) == Some(inode))
+        .filter(|pid| {
+            netns_inode_of(*pid).is_some_and(|inode| {
+                inodes.contains(&inode) && process_group(*pid).is_some_and(|pgid| groups.contains(&(pgid, inode)))
+            })
+        })
         .collect()
 }
 
