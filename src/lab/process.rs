@@ -90,6 +90,13 @@ impl Cmd {
         Cmd { program: it.next().unwrap_or_default(), args: it.collect(), label: Some(label), ..self }
     }
 
+    /// The same command with `program` in place of its program (the same
+    /// file by another path), keeping its label.
+    pub fn with_program(self, program: impl Into<String>) -> Cmd {
+        let label = self.name();
+        Cmd { program: program.into(), label: Some(label), ..self }
+    }
+
     /// The program, as given.
     pub fn program(&self) -> &str {
         &self.program

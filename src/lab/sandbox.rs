@@ -117,26 +117,32 @@ impl Sandbox {
     }
 
     /// `cmd` run by `vpn-passthrough-enter` inside this host. A program
-    /// named without a path must be on this machine's `PATH` (the host sees
-    /// the machine's files): one that is not is a `NotFound` error here,
-    /// not an exit status later.
+    /// named without a path is looked up in this machine's `PATH` here (the
+    /// host sees the machine's files): one that is not there is a
+    /// `NotFound` error now, not an exit status later, and the helper
+    /// executes the file found without searching again.
     pub fn command(&self, cmd: &Cmd) -> io::Result<Cmd> {
         let program = cmd.program();
-        if !program.contains('/') && !on_path(program) {
-            return Err(io::Error::new(io::ErrorKind::NotFound, format!("`{program}` is not on PATH")));
-        }
+        let found = if program.contains('/') {
+            cmd.clone()
+        } else {
+            let path = on_path(program)
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("`{program}` is not on PATH")))?;
+            cmd.clone().with_program(path.to_string_lossy())
+        };
         let mnt = format!("/proc/{}/fd/{}", std::process::id(), self.mnt.as_raw_fd());
         let enter = self.enter.to_string_lossy();
-        Ok(cmd.clone().run_by(&[enter.as_ref(), &self.netns_path.to_string_lossy(), &mnt]))
+        Ok(found.run_by(&[enter.as_ref(), &self.netns_path.to_string_lossy(), &mnt]))
     }
 }
 
-fn on_path(program: &str) -> bool {
+/// The first executable file named `program` in a directory of `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path).any(|dir| {
-        std::fs::metadata(dir.join(program)).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    })
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(program))
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Runs on a thread of its own, which ends right after: joins `netns`,
