@@ -12,6 +12,7 @@ use common::{Need, TestResult, lab_test, nothing_of_ours_left};
 use libtest_mimic::{Arguments, Trial};
 use vpn_passthrough::nat_behaviour;
 use vpn_passthrough::router::Addressing;
+use vpn_passthrough::scenario::early::Pace;
 use vpn_passthrough::scenario::family;
 use vpn_passthrough::scenario::format::Step;
 use vpn_passthrough::scenario::observed::Judge;
@@ -90,6 +91,12 @@ fn main() {
         ),
         preflight,
     ));
+    let early_needs = scenario::load(&[scenario::default_dir()]).map_or(CAPTURE, |all| {
+        all.iter()
+            .filter(|s| EARLY_RUNS.iter().any(|r| r.starts_with(&format!("{}::", s.id))))
+            .fold(CAPTURE, |need, s| both(need, needs(s)))
+    });
+    trials.push(lab_test("early::verdicts_agree_with_slow", early_needs, early_verdicts_agree_with_slow));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
     trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
     trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
@@ -107,7 +114,7 @@ fn both(a: &'static [Need], b: &'static [Need]) -> &'static [Need] {
 }
 
 fn play(s: &Scenario, target: Target) -> TestResult {
-    let o = suite::play_one(s, target, &suite::Routers::Both, &binary(), Judge::Exact);
+    let o = suite::play_one(s, target, &suite::Routers::Both, &binary(), suite::How::EXACT);
     match o.status {
         Status::Pass | Status::ExpectedFailure => Ok(()),
         Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
@@ -186,7 +193,7 @@ fn compare_naive_and_full() -> TestResult {
     let mut reports = Vec::new();
     for (mode, label) in [("rust-naive", "naive"), ("rust-full", "full")] {
         let work = suite::work(&scenarios, &routers, Some(mode));
-        let outcomes = suite::run_all(&work, &routers, &binary(), 1, Judge::Exact, &|_, _, _| {});
+        let outcomes = suite::run_all(&work, &routers, &binary(), 1, suite::How::EXACT, &|_, _, _| {});
         let out = dir.path().join(label);
         scenario::report::write(&out, &outcomes, &[], &routers.name(), Some(label), &[])?;
         reports.push(RunReport::load(&out.join("report.json"))?);
@@ -198,6 +205,66 @@ fn compare_naive_and_full() -> TestResult {
     let want = vec!["esp::two-at-once".to_string()];
     if names(&up.fixes) != want || !up.regressions.is_empty() || names(&down.regressions) != want {
         return Err(format!("naive to full:\n{}\nfull to naive:\n{}", up.text(), down.text()).into());
+    }
+    Ok(())
+}
+
+/// The runs [`early_verdicts_agree_with_slow`] plays both ways: every
+/// blocked family alone and with clients at once, and routers that drop a
+/// flow's first packet or send one client's answers to another, which an
+/// early verdict must not mistake for a block.
+const EARLY_RUNS: &[&str] = &[
+    "pptp::one-client::rust-off",
+    "pptp::three-clients-same-server::rust-off",
+    "pptp::first-packet-dropped::rust-full",
+    "l2tp::one-client::rust-off",
+    "l2tp::two-clients-two-servers::rust-off",
+    "l2tp::first-packet-dropped::rust-full",
+    "ikev2::one-client::rust-off",
+    "ikev2::first-packet-dropped::rust-full",
+    "ikev1::two-clients-same-server::rust-off",
+    "l2tp-ipsec::one-client::rust-off",
+    "esp::one-client::rust-off",
+    "esp::two-clients-same-server::rust-naive",
+];
+
+/// Plays [`EARLY_RUNS`] judged early and at the `--slow` pace: every
+/// run's status and checks must be the same, some early verdicts must have
+/// been made (the story premise: a block judged from the captures), and the
+/// slow pace must have made none.
+fn early_verdicts_agree_with_slow() -> TestResult {
+    let scenarios = scenario::load(&[scenario::default_dir()])?;
+    let routers = suite::Routers::Rust;
+    let work: Vec<(&Scenario, Target)> = suite::work(&scenarios, &routers, None)
+        .into_iter()
+        .filter(|(s, t)| EARLY_RUNS.contains(&s.name(*t).as_str()))
+        .collect();
+    if work.len() != EARLY_RUNS.len() {
+        return Err(format!("{} of the {} runs found", work.len(), EARLY_RUNS.len()).into());
+    }
+    let play =
+        |pace| suite::run_all(&work, &routers, &binary(), 8, suite::How { judge: Judge::Exact, pace }, &|_, _, _| {});
+    let (early, slow) = (play(Pace::Early), play(Pace::Slow));
+    let judged_early = |o: &scenario::Outcome| {
+        o.checks.iter().any(|c| c.reason.as_deref().is_some_and(|r| r.contains("an early verdict")))
+    };
+    let mut differ = Vec::new();
+    for (e, s) in early.iter().zip(&slow) {
+        let checks = |o: &scenario::Outcome| o.checks.iter().map(|c| (c.what.clone(), c.ok)).collect::<Vec<_>>();
+        if e.status != s.status || checks(e) != checks(s) || judged_early(s) {
+            differ.push(format!(
+                "{}: early {} {:?}, slow {} {:?}",
+                e.name,
+                e.status.word(),
+                checks(e),
+                s.status.word(),
+                checks(s)
+            ));
+        }
+    }
+    let early_count = early.iter().filter(|o| judged_early(o)).count();
+    if !differ.is_empty() || early_count < 6 {
+        return Err(format!("{early_count} early verdicts; runs that differ:\n{}", differ.join("\n")).into());
     }
     Ok(())
 }
@@ -216,7 +283,7 @@ fn report_renders() -> TestResult {
     }
     let routers = suite::Routers::Rust;
     let outcomes =
-        suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, Judge::Exact, &|_, _, _| {});
+        suite::run_all(&suite::work(&pick, &routers, None), &routers, &binary(), 2, suite::How::EXACT, &|_, _, _| {});
     let dir = tempfile::tempdir()?;
     scenario::report::write(dir.path(), &outcomes, &[], &routers.name(), Some("a labelled run"), &[])?;
     let chromium = vpn_passthrough::prereq::require_tool("chromium").map_err(|m| m.to_string())?;
@@ -385,7 +452,14 @@ fn external_router() -> TestResult {
     let routers = suite::Routers::External(external);
     let scenarios = scenario::load(&[scenario::default_dir()])?;
     let work = suite::work(&scenarios, &routers, None);
-    let outcomes = suite::run_all(&work, &routers, &binary(), 8, routers.default_judge(), &|_, _, _| {});
+    let outcomes = suite::run_all(
+        &work,
+        &routers,
+        &binary(),
+        8,
+        suite::How { judge: routers.default_judge(), pace: Pace::Early },
+        &|_, _, _| {},
+    );
     for (o, (s, _)) in outcomes.iter().zip(&work) {
         let expect = |t| s.expectation(t).map(|e| (e.skip.is_some(), e.outcome));
         let linux_breaks = expect(Target::Linux) == Some((false, ExpectedOutcome::Breaks));

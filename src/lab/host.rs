@@ -159,6 +159,19 @@ impl<'lab> Host<'lab> {
         Ok(p)
     }
 
+    /// Stops every program of the host that still runs (SIGTERM, SIGKILL
+    /// after `grace`), as teardown would: asked to stop, none is a crash.
+    pub fn stop_programs(&self, grace: std::time::Duration) -> Result<()> {
+        let running: Vec<Process> = self
+            .lab
+            .lock_processes()
+            .iter()
+            .filter(|p| p.host() == self.name() && p.exit_status().is_none())
+            .cloned()
+            .collect();
+        process::stop_all(&running, grace).map(|_| ())
+    }
+
     /// Runs a command to completion in the host and returns its output,
     /// whatever its exit status; the command and its output are appended to
     /// `log/exec.log`. Killed past the command's time limit.

@@ -3,6 +3,7 @@
 //! reported.
 
 pub mod compare;
+pub mod early;
 pub mod expect;
 pub mod family;
 pub mod format;

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::early::{Pace, Watch};
 use super::expect;
 use super::family::{self, Daemons, Stage, Tunnel, VpnFamily};
 use super::format::{Delivery, Direction, ExpectKey, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
@@ -195,7 +197,7 @@ pub fn verdict(checks: &[Check], outcome: ExpectedOutcome, judge: Judge) -> (Sta
 /// Plays `scenario` against `router` as `target`, judged by `judge`; a
 /// file's own `[expect.external]` block is judged whole: what it says of a
 /// real router's behaviour matters.
-pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, judge: Judge) -> Outcome {
+pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, judge: Judge, pace: Pace) -> Outcome {
     let started = Instant::now();
     let mut out = Outcome::blank(scenario, target);
     let own_external = target == Target::External && scenario.file.expect.contains_key(&ExpectKey::External);
@@ -216,7 +218,7 @@ pub fn play(scenario: &Scenario, target: Target, router: &dyn RouterUnderTest, j
     // A run's directory is kept (and its logs read) when its verdict is
     // FAIL or ERROR, not for a behaviour the judge only reports.
     let keep = |checks: &[Check]| matches!(verdict(checks, expect.outcome, judge).0, Status::Fail | Status::Error);
-    match run(scenario, target, router, &out.shape.clone(), &evaluate, &keep) {
+    match run(scenario, target, router, &out.shape.clone(), pace, &evaluate, &keep) {
         Ok((observed, checks, kept, logs)) => {
             // The lab's own shape: with the addresses its hosts leased.
             out.shape = observed.shape.clone();
@@ -263,6 +265,7 @@ fn run(
     target: Target,
     router: &dyn RouterUnderTest,
     shape: &Shape,
+    pace: Pace,
     judge: &dyn Fn(&Observed) -> Vec<Check>,
     keep: &dyn Fn(&[Check]) -> bool,
 ) -> RunResult {
@@ -283,7 +286,7 @@ fn run(
     let dir = nl.lab.dir().to_path_buf();
     let NatLab { lab, router: running, shape } = nl;
     let (observed, checks, failed, logs) = {
-        let mut player = Player::new(scenario, target, router, &lab, running, shape);
+        let mut player = Player::new(scenario, target, router, &lab, running, shape, pace);
         let observed = player.play().and_then(|()| player.observe());
         let checks = observed.as_ref().map(judge).unwrap_or_default();
         let failed = observed.is_err() || keep(&checks);
@@ -326,6 +329,7 @@ struct Player<'s, 'l> {
     reflectors: BTreeMap<usize, Process>,
     captures: Vec<Capture>,
     pki: Option<TestPki>,
+    pace: Pace,
 }
 
 impl<'s, 'l> Player<'s, 'l> {
@@ -336,6 +340,7 @@ impl<'s, 'l> Player<'s, 'l> {
         lab: &'l Lab,
         running: RunningRouter,
         shape: Shape,
+        pace: Pace,
     ) -> Player<'s, 'l> {
         let n = s.file.topology.clients;
         Player {
@@ -356,6 +361,7 @@ impl<'s, 'l> Player<'s, 'l> {
             reflectors: BTreeMap::new(),
             captures: Vec::new(),
             pki: None,
+            pace,
         }
     }
 
@@ -569,13 +575,48 @@ impl<'s, 'l> Player<'s, 'l> {
             gate.open(self.connect_timeout())?;
         }
         let deadline = Instant::now() + self.connect_timeout();
-        for (i, d) in dialing {
-            let j = self.s.server_of(i);
-            let server = self.servers.get(&j).ok_or_else(|| LabError::Input(format!("no server {j}")))?;
-            let (client, tunnel) = d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now()))?;
-            self.settle(i, client, tunnel);
+        let watch = self.watch(clients)?;
+        let done = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let watching = watch.map(|w| scope.spawn(|| w.run(&done)));
+            let mut waited = Vec::new();
+            let mut failed = None;
+            for (i, d) in dialing {
+                let j = self.s.server_of(i);
+                let Some(server) = self.servers.get(&j) else {
+                    failed = Some(LabError::Input(format!("no server {j}")));
+                    break;
+                };
+                match d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now())) {
+                    Ok(settled) => waited.push((i, settled)),
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            done.store(true, Ordering::SeqCst);
+            let judged = watching.and_then(|w| w.join().ok()).unwrap_or_default();
+            for (i, (client, mut tunnel)) in waited {
+                if let Some(note) = judged.get(&self.shape.server_addr(self.s.server_of(i))) {
+                    tunnel = Tunnel::down(note.clone());
+                }
+                self.settle(i, client, tunnel);
+            }
+            failed.map_or(Ok(()), Err)
+        })
+    }
+
+    /// What an early verdict on the connect step of `clients` watches:
+    /// nothing at the slow pace.
+    fn watch(&self, clients: &[usize]) -> Result<Option<Watch<'l>>> {
+        let ([lan, wan, ..], Pace::Early) = (self.captures.as_slice(), self.pace) else { return Ok(None) };
+        let mut servers: BTreeMap<Ipv4Addr, Vec<Host<'l>>> = BTreeMap::new();
+        for &i in clients {
+            let client = self.host(&router::client_name(i))?;
+            servers.entry(self.shape.server_addr(self.s.server_of(i))).or_default().push(client);
         }
-        Ok(())
+        Ok(Some(Watch { lan: lan.path().to_path_buf(), wan: wan.path().to_path_buf(), servers }))
     }
 
     /// What crossed each client's tunnel in `directions`, in that order: a

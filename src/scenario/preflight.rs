@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
+use super::early::Pace;
 use super::family;
 use super::format::{
     Delivery, Direction, Endpoints, Expect, ExpectKey, ExpectedOutcome, Family, IpsecAuth, Scenario, ScenarioFile,
@@ -167,7 +168,7 @@ pub fn run(items: &[Item]) -> Vec<Report> {
         for (item, slot) in &slots {
             scope.spawn(move || {
                 slot.get_or_init(|| {
-                    let o = play(&item.scenario(), Target::Direct, &Direct, Judge::Exact);
+                    let o = play(&item.scenario(), Target::Direct, &Direct, Judge::Exact, Pace::Slow);
                     Report::of(*item, &o)
                 });
             });

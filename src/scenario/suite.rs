@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use super::early::Pace;
 use super::format::{Scenario, Target};
 use super::observed::Judge;
 use super::play::{Outcome, Status, play};
@@ -105,14 +106,27 @@ pub fn router_for(
     })
 }
 
+/// How runs are judged: what a verdict is about, and how soon a blocked
+/// tunnel is judged down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct How {
+    pub judge: Judge,
+    pub pace: Pace,
+}
+
+impl How {
+    /// Everything the files expect, judged as soon as the evidence is in.
+    pub const EXACT: How = How { judge: Judge::Exact, pace: Pace::Early };
+}
+
 /// Plays `s` against `target`; a router that cannot be made, or a family
 /// whose preflight failed, is a lab error.
-pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path, judge: Judge) -> Outcome {
+pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::path::Path, how: How) -> Outcome {
     if target == Target::External
         && let Some(why) = needs_control(s)
     {
         let mut o = Outcome::blank(s, target);
-        o.judge = judge;
+        o.judge = how.judge;
         o.status = super::play::Status::Skipped;
         o.why = Some(format!("{why}, which the suite cannot do to an external router"));
         return o;
@@ -121,15 +135,15 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         && let Err(e) = preflight::family_works(s.file.family)
     {
         let mut o = Outcome::blank(s, target);
-        o.judge = judge;
+        o.judge = how.judge;
         o.error = Some(e);
         return o;
     }
     match router_for(s, target, routers, binary) {
-        Ok(r) => play(s, target, r.as_ref(), judge),
+        Ok(r) => play(s, target, r.as_ref(), how.judge, how.pace),
         Err(e) => {
             let mut o = Outcome::blank(s, target);
-            o.judge = judge;
+            o.judge = how.judge;
             o.error = Some(e);
             o
         }
@@ -162,14 +176,15 @@ pub fn work<'a>(scenarios: &'a [Scenario], routers: &Routers, filter: Option<&st
         .collect()
 }
 
-/// Runs played at once unless told: 8 per core, because a run mostly
-/// waits on daemons and timeouts (on 2 cores the main job took 104 s with
-/// 8 at once, 72 s with 16 and 69 s with 32), and at most one per 256 MiB
-/// of available memory.
+/// Runs played at once unless told: 16 per core, because a run mostly
+/// waits on daemons and timeouts (on 2 cores the main job took 66 s with
+/// 16 at once, 41 to 46 s with 32, 40 to 52 s with 48, and 46 s with 64,
+/// where a run that needs its clients' packets in order failed once), and
+/// at most one per 256 MiB of available memory.
 pub fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let by_memory = available_memory().map_or(usize::MAX, |bytes| (bytes >> 28) as usize);
-    (8 * cores).min(by_memory).max(1)
+    (16 * cores).min(by_memory).max(1)
 }
 
 /// `MemAvailable` of `/proc/meminfo`, in bytes.
@@ -181,14 +196,14 @@ fn available_memory() -> Option<u64> {
 }
 
 /// Plays each (scenario, target) of `work` on `jobs` workers (one for an
-/// external router), the longest first, judged by `judge`; `progress`
+/// external router), the longest first, judged as `how` says; `progress`
 /// hears of each outcome as it lands. Outcomes come back in input order.
 pub fn run_all(
     work: &[(&Scenario, Target)],
     routers: &Routers,
     binary: &std::path::Path,
     jobs: usize,
-    judge: Judge,
+    how: How,
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
     let jobs = routers.jobs(jobs);
@@ -204,7 +219,7 @@ pub fn run_all(
             scope.spawn(|| {
                 while let Some(&k) = order.get(next.fetch_add(1, Ordering::SeqCst)) {
                     let (s, t) = &work[k];
-                    let o = play_one(s, *t, routers, binary, judge);
+                    let o = play_one(s, *t, routers, binary, how);
                     let n = done.fetch_add(1, Ordering::SeqCst) + 1;
                     progress(n, work.len(), &o);
                     if let Ok(mut r) = results.lock() {
@@ -242,12 +257,12 @@ pub fn run_repeated(
     routers: &Routers,
     binary: &std::path::Path,
     jobs: usize,
-    judge: Judge,
+    how: How,
     repeat: usize,
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> (Vec<Outcome>, Vec<Flaky>) {
     let rounds: Vec<(&Scenario, Target)> = (0..repeat.max(1)).flat_map(|_| work.iter().copied()).collect();
-    fold(run_all(&rounds, routers, binary, jobs, judge, progress), work.len())
+    fold(run_all(&rounds, routers, binary, jobs, how, progress), work.len())
 }
 
 /// Folds `outcomes`, rounds of `runs` outcomes each (see [`run_repeated`]).
