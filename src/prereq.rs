@@ -100,6 +100,20 @@ pub const TOOLS: &[Tool] = &[
     },
 ];
 
+/// Where programs are looked for: `PATH`, then the usual system
+/// directories (a `sudo` or a service may have a short `PATH`).
+fn program_dirs() -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"].map(PathBuf::from))
+        .collect()
+}
+
+/// The first executable file called `program` in [`program_dirs`].
+pub fn find_program(program: &str) -> Option<PathBuf> {
+    program_dirs().into_iter().map(|d| d.join(program)).find(|p| usable(p) && p.is_file())
+}
+
 /// The tool called `name`.
 pub fn tool(name: &str) -> Option<&'static Tool> {
     TOOLS.iter().find(|t| t.name == name)
@@ -111,11 +125,7 @@ impl Tool {
         if !self.paths.is_empty() {
             return self.paths.iter().map(PathBuf::from).collect();
         }
-        let path = std::env::var("PATH").unwrap_or_default();
-        path.split(':')
-            .chain(["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
-            .map(|d| Path::new(d).join(self.name))
-            .collect()
+        program_dirs().into_iter().map(|d| d.join(self.name)).collect()
     }
 
     /// Where the program is, if it is installed and usable.

@@ -487,8 +487,8 @@ pub fn ask(
 
 /// A UDP socket on `port` (0: any). A port this process has just closed
 /// can still be held for a moment by a child it is spawning (a child holds
-/// every descriptor from fork to exec, and a lab host's child mounts its
-/// file systems in between), so a port in use is tried again, for up to
+/// every descriptor from fork to exec), so a port in use is tried again,
+/// for up to
 /// [`BIND_RETRY`].
 fn bind_udp(port: u16) -> io::Result<UdpSocket> {
     let until = Instant::now() + BIND_RETRY;

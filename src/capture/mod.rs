@@ -34,14 +34,19 @@ impl Capture {
         let cmd = Cmd::new(tcpdump.to_string_lossy())
             // A 4 MB ring holds about 1800 packets of up to 2048 bytes: far
             // more than a story's bursts. The kernel allocates and clears
-            // the whole ring at start; at 16 MB that was 4% of the CPU of a
-            // suite that starts thousands of captures.
+            // the whole ring when tcpdump starts, and a suite starts
+            // hundreds of captures.
             .args(&["-i", ifname, "-n", "-U", "--immediate-mode", "-s", "2048", "-B", "4096", "-Z", "root"])
             .args(&["-w", &path.to_string_lossy(), "ip"])
             .label(label);
         let process = host.spawn(cmd)?;
         process.or_stop(process.wait_for_log("listening on", Duration::from_secs(10)))?;
         Ok(Capture { process, path })
+    }
+
+    /// The tcpdump writing it.
+    pub fn process(&self) -> &Process {
+        &self.process
     }
 
     /// The pcap file.

@@ -148,13 +148,14 @@ impl<'lab> Host<'lab> {
         let (log, file) = process::create_log(&parts.dirs.log, &label)
             .map_err(|e| LabError::io(format!("host '{}': creating the log of {label}", self.name()), e))?;
         let err_file = file.try_clone().map_err(|e| LabError::io("duplicating a log descriptor", e))?;
-        let inside = parts.sandbox.command(&cmd).map_err(|e| self.start_error(&cmd, e))?;
+        let inside = parts.sandbox.entering(&cmd).map_err(|e| self.start_error(&cmd, e))?;
         let expr = inside.expression().stdout_file(file).stderr_file(err_file);
         let handle = expr.start().map_err(|e| self.start_error(&cmd, e))?;
         let netns = self.lab.nodes.get(self.idx).map(|n| n.ns.inode()).unwrap_or(0);
         let p = Process::new(self.name(), &cmd, handle, log, netns)
             .ok_or_else(|| self.start_error(&cmd, std::io::Error::other("no process id")))?;
         self.lab.lock_processes().push(p.clone());
+        p.or_stop(p.wait_entered(std::time::Duration::from_secs(10)))?;
         tracing::debug!("host '{}': started {} (pid {})", self.name(), p.command_line(), p.pid());
         Ok(p)
     }
@@ -177,7 +178,7 @@ impl<'lab> Host<'lab> {
     /// `log/exec.log`. Killed past the command's time limit.
     pub fn exec(&self, cmd: Cmd) -> Result<Output> {
         let parts = self.parts()?;
-        let inside = parts.sandbox.command(&cmd).map_err(|e| self.start_error(&cmd, e))?;
+        let inside = parts.sandbox.entering(&cmd).map_err(|e| self.start_error(&cmd, e))?;
         let out = process::run_once(self.name(), &cmd, inside.expression()).map_err(|e| match e {
             LabError::Io { source, .. } => self.start_error(&cmd, source),
             other => other,

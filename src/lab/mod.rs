@@ -20,8 +20,8 @@
 //! ```
 //!
 //! Hosts are network namespaces named `vp<id>-<host>` (visible to `ip netns`);
-//! each program started in a host also gets a private mount namespace with
-//! the host's own `/run` (see [`sandbox`]). A lab's configs and logs live in a
+//! each host also has a mount namespace of its own, which its programs
+//! share, with the host's own `/run` (see [`sandbox`]). A lab's configs and logs live in a
 //! private run directory that is kept, and its path printed, when something
 //! went wrong.
 
@@ -123,7 +123,7 @@ impl Lab {
         let mut record = runs::claim()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("vpn-passthrough-{}-", record.id))
-            .tempdir_in(runs_parent())
+            .tempdir_in(run_dirs_parent())
             .map_err(|e| LabError::io("creating the run directory", e));
         let dir = match dir {
             Ok(d) => d,
@@ -406,13 +406,19 @@ impl Drop for Lab {
 }
 
 /// Where run directories go: `$TMPDIR` when it is set, else `/dev/shm` when
-/// it is a tmpfs, else the system's temporary directory. A run creates and
-/// removes hundreds of files; on a disk file system that cost the suite
-/// more CPU than some of the daemons it runs.
-fn runs_parent() -> std::path::PathBuf {
+/// it is a writable tmpfs that lets programs run and has 1 GiB free (a
+/// container's is often 64 MB), else the system's temporary directory. A
+/// run creates and removes hundreds of files, which a disk file system
+/// makes costly (allocating inodes among those just deleted).
+fn run_dirs_parent() -> std::path::PathBuf {
+    use nix::sys::statvfs::{FsFlags, statvfs};
     const SHM: &str = "/dev/shm";
     let tmpfs = || {
         nix::sys::statfs::statfs(SHM).is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC)
+            && statvfs(SHM).is_ok_and(|v| {
+                !v.flags().intersects(FsFlags::ST_NOEXEC | FsFlags::ST_RDONLY)
+                    && v.blocks_available().saturating_mul(v.fragment_size()) >= 1 << 30
+            })
             && nix::unistd::access(SHM, nix::unistd::AccessFlags::W_OK).is_ok()
     };
     if std::env::var_os("TMPDIR").is_none() && tmpfs() { SHM.into() } else { std::env::temp_dir() }

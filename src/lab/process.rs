@@ -31,7 +31,8 @@ pub struct Cmd {
 }
 
 impl Cmd {
-    /// `program` with no arguments; looked up in `PATH` inside the host.
+    /// `program` with no arguments; one named without a path is looked up
+    /// in `PATH` (see [`crate::prereq::find_program`]).
     pub fn new(program: impl Into<String>) -> Cmd {
         Cmd {
             program: program.into(),
@@ -203,6 +204,24 @@ impl Process {
     /// The last `lines` lines of its log.
     pub fn log_tail(&self, lines: usize) -> String {
         tail(&self.0.log, lines)
+    }
+
+    /// Waits until the program has entered its host, or exited: the
+    /// helper that enters starts a session last, so a session id equal to
+    /// the pid means the namespaces are the host's. Until then its
+    /// `/proc` files are the runner's namespace's and its process group
+    /// is not its own.
+    pub(crate) fn wait_entered(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let mut pause = Duration::from_micros(100);
+        while super::runs::session_of(self.0.pid) != Some(self.0.pid) && self.exit_status().is_none() {
+            if Instant::now() >= deadline {
+                return Err(self.not_ready("enter its host", timeout, String::new()));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(5));
+        }
+        Ok(())
     }
 
     /// Its exit status once it has exited, `None` while it runs.

@@ -8,7 +8,9 @@
 //! anything with that prefix is garbage: [`sweep`] kills the processes left in
 //! those namespaces, removes the namespaces and any interface of that prefix
 //! in the current namespace, and deletes the record. Mounts need no sweep: a
-//! host's mounts live in its programs' mount namespaces and end with them.
+//! host's mounts live in its mount namespace, which ends with its last
+//! program and the lab's descriptor of it (closed at the latest when the
+//! run's process dies).
 //!
 //! Adopted interfaces (a switch's real port) are recorded with the
 //! namespace that lent them before they move: teardown, the signal path and
@@ -102,11 +104,22 @@ impl RunRecord {
 
 /// The start time of a process, `None` if there is no such process.
 pub fn start_time(pid: u32) -> Option<u64> {
+    stat_field(pid, 22)
+}
+
+/// The session id of a process (`/proc/PID/stat` field 6).
+pub fn session_of(pid: u32) -> Option<u32> {
+    stat_field(pid, 6).and_then(|s| u32::try_from(s).ok())
+}
+
+/// Field `n` (from 1, as proc(5) numbers them) of `/proc/PID/stat`, for
+/// the numeric fields after the command name.
+fn stat_field(pid: u32, n: usize) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces and parentheses: fields
-    // after the last ')' are plain.
+    // after the last ')' are plain, the first of them field 3.
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    rest.split_whitespace().nth(n.checked_sub(3)?)?.parse().ok()
 }
 
 /// Claims a fresh run id for this process. The record's directory is
@@ -293,21 +306,19 @@ pub fn group_members(groups: &[(u32, u64)]) -> Vec<u32> {
     if groups.is_empty() {
         return Vec::new();
     }
-    let inodes: HashSet<u64> = groups.iter().map(|g| g.1).collect();
-    let Ok(dir) = fs::read_dir("/proc") else { return Vec::new() };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            netns_inode_of(*pid).is_some_and(|inode| {
-                inodes.contains(&inode) && process_group(*pid).is_some_and(|pgid| groups.contains(&(pgid, inode)))
-            })
+    let inodes: Vec<u64> = groups.iter().map(|g| g.1).collect();
+    processes_in(&inodes)
+        .into_iter()
+        .filter(|&pid| {
+            let (Some(pgid), Some(inode)) = (process_group(pid), netns_inode_of(pid)) else { return false };
+            groups.contains(&(pgid, inode))
         })
         .collect()
 }
 
 /// The process group of a process (`/proc/PID/stat` field 5).
 fn process_group(pid: u32) -> Option<u32> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(2)?.parse().ok()
+    stat_field(pid, 5).and_then(|g| u32::try_from(g).ok())
 }
 
 /// The processes whose network namespace is one of `inodes`.

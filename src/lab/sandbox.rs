@@ -16,9 +16,9 @@
 //! [`enter_and_exec`]), spawned without forking this process: it joins the
 //! host's network and mount namespaces, starts a new session (so that the
 //! whole process group can be signalled at teardown) and executes the
-//! program in its place, with the same pid. Forking a runner with many
-//! threads and a large address space for every `ping` cost more than the
-//! programs it started.
+//! program in its place, with the same pid. The runner, with its many
+//! threads and large address space, is never forked: copying its page
+//! tables for every `ping` would cost more than the `ping`.
 //!
 //! Every program of one host gets the same view, so they share `/run` (a
 //! charon and its swanctl meet at `/run/charon.vici`) while two hosts never
@@ -117,16 +117,17 @@ impl Sandbox {
     }
 
     /// `cmd` run by `vpn-passthrough-enter` inside this host. A program
-    /// named without a path is looked up in this machine's `PATH` here (the
-    /// host sees the machine's files): one that is not there is a
+    /// named without a path is looked up here, in this machine's view
+    /// ([`crate::prereq::find_program`]; the host sees the machine's files,
+    /// its bind mounts cover files that exist): one that is not there is a
     /// `NotFound` error now, not an exit status later, and the helper
     /// executes the file found without searching again.
-    pub fn command(&self, cmd: &Cmd) -> io::Result<Cmd> {
+    pub fn entering(&self, cmd: &Cmd) -> io::Result<Cmd> {
         let program = cmd.program();
         let found = if program.contains('/') {
             cmd.clone()
         } else {
-            let path = on_path(program)
+            let path = crate::prereq::find_program(program)
                 .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("`{program}` is not on PATH")))?;
             cmd.clone().with_program(path.to_string_lossy())
         };
@@ -134,15 +135,6 @@ impl Sandbox {
         let enter = self.enter.to_string_lossy();
         Ok(found.run_by(&[enter.as_ref(), &self.netns_path.to_string_lossy(), &mnt]))
     }
-}
-
-/// The first executable file named `program` in a directory of `PATH`.
-fn on_path(program: &str) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(program))
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
 /// Runs on a thread of its own, which ends right after: joins `netns`,
@@ -204,7 +196,8 @@ fn make_mount_namespace(
 /// The body of `vpn-passthrough-enter NETNS MNTNS PROGRAM [ARG...]`: joins
 /// the network namespace at path `NETNS` and the mount namespace at path
 /// `MNTNS`, keeps the working directory, starts a new session and executes
-/// `PROGRAM` (looked up in `PATH`). Returns only on failure: the exit
+/// `PROGRAM` (a path, as [`Sandbox::entering`] gives it; a bare name is
+/// looked up in `PATH`). Returns only on failure: the exit
 /// status (126: cannot enter the host, 127: cannot execute the program),
 /// after saying why on stderr, which is the program's log.
 pub fn enter_and_exec(args: Vec<OsString>) -> i32 {
@@ -214,15 +207,18 @@ pub fn enter_and_exec(args: Vec<OsString>) -> i32 {
         return 2;
     };
     let entered = (|| -> io::Result<()> {
-        let cwd = std::env::current_dir()?;
+        let cwd = std::env::current_dir().ok();
         for (path, kind) in [(&netns, libc::CLONE_NEWNET), (&mnt, libc::CLONE_NEWNS)] {
             let ns = File::open(path)
                 .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", Path::new(path).display())))?;
             // SAFETY: a namespace descriptor we own; this process has one thread.
             check(unsafe { libc::setns(ns.as_raw_fd(), kind) })?;
         }
-        // Joining a mount namespace moves to its root; come back.
-        std::env::set_current_dir(cwd)?;
+        // Joining a mount namespace moves to its root; come back, or stay
+        // at the root if the directory is not there in the host.
+        if let Some(cwd) = cwd {
+            let _ = std::env::set_current_dir(cwd);
+        }
         // SAFETY: no arguments; fails only for a group leader, which a
         // freshly spawned process is not.
         check(unsafe { libc::setsid() })?;

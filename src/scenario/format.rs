@@ -483,6 +483,20 @@ pub enum Delivery {
     None,
 }
 
+impl Delivery {
+    /// Whether traffic crossed in `direction`.
+    pub fn includes(self, direction: Direction) -> bool {
+        matches!(
+            (self, direction),
+            (Delivery::Both, _) | (Delivery::Out, Direction::Out) | (Delivery::In, Direction::In)
+        )
+    }
+}
+
+/// How long a traffic step's ping waits for an answer that does not come,
+/// in seconds.
+pub const PING_WINDOW_S: f64 = 3.0;
+
 /// The story's verdict for one router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -905,15 +919,38 @@ impl Scenario {
             .collect()
     }
 
-    /// A rough length of a play, in seconds, for ordering runs: what its
-    /// steps wait for on purpose (waits, staggers) and a second for each
-    /// tunnel it dials.
-    pub fn expected_seconds(&self) -> f64 {
+    /// A rough length of a play against `target`, in seconds, for ordering
+    /// runs: what its steps wait for on purpose (waits, staggers), a second
+    /// for each tunnel it dials, and [`PING_WINDOW_S`] for each direction
+    /// of a traffic step that the target's expectation says carries
+    /// nothing through a tunnel that is up (a ping that waits out its
+    /// window).
+    pub fn expected_seconds(&self, target: Target) -> f64 {
+        let expect = self.expectation(target);
+        let up = |client: usize| {
+            expect
+                .and_then(|e| e.tunnels.as_ref())
+                .and_then(|t| t.get(client - 1))
+                .is_none_or(|t| *t == TunnelState::Up)
+        };
         let steps = self.file.steps.iter().map(|st| match st {
             Step::Wait { seconds } => *seconds,
             Step::Connect { clients, stagger_s, .. } => {
                 let n = self.clients_of(clients).len() as f64;
                 n * self.file.endpoints.tunnels_per_client as f64 + (n - 1.0).max(0.0) * stagger_s
+            }
+            Step::Traffic { clients, directions, name, .. } => {
+                let Some(e) = expect else { return 0.0 };
+                let delivered = if name == "traffic" { e.traffic.as_ref() } else { e.traffic_at.get(name) };
+                let Some(delivered) = delivered else { return 0.0 };
+                let silent = self
+                    .clients_of(clients)
+                    .into_iter()
+                    .filter(|&i| up(i))
+                    .flat_map(|i| directions.iter().map(move |d| (i, *d)))
+                    .filter(|&(i, d)| delivered.get(i - 1).is_some_and(|got| !got.includes(d)))
+                    .count();
+                silent as f64 * PING_WINDOW_S
             }
             _ => 0.0,
         });
@@ -1287,12 +1324,12 @@ tunnels = ["up"]
 
     #[test]
     fn a_play_that_waits_is_expected_to_take_longer() {
-        let short = parse(GOOD).expect("good").expected_seconds();
+        let short = parse(GOOD).expect("good").expected_seconds(Target::Linux);
         let waiting = GOOD.replace(
             "[[step]]\ndo = \"traffic\"",
             "[[step]]\ndo = \"wait\"\nseconds = 17\n\n[[step]]\ndo = \"traffic\"",
         );
-        let long = parse(&waiting).expect("waiting").expected_seconds();
+        let long = parse(&waiting).expect("waiting").expected_seconds(Target::Linux);
         assert_eq!((short, long), (1.0, 18.0));
         let two = GOOD
             .replace("[\"up\"]", "[\"up\", \"up\"]")
@@ -1300,7 +1337,12 @@ tunnels = ["up"]
             .replace("[\"both\"]", "[\"both\", \"both\"]")
             .replace("do = \"connect\"", "do = \"connect\"\nstagger_s = 2")
             + "\n[topology]\nclients = 2\n";
-        assert_eq!(parse(&two).expect("two clients, staggered").expected_seconds(), 2.0 + 2.0);
+        assert_eq!(parse(&two).expect("two clients, staggered").expected_seconds(Target::Linux), 2.0 + 2.0);
+        // A direction expected silent through a tunnel that is up waits
+        // out the ping's window; a tunnel expected down is not pinged.
+        let one_way = parse(&GOOD.replace("traffic = [\"both\"]", "traffic = [\"out\"]")).expect("one way");
+        assert_eq!(one_way.expected_seconds(Target::Rust(Mode::Full)), 1.0 + PING_WINDOW_S);
+        assert_eq!(one_way.expected_seconds(Target::Rust(Mode::Off)), 1.0);
     }
 
     #[test]

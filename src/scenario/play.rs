@@ -5,12 +5,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::early::{Pace, Watch};
+use super::early::{self, BlockWatch, Pace};
 use super::expect;
 use super::family::{self, Daemons, Stage, Tunnel, VpnFamily};
 use super::format::{Delivery, Direction, ExpectKey, ExpectedOutcome, Family, Scenario, Step, Target, TunnelState};
@@ -548,6 +549,7 @@ impl<'s, 'l> Player<'s, 'l> {
     /// one dialled. A tunnel that does not come up is noted with the
     /// daemon's last log lines.
     fn connect(&mut self, clients: &[usize], stagger: Duration) -> Result<()> {
+        let since = early::now();
         for &i in clients {
             self.ensure_servers_of(i)?;
         }
@@ -575,10 +577,19 @@ impl<'s, 'l> Player<'s, 'l> {
             gate.open(self.connect_timeout())?;
         }
         let deadline = Instant::now() + self.connect_timeout();
-        let watch = self.watch(clients)?;
+        let watch = self.watch(clients, since)?;
         let done = AtomicBool::new(false);
+        let judged = Mutex::new(BTreeMap::new());
+        let server_addrs: BTreeMap<usize, Ipv4Addr> =
+            clients.iter().map(|&i| (i, self.shape.server_addr(self.s.server_of(i)))).collect();
+        let note_for = |i: usize| {
+            let server = server_addrs.get(&i)?;
+            judged.lock().unwrap_or_else(|p| p.into_inner()).get(server).cloned()
+        };
         std::thread::scope(|scope| {
-            let watching = watch.map(|w| scope.spawn(|| w.run(&done)));
+            let watching = watch.map(|w| scope.spawn(|| w.run(&done, &judged)));
+            // Each client's daemons and tunnel; a client whose programs an
+            // early verdict stopped may have no daemons left to keep.
             let mut waited = Vec::new();
             let mut failed = None;
             for (i, d) in dialing {
@@ -588,35 +599,53 @@ impl<'s, 'l> Player<'s, 'l> {
                     break;
                 };
                 match d.wait(server.as_ref(), deadline.saturating_duration_since(Instant::now())) {
-                    Ok(settled) => waited.push((i, settled)),
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
+                    Ok((client, tunnel)) => waited.push((i, Some(client), tunnel)),
+                    Err(e) => match note_for(i) {
+                        Some(note) => waited.push((i, None, Tunnel::down(note))),
+                        None => {
+                            failed = Some(e);
+                            break;
+                        }
+                    },
                 }
             }
             done.store(true, Ordering::SeqCst);
-            let judged = watching.and_then(|w| w.join().ok()).unwrap_or_default();
-            for (i, (client, mut tunnel)) in waited {
-                if let Some(note) = judged.get(&self.shape.server_addr(self.s.server_of(i))) {
-                    tunnel = Tunnel::down(note.clone());
+            if let Some(w) = watching {
+                let _ = w.join();
+            }
+            for (i, client, mut tunnel) in waited {
+                if let Some(note) = note_for(i).filter(|_| !tunnel.up) {
+                    tunnel = Tunnel::down(note);
                 }
-                self.settle(i, client, tunnel);
+                match client {
+                    Some(client) => self.settle(i, client, tunnel),
+                    None => self.tunnels[i - 1] = tunnel,
+                }
             }
             failed.map_or(Ok(()), Err)
         })
     }
 
-    /// What an early verdict on the connect step of `clients` watches:
-    /// nothing at the slow pace.
-    fn watch(&self, clients: &[usize]) -> Result<Option<Watch<'l>>> {
+    /// What an early verdict on the connect step of `clients`, begun at
+    /// `since`, watches: nothing at the slow pace, nor through a router
+    /// that loses packets on purpose.
+    fn watch(&self, clients: &[usize], since: Duration) -> Result<Option<BlockWatch<'l>>> {
         let ([lan, wan, ..], Pace::Early) = (self.captures.as_slice(), self.pace) else { return Ok(None) };
+        if let Target::Rust(mode) = self.target
+            && self
+                .s
+                .profile(mode)
+                .is_ok_and(|p| p.impair.outbound.loss_percent > 0.0 || p.impair.inbound.loss_percent > 0.0)
+        {
+            return Ok(None);
+        }
         let mut servers: BTreeMap<Ipv4Addr, Vec<Host<'l>>> = BTreeMap::new();
         for &i in clients {
             let client = self.host(&router::client_name(i))?;
             servers.entry(self.shape.server_addr(self.s.server_of(i))).or_default().push(client);
         }
-        Ok(Some(Watch { lan: lan.path().to_path_buf(), wan: wan.path().to_path_buf(), servers }))
+        let wan = (wan.path().to_path_buf(), wan.process().clone());
+        Ok(Some(BlockWatch { lan: lan.path().to_path_buf(), wan, servers, since }))
     }
 
     /// What crossed each client's tunnel in `directions`, in that order: a
@@ -801,5 +830,5 @@ fn transfer(client: &Host<'_>, server: Ipv4Addr, bytes: u64, reverse: bool) -> R
 /// Whether `to` answers a ping from `host`: one echo every 200 ms until the
 /// first reply, for at most 3 s.
 fn ping(host: &Host<'_>, to: Ipv4Addr) -> Result<bool> {
-    host.answers_ping(to.into(), Duration::from_secs(3))
+    host.answers_ping(to.into(), Duration::from_secs_f64(super::format::PING_WINDOW_S))
 }

@@ -177,10 +177,10 @@ pub fn work<'a>(scenarios: &'a [Scenario], routers: &Routers, filter: Option<&st
 }
 
 /// Runs played at once unless told: 16 per core, because a run mostly
-/// waits on daemons and timeouts (on 2 cores the main job took 66 s with
-/// 16 at once, 41 to 46 s with 32, 40 to 52 s with 48, and 46 s with 64,
-/// where a run that needs its clients' packets in order failed once), and
-/// at most one per 256 MiB of available memory.
+/// waits on daemons and timeouts (on 2 cores the main job is fastest with
+/// 32 to 48 at once; past that the machine is overloaded and stories that
+/// need their clients' packets in order lose it), and at most one per
+/// 256 MiB of available memory.
 pub fn default_jobs() -> usize {
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let by_memory = available_memory().map_or(usize::MAX, |bytes| (bytes >> 28) as usize);
@@ -210,7 +210,8 @@ pub fn run_all(
     // The longest first, so that the suite does not end waiting on a long
     // run that started last.
     let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by(|a, b| work[*b].0.expected_seconds().total_cmp(&work[*a].0.expected_seconds()));
+    let expected = |i: usize| work[i].0.expected_seconds(work[i].1);
+    order.sort_by(|a, b| expected(*b).total_cmp(&expected(*a)));
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);
