@@ -231,6 +231,10 @@ enum PeerCommand {
         /// SPI's low byte is N; the last past the list).
         #[arg(long, value_delimiter = ',', default_value = "0")]
         delay_ms: Vec<u64>,
+        /// Hold every echo until this many clients have sent ESP (at most
+        /// 2 s past its delay).
+        #[arg(long, default_value_t = 0)]
+        hold_for: usize,
     },
     /// Ask a server for SPIs on UDP 500, then send ESP and count echoes.
     /// Exits 0 when every packet came back, 5 when some did not.
@@ -1136,9 +1140,9 @@ fn peer(cmd: PeerCommand) -> ExitCode {
         }
     };
     match cmd {
-        PeerCommand::EspServer { delay_ms } => {
+        PeerCommand::EspServer { delay_ms, hold_for } => {
             let delays: Vec<Duration> = delay_ms.into_iter().map(Duration::from_millis).collect();
-            done(scripted::esp_server(&delays))
+            done(scripted::esp_server(&delays, hold_for))
         }
         PeerCommand::Esp { server, spi, ike_spi, count, wait_ms, interval_ms, rekey_after } => {
             let client = scripted::EspClient {

@@ -15,7 +15,7 @@
 //!
 //! Each runs as a `vpn-passthrough peer …` command in a lab host.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{self, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -94,12 +94,20 @@ impl RawSocket {
     }
 }
 
+/// How much longer than its delay an echo is held for clients that have
+/// not sent yet ([`esp_server`]'s `hold_for`): less than the 3 s a client
+/// waits past the delay.
+pub const HOLD_CAP: Duration = Duration::from_secs(2);
+
 /// The ESP server: answers IKE-like requests on UDP 500 and echoes ESP
 /// back with the client's SPI after a delay: `delays[n - 1]` for the
 /// client whose IKE initiator SPI's low byte is `n` (a rekey keeps it),
-/// the last one past the list. Runs until killed; prints `listening` once
-/// both sockets are open.
-pub fn esp_server(delays: &[Duration]) -> io::Result<()> {
+/// the last one past the list. No echo leaves before `hold_for` clients
+/// have sent ESP, or [`HOLD_CAP`] past its delay: clients that dial one
+/// after the other all send before the first echo, however slow the
+/// machine. Runs until killed; prints `listening` once both sockets are
+/// open.
+pub fn esp_server(delays: &[Duration], hold_for: usize) -> io::Result<()> {
     let delay_of = |initiator: u64| {
         let n = usize::from(initiator as u8).max(1);
         delays.get(n - 1).or(delays.last()).copied().unwrap_or_default()
@@ -113,15 +121,20 @@ pub fn esp_server(delays: &[Duration]) -> io::Result<()> {
     let mut by_initiator: HashMap<u64, u32> = HashMap::new();
     let mut next_spi = 0x5000_0001u32;
     let mut echoes: VecDeque<(Instant, Ipv4Addr, Vec<u8>)> = VecDeque::new();
+    // The sessions that have sent ESP, up to `hold_for`.
+    let mut heard: HashSet<u32> = HashSet::new();
     let mut buf = vec![0u8; 65536];
     loop {
         let now = Instant::now();
-        while echoes.front().is_some_and(|(due, _, _)| *due <= now) {
+        let hold = if heard.len() >= hold_for { Duration::ZERO } else { HOLD_CAP };
+        while echoes.front().is_some_and(|(due, _, _)| *due + hold <= now) {
             if let Some((_, to, p)) = echoes.pop_front() {
                 raw.send(to, &p)?;
             }
         }
-        let wait = echoes.front().map_or(Duration::from_millis(200), |(due, _, _)| due.saturating_duration_since(now));
+        let wait = echoes
+            .front()
+            .map_or(Duration::from_millis(200), |(due, _, _)| (*due + hold).saturating_duration_since(now));
         let ready = sys::poll(
             &[(udp.as_raw_fd(), sys::READABLE), (raw.fd.as_raw_fd(), sys::READABLE)],
             Some(wait.clamp(Duration::from_millis(1), Duration::from_secs(1))),
@@ -157,6 +170,9 @@ pub fn esp_server(delays: &[Duration]) -> io::Result<()> {
                 Some((spi, seq, payload)) => match sessions.get(&spi) {
                     Some(&(client, delay)) => {
                         say(&format!("esp from {src} spi {spi:#010x} seq {seq}"));
+                        if heard.len() < hold_for {
+                            heard.insert(spi);
+                        }
                         let due = Instant::now() + delay;
                         // Sent in the order they fall due.
                         let at = echoes.partition_point(|(d, _, _)| *d <= due);

@@ -116,7 +116,12 @@ impl VpnFamily for Esp {
         let host = stage.host(&stage.shape.server_name(j))?;
         let delays = stage.scenario.file.endpoints.esp_delay_ms.values(stage.shape.clients);
         let delay = delays.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
-        Ok(Box::new(Scripted::start(host, peer_cmd(&["esp-server", "--delay-ms", &delay], "esp-server")?)?))
+        // Its echoes wait for every client that dials it.
+        let s = stage.scenario;
+        let dialling: std::collections::BTreeSet<usize> =
+            s.clients_dialled(|_| true).into_iter().filter(|&i| s.server_of(i) == j).collect();
+        let args = ["esp-server", "--delay-ms", &delay, "--hold-for", &dialling.len().to_string()];
+        Ok(Box::new(Scripted::start(host, peer_cmd(&args, "esp-server")?)?))
     }
 
     fn dial<'l>(&self, stage: &mut Stage<'_, 'l>, i: usize, j: usize) -> Result<Box<dyn Dialing<'l> + 'l>> {
