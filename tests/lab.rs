@@ -394,7 +394,8 @@ fn ip(args: &[&str]) -> TestResult {
 }
 
 /// A veth pair made for a test in this namespace, deleted when dropped;
-/// `name` is the end a lab adopts (when its namespace goes, the pair goes).
+/// `name` is the end a lab adopts (when its namespace goes, the pair goes),
+/// `{name}p` the end that never leaves this namespace.
 struct TestVeth {
     name: String,
 }
@@ -427,8 +428,11 @@ impl TestVeth {
 }
 
 impl Drop for TestVeth {
+    /// Deletes the pair through the end that stays here: the adopted end
+    /// may still be in a lab namespace (a `lab up` killed when it did not
+    /// come up), and the next sweep would give it back after the test.
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.name]).output();
+        let _ = Command::new("ip").args(["link", "del", &format!("{}p", self.name)]).output();
     }
 }
 
