@@ -39,10 +39,17 @@ fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_vpn-passthrough")
 }
 
+/// Tests run at once unless told: most of them wait out a NAT's timeouts.
+const AT_ONCE: usize = 8;
+
 fn main() {
-    let args = Arguments::from_args();
+    let mut args = Arguments::from_args();
+    args.test_threads = args.test_threads.or(Some(AT_ONCE));
     let both: [(&str, Make); 2] = [("rust_nat", rust_default), ("linux_nat", linux)];
     let mut trials: Vec<Trial> = Vec::new();
+    // The longest first, so that the suite does not end waiting on them.
+    trials.push(lab_test("rust_nat::measured_timeouts_are_the_profile_s", NEEDS, rust_timeouts_measured));
+    trials.push(lab_test("linux_nat::measured_behaviour_is_the_kernel_s", NEEDS, linux_behaviour_measured));
     for (name, make) in both {
         let t = |what: &str, f: fn(Make) -> TestResult| lab_test(&format!("{name}::{what}"), NEEDS, move || f(make));
         trials.push(t("clients_reach_the_server_by_tcp_udp_and_icmp", clients_reach_the_server));
@@ -65,8 +72,6 @@ fn main() {
             preset_measures_as_its_profile(preset)
         }));
     }
-    trials.push(lab_test("rust_nat::measured_timeouts_are_the_profile_s", NEEDS, rust_timeouts_measured));
-    trials.push(lab_test("linux_nat::measured_behaviour_is_the_kernel_s", NEEDS, linux_behaviour_measured));
     trials.push(lab_test("rust_nat::impairments_delay_and_drop", NEEDS, impairments));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {

@@ -44,8 +44,10 @@ fn main() {
         std::env::set_var("VPN_PASSTHROUGH_ENTER", env!("CARGO_BIN_EXE_vpn-passthrough-enter"));
     }
     let mut trials = Vec::new();
-    // The external router's test is the longest: it starts first, so that
-    // the suite does not end waiting for it alone.
+    // The longest trials start first, so that the suite does not end
+    // waiting on one alone: the external router's test, the scale test,
+    // the early verdicts' test (which plays at the slow pace too), then the
+    // scenarios' runs, the longest first.
     // The stand-in router is built with `ip`; the rest is what its
     // scenarios' families need.
     let external = match scenario::load(&[scenario::default_dir()]) {
@@ -60,11 +62,20 @@ fn main() {
     let scale = vpn_passthrough::bench::scale::scenarios(vpn_passthrough::bench::scale::FAMILIES.len());
     let scale_needs = scale.iter().flatten().fold(CAPTURE, |need, s| both(need, needs(s)));
     trials.push(lab_test("scale::two_hundred_tunnels_through_one_rust_nat", scale_needs, two_hundred_tunnels));
+    let early_needs = scenario::load(&[scenario::default_dir()]).map_or(CAPTURE, |all| {
+        all.iter()
+            .filter(|s| EARLY_RUNS.iter().any(|r| r.starts_with(&format!("{}::", s.id))))
+            .fold(CAPTURE, |need, s| both(need, needs(s)))
+    });
+    trials.push(lab_test("early::verdicts_agree_with_slow", early_needs, early_verdicts_agree_with_slow));
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {
-            let runs = scenarios
+            // The longest runs first, as `run` plays them.
+            let mut runs: Vec<(Scenario, Target)> = scenarios
                 .into_iter()
-                .flat_map(|s| suite::Routers::Both.targets(&s).into_iter().map(move |t| (s.clone(), t)));
+                .flat_map(|s| suite::Routers::Both.targets(&s).into_iter().map(move |t| (s.clone(), t)))
+                .collect();
+            runs.sort_by(|(a, at), (b, bt)| b.expected_seconds(*bt).total_cmp(&a.expected_seconds(*at)));
             for (s, target) in runs {
                 // A router kind the file skips (with its reason) gets no
                 // trial: nothing is reported as passed that did not run.
@@ -92,12 +103,6 @@ fn main() {
         ),
         preflight,
     ));
-    let early_needs = scenario::load(&[scenario::default_dir()]).map_or(CAPTURE, |all| {
-        all.iter()
-            .filter(|s| EARLY_RUNS.iter().any(|r| r.starts_with(&format!("{}::", s.id))))
-            .fold(CAPTURE, |need, s| both(need, needs(s)))
-    });
-    trials.push(lab_test("early::verdicts_agree_with_slow", early_needs, early_verdicts_agree_with_slow));
     trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
     trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
     trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
@@ -355,14 +360,15 @@ struct BoxRouter {
 }
 
 impl BoxRouter {
-    fn build() -> Result<BoxRouter, String> {
+    /// Stand-in number `n` of this process.
+    fn build(n: usize) -> Result<BoxRouter, String> {
         use vpn_passthrough::router::dhcp;
         let id = std::process::id() % 100_000;
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
         let mut b = BoxRouter {
-            ns: format!("xr{id}-box"),
-            lan_port: format!("xr{id}l"),
-            wan_port: format!("xr{id}w"),
+            ns: format!("xr{id}-{n}-box"),
+            lan_port: format!("xr{id}{n}l"),
+            wan_port: format!("xr{id}{n}w"),
             daemons: Vec::new(),
             dir,
         };
@@ -423,9 +429,20 @@ impl BoxRouter {
         Ok(b)
     }
 
-    fn port_is_home(&self, port: &str) -> bool {
-        std::process::Command::new("ip").args(["link", "show", port]).output().is_ok_and(|o| o.status.success())
+    /// The stand-in as the suite sees it: two ports, addressed by DHCP.
+    fn external(&self) -> vpn_passthrough::router::ExternalRouter {
+        vpn_passthrough::router::ExternalRouter {
+            lan_port: self.lan_port.clone(),
+            wan_port: self.wan_port.clone(),
+            lan: Addressing::Dhcp,
+            wan: Addressing::Dhcp,
+        }
     }
+}
+
+/// Whether `port` is in this namespace.
+fn port_is_home(port: &str) -> bool {
+    std::process::Command::new("ip").args(["link", "show", port]).output().is_ok_and(|o| o.status.success())
 }
 
 impl Drop for BoxRouter {
@@ -439,11 +456,16 @@ impl Drop for BoxRouter {
     }
 }
 
-/// Every scenario against `--router external`, played through the
-/// stand-in, which is given nothing but its two ports: its WAN takes the
-/// suite's DHCP lease and the clients lease from it. As the CLI does by
-/// default: 8 jobs asked (an external router plays one lab at a time) and
-/// judged on whether the VPNs work. A scenario that would reconfigure or
+/// Stand-in routers the external test plays through side by side. Each is
+/// a router of its own, which plays one lab at a time, as a real router
+/// does; the scenarios are dealt among them.
+const STAND_INS: usize = 6;
+
+/// Every scenario against `--router external`, played through
+/// [`STAND_INS`] stand-ins, each given nothing but its two ports: its WAN
+/// takes the suite's DHCP lease and the clients lease from it. As the CLI
+/// does by default: one lab at a time per router, judged on whether the
+/// VPNs work. A scenario that would reconfigure or
 /// reboot the router is skipped with its reason; the stand-in is a kernel
 /// NAT, so a run FAILs exactly where the file expects the Linux NAT to
 /// break the VPN, with a one-line reason; everything else passes (or fails
@@ -451,31 +473,42 @@ impl Drop for BoxRouter {
 /// as the kernel's, and both ports are back in this namespace afterwards.
 fn external_router() -> TestResult {
     use vpn_passthrough::scenario::format::ExpectedOutcome;
-    let b = BoxRouter::build()?;
-    let external = vpn_passthrough::router::ExternalRouter {
-        lan_port: b.lan_port.clone(),
-        wan_port: b.wan_port.clone(),
-        lan: Addressing::Dhcp,
-        wan: Addressing::Dhcp,
-    };
+    let boxes = (0..STAND_INS).map(BoxRouter::build).collect::<Result<Vec<_>, _>>()?;
     let mut problems = Vec::new();
     let budget = nat_behaviour::Budget { longest: std::time::Duration::from_secs(2), steps: 4 };
-    let measured = nat_behaviour::measure_router(&external, budget)?;
+    let measured = nat_behaviour::measure_router(&boxes[0].external(), budget)?;
     let eim = nat_behaviour::Value::Behaviour { behaviour: vpn_passthrough::nat::Behaviour::EndpointIndependent };
     if measured.get(nat_behaviour::Key::Mapping) != Some(&eim) {
         problems.push(format!("the stand-in's mapping is the kernel's, endpoint-independent:\n{}", measured.text()));
     }
-    let routers = suite::Routers::External(external);
     let scenarios = scenario::load(&[scenario::default_dir()])?;
-    let work = suite::work(&scenarios, &routers, None);
-    let outcomes = suite::run_all(
-        &work,
-        &routers,
-        &binary(),
-        8,
-        suite::How { judge: routers.default_judge(), pace: Pace::Early },
-        &|_, _, _| {},
-    );
+    let work = suite::work(&scenarios, &suite::Routers::External(boxes[0].external()), None);
+    // The longest runs dealt first, one to each stand-in in turn.
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by(|a, b| work[*b].0.expected_seconds(work[*b].1).total_cmp(&work[*a].0.expected_seconds(work[*a].1)));
+    let mut outcomes: Vec<Option<scenario::Outcome>> = vec![None; work.len()];
+    std::thread::scope(|scope| {
+        let players: Vec<_> = boxes
+            .iter()
+            .enumerate()
+            .map(|(n, b)| {
+                let mine: Vec<usize> = order.iter().copied().skip(n).step_by(boxes.len()).collect();
+                let share: Vec<(&Scenario, Target)> = mine.iter().map(|&i| work[i]).collect();
+                let routers = suite::Routers::External(b.external());
+                scope.spawn(move || {
+                    let how = suite::How { judge: routers.default_judge(), pace: Pace::Early };
+                    mine.into_iter().zip(suite::run_all(&share, &routers, &binary(), 1, how, &|_, _, _| {}))
+                })
+            })
+            .collect();
+        for p in players {
+            match p.join() {
+                Ok(played) => played.for_each(|(i, o)| outcomes[i] = Some(o)),
+                Err(_) => problems.push("a stand-in's player panicked".into()),
+            }
+        }
+    });
+    let outcomes: Vec<scenario::Outcome> = outcomes.into_iter().flatten().collect();
     for (o, (s, _)) in outcomes.iter().zip(&work) {
         let expect = |t| s.expectation(t).map(|e| (e.skip.is_some(), e.outcome));
         let linux_breaks = expect(Target::Linux) == Some((false, ExpectedOutcome::Breaks));
@@ -499,8 +532,8 @@ fn external_router() -> TestResult {
             problems.push(format!("{}: {:?} (want {want:?})\n{}", o.name, o.status, o.failure()));
         }
     }
-    for port in [&b.lan_port, &b.wan_port] {
-        if !b.port_is_home(port) {
+    for port in boxes.iter().flat_map(|b| [&b.lan_port, &b.wan_port]) {
+        if !port_is_home(port) {
             problems.push(format!("{port} was not given back to this namespace"));
         }
     }

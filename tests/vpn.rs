@@ -287,10 +287,10 @@ fn under_attack() -> TestResult {
         lan: shape.lan,
         servers,
     };
-    let flood_from = |host: &Host<'_>, aim: flood::Aim, seed: u64, progress: &AtomicU64| {
+    let flood_from = |host: &Host<'_>, aim: flood::Aim, seed: u64, frames: u64, progress: &AtomicU64| {
         let ifname = host.ifname("eth0")?;
         host.inside(|| {
-            flood::send(&ifname, flood::Flood::new(aim, seed), FLOOD_FRAMES, FLOOD_PER_SECOND, progress)
+            flood::send(&ifname, flood::Flood::new(aim, seed), frames, FLOOD_PER_SECOND, progress)
                 .map_err(|e| vpn_passthrough::lab::LabError::io("sending the flood", e))
         })
     };
@@ -318,8 +318,8 @@ fn under_attack() -> TestResult {
         Ok(text.split(" received").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0))
     };
     let (sent, replies) = std::thread::scope(|s| {
-        let wan = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 1, &no_watch));
-        let lan = s.spawn(|| flood_from(&inside, lan_aim.clone(), 2, &no_watch));
+        let wan = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 1, FLOOD_FRAMES, &no_watch));
+        let lan = s.spawn(|| flood_from(&inside, lan_aim.clone(), 2, FLOOD_FRAMES, &no_watch));
         let pings: Vec<_> = tunnels.iter().map(|&(i, to)| s.spawn(move || answered(i, to, pings_each))).collect();
         let sent = [wan.join(), lan.join()];
         let replies: Vec<_> = pings.into_iter().map(|p| p.join()).collect();
@@ -386,9 +386,10 @@ fn under_attack() -> TestResult {
     // ends cleanly instead of while the next flood runs out.
     pptp.stop()?;
     // SIGTERM while a flood is still running: the NAT stops within 1 s.
+    // The flood lasts 3 s, past the SIGTERM and the second it may take.
     let progress = AtomicU64::new(0);
     let stopped = std::thread::scope(|s| {
-        let flood = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 3, &progress));
+        let flood = s.spawn(|| flood_from(&intruder, wan_aim.clone(), 3, FLOOD_PER_SECOND * 3, &progress));
         nat.wait_until("be flooded", Duration::from_secs(10), || progress.load(Ordering::Relaxed) >= 10_000)?;
         if flood.is_finished() {
             return Err(vpn_passthrough::lab::LabError::Input("the flood ended before SIGTERM".into()));
