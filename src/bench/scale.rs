@@ -25,6 +25,9 @@ pub const MAX_PER_FAMILY: usize = crate::vpn::pppd::LAB_CLIENTS / FAMILIES.len()
 /// Echoes asked through each tunnel.
 pub const PINGS: u32 = 5;
 
+/// Lines of what fell short that the figures show.
+const SHOWN_LINES: usize = 30;
+
 /// How long every tunnel together may take to come up.
 const CONNECT_TIMEOUT_S: u64 = 120;
 
@@ -60,6 +63,9 @@ pub struct ScaleFigures {
     pub memory_added: u64,
     /// Every tunnel, in client order.
     pub tunnels: Vec<TunnelFigure>,
+    /// The run directory (every daemon's log), kept when a tunnel was down
+    /// or carried no echo.
+    pub kept: Option<std::path::PathBuf>,
 }
 
 impl ScaleFigures {
@@ -88,8 +94,18 @@ impl ScaleFigures {
             self.carrying(),
             self.tunnels.iter().filter(|t| t.echoes >= need).count()
         );
+        if let Some(dir) = &self.kept {
+            let _ = write!(s, "; logs kept in {}", dir.display());
+        }
+        // The first few notes whole (a daemon's error and its last log
+        // lines), the rest by their first line.
+        let mut whole = 3;
         for (k, t) in self.tunnels.iter().enumerate() {
             let why = match &t.note {
+                Some(note) if whole > 0 => {
+                    whole -= 1;
+                    note.trim_end().replace('\n', "\n    ")
+                }
                 Some(note) => note.lines().next().unwrap_or("down").to_string(),
                 None if t.echoes < need => format!("{} of {PINGS} echoes", t.echoes),
                 None => continue,
@@ -105,13 +121,16 @@ impl ScaleFigures {
         for line in self.by_family() {
             let _ = writeln!(s, "    {line}");
         }
+        if let Some(dir) = &self.kept {
+            let _ = writeln!(s, "    logs kept in {}", dir.display());
+        }
         if let Some(short) = self.shortfall(PINGS) {
             let lines: Vec<&str> = short.lines().skip(1).collect();
-            for line in lines.iter().take(10) {
+            for line in lines.iter().take(SHOWN_LINES) {
                 let _ = writeln!(s, "  {line}");
             }
-            if lines.len() > 10 {
-                let _ = writeln!(s, "    and {} more", lines.len() - 10);
+            if lines.len() > SHOWN_LINES {
+                let _ = writeln!(s, "    and {} more lines", lines.len() - SHOWN_LINES);
             }
         }
         s
@@ -214,6 +233,10 @@ pub fn measure(router: &dyn RouterUnderTest, per_family: usize) -> Result<ScaleF
     let mut figures = ScaleFigures { router: router.name(), ..ScaleFigures::default() };
     figures.build = started.elapsed();
     let played = router_state(&nl).and_then(|before| play(&nl, &scenarios, clients, before.bytes, &mut figures));
+    if played.is_err() || figures.shortfall(1).is_some() {
+        nl.lab.keep_dir();
+        figures.kept = Some(nl.lab.dir().to_path_buf());
+    }
     let teardown = nl.lab.teardown();
     played?;
     teardown?;
@@ -389,9 +412,19 @@ mod tests {
             short.starts_with("rust-nat: 3 of 4 tunnels up, 2 carrying all 5 echoes, 2 with at least 5"),
             "{short}"
         );
-        assert!(short.contains("c3 (ikev2): no IKE answer") && !short.contains("log lines"), "{short}");
+        // The first notes whole, indented; later ones by their first line.
+        assert!(short.contains("c3 (ikev2): no IKE answer\n    log lines"), "{short}");
         assert!(short.contains("c4 (wireguard): 3 of 5 echoes"), "{short}");
         assert!(!short.contains("c1"), "{short}");
+        for _ in 0..3 {
+            f.tunnels.push(tunnel(Family::Ikev2, false, 0, Some("later\nhidden")));
+        }
+        let many = f.shortfall(PINGS).expect("a shortfall");
+        assert_eq!((many.matches("later").count(), many.matches("hidden").count()), (3, 2), "{many}");
+        f.kept = Some("/dev/shm/lab".into());
+        assert!(f.shortfall(PINGS).is_some_and(|s| s.contains("logs kept in /dev/shm/lab")));
+        assert!(f.render().contains("logs kept in /dev/shm/lab"), "{}", f.render());
+        f.tunnels.truncate(4);
         let some = f.shortfall(1).expect("c3 is down");
         assert!(some.contains("c3 (ikev2)") && !some.contains("c4"), "{some}");
         assert!(f.render().contains("wireguard    1/1 up"), "{}", f.render());
