@@ -35,8 +35,11 @@ fn binary() -> PathBuf {
 fn main() {
     let mut args = Arguments::from_args();
     // Scenarios spend most of their time waiting on daemons and timeouts:
-    // more of them than cores run well side by side.
-    args.test_threads = args.test_threads.or(Some(suite::default_jobs()));
+    // as many labs run at once as `run` plays by default. The external
+    // router's trial and the early verdicts' trial each play several labs
+    // at once, so they take the threads of the labs they add.
+    let added = (STAND_INS - 1) + (EARLY_RUNS.len() - 1);
+    args.test_threads = args.test_threads.or(Some(suite::default_jobs().saturating_sub(added).max(1)));
     // SAFETY: set before any thread starts.
     unsafe {
         std::env::set_var("VPN_PASSTHROUGH_PPPD", env!("CARGO_BIN_EXE_vpn-passthrough-pppd"));

@@ -87,6 +87,10 @@ pub struct Outcome {
     pub seconds: f64,
     /// The run directory, kept when the scenario failed (logs, pcaps).
     pub kept: Option<PathBuf>,
+    /// Earlier attempts whose lab did not produce the story's premise, so
+    /// that the run was played again: the premise missed, and where that
+    /// attempt's logs are.
+    pub replayed: Vec<String>,
     /// What crossed the router, LAN and WAN side by side.
     pub ladder: Vec<Rung>,
     /// The lab's shape, for the topology drawing.
@@ -162,9 +166,16 @@ impl Outcome {
             logs: None,
             seconds: 0.0,
             kept: None,
+            replayed: Vec::new(),
             ladder: Vec::new(),
             shape: scenario.file.topology.shape(),
         }
+    }
+
+    /// The first premise the lab did not produce, if any: the run could
+    /// not judge the router.
+    pub fn premise_missed(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| c.premise && !c.ok)
     }
 
     /// What the router did that the file expected otherwise, when the

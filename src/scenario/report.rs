@@ -17,7 +17,8 @@ use crate::router::{self, Shape};
 /// The matrix as text: one row per family and case, one column per
 /// router kind or mode.
 /// A run played more than once shows `flaky` where its outcomes differed,
-/// and a line with how often each came.
+/// and a line with how often each came; a run played again because its
+/// lab missed the story's premise has a line saying so.
 pub fn matrix_text(outcomes: &[Outcome], flaky: &[Flaky]) -> String {
     let (rows, cols, cells) = matrix(outcomes);
     let width = rows.iter().map(|(f, c)| f.name().len() + c.len() + 2).max().unwrap_or(10).max(8);
@@ -45,6 +46,9 @@ pub fn matrix_text(outcomes: &[Outcome], flaky: &[Flaky]) -> String {
     for o in outcomes {
         if let Some(line) = o.summary() {
             let _ = writeln!(s, "{:>5}  {}: {line}", o.status.word(), o.name);
+        }
+        for r in &o.replayed {
+            let _ = writeln!(s, "again  {}: played again, an attempt's lab missed the premise: {r}", o.name);
         }
     }
     let _ = writeln!(
@@ -303,6 +307,9 @@ the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
             let _ = writeln!(s, "<p><i>{}</i></p>", esc(why));
         }
         s.push_str(&topology_svg(&o.shape));
+        for r in &o.replayed {
+            let _ = writeln!(s, "<p><i>Played again: an earlier attempt's lab missed the premise: {}</i></p>", esc(r));
+        }
         if !o.checks.is_empty() {
             s.push_str("<table><tr><th>expectation</th><th>expected</th><th>seen</th><th></th></tr>\n");
             for c in &o.checks {
@@ -534,17 +541,18 @@ mod tests {
     }
 
     #[test]
-    fn a_flaky_run_is_its_own_line_in_the_matrix_and_the_page() {
-        let all = outcomes();
-        let flaky = [Flaky { name: all[0].name.clone(), statuses: vec![(Status::Pass, 9), (Status::Fail, 1)] }];
-        let text = matrix_text(&all, &flaky);
-        assert!(text.contains("flaky  pptp::a::rust-full: 9 pass, 1 FAIL"), "{text}");
-        assert!(text.contains("; 1 flaky"), "{text}");
-        let row = text.lines().find(|l| l.starts_with("pptp::a")).unwrap_or_default();
-        assert!(row.contains("flaky") && !row.contains("FAIL"), "the cell says flaky: {row}");
-        assert!(!matrix_text(&all, &[]).contains("flaky"), "nothing flaky, nothing said");
-        let page = html(&all, &flaky, "test", None, &[]);
-        assert!(page.contains("<h2>Flaky runs</h2>") && page.contains("flaky: 9 pass, 1 FAIL"), "{page}");
+    fn a_run_played_again_after_a_missed_premise_says_so_in_the_matrix_and_the_page() {
+        let mut all = outcomes();
+        all[2].replayed = vec!["premise: calls at once: expected true, saw false (300 ms apart)".into()];
+        let text = matrix_text(&all, &[]);
+        assert!(
+            text.contains(
+                "again  pptp::c::rust-naive: played again, an attempt's lab missed the premise: premise: calls at once"
+            ),
+            "{text}"
+        );
+        let page = html(&all, &[], "test", None, &[]);
+        assert!(page.contains("Played again: an earlier attempt's lab missed the premise"), "{page}");
     }
 
     #[test]
