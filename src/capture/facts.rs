@@ -254,7 +254,10 @@ fn ppp_ipv4(frame: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
 fn tcp(l4: &[u8]) -> Option<What> {
     let (sport, dport) = (be16(l4, 0)?, be16(l4, 2)?);
     let data = l4.get(usize::from(l4.get(12)? >> 4) * 4..)?;
-    if (sport == 1723 || dport == 1723) && data.len() >= pptp::HEADER_LEN && be32(data, 4) == Some(pptp::MAGIC) {
+    if (sport == pptp::PORT || dport == pptp::PORT)
+        && data.len() >= pptp::HEADER_LEN
+        && be32(data, 4) == Some(pptp::MAGIC)
+    {
         let message = be16(data, 8)?;
         let f = pptp::fields(message);
         let at = |o: Option<usize>| o.and_then(|o| be16(data, o));

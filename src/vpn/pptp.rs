@@ -11,7 +11,7 @@ use crate::lab::{Cmd, Host, Process, Proto, Result, StartGate};
 use super::pppd::{self, PppConfig, PppLink};
 
 /// The PPTP control port.
-pub const PPTP_PORT: u16 = 1723;
+pub const PPTP_PORT: u16 = crate::wire::pptp::PORT;
 
 /// A pptpd server.
 #[derive(Debug, Clone)]

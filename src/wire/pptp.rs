@@ -3,6 +3,8 @@
 //! fixed offsets. A NAT cares about the Call IDs: each message carries the
 //! sender's own Call ID, the receiver's ("Peer's Call ID"), or both.
 
+/// The TCP port of the control connection.
+pub const PORT: u16 = 1723;
 /// The magic cookie of every control message.
 pub const MAGIC: u32 = 0x1a2b_3c4d;
 /// Length of the common header.

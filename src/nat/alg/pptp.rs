@@ -40,7 +40,7 @@ use crate::nat::table::TcpState;
 use crate::wire::{gre, pptp as msg, tcp};
 
 /// The PPTP control port.
-pub const PORT: u16 = 1723;
+pub const PORT: u16 = msg::PORT;
 
 /// A call through the NAT.
 #[derive(Debug, Clone)]
