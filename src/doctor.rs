@@ -66,6 +66,20 @@ pub fn run_all() -> Vec<Diagnosis> {
         ),
         Err(m) => Diagnosis::failed(helper, m),
     });
+    // Our own programs that labs run: the helper that starts every program
+    // inside its host, and our PPP peer.
+    for (name, found) in [
+        (crate::lab::sandbox::ENTER_BINARY, crate::lab::sandbox::enter_binary()),
+        ("vpn-passthrough-pppd", crate::vpn::pppd::ppp_binary()),
+    ] {
+        checks.push(match found {
+            Ok(path) => Diagnosis::passed(name, path.display().to_string()),
+            Err(e) => Diagnosis::failed(
+                name,
+                Missing { what: name.into(), why: e.to_string(), fix: "cargo build --release --bins".into() },
+            ),
+        });
+    }
     for t in TOOLS {
         checks.push(match t.require() {
             Ok(path) => Diagnosis::passed(

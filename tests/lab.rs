@@ -834,7 +834,16 @@ fn doctor_finds_everything_a_run_needs() -> TestResult {
     if !out.status.success() || text.contains("MISSING") {
         return Err(format!("`vpn-passthrough doctor` found something missing:\n{text}").into());
     }
-    for check in ["network namespaces", "veth and bridge", "TUN devices", "PPTP conntrack helper", "charon", "xl2tpd"] {
+    for check in [
+        "network namespaces",
+        "veth and bridge",
+        "TUN devices",
+        "PPTP conntrack helper",
+        "vpn-passthrough-enter",
+        "vpn-passthrough-pppd",
+        "charon",
+        "xl2tpd",
+    ] {
         if !text.lines().any(|l| l.trim_start().starts_with("ok") && l.contains(check)) {
             return Err(format!("doctor did not check {check}:\n{text}").into());
         }

@@ -66,7 +66,7 @@ fn cstring(p: &Path) -> Result<CString> {
 }
 
 /// The helper's path, found once per process.
-fn enter_binary() -> Result<PathBuf> {
+pub fn enter_binary() -> Result<PathBuf> {
     static FOUND: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
     FOUND
         .get_or_init(|| super::our_binary(ENTER_BINARY, "VPN_PASSTHROUGH_ENTER").map_err(|e| e.to_string()))
