@@ -40,11 +40,11 @@ fn binary() -> &'static str {
 }
 
 /// Tests run at once unless told: most of them wait out a NAT's timeouts.
-const AT_ONCE: usize = 8;
+const DEFAULT_TEST_THREADS: usize = 8;
 
 fn main() {
     let mut args = Arguments::from_args();
-    args.test_threads = args.test_threads.or(Some(AT_ONCE));
+    args.test_threads = args.test_threads.or(Some(DEFAULT_TEST_THREADS));
     let both: [(&str, Make); 2] = [("rust_nat", rust_default), ("linux_nat", linux)];
     let mut trials: Vec<Trial> = Vec::new();
     // The longest first, so that the suite does not end waiting on them.

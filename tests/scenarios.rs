@@ -35,11 +35,13 @@ fn binary() -> PathBuf {
 fn main() {
     let mut args = Arguments::from_args();
     // Scenarios spend most of their time waiting on daemons and timeouts:
-    // as many labs run at once as `run` plays by default. The external
-    // router's trial and the early verdicts' trial each play several labs
-    // at once, so they take the threads of the labs they add.
+    // about as many labs run at once as `run` plays by default. The
+    // external router's trial and the early verdicts' trial each play
+    // several labs at once, so they take the threads of the labs they add
+    // (down to half, on a small machine).
     let added = (STAND_INS - 1) + (EARLY_RUNS.len() - 1);
-    args.test_threads = args.test_threads.or(Some(suite::default_jobs().saturating_sub(added).max(1)));
+    let jobs = suite::default_jobs();
+    args.test_threads = args.test_threads.or(Some(jobs.saturating_sub(added).max(jobs / 2).max(1)));
     // SAFETY: set before any thread starts.
     unsafe {
         std::env::set_var("VPN_PASSTHROUGH_PPPD", env!("CARGO_BIN_EXE_vpn-passthrough-pppd"));
@@ -74,12 +76,8 @@ fn main() {
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {
             // The longest runs first, as `run` plays them.
-            let mut runs: Vec<(Scenario, Target)> = scenarios
-                .into_iter()
-                .flat_map(|s| suite::Routers::Both.targets(&s).into_iter().map(move |t| (s.clone(), t)))
-                .collect();
-            runs.sort_by(|(a, at), (b, bt)| b.expected_seconds(*bt).total_cmp(&a.expected_seconds(*at)));
-            for (s, target) in runs {
+            let work = suite::work(&scenarios, &suite::Routers::Both, None);
+            for (s, target) in suite::longest_first(&work).into_iter().map(|i| (work[i].0.clone(), work[i].1)) {
                 // A router kind the file skips (with its reason) gets no
                 // trial: nothing is reported as passed that did not run.
                 if s.expectation(target).is_none_or(|e| e.skip.is_some()) {
@@ -122,10 +120,26 @@ fn both(a: &'static [Need], b: &'static [Need]) -> &'static [Need] {
     Box::leak(a.iter().chain(b).copied().collect::<Vec<_>>().into_boxed_slice())
 }
 
+/// Removes the run directories that runs failing as the test wants kept,
+/// and those of attempts played again (they would stay in `/dev/shm` until
+/// a reboot).
+fn remove_kept(outcomes: &[scenario::Outcome]) {
+    let missed = outcomes.iter().flat_map(|o| o.missed_premises.iter().filter_map(|m| m.kept.as_ref()));
+    for dir in outcomes.iter().filter_map(|o| o.kept.as_ref()).chain(missed) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 fn play(s: &Scenario, target: Target) -> TestResult {
     let o = suite::play_one(s, target, &suite::Routers::Both, &binary(), suite::How::EXACT);
+    for m in &o.missed_premises {
+        eprintln!("{}: played again, an attempt's lab missed the premise: {}", o.name, m.premise);
+    }
     match o.status {
-        Status::Pass | Status::ExpectedFailure => Ok(()),
+        Status::Pass | Status::ExpectedFailure => {
+            remove_kept(std::slice::from_ref(&o));
+            Ok(())
+        }
         Status::Skipped => Err(format!("skipped: {}", o.why.unwrap_or_default()).into()),
         // `failure()` opens a lab error with "lab error:".
         Status::Fail | Status::Error => Err(o.failure().into()),
@@ -205,6 +219,8 @@ fn compare_naive_and_full() -> TestResult {
         let outcomes = suite::run_all(&work, &routers, &binary(), 1, suite::How::EXACT, &|_, _, _| {});
         let out = dir.path().join(label);
         scenario::report::write(&out, &outcomes, &[], &routers.name(), Some(label), &[])?;
+        // The report holds a copy of a failure's logs.
+        remove_kept(&outcomes);
         reports.push(RunReport::load(&out.join("report.json"))?);
     }
     let (naive, full) = (&reports[0], &reports[1]);
@@ -463,6 +479,9 @@ impl Drop for BoxRouter {
 /// a router of its own, which plays one lab at a time, as a real router
 /// does; the scenarios are dealt among them.
 const STAND_INS: usize = 6;
+// One digit in the stand-ins' port names (`xr<pid><n>l`), which must stay
+// apart from another process's.
+const _: () = assert!(STAND_INS < 10);
 
 /// Every scenario against `--router external`, played through
 /// [`STAND_INS`] stand-ins, each given nothing but its two ports: its WAN
@@ -487,8 +506,7 @@ fn external_router() -> TestResult {
     let scenarios = scenario::load(&[scenario::default_dir()])?;
     let work = suite::work(&scenarios, &suite::Routers::External(boxes[0].external()), None);
     // The longest runs dealt first, one to each stand-in in turn.
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by(|a, b| work[*b].0.expected_seconds(work[*b].1).total_cmp(&work[*a].0.expected_seconds(work[*a].1)));
+    let order = suite::longest_first(&work);
     let mut outcomes: Vec<Option<scenario::Outcome>> = vec![None; work.len()];
     std::thread::scope(|scope| {
         let players: Vec<_> = boxes
@@ -511,8 +529,11 @@ fn external_router() -> TestResult {
             }
         }
     });
-    let outcomes: Vec<scenario::Outcome> = outcomes.into_iter().flatten().collect();
+    if outcomes.iter().any(Option::is_none) {
+        problems.push(format!("{} runs have no outcome", outcomes.iter().filter(|o| o.is_none()).count()));
+    }
     for (o, (s, _)) in outcomes.iter().zip(&work) {
+        let Some(o) = o else { continue };
         let expect = |t| s.expectation(t).map(|e| (e.skip.is_some(), e.outcome));
         let linux_breaks = expect(Target::Linux) == Some((false, ExpectedOutcome::Breaks));
         let every_router_breaks = expect(Target::External) == Some((false, ExpectedOutcome::Breaks));
@@ -540,9 +561,11 @@ fn external_router() -> TestResult {
             problems.push(format!("{port} was not given back to this namespace"));
         }
     }
+    let outcomes: Vec<scenario::Outcome> = outcomes.into_iter().flatten().collect();
     if outcomes.len() != scenarios.len() || !problems.is_empty() {
         return Err(format!("{} outcomes of {} files; {}", outcomes.len(), scenarios.len(), problems.join("\n")).into());
     }
+    remove_kept(&outcomes);
     Ok(())
 }
 
@@ -627,6 +650,10 @@ fn daemon_crash() -> TestResult {
         if !json.contains(needle) {
             return Err(format!("the report should say {needle:?}: {json}").into());
         }
+    }
+    let parsed: serde_json::Value = serde_json::from_str(&json)?;
+    for kept in parsed["outcomes"].as_array().into_iter().flatten().filter_map(|o| o["kept"].as_str()) {
+        let _ = std::fs::remove_dir_all(kept);
     }
     Ok(())
 }

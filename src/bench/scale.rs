@@ -28,6 +28,10 @@ pub const PINGS: u32 = 5;
 /// Lines of what fell short that the figures show.
 const SHOWN_LINES: usize = 30;
 
+/// Tunnels down whose notes a shortfall shows whole (a daemon's error and
+/// its last log lines); the others by their first line.
+const WHOLE_NOTES: usize = 3;
+
 /// How long every tunnel together may take to come up.
 const CONNECT_TIMEOUT_S: u64 = 120;
 
@@ -80,8 +84,9 @@ impl ScaleFigures {
     }
 
     /// What falls short of every tunnel up and carrying at least `need`
-    /// echoes: the tunnels down (with the first line of why) and those
-    /// with fewer echoes; `None` when nothing does.
+    /// echoes: where the logs are kept, the tunnels down (with why: the
+    /// first [`WHOLE_NOTES`] whole, the others by their first line) and
+    /// those with fewer echoes; `None` when nothing does.
     pub fn shortfall(&self, need: u32) -> Option<String> {
         let n = self.tunnels.len();
         if self.tunnels.iter().all(|t| t.up_after.is_some() && t.echoes >= need) {
@@ -97,9 +102,7 @@ impl ScaleFigures {
         if let Some(dir) = &self.kept {
             let _ = write!(s, "; logs kept in {}", dir.display());
         }
-        // The first few notes whole (a daemon's error and its last log
-        // lines), the rest by their first line.
-        let mut whole = 3;
+        let mut whole = WHOLE_NOTES;
         for (k, t) in self.tunnels.iter().enumerate() {
             let why = match &t.note {
                 Some(note) if whole > 0 => {
@@ -237,8 +240,9 @@ pub fn measure(router: &dyn RouterUnderTest, per_family: usize) -> Result<ScaleF
         nl.lab.keep_dir();
         figures.kept = Some(nl.lab.dir().to_path_buf());
     }
+    let dir = nl.lab.dir().to_path_buf();
     let teardown = nl.lab.teardown();
-    played?;
+    played.map_err(|e| LabError::Input(format!("{e}\nlogs kept in {}", dir.display())))?;
     teardown?;
     Ok(figures)
 }

@@ -20,7 +20,10 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
     let mut checks = family::of(s.file.family).premises(s, o, target);
     let lost = o.lan.capture_drops + o.wan.capture_drops;
     if lost > 0 {
-        checks.push(premise("the captures hold every packet", false, format!("{lost} packets lost by tcpdump")));
+        checks.push(
+            premise("the captures hold every packet", false, format!("{lost} packets lost by tcpdump"))
+                .missed_by_lab(true),
+        );
     }
     if s.file.steps.iter().any(|st| matches!(st, Step::Hostile { .. })) {
         // The spray must have crossed the WAN for "nothing of it reached
@@ -142,6 +145,7 @@ pub fn evaluate(s: &Scenario, e: &Expect, o: &Observed, target: Target) -> Vec<C
             reason: None,
             premise: false,
             behaviour: true,
+            missed_by_lab: false,
         });
     }
     if o.forwards_after_hostile.is_some() {

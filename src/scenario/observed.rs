@@ -71,6 +71,12 @@ pub struct Check {
     /// judged only with [`Judge::Exact`].
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub behaviour: bool,
+    /// A premise the lab missed on its own, before anything it depends on
+    /// crossed the router (clients that started apart, a capture that lost
+    /// packets): the run may fairly be played again. A premise that a
+    /// router could make miss never is.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub missed_by_lab: bool,
 }
 
 /// What a verdict is about.
@@ -104,6 +110,13 @@ impl Check {
         self
     }
 
+    /// A premise missed, if `lab_alone`, by the lab on its own (see
+    /// [`Check::missed_by_lab`]).
+    pub(crate) fn missed_by_lab(mut self, lab_alone: bool) -> Check {
+        self.missed_by_lab = !self.ok && lab_alone;
+        self
+    }
+
     /// The check is about the router's behaviour, not the VPN's.
     pub(crate) fn behaviour(mut self) -> Check {
         self.behaviour = true;
@@ -119,7 +132,16 @@ impl Check {
 pub(crate) fn check(what: impl Into<String>, expected: impl Serialize, seen: impl Serialize) -> Check {
     let expected = show(&expected);
     let seen = show(&seen);
-    Check { what: what.into(), ok: expected == seen, expected, seen, reason: None, premise: false, behaviour: false }
+    Check {
+        what: what.into(),
+        ok: expected == seen,
+        expected,
+        seen,
+        reason: None,
+        premise: false,
+        behaviour: false,
+        missed_by_lab: false,
+    }
 }
 
 /// A premise: `holds` must be true, `seen` says what the captures showed.
@@ -132,6 +154,7 @@ pub(crate) fn premise(what: impl Into<String>, holds: bool, seen: impl Into<Stri
         reason: Some(seen.into()),
         premise: true,
         behaviour: false,
+        missed_by_lab: false,
     }
 }
 

@@ -54,6 +54,16 @@ impl Status {
     }
 }
 
+/// An attempt whose lab missed its story's premise on its own (see
+/// [`Check::missed_by_lab`]), so that the run was played again.
+#[derive(Debug, Clone, Serialize)]
+pub struct MissedPremise {
+    /// The premise, as a check's line.
+    pub premise: String,
+    /// That attempt's run directory, kept (logs and captures).
+    pub kept: Option<PathBuf>,
+}
+
 /// One scenario played against one router.
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -87,10 +97,9 @@ pub struct Outcome {
     pub seconds: f64,
     /// The run directory, kept when the scenario failed (logs, pcaps).
     pub kept: Option<PathBuf>,
-    /// Earlier attempts whose lab did not produce the story's premise, so
-    /// that the run was played again: the premise missed, and where that
-    /// attempt's logs are.
-    pub replayed: Vec<String>,
+    /// Earlier attempts whose lab missed the story's premise on its own,
+    /// so that the run was played again.
+    pub missed_premises: Vec<MissedPremise>,
     /// What crossed the router, LAN and WAN side by side.
     pub ladder: Vec<Rung>,
     /// The lab's shape, for the topology drawing.
@@ -139,6 +148,10 @@ impl Outcome {
         if let Some(k) = &self.kept {
             s.push_str(&format!("logs and captures kept in {}\n", k.display()));
         }
+        for m in &self.missed_premises {
+            let kept = m.kept.as_ref().map(|k| format!(" (logs in {})", k.display())).unwrap_or_default();
+            s.push_str(&format!("an earlier attempt's lab missed the premise: {}{kept}\n", m.premise));
+        }
         if let Some(l) = &self.logs {
             s.push_str(l);
             s.push('\n');
@@ -166,16 +179,10 @@ impl Outcome {
             logs: None,
             seconds: 0.0,
             kept: None,
-            replayed: Vec::new(),
+            missed_premises: Vec::new(),
             ladder: Vec::new(),
             shape: scenario.file.topology.shape(),
         }
-    }
-
-    /// The first premise the lab did not produce, if any: the run could
-    /// not judge the router.
-    pub fn premise_missed(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| c.premise && !c.ok)
     }
 
     /// What the router did that the file expected otherwise, when the
@@ -185,11 +192,17 @@ impl Outcome {
     }
 }
 
+/// The premises among `checks` that the lab did not produce: a run with
+/// one could not judge the router.
+pub fn missed_premises(checks: &[Check]) -> impl Iterator<Item = &Check> {
+    checks.iter().filter(|c| c.premise && !c.ok)
+}
+
 /// The verdict on `checks` under `judge`, for a file that expects
 /// `outcome`; with why the run could not judge the router, when it could
 /// not (a premise not met, or nothing the verdict is about expected).
 pub fn verdict(checks: &[Check], outcome: ExpectedOutcome, judge: Judge) -> (Status, Option<String>) {
-    if let Some(p) = checks.iter().find(|c| c.premise && !c.ok) {
+    if let Some(p) = missed_premises(checks).next() {
         return (Status::Error, Some(format!("the lab did not produce the story's premise: {}", p.line())));
     }
     if !checks.is_empty() && !checks.iter().any(|c| !c.premise && judge.counts(c)) {

@@ -47,8 +47,8 @@ pub fn matrix_text(outcomes: &[Outcome], flaky: &[Flaky]) -> String {
         if let Some(line) = o.summary() {
             let _ = writeln!(s, "{:>5}  {}: {line}", o.status.word(), o.name);
         }
-        for r in &o.replayed {
-            let _ = writeln!(s, "again  {}: played again, an attempt's lab missed the premise: {r}", o.name);
+        for m in &o.missed_premises {
+            let _ = writeln!(s, "again  {}: played again, an attempt's lab missed the premise: {}", o.name, m.premise);
         }
     }
     let _ = writeln!(
@@ -117,6 +117,14 @@ pub fn write(
     for o in outcomes.iter().filter(|o| matches!(o.status, Status::Fail | Status::Error)) {
         if let Some(kept) = &o.kept {
             let to = dir.join("failures").join(o.name.replace("::", "."));
+            copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
+        }
+    }
+    // The logs of attempts whose lab missed the premise, whatever came of
+    // the run: `failures/NAME.missed-N`.
+    for o in outcomes {
+        for (n, kept) in o.missed_premises.iter().enumerate().filter_map(|(n, m)| Some((n + 1, m.kept.as_ref()?))) {
+            let to = dir.join("failures").join(format!("{}.missed-{n}", o.name.replace("::", ".")));
             copy_logs(&kept.join("hosts"), &to).map_err(|e| io("copying logs", e))?;
         }
     }
@@ -307,8 +315,12 @@ the story's premise did not happen) &mdash; fix the lab and run again.{}</p>\n",
             let _ = writeln!(s, "<p><i>{}</i></p>", esc(why));
         }
         s.push_str(&topology_svg(&o.shape));
-        for r in &o.replayed {
-            let _ = writeln!(s, "<p><i>Played again: an earlier attempt's lab missed the premise: {}</i></p>", esc(r));
+        for m in &o.missed_premises {
+            let _ = writeln!(
+                s,
+                "<p><i>Played again: an earlier attempt's lab missed the premise: {}</i></p>",
+                esc(&m.premise)
+            );
         }
         if !o.checks.is_empty() {
             s.push_str("<table><tr><th>expectation</th><th>expected</th><th>seen</th><th></th></tr>\n");
@@ -513,6 +525,7 @@ mod tests {
             reason: Some("charon: received NO_PROPOSAL_CHOSEN notify".into()),
             premise: false,
             behaviour: false,
+            missed_by_lab: false,
         }];
         fail.logs = Some(colour.into());
         let mut error = outcome("a", Target::Linux, Status::Error);
@@ -543,16 +556,34 @@ mod tests {
     #[test]
     fn a_run_played_again_after_a_missed_premise_says_so_in_the_matrix_and_the_page() {
         let mut all = outcomes();
-        all[2].replayed = vec!["premise: calls at once: expected true, saw false (300 ms apart)".into()];
+        all[2].missed_premises = vec![crate::scenario::play::MissedPremise {
+            premise: "calls at once: expected true, saw false (300 ms apart)".into(),
+            kept: None,
+        }];
         let text = matrix_text(&all, &[]);
         assert!(
             text.contains(
-                "again  pptp::c::rust-naive: played again, an attempt's lab missed the premise: premise: calls at once"
+                "again  pptp::c::rust-naive: played again, an attempt's lab missed the premise: calls at once"
             ),
             "{text}"
         );
         let page = html(&all, &[], "test", None, &[]);
         assert!(page.contains("Played again: an earlier attempt's lab missed the premise"), "{page}");
+        assert!(!matrix_text(&outcomes(), &[]).contains("again"), "nothing played again, nothing said");
+    }
+
+    #[test]
+    fn a_flaky_run_is_its_own_line_in_the_matrix_and_the_page() {
+        let all = outcomes();
+        let flaky = [Flaky { name: all[0].name.clone(), statuses: vec![(Status::Pass, 9), (Status::Fail, 1)] }];
+        let text = matrix_text(&all, &flaky);
+        assert!(text.contains("flaky  pptp::a::rust-full: 9 pass, 1 FAIL"), "{text}");
+        assert!(text.contains("; 1 flaky"), "{text}");
+        let row = text.lines().find(|l| l.starts_with("pptp::a")).unwrap_or_default();
+        assert!(row.contains("flaky") && !row.contains("FAIL"), "the cell says flaky: {row}");
+        assert!(!matrix_text(&all, &[]).contains("flaky"), "nothing flaky, nothing said");
+        let page = html(&all, &flaky, "test", None, &[]);
+        assert!(page.contains("<h2>Flaky runs</h2>") && page.contains("flaky: 9 pass, 1 FAIL"), "{page}");
     }
 
     #[test]

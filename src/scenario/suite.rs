@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use super::early::Pace;
 use super::format::{Scenario, Target};
 use super::observed::Judge;
-use super::play::{Outcome, Status, play};
+use super::play::{MissedPremise, Outcome, Status, play};
 use super::preflight;
 use crate::router::{Direct, ExternalRouter, LinuxNat, RouterUnderTest, RustNat};
 
@@ -119,11 +119,13 @@ impl How {
     pub const EXACT: How = How { judge: Judge::Exact, pace: Pace::Early };
 }
 
-/// How many times a run is played while its lab does not produce the
-/// story's premise (clients whose calls start within 250 ms of each other,
-/// say): timing that a loaded machine can miss once. Each miss is on the
-/// outcome; the last one is a lab error.
-pub const PREMISE_ATTEMPTS: usize = 2;
+/// How many times a run is played while its lab misses the story's premise
+/// on its own, before anything it depends on crossed the router (clients
+/// whose calls should start together started apart on a loaded machine; a
+/// capture lost packets). Each miss is on the outcome; the last one is a
+/// lab error. A premise a router could make miss is never played again: an
+/// intermittent router bug must not be retried until lucky.
+const PREMISE_ATTEMPTS: usize = 2;
 
 /// Plays `s` against `target`, again while its lab misses the story's
 /// premise (see [`PREMISE_ATTEMPTS`]); a router that cannot be made, or a
@@ -147,7 +149,10 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
         return o;
     }
     match router_for(s, target, routers, binary) {
-        Ok(r) => until_premise_met(|| play(s, target, r.as_ref(), how.judge, how.pace)),
+        // A real router keeps what an attempt left in its tables: a second
+        // attempt through it would be another story.
+        Ok(r) if target == Target::External => play(s, target, r.as_ref(), how.judge, how.pace),
+        Ok(r) => replay_on_missed_premise(|| play(s, target, r.as_ref(), how.judge, how.pace)),
         Err(e) => {
             let mut o = Outcome::blank(s, target);
             o.judge = how.judge;
@@ -157,22 +162,23 @@ pub fn play_one(s: &Scenario, target: Target, routers: &Routers, binary: &std::p
     }
 }
 
-/// Plays with `play` until an attempt's lab produces the story's premise,
-/// at most [`PREMISE_ATTEMPTS`] times; the outcome lists the misses before it.
-fn until_premise_met(mut play: impl FnMut() -> Outcome) -> Outcome {
-    let mut replayed = Vec::new();
+/// Plays with `play` again while an attempt's lab missed the story's
+/// premise on its own (every premise it missed is
+/// [`missed_by_lab`](super::observed::Check::missed_by_lab)), at most
+/// [`PREMISE_ATTEMPTS`] times; the outcome lists the misses before it.
+fn replay_on_missed_premise(mut play: impl FnMut() -> Outcome) -> Outcome {
+    let mut missed = Vec::new();
     loop {
         let mut o = play();
-        match o.premise_missed().map(|c| c.line()) {
-            Some(line) if replayed.len() + 1 < PREMISE_ATTEMPTS => {
-                let logs = o.kept.as_ref().map(|k| format!("; its logs are in {}", k.display()));
-                replayed.push(format!("{line}{}", logs.unwrap_or_default()));
-            }
-            _ => {
-                o.replayed = replayed;
-                return o;
-            }
+        let premises: Vec<&super::observed::Check> = super::play::missed_premises(&o.checks).collect();
+        let by_lab = !premises.is_empty() && premises.iter().all(|c| c.missed_by_lab);
+        if by_lab && missed.len() + 1 < PREMISE_ATTEMPTS {
+            let premise = premises.iter().map(|c| c.line()).collect::<Vec<_>>().join("; ");
+            missed.push(MissedPremise { premise, kept: o.kept.clone() });
+            continue;
         }
+        o.missed_premises = missed;
+        return o;
     }
 }
 
@@ -221,6 +227,16 @@ fn available_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The indices of `work`, the longest runs first (by
+/// [`Scenario::expected_seconds`]), so that a suite does not end waiting
+/// on a long run that started last.
+pub fn longest_first(work: &[(&Scenario, Target)]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    let expected = |i: usize| work[i].0.expected_seconds(work[i].1);
+    order.sort_by(|a, b| expected(*b).total_cmp(&expected(*a)));
+    order
+}
+
 /// Plays each (scenario, target) of `work` on `jobs` workers (one for an
 /// external router), the longest first, judged as `how` says; `progress`
 /// hears of each outcome as it lands. Outcomes come back in input order.
@@ -233,11 +249,7 @@ pub fn run_all(
     progress: &(dyn Fn(usize, usize, &Outcome) + Sync),
 ) -> Vec<Outcome> {
     let jobs = routers.jobs(jobs);
-    // The longest first, so that the suite does not end waiting on a long
-    // run that started last.
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    let expected = |i: usize| work[i].0.expected_seconds(work[i].1);
-    order.sort_by(|a, b| expected(*b).total_cmp(&expected(*a)));
+    let order = longest_first(work);
     let next = AtomicUsize::new(0);
     let done = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Outcome>>> = Mutex::new(vec![None; work.len()]);
@@ -351,40 +363,49 @@ mod tests {
     }
 
     #[test]
-    fn a_run_whose_lab_misses_the_premise_is_played_again_and_says_so() {
+    fn a_run_whose_lab_misses_the_premise_on_its_own_is_played_again_and_says_so() {
         use Status::*;
-        let premise = |holds: bool| crate::scenario::observed::premise("calls at once", holds, "300 ms apart");
+        let premise = |holds: bool, by_lab: bool| {
+            crate::scenario::observed::premise("calls at once", holds, "300 ms apart").missed_by_lab(by_lab)
+        };
+        let attempt = |status: Status, holds: bool, by_lab: bool| {
+            let mut o = outcomes("a", &[status]).remove(0);
+            o.checks.push(premise(holds, by_lab));
+            o.kept = (!holds).then(|| PathBuf::from("/dev/shm/attempt"));
+            o
+        };
+        // Missed by the lab, then met: the pass, with the miss and its logs.
         let mut attempts = 0;
-        // A miss, then a pass: the pass, with the miss noted.
-        let o = until_premise_met(|| {
+        let o = replay_on_missed_premise(|| {
             attempts += 1;
-            let mut o = outcomes("a", &[if attempts == 1 { Error } else { Pass }]).remove(0);
-            o.checks.push(premise(attempts > 1));
-            o
+            if attempts == 1 { attempt(Error, false, true) } else { attempt(Pass, true, true) }
         });
-        assert_eq!((attempts, o.status), (2, Pass));
-        assert_eq!(o.replayed.len(), 1);
-        assert!(o.replayed[0].contains("calls at once"), "{:?}", o.replayed);
-        // Missed every time: the last attempt's lab error, after as many
-        // attempts as allowed.
+        assert_eq!((attempts, o.status, o.missed_premises.len()), (2, Pass, 1));
+        assert!(o.missed_premises[0].premise.contains("calls at once"), "{:?}", o.missed_premises);
+        assert_eq!(o.missed_premises[0].kept, Some(PathBuf::from("/dev/shm/attempt")));
+        // Missed by the lab every time: the last attempt's lab error.
         attempts = 0;
-        let o = until_premise_met(|| {
+        let o = replay_on_missed_premise(|| {
             attempts += 1;
-            let mut o = outcomes("a", &[Error]).remove(0);
-            o.checks.push(premise(false));
-            o
+            attempt(Error, false, true)
         });
-        assert_eq!((attempts, o.status, o.replayed.len()), (PREMISE_ATTEMPTS, Error, PREMISE_ATTEMPTS - 1));
+        assert_eq!((attempts, o.status, o.missed_premises.len()), (PREMISE_ATTEMPTS, Error, PREMISE_ATTEMPTS - 1));
+        // A miss a router could have caused is a lab error at once: an
+        // intermittent router bug is not retried until lucky.
+        attempts = 0;
+        let o = replay_on_missed_premise(|| {
+            attempts += 1;
+            attempt(Error, false, false)
+        });
+        assert_eq!((attempts, o.status), (1, Error));
         // A FAIL with its premise met is the router's: never played again.
         attempts = 0;
-        let o = until_premise_met(|| {
+        let o = replay_on_missed_premise(|| {
             attempts += 1;
-            let mut o = outcomes("a", &[Fail]).remove(0);
-            o.checks.push(premise(true));
-            o
+            attempt(Fail, true, true)
         });
         assert_eq!((attempts, o.status), (1, Fail));
-        assert!(o.replayed.is_empty());
+        assert!(o.missed_premises.is_empty());
     }
 
     #[test]
