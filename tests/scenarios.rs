@@ -51,8 +51,9 @@ fn main() {
     let mut trials = Vec::new();
     // The longest trials start first, so that the suite does not end
     // waiting on one alone: the external router's test, the scale test,
-    // the early verdicts' test (which plays at the slow pace too), then the
-    // scenarios' runs, the longest first.
+    // the early verdicts' test (which plays at the slow pace too), the
+    // other tests of a few seconds each, then the scenarios' runs, the
+    // longest first.
     // The stand-in router is built with `ip`; the rest is what its
     // scenarios' families need.
     let external = match scenario::load(&[scenario::default_dir()]) {
@@ -73,6 +74,23 @@ fn main() {
             .fold(CAPTURE, |need, s| both(need, needs(s)))
     });
     trials.push(lab_test("early::verdicts_agree_with_slow", early_needs, early_verdicts_agree_with_slow));
+    trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
+    trials.push(lab_test(
+        "preflight::every_family_works_on_a_direct_link",
+        Box::leak(
+            CAPTURE
+                .iter()
+                .copied()
+                .chain(scenario::preflight::Item::tools().into_iter().map(Need::Tool))
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        ),
+        preflight,
+    ));
+    trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
+    trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
+    trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
+    trials.push(lab_test("crash::a_server_daemon_that_dies_fails_with_its_log", PPTP, daemon_crash));
     match scenario::load(&[scenario::default_dir()]) {
         Ok(scenarios) => {
             // The longest runs first, as `run` plays them.
@@ -91,23 +109,6 @@ fn main() {
         }
         Err(e) => trials.push(Trial::test("the scenario files load", move || Err(e.into()))),
     }
-    trials.push(Trial::test("a broken scenario file names file, line and key", broken_file));
-    trials.push(lab_test(
-        "preflight::every_family_works_on_a_direct_link",
-        Box::leak(
-            CAPTURE
-                .iter()
-                .copied()
-                .chain(scenario::preflight::Item::tools().into_iter().map(Need::Tool))
-                .collect::<Vec<_>>()
-                .into_boxed_slice(),
-        ),
-        preflight,
-    ));
-    trials.push(lab_test("report::renders_in_chromium", REPORT, report_renders));
-    trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
-    trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
-    trials.push(lab_test("crash::a_server_daemon_that_dies_fails_with_its_log", PPTP, daemon_crash));
     let conclusion = libtest_mimic::run(&args, trials);
     if let Err(e) = nothing_of_ours_left() {
         eprintln!("after the scenario suite: {e}");
