@@ -70,7 +70,7 @@ pub fn run_all() -> Vec<Diagnosis> {
     // inside its host, and our PPP peer.
     for (name, found) in [
         (crate::lab::sandbox::ENTER_BINARY, crate::lab::sandbox::enter_binary()),
-        ("vpn-passthrough-pppd", crate::vpn::pppd::ppp_binary()),
+        (crate::vpn::pppd::PPP_PEER_BINARY, crate::vpn::pppd::ppp_binary()),
     ] {
         checks.push(match found {
             Ok(path) => Diagnosis::passed(name, path.display().to_string()),

@@ -56,7 +56,8 @@ fn main() {
     // longest first.
     // The stand-in router is built with `ip`; the rest is what its
     // scenarios' families need.
-    let external = match scenario::load(&[scenario::default_dir()]) {
+    let loaded = scenario::load(&[scenario::default_dir()]);
+    let external = match &loaded {
         Ok(scenarios) => {
             scenarios.iter().fold(&[Need::Tool("ip"), Need::Tool("dnsmasq"), Need::Tool("busybox")][..], |need, s| {
                 both(need, needs(s))
@@ -68,7 +69,7 @@ fn main() {
     let scale = vpn_passthrough::bench::scale::scenarios(vpn_passthrough::bench::scale::FAMILIES.len());
     let scale_needs = scale.iter().flatten().fold(CAPTURE, |need, s| both(need, needs(s)));
     trials.push(lab_test("scale::two_hundred_tunnels_through_one_rust_nat", scale_needs, two_hundred_tunnels));
-    let early_needs = scenario::load(&[scenario::default_dir()]).map_or(CAPTURE, |all| {
+    let early_needs = loaded.as_ref().map_or(CAPTURE, |all| {
         all.iter()
             .filter(|s| EARLY_RUNS.iter().any(|r| r.starts_with(&format!("{}::", s.id))))
             .fold(CAPTURE, |need, s| both(need, needs(s)))
@@ -91,7 +92,7 @@ fn main() {
     trials.push(lab_test("report::compare_naive_and_full", CAPTURE, compare_naive_and_full));
     trials.push(lab_test("interrupted::ctrl_c_leaves_nothing_behind", PPTP, interrupted));
     trials.push(lab_test("crash::a_server_daemon_that_dies_fails_with_its_log", PPTP, daemon_crash));
-    match scenario::load(&[scenario::default_dir()]) {
+    match loaded {
         Ok(scenarios) => {
             // The longest runs first, as `run` plays them.
             let work = suite::work(&scenarios, &suite::Routers::Both, None);
@@ -282,9 +283,9 @@ fn early_verdicts_agree_with_slow() -> TestResult {
     let judged_early = |o: &scenario::Outcome| {
         o.checks.iter().any(|c| c.reason.as_deref().is_some_and(|r| r.contains("an early verdict")))
     };
+    let checks = |o: &scenario::Outcome| o.checks.iter().map(|c| (c.what.clone(), c.ok)).collect::<Vec<_>>();
     let mut differ = Vec::new();
     for (e, s) in early.iter().zip(&slow) {
-        let checks = |o: &scenario::Outcome| o.checks.iter().map(|c| (c.what.clone(), c.ok)).collect::<Vec<_>>();
         if e.status != s.status || checks(e) != checks(s) {
             differ.push(format!(
                 "{}: early {} {:?}, slow {} {:?}",
@@ -295,8 +296,6 @@ fn early_verdicts_agree_with_slow() -> TestResult {
                 checks(s)
             ));
         }
-    }
-    for (e, s) in early.iter().zip(&slow) {
         if judged_early(e) != e.name.ends_with("::rust-off") {
             differ.push(format!("{}: judged early: {}", e.name, judged_early(e)));
         }

@@ -240,9 +240,10 @@ pub fn measure(router: &dyn RouterUnderTest, per_family: usize) -> Result<ScaleF
         nl.lab.keep_dir();
         figures.kept = Some(nl.lab.dir().to_path_buf());
     }
-    let dir = nl.lab.dir().to_path_buf();
     let teardown = nl.lab.teardown();
-    played.map_err(|e| LabError::Input(format!("{e}\nlogs kept in {}", dir.display())))?;
+    // A run that ended in an error kept its directory above.
+    let kept = figures.kept.as_ref().map(|d| format!("\nlogs kept in {}", d.display())).unwrap_or_default();
+    played.map_err(|e| LabError::Input(format!("{e}{kept}")))?;
     teardown?;
     Ok(figures)
 }

@@ -14,9 +14,12 @@ use crate::ppp::session::AuthProto;
 /// peer there.
 pub const PPPD: &str = "/usr/sbin/pppd";
 
+/// Our PPP peer's program name.
+pub const PPP_PEER_BINARY: &str = "vpn-passthrough-pppd";
+
 /// Our PPP peer binary: `$VPN_PASSTHROUGH_PPPD` or beside this program.
 pub fn ppp_binary() -> Result<PathBuf> {
-    crate::lab::our_binary("vpn-passthrough-pppd", "VPN_PASSTHROUGH_PPPD")
+    crate::lab::our_binary(PPP_PEER_BINARY, "VPN_PASSTHROUGH_PPPD")
 }
 
 /// `spec` with our PPP peer bind-mounted over [`PPPD`], when both exist;
@@ -33,7 +36,7 @@ pub fn with_ppp_peer(spec: HostSpec) -> HostSpec {
 pub fn require_ppp_peer(host: &Host<'_>) -> Result<()> {
     let out = host.exec(Cmd::argv(&[PPPD, "--version"]).label("pppd-version"))?;
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    if text.contains("vpn-passthrough-pppd") {
+    if text.contains(PPP_PEER_BINARY) {
         return Ok(());
     }
     Err(LabError::Input(format!(
